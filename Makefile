@@ -1,0 +1,50 @@
+# hastore — see README.md. `make run` starts a local cluster, `make test` passes the tests.
+GO        ?= go
+BIN       := bin/hastore
+STATICCHECK_VERSION := v0.8.2
+GOBIN     := $(shell $(GO) env GOPATH)/bin
+export GOFLAGS := -mod=mod
+
+.PHONY: all build test lint vet unit deps bench chaos run proto clean fuzz
+
+all: build
+
+build:
+	$(GO) build -o $(BIN) ./cmd/hastore
+
+# The test command the README gives; CI (.ci/run) runs exactly this.
+test: deps lint unit
+
+# System packages the end-to-end tests drive (real clients, real peers).
+# Idempotent: installs only what is missing.
+deps:
+	@bash testing/deps.sh test
+
+vet:
+	$(GO) vet ./...
+
+lint: vet
+	@test -x $(GOBIN)/staticcheck || $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+	$(GOBIN)/staticcheck ./...
+
+unit: build
+	$(GO) test -race -timeout 20m ./...
+
+# Short fuzzing of the decoders that face untrusted bytes.
+fuzz:
+	$(GO) test -run '^$$' -fuzz FuzzParseShard -fuzztime 60s ./storage/
+
+# Benchmarks: printed tables, never pass/fail. See docs/ for how to read them.
+bench: build
+	@bash testing/deps.sh bench
+	$(GO) run ./testing/storagebench
+	$(GO) test -run '^$$' -bench . -benchtime 2s ./storage/
+
+run: build
+	./$(BIN) dev
+
+proto:
+	bash proto/gen.sh
+
+clean:
+	rm -rf bin

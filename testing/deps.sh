@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs the Debian packages hastore's tests (or benchmarks) drive, only
+# those that are missing, so running it twice costs nothing.
+set -euo pipefail
+what=${1:-test}
+pkgs=()
+case "$what" in
+  test)  pkgs=() ;;
+  bench) pkgs=() ;;
+  *) echo "usage: $0 test|bench" >&2; exit 2 ;;
+esac
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" != 0 ]; then
+  echo "testing/deps.sh: missing Debian packages ${missing[*]}; install them as root: apt-get install -y ${missing[*]}" >&2
+  exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
