@@ -1,0 +1,185 @@
+package transport
+
+import (
+	"context"
+	"errors"
+	"net"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
+)
+
+const (
+	// chunkSize bounds the data in one streamed message.
+	chunkSize = 1 << 20
+	// maxMsgSize leaves room for the first GetShard message: a record
+	// header (up to 4 MiB of block checksums for a 4 GiB payload in 4 KiB
+	// blocks) plus one chunk.
+	maxMsgSize = 16 << 20
+
+	// A silent peer is declared dead keepaliveTime+keepaliveTimeout after
+	// its last frame; gRPC will not ping more often than every 10 s. Calls
+	// in flight notice sooner: gRPC sets TCP_USER_TIMEOUT to
+	// keepaliveTimeout, so unacknowledged writes fail after 3 s.
+	keepaliveTime    = 10 * time.Second
+	keepaliveTimeout = 3 * time.Second
+)
+
+// newDialer returns a dialer whose connections the kernel probes after 2 s
+// of silence, declaring the peer dead after 3 unanswered probes a second
+// apart: a powered-off or partitioned peer is noticed in about 5 s even on
+// an idle connection, sooner than gRPC's pings (10 s at the least) would.
+// A peer whose kernel still answers but whose process hangs is left to
+// the gRPC pings and the callers' deadlines.
+func newDialer() *net.Dialer {
+	return &net.Dialer{KeepAliveConfig: net.KeepAliveConfig{Enable: true, Idle: 2 * time.Second, Interval: time.Second, Count: 3}}
+}
+
+// NewGRPCServer returns a gRPC server that refuses calls without the
+// cluster key, pings its clients and accepts GetShard-sized messages. Serve
+// it on [Mux.GRPC]; it speaks plaintext HTTP/2 because the mux has already
+// unwrapped TLS. opts are added after hastore's own, so interceptors in
+// them run after the key check.
+func NewGRPCServer(cfg Config, opts ...grpc.ServerOption) (*grpc.Server, error) {
+	if err := cfg.check(); err != nil {
+		return nil, err
+	}
+	a := authChecker{token: []byte(grpcToken(cfg.Key))}
+	base := []grpc.ServerOption{
+		grpc.ChainUnaryInterceptor(a.unary),
+		grpc.ChainStreamInterceptor(a.stream),
+		// Clients ping every keepaliveTime even when idle; the default
+		// policy (5 min, not without streams) would answer with GOAWAY.
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: keepaliveTime / 2, PermitWithoutStream: true}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: keepaliveTime, Timeout: keepaliveTimeout}),
+		grpc.MaxRecvMsgSize(maxMsgSize),
+		grpc.MaxSendMsgSize(maxMsgSize),
+	}
+	return grpc.NewServer(append(base, opts...)...), nil
+}
+
+// DialOptions returns the options to reach a hastore node with grpc.NewClient:
+// TLS if configured, the cluster key on every call, keepalive, quick
+// reconnects and the fault hook. Use target "passthrough:///host:port" so
+// that the address reaches the dialer (and Faults) as written. Most code
+// wants a [Pool] instead.
+func DialOptions(cfg Config) ([]grpc.DialOption, error) {
+	if err := cfg.check(); err != nil {
+		return nil, err
+	}
+	creds := insecure.NewCredentials()
+	if cfg.ClientTLS != nil {
+		creds = credentials.NewTLS(cfg.ClientTLS.Clone())
+	}
+	faults := cfg.Faults
+	return []grpc.DialOption{
+		grpc.WithTransportCredentials(creds),
+		grpc.WithPerRPCCredentials(keyCreds{token: grpcToken(cfg.Key)}),
+		grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
+			return faults.dial(ctx, newDialer(), addr)
+		}),
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: keepaliveTime, Timeout: keepaliveTimeout, PermitWithoutStream: true}),
+		// gRPC's default back-off grows to 2 minutes: a restarted peer
+		// would stay "unavailable" long after it is back.
+		grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 3 * time.Second},
+			MinConnectTimeout: 5 * time.Second,
+		}),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMsgSize), grpc.MaxCallSendMsgSize(maxMsgSize)),
+	}, nil
+}
+
+// ErrPoolClosed is returned by a closed Pool.
+var ErrPoolClosed = errors.New("transport: pool closed")
+
+// Pool keeps one gRPC connection per peer address, made on first use.
+// gRPC multiplexes concurrent calls over it and reconnects it as needed, so
+// callers never close what they get. Safe for concurrent use.
+type Pool struct {
+	opts      []grpc.DialOption
+	stopHeals func()
+
+	mu     sync.Mutex
+	conns  map[string]*grpc.ClientConn
+	closed bool
+}
+
+// NewPool returns a pool dialing with cfg; extra options follow
+// [DialOptions]'s.
+func NewPool(cfg Config, extra ...grpc.DialOption) (*Pool, error) {
+	opts, err := DialOptions(cfg)
+	if err != nil {
+		return nil, err
+	}
+	p := &Pool{opts: append(opts, extra...), conns: make(map[string]*grpc.ClientConn)}
+	p.stopHeals = cfg.Faults.onHeal(p.resetBackoff)
+	return p, nil
+}
+
+// Conn returns the connection to addr (host:port). It does not wait for
+// the connection to be up: a call on it fails fast with Unavailable if the
+// peer cannot be reached.
+func (p *Pool) Conn(addr string) (*grpc.ClientConn, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return nil, ErrPoolClosed
+	}
+	if cc, ok := p.conns[addr]; ok {
+		return cc, nil
+	}
+	cc, err := grpc.NewClient("passthrough:///"+addr, p.opts...)
+	if err != nil {
+		return nil, err
+	}
+	p.conns[addr] = cc
+	return cc, nil
+}
+
+// Node returns a Node service client for the peer at addr.
+func (p *Pool) Node(addr string) (*NodeClient, error) {
+	cc, err := p.Conn(addr)
+	if err != nil {
+		return nil, err
+	}
+	return NewNodeClient(cc, addr), nil
+}
+
+// Drop closes the connection to addr, for a peer that left the cluster.
+// Calls in flight on it fail.
+func (p *Pool) Drop(addr string) {
+	p.mu.Lock()
+	cc := p.conns[addr]
+	delete(p.conns, addr)
+	p.mu.Unlock()
+	if cc != nil {
+		cc.Close()
+	}
+}
+
+// Close closes every connection.
+func (p *Pool) Close() error {
+	p.mu.Lock()
+	conns := p.conns
+	p.conns, p.closed = nil, true
+	p.mu.Unlock()
+	p.stopHeals()
+	var errs []error
+	for _, cc := range conns {
+		errs = append(errs, cc.Close())
+	}
+	return errors.Join(errs...)
+}
+
+func (p *Pool) resetBackoff() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, cc := range p.conns {
+		cc.ResetConnectBackoff()
+	}
+}
