@@ -1,0 +1,506 @@
+package main
+
+import (
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"golang.org/x/term"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/status"
+
+	pb "hastore/proto/hastorepb"
+	"hastore/replica/transport"
+	"hastore/storage"
+)
+
+const adminUsage = `Usage: hastore admin [--addr ADDR,...] [--cluster-key-file KEY] <command>
+
+Commands:
+  status [--json]             nodes (up, raft role, disk), scheme, objects, under-replicated, repair/scrub
+  object put FILE|-           store a file, print its object ID
+  object get ID               write the object's bytes to stdout
+  object stat ID [--json]     size, scheme, where each shard lives and whether it verifies
+  object rm ID                drop one reference to the object
+  node remove ID              take a node out for good; re-protect its data elsewhere
+  repair [--detach]           run a repair pass now and show its progress
+  scrub [--detach]            verify every shard on every node now
+  keygen                      print a new cluster secret
+
+HASTORE_ADDR and HASTORE_CLUSTER_KEY_FILE stand in for --addr and --cluster-key-file.
+`
+
+type adminClient struct {
+	addrs []string
+	cfg   transport.Config
+	conns map[string]*grpc.ClientConn
+}
+
+func (a *adminClient) conn(addr string) (*grpc.ClientConn, error) {
+	if c := a.conns[addr]; c != nil {
+		return c, nil
+	}
+	opts, err := transport.DialOptions(a.cfg)
+	if err != nil {
+		return nil, err
+	}
+	c, err := grpc.NewClient("passthrough:///"+addr, opts...)
+	if err != nil {
+		return nil, err
+	}
+	a.conns[addr] = c
+	return c, nil
+}
+
+// each tries the call on every address in turn until one answers, as a
+// client behind DNS round robin would.
+func (a *adminClient) each(fn func(pb.ClusterClient) error) error {
+	var errs []error
+	for _, addr := range a.addrs {
+		c, err := a.conn(addr)
+		if err == nil {
+			err = fn(pb.NewClusterClient(c))
+		}
+		if err == nil {
+			return nil
+		}
+		if s, ok := status.FromError(err); ok && !retryableCode(s.Code().String()) {
+			return errors.New(s.Message())
+		}
+		errs = append(errs, fmt.Errorf("%s: %w", addr, err))
+	}
+	return errors.Join(errs...)
+}
+
+func retryableCode(c string) bool { return c == "Unavailable" || c == "DeadlineExceeded" }
+
+func admin(args []string, stdin io.Reader, stdout io.Writer) error {
+	fs := flag.NewFlagSet("admin", flag.ContinueOnError)
+	fs.Usage = func() { fmt.Fprint(fs.Output(), adminUsage) }
+	addr := fs.String("addr", os.Getenv("HASTORE_ADDR"), "cluster node addresses, comma-separated")
+	keyFile := fs.String("cluster-key-file", os.Getenv("HASTORE_CLUSTER_KEY_FILE"), "file holding the cluster secret")
+	tlsCA := fs.String("tls-ca", "", "CA certificate of the cluster's TLS certificates (enables TLS)")
+	timeout := fs.Duration("timeout", 0, "give up after this long (0: no limit)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	rest := fs.Args()
+	if len(rest) == 0 {
+		fmt.Fprint(os.Stderr, adminUsage)
+		return errors.New("no command given")
+	}
+	if rest[0] == "keygen" {
+		key, err := transport.GenerateKey()
+		if err != nil {
+			return err
+		}
+		_, err = fmt.Fprintf(stdout, "%s\n", key)
+		return err
+	}
+	if *addr == "" || *keyFile == "" {
+		return errors.New("--addr (or HASTORE_ADDR) and --cluster-key-file (or HASTORE_CLUSTER_KEY_FILE) are required")
+	}
+	key, err := transport.LoadKey(*keyFile)
+	if err != nil {
+		return err
+	}
+	a := &adminClient{cfg: transport.Config{Key: key}, conns: map[string]*grpc.ClientConn{}}
+	for _, s := range strings.Split(*addr, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			a.addrs = append(a.addrs, s)
+		}
+	}
+	if *tlsCA != "" {
+		if a.cfg.ClientTLS, err = transport.LoadClientTLS(*tlsCA, ""); err != nil {
+			return err
+		}
+	}
+	defer func() {
+		for _, c := range a.conns {
+			c.Close()
+		}
+	}()
+	ctx := context.Background()
+	if *timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, *timeout)
+		defer cancel()
+	}
+	switch rest[0] {
+	case "status":
+		return a.status(ctx, rest[1:], stdout)
+	case "object":
+		if len(rest) < 2 {
+			return errors.New("object: want put, get, stat or rm")
+		}
+		return a.object(ctx, rest[1], rest[2:], stdin, stdout)
+	case "node":
+		if len(rest) != 3 || rest[1] != "remove" {
+			return errors.New("usage: node remove ID")
+		}
+		return a.removeNode(ctx, rest[2])
+	case "repair", "scrub":
+		return a.run(ctx, rest[0], rest[1:])
+	}
+	return fmt.Errorf("unknown command %q; see 'hastore admin -h'", rest[0])
+}
+
+func (a *adminClient) status(ctx context.Context, args []string, out io.Writer) error {
+	fs := flag.NewFlagSet("status", flag.ContinueOnError)
+	asJSON := fs.Bool("json", false, "print JSON")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	var st *pb.ClusterStatus
+	if err := a.each(func(c pb.ClusterClient) (err error) { st, err = c.Status(ctx, &pb.StatusRequest{}); return }); err != nil {
+		return err
+	}
+	if *asJSON {
+		type node struct {
+			ID       string `json:"id"`
+			Address  string `json:"address"`
+			Up       bool   `json:"up"`
+			RaftRole string `json:"raft_role"`
+			Voter    bool   `json:"voter"`
+			DiskUsed int64  `json:"disk_used"`
+			DiskFree int64  `json:"disk_free"`
+		}
+		type progress struct {
+			Phase    string `json:"phase"`
+			Done     int64  `json:"done"`
+			Total    int64  `json:"total"`
+			Bytes    int64  `json:"bytes"`
+			Finished bool   `json:"finished"`
+			Error    string `json:"error,omitempty"`
+		}
+		conv := func(p *pb.Progress) progress {
+			return progress{p.GetPhase(), p.GetDone(), p.GetTotal(), p.GetBytes(), p.GetFinished(), p.GetError()}
+		}
+		v := struct {
+			Nodes           []node   `json:"nodes"`
+			Scheme          string   `json:"scheme"`
+			Objects         int64    `json:"objects"`
+			UnderReplicated int64    `json:"under_replicated"`
+			Leader          string   `json:"leader"`
+			Repair          progress `json:"repair"`
+			Scrub           progress `json:"scrub"`
+		}{Scheme: st.Scheme, Objects: st.Objects, UnderReplicated: st.UnderReplicated, Leader: st.Leader, Repair: conv(st.Repair), Scrub: conv(st.Scrub), Nodes: []node{}}
+		for _, n := range st.Nodes {
+			v.Nodes = append(v.Nodes, node{n.Id, n.Address, n.Up, n.RaftRole, n.Voter, n.DiskUsed, n.DiskFree})
+		}
+		enc := json.NewEncoder(out)
+		enc.SetIndent("", "  ")
+		return enc.Encode(v)
+	}
+	fmt.Fprintf(out, "scheme %s   objects %d   under-replicated %d   leader %s\n\n", st.Scheme, st.Objects, st.UnderReplicated, st.Leader)
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "NODE\tADDRESS\tUP\tRAFT\tUSED\tFREE")
+	for _, n := range st.Nodes {
+		fmt.Fprintf(tw, "%s\t%s\t%v\t%s\t%s\t%s\n", n.Id, n.Address, n.Up, n.RaftRole, bytesHuman(n.DiskUsed), bytesHuman(n.DiskFree))
+	}
+	tw.Flush()
+	fmt.Fprintf(out, "\nrepair: %s\nscrub:  %s\n", progressLine(st.Repair), progressLine(st.Scrub))
+	return nil
+}
+
+func progressLine(p *pb.Progress) string {
+	if p == nil || p.Phase == "" || p.Phase == "idle" {
+		return "idle"
+	}
+	s := fmt.Sprintf("%s %d/%d", p.Phase, p.Done, p.Total)
+	if p.Error != "" {
+		s += " (" + p.Error + ")"
+	}
+	return s
+}
+
+func bytesHuman(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+func (a *adminClient) object(ctx context.Context, verb string, args []string, stdin io.Reader, out io.Writer) error {
+	need := func(n int, usage string) error {
+		if len(args) < n {
+			return fmt.Errorf("usage: object %s", usage)
+		}
+		return nil
+	}
+	switch verb {
+	case "put":
+		if err := need(1, "put FILE|-"); err != nil {
+			return err
+		}
+		var data []byte
+		var err error
+		if args[0] == "-" {
+			data, err = io.ReadAll(stdin)
+		} else {
+			data, err = os.ReadFile(args[0])
+		}
+		if err != nil {
+			return err
+		}
+		var ref *pb.ObjectRef
+		err = a.each(func(c pb.ClusterClient) error {
+			stream, err := c.PutObject(ctx)
+			if err != nil {
+				return err
+			}
+			for rest := data; ; {
+				n := min(len(rest), 1<<20)
+				if err := stream.Send(&pb.DataChunk{Data: rest[:n]}); err != nil {
+					break // the real error comes from CloseAndRecv
+				}
+				if rest = rest[n:]; len(rest) == 0 {
+					break
+				}
+			}
+			ref, err = stream.CloseAndRecv()
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		_, err = fmt.Fprintln(out, hex.EncodeToString(ref.Id))
+		return err
+	case "get":
+		if err := need(1, "get ID"); err != nil {
+			return err
+		}
+		id, err := storage.ParseBlobID(args[0])
+		if err != nil {
+			return err
+		}
+		return a.each(func(c pb.ClusterClient) error {
+			stream, err := c.GetObject(ctx, &pb.GetObjectRequest{Id: id[:], Length: -1})
+			if err != nil {
+				return err
+			}
+			// Buffer the whole object: a failover to another node must not
+			// leave half an object on stdout.
+			var data []byte
+			for {
+				chunk, err := stream.Recv()
+				if err == io.EOF {
+					break
+				}
+				if err != nil {
+					return err
+				}
+				data = append(data, chunk.Data...)
+			}
+			_, err = out.Write(data)
+			return err
+		})
+	case "stat":
+		fs := flag.NewFlagSet("stat", flag.ContinueOnError)
+		asJSON := fs.Bool("json", false, "print JSON")
+		pos, err := parseArgs(fs, args)
+		if err != nil {
+			return err
+		}
+		if len(pos) != 1 {
+			return errors.New("usage: object stat ID [--json]")
+		}
+		id, err := storage.ParseBlobID(pos[0])
+		if err != nil {
+			return err
+		}
+		var st *pb.ObjectStat
+		if err := a.each(func(c pb.ClusterClient) (err error) {
+			st, err = c.StatObject(ctx, &pb.StatObjectRequest{Id: id[:], Verify: true})
+			return
+		}); err != nil {
+			return err
+		}
+		if *asJSON {
+			type shard struct {
+				Index  int32  `json:"index"`
+				Node   string `json:"node"`
+				State  string `json:"state"`
+				Detail string `json:"detail,omitempty"`
+			}
+			v := struct {
+				ID     string  `json:"id"`
+				Size   int64   `json:"size"`
+				Scheme string  `json:"scheme"`
+				Layout string  `json:"layout"`
+				Refs   int64   `json:"refs"`
+				Shards []shard `json:"shards"`
+			}{ID: id.String(), Size: st.Size, Scheme: fmt.Sprintf("%d+%d", st.K, st.M), Layout: st.Layout, Refs: st.Refs}
+			for _, s := range st.Shards {
+				v.Shards = append(v.Shards, shard{s.Index, s.Node, s.State, s.Detail})
+			}
+			enc := json.NewEncoder(out)
+			enc.SetIndent("", "  ")
+			return enc.Encode(v)
+		}
+		fmt.Fprintf(out, "object %s\nsize %d   scheme %d+%d   layout %s   refs %d\n\n", id, st.Size, st.K, st.M, st.Layout, st.Refs)
+		tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "SHARD\tNODE\tSTATE\tDETAIL")
+		for _, s := range st.Shards {
+			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\n", s.Index, s.Node, s.State, s.Detail)
+		}
+		return tw.Flush()
+	case "rm":
+		if err := need(1, "rm ID"); err != nil {
+			return err
+		}
+		id, err := storage.ParseBlobID(args[0])
+		if err != nil {
+			return err
+		}
+		return a.each(func(c pb.ClusterClient) error {
+			_, err := c.DeleteObject(ctx, &pb.ObjectRef{Id: id[:]})
+			return err
+		})
+	}
+	return fmt.Errorf("object %s: want put, get, stat or rm", verb)
+}
+
+// parseArgs parses flags given before or after the positional arguments,
+// as the usage shows them ("object stat ID --json"; package flag alone
+// stops at the first positional one), and returns the positional ones.
+func parseArgs(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		if fs.NArg() == 0 {
+			return pos, nil
+		}
+		pos = append(pos, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+}
+
+// progress draws a bar on a terminal and plain lines elsewhere.
+type progressBar struct {
+	label string
+	tty   bool
+	last  time.Time
+}
+
+func newProgressBar(label string) *progressBar {
+	return &progressBar{label: label, tty: term.IsTerminal(int(os.Stderr.Fd()))}
+}
+
+func (b *progressBar) show(p *pb.Progress) {
+	if !b.tty {
+		if time.Since(b.last) > 2*time.Second || p.Finished {
+			fmt.Fprintf(os.Stderr, "%s: %s %d/%d\n", b.label, p.Phase, p.Done, p.Total)
+			b.last = time.Now()
+		}
+		return
+	}
+	const width = 30
+	frac := 1.0
+	if p.Total > 0 {
+		frac = float64(p.Done) / float64(p.Total)
+	}
+	fill := int(frac * width)
+	fmt.Fprintf(os.Stderr, "\r%s [%s%s] %3.0f%% %d/%d ", b.label, strings.Repeat("#", fill), strings.Repeat(" ", width-fill), frac*100, p.Done, p.Total)
+	if p.Finished {
+		fmt.Fprintln(os.Stderr)
+	}
+}
+
+func drain(stream grpc.ServerStreamingClient[pb.Progress], bar *progressBar) (*pb.Progress, error) {
+	var last *pb.Progress
+	for {
+		p, err := stream.Recv()
+		if err == io.EOF {
+			return last, nil
+		}
+		if err != nil {
+			return last, err
+		}
+		last = p
+		bar.show(p)
+	}
+}
+
+func (a *adminClient) removeNode(ctx context.Context, id string) error {
+	return a.each(func(c pb.ClusterClient) error {
+		stream, err := c.RemoveNode(ctx, &pb.RemoveNodeRequest{Id: id})
+		if err != nil {
+			return err
+		}
+		last, err := drain(stream, newProgressBar("remove "+id))
+		if err != nil {
+			return err
+		}
+		if last != nil && last.Error != "" {
+			return errors.New(last.Error)
+		}
+		fmt.Fprintf(os.Stderr, "node %s removed; its data is protected elsewhere\n", id)
+		return nil
+	})
+}
+
+// run starts a repair pass (on one node: repair is cluster-wide) or a scrub
+// (on every node: each verifies its own shards).
+func (a *adminClient) run(ctx context.Context, what string, args []string) error {
+	fs := flag.NewFlagSet(what, flag.ContinueOnError)
+	detach := fs.Bool("detach", false, "start it and return at once")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	call := func(c pb.ClusterClient, label string) error {
+		var stream grpc.ServerStreamingClient[pb.Progress]
+		var err error
+		if what == "repair" {
+			stream, err = c.Repair(ctx, &pb.RunRequest{Detach: *detach})
+		} else {
+			stream, err = c.Scrub(ctx, &pb.RunRequest{Detach: *detach})
+		}
+		if err != nil {
+			return err
+		}
+		last, err := drain(stream, newProgressBar(label))
+		if err == nil && last != nil && last.Error != "" {
+			err = errors.New(last.Error)
+		}
+		return err
+	}
+	if what == "repair" {
+		return a.each(func(c pb.ClusterClient) error { return call(c, "repair") })
+	}
+	var st *pb.ClusterStatus
+	if err := a.each(func(c pb.ClusterClient) (err error) { st, err = c.Status(ctx, &pb.StatusRequest{}); return }); err != nil {
+		return err
+	}
+	var errs []error
+	for _, n := range st.Nodes {
+		if !n.Up {
+			errs = append(errs, fmt.Errorf("node %s is down: not scrubbed", n.Id))
+			continue
+		}
+		conn, err := a.conn(n.Address)
+		if err == nil {
+			err = call(pb.NewClusterClient(conn), "scrub "+n.Id)
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("scrub %s: %w", n.Id, err))
+		}
+	}
+	return errors.Join(errs...)
+}

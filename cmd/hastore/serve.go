@@ -1,0 +1,156 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"hastore/replica"
+	"hastore/replica/transport"
+	"hastore/storage"
+)
+
+// nodeFlags are the flags shared by serve and dev.
+type nodeFlags struct {
+	shards       string
+	smallObject  int
+	tlsCert      string
+	tlsKey       string
+	tlsCA        string
+	logLevel     string
+	grace        time.Duration
+	downOut      time.Duration
+	scanEvery    time.Duration
+	scrubEvery   time.Duration
+	repairRate   int64
+	storeReserve int64
+}
+
+func (f *nodeFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&f.shards, "shards", "2+1", "erasure scheme K+M for new objects: any K of K+M shards rebuild an object")
+	fs.IntVar(&f.smallObject, "small-object", storage.DefaultSmallObject, "objects below this many bytes are stored as M+1 full copies")
+	fs.StringVar(&f.tlsCert, "tls-cert", "", "TLS certificate for the cluster port (PEM)")
+	fs.StringVar(&f.tlsKey, "tls-key", "", "TLS private key for the cluster port (PEM)")
+	fs.StringVar(&f.tlsCA, "tls-ca", "", "CA certificate that signed the nodes' certificates (default: the certificate itself)")
+	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.DurationVar(&f.grace, "grace", time.Hour, "how long shards of deleted objects and unfinished writes are kept before being collected")
+	fs.DurationVar(&f.downOut, "down-out", 10*time.Minute, "how long a node may be unreachable before its shards are rebuilt elsewhere")
+	fs.DurationVar(&f.scanEvery, "repair-interval", 30*time.Second, "how often the leader scans all objects for repair")
+	fs.DurationVar(&f.scrubEvery, "scrub-interval", 24*time.Hour, "how often each node re-reads and verifies all its shards")
+	fs.Int64Var(&f.repairRate, "repair-rate", 64<<20, "bytes per second that repair and scrub may use")
+	fs.Int64Var(&f.storeReserve, "reserve", 0, "free disk bytes to keep back (0: sized from the store's settings)")
+}
+
+func (f *nodeFlags) logger() (*slog.Logger, error) {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(f.logLevel)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", f.logLevel)
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl})), nil
+}
+
+// config fills in the parts of a node's configuration that come from these
+// flags.
+func (f *nodeFlags) config(cfg *replica.NodeConfig) error {
+	scheme, err := storage.ParseScheme(f.shards)
+	if err != nil {
+		return fmt.Errorf("--shards: %w", err)
+	}
+	small := f.smallObject
+	if small == 0 {
+		small = -1
+	}
+	cfg.Cluster = replica.Options{Scheme: scheme, SmallObject: small, Grace: f.grace, DownOut: f.downOut, RepairRate: f.repairRate}
+	cfg.Storage.Reserve = f.storeReserve
+	cfg.ScanEvery, cfg.ScrubEvery = f.scanEvery, f.scrubEvery
+	if (f.tlsCert == "") != (f.tlsKey == "") {
+		return errors.New("--tls-cert and --tls-key go together")
+	}
+	if f.tlsCert != "" {
+		if cfg.ServerTLS, cfg.ClientTLS, err = transport.LoadTLS(f.tlsCert, f.tlsKey, f.tlsCA, ""); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// parsePeers parses "n1=host:port,n2=host:port".
+func parsePeers(s string) (map[string]string, error) {
+	peers := map[string]string{}
+	if s == "" {
+		return peers, nil
+	}
+	for _, p := range strings.Split(s, ",") {
+		id, addr, ok := strings.Cut(strings.TrimSpace(p), "=")
+		if !ok || id == "" || addr == "" {
+			return nil, fmt.Errorf("--peers: %q is not ID=HOST:PORT", p)
+		}
+		if _, dup := peers[id]; dup {
+			return nil, fmt.Errorf("--peers: node %q listed twice", id)
+		}
+		peers[id] = addr
+	}
+	return peers, nil
+}
+
+func serve(args []string) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	var (
+		nf                         nodeFlags
+		id, dataDir, listen, adv   string
+		peersFlag, keyFile, joinTo string
+	)
+	fs.StringVar(&id, "node", "", "this node's ID (stable for its lifetime), e.g. n1")
+	fs.StringVar(&dataDir, "data", "", "data directory (shards and metadata)")
+	fs.StringVar(&listen, "listen", "", "the one cluster port: gRPC and Raft, e.g. 127.0.0.1:7101")
+	fs.StringVar(&adv, "advertise", "", "address other nodes reach this one at (default: --listen)")
+	fs.StringVar(&peersFlag, "peers", "", "the initial cluster: ID=ADDR,... including this node")
+	fs.StringVar(&keyFile, "cluster-key-file", os.Getenv("HASTORE_CLUSTER_KEY_FILE"), "file holding the cluster secret ('hastore admin keygen' makes one)")
+	fs.StringVar(&joinTo, "join", "", "address of a node of an existing cluster to join")
+	nf.register(fs)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if id == "" || dataDir == "" || listen == "" || keyFile == "" {
+		return errors.New("--node, --data, --listen and --cluster-key-file are required")
+	}
+	peers, err := parsePeers(peersFlag)
+	if err != nil {
+		return err
+	}
+	if joinTo == "" {
+		if len(peers) == 0 {
+			peers = map[string]string{id: listen}
+		}
+		if _, ok := peers[id]; !ok {
+			return fmt.Errorf("--peers does not list this node (%s)", id)
+		}
+	}
+	key, err := transport.LoadKey(keyFile)
+	if err != nil {
+		return err
+	}
+	log, err := nf.logger()
+	if err != nil {
+		return err
+	}
+	cfg := replica.NodeConfig{ID: id, DataDir: dataDir, Listen: listen, Advertise: adv, Peers: peers, Join: joinTo, Key: key, Logger: log}
+	if err := nf.config(&cfg); err != nil {
+		return err
+	}
+	n, err := replica.StartNode(cfg)
+	if err != nil {
+		return err
+	}
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	s := <-sig
+	log.Info("shutting down", "signal", s.String())
+	return n.Close()
+}

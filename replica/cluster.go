@@ -1,0 +1,413 @@
+package replica
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"time"
+
+	"hastore/replica/meta"
+	"hastore/replica/placement"
+	"hastore/storage"
+)
+
+// ShardService is one node's shards as the cluster sees them, whether the
+// node is this process or a peer across the network. Every read returns
+// only bytes whose checksums verified on the receiving side.
+type ShardService interface {
+	PutRecord(ctx context.Context, rec storage.Record) error
+	// GetShard returns the whole verified shard.
+	GetShard(ctx context.Context, k storage.ShardKey) (*storage.Shard, error)
+	// ReadShard returns payload bytes [off, off+n), verified.
+	ReadShard(ctx context.Context, k storage.ShardKey, off, n int64) ([]byte, error)
+	// DeleteShard deletes the shard if it was written before writtenBefore
+	// (zero: unconditionally), so that a purge cannot delete a shard that a
+	// newer write of the same content has just stored.
+	DeleteShard(ctx context.Context, k storage.ShardKey, writtenBefore time.Time) error
+	ListShards(ctx context.Context, fn func(storage.Header) error) error
+	Usage(ctx context.Context) (storage.Usage, error)
+}
+
+// Metadata is the replicated metadata as the data path reads it; *meta.Store
+// provides it. Reads are from this node's applied state.
+type Metadata interface {
+	Object(id storage.BlobID) (meta.Object, bool, error)
+	WalkObjects(fn func(meta.Object) error) error
+	Nodes() ([]meta.Node, error)
+	WaitApplied(ctx context.Context, index uint64) error
+}
+
+// Proposer puts commands through consensus, forwarding to the leader when
+// this node is not it, and finds the index a read must wait for.
+type Proposer interface {
+	Propose(ctx context.Context, cmd meta.Command) (meta.Result, error)
+	// ReadIndex returns the leader's commit index: once this node has
+	// applied it, every change acknowledged anywhere before the call is
+	// visible here.
+	ReadIndex(ctx context.Context) (uint64, error)
+}
+
+// Peers finds the shard service of a node by ID (this node's own included).
+type Peers interface {
+	Shards(node string) (ShardService, error)
+}
+
+// Options tunes a Cluster; the zero value of each field picks the default.
+type Options struct {
+	Scheme      storage.Scheme // default 2+1
+	SmallObject int            // default storage.DefaultSmallObject; <0 means none
+	// HedgeAfter is how long a read waits for a shard before asking a
+	// spare node too.
+	HedgeAfter time.Duration // default 150ms
+	// ShardTimeout bounds one shard transfer.
+	ShardTimeout time.Duration // default 30s
+	// Grace is how long shards of uncommitted writes and of deleted objects
+	// are kept before being collected. It must exceed the clock skew
+	// between nodes and the longest write.
+	Grace time.Duration // default 1h
+	// DownOut is how long a node may be unreachable before its shards are
+	// rebuilt elsewhere. Until then they are expected back with it.
+	DownOut time.Duration // default 10m
+	// RepairRate bounds repair and scrub traffic in bytes per second.
+	RepairRate int64 // default 64 MiB/s
+	Logger     *slog.Logger
+	Now        func() time.Time
+}
+
+func (o *Options) setDefaults() {
+	if o.Scheme == (storage.Scheme{}) {
+		o.Scheme = storage.Scheme{K: 2, M: 1}
+	}
+	if o.SmallObject == 0 {
+		o.SmallObject = storage.DefaultSmallObject
+	} else if o.SmallObject < 0 {
+		o.SmallObject = 0
+	}
+	if o.HedgeAfter == 0 {
+		o.HedgeAfter = 150 * time.Millisecond
+	}
+	if o.ShardTimeout == 0 {
+		o.ShardTimeout = 30 * time.Second
+	}
+	if o.Grace == 0 {
+		o.Grace = time.Hour
+	}
+	if o.DownOut == 0 {
+		o.DownOut = 10 * time.Minute
+	}
+	if o.RepairRate == 0 {
+		o.RepairRate = 64 << 20
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+}
+
+// Errors of the cluster layer, for errors.Is.
+var (
+	// ErrUnavailable: too few nodes are reachable to do this safely now;
+	// the message says how many. Retrying later may succeed.
+	ErrUnavailable = errors.New("replica: cluster unavailable")
+	// ErrNotFound: no such object.
+	ErrNotFound = errors.New("replica: object not found")
+)
+
+// Cluster is the object store that every node serves: Put, Get and Delete of
+// whole objects named by content, over shards spread across the nodes.
+type Cluster struct {
+	self   string
+	opt    Options
+	codec  storage.Codec
+	meta   Metadata
+	prop   Proposer
+	peers  Peers
+	health *Health
+	log    *slog.Logger
+	repair *repairer
+}
+
+// NewCluster returns the data path of node self.
+func NewCluster(self string, md Metadata, prop Proposer, peers Peers, health *Health, opt Options) (*Cluster, error) {
+	opt.setDefaults()
+	if err := opt.Scheme.Validate(); err != nil {
+		return nil, err
+	}
+	c := &Cluster{
+		self: self, opt: opt, meta: md, prop: prop, peers: peers, health: health, log: opt.Logger,
+		codec: storage.Codec{Scheme: opt.Scheme, SmallObject: opt.SmallObject},
+	}
+	c.repair = newRepairer(c)
+	return c, nil
+}
+
+// Scheme returns the erasure scheme new objects are written with.
+func (c *Cluster) Scheme() storage.Scheme { return c.opt.Scheme }
+
+// Put stores data and returns its ID. It returns only once every shard
+// written is fsynced on its node and the object's record is committed
+// through Raft; see docs for what happens with nodes down.
+func (c *Cluster) Put(ctx context.Context, data []byte) (storage.BlobID, error) {
+	now := c.opt.Now()
+	id, recs, err := c.codec.Encode(data, now)
+	if err != nil {
+		return storage.BlobID{}, err
+	}
+	if o, ok, _ := c.meta.Object(id); ok && (o.Refs > 0 || now.Sub(time.Unix(0, o.Deleted)) < c.opt.Grace/2) {
+		// Known content: add a reference, write nothing. A tombstone this
+		// young cannot be purged before this proposal lands, so its shards
+		// are still there.
+		res, err := c.propose(ctx, meta.PutObject{Object: o, Now: now.UnixNano()})
+		if err != nil {
+			return storage.BlobID{}, err
+		}
+		if !res.Created {
+			return id, nil
+		}
+		// Purged after all (clocks far apart?): the record now names
+		// placement we have not written. Write it before acknowledging.
+		c.log.Warn("deduplicated put found its object purged; rewriting shards", "object", id)
+		if err := c.writeAt(ctx, id, recs, res.Object.Placement); err != nil {
+			return storage.BlobID{}, err
+		}
+		return id, nil
+	}
+	obj, err := c.writeShards(ctx, id, data, recs, now)
+	if err != nil {
+		return storage.BlobID{}, err
+	}
+	if _, err := c.propose(ctx, meta.PutObject{Object: obj, Now: now.UnixNano()}); err != nil {
+		// The shards are orphans now; the collector removes them after
+		// the grace period.
+		return storage.BlobID{}, fmt.Errorf("committing object %s: %w", id, err)
+	}
+	// When PutObject found the object already there (a concurrent put of
+	// the same content), its placement won and ours become orphans.
+	if slices.Contains(obj.Placement, "") || hasDuplicates(obj.Placement) {
+		c.repair.enqueue(id)
+	}
+	return id, nil
+}
+
+// writeShards writes recs to nodes and returns the object record naming
+// where they went. With fewer live nodes than shards it degrades as
+// docs/cluster.md describes, and fails if the object could not survive the
+// loss of one more node.
+func (c *Cluster) writeShards(ctx context.Context, id storage.BlobID, data []byte, recs []storage.Record, now time.Time) (meta.Object, error) {
+	h, _, err := storage.ParseHeader(recs[0].Head)
+	if err != nil {
+		return meta.Object{}, err
+	}
+	obj := meta.Object{ID: id, Size: int64(len(data)), K: h.K, M: h.M, Layout: h.Layout}
+	failed := map[string]bool{}
+	written := map[int]string{}
+	for attempt := 0; ; attempt++ {
+		live := c.liveNodes(failed)
+		plan, layout, err := c.plan(id, obj.Layout, h.K, h.M, live)
+		if err != nil {
+			return meta.Object{}, err
+		}
+		if layout != obj.Layout {
+			// Too few nodes for erasure coding to survive one more loss:
+			// store full copies instead (see plan).
+			recs, err = (&storage.Codec{Scheme: storage.Scheme{K: 1, M: obj.M}}).EncodeID(id, data, now)
+			if err != nil {
+				return meta.Object{}, err
+			}
+			obj.Layout, obj.K = storage.LayoutReplica, 1
+			written = map[int]string{}
+		}
+		errs := c.writePlan(ctx, id, recs, plan, written)
+		if len(errs) == 0 {
+			obj.Placement = plan
+			return obj, nil
+		}
+		for node, err := range errs {
+			failed[node] = true
+			c.health.Suspect(node, err)
+		}
+		if ctx.Err() != nil || attempt >= 3 {
+			return meta.Object{}, fmt.Errorf("%w: writing object %s: %v", ErrUnavailable, id, joinErrs(errs))
+		}
+	}
+}
+
+// writePlan writes every record to its planned node in parallel, skipping
+// those already written there, and returns the failures by node.
+func (c *Cluster) writePlan(ctx context.Context, id storage.BlobID, recs []storage.Record, plan []string, written map[int]string) map[string]error {
+	type result struct {
+		index int
+		node  string
+		err   error
+	}
+	results := make(chan result, len(plan))
+	pending := 0
+	for i, node := range plan {
+		if node == "" || written[i] == node {
+			continue
+		}
+		pending++
+		go func() {
+			results <- result{i, node, c.putShard(ctx, node, recs[i])}
+		}()
+	}
+	errs := map[string]error{}
+	for ; pending > 0; pending-- {
+		r := <-results
+		if r.err != nil {
+			errs[r.node] = fmt.Errorf("shard %d of %s on node %s: %w", r.index, id, r.node, r.err)
+			continue
+		}
+		written[r.index] = r.node
+	}
+	return errs
+}
+
+// writeAt writes every record to the node the placement names, failing if
+// any write fails.
+func (c *Cluster) writeAt(ctx context.Context, id storage.BlobID, recs []storage.Record, place []string) error {
+	if len(place) != len(recs) {
+		return fmt.Errorf("%w: object %s has %d shards recorded, %d encoded (scheme changed?)", ErrUnavailable, id, len(place), len(recs))
+	}
+	if errs := c.writePlan(ctx, id, recs, place, map[int]string{}); len(errs) > 0 {
+		return fmt.Errorf("%w: %v", ErrUnavailable, joinErrs(errs))
+	}
+	return nil
+}
+
+func (c *Cluster) putShard(ctx context.Context, node string, rec storage.Record) error {
+	svc, err := c.peers.Shards(node)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.opt.ShardTimeout)
+	defer cancel()
+	return svc.PutRecord(ctx, rec)
+}
+
+// liveNodes returns the active members that look reachable, weighted by
+// free space, leaving out those in exclude.
+func (c *Cluster) liveNodes(exclude map[string]bool) []placement.Node {
+	var out []placement.Node
+	for _, n := range c.health.Live() {
+		if !exclude[n.ID] {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// plan assigns each shard index a node. With at least as many live nodes as
+// shards every shard gets its own node. With fewer, erasure shards double
+// up on nodes as long as no node holds more than m of them (so losing any
+// one more node still leaves k); failing that, the object is stored as m+1
+// full copies on as many distinct nodes as there are (at least two when m ≥
+// 1), the rest left unplaced for repair. It returns the layout to use.
+func (c *Cluster) plan(id storage.BlobID, layout storage.Layout, k, m int, live []placement.Node) ([]string, storage.Layout, error) {
+	n := k + m
+	if layout == storage.LayoutReplica {
+		n = m + 1
+	}
+	order := placement.Choose(id[:], live, len(live))
+	switch {
+	case len(order) >= n:
+		return order[:n], layout, nil
+	case len(order) == 0:
+		return nil, layout, fmt.Errorf("%w: no node reachable to store object %s", ErrUnavailable, id)
+	case layout == storage.LayoutErasure && (n+len(order)-1)/len(order) <= m:
+		plan := make([]string, n)
+		for i := range plan {
+			plan[i] = order[i%len(order)]
+		}
+		return plan, layout, nil
+	case len(order) >= 2 || m == 0:
+		plan := make([]string, m+1)
+		copy(plan, order)
+		return plan, storage.LayoutReplica, nil
+	}
+	return nil, layout, fmt.Errorf("%w: only %d node(s) reachable (%v); an object must survive the loss of one more node, which needs at least 2", ErrUnavailable, len(order), order)
+}
+
+func hasDuplicates(place []string) bool {
+	seen := map[string]bool{}
+	for _, n := range place {
+		if n == "" {
+			continue
+		}
+		if seen[n] {
+			return true
+		}
+		seen[n] = true
+	}
+	return false
+}
+
+func joinErrs(m map[string]error) error {
+	var errs []error
+	for _, e := range m {
+		errs = append(errs, e)
+	}
+	return errors.Join(errs...)
+}
+
+// propose puts cmd through consensus and turns a failed result into an
+// error.
+func (c *Cluster) propose(ctx context.Context, cmd meta.Command) (meta.Result, error) {
+	res, err := c.prop.Propose(ctx, cmd)
+	if err != nil {
+		return res, fmt.Errorf("%w: metadata: %v", ErrUnavailable, err)
+	}
+	return res, res.Err()
+}
+
+// lookup finds an object's record. A miss is confirmed against the leader
+// (read index) before it is believed, so an object acknowledged on any node
+// is found on every node.
+func (c *Cluster) lookup(ctx context.Context, id storage.BlobID) (meta.Object, error) {
+	if o, ok, err := c.meta.Object(id); err != nil {
+		return o, err
+	} else if ok && o.Refs > 0 {
+		return o, nil
+	}
+	if err := c.catchUp(ctx); err != nil {
+		return meta.Object{}, err
+	}
+	o, ok, err := c.meta.Object(id)
+	if err != nil {
+		return o, err
+	}
+	if !ok || o.Refs == 0 {
+		return o, fmt.Errorf("%w: %s", ErrNotFound, id)
+	}
+	return o, nil
+}
+
+// catchUp waits until this node has applied everything the leader had
+// committed when it was called.
+func (c *Cluster) catchUp(ctx context.Context) error {
+	idx, err := c.prop.ReadIndex(ctx)
+	if err != nil {
+		return fmt.Errorf("%w: cannot confirm with the raft leader: %v", ErrUnavailable, err)
+	}
+	return c.meta.WaitApplied(ctx, idx)
+}
+
+// Delete drops one reference to the object. When none is left the object's
+// shards are deleted after the grace period, unless it is stored again
+// before then.
+func (c *Cluster) Delete(ctx context.Context, id storage.BlobID) error {
+	_, err := c.propose(ctx, meta.DecRef{ID: id, Now: c.opt.Now().UnixNano()})
+	if errors.Is(err, meta.ErrNotFound) {
+		return fmt.Errorf("%w: %s", ErrNotFound, id)
+	}
+	return err
+}
+
+// Stat returns the object's record.
+func (c *Cluster) Stat(ctx context.Context, id storage.BlobID) (meta.Object, error) {
+	return c.lookup(ctx, id)
+}

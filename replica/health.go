@@ -1,0 +1,191 @@
+package replica
+
+import (
+	"context"
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+
+	"hastore/replica/meta"
+	"hastore/replica/placement"
+	"hastore/storage"
+)
+
+// Health keeps this node's view of which members are reachable and how much
+// space each has, by probing every member about once a second. Writes use it
+// to pick nodes; reads use it to try reachable nodes first. It is advisory:
+// a node believed up may still fail a call, and the caller then marks it
+// suspect.
+type Health struct {
+	self     string
+	md       Metadata
+	peers    Peers
+	interval time.Duration
+	log      *slog.Logger
+	now      func() time.Time
+
+	mu    sync.Mutex
+	nodes map[string]*nodeHealth
+}
+
+type nodeHealth struct {
+	up        bool
+	probed    bool // at least one probe finished
+	downSince time.Time
+	lastErr   string
+	usage     storage.Usage
+}
+
+// NodeHealth is a snapshot of one member's health.
+type NodeHealth struct {
+	ID, Address string
+	State       meta.NodeState
+	Up          bool
+	DownSince   time.Time
+	LastError   string
+	Usage       storage.Usage
+}
+
+// NewHealth returns a prober; call Run to start probing.
+func NewHealth(self string, md Metadata, peers Peers, log *slog.Logger) *Health {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Health{self: self, md: md, peers: peers, interval: time.Second, log: log, now: time.Now, nodes: map[string]*nodeHealth{}}
+}
+
+// Run probes the members until ctx ends.
+func (h *Health) Run(ctx context.Context) {
+	t := time.NewTicker(h.interval)
+	defer t.Stop()
+	for {
+		h.ProbeAll(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// ProbeAll probes every active member once, in parallel.
+func (h *Health) ProbeAll(ctx context.Context) {
+	nodes, err := h.md.Nodes()
+	if err != nil {
+		h.log.Warn("health: reading membership", "err", err)
+		return
+	}
+	var wg sync.WaitGroup
+	for _, n := range nodes {
+		if n.State != meta.NodeActive {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			pctx, cancel := context.WithTimeout(ctx, max(h.interval, time.Second))
+			defer cancel()
+			var u storage.Usage
+			svc, err := h.peers.Shards(n.ID)
+			if err == nil {
+				u, err = svc.Usage(pctx)
+			}
+			if ctx.Err() != nil {
+				return
+			}
+			h.record(n.ID, u, err)
+		}()
+	}
+	wg.Wait()
+}
+
+func (h *Health) record(id string, u storage.Usage, err error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	nh := h.nodes[id]
+	if nh == nil {
+		nh = &nodeHealth{}
+		h.nodes[id] = nh
+	}
+	nh.probed = true
+	if err == nil {
+		if !nh.up {
+			h.log.Info("node reachable", "node", id)
+		}
+		nh.up, nh.usage, nh.lastErr, nh.downSince = true, u, "", time.Time{}
+		return
+	}
+	if nh.up || nh.downSince.IsZero() {
+		h.log.Warn("node unreachable", "node", id, "err", err)
+		nh.downSince = h.now()
+	}
+	nh.up, nh.lastErr = false, err.Error()
+}
+
+// Suspect marks a node down after a failed call, until a probe reaches it
+// again.
+func (h *Health) Suspect(id string, err error) {
+	if err == nil {
+		return
+	}
+	h.record(id, storage.Usage{}, err)
+}
+
+// Up reports whether the node looked reachable at the last probe.
+func (h *Health) Up(id string) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	nh := h.nodes[id]
+	return nh != nil && nh.up
+}
+
+// DownSince returns when the node became unreachable (zero if up or never
+// probed).
+func (h *Health) DownSince(id string) time.Time {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if nh := h.nodes[id]; nh != nil && !nh.up {
+		return nh.downSince
+	}
+	return time.Time{}
+}
+
+// Live returns the active members that are up, weighted by free space, in
+// ID order.
+func (h *Health) Live() []placement.Node {
+	nodes, err := h.md.Nodes()
+	if err != nil {
+		return nil
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out []placement.Node
+	for _, n := range nodes {
+		nh := h.nodes[n.ID]
+		if n.State != meta.NodeActive || nh == nil || !nh.up {
+			continue
+		}
+		// A node at its space reserve gets weight 0: never chosen.
+		out = append(out, placement.Node{ID: n.ID, Weight: float64(max(nh.usage.DiskFree, 0))})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+// Snapshot returns the health of every member, in ID order.
+func (h *Health) Snapshot() []NodeHealth {
+	nodes, _ := h.md.Nodes()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := make([]NodeHealth, 0, len(nodes))
+	for _, n := range nodes {
+		nh := NodeHealth{ID: n.ID, Address: n.Address, State: n.State}
+		if s := h.nodes[n.ID]; s != nil {
+			nh.Up, nh.DownSince, nh.LastError, nh.Usage = s.up, s.downSince, s.lastErr, s.usage
+		}
+		out = append(out, nh)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}

@@ -1,0 +1,596 @@
+package replica
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
+	"google.golang.org/grpc/status"
+
+	pb "hastore/proto/hastorepb"
+	"hastore/replica/meta"
+	"hastore/replica/transport"
+	"hastore/storage"
+)
+
+// NodeConfig is everything one hastore node needs to start.
+type NodeConfig struct {
+	ID      string
+	DataDir string
+	// Listen is the one cluster port: gRPC and Raft. Advertise is the
+	// address other nodes use to reach it (default: Listen).
+	Listen, Advertise string
+	// Peers is the initial cluster, node ID → address, this node included.
+	// Nodes started with the same Peers form one cluster. Empty with Join.
+	Peers map[string]string
+	// Join is the address of a node of an existing cluster to join.
+	Join string
+	Key  []byte
+	// TLS for the cluster port; both nil means plain TCP.
+	ServerTLS, ClientTLS *tls.Config
+	Cluster              Options
+	// Storage tunes this node's shard store.
+	Storage storage.Options
+	// Meta adjusts the Raft configuration (timeouts for tests).
+	Meta   func(*meta.Config)
+	Logger *slog.Logger
+	// Faults, if set, lets tests cut this node off from chosen peers.
+	Faults *transport.Faults
+	// ScanEvery and ScrubEvery pace the background repair scan (leader)
+	// and the scrub of this node's shards.
+	ScanEvery, ScrubEvery time.Duration
+}
+
+// Node is one running hastore cluster member.
+type Node struct {
+	cfg     NodeConfig
+	log     *slog.Logger
+	ctx     context.Context
+	cancel  context.CancelFunc
+	DB      *storage.DB
+	Meta    *meta.Store
+	Cluster *Cluster
+	Health  *Health
+	Peers   Peers
+	pool    *transport.Pool
+	mux     *transport.Mux
+	grpc    *grpc.Server
+	raftTr  *raft.NetworkTransport
+	wg      sync.WaitGroup
+}
+
+// StartNode opens the node's stores, starts serving on its cluster port and
+// joins or forms the cluster. Close stops it.
+func StartNode(cfg NodeConfig) (n *Node, err error) {
+	if cfg.ID == "" || cfg.DataDir == "" || cfg.Listen == "" {
+		return nil, errors.New("node: an ID, a data directory and a listen address are required")
+	}
+	if cfg.Advertise == "" {
+		cfg.Advertise = cfg.Listen
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.ScanEvery == 0 {
+		cfg.ScanEvery = 30 * time.Second
+	}
+	if cfg.ScrubEvery == 0 {
+		cfg.ScrubEvery = 24 * time.Hour
+	}
+	log := cfg.Logger.With("node", cfg.ID)
+	n = &Node{cfg: cfg, log: log}
+	n.ctx, n.cancel = context.WithCancel(context.Background())
+	started := n // the error returns below set n to nil
+	defer func() {
+		if err != nil {
+			started.Close()
+		}
+	}()
+	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
+		return nil, fmt.Errorf("node %s: creating data directory: %w", cfg.ID, err)
+	}
+	sopt := cfg.Storage
+	sopt.Logger = log
+	if n.DB, err = storage.Open(filepath.Join(cfg.DataDir, "shards"), sopt); err != nil {
+		return nil, err
+	}
+	l, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("node %s: cluster port: %w", cfg.ID, err)
+	}
+	tcfg := transport.Config{Key: cfg.Key, ServerTLS: cfg.ServerTLS, ClientTLS: cfg.ClientTLS, Faults: cfg.Faults, Logger: log}
+	if n.mux, err = transport.NewMux(l, cfg.Advertise, tcfg); err != nil {
+		l.Close()
+		return nil, err
+	}
+	n.raftTr = raft.NewNetworkTransport(n.mux.Raft(), 3, 10*time.Second, logWriter{log})
+
+	mcfg := meta.Config{NodeID: cfg.ID, Dir: filepath.Join(cfg.DataDir, "meta"), Transport: n.raftTr, Logger: log}
+	if cfg.Join == "" {
+		ids := make([]string, 0, len(cfg.Peers))
+		for id := range cfg.Peers {
+			ids = append(ids, id)
+		}
+		sort.Strings(ids)
+		for i, id := range ids {
+			s := raft.Server{ID: raft.ServerID(id), Address: raft.ServerAddress(cfg.Peers[id]), Suffrage: raft.Voter}
+			if i >= meta.MaxVoters || (len(ids)%2 == 0 && i == len(ids)-1) {
+				s.Suffrage = raft.Nonvoter // keep the voter count odd
+			}
+			mcfg.Bootstrap = append(mcfg.Bootstrap, s)
+		}
+		// Raft refuses to bootstrap on a non-voter (ErrNotVoter): it
+		// learns the configuration from the voters' leader instead.
+		if i := sort.SearchStrings(ids, cfg.ID); i < len(ids) && ids[i] == cfg.ID && mcfg.Bootstrap[i].Suffrage != raft.Voter {
+			mcfg.Bootstrap = nil
+		}
+	}
+	if cfg.Meta != nil {
+		cfg.Meta(&mcfg)
+	}
+	if n.Meta, err = meta.Open(mcfg); err != nil {
+		return nil, err
+	}
+	if n.pool, err = transport.NewPool(tcfg); err != nil {
+		return nil, err
+	}
+	peers := &peerSet{self: cfg.ID, local: localShards{n.DB}, pool: n.pool, md: n.Meta, static: cfg.Peers}
+	n.Peers = peers
+	n.Health = NewHealth(cfg.ID, n.Meta, peers, log)
+	copt := cfg.Cluster
+	copt.Logger = log
+	if n.Cluster, err = NewCluster(cfg.ID, n.Meta, &forwarder{n}, peers, n.Health, copt); err != nil {
+		return nil, err
+	}
+	if n.grpc, err = transport.NewGRPCServer(tcfg); err != nil {
+		return nil, err
+	}
+	transport.NewNodeServer(cfg.ID, n.DB).Register(n.grpc)
+	pb.RegisterClusterServer(n.grpc, &clusterServer{n: n})
+	n.goRun(func() { _ = n.grpc.Serve(n.mux.GRPC()) })
+	n.goRun(func() { n.Health.Run(n.ctx) })
+	n.goRun(func() { n.Cluster.RunBackground(n.ctx, n.IsLeader, cfg.ScanEvery, cfg.ScrubEvery) })
+	n.goRun(n.keepMembership)
+	if cfg.Join != "" {
+		if err := n.joinCluster(); err != nil {
+			return nil, err
+		}
+	}
+	log.Info("node started", "listen", cfg.Listen, "advertise", cfg.Advertise, "scheme", n.Cluster.Scheme())
+	return n, nil
+}
+
+func (n *Node) goRun(fn func()) {
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		fn()
+	}()
+}
+
+// Close stops serving and closes the stores. In-flight calls are cut off.
+func (n *Node) Close() error {
+	n.cancel()
+	if n.grpc != nil {
+		n.grpc.Stop()
+	}
+	var errs []error
+	if n.Meta != nil {
+		errs = append(errs, n.Meta.Close())
+	}
+	if n.raftTr != nil {
+		errs = append(errs, n.raftTr.Close())
+	}
+	if n.mux != nil {
+		errs = append(errs, n.mux.Close())
+	}
+	n.wg.Wait()
+	if n.pool != nil {
+		errs = append(errs, n.pool.Close())
+	}
+	if n.DB != nil {
+		errs = append(errs, n.DB.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// Addr returns the address the node serves on.
+func (n *Node) Addr() string { return n.mux.Addr().String() }
+
+// ID returns the node's ID.
+func (n *Node) ID() string { return n.cfg.ID }
+
+// IsLeader reports whether this node is the Raft leader now.
+func (n *Node) IsLeader() bool { return n.Meta.State() == raft.Leader }
+
+// joinCluster asks the node at cfg.Join (retrying for a while) to add this
+// one to the cluster.
+func (n *Node) joinCluster() error {
+	if n.Meta.Raft().LastIndex() > 0 {
+		return nil // already a member: resuming
+	}
+	ctx, cancel := context.WithTimeout(n.ctx, 60*time.Second)
+	defer cancel()
+	var last error
+	for ctx.Err() == nil {
+		conn, err := n.pool.Conn(n.cfg.Join)
+		if err == nil {
+			_, err = pb.NewClusterClient(conn).Join(ctx, &pb.JoinRequest{Id: n.cfg.ID, Address: n.cfg.Advertise})
+		}
+		if err == nil {
+			n.log.Info("joined cluster", "via", n.cfg.Join)
+			return nil
+		}
+		last = err
+		time.Sleep(500 * time.Millisecond)
+	}
+	return fmt.Errorf("node %s: joining the cluster through %s: %w", n.cfg.ID, n.cfg.Join, last)
+}
+
+// keepMembership makes the membership records (data-plane addresses, read
+// by placement) follow the Raft configuration: on the leader, every server
+// in the configuration gets an active NodeSet record.
+func (n *Node) keepMembership() {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-t.C:
+		}
+		if !n.IsLeader() {
+			continue
+		}
+		f := n.Meta.Raft().GetConfiguration()
+		if f.Error() != nil {
+			continue
+		}
+		nodes, err := n.Meta.Nodes()
+		if err != nil {
+			continue
+		}
+		known := map[string]meta.Node{}
+		for _, nd := range nodes {
+			known[nd.ID] = nd
+		}
+		for _, s := range f.Configuration().Servers {
+			id, addr := string(s.ID), string(s.Address)
+			if k, ok := known[id]; ok && (k.Address == addr || k.State == meta.NodeRemoved) {
+				continue
+			}
+			ctx, cancel := context.WithTimeout(n.ctx, 5*time.Second)
+			if _, err := n.Meta.Propose(ctx, meta.NodeSet{ID: id, Address: addr, State: meta.NodeActive}); err != nil {
+				n.log.Warn("recording member", "member", id, "err", err)
+			}
+			cancel()
+		}
+	}
+}
+
+var errNoLeader = fmt.Errorf("%w: no raft leader known (election in progress, or fewer than a quorum of voters reachable)", ErrUnavailable)
+
+// leaderClient returns a Cluster client for the current Raft leader.
+func (n *Node) leaderClient() (pb.ClusterClient, error) {
+	addr, id := n.Meta.Leader()
+	if addr == "" {
+		return nil, errNoLeader
+	}
+	conn, err := n.pool.Conn(addr)
+	if err != nil {
+		return nil, err
+	}
+	// Wait (briefly) for a connection before sending: a call that fails
+	// to connect certainly did not reach the leader and may be retried,
+	// while one that fails after sending may have been applied.
+	ctx, cancel := context.WithTimeout(n.ctx, time.Second)
+	defer cancel()
+	for {
+		st := conn.GetState()
+		if st == connectivity.Ready {
+			return pb.NewClusterClient(conn), nil
+		}
+		conn.Connect()
+		if !conn.WaitForStateChange(ctx, st) {
+			return nil, fmt.Errorf("%w: raft leader %s at %s not reachable", errNoLeader, id, addr)
+		}
+	}
+}
+
+// Join adds a node to the cluster (on the leader; forwarded otherwise).
+func (n *Node) Join(ctx context.Context, id, addr string) error {
+	if !n.IsLeader() {
+		c, err := n.leaderClient()
+		if err != nil {
+			return err
+		}
+		_, err = c.Join(ctx, &pb.JoinRequest{Id: id, Address: addr})
+		return err
+	}
+	if err := n.Meta.Join(ctx, id, addr); err != nil {
+		return err
+	}
+	_, err := n.Meta.Propose(ctx, meta.NodeSet{ID: id, Address: addr, State: meta.NodeActive})
+	return err
+}
+
+// RemoveNode takes a node out of the cluster for good: it is marked removed
+// (so no new shard goes there and its shards count as lost), dropped from
+// Raft, and everything it held is rebuilt elsewhere. report sees progress
+// as the number of objects still naming the node.
+func (n *Node) RemoveNode(ctx context.Context, id string, report func(Progress)) (Progress, error) {
+	nodes, err := n.Meta.Nodes()
+	if err != nil {
+		return Progress{}, err
+	}
+	var addr string
+	found := false
+	for _, nd := range nodes {
+		if nd.ID == id {
+			addr, found = nd.Address, true
+		}
+	}
+	if !found {
+		return Progress{}, fmt.Errorf("%w: no member %q", ErrNotFound, id)
+	}
+	if _, err := n.Cluster.propose(ctx, meta.NodeSet{ID: id, Address: addr, State: meta.NodeRemoved}); err != nil {
+		return Progress{}, err
+	}
+	if err := n.removeFromRaft(ctx, id); err != nil {
+		return Progress{}, err
+	}
+	total := n.objectsOn(id)
+	p := Progress{Phase: "running", Total: total, Started: time.Now()}
+	for {
+		left := n.objectsOn(id)
+		p.Done = total - left
+		if report != nil {
+			report(p)
+		}
+		if left == 0 {
+			p.Phase, p.Finished = "done", time.Now()
+			return p, nil
+		}
+		rp, err := n.Cluster.Repair(ctx, nil)
+		if err != nil {
+			return p, err
+		}
+		if rp.Repaired == 0 && n.objectsOn(id) == left {
+			p.Phase, p.Err = "done", fmt.Sprintf("%d objects still have shards on %s: not enough live nodes to move them; add a node and run repair", left, id)
+			return p, nil
+		}
+	}
+}
+
+func (n *Node) removeFromRaft(ctx context.Context, id string) error {
+	if n.IsLeader() {
+		if id == n.cfg.ID {
+			if err := n.Meta.Raft().LeadershipTransfer().Error(); err != nil {
+				return fmt.Errorf("handing leadership over before removing this node: %w", err)
+			}
+		} else {
+			return n.Meta.RemoveNode(ctx, id)
+		}
+	}
+	// Not (or no longer) the leader: ask it. The removed node is gone
+	// from the placement already, so this can be retried freely.
+	for ctx.Err() == nil {
+		c, err := n.leaderClient()
+		if err == nil {
+			err = n.forwardRemove(ctx, c, id)
+		}
+		if err == nil {
+			return nil
+		}
+		if status.Code(err) != codes.Unavailable {
+			return err
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	return ctx.Err()
+}
+
+// forwardRemove has the leader drop id from Raft. The leader treats a
+// RemoveNode call for a node already marked removed as exactly that.
+func (n *Node) forwardRemove(ctx context.Context, c pb.ClusterClient, id string) error {
+	stream, err := c.RemoveNode(ctx, &pb.RemoveNodeRequest{Id: id})
+	if err != nil {
+		return err
+	}
+	for {
+		if _, err := stream.Recv(); err != nil {
+			if err == io.EOF {
+				return nil
+			}
+			return err
+		}
+	}
+}
+
+func (n *Node) objectsOn(id string) int64 {
+	var c int64
+	_ = n.Meta.WalkObjects(func(o meta.Object) error {
+		for _, p := range o.Placement {
+			if p == id {
+				c++
+				break
+			}
+		}
+		return nil
+	})
+	return c
+}
+
+// NodeStatus is one member as Status reports it.
+type NodeStatus struct {
+	ID, Address        string
+	Up                 bool
+	State              string
+	RaftRole           string
+	Voter              bool
+	DiskUsed, DiskFree int64
+	Error              string
+}
+
+// ClusterStatus is what `hastore admin status` shows.
+type ClusterStatus struct {
+	Nodes           []NodeStatus
+	Scheme          string
+	Objects         int64
+	UnderReplicated int64
+	Leader          string
+	Repair, Scrub   Progress
+}
+
+// Status reports the cluster as this node sees it.
+func (n *Node) Status(ctx context.Context) (ClusterStatus, error) {
+	st := ClusterStatus{Scheme: n.Cluster.Scheme().String(), Repair: n.Cluster.RepairProgress(), Scrub: n.Cluster.ScrubProgress()}
+	_, st.Leader = n.Meta.Leader()
+	objs, err := n.Meta.ObjectCount()
+	if err != nil {
+		return st, err
+	}
+	st.Objects = objs
+	n.Cluster.countUnderReplicated()
+	st.UnderReplicated = n.Cluster.UnderReplicated()
+	roles := map[string]string{}
+	voters := map[string]bool{}
+	if f := n.Meta.Raft().GetConfiguration(); f.Error() == nil {
+		for _, s := range f.Configuration().Servers {
+			voters[string(s.ID)] = s.Suffrage == raft.Voter
+			roles[string(s.ID)] = "follower"
+			if s.Suffrage != raft.Voter {
+				roles[string(s.ID)] = "nonvoter"
+			}
+		}
+	}
+	if st.Leader != "" {
+		roles[st.Leader] = "leader"
+	}
+	for _, h := range n.Health.Snapshot() {
+		ns := NodeStatus{ID: h.ID, Address: h.Address, Up: h.Up || h.ID == n.cfg.ID, State: string(h.State),
+			RaftRole: roles[h.ID], Voter: voters[h.ID], DiskUsed: h.Usage.Bytes, DiskFree: h.Usage.DiskFree, Error: h.LastError}
+		if h.ID == n.cfg.ID {
+			if u, err := n.DB.Usage(); err == nil {
+				ns.DiskUsed, ns.DiskFree = u.Bytes, u.DiskFree
+			}
+		}
+		if ns.RaftRole == "" {
+			ns.RaftRole = "none"
+		}
+		st.Nodes = append(st.Nodes, ns)
+	}
+	return st, nil
+}
+
+// forwarder proposes on the local Raft node, and forwards to the leader
+// when this node is not it.
+type forwarder struct{ n *Node }
+
+func (f *forwarder) Propose(ctx context.Context, cmd meta.Command) (meta.Result, error) {
+	for attempt := 0; ; attempt++ {
+		res, err := f.n.Meta.Propose(ctx, cmd)
+		if !errors.Is(err, meta.ErrNotLeader) {
+			return res, err
+		}
+		res, err = f.forward(ctx, cmd)
+		if err == nil || attempt >= 20 || ctx.Err() != nil || !retryable(err) {
+			return res, err
+		}
+		// No leader yet, or leadership moved under us: wait for the
+		// election and try again.
+		select {
+		case <-ctx.Done():
+			return res, ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+// retryable reports whether a failed proposal certainly did not reach a
+// leader, so that proposing again cannot apply the command twice. PutObject
+// and DecRef are not idempotent: a DecRef applied twice would free an
+// object still referenced. An error after the request may have been sent
+// (a dropped connection to the leader) is returned to the caller instead.
+func retryable(err error) bool {
+	if errors.Is(err, errNoLeader) || errors.Is(err, meta.ErrNotLeader) {
+		return true
+	}
+	return status.Code(err) == codes.FailedPrecondition // the peer was not the leader
+}
+
+func (f *forwarder) forward(ctx context.Context, cmd meta.Command) (meta.Result, error) {
+	b, err := meta.EncodeCommand(cmd)
+	if err != nil {
+		return meta.Result{}, err
+	}
+	c, err := f.n.leaderClient()
+	if err != nil {
+		return meta.Result{}, err
+	}
+	reply, err := c.Propose(ctx, &pb.ProposeRequest{Command: b})
+	if err != nil {
+		return meta.Result{}, err
+	}
+	if reply.Error != "" {
+		return meta.Result{}, fmt.Errorf("leader: %s", reply.Error)
+	}
+	res, err := meta.DecodeResult(reply.Result)
+	if err != nil {
+		return res, err
+	}
+	res.Index = reply.Index
+	// Read-your-writes on this node: the caller may look the change up
+	// locally right after.
+	if err := f.n.Meta.WaitApplied(ctx, reply.Index); err != nil {
+		return res, err
+	}
+	return res, nil
+}
+
+func (f *forwarder) ReadIndex(ctx context.Context) (uint64, error) {
+	for attempt := 0; ; attempt++ {
+		idx, err := f.n.Meta.LeaderCommitIndex(ctx)
+		if !errors.Is(err, meta.ErrNotLeader) {
+			return idx, err
+		}
+		c, err := f.n.leaderClient()
+		if err == nil {
+			var r *pb.ReadIndexReply
+			if r, err = c.ReadIndex(ctx, &pb.ReadIndexRequest{}); err == nil {
+				return r.Index, nil
+			}
+		}
+		// A read index changes nothing: any failure may be retried.
+		if attempt >= 20 || ctx.Err() != nil || (!retryable(err) && status.Code(err) != codes.Unavailable) {
+			return 0, err
+		}
+		select {
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+// logWriter turns the Raft transport's log lines into slog records.
+type logWriter struct{ l *slog.Logger }
+
+func (w logWriter) Write(p []byte) (int, error) {
+	w.l.Debug(strings.TrimSpace(string(p)), "component", "raft-net")
+	return len(p), nil
+}

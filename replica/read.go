@@ -1,0 +1,240 @@
+package replica
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/klauspost/reedsolomon"
+
+	"hastore/replica/meta"
+	"hastore/storage"
+)
+
+// Get returns the whole object, rebuilt from any k intact shards and checked
+// against its ID.
+func (c *Cluster) Get(ctx context.Context, id storage.BlobID) ([]byte, error) {
+	o, err := c.lookup(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	data, err := c.getWhole(ctx, o)
+	if errors.Is(err, storage.ErrTooFewShards) {
+		// Repair may have moved shards since this node applied the
+		// record: catch up and try once more with fresh placement.
+		if c.catchUp(ctx) == nil {
+			if o2, ok, _ := c.meta.Object(id); ok && !slices.Equal(o2.Placement, o.Placement) {
+				return c.getWhole(ctx, o2)
+			}
+		}
+	}
+	return data, err
+}
+
+func (c *Cluster) getWhole(ctx context.Context, o meta.Object) ([]byte, error) {
+	need := o.K
+	if o.Layout == storage.LayoutReplica {
+		need = 1
+	}
+	got, bad, err := c.gather(ctx, o, c.preference(o, nil), need, func(ctx context.Context, svc ShardService, k storage.ShardKey) (any, error) {
+		return svc.GetShard(ctx, k)
+	})
+	if len(bad) > 0 {
+		c.repair.enqueue(o.ID)
+	}
+	if err != nil {
+		return nil, err
+	}
+	shards := make([]*storage.Shard, 0, len(got))
+	for _, v := range got {
+		shards = append(shards, v.(*storage.Shard))
+	}
+	data, _, err := storage.Decode(o.ID, shards)
+	if err != nil {
+		c.repair.enqueue(o.ID)
+		return nil, fmt.Errorf("reading object %s: %w", o.ID, err)
+	}
+	return data, nil
+}
+
+// ReadAt returns bytes [off, off+n) of the object. Only the shards covering
+// the range are read; a missing or corrupt one is rebuilt from the same span
+// of k others.
+func (c *Cluster) ReadAt(ctx context.Context, id storage.BlobID, off, n int64) ([]byte, error) {
+	o, err := c.lookup(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if off < 0 || n < 0 || off > o.Size {
+		return nil, fmt.Errorf("%w: range %d+%d of object %s of %d bytes", storage.ErrInvalid, off, n, id, o.Size)
+	}
+	n = min(n, o.Size-off)
+	if n == 0 {
+		return []byte{}, nil
+	}
+	if o.Layout == storage.LayoutReplica {
+		got, bad, err := c.gather(ctx, o, c.preference(o, nil), 1, func(ctx context.Context, svc ShardService, k storage.ShardKey) (any, error) {
+			return svc.ReadShard(ctx, k, off, n)
+		})
+		if len(bad) > 0 {
+			c.repair.enqueue(id)
+		}
+		if err != nil {
+			return nil, err
+		}
+		for _, v := range got {
+			return v.([]byte), nil
+		}
+	}
+	per := (o.Size + int64(o.K) - 1) / int64(o.K) // payload length of each shard
+	out := make([]byte, 0, n)
+	for pos := off; pos < off+n; {
+		i := int(pos / per)
+		a := pos - int64(i)*per
+		b := min(per, off+n-int64(i)*per)
+		piece, err := c.readPiece(ctx, o, i, a, b)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, piece...)
+		pos += b - a
+	}
+	return out, nil
+}
+
+// readPiece returns bytes [a, b) of data shard i's payload, rebuilding them
+// from the same span of k other shards if shard i cannot be read.
+func (c *Cluster) readPiece(ctx context.Context, o meta.Object, i int, a, b int64) ([]byte, error) {
+	fetch := func(ctx context.Context, svc ShardService, k storage.ShardKey) (any, error) {
+		return svc.ReadShard(ctx, k, a, b-a)
+	}
+	got, bad, err := c.gather(ctx, o, []int{i}, 1, fetch)
+	if err == nil {
+		return got[i].([]byte), nil
+	}
+	c.repair.enqueue(o.ID)
+	others := c.preference(o, append(bad, i))
+	got, _, err = c.gather(ctx, o, others, o.K, fetch)
+	if err != nil {
+		return nil, err
+	}
+	spans := make([][]byte, o.K+o.M)
+	for idx, v := range got {
+		spans[idx] = v.([]byte)
+	}
+	enc, err := reedsolomon.New(o.K, o.M)
+	if err != nil {
+		return nil, err
+	}
+	// Reed–Solomon works byte position by byte position, so the same
+	// span of any k shards rebuilds that span of the missing one.
+	if err := enc.ReconstructData(spans); err != nil {
+		return nil, fmt.Errorf("%w: object %s shard %d: %v", storage.ErrTooFewShards, o.ID, i, err)
+	}
+	return spans[i], nil
+}
+
+// preference orders the object's shard indexes for reading: data shards
+// before parity (a systematic code needs no decoding when all data shards
+// are healthy), this node's before others, reachable nodes before
+// unreachable ones; indexes in skip are left out.
+func (c *Cluster) preference(o meta.Object, skip []int) []int {
+	var idx []int
+	for i, node := range o.Placement {
+		if node != "" && !slices.Contains(skip, i) {
+			idx = append(idx, i)
+		}
+	}
+	rank := func(i int) int {
+		r := 0
+		if i >= o.K && o.Layout == storage.LayoutErasure {
+			r += 4
+		}
+		if o.Placement[i] != c.self {
+			r++
+		}
+		if !c.health.Up(o.Placement[i]) {
+			r += 8
+		}
+		return r
+	}
+	slices.SortStableFunc(idx, func(x, y int) int { return rank(x) - rank(y) })
+	return idx
+}
+
+type fetchFunc func(ctx context.Context, svc ShardService, k storage.ShardKey) (any, error)
+
+// gather fetches shards in the order given until need of them succeeded. It
+// starts need fetches at once; each failure starts the next candidate, and
+// when the fetches in flight are slow (HedgeAfter) one spare is started too,
+// so one slow node costs a hedge delay, not a timeout. It returns the
+// results by shard index and the indexes that failed with corrupt or
+// missing data (to be repaired).
+func (c *Cluster) gather(ctx context.Context, o meta.Object, order []int, need int, fetch fetchFunc) (map[int]any, []int, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel() // stops the fetches still in flight once we have enough
+	type result struct {
+		index int
+		v     any
+		err   error
+	}
+	results := make(chan result, len(order))
+	next, inflight := 0, 0
+	start := func() bool {
+		if next >= len(order) {
+			return false
+		}
+		i := order[next]
+		next++
+		inflight++
+		go func() {
+			fctx, fcancel := context.WithTimeout(ctx, c.opt.ShardTimeout)
+			defer fcancel()
+			svc, err := c.peers.Shards(o.Placement[i])
+			var v any
+			if err == nil {
+				v, err = fetch(fctx, svc, storage.ShardKey{Blob: o.ID, Index: i})
+			}
+			results <- result{i, v, err}
+		}()
+		return true
+	}
+	for range need {
+		start()
+	}
+	got := map[int]any{}
+	var bad []int
+	var errs []error
+	hedge := time.NewTimer(c.opt.HedgeAfter)
+	defer hedge.Stop()
+	for len(got) < need {
+		if inflight == 0 {
+			return got, bad, fmt.Errorf("%w: object %s: %d of %d needed shards readable: %w", storage.ErrTooFewShards, o.ID, len(got), need, errors.Join(errs...))
+		}
+		select {
+		case r := <-results:
+			inflight--
+			if r.err == nil {
+				got[r.index] = r.v
+				continue
+			}
+			node := o.Placement[r.index]
+			errs = append(errs, fmt.Errorf("shard %d on %s: %w", r.index, node, r.err))
+			if errors.Is(r.err, storage.ErrCorrupt) || errors.Is(r.err, storage.ErrNotFound) {
+				bad = append(bad, r.index)
+				c.log.Warn("bad shard, rebuilding from others", "object", o.ID, "shard", r.index, "node", node, "err", r.err)
+			} else if ctx.Err() == nil {
+				c.health.Suspect(node, r.err)
+			}
+			start()
+		case <-hedge.C:
+			start()
+			hedge.Reset(c.opt.HedgeAfter)
+		case <-ctx.Done():
+			return got, bad, ctx.Err()
+		}
+	}
+	return got, bad, nil
+}
