@@ -354,6 +354,22 @@ func joinErrs(m map[string]error) error {
 	return errors.Join(errs...)
 }
 
+// Propose puts a metadata command through consensus (forwarding it to the
+// Raft leader if need be) and returns its result; a result whose status is
+// not OK comes back as an error too. After it returns, this node has
+// applied the command, so local reads see it.
+//
+// Commands are not idempotent: after an error the command may or may not
+// have been applied; read before retrying.
+func (c *Cluster) Propose(ctx context.Context, cmd meta.Command) (meta.Result, error) {
+	return c.propose(ctx, cmd)
+}
+
+// CatchUp waits until this node has applied every change committed
+// anywhere in the cluster before the call: after it, local metadata reads
+// reflect every acknowledged write (read-your-writes across nodes).
+func (c *Cluster) CatchUp(ctx context.Context) error { return c.catchUp(ctx) }
+
 // propose puts cmd through consensus and turns a failed result into an
 // error.
 func (c *Cluster) propose(ctx context.Context, cmd meta.Command) (meta.Result, error) {

@@ -79,6 +79,11 @@ func (h *Health) ProbeAll(ctx context.Context) {
 	var wg sync.WaitGroup
 	for _, n := range nodes {
 		if n.State != meta.NodeActive {
+			// A removed member is no longer probed: forget what the last
+			// probes said, or it would look up forever.
+			h.mu.Lock()
+			delete(h.nodes, n.ID)
+			h.mu.Unlock()
 			continue
 		}
 		wg.Add(1)

@@ -53,6 +53,10 @@ type NodeConfig struct {
 	// ScanEvery and ScrubEvery pace the background repair scan (leader)
 	// and the scrub of this node's shards.
 	ScanEvery, ScrubEvery time.Duration
+	// Register, if set, adds the frontends' gRPC services to the node's
+	// cluster port before it starts serving. Frontends sit above replica,
+	// so they plug in here rather than being imported.
+	Register func(s grpc.ServiceRegistrar, n *Node)
 }
 
 // Node is one running hastore cluster member.
@@ -161,6 +165,9 @@ func StartNode(cfg NodeConfig) (n *Node, err error) {
 	}
 	transport.NewNodeServer(cfg.ID, n.DB).Register(n.grpc)
 	pb.RegisterClusterServer(n.grpc, &clusterServer{n: n})
+	if cfg.Register != nil {
+		cfg.Register(n.grpc, n)
+	}
 	n.goRun(func() { _ = n.grpc.Serve(n.mux.GRPC()) })
 	n.goRun(func() { n.Health.Run(n.ctx) })
 	n.goRun(func() { n.Cluster.RunBackground(n.ctx, n.IsLeader, cfg.ScanEvery, cfg.ScrubEvery) })
