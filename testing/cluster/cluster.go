@@ -113,3 +113,5 @@ func ctxTimeout(d time.Duration) (context.Context, context.CancelFunc) {
 }
 
 func errorsIs(err, target error) bool { return errors.Is(err, target) }
+
+func errorf(format string, args ...any) error { return fmt.Errorf(format, args...) }
