@@ -5,7 +5,7 @@ STATICCHECK_VERSION := v0.8.2
 GOBIN     := $(shell $(GO) env GOPATH)/bin
 export GOFLAGS := -mod=mod
 
-.PHONY: all build test lint vet unit deps bench chaos run proto clean fuzz
+.PHONY: all build test lint vet unit deps bench run proto clean fuzz
 
 all: build
 

@@ -157,10 +157,11 @@ func (c *Cluster) Put(ctx context.Context, data []byte) (storage.BlobID, error) 
 	if err != nil {
 		return storage.BlobID{}, err
 	}
-	if o, ok, _ := c.meta.Object(id); ok && (o.Refs > 0 || now.Sub(time.Unix(0, o.Deleted)) < c.opt.Grace/2) {
-		// Known content: add a reference, write nothing. A tombstone this
-		// young cannot be purged before this proposal lands, so its shards
-		// are still there.
+	if o, ok, _ := c.meta.Object(id); ok && o.Refs > 0 {
+		// Known content: add a reference, write nothing. A live record
+		// cannot be purged before this proposal lands (that takes a DecRef
+		// and a whole grace period), so its shards are there. A tombstone
+		// takes the full path: its shards may be going.
 		res, err := c.propose(ctx, meta.PutObject{Object: o, Now: now.UnixNano()})
 		if err != nil {
 			return storage.BlobID{}, err
@@ -227,8 +228,15 @@ func (c *Cluster) writeShards(ctx context.Context, id storage.BlobID, data []byt
 			return obj, nil
 		}
 		for node, err := range errs {
+			if errors.Is(err, storage.ErrInvalid) {
+				// Every node would refuse it (too large a shard, say):
+				// not a node failure.
+				return meta.Object{}, err
+			}
 			failed[node] = true
-			c.health.Suspect(node, err)
+			if !errors.Is(err, storage.ErrNoSpace) {
+				c.health.Suspect(node, err) // a full node is up, just full
+			}
 		}
 		if ctx.Err() != nil || attempt >= 3 {
 			return meta.Object{}, fmt.Errorf("%w: writing object %s: %v", ErrUnavailable, id, joinErrs(errs))
@@ -375,6 +383,11 @@ func (c *Cluster) CatchUp(ctx context.Context) error { return c.catchUp(ctx) }
 func (c *Cluster) propose(ctx context.Context, cmd meta.Command) (meta.Result, error) {
 	res, err := c.prop.Propose(ctx, cmd)
 	if err != nil {
+		for _, kind := range []error{meta.ErrNotFound, meta.ErrConflict, meta.ErrInvalid, meta.ErrAborted} {
+			if errors.Is(err, kind) {
+				return res, err // the command was judged, not lost
+			}
+		}
 		return res, fmt.Errorf("%w: metadata: %v", ErrUnavailable, err)
 	}
 	return res, res.Err()

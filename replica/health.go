@@ -171,7 +171,9 @@ func (h *Health) Live() []placement.Node {
 		if n.State != meta.NodeActive || nh == nil || !nh.up {
 			continue
 		}
-		// A node at its space reserve gets weight 0: never chosen.
+		// Weighted by raw free space: a node down to its reserve is still
+		// chosen and refuses the shard with ErrNoSpace, and the write moves
+		// on to another node.
 		out = append(out, placement.Node{ID: n.ID, Weight: float64(max(nh.usage.DiskFree, 0))})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })

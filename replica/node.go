@@ -84,6 +84,13 @@ func StartNode(cfg NodeConfig) (n *Node, err error) {
 		return nil, errors.New("node: an ID, a data directory and a listen address are required")
 	}
 	if cfg.Advertise == "" {
+		host, _, err := net.SplitHostPort(cfg.Listen)
+		if err != nil {
+			return nil, fmt.Errorf("node: listen address %q: %w", cfg.Listen, err)
+		}
+		if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+			return nil, fmt.Errorf("node: listen address %q is a wildcard; give the address other nodes should use (--advertise)", cfg.Listen)
+		}
 		cfg.Advertise = cfg.Listen
 	}
 	if cfg.Logger == nil {

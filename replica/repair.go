@@ -391,6 +391,10 @@ func (c *Cluster) Scrub(ctx context.Context, report func(Progress)) (Progress, e
 	if err := self.ListShards(ctx, func(h storage.Header) error { headers = append(headers, h); return nil }); err != nil {
 		return Progress{}, err
 	}
+	// Orphans are judged against the records; this node's copy of them may
+	// lag (just restarted, say). Only a copy confirmed current against the
+	// leader may condemn a shard; without one, scrub only verifies.
+	current := c.catchUp(ctx) == nil
 	have := make(map[storage.ShardKey]bool, len(headers))
 	expected := map[storage.ShardKey]meta.Object{}
 	if err := c.meta.WalkObjects(func(o meta.Object) error {
@@ -419,7 +423,7 @@ func (c *Cluster) Scrub(ctx context.Context, report func(Progress)) (Progress, e
 		_, err := self.GetShard(ctx, k)
 		o, referenced := expected[k]
 		switch {
-		case !referenced && h.Written.Before(cutoff):
+		case !referenced && current && h.Written.Before(cutoff):
 			if derr := self.DeleteShard(ctx, k, cutoff); derr == nil {
 				c.log.Info("scrub: deleted orphan shard", "shard", k)
 			}
@@ -428,7 +432,7 @@ func (c *Cluster) Scrub(ctx context.Context, report func(Progress)) (Progress, e
 			problems++
 			if referenced {
 				toRepair[o.ID] = o
-			} else {
+			} else if current {
 				_ = self.DeleteShard(ctx, k, time.Time{})
 			}
 		case err != nil && ctx.Err() == nil:

@@ -23,7 +23,11 @@ type clusterServer struct {
 	n *Node
 }
 
-const maxObjectSize = 1 << 30 // one object; larger files are chunked by the callers
+// maxObjectSize bounds one object. Stores refuse shard records larger than
+// their value-log file (256 MiB by default), and an object written while
+// nodes are down may be stored as whole copies; larger files are chunked by
+// the frontends.
+const maxObjectSize = 256<<20 - 64<<10
 
 func toStatus(err error) error {
 	switch {

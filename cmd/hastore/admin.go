@@ -15,6 +15,7 @@ import (
 
 	"golang.org/x/term"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/status"
 
 	pb "hastore/proto/hastorepb"
@@ -81,6 +82,39 @@ func (a *adminClient) each(fn func(pb.ClusterClient) error) error {
 }
 
 func retryableCode(c string) bool { return c == "Unavailable" || c == "DeadlineExceeded" }
+
+// once sends a call that must not be repeated (dropping a reference twice
+// frees an object still in use) to the first node that accepts a
+// connection; a failure after that is reported, not retried elsewhere.
+func (a *adminClient) once(ctx context.Context, fn func(pb.ClusterClient) error) error {
+	var errs []error
+	for _, addr := range a.addrs {
+		c, err := a.conn(addr)
+		if err == nil {
+			cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+			for st := c.GetState(); st != connectivity.Ready; st = c.GetState() {
+				c.Connect()
+				if !c.WaitForStateChange(cctx, st) {
+					err = fmt.Errorf("cannot connect")
+					break
+				}
+			}
+			cancel()
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", addr, err))
+			continue
+		}
+		if err := fn(pb.NewClusterClient(c)); err != nil {
+			if s, ok := status.FromError(err); ok {
+				return errors.New(s.Message())
+			}
+			return err
+		}
+		return nil
+	}
+	return errors.Join(errs...)
+}
 
 func admin(args []string, stdin io.Reader, stdout io.Writer) error {
 	fs := flag.NewFlagSet("admin", flag.ContinueOnError)
@@ -367,7 +401,7 @@ func (a *adminClient) object(ctx context.Context, verb string, args []string, st
 		if err != nil {
 			return err
 		}
-		return a.each(func(c pb.ClusterClient) error {
+		return a.once(ctx, func(c pb.ClusterClient) error {
 			_, err := c.DeleteObject(ctx, &pb.ObjectRef{Id: id[:]})
 			return err
 		})
