@@ -39,6 +39,7 @@ bench: build
 	@bash testing/deps.sh bench
 	$(GO) run ./testing/storagebench
 	$(GO) test -run '^$$' -bench . -benchtime 2s ./storage/
+	$(GO) run ./testing/clusterbench
 
 run: build
 	./$(BIN) dev

@@ -47,6 +47,9 @@ func (s *clusterServer) PutObject(stream grpc.ClientStreamingServer[pb.DataChunk
 	var data []byte
 	for {
 		chunk, err := stream.Recv()
+		if err == nil && data == nil {
+			data = make([]byte, 0, max(len(chunk.Data), 64<<10))
+		}
 		if err == io.EOF {
 			break
 		}

@@ -45,7 +45,7 @@ func (l localShards) Usage(context.Context) (storage.Usage, error) { return l.db
 type remoteShards struct{ c *transport.NodeClient }
 
 func (r remoteShards) PutRecord(ctx context.Context, rec storage.Record) error {
-	return r.c.PutShard(ctx, rec.Bytes())
+	return r.c.PutShardParts(ctx, rec.Head, rec.Payload)
 }
 
 func (r remoteShards) GetShard(ctx context.Context, k storage.ShardKey) (*storage.Shard, error) {
@@ -53,7 +53,12 @@ func (r remoteShards) GetShard(ctx context.Context, k storage.ShardKey) (*storag
 	if err != nil {
 		return nil, err
 	}
-	return storage.ParseShard(rec)
+	// GetRecord verified every checksum of rec already.
+	h, hl, err := storage.ParseHeader(rec)
+	if err != nil {
+		return nil, err
+	}
+	return &storage.Shard{Header: h, Payload: rec[hl:]}, nil
 }
 
 func (r remoteShards) ReadShard(ctx context.Context, k storage.ShardKey, off, n int64) ([]byte, error) {

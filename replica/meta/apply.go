@@ -1,6 +1,7 @@
 package meta
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -238,6 +239,8 @@ func (st *applyState) apply(cmd Command, inBatch bool) Result {
 		return st.tenantPut(c)
 	case TenantDelete:
 		return st.tenantDelete(c)
+	case TenantCheck:
+		return st.tenantCheck(c)
 	case Batch:
 		if inBatch {
 			return result(StatusInvalid, "batches do not nest")
@@ -435,4 +438,33 @@ func (st *applyState) batchCmd(c Batch) Result {
 		}
 	}
 	return res
+}
+
+func (st *applyState) tenantCheck(c TenantCheck) Result {
+	if err := validTenant(c.Tenant); err != nil {
+		return result(StatusInvalid, "tenant check: %v", err)
+	}
+	if err := validTenantKey(c.Key); err != nil {
+		return result(StatusInvalid, "tenant check %q: %v", c.Tenant, err)
+	}
+	if len(c.Want) > MaxTenantValueSize {
+		return result(StatusInvalid, "tenant check %q key %q: wanted value of %d bytes exceeds %d", c.Tenant, c.Key, len(c.Want), MaxTenantValueSize)
+	}
+	if c.Absent && len(c.Want) > 0 {
+		return result(StatusInvalid, "tenant check %q key %q: both absent and a wanted value", c.Tenant, c.Key)
+	}
+	v, found := st.get(tenantKey(c.Tenant, c.Key))
+	var r Result
+	switch {
+	case c.Absent && found:
+		r = result(StatusConflict, "tenant check %q key %q: exists, wanted absent", c.Tenant, c.Key)
+	case !c.Absent && !found:
+		r = result(StatusConflict, "tenant check %q key %q: absent", c.Tenant, c.Key)
+	case !c.Absent && !bytes.Equal(v, c.Want):
+		r = result(StatusConflict, "tenant check %q key %q: holds another value", c.Tenant, c.Key)
+	default:
+		r = Result{Status: StatusOK}
+	}
+	r.Found = found
+	return r
 }

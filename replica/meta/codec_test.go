@@ -22,6 +22,8 @@ func allCommands() []Command {
 		NodeSet{ID: "n1", Address: "10.0.0.1:7000", State: NodeRemoved},
 		TenantPut{Tenant: "acme", Key: "mbox/INBOX", Value: []byte{0, 1, 2}},
 		TenantDelete{Tenant: "acme", Key: "k"},
+		TenantCheck{Tenant: "acme", Key: "k", Want: []byte("v")},
+		TenantCheck{Tenant: "acme", Key: "k", Want: []byte{}, Absent: true},
 		Batch{Atomic: true, Cmds: []Command{DecRef{ID: blobID("y"), Now: 1}, TenantPut{Tenant: "t", Key: "k", Value: []byte("v")}}},
 		Batch{},
 	}

@@ -25,6 +25,7 @@ const (
 	TypeTenantPut    CommandType = 6
 	TypeTenantDelete CommandType = 7
 	TypeBatch        CommandType = 8
+	TypeTenantCheck  CommandType = 9
 )
 
 func (t CommandType) String() string {
@@ -45,6 +46,8 @@ func (t CommandType) String() string {
 		return "TenantDelete"
 	case TypeBatch:
 		return "Batch"
+	case TypeTenantCheck:
+		return "TenantCheck"
 	}
 	return fmt.Sprintf("CommandType(%d)", uint8(t))
 }
@@ -272,6 +275,8 @@ func decodeBody(d *decoder, inBatch bool) (Command, error) {
 		c.Tenant = d.str()
 		c.Key = d.str()
 		return c, nil
+	case TypeTenantCheck:
+		return decodeTenantCheck(d), nil
 	case TypeBatch:
 		if inBatch {
 			return nil, fmt.Errorf("nested batch")
@@ -297,4 +302,38 @@ func decodeBody(d *decoder, inBatch bool) (Command, error) {
 		return c, nil
 	}
 	return nil, fmt.Errorf("unknown command type %d; a newer node proposed it, upgrade this node", uint8(t))
+}
+
+// TenantCheck is a condition on a tenant key: it succeeds, changing
+// nothing, if the key holds exactly Want (or, with Absent, does not exist),
+// and fails with StatusConflict otherwise; Result.Found says whether the
+// key exists. Inside an atomic Batch it guards the commands after it, so a
+// read-modify-write proposes "check what I read, then write" and loses,
+// rolled back as a whole, to any change committed since the read:
+// rename over an existing file and exclusive create stay atomic under
+// concurrent writers. An empty Want without Absent means the key holds an
+// empty value. Absent with a non-empty Want is StatusInvalid.
+type TenantCheck struct {
+	Tenant string
+	Key    string
+	Want   []byte
+	Absent bool
+}
+
+func (TenantCheck) Type() CommandType { return TypeTenantCheck }
+
+func (c TenantCheck) encode(e *encoder) {
+	e.str(c.Tenant)
+	e.str(c.Key)
+	e.bytes(c.Want)
+	e.bool(c.Absent)
+}
+
+func decodeTenantCheck(d *decoder) TenantCheck {
+	var c TenantCheck
+	c.Tenant = d.str()
+	c.Key = d.str()
+	c.Want = d.bytes()
+	c.Absent = d.bool()
+	return c
 }

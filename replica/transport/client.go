@@ -46,6 +46,13 @@ func (c *NodeClient) err(op string, err error) error { return remoteErr(op, c.ad
 // PutShard stores a whole shard record on the peer, which verifies it and
 // answers once it is durable.
 func (c *NodeClient) PutShard(ctx context.Context, rec []byte) error {
+	return c.PutShardParts(ctx, rec)
+}
+
+// PutShardParts is PutShard for a record held in pieces (such as a
+// storage.Record's Head and Payload): they are streamed in order without
+// being joined first.
+func (c *NodeClient) PutShardParts(ctx context.Context, parts ...[]byte) error {
 	// Cancel the stream on every early return so gRPC frees it.
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -53,13 +60,28 @@ func (c *NodeClient) PutShard(ctx context.Context, rec []byte) error {
 	if err != nil {
 		return c.err("PutShard", err)
 	}
-	for i := 0; i < len(rec) || i == 0; i += chunkSize {
-		if err := stream.Send(&pb.PutShardChunk{Data: rec[i:min(i+chunkSize, len(rec))]}); err != nil {
+	send := func(b []byte) error {
+		if err := stream.Send(&pb.PutShardChunk{Data: b}); err != nil {
 			if err == io.EOF {
 				// The server ended the call; its status says why.
 				_, err = stream.CloseAndRecv()
 			}
 			return c.err("PutShard", err)
+		}
+		return nil
+	}
+	sent := false
+	for _, p := range parts {
+		for i := 0; i < len(p); i += chunkSize {
+			if err := send(p[i:min(i+chunkSize, len(p))]); err != nil {
+				return err
+			}
+			sent = true
+		}
+	}
+	if !sent {
+		if err := send(nil); err != nil {
+			return err
 		}
 	}
 	if _, err := stream.CloseAndRecv(); err != nil {
