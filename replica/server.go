@@ -175,9 +175,9 @@ func streamProgress(stream grpc.ServerStreamingServer[pb.Progress], detach bool,
 		go func() { _, _ = run(bg, nil) }()
 		return stream.Send(&pb.Progress{Phase: "started"})
 	}
-	var last int64
+	last := int64(-1)
 	p, err := run(stream.Context(), func(p Progress) {
-		if p.Done-last >= max(1, p.Total/100) || p.Done == p.Total {
+		if p.Phase == "running" && (p.Done-last >= max(1, p.Total/100) || p.Done == p.Total) {
 			last = p.Done
 			_ = stream.Send(progressPB(p))
 		}
@@ -185,7 +185,7 @@ func streamProgress(stream grpc.ServerStreamingServer[pb.Progress], detach bool,
 	if err != nil {
 		return toStatus(err)
 	}
-	return stream.Send(progressPB(p))
+	return stream.Send(progressPB(p)) // the final state, once
 }
 
 func (s *clusterServer) Repair(req *pb.RunRequest, stream grpc.ServerStreamingServer[pb.Progress]) error {

@@ -34,7 +34,13 @@ Commands:
   node remove ID              take a node out for good; re-protect its data elsewhere
   repair [--detach]           run a repair pass now and show its progress
   scrub [--detach]            verify every shard on every node now
-  keygen                      print a new cluster secret
+  site add NAME [--alias NAME]...   create a web site (served under NAME and each alias)
+  site list [--json]          the sites and their aliases
+  site del NAME               delete a site and all its files
+  site put NAME LOCALDIR [--delete]  sync a local directory up (only what changed)
+  site get NAME LOCALDIR      download a site's files
+  site ls NAME [PATH]         list a directory of a site
+` + mailUsage + `  keygen                      print a new cluster secret
 
 HASTORE_ADDR and HASTORE_CLUSTER_KEY_FILE stand in for --addr and --cluster-key-file.
 `
@@ -183,6 +189,10 @@ func admin(args []string, stdin io.Reader, stdout io.Writer) error {
 		return a.removeNode(ctx, rest[2])
 	case "repair", "scrub":
 		return a.run(ctx, rest[0], rest[1:])
+	case "site":
+		return a.site(ctx, rest[1:], stdout)
+	case "domain", "user":
+		return a.mail(ctx, rest, stdin, stdout)
 	}
 	return fmt.Errorf("unknown command %q; see 'hastore admin -h'", rest[0])
 }

@@ -11,6 +11,7 @@ import (
 
 	"hastore/replica"
 	"hastore/replica/transport"
+	"hastore/webfs"
 )
 
 // dev runs a whole cluster in this process, on loopback ports, with a
@@ -26,6 +27,7 @@ func dev(args []string) error {
 	fs.StringVar(&dir, "dir", "./data", "directory for every node's data and the cluster key")
 	fs.IntVar(&nodes, "nodes", 3, "number of nodes")
 	fs.IntVar(&base, "port", 7101, "cluster port of node 1; node i uses port+i-1")
+	httpBase := fs.Int("http-port", 8080, "HTTP port of node 1; node i uses http-port+i-1 (0: no HTTP)")
 	nf.register(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -70,11 +72,33 @@ func dev(args []string) error {
 		if err := nf.config(&cfg); err != nil {
 			return err
 		}
+		cfg.Register = registerAll(webfs.Register, mailRegister)
 		n, err := replica.StartNode(cfg)
 		if err != nil {
 			return err
 		}
 		running = append(running, n)
+	}
+	if err := ensureDevSite(running[0]); err != nil {
+		log.Warn("could not create the dev site", "site", devSite, "err", err)
+	}
+	mailLines, stopMail, err := devMail(running, dir, log)
+	if err != nil {
+		return err
+	}
+	defer stopMail()
+	var webLines string
+	if *httpBase != 0 {
+		for i, n := range running {
+			addr := fmt.Sprintf("127.0.0.1:%d", *httpBase+i)
+			stop, err := startHTTP(addr, n, log)
+			if err != nil {
+				return err
+			}
+			defer stop()
+			webLines += fmt.Sprintf("  node %s  HTTP %s\n", n.ID(), addr)
+		}
+		webLines += fmt.Sprintf("  site %s: curl -H 'Host: %s' http://127.0.0.1:%d/\n", devSite, devSite, *httpBase)
 	}
 	addrs := ""
 	for i := 1; i <= nodes; i++ {
@@ -88,6 +112,8 @@ func dev(args []string) error {
 		id := fmt.Sprintf("n%d", i)
 		fmt.Printf("  node %s  cluster (gRPC+Raft) %s\n", id, peers[id])
 	}
+	fmt.Print(mailLines)
+	fmt.Print(webLines)
 	fmt.Printf("\nTry:\n  export HASTORE_ADDR=%s HASTORE_CLUSTER_KEY_FILE=%s\n", addrs, keyFile)
 	fmt.Printf("  bin/hastore admin status\n  echo hello | bin/hastore admin object put -\n\nCtrl-C stops the cluster; its data stays in %s.\n", dir)
 	sig := make(chan os.Signal, 1)

@@ -14,6 +14,7 @@ import (
 	"hastore/replica"
 	"hastore/replica/transport"
 	"hastore/storage"
+	"hastore/webfs"
 )
 
 // nodeFlags are the flags shared by serve and dev.
@@ -113,7 +114,10 @@ func serve(args []string) error {
 	fs.StringVar(&peersFlag, "peers", "", "the initial cluster: ID=ADDR,... including this node")
 	fs.StringVar(&keyFile, "cluster-key-file", os.Getenv("HASTORE_CLUSTER_KEY_FILE"), "file holding the cluster secret ('hastore admin keygen' makes one)")
 	fs.StringVar(&joinTo, "join", "", "address of a node of an existing cluster to join")
+	httpAddr := fs.String("http", "", "serve the stored web sites over HTTP on this address (by Host header), e.g. :80")
 	nf.register(fs)
+	mf := &mailFlags{}
+	mf.register(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -144,13 +148,29 @@ func serve(args []string) error {
 	if err := nf.config(&cfg); err != nil {
 		return err
 	}
+	cfg.Register = registerAll(webfs.Register, mailRegister)
 	n, err := replica.StartNode(cfg)
 	if err != nil {
 		return err
+	}
+	mail, err := mf.start(n, log)
+	if err != nil {
+		n.Close()
+		return err
+	}
+	stopHTTP := func() {}
+	if *httpAddr != "" {
+		if stopHTTP, err = startHTTP(*httpAddr, n, log); err != nil {
+			mail.Close()
+			n.Close()
+			return err
+		}
 	}
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 	s := <-sig
 	log.Info("shutting down", "signal", s.String())
+	stopHTTP()
+	mail.Close()
 	return n.Close()
 }

@@ -35,6 +35,61 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// Kind is what the stream's data becomes.
+type WriteHeader_Kind int32
+
+const (
+	// REPLACE replaces the content of regular file ino.
+	WriteHeader_REPLACE WriteHeader_Kind = 0
+	// PUT stores a whole file as parent/name: created if absent (with
+	// mode, uid, gid, mtime, ino), else its content replaced and mode,
+	// owner and mtime set.
+	WriteHeader_PUT WriteHeader_Kind = 1
+	// AT writes the data at offset into regular file ino.
+	WriteHeader_AT WriteHeader_Kind = 2
+)
+
+// Enum value maps for WriteHeader_Kind.
+var (
+	WriteHeader_Kind_name = map[int32]string{
+		0: "REPLACE",
+		1: "PUT",
+		2: "AT",
+	}
+	WriteHeader_Kind_value = map[string]int32{
+		"REPLACE": 0,
+		"PUT":     1,
+		"AT":      2,
+	}
+)
+
+func (x WriteHeader_Kind) Enum() *WriteHeader_Kind {
+	p := new(WriteHeader_Kind)
+	*p = x
+	return p
+}
+
+func (x WriteHeader_Kind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (WriteHeader_Kind) Descriptor() protoreflect.EnumDescriptor {
+	return file_hastore_proto_enumTypes[0].Descriptor()
+}
+
+func (WriteHeader_Kind) Type() protoreflect.EnumType {
+	return &file_hastore_proto_enumTypes[0]
+}
+
+func (x WriteHeader_Kind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use WriteHeader_Kind.Descriptor instead.
+func (WriteHeader_Kind) EnumDescriptor() ([]byte, []int) {
+	return file_hastore_proto_rawDescGZIP(), []int{47, 0}
+}
+
 // Empty is the reply of calls that return nothing but their status.
 type Empty struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1749,6 +1804,1899 @@ func (x *Progress) GetError() string {
 	return ""
 }
 
+// SiteRequest names a site.
+type SiteRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// site is the site's name.
+	Site          string `protobuf:"bytes,1,opt,name=site,proto3" json:"site,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SiteRequest) Reset() {
+	*x = SiteRequest{}
+	mi := &file_hastore_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SiteRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SiteRequest) ProtoMessage() {}
+
+func (x *SiteRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hastore_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SiteRequest.ProtoReflect.Descriptor instead.
+func (*SiteRequest) Descriptor() ([]byte, []int) {
+	return file_hastore_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *SiteRequest) GetSite() string {
+	if x != nil {
+		return x.Site
+	}
+	return ""
+}
+
+// AddSiteRequest describes a site to create.
+type AddSiteRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// site is the site's name, a lowercase host name.
+	Site string `protobuf:"bytes,1,opt,name=site,proto3" json:"site,omitempty"`
+	// aliases are further host names the site is served under.
+	Aliases       []string `protobuf:"bytes,2,rep,name=aliases,proto3" json:"aliases,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddSiteRequest) Reset() {
+	*x = AddSiteRequest{}
+	mi := &file_hastore_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddSiteRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddSiteRequest) ProtoMessage() {}
+
+func (x *AddSiteRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hastore_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddSiteRequest.ProtoReflect.Descriptor instead.
+func (*AddSiteRequest) Descriptor() ([]byte, []int) {
+	return file_hastore_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *AddSiteRequest) GetSite() string {
+	if x != nil {
+		return x.Site
+	}
+	return ""
+}
+
+func (x *AddSiteRequest) GetAliases() []string {
+	if x != nil {
+		return x.Aliases
+	}
+	return nil
+}
+
+// SiteInfo describes a site.
+type SiteInfo struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// site is the site's name.
+	Site string `protobuf:"bytes,1,opt,name=site,proto3" json:"site,omitempty"`
+	// aliases are the site's further host names.
+	Aliases []string `protobuf:"bytes,2,rep,name=aliases,proto3" json:"aliases,omitempty"`
+	// created_unix_nano is when the site was added.
+	CreatedUnixNano int64 `protobuf:"varint,3,opt,name=created_unix_nano,json=createdUnixNano,proto3" json:"created_unix_nano,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *SiteInfo) Reset() {
+	*x = SiteInfo{}
+	mi := &file_hastore_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SiteInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SiteInfo) ProtoMessage() {}
+
+func (x *SiteInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_hastore_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SiteInfo.ProtoReflect.Descriptor instead.
+func (*SiteInfo) Descriptor() ([]byte, []int) {
+	return file_hastore_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *SiteInfo) GetSite() string {
+	if x != nil {
+		return x.Site
+	}
+	return ""
+}
+
+func (x *SiteInfo) GetAliases() []string {
+	if x != nil {
+		return x.Aliases
+	}
+	return nil
+}
+
+func (x *SiteInfo) GetCreatedUnixNano() int64 {
+	if x != nil {
+		return x.CreatedUnixNano
+	}
+	return 0
+}
+
+// ListSitesRequest asks for every site.
+type ListSitesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListSitesRequest) Reset() {
+	*x = ListSitesRequest{}
+	mi := &file_hastore_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListSitesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListSitesRequest) ProtoMessage() {}
+
+func (x *ListSitesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hastore_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListSitesRequest.ProtoReflect.Descriptor instead.
+func (*ListSitesRequest) Descriptor() ([]byte, []int) {
+	return file_hastore_proto_rawDescGZIP(), []int{31}
+}
+
+// ListSitesReply lists sites by name.
+type ListSitesReply struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// sites are the sites, by name.
+	Sites         []*SiteInfo `protobuf:"bytes,1,rep,name=sites,proto3" json:"sites,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListSitesReply) Reset() {
+	*x = ListSitesReply{}
+	mi := &file_hastore_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListSitesReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListSitesReply) ProtoMessage() {}
+
+func (x *ListSitesReply) ProtoReflect() protoreflect.Message {
+	mi := &file_hastore_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListSitesReply.ProtoReflect.Descriptor instead.
+func (*ListSitesReply) Descriptor() ([]byte, []int) {
+	return file_hastore_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *ListSitesReply) GetSites() []*SiteInfo {
+	if x != nil {
+		return x.Sites
+	}
+	return nil
+}
+
+// Inode is an inode's attributes.
+type Inode struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// ino is the inode number.
+	Ino uint64 `protobuf:"varint,1,opt,name=ino,proto3" json:"ino,omitempty"`
+	// mode is the POSIX st_mode: type and permission bits.
+	Mode uint32 `protobuf:"varint,2,opt,name=mode,proto3" json:"mode,omitempty"`
+	// uid is the owner.
+	Uid uint32 `protobuf:"varint,3,opt,name=uid,proto3" json:"uid,omitempty"`
+	// gid is the group.
+	Gid uint32 `protobuf:"varint,4,opt,name=gid,proto3" json:"gid,omitempty"`
+	// nlink is the link count.
+	Nlink uint32 `protobuf:"varint,5,opt,name=nlink,proto3" json:"nlink,omitempty"`
+	// size is the content length (a symlink's target length).
+	Size int64 `protobuf:"varint,6,opt,name=size,proto3" json:"size,omitempty"`
+	// atime_unix_nano is the access time.
+	AtimeUnixNano int64 `protobuf:"varint,7,opt,name=atime_unix_nano,json=atimeUnixNano,proto3" json:"atime_unix_nano,omitempty"`
+	// mtime_unix_nano is the modification time.
+	MtimeUnixNano int64 `protobuf:"varint,8,opt,name=mtime_unix_nano,json=mtimeUnixNano,proto3" json:"mtime_unix_nano,omitempty"`
+	// ctime_unix_nano is the change time.
+	CtimeUnixNano int64 `protobuf:"varint,9,opt,name=ctime_unix_nano,json=ctimeUnixNano,proto3" json:"ctime_unix_nano,omitempty"`
+	// parent is a directory's parent directory.
+	Parent uint64 `protobuf:"varint,10,opt,name=parent,proto3" json:"parent,omitempty"`
+	// target is a symlink's target.
+	Target string `protobuf:"bytes,11,opt,name=target,proto3" json:"target,omitempty"`
+	// content_id identifies a regular file's content (equal IDs, equal bytes).
+	ContentId     string `protobuf:"bytes,12,opt,name=content_id,json=contentId,proto3" json:"content_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Inode) Reset() {
+	*x = Inode{}
+	mi := &file_hastore_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Inode) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Inode) ProtoMessage() {}
+
+func (x *Inode) ProtoReflect() protoreflect.Message {
+	mi := &file_hastore_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Inode.ProtoReflect.Descriptor instead.
+func (*Inode) Descriptor() ([]byte, []int) {
+	return file_hastore_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *Inode) GetIno() uint64 {
+	if x != nil {
+		return x.Ino
+	}
+	return 0
+}
+
+func (x *Inode) GetMode() uint32 {
+	if x != nil {
+		return x.Mode
+	}
+	return 0
+}
+
+func (x *Inode) GetUid() uint32 {
+	if x != nil {
+		return x.Uid
+	}
+	return 0
+}
+
+func (x *Inode) GetGid() uint32 {
+	if x != nil {
+		return x.Gid
+	}
+	return 0
+}
+
+func (x *Inode) GetNlink() uint32 {
+	if x != nil {
+		return x.Nlink
+	}
+	return 0
+}
+
+func (x *Inode) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *Inode) GetAtimeUnixNano() int64 {
+	if x != nil {
+		return x.AtimeUnixNano
+	}
+	return 0
+}
+
+func (x *Inode) GetMtimeUnixNano() int64 {
+	if x != nil {
+		return x.MtimeUnixNano
+	}
+	return 0
+}
+
+func (x *Inode) GetCtimeUnixNano() int64 {
+	if x != nil {
+		return x.CtimeUnixNano
+	}
+	return 0
+}
+
+func (x *Inode) GetParent() uint64 {
+	if x != nil {
+		return x.Parent
+	}
+	return 0
+}
+
+func (x *Inode) GetTarget() string {
+	if x != nil {
+		return x.Target
+	}
+	return ""
+}
+
+func (x *Inode) GetContentId() string {
+	if x != nil {
+		return x.ContentId
+	}
+	return ""
+}
+
+// LookupRequest names a name in a directory.
+type LookupRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// site is the site's name.
+	Site string `protobuf:"bytes,1,opt,name=site,proto3" json:"site,omitempty"`
+	// parent is the directory's inode number.
+	Parent uint64 `protobuf:"varint,2,opt,name=parent,proto3" json:"parent,omitempty"`
+	// name is the name in it.
+	Name          string `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LookupRequest) Reset() {
+	*x = LookupRequest{}
+	mi := &file_hastore_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LookupRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LookupRequest) ProtoMessage() {}
+
+func (x *LookupRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hastore_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LookupRequest.ProtoReflect.Descriptor instead.
+func (*LookupRequest) Descriptor() ([]byte, []int) {
+	return file_hastore_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *LookupRequest) GetSite() string {
+	if x != nil {
+		return x.Site
+	}
+	return ""
+}
+
+func (x *LookupRequest) GetParent() uint64 {
+	if x != nil {
+		return x.Parent
+	}
+	return 0
+}
+
+func (x *LookupRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// InodeRequest names an inode.
+type InodeRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// site is the site's name.
+	Site string `protobuf:"bytes,1,opt,name=site,proto3" json:"site,omitempty"`
+	// ino is the inode number.
+	Ino           uint64 `protobuf:"varint,2,opt,name=ino,proto3" json:"ino,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InodeRequest) Reset() {
+	*x = InodeRequest{}
+	mi := &file_hastore_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InodeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InodeRequest) ProtoMessage() {}
+
+func (x *InodeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hastore_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InodeRequest.ProtoReflect.Descriptor instead.
+func (*InodeRequest) Descriptor() ([]byte, []int) {
+	return file_hastore_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *InodeRequest) GetSite() string {
+	if x != nil {
+		return x.Site
+	}
+	return ""
+}
+
+func (x *InodeRequest) GetIno() uint64 {
+	if x != nil {
+		return x.Ino
+	}
+	return 0
+}
+
+// WalkRequest names a path.
+type WalkRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// site is the site's name.
+	Site string `protobuf:"bytes,1,opt,name=site,proto3" json:"site,omitempty"`
+	// path is slash-separated, from the site's root.
+	Path string `protobuf:"bytes,2,opt,name=path,proto3" json:"path,omitempty"`
+	// follow makes a final symlink be followed (stat rather than lstat).
+	Follow        bool `protobuf:"varint,3,opt,name=follow,proto3" json:"follow,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WalkRequest) Reset() {
+	*x = WalkRequest{}
+	mi := &file_hastore_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WalkRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WalkRequest) ProtoMessage() {}
+
+func (x *WalkRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hastore_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WalkRequest.ProtoReflect.Descriptor instead.
+func (*WalkRequest) Descriptor() ([]byte, []int) {
+	return file_hastore_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *WalkRequest) GetSite() string {
+	if x != nil {
+		return x.Site
+	}
+	return ""
+}
+
+func (x *WalkRequest) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *WalkRequest) GetFollow() bool {
+	if x != nil {
+		return x.Follow
+	}
+	return false
+}
+
+// ReadDirRequest names a directory.
+type ReadDirRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// site is the site's name.
+	Site string `protobuf:"bytes,1,opt,name=site,proto3" json:"site,omitempty"`
+	// ino is the directory's inode number.
+	Ino uint64 `protobuf:"varint,2,opt,name=ino,proto3" json:"ino,omitempty"`
+	// plus asks for each entry's attributes too.
+	Plus          bool `protobuf:"varint,3,opt,name=plus,proto3" json:"plus,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadDirRequest) Reset() {
+	*x = ReadDirRequest{}
+	mi := &file_hastore_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadDirRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadDirRequest) ProtoMessage() {}
+
+func (x *ReadDirRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hastore_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadDirRequest.ProtoReflect.Descriptor instead.
+func (*ReadDirRequest) Descriptor() ([]byte, []int) {
+	return file_hastore_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *ReadDirRequest) GetSite() string {
+	if x != nil {
+		return x.Site
+	}
+	return ""
+}
+
+func (x *ReadDirRequest) GetIno() uint64 {
+	if x != nil {
+		return x.Ino
+	}
+	return 0
+}
+
+func (x *ReadDirRequest) GetPlus() bool {
+	if x != nil {
+		return x.Plus
+	}
+	return false
+}
+
+// DirEntries is a batch of directory entries.
+type DirEntries struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// entries are the next entries in name order.
+	Entries       []*DirEntry `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DirEntries) Reset() {
+	*x = DirEntries{}
+	mi := &file_hastore_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DirEntries) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DirEntries) ProtoMessage() {}
+
+func (x *DirEntries) ProtoReflect() protoreflect.Message {
+	mi := &file_hastore_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DirEntries.ProtoReflect.Descriptor instead.
+func (*DirEntries) Descriptor() ([]byte, []int) {
+	return file_hastore_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *DirEntries) GetEntries() []*DirEntry {
+	if x != nil {
+		return x.Entries
+	}
+	return nil
+}
+
+// DirEntry is one name in a directory.
+type DirEntry struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// name is the entry's name.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// ino is the child's inode number.
+	Ino uint64 `protobuf:"varint,2,opt,name=ino,proto3" json:"ino,omitempty"`
+	// mode is the child's type bits (of st_mode).
+	Mode uint32 `protobuf:"varint,3,opt,name=mode,proto3" json:"mode,omitempty"`
+	// attr is the child's attributes, if asked for (plus).
+	Attr          *Inode `protobuf:"bytes,4,opt,name=attr,proto3" json:"attr,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DirEntry) Reset() {
+	*x = DirEntry{}
+	mi := &file_hastore_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DirEntry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DirEntry) ProtoMessage() {}
+
+func (x *DirEntry) ProtoReflect() protoreflect.Message {
+	mi := &file_hastore_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DirEntry.ProtoReflect.Descriptor instead.
+func (*DirEntry) Descriptor() ([]byte, []int) {
+	return file_hastore_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *DirEntry) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *DirEntry) GetIno() uint64 {
+	if x != nil {
+		return x.Ino
+	}
+	return 0
+}
+
+func (x *DirEntry) GetMode() uint32 {
+	if x != nil {
+		return x.Mode
+	}
+	return 0
+}
+
+func (x *DirEntry) GetAttr() *Inode {
+	if x != nil {
+		return x.Attr
+	}
+	return nil
+}
+
+// CreateRequest describes an inode to create.
+type CreateRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// site is the site's name.
+	Site string `protobuf:"bytes,1,opt,name=site,proto3" json:"site,omitempty"`
+	// parent is the directory's inode number.
+	Parent uint64 `protobuf:"varint,2,opt,name=parent,proto3" json:"parent,omitempty"`
+	// name is the new name.
+	Name string `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
+	// mode is the permission bits (ignored for symlinks).
+	Mode uint32 `protobuf:"varint,4,opt,name=mode,proto3" json:"mode,omitempty"`
+	// uid is the owner.
+	Uid uint32 `protobuf:"varint,5,opt,name=uid,proto3" json:"uid,omitempty"`
+	// gid is the group.
+	Gid uint32 `protobuf:"varint,6,opt,name=gid,proto3" json:"gid,omitempty"`
+	// mtime_unix_nano is the modification time; 0 means now.
+	MtimeUnixNano int64 `protobuf:"varint,7,opt,name=mtime_unix_nano,json=mtimeUnixNano,proto3" json:"mtime_unix_nano,omitempty"`
+	// ino is the inode number to use; 0 lets the node pick one. A client
+	// that picks it can repeat the call safely.
+	Ino uint64 `protobuf:"varint,8,opt,name=ino,proto3" json:"ino,omitempty"`
+	// target is a symlink's target.
+	Target        string `protobuf:"bytes,9,opt,name=target,proto3" json:"target,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateRequest) Reset() {
+	*x = CreateRequest{}
+	mi := &file_hastore_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateRequest) ProtoMessage() {}
+
+func (x *CreateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hastore_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateRequest.ProtoReflect.Descriptor instead.
+func (*CreateRequest) Descriptor() ([]byte, []int) {
+	return file_hastore_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *CreateRequest) GetSite() string {
+	if x != nil {
+		return x.Site
+	}
+	return ""
+}
+
+func (x *CreateRequest) GetParent() uint64 {
+	if x != nil {
+		return x.Parent
+	}
+	return 0
+}
+
+func (x *CreateRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *CreateRequest) GetMode() uint32 {
+	if x != nil {
+		return x.Mode
+	}
+	return 0
+}
+
+func (x *CreateRequest) GetUid() uint32 {
+	if x != nil {
+		return x.Uid
+	}
+	return 0
+}
+
+func (x *CreateRequest) GetGid() uint32 {
+	if x != nil {
+		return x.Gid
+	}
+	return 0
+}
+
+func (x *CreateRequest) GetMtimeUnixNano() int64 {
+	if x != nil {
+		return x.MtimeUnixNano
+	}
+	return 0
+}
+
+func (x *CreateRequest) GetIno() uint64 {
+	if x != nil {
+		return x.Ino
+	}
+	return 0
+}
+
+func (x *CreateRequest) GetTarget() string {
+	if x != nil {
+		return x.Target
+	}
+	return ""
+}
+
+// ReadlinkReply carries a symlink's target.
+type ReadlinkReply struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// target is the symlink's target.
+	Target        string `protobuf:"bytes,1,opt,name=target,proto3" json:"target,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadlinkReply) Reset() {
+	*x = ReadlinkReply{}
+	mi := &file_hastore_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadlinkReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadlinkReply) ProtoMessage() {}
+
+func (x *ReadlinkReply) ProtoReflect() protoreflect.Message {
+	mi := &file_hastore_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadlinkReply.ProtoReflect.Descriptor instead.
+func (*ReadlinkReply) Descriptor() ([]byte, []int) {
+	return file_hastore_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *ReadlinkReply) GetTarget() string {
+	if x != nil {
+		return x.Target
+	}
+	return ""
+}
+
+// SetattrRequest changes attributes; valid says which.
+type SetattrRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// site is the site's name.
+	Site string `protobuf:"bytes,1,opt,name=site,proto3" json:"site,omitempty"`
+	// ino is the inode number.
+	Ino uint64 `protobuf:"varint,2,opt,name=ino,proto3" json:"ino,omitempty"`
+	// valid is a bit mask: 1 mode, 2 uid, 4 gid, 8 size, 16 atime, 32 mtime.
+	Valid uint32 `protobuf:"varint,3,opt,name=valid,proto3" json:"valid,omitempty"`
+	// mode is the new permission bits.
+	Mode uint32 `protobuf:"varint,4,opt,name=mode,proto3" json:"mode,omitempty"`
+	// uid is the new owner.
+	Uid uint32 `protobuf:"varint,5,opt,name=uid,proto3" json:"uid,omitempty"`
+	// gid is the new group.
+	Gid uint32 `protobuf:"varint,6,opt,name=gid,proto3" json:"gid,omitempty"`
+	// size is the new length (truncate or extend with zeros).
+	Size int64 `protobuf:"varint,7,opt,name=size,proto3" json:"size,omitempty"`
+	// atime_unix_nano is the new access time.
+	AtimeUnixNano int64 `protobuf:"varint,8,opt,name=atime_unix_nano,json=atimeUnixNano,proto3" json:"atime_unix_nano,omitempty"`
+	// mtime_unix_nano is the new modification time.
+	MtimeUnixNano int64 `protobuf:"varint,9,opt,name=mtime_unix_nano,json=mtimeUnixNano,proto3" json:"mtime_unix_nano,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetattrRequest) Reset() {
+	*x = SetattrRequest{}
+	mi := &file_hastore_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetattrRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetattrRequest) ProtoMessage() {}
+
+func (x *SetattrRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hastore_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetattrRequest.ProtoReflect.Descriptor instead.
+func (*SetattrRequest) Descriptor() ([]byte, []int) {
+	return file_hastore_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *SetattrRequest) GetSite() string {
+	if x != nil {
+		return x.Site
+	}
+	return ""
+}
+
+func (x *SetattrRequest) GetIno() uint64 {
+	if x != nil {
+		return x.Ino
+	}
+	return 0
+}
+
+func (x *SetattrRequest) GetValid() uint32 {
+	if x != nil {
+		return x.Valid
+	}
+	return 0
+}
+
+func (x *SetattrRequest) GetMode() uint32 {
+	if x != nil {
+		return x.Mode
+	}
+	return 0
+}
+
+func (x *SetattrRequest) GetUid() uint32 {
+	if x != nil {
+		return x.Uid
+	}
+	return 0
+}
+
+func (x *SetattrRequest) GetGid() uint32 {
+	if x != nil {
+		return x.Gid
+	}
+	return 0
+}
+
+func (x *SetattrRequest) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *SetattrRequest) GetAtimeUnixNano() int64 {
+	if x != nil {
+		return x.AtimeUnixNano
+	}
+	return 0
+}
+
+func (x *SetattrRequest) GetMtimeUnixNano() int64 {
+	if x != nil {
+		return x.MtimeUnixNano
+	}
+	return 0
+}
+
+// RenameRequest moves a name.
+type RenameRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// site is the site's name.
+	Site string `protobuf:"bytes,1,opt,name=site,proto3" json:"site,omitempty"`
+	// old_parent is the source directory's inode number.
+	OldParent uint64 `protobuf:"varint,2,opt,name=old_parent,json=oldParent,proto3" json:"old_parent,omitempty"`
+	// old_name is the source name.
+	OldName string `protobuf:"bytes,3,opt,name=old_name,json=oldName,proto3" json:"old_name,omitempty"`
+	// new_parent is the target directory's inode number.
+	NewParent uint64 `protobuf:"varint,4,opt,name=new_parent,json=newParent,proto3" json:"new_parent,omitempty"`
+	// new_name is the target name.
+	NewName       string `protobuf:"bytes,5,opt,name=new_name,json=newName,proto3" json:"new_name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RenameRequest) Reset() {
+	*x = RenameRequest{}
+	mi := &file_hastore_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RenameRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RenameRequest) ProtoMessage() {}
+
+func (x *RenameRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hastore_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RenameRequest.ProtoReflect.Descriptor instead.
+func (*RenameRequest) Descriptor() ([]byte, []int) {
+	return file_hastore_proto_rawDescGZIP(), []int{43}
+}
+
+func (x *RenameRequest) GetSite() string {
+	if x != nil {
+		return x.Site
+	}
+	return ""
+}
+
+func (x *RenameRequest) GetOldParent() uint64 {
+	if x != nil {
+		return x.OldParent
+	}
+	return 0
+}
+
+func (x *RenameRequest) GetOldName() string {
+	if x != nil {
+		return x.OldName
+	}
+	return ""
+}
+
+func (x *RenameRequest) GetNewParent() uint64 {
+	if x != nil {
+		return x.NewParent
+	}
+	return 0
+}
+
+func (x *RenameRequest) GetNewName() string {
+	if x != nil {
+		return x.NewName
+	}
+	return ""
+}
+
+// RemoveRequest names a name to remove.
+type RemoveRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// site is the site's name.
+	Site string `protobuf:"bytes,1,opt,name=site,proto3" json:"site,omitempty"`
+	// parent is the directory's inode number.
+	Parent uint64 `protobuf:"varint,2,opt,name=parent,proto3" json:"parent,omitempty"`
+	// name is the name to remove.
+	Name          string `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveRequest) Reset() {
+	*x = RemoveRequest{}
+	mi := &file_hastore_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveRequest) ProtoMessage() {}
+
+func (x *RemoveRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hastore_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveRequest.ProtoReflect.Descriptor instead.
+func (*RemoveRequest) Descriptor() ([]byte, []int) {
+	return file_hastore_proto_rawDescGZIP(), []int{44}
+}
+
+func (x *RemoveRequest) GetSite() string {
+	if x != nil {
+		return x.Site
+	}
+	return ""
+}
+
+func (x *RemoveRequest) GetParent() uint64 {
+	if x != nil {
+		return x.Parent
+	}
+	return 0
+}
+
+func (x *RemoveRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// ReadRequest names a byte range of a regular file.
+type ReadRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// site is the site's name.
+	Site string `protobuf:"bytes,1,opt,name=site,proto3" json:"site,omitempty"`
+	// ino is the file's inode number.
+	Ino uint64 `protobuf:"varint,2,opt,name=ino,proto3" json:"ino,omitempty"`
+	// offset is the first byte wanted.
+	Offset int64 `protobuf:"varint,3,opt,name=offset,proto3" json:"offset,omitempty"`
+	// length is how many bytes are wanted; -1 = to the end.
+	Length        int64 `protobuf:"varint,4,opt,name=length,proto3" json:"length,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadRequest) Reset() {
+	*x = ReadRequest{}
+	mi := &file_hastore_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadRequest) ProtoMessage() {}
+
+func (x *ReadRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hastore_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadRequest.ProtoReflect.Descriptor instead.
+func (*ReadRequest) Descriptor() ([]byte, []int) {
+	return file_hastore_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *ReadRequest) GetSite() string {
+	if x != nil {
+		return x.Site
+	}
+	return ""
+}
+
+func (x *ReadRequest) GetIno() uint64 {
+	if x != nil {
+		return x.Ino
+	}
+	return 0
+}
+
+func (x *ReadRequest) GetOffset() int64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *ReadRequest) GetLength() int64 {
+	if x != nil {
+		return x.Length
+	}
+	return 0
+}
+
+// WriteChunk is one message of a Write stream.
+type WriteChunk struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// header says what to write; in the first message only.
+	Header *WriteHeader `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	// data is the next at most 1 MiB of content.
+	Data          []byte `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WriteChunk) Reset() {
+	*x = WriteChunk{}
+	mi := &file_hastore_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WriteChunk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WriteChunk) ProtoMessage() {}
+
+func (x *WriteChunk) ProtoReflect() protoreflect.Message {
+	mi := &file_hastore_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WriteChunk.ProtoReflect.Descriptor instead.
+func (*WriteChunk) Descriptor() ([]byte, []int) {
+	return file_hastore_proto_rawDescGZIP(), []int{46}
+}
+
+func (x *WriteChunk) GetHeader() *WriteHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *WriteChunk) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+// WriteHeader says what a Write stream stores.
+type WriteHeader struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// site is the site's name.
+	Site string `protobuf:"bytes,1,opt,name=site,proto3" json:"site,omitempty"`
+	// kind is what the data becomes.
+	Kind WriteHeader_Kind `protobuf:"varint,2,opt,name=kind,proto3,enum=hastore.v1.WriteHeader_Kind" json:"kind,omitempty"`
+	// ino is the file (REPLACE, AT).
+	Ino uint64 `protobuf:"varint,3,opt,name=ino,proto3" json:"ino,omitempty"`
+	// parent is the directory (PUT).
+	Parent uint64 `protobuf:"varint,4,opt,name=parent,proto3" json:"parent,omitempty"`
+	// name is the name in it (PUT).
+	Name string `protobuf:"bytes,5,opt,name=name,proto3" json:"name,omitempty"`
+	// offset is where the data goes (AT).
+	Offset int64 `protobuf:"varint,6,opt,name=offset,proto3" json:"offset,omitempty"`
+	// mode is the permission bits (PUT).
+	Mode uint32 `protobuf:"varint,7,opt,name=mode,proto3" json:"mode,omitempty"`
+	// uid is the owner (PUT).
+	Uid uint32 `protobuf:"varint,8,opt,name=uid,proto3" json:"uid,omitempty"`
+	// gid is the group (PUT).
+	Gid uint32 `protobuf:"varint,9,opt,name=gid,proto3" json:"gid,omitempty"`
+	// mtime_unix_nano is the modification time (REPLACE, PUT); 0 means now.
+	MtimeUnixNano int64 `protobuf:"varint,10,opt,name=mtime_unix_nano,json=mtimeUnixNano,proto3" json:"mtime_unix_nano,omitempty"`
+	// new_ino is the inode number for a file PUT creates; 0: the node picks.
+	NewIno        uint64 `protobuf:"varint,11,opt,name=new_ino,json=newIno,proto3" json:"new_ino,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WriteHeader) Reset() {
+	*x = WriteHeader{}
+	mi := &file_hastore_proto_msgTypes[47]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WriteHeader) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WriteHeader) ProtoMessage() {}
+
+func (x *WriteHeader) ProtoReflect() protoreflect.Message {
+	mi := &file_hastore_proto_msgTypes[47]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WriteHeader.ProtoReflect.Descriptor instead.
+func (*WriteHeader) Descriptor() ([]byte, []int) {
+	return file_hastore_proto_rawDescGZIP(), []int{47}
+}
+
+func (x *WriteHeader) GetSite() string {
+	if x != nil {
+		return x.Site
+	}
+	return ""
+}
+
+func (x *WriteHeader) GetKind() WriteHeader_Kind {
+	if x != nil {
+		return x.Kind
+	}
+	return WriteHeader_REPLACE
+}
+
+func (x *WriteHeader) GetIno() uint64 {
+	if x != nil {
+		return x.Ino
+	}
+	return 0
+}
+
+func (x *WriteHeader) GetParent() uint64 {
+	if x != nil {
+		return x.Parent
+	}
+	return 0
+}
+
+func (x *WriteHeader) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *WriteHeader) GetOffset() int64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *WriteHeader) GetMode() uint32 {
+	if x != nil {
+		return x.Mode
+	}
+	return 0
+}
+
+func (x *WriteHeader) GetUid() uint32 {
+	if x != nil {
+		return x.Uid
+	}
+	return 0
+}
+
+func (x *WriteHeader) GetGid() uint32 {
+	if x != nil {
+		return x.Gid
+	}
+	return 0
+}
+
+func (x *WriteHeader) GetMtimeUnixNano() int64 {
+	if x != nil {
+		return x.MtimeUnixNano
+	}
+	return 0
+}
+
+func (x *WriteHeader) GetNewIno() uint64 {
+	if x != nil {
+		return x.NewIno
+	}
+	return 0
+}
+
+// MailDomainRequest names a domain.
+type MailDomainRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// domain is the domain name.
+	Domain        string `protobuf:"bytes,1,opt,name=domain,proto3" json:"domain,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MailDomainRequest) Reset() {
+	*x = MailDomainRequest{}
+	mi := &file_hastore_proto_msgTypes[48]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MailDomainRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MailDomainRequest) ProtoMessage() {}
+
+func (x *MailDomainRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hastore_proto_msgTypes[48]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MailDomainRequest.ProtoReflect.Descriptor instead.
+func (*MailDomainRequest) Descriptor() ([]byte, []int) {
+	return file_hastore_proto_rawDescGZIP(), []int{48}
+}
+
+func (x *MailDomainRequest) GetDomain() string {
+	if x != nil {
+		return x.Domain
+	}
+	return ""
+}
+
+// ListMailDomainsRequest asks for every domain.
+type ListMailDomainsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListMailDomainsRequest) Reset() {
+	*x = ListMailDomainsRequest{}
+	mi := &file_hastore_proto_msgTypes[49]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListMailDomainsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListMailDomainsRequest) ProtoMessage() {}
+
+func (x *ListMailDomainsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hastore_proto_msgTypes[49]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListMailDomainsRequest.ProtoReflect.Descriptor instead.
+func (*ListMailDomainsRequest) Descriptor() ([]byte, []int) {
+	return file_hastore_proto_rawDescGZIP(), []int{49}
+}
+
+// MailDomainInfo describes a domain.
+type MailDomainInfo struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// domain is the domain name.
+	Domain string `protobuf:"bytes,1,opt,name=domain,proto3" json:"domain,omitempty"`
+	// users is how many users it has.
+	Users int64 `protobuf:"varint,2,opt,name=users,proto3" json:"users,omitempty"`
+	// created_unix_nano is when it was added.
+	CreatedUnixNano int64 `protobuf:"varint,3,opt,name=created_unix_nano,json=createdUnixNano,proto3" json:"created_unix_nano,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *MailDomainInfo) Reset() {
+	*x = MailDomainInfo{}
+	mi := &file_hastore_proto_msgTypes[50]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MailDomainInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MailDomainInfo) ProtoMessage() {}
+
+func (x *MailDomainInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_hastore_proto_msgTypes[50]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MailDomainInfo.ProtoReflect.Descriptor instead.
+func (*MailDomainInfo) Descriptor() ([]byte, []int) {
+	return file_hastore_proto_rawDescGZIP(), []int{50}
+}
+
+func (x *MailDomainInfo) GetDomain() string {
+	if x != nil {
+		return x.Domain
+	}
+	return ""
+}
+
+func (x *MailDomainInfo) GetUsers() int64 {
+	if x != nil {
+		return x.Users
+	}
+	return 0
+}
+
+func (x *MailDomainInfo) GetCreatedUnixNano() int64 {
+	if x != nil {
+		return x.CreatedUnixNano
+	}
+	return 0
+}
+
+// ListMailDomainsReply lists domains by name.
+type ListMailDomainsReply struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// domains are the domains.
+	Domains       []*MailDomainInfo `protobuf:"bytes,1,rep,name=domains,proto3" json:"domains,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListMailDomainsReply) Reset() {
+	*x = ListMailDomainsReply{}
+	mi := &file_hastore_proto_msgTypes[51]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListMailDomainsReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListMailDomainsReply) ProtoMessage() {}
+
+func (x *ListMailDomainsReply) ProtoReflect() protoreflect.Message {
+	mi := &file_hastore_proto_msgTypes[51]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListMailDomainsReply.ProtoReflect.Descriptor instead.
+func (*ListMailDomainsReply) Descriptor() ([]byte, []int) {
+	return file_hastore_proto_rawDescGZIP(), []int{51}
+}
+
+func (x *ListMailDomainsReply) GetDomains() []*MailDomainInfo {
+	if x != nil {
+		return x.Domains
+	}
+	return nil
+}
+
+// MailUserRequest names a user and, depending on the call, a password or
+// a quota.
+type MailUserRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// address is the user's address, local@domain.
+	Address string `protobuf:"bytes,1,opt,name=address,proto3" json:"address,omitempty"`
+	// password is the new password (AddUser, SetPassword).
+	Password string `protobuf:"bytes,2,opt,name=password,proto3" json:"password,omitempty"`
+	// quota_bytes is the quota (AddUser, SetQuota); 0 means none.
+	QuotaBytes    int64 `protobuf:"varint,3,opt,name=quota_bytes,json=quotaBytes,proto3" json:"quota_bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MailUserRequest) Reset() {
+	*x = MailUserRequest{}
+	mi := &file_hastore_proto_msgTypes[52]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MailUserRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MailUserRequest) ProtoMessage() {}
+
+func (x *MailUserRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hastore_proto_msgTypes[52]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MailUserRequest.ProtoReflect.Descriptor instead.
+func (*MailUserRequest) Descriptor() ([]byte, []int) {
+	return file_hastore_proto_rawDescGZIP(), []int{52}
+}
+
+func (x *MailUserRequest) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *MailUserRequest) GetPassword() string {
+	if x != nil {
+		return x.Password
+	}
+	return ""
+}
+
+func (x *MailUserRequest) GetQuotaBytes() int64 {
+	if x != nil {
+		return x.QuotaBytes
+	}
+	return 0
+}
+
+// ListMailUsersRequest asks for the users of a domain.
+type ListMailUsersRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// domain is the domain; empty for every domain.
+	Domain        string `protobuf:"bytes,1,opt,name=domain,proto3" json:"domain,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListMailUsersRequest) Reset() {
+	*x = ListMailUsersRequest{}
+	mi := &file_hastore_proto_msgTypes[53]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListMailUsersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListMailUsersRequest) ProtoMessage() {}
+
+func (x *ListMailUsersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hastore_proto_msgTypes[53]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListMailUsersRequest.ProtoReflect.Descriptor instead.
+func (*ListMailUsersRequest) Descriptor() ([]byte, []int) {
+	return file_hastore_proto_rawDescGZIP(), []int{53}
+}
+
+func (x *ListMailUsersRequest) GetDomain() string {
+	if x != nil {
+		return x.Domain
+	}
+	return ""
+}
+
+// MailUserInfo describes a user (never its password hash).
+type MailUserInfo struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// address is the user's address.
+	Address string `protobuf:"bytes,1,opt,name=address,proto3" json:"address,omitempty"`
+	// quota_bytes is the quota; 0 means none.
+	QuotaBytes int64 `protobuf:"varint,2,opt,name=quota_bytes,json=quotaBytes,proto3" json:"quota_bytes,omitempty"`
+	// used_bytes is what the user's messages take.
+	UsedBytes int64 `protobuf:"varint,3,opt,name=used_bytes,json=usedBytes,proto3" json:"used_bytes,omitempty"`
+	// messages is how many messages the user has.
+	Messages int64 `protobuf:"varint,4,opt,name=messages,proto3" json:"messages,omitempty"`
+	// disabled is set while the user is being deleted.
+	Disabled bool `protobuf:"varint,5,opt,name=disabled,proto3" json:"disabled,omitempty"`
+	// created_unix_nano is when the user was added.
+	CreatedUnixNano int64 `protobuf:"varint,6,opt,name=created_unix_nano,json=createdUnixNano,proto3" json:"created_unix_nano,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *MailUserInfo) Reset() {
+	*x = MailUserInfo{}
+	mi := &file_hastore_proto_msgTypes[54]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MailUserInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MailUserInfo) ProtoMessage() {}
+
+func (x *MailUserInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_hastore_proto_msgTypes[54]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MailUserInfo.ProtoReflect.Descriptor instead.
+func (*MailUserInfo) Descriptor() ([]byte, []int) {
+	return file_hastore_proto_rawDescGZIP(), []int{54}
+}
+
+func (x *MailUserInfo) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *MailUserInfo) GetQuotaBytes() int64 {
+	if x != nil {
+		return x.QuotaBytes
+	}
+	return 0
+}
+
+func (x *MailUserInfo) GetUsedBytes() int64 {
+	if x != nil {
+		return x.UsedBytes
+	}
+	return 0
+}
+
+func (x *MailUserInfo) GetMessages() int64 {
+	if x != nil {
+		return x.Messages
+	}
+	return 0
+}
+
+func (x *MailUserInfo) GetDisabled() bool {
+	if x != nil {
+		return x.Disabled
+	}
+	return false
+}
+
+func (x *MailUserInfo) GetCreatedUnixNano() int64 {
+	if x != nil {
+		return x.CreatedUnixNano
+	}
+	return 0
+}
+
+// ListMailUsersReply lists users by address.
+type ListMailUsersReply struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// users are the users.
+	Users         []*MailUserInfo `protobuf:"bytes,1,rep,name=users,proto3" json:"users,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListMailUsersReply) Reset() {
+	*x = ListMailUsersReply{}
+	mi := &file_hastore_proto_msgTypes[55]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListMailUsersReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListMailUsersReply) ProtoMessage() {}
+
+func (x *ListMailUsersReply) ProtoReflect() protoreflect.Message {
+	mi := &file_hastore_proto_msgTypes[55]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListMailUsersReply.ProtoReflect.Descriptor instead.
+func (*ListMailUsersReply) Descriptor() ([]byte, []int) {
+	return file_hastore_proto_rawDescGZIP(), []int{55}
+}
+
+func (x *ListMailUsersReply) GetUsers() []*MailUserInfo {
+	if x != nil {
+		return x.Users
+	}
+	return nil
+}
+
 var File_hastore_proto protoreflect.FileDescriptor
 
 const file_hastore_proto_rawDesc = "" +
@@ -1864,7 +3812,144 @@ const file_hastore_proto_rawDesc = "" +
 	"\x05total\x18\x03 \x01(\x03R\x05total\x12\x14\n" +
 	"\x05bytes\x18\x04 \x01(\x03R\x05bytes\x12\x1a\n" +
 	"\bfinished\x18\x05 \x01(\bR\bfinished\x12\x14\n" +
-	"\x05error\x18\x06 \x01(\tR\x05error2\xff\x02\n" +
+	"\x05error\x18\x06 \x01(\tR\x05error\"!\n" +
+	"\vSiteRequest\x12\x12\n" +
+	"\x04site\x18\x01 \x01(\tR\x04site\">\n" +
+	"\x0eAddSiteRequest\x12\x12\n" +
+	"\x04site\x18\x01 \x01(\tR\x04site\x12\x18\n" +
+	"\aaliases\x18\x02 \x03(\tR\aaliases\"d\n" +
+	"\bSiteInfo\x12\x12\n" +
+	"\x04site\x18\x01 \x01(\tR\x04site\x12\x18\n" +
+	"\aaliases\x18\x02 \x03(\tR\aaliases\x12*\n" +
+	"\x11created_unix_nano\x18\x03 \x01(\x03R\x0fcreatedUnixNano\"\x12\n" +
+	"\x10ListSitesRequest\"<\n" +
+	"\x0eListSitesReply\x12*\n" +
+	"\x05sites\x18\x01 \x03(\v2\x14.hastore.v1.SiteInfoR\x05sites\"\xc2\x02\n" +
+	"\x05Inode\x12\x10\n" +
+	"\x03ino\x18\x01 \x01(\x04R\x03ino\x12\x12\n" +
+	"\x04mode\x18\x02 \x01(\rR\x04mode\x12\x10\n" +
+	"\x03uid\x18\x03 \x01(\rR\x03uid\x12\x10\n" +
+	"\x03gid\x18\x04 \x01(\rR\x03gid\x12\x14\n" +
+	"\x05nlink\x18\x05 \x01(\rR\x05nlink\x12\x12\n" +
+	"\x04size\x18\x06 \x01(\x03R\x04size\x12&\n" +
+	"\x0fatime_unix_nano\x18\a \x01(\x03R\ratimeUnixNano\x12&\n" +
+	"\x0fmtime_unix_nano\x18\b \x01(\x03R\rmtimeUnixNano\x12&\n" +
+	"\x0fctime_unix_nano\x18\t \x01(\x03R\rctimeUnixNano\x12\x16\n" +
+	"\x06parent\x18\n" +
+	" \x01(\x04R\x06parent\x12\x16\n" +
+	"\x06target\x18\v \x01(\tR\x06target\x12\x1d\n" +
+	"\n" +
+	"content_id\x18\f \x01(\tR\tcontentId\"O\n" +
+	"\rLookupRequest\x12\x12\n" +
+	"\x04site\x18\x01 \x01(\tR\x04site\x12\x16\n" +
+	"\x06parent\x18\x02 \x01(\x04R\x06parent\x12\x12\n" +
+	"\x04name\x18\x03 \x01(\tR\x04name\"4\n" +
+	"\fInodeRequest\x12\x12\n" +
+	"\x04site\x18\x01 \x01(\tR\x04site\x12\x10\n" +
+	"\x03ino\x18\x02 \x01(\x04R\x03ino\"M\n" +
+	"\vWalkRequest\x12\x12\n" +
+	"\x04site\x18\x01 \x01(\tR\x04site\x12\x12\n" +
+	"\x04path\x18\x02 \x01(\tR\x04path\x12\x16\n" +
+	"\x06follow\x18\x03 \x01(\bR\x06follow\"J\n" +
+	"\x0eReadDirRequest\x12\x12\n" +
+	"\x04site\x18\x01 \x01(\tR\x04site\x12\x10\n" +
+	"\x03ino\x18\x02 \x01(\x04R\x03ino\x12\x12\n" +
+	"\x04plus\x18\x03 \x01(\bR\x04plus\"<\n" +
+	"\n" +
+	"DirEntries\x12.\n" +
+	"\aentries\x18\x01 \x03(\v2\x14.hastore.v1.DirEntryR\aentries\"k\n" +
+	"\bDirEntry\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x10\n" +
+	"\x03ino\x18\x02 \x01(\x04R\x03ino\x12\x12\n" +
+	"\x04mode\x18\x03 \x01(\rR\x04mode\x12%\n" +
+	"\x04attr\x18\x04 \x01(\v2\x11.hastore.v1.InodeR\x04attr\"\xd9\x01\n" +
+	"\rCreateRequest\x12\x12\n" +
+	"\x04site\x18\x01 \x01(\tR\x04site\x12\x16\n" +
+	"\x06parent\x18\x02 \x01(\x04R\x06parent\x12\x12\n" +
+	"\x04name\x18\x03 \x01(\tR\x04name\x12\x12\n" +
+	"\x04mode\x18\x04 \x01(\rR\x04mode\x12\x10\n" +
+	"\x03uid\x18\x05 \x01(\rR\x03uid\x12\x10\n" +
+	"\x03gid\x18\x06 \x01(\rR\x03gid\x12&\n" +
+	"\x0fmtime_unix_nano\x18\a \x01(\x03R\rmtimeUnixNano\x12\x10\n" +
+	"\x03ino\x18\b \x01(\x04R\x03ino\x12\x16\n" +
+	"\x06target\x18\t \x01(\tR\x06target\"'\n" +
+	"\rReadlinkReply\x12\x16\n" +
+	"\x06target\x18\x01 \x01(\tR\x06target\"\xe8\x01\n" +
+	"\x0eSetattrRequest\x12\x12\n" +
+	"\x04site\x18\x01 \x01(\tR\x04site\x12\x10\n" +
+	"\x03ino\x18\x02 \x01(\x04R\x03ino\x12\x14\n" +
+	"\x05valid\x18\x03 \x01(\rR\x05valid\x12\x12\n" +
+	"\x04mode\x18\x04 \x01(\rR\x04mode\x12\x10\n" +
+	"\x03uid\x18\x05 \x01(\rR\x03uid\x12\x10\n" +
+	"\x03gid\x18\x06 \x01(\rR\x03gid\x12\x12\n" +
+	"\x04size\x18\a \x01(\x03R\x04size\x12&\n" +
+	"\x0fatime_unix_nano\x18\b \x01(\x03R\ratimeUnixNano\x12&\n" +
+	"\x0fmtime_unix_nano\x18\t \x01(\x03R\rmtimeUnixNano\"\x97\x01\n" +
+	"\rRenameRequest\x12\x12\n" +
+	"\x04site\x18\x01 \x01(\tR\x04site\x12\x1d\n" +
+	"\n" +
+	"old_parent\x18\x02 \x01(\x04R\toldParent\x12\x19\n" +
+	"\bold_name\x18\x03 \x01(\tR\aoldName\x12\x1d\n" +
+	"\n" +
+	"new_parent\x18\x04 \x01(\x04R\tnewParent\x12\x19\n" +
+	"\bnew_name\x18\x05 \x01(\tR\anewName\"O\n" +
+	"\rRemoveRequest\x12\x12\n" +
+	"\x04site\x18\x01 \x01(\tR\x04site\x12\x16\n" +
+	"\x06parent\x18\x02 \x01(\x04R\x06parent\x12\x12\n" +
+	"\x04name\x18\x03 \x01(\tR\x04name\"c\n" +
+	"\vReadRequest\x12\x12\n" +
+	"\x04site\x18\x01 \x01(\tR\x04site\x12\x10\n" +
+	"\x03ino\x18\x02 \x01(\x04R\x03ino\x12\x16\n" +
+	"\x06offset\x18\x03 \x01(\x03R\x06offset\x12\x16\n" +
+	"\x06length\x18\x04 \x01(\x03R\x06length\"Q\n" +
+	"\n" +
+	"WriteChunk\x12/\n" +
+	"\x06header\x18\x01 \x01(\v2\x17.hastore.v1.WriteHeaderR\x06header\x12\x12\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data\"\xc8\x02\n" +
+	"\vWriteHeader\x12\x12\n" +
+	"\x04site\x18\x01 \x01(\tR\x04site\x120\n" +
+	"\x04kind\x18\x02 \x01(\x0e2\x1c.hastore.v1.WriteHeader.KindR\x04kind\x12\x10\n" +
+	"\x03ino\x18\x03 \x01(\x04R\x03ino\x12\x16\n" +
+	"\x06parent\x18\x04 \x01(\x04R\x06parent\x12\x12\n" +
+	"\x04name\x18\x05 \x01(\tR\x04name\x12\x16\n" +
+	"\x06offset\x18\x06 \x01(\x03R\x06offset\x12\x12\n" +
+	"\x04mode\x18\a \x01(\rR\x04mode\x12\x10\n" +
+	"\x03uid\x18\b \x01(\rR\x03uid\x12\x10\n" +
+	"\x03gid\x18\t \x01(\rR\x03gid\x12&\n" +
+	"\x0fmtime_unix_nano\x18\n" +
+	" \x01(\x03R\rmtimeUnixNano\x12\x17\n" +
+	"\anew_ino\x18\v \x01(\x04R\x06newIno\"$\n" +
+	"\x04Kind\x12\v\n" +
+	"\aREPLACE\x10\x00\x12\a\n" +
+	"\x03PUT\x10\x01\x12\x06\n" +
+	"\x02AT\x10\x02\"+\n" +
+	"\x11MailDomainRequest\x12\x16\n" +
+	"\x06domain\x18\x01 \x01(\tR\x06domain\"\x18\n" +
+	"\x16ListMailDomainsRequest\"j\n" +
+	"\x0eMailDomainInfo\x12\x16\n" +
+	"\x06domain\x18\x01 \x01(\tR\x06domain\x12\x14\n" +
+	"\x05users\x18\x02 \x01(\x03R\x05users\x12*\n" +
+	"\x11created_unix_nano\x18\x03 \x01(\x03R\x0fcreatedUnixNano\"L\n" +
+	"\x14ListMailDomainsReply\x124\n" +
+	"\adomains\x18\x01 \x03(\v2\x1a.hastore.v1.MailDomainInfoR\adomains\"h\n" +
+	"\x0fMailUserRequest\x12\x18\n" +
+	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x1a\n" +
+	"\bpassword\x18\x02 \x01(\tR\bpassword\x12\x1f\n" +
+	"\vquota_bytes\x18\x03 \x01(\x03R\n" +
+	"quotaBytes\".\n" +
+	"\x14ListMailUsersRequest\x12\x16\n" +
+	"\x06domain\x18\x01 \x01(\tR\x06domain\"\xcc\x01\n" +
+	"\fMailUserInfo\x12\x18\n" +
+	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x1f\n" +
+	"\vquota_bytes\x18\x02 \x01(\x03R\n" +
+	"quotaBytes\x12\x1d\n" +
+	"\n" +
+	"used_bytes\x18\x03 \x01(\x03R\tusedBytes\x12\x1a\n" +
+	"\bmessages\x18\x04 \x01(\x03R\bmessages\x12\x1a\n" +
+	"\bdisabled\x18\x05 \x01(\bR\bdisabled\x12*\n" +
+	"\x11created_unix_nano\x18\x06 \x01(\x03R\x0fcreatedUnixNano\"D\n" +
+	"\x12ListMailUsersReply\x12.\n" +
+	"\x05users\x18\x01 \x03(\v2\x18.hastore.v1.MailUserInfoR\x05users2\xff\x02\n" +
 	"\x04Node\x12B\n" +
 	"\bPutShard\x12\x19.hastore.v1.PutShardChunk\x1a\x19.hastore.v1.PutShardReply(\x01\x12D\n" +
 	"\bGetShard\x12\x1b.hastore.v1.GetShardRequest\x1a\x19.hastore.v1.GetShardChunk0\x01\x128\n" +
@@ -1886,7 +3971,35 @@ const file_hastore_proto_rawDesc = "" +
 	"\x05Scrub\x12\x16.hastore.v1.RunRequest\x1a\x14.hastore.v1.Progress0\x01\x126\n" +
 	"\x04Join\x12\x17.hastore.v1.JoinRequest\x1a\x15.hastore.v1.JoinReply\x12?\n" +
 	"\aPropose\x12\x1a.hastore.v1.ProposeRequest\x1a\x18.hastore.v1.ProposeReply\x12E\n" +
-	"\tReadIndex\x12\x1c.hastore.v1.ReadIndexRequest\x1a\x1a.hastore.v1.ReadIndexReplyB\x19Z\x17hastore/proto/hastorepbb\x06proto3"
+	"\tReadIndex\x12\x1c.hastore.v1.ReadIndexRequest\x1a\x1a.hastore.v1.ReadIndexReply2\x95\b\n" +
+	"\x05Sites\x12;\n" +
+	"\aAddSite\x12\x1a.hastore.v1.AddSiteRequest\x1a\x14.hastore.v1.SiteInfo\x125\n" +
+	"\aDelSite\x12\x17.hastore.v1.SiteRequest\x1a\x11.hastore.v1.Empty\x12E\n" +
+	"\tListSites\x12\x1c.hastore.v1.ListSitesRequest\x1a\x1a.hastore.v1.ListSitesReply\x122\n" +
+	"\x04Sync\x12\x17.hastore.v1.SiteRequest\x1a\x11.hastore.v1.Empty\x126\n" +
+	"\x06Lookup\x12\x19.hastore.v1.LookupRequest\x1a\x11.hastore.v1.Inode\x126\n" +
+	"\aGetAttr\x12\x18.hastore.v1.InodeRequest\x1a\x11.hastore.v1.Inode\x122\n" +
+	"\x04Walk\x12\x17.hastore.v1.WalkRequest\x1a\x11.hastore.v1.Inode\x12?\n" +
+	"\aReadDir\x12\x1a.hastore.v1.ReadDirRequest\x1a\x16.hastore.v1.DirEntries0\x01\x125\n" +
+	"\x05Mkdir\x12\x19.hastore.v1.CreateRequest\x1a\x11.hastore.v1.Inode\x126\n" +
+	"\x06Create\x12\x19.hastore.v1.CreateRequest\x1a\x11.hastore.v1.Inode\x127\n" +
+	"\aSymlink\x12\x19.hastore.v1.CreateRequest\x1a\x11.hastore.v1.Inode\x12?\n" +
+	"\bReadlink\x12\x18.hastore.v1.InodeRequest\x1a\x19.hastore.v1.ReadlinkReply\x128\n" +
+	"\aSetattr\x12\x1a.hastore.v1.SetattrRequest\x1a\x11.hastore.v1.Inode\x126\n" +
+	"\x06Rename\x12\x19.hastore.v1.RenameRequest\x1a\x11.hastore.v1.Empty\x126\n" +
+	"\x06Unlink\x12\x19.hastore.v1.RemoveRequest\x1a\x11.hastore.v1.Empty\x125\n" +
+	"\x05Rmdir\x12\x19.hastore.v1.RemoveRequest\x1a\x11.hastore.v1.Empty\x128\n" +
+	"\x04Read\x12\x17.hastore.v1.ReadRequest\x1a\x15.hastore.v1.DataChunk0\x01\x124\n" +
+	"\x05Write\x12\x16.hastore.v1.WriteChunk\x1a\x11.hastore.v1.Inode(\x012\x99\x04\n" +
+	"\x04Mail\x12=\n" +
+	"\tAddDomain\x12\x1d.hastore.v1.MailDomainRequest\x1a\x11.hastore.v1.Empty\x12=\n" +
+	"\tDelDomain\x12\x1d.hastore.v1.MailDomainRequest\x1a\x11.hastore.v1.Empty\x12S\n" +
+	"\vListDomains\x12\".hastore.v1.ListMailDomainsRequest\x1a .hastore.v1.ListMailDomainsReply\x129\n" +
+	"\aAddUser\x12\x1b.hastore.v1.MailUserRequest\x1a\x11.hastore.v1.Empty\x12=\n" +
+	"\vSetPassword\x12\x1b.hastore.v1.MailUserRequest\x1a\x11.hastore.v1.Empty\x12:\n" +
+	"\bSetQuota\x12\x1b.hastore.v1.MailUserRequest\x1a\x11.hastore.v1.Empty\x129\n" +
+	"\aDelUser\x12\x1b.hastore.v1.MailUserRequest\x1a\x11.hastore.v1.Empty\x12M\n" +
+	"\tListUsers\x12 .hastore.v1.ListMailUsersRequest\x1a\x1e.hastore.v1.ListMailUsersReplyB\x19Z\x17hastore/proto/hastorepbb\x06proto3"
 
 var (
 	file_hastore_proto_rawDescOnce sync.Once
@@ -1900,82 +4013,171 @@ func file_hastore_proto_rawDescGZIP() []byte {
 	return file_hastore_proto_rawDescData
 }
 
-var file_hastore_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
+var file_hastore_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_hastore_proto_msgTypes = make([]protoimpl.MessageInfo, 56)
 var file_hastore_proto_goTypes = []any{
-	(*Empty)(nil),             // 0: hastore.v1.Empty
-	(*PutShardChunk)(nil),     // 1: hastore.v1.PutShardChunk
-	(*PutShardReply)(nil),     // 2: hastore.v1.PutShardReply
-	(*GetShardRequest)(nil),   // 3: hastore.v1.GetShardRequest
-	(*GetShardChunk)(nil),     // 4: hastore.v1.GetShardChunk
-	(*ShardRef)(nil),          // 5: hastore.v1.ShardRef
-	(*ListShardsRequest)(nil), // 6: hastore.v1.ListShardsRequest
-	(*ShardInfo)(nil),         // 7: hastore.v1.ShardInfo
-	(*InfoRequest)(nil),       // 8: hastore.v1.InfoRequest
-	(*NodeInfo)(nil),          // 9: hastore.v1.NodeInfo
-	(*DataChunk)(nil),         // 10: hastore.v1.DataChunk
-	(*ObjectRef)(nil),         // 11: hastore.v1.ObjectRef
-	(*GetObjectRequest)(nil),  // 12: hastore.v1.GetObjectRequest
-	(*StatObjectRequest)(nil), // 13: hastore.v1.StatObjectRequest
-	(*ObjectStat)(nil),        // 14: hastore.v1.ObjectStat
-	(*ShardPlacement)(nil),    // 15: hastore.v1.ShardPlacement
-	(*StatusRequest)(nil),     // 16: hastore.v1.StatusRequest
-	(*NodeStatus)(nil),        // 17: hastore.v1.NodeStatus
-	(*ClusterStatus)(nil),     // 18: hastore.v1.ClusterStatus
-	(*RemoveNodeRequest)(nil), // 19: hastore.v1.RemoveNodeRequest
-	(*RunRequest)(nil),        // 20: hastore.v1.RunRequest
-	(*JoinRequest)(nil),       // 21: hastore.v1.JoinRequest
-	(*JoinReply)(nil),         // 22: hastore.v1.JoinReply
-	(*ProposeRequest)(nil),    // 23: hastore.v1.ProposeRequest
-	(*ProposeReply)(nil),      // 24: hastore.v1.ProposeReply
-	(*ReadIndexRequest)(nil),  // 25: hastore.v1.ReadIndexRequest
-	(*ReadIndexReply)(nil),    // 26: hastore.v1.ReadIndexReply
-	(*Progress)(nil),          // 27: hastore.v1.Progress
+	(WriteHeader_Kind)(0),          // 0: hastore.v1.WriteHeader.Kind
+	(*Empty)(nil),                  // 1: hastore.v1.Empty
+	(*PutShardChunk)(nil),          // 2: hastore.v1.PutShardChunk
+	(*PutShardReply)(nil),          // 3: hastore.v1.PutShardReply
+	(*GetShardRequest)(nil),        // 4: hastore.v1.GetShardRequest
+	(*GetShardChunk)(nil),          // 5: hastore.v1.GetShardChunk
+	(*ShardRef)(nil),               // 6: hastore.v1.ShardRef
+	(*ListShardsRequest)(nil),      // 7: hastore.v1.ListShardsRequest
+	(*ShardInfo)(nil),              // 8: hastore.v1.ShardInfo
+	(*InfoRequest)(nil),            // 9: hastore.v1.InfoRequest
+	(*NodeInfo)(nil),               // 10: hastore.v1.NodeInfo
+	(*DataChunk)(nil),              // 11: hastore.v1.DataChunk
+	(*ObjectRef)(nil),              // 12: hastore.v1.ObjectRef
+	(*GetObjectRequest)(nil),       // 13: hastore.v1.GetObjectRequest
+	(*StatObjectRequest)(nil),      // 14: hastore.v1.StatObjectRequest
+	(*ObjectStat)(nil),             // 15: hastore.v1.ObjectStat
+	(*ShardPlacement)(nil),         // 16: hastore.v1.ShardPlacement
+	(*StatusRequest)(nil),          // 17: hastore.v1.StatusRequest
+	(*NodeStatus)(nil),             // 18: hastore.v1.NodeStatus
+	(*ClusterStatus)(nil),          // 19: hastore.v1.ClusterStatus
+	(*RemoveNodeRequest)(nil),      // 20: hastore.v1.RemoveNodeRequest
+	(*RunRequest)(nil),             // 21: hastore.v1.RunRequest
+	(*JoinRequest)(nil),            // 22: hastore.v1.JoinRequest
+	(*JoinReply)(nil),              // 23: hastore.v1.JoinReply
+	(*ProposeRequest)(nil),         // 24: hastore.v1.ProposeRequest
+	(*ProposeReply)(nil),           // 25: hastore.v1.ProposeReply
+	(*ReadIndexRequest)(nil),       // 26: hastore.v1.ReadIndexRequest
+	(*ReadIndexReply)(nil),         // 27: hastore.v1.ReadIndexReply
+	(*Progress)(nil),               // 28: hastore.v1.Progress
+	(*SiteRequest)(nil),            // 29: hastore.v1.SiteRequest
+	(*AddSiteRequest)(nil),         // 30: hastore.v1.AddSiteRequest
+	(*SiteInfo)(nil),               // 31: hastore.v1.SiteInfo
+	(*ListSitesRequest)(nil),       // 32: hastore.v1.ListSitesRequest
+	(*ListSitesReply)(nil),         // 33: hastore.v1.ListSitesReply
+	(*Inode)(nil),                  // 34: hastore.v1.Inode
+	(*LookupRequest)(nil),          // 35: hastore.v1.LookupRequest
+	(*InodeRequest)(nil),           // 36: hastore.v1.InodeRequest
+	(*WalkRequest)(nil),            // 37: hastore.v1.WalkRequest
+	(*ReadDirRequest)(nil),         // 38: hastore.v1.ReadDirRequest
+	(*DirEntries)(nil),             // 39: hastore.v1.DirEntries
+	(*DirEntry)(nil),               // 40: hastore.v1.DirEntry
+	(*CreateRequest)(nil),          // 41: hastore.v1.CreateRequest
+	(*ReadlinkReply)(nil),          // 42: hastore.v1.ReadlinkReply
+	(*SetattrRequest)(nil),         // 43: hastore.v1.SetattrRequest
+	(*RenameRequest)(nil),          // 44: hastore.v1.RenameRequest
+	(*RemoveRequest)(nil),          // 45: hastore.v1.RemoveRequest
+	(*ReadRequest)(nil),            // 46: hastore.v1.ReadRequest
+	(*WriteChunk)(nil),             // 47: hastore.v1.WriteChunk
+	(*WriteHeader)(nil),            // 48: hastore.v1.WriteHeader
+	(*MailDomainRequest)(nil),      // 49: hastore.v1.MailDomainRequest
+	(*ListMailDomainsRequest)(nil), // 50: hastore.v1.ListMailDomainsRequest
+	(*MailDomainInfo)(nil),         // 51: hastore.v1.MailDomainInfo
+	(*ListMailDomainsReply)(nil),   // 52: hastore.v1.ListMailDomainsReply
+	(*MailUserRequest)(nil),        // 53: hastore.v1.MailUserRequest
+	(*ListMailUsersRequest)(nil),   // 54: hastore.v1.ListMailUsersRequest
+	(*MailUserInfo)(nil),           // 55: hastore.v1.MailUserInfo
+	(*ListMailUsersReply)(nil),     // 56: hastore.v1.ListMailUsersReply
 }
 var file_hastore_proto_depIdxs = []int32{
-	7,  // 0: hastore.v1.PutShardReply.shard:type_name -> hastore.v1.ShardInfo
-	15, // 1: hastore.v1.ObjectStat.shards:type_name -> hastore.v1.ShardPlacement
-	17, // 2: hastore.v1.ClusterStatus.nodes:type_name -> hastore.v1.NodeStatus
-	27, // 3: hastore.v1.ClusterStatus.repair:type_name -> hastore.v1.Progress
-	27, // 4: hastore.v1.ClusterStatus.scrub:type_name -> hastore.v1.Progress
-	1,  // 5: hastore.v1.Node.PutShard:input_type -> hastore.v1.PutShardChunk
-	3,  // 6: hastore.v1.Node.GetShard:input_type -> hastore.v1.GetShardRequest
-	5,  // 7: hastore.v1.Node.StatShard:input_type -> hastore.v1.ShardRef
-	5,  // 8: hastore.v1.Node.DeleteShard:input_type -> hastore.v1.ShardRef
-	6,  // 9: hastore.v1.Node.ListShards:input_type -> hastore.v1.ListShardsRequest
-	8,  // 10: hastore.v1.Node.Info:input_type -> hastore.v1.InfoRequest
-	10, // 11: hastore.v1.Cluster.PutObject:input_type -> hastore.v1.DataChunk
-	12, // 12: hastore.v1.Cluster.GetObject:input_type -> hastore.v1.GetObjectRequest
-	13, // 13: hastore.v1.Cluster.StatObject:input_type -> hastore.v1.StatObjectRequest
-	11, // 14: hastore.v1.Cluster.DeleteObject:input_type -> hastore.v1.ObjectRef
-	16, // 15: hastore.v1.Cluster.Status:input_type -> hastore.v1.StatusRequest
-	19, // 16: hastore.v1.Cluster.RemoveNode:input_type -> hastore.v1.RemoveNodeRequest
-	20, // 17: hastore.v1.Cluster.Repair:input_type -> hastore.v1.RunRequest
-	20, // 18: hastore.v1.Cluster.Scrub:input_type -> hastore.v1.RunRequest
-	21, // 19: hastore.v1.Cluster.Join:input_type -> hastore.v1.JoinRequest
-	23, // 20: hastore.v1.Cluster.Propose:input_type -> hastore.v1.ProposeRequest
-	25, // 21: hastore.v1.Cluster.ReadIndex:input_type -> hastore.v1.ReadIndexRequest
-	2,  // 22: hastore.v1.Node.PutShard:output_type -> hastore.v1.PutShardReply
-	4,  // 23: hastore.v1.Node.GetShard:output_type -> hastore.v1.GetShardChunk
-	7,  // 24: hastore.v1.Node.StatShard:output_type -> hastore.v1.ShardInfo
-	0,  // 25: hastore.v1.Node.DeleteShard:output_type -> hastore.v1.Empty
-	7,  // 26: hastore.v1.Node.ListShards:output_type -> hastore.v1.ShardInfo
-	9,  // 27: hastore.v1.Node.Info:output_type -> hastore.v1.NodeInfo
-	11, // 28: hastore.v1.Cluster.PutObject:output_type -> hastore.v1.ObjectRef
-	10, // 29: hastore.v1.Cluster.GetObject:output_type -> hastore.v1.DataChunk
-	14, // 30: hastore.v1.Cluster.StatObject:output_type -> hastore.v1.ObjectStat
-	0,  // 31: hastore.v1.Cluster.DeleteObject:output_type -> hastore.v1.Empty
-	18, // 32: hastore.v1.Cluster.Status:output_type -> hastore.v1.ClusterStatus
-	27, // 33: hastore.v1.Cluster.RemoveNode:output_type -> hastore.v1.Progress
-	27, // 34: hastore.v1.Cluster.Repair:output_type -> hastore.v1.Progress
-	27, // 35: hastore.v1.Cluster.Scrub:output_type -> hastore.v1.Progress
-	22, // 36: hastore.v1.Cluster.Join:output_type -> hastore.v1.JoinReply
-	24, // 37: hastore.v1.Cluster.Propose:output_type -> hastore.v1.ProposeReply
-	26, // 38: hastore.v1.Cluster.ReadIndex:output_type -> hastore.v1.ReadIndexReply
-	22, // [22:39] is the sub-list for method output_type
-	5,  // [5:22] is the sub-list for method input_type
-	5,  // [5:5] is the sub-list for extension type_name
-	5,  // [5:5] is the sub-list for extension extendee
-	0,  // [0:5] is the sub-list for field type_name
+	8,  // 0: hastore.v1.PutShardReply.shard:type_name -> hastore.v1.ShardInfo
+	16, // 1: hastore.v1.ObjectStat.shards:type_name -> hastore.v1.ShardPlacement
+	18, // 2: hastore.v1.ClusterStatus.nodes:type_name -> hastore.v1.NodeStatus
+	28, // 3: hastore.v1.ClusterStatus.repair:type_name -> hastore.v1.Progress
+	28, // 4: hastore.v1.ClusterStatus.scrub:type_name -> hastore.v1.Progress
+	31, // 5: hastore.v1.ListSitesReply.sites:type_name -> hastore.v1.SiteInfo
+	40, // 6: hastore.v1.DirEntries.entries:type_name -> hastore.v1.DirEntry
+	34, // 7: hastore.v1.DirEntry.attr:type_name -> hastore.v1.Inode
+	48, // 8: hastore.v1.WriteChunk.header:type_name -> hastore.v1.WriteHeader
+	0,  // 9: hastore.v1.WriteHeader.kind:type_name -> hastore.v1.WriteHeader.Kind
+	51, // 10: hastore.v1.ListMailDomainsReply.domains:type_name -> hastore.v1.MailDomainInfo
+	55, // 11: hastore.v1.ListMailUsersReply.users:type_name -> hastore.v1.MailUserInfo
+	2,  // 12: hastore.v1.Node.PutShard:input_type -> hastore.v1.PutShardChunk
+	4,  // 13: hastore.v1.Node.GetShard:input_type -> hastore.v1.GetShardRequest
+	6,  // 14: hastore.v1.Node.StatShard:input_type -> hastore.v1.ShardRef
+	6,  // 15: hastore.v1.Node.DeleteShard:input_type -> hastore.v1.ShardRef
+	7,  // 16: hastore.v1.Node.ListShards:input_type -> hastore.v1.ListShardsRequest
+	9,  // 17: hastore.v1.Node.Info:input_type -> hastore.v1.InfoRequest
+	11, // 18: hastore.v1.Cluster.PutObject:input_type -> hastore.v1.DataChunk
+	13, // 19: hastore.v1.Cluster.GetObject:input_type -> hastore.v1.GetObjectRequest
+	14, // 20: hastore.v1.Cluster.StatObject:input_type -> hastore.v1.StatObjectRequest
+	12, // 21: hastore.v1.Cluster.DeleteObject:input_type -> hastore.v1.ObjectRef
+	17, // 22: hastore.v1.Cluster.Status:input_type -> hastore.v1.StatusRequest
+	20, // 23: hastore.v1.Cluster.RemoveNode:input_type -> hastore.v1.RemoveNodeRequest
+	21, // 24: hastore.v1.Cluster.Repair:input_type -> hastore.v1.RunRequest
+	21, // 25: hastore.v1.Cluster.Scrub:input_type -> hastore.v1.RunRequest
+	22, // 26: hastore.v1.Cluster.Join:input_type -> hastore.v1.JoinRequest
+	24, // 27: hastore.v1.Cluster.Propose:input_type -> hastore.v1.ProposeRequest
+	26, // 28: hastore.v1.Cluster.ReadIndex:input_type -> hastore.v1.ReadIndexRequest
+	30, // 29: hastore.v1.Sites.AddSite:input_type -> hastore.v1.AddSiteRequest
+	29, // 30: hastore.v1.Sites.DelSite:input_type -> hastore.v1.SiteRequest
+	32, // 31: hastore.v1.Sites.ListSites:input_type -> hastore.v1.ListSitesRequest
+	29, // 32: hastore.v1.Sites.Sync:input_type -> hastore.v1.SiteRequest
+	35, // 33: hastore.v1.Sites.Lookup:input_type -> hastore.v1.LookupRequest
+	36, // 34: hastore.v1.Sites.GetAttr:input_type -> hastore.v1.InodeRequest
+	37, // 35: hastore.v1.Sites.Walk:input_type -> hastore.v1.WalkRequest
+	38, // 36: hastore.v1.Sites.ReadDir:input_type -> hastore.v1.ReadDirRequest
+	41, // 37: hastore.v1.Sites.Mkdir:input_type -> hastore.v1.CreateRequest
+	41, // 38: hastore.v1.Sites.Create:input_type -> hastore.v1.CreateRequest
+	41, // 39: hastore.v1.Sites.Symlink:input_type -> hastore.v1.CreateRequest
+	36, // 40: hastore.v1.Sites.Readlink:input_type -> hastore.v1.InodeRequest
+	43, // 41: hastore.v1.Sites.Setattr:input_type -> hastore.v1.SetattrRequest
+	44, // 42: hastore.v1.Sites.Rename:input_type -> hastore.v1.RenameRequest
+	45, // 43: hastore.v1.Sites.Unlink:input_type -> hastore.v1.RemoveRequest
+	45, // 44: hastore.v1.Sites.Rmdir:input_type -> hastore.v1.RemoveRequest
+	46, // 45: hastore.v1.Sites.Read:input_type -> hastore.v1.ReadRequest
+	47, // 46: hastore.v1.Sites.Write:input_type -> hastore.v1.WriteChunk
+	49, // 47: hastore.v1.Mail.AddDomain:input_type -> hastore.v1.MailDomainRequest
+	49, // 48: hastore.v1.Mail.DelDomain:input_type -> hastore.v1.MailDomainRequest
+	50, // 49: hastore.v1.Mail.ListDomains:input_type -> hastore.v1.ListMailDomainsRequest
+	53, // 50: hastore.v1.Mail.AddUser:input_type -> hastore.v1.MailUserRequest
+	53, // 51: hastore.v1.Mail.SetPassword:input_type -> hastore.v1.MailUserRequest
+	53, // 52: hastore.v1.Mail.SetQuota:input_type -> hastore.v1.MailUserRequest
+	53, // 53: hastore.v1.Mail.DelUser:input_type -> hastore.v1.MailUserRequest
+	54, // 54: hastore.v1.Mail.ListUsers:input_type -> hastore.v1.ListMailUsersRequest
+	3,  // 55: hastore.v1.Node.PutShard:output_type -> hastore.v1.PutShardReply
+	5,  // 56: hastore.v1.Node.GetShard:output_type -> hastore.v1.GetShardChunk
+	8,  // 57: hastore.v1.Node.StatShard:output_type -> hastore.v1.ShardInfo
+	1,  // 58: hastore.v1.Node.DeleteShard:output_type -> hastore.v1.Empty
+	8,  // 59: hastore.v1.Node.ListShards:output_type -> hastore.v1.ShardInfo
+	10, // 60: hastore.v1.Node.Info:output_type -> hastore.v1.NodeInfo
+	12, // 61: hastore.v1.Cluster.PutObject:output_type -> hastore.v1.ObjectRef
+	11, // 62: hastore.v1.Cluster.GetObject:output_type -> hastore.v1.DataChunk
+	15, // 63: hastore.v1.Cluster.StatObject:output_type -> hastore.v1.ObjectStat
+	1,  // 64: hastore.v1.Cluster.DeleteObject:output_type -> hastore.v1.Empty
+	19, // 65: hastore.v1.Cluster.Status:output_type -> hastore.v1.ClusterStatus
+	28, // 66: hastore.v1.Cluster.RemoveNode:output_type -> hastore.v1.Progress
+	28, // 67: hastore.v1.Cluster.Repair:output_type -> hastore.v1.Progress
+	28, // 68: hastore.v1.Cluster.Scrub:output_type -> hastore.v1.Progress
+	23, // 69: hastore.v1.Cluster.Join:output_type -> hastore.v1.JoinReply
+	25, // 70: hastore.v1.Cluster.Propose:output_type -> hastore.v1.ProposeReply
+	27, // 71: hastore.v1.Cluster.ReadIndex:output_type -> hastore.v1.ReadIndexReply
+	31, // 72: hastore.v1.Sites.AddSite:output_type -> hastore.v1.SiteInfo
+	1,  // 73: hastore.v1.Sites.DelSite:output_type -> hastore.v1.Empty
+	33, // 74: hastore.v1.Sites.ListSites:output_type -> hastore.v1.ListSitesReply
+	1,  // 75: hastore.v1.Sites.Sync:output_type -> hastore.v1.Empty
+	34, // 76: hastore.v1.Sites.Lookup:output_type -> hastore.v1.Inode
+	34, // 77: hastore.v1.Sites.GetAttr:output_type -> hastore.v1.Inode
+	34, // 78: hastore.v1.Sites.Walk:output_type -> hastore.v1.Inode
+	39, // 79: hastore.v1.Sites.ReadDir:output_type -> hastore.v1.DirEntries
+	34, // 80: hastore.v1.Sites.Mkdir:output_type -> hastore.v1.Inode
+	34, // 81: hastore.v1.Sites.Create:output_type -> hastore.v1.Inode
+	34, // 82: hastore.v1.Sites.Symlink:output_type -> hastore.v1.Inode
+	42, // 83: hastore.v1.Sites.Readlink:output_type -> hastore.v1.ReadlinkReply
+	34, // 84: hastore.v1.Sites.Setattr:output_type -> hastore.v1.Inode
+	1,  // 85: hastore.v1.Sites.Rename:output_type -> hastore.v1.Empty
+	1,  // 86: hastore.v1.Sites.Unlink:output_type -> hastore.v1.Empty
+	1,  // 87: hastore.v1.Sites.Rmdir:output_type -> hastore.v1.Empty
+	11, // 88: hastore.v1.Sites.Read:output_type -> hastore.v1.DataChunk
+	34, // 89: hastore.v1.Sites.Write:output_type -> hastore.v1.Inode
+	1,  // 90: hastore.v1.Mail.AddDomain:output_type -> hastore.v1.Empty
+	1,  // 91: hastore.v1.Mail.DelDomain:output_type -> hastore.v1.Empty
+	52, // 92: hastore.v1.Mail.ListDomains:output_type -> hastore.v1.ListMailDomainsReply
+	1,  // 93: hastore.v1.Mail.AddUser:output_type -> hastore.v1.Empty
+	1,  // 94: hastore.v1.Mail.SetPassword:output_type -> hastore.v1.Empty
+	1,  // 95: hastore.v1.Mail.SetQuota:output_type -> hastore.v1.Empty
+	1,  // 96: hastore.v1.Mail.DelUser:output_type -> hastore.v1.Empty
+	56, // 97: hastore.v1.Mail.ListUsers:output_type -> hastore.v1.ListMailUsersReply
+	55, // [55:98] is the sub-list for method output_type
+	12, // [12:55] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_hastore_proto_init() }
@@ -1988,13 +4190,14 @@ func file_hastore_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hastore_proto_rawDesc), len(file_hastore_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   28,
+			NumEnums:      1,
+			NumMessages:   56,
 			NumExtensions: 0,
-			NumServices:   2,
+			NumServices:   4,
 		},
 		GoTypes:           file_hastore_proto_goTypes,
 		DependencyIndexes: file_hastore_proto_depIdxs,
+		EnumInfos:         file_hastore_proto_enumTypes,
 		MessageInfos:      file_hastore_proto_msgTypes,
 	}.Build()
 	File_hastore_proto = out.File

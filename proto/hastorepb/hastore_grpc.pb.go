@@ -871,3 +871,1175 @@ var Cluster_ServiceDesc = grpc.ServiceDesc{
 	},
 	Metadata: "hastore.proto",
 }
+
+const (
+	Sites_AddSite_FullMethodName   = "/hastore.v1.Sites/AddSite"
+	Sites_DelSite_FullMethodName   = "/hastore.v1.Sites/DelSite"
+	Sites_ListSites_FullMethodName = "/hastore.v1.Sites/ListSites"
+	Sites_Sync_FullMethodName      = "/hastore.v1.Sites/Sync"
+	Sites_Lookup_FullMethodName    = "/hastore.v1.Sites/Lookup"
+	Sites_GetAttr_FullMethodName   = "/hastore.v1.Sites/GetAttr"
+	Sites_Walk_FullMethodName      = "/hastore.v1.Sites/Walk"
+	Sites_ReadDir_FullMethodName   = "/hastore.v1.Sites/ReadDir"
+	Sites_Mkdir_FullMethodName     = "/hastore.v1.Sites/Mkdir"
+	Sites_Create_FullMethodName    = "/hastore.v1.Sites/Create"
+	Sites_Symlink_FullMethodName   = "/hastore.v1.Sites/Symlink"
+	Sites_Readlink_FullMethodName  = "/hastore.v1.Sites/Readlink"
+	Sites_Setattr_FullMethodName   = "/hastore.v1.Sites/Setattr"
+	Sites_Rename_FullMethodName    = "/hastore.v1.Sites/Rename"
+	Sites_Unlink_FullMethodName    = "/hastore.v1.Sites/Unlink"
+	Sites_Rmdir_FullMethodName     = "/hastore.v1.Sites/Rmdir"
+	Sites_Read_FullMethodName      = "/hastore.v1.Sites/Read"
+	Sites_Write_FullMethodName     = "/hastore.v1.Sites/Write"
+)
+
+// SitesClient is the client API for Sites service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+type SitesClient interface {
+	// AddSite creates a site with an empty root directory.
+	AddSite(ctx context.Context, in *AddSiteRequest, opts ...grpc.CallOption) (*SiteInfo, error)
+	// DelSite deletes a site and its whole tree.
+	DelSite(ctx context.Context, in *SiteRequest, opts ...grpc.CallOption) (*Empty, error)
+	// ListSites lists every site.
+	ListSites(ctx context.Context, in *ListSitesRequest, opts ...grpc.CallOption) (*ListSitesReply, error)
+	// Sync returns once the node has applied every change acknowledged
+	// anywhere before the call (a read-your-writes barrier).
+	Sync(ctx context.Context, in *SiteRequest, opts ...grpc.CallOption) (*Empty, error)
+	// Lookup finds a name in a directory.
+	Lookup(ctx context.Context, in *LookupRequest, opts ...grpc.CallOption) (*Inode, error)
+	// GetAttr returns an inode's attributes.
+	GetAttr(ctx context.Context, in *InodeRequest, opts ...grpc.CallOption) (*Inode, error)
+	// Walk resolves a path from the root (lstat semantics unless follow).
+	Walk(ctx context.Context, in *WalkRequest, opts ...grpc.CallOption) (*Inode, error)
+	// ReadDir streams a directory's entries in name order, in batches.
+	ReadDir(ctx context.Context, in *ReadDirRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[DirEntries], error)
+	// Mkdir creates a directory.
+	Mkdir(ctx context.Context, in *CreateRequest, opts ...grpc.CallOption) (*Inode, error)
+	// Create creates an empty regular file, exclusively.
+	Create(ctx context.Context, in *CreateRequest, opts ...grpc.CallOption) (*Inode, error)
+	// Symlink creates a symlink to the request's target.
+	Symlink(ctx context.Context, in *CreateRequest, opts ...grpc.CallOption) (*Inode, error)
+	// Readlink returns a symlink's target.
+	Readlink(ctx context.Context, in *InodeRequest, opts ...grpc.CallOption) (*ReadlinkReply, error)
+	// Setattr changes mode, owner, size (truncate) or times.
+	Setattr(ctx context.Context, in *SetattrRequest, opts ...grpc.CallOption) (*Inode, error)
+	// Rename moves a name atomically, replacing what the new name named.
+	Rename(ctx context.Context, in *RenameRequest, opts ...grpc.CallOption) (*Empty, error)
+	// Unlink removes a name that is not a directory.
+	Unlink(ctx context.Context, in *RemoveRequest, opts ...grpc.CallOption) (*Empty, error)
+	// Rmdir removes an empty directory.
+	Rmdir(ctx context.Context, in *RemoveRequest, opts ...grpc.CallOption) (*Empty, error)
+	// Read streams [offset, offset+length) of a regular file.
+	Read(ctx context.Context, in *ReadRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[DataChunk], error)
+	// Write stores content: the first message carries the header, every
+	// message may carry data. The content is committed when the stream ends.
+	Write(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[WriteChunk, Inode], error)
+}
+
+type sitesClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewSitesClient(cc grpc.ClientConnInterface) SitesClient {
+	return &sitesClient{cc}
+}
+
+func (c *sitesClient) AddSite(ctx context.Context, in *AddSiteRequest, opts ...grpc.CallOption) (*SiteInfo, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SiteInfo)
+	err := c.cc.Invoke(ctx, Sites_AddSite_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *sitesClient) DelSite(ctx context.Context, in *SiteRequest, opts ...grpc.CallOption) (*Empty, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Empty)
+	err := c.cc.Invoke(ctx, Sites_DelSite_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *sitesClient) ListSites(ctx context.Context, in *ListSitesRequest, opts ...grpc.CallOption) (*ListSitesReply, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListSitesReply)
+	err := c.cc.Invoke(ctx, Sites_ListSites_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *sitesClient) Sync(ctx context.Context, in *SiteRequest, opts ...grpc.CallOption) (*Empty, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Empty)
+	err := c.cc.Invoke(ctx, Sites_Sync_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *sitesClient) Lookup(ctx context.Context, in *LookupRequest, opts ...grpc.CallOption) (*Inode, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Inode)
+	err := c.cc.Invoke(ctx, Sites_Lookup_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *sitesClient) GetAttr(ctx context.Context, in *InodeRequest, opts ...grpc.CallOption) (*Inode, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Inode)
+	err := c.cc.Invoke(ctx, Sites_GetAttr_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *sitesClient) Walk(ctx context.Context, in *WalkRequest, opts ...grpc.CallOption) (*Inode, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Inode)
+	err := c.cc.Invoke(ctx, Sites_Walk_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *sitesClient) ReadDir(ctx context.Context, in *ReadDirRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[DirEntries], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Sites_ServiceDesc.Streams[0], Sites_ReadDir_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ReadDirRequest, DirEntries]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Sites_ReadDirClient = grpc.ServerStreamingClient[DirEntries]
+
+func (c *sitesClient) Mkdir(ctx context.Context, in *CreateRequest, opts ...grpc.CallOption) (*Inode, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Inode)
+	err := c.cc.Invoke(ctx, Sites_Mkdir_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *sitesClient) Create(ctx context.Context, in *CreateRequest, opts ...grpc.CallOption) (*Inode, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Inode)
+	err := c.cc.Invoke(ctx, Sites_Create_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *sitesClient) Symlink(ctx context.Context, in *CreateRequest, opts ...grpc.CallOption) (*Inode, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Inode)
+	err := c.cc.Invoke(ctx, Sites_Symlink_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *sitesClient) Readlink(ctx context.Context, in *InodeRequest, opts ...grpc.CallOption) (*ReadlinkReply, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReadlinkReply)
+	err := c.cc.Invoke(ctx, Sites_Readlink_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *sitesClient) Setattr(ctx context.Context, in *SetattrRequest, opts ...grpc.CallOption) (*Inode, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Inode)
+	err := c.cc.Invoke(ctx, Sites_Setattr_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *sitesClient) Rename(ctx context.Context, in *RenameRequest, opts ...grpc.CallOption) (*Empty, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Empty)
+	err := c.cc.Invoke(ctx, Sites_Rename_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *sitesClient) Unlink(ctx context.Context, in *RemoveRequest, opts ...grpc.CallOption) (*Empty, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Empty)
+	err := c.cc.Invoke(ctx, Sites_Unlink_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *sitesClient) Rmdir(ctx context.Context, in *RemoveRequest, opts ...grpc.CallOption) (*Empty, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Empty)
+	err := c.cc.Invoke(ctx, Sites_Rmdir_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *sitesClient) Read(ctx context.Context, in *ReadRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[DataChunk], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Sites_ServiceDesc.Streams[1], Sites_Read_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ReadRequest, DataChunk]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Sites_ReadClient = grpc.ServerStreamingClient[DataChunk]
+
+func (c *sitesClient) Write(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[WriteChunk, Inode], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Sites_ServiceDesc.Streams[2], Sites_Write_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[WriteChunk, Inode]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Sites_WriteClient = grpc.ClientStreamingClient[WriteChunk, Inode]
+
+// SitesServer is the server API for Sites service.
+// All implementations must embed UnimplementedSitesServer
+// for forward compatibility.
+type SitesServer interface {
+	// AddSite creates a site with an empty root directory.
+	AddSite(context.Context, *AddSiteRequest) (*SiteInfo, error)
+	// DelSite deletes a site and its whole tree.
+	DelSite(context.Context, *SiteRequest) (*Empty, error)
+	// ListSites lists every site.
+	ListSites(context.Context, *ListSitesRequest) (*ListSitesReply, error)
+	// Sync returns once the node has applied every change acknowledged
+	// anywhere before the call (a read-your-writes barrier).
+	Sync(context.Context, *SiteRequest) (*Empty, error)
+	// Lookup finds a name in a directory.
+	Lookup(context.Context, *LookupRequest) (*Inode, error)
+	// GetAttr returns an inode's attributes.
+	GetAttr(context.Context, *InodeRequest) (*Inode, error)
+	// Walk resolves a path from the root (lstat semantics unless follow).
+	Walk(context.Context, *WalkRequest) (*Inode, error)
+	// ReadDir streams a directory's entries in name order, in batches.
+	ReadDir(*ReadDirRequest, grpc.ServerStreamingServer[DirEntries]) error
+	// Mkdir creates a directory.
+	Mkdir(context.Context, *CreateRequest) (*Inode, error)
+	// Create creates an empty regular file, exclusively.
+	Create(context.Context, *CreateRequest) (*Inode, error)
+	// Symlink creates a symlink to the request's target.
+	Symlink(context.Context, *CreateRequest) (*Inode, error)
+	// Readlink returns a symlink's target.
+	Readlink(context.Context, *InodeRequest) (*ReadlinkReply, error)
+	// Setattr changes mode, owner, size (truncate) or times.
+	Setattr(context.Context, *SetattrRequest) (*Inode, error)
+	// Rename moves a name atomically, replacing what the new name named.
+	Rename(context.Context, *RenameRequest) (*Empty, error)
+	// Unlink removes a name that is not a directory.
+	Unlink(context.Context, *RemoveRequest) (*Empty, error)
+	// Rmdir removes an empty directory.
+	Rmdir(context.Context, *RemoveRequest) (*Empty, error)
+	// Read streams [offset, offset+length) of a regular file.
+	Read(*ReadRequest, grpc.ServerStreamingServer[DataChunk]) error
+	// Write stores content: the first message carries the header, every
+	// message may carry data. The content is committed when the stream ends.
+	Write(grpc.ClientStreamingServer[WriteChunk, Inode]) error
+	mustEmbedUnimplementedSitesServer()
+}
+
+// UnimplementedSitesServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedSitesServer struct{}
+
+func (UnimplementedSitesServer) AddSite(context.Context, *AddSiteRequest) (*SiteInfo, error) {
+	return nil, status.Error(codes.Unimplemented, "method AddSite not implemented")
+}
+func (UnimplementedSitesServer) DelSite(context.Context, *SiteRequest) (*Empty, error) {
+	return nil, status.Error(codes.Unimplemented, "method DelSite not implemented")
+}
+func (UnimplementedSitesServer) ListSites(context.Context, *ListSitesRequest) (*ListSitesReply, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListSites not implemented")
+}
+func (UnimplementedSitesServer) Sync(context.Context, *SiteRequest) (*Empty, error) {
+	return nil, status.Error(codes.Unimplemented, "method Sync not implemented")
+}
+func (UnimplementedSitesServer) Lookup(context.Context, *LookupRequest) (*Inode, error) {
+	return nil, status.Error(codes.Unimplemented, "method Lookup not implemented")
+}
+func (UnimplementedSitesServer) GetAttr(context.Context, *InodeRequest) (*Inode, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetAttr not implemented")
+}
+func (UnimplementedSitesServer) Walk(context.Context, *WalkRequest) (*Inode, error) {
+	return nil, status.Error(codes.Unimplemented, "method Walk not implemented")
+}
+func (UnimplementedSitesServer) ReadDir(*ReadDirRequest, grpc.ServerStreamingServer[DirEntries]) error {
+	return status.Error(codes.Unimplemented, "method ReadDir not implemented")
+}
+func (UnimplementedSitesServer) Mkdir(context.Context, *CreateRequest) (*Inode, error) {
+	return nil, status.Error(codes.Unimplemented, "method Mkdir not implemented")
+}
+func (UnimplementedSitesServer) Create(context.Context, *CreateRequest) (*Inode, error) {
+	return nil, status.Error(codes.Unimplemented, "method Create not implemented")
+}
+func (UnimplementedSitesServer) Symlink(context.Context, *CreateRequest) (*Inode, error) {
+	return nil, status.Error(codes.Unimplemented, "method Symlink not implemented")
+}
+func (UnimplementedSitesServer) Readlink(context.Context, *InodeRequest) (*ReadlinkReply, error) {
+	return nil, status.Error(codes.Unimplemented, "method Readlink not implemented")
+}
+func (UnimplementedSitesServer) Setattr(context.Context, *SetattrRequest) (*Inode, error) {
+	return nil, status.Error(codes.Unimplemented, "method Setattr not implemented")
+}
+func (UnimplementedSitesServer) Rename(context.Context, *RenameRequest) (*Empty, error) {
+	return nil, status.Error(codes.Unimplemented, "method Rename not implemented")
+}
+func (UnimplementedSitesServer) Unlink(context.Context, *RemoveRequest) (*Empty, error) {
+	return nil, status.Error(codes.Unimplemented, "method Unlink not implemented")
+}
+func (UnimplementedSitesServer) Rmdir(context.Context, *RemoveRequest) (*Empty, error) {
+	return nil, status.Error(codes.Unimplemented, "method Rmdir not implemented")
+}
+func (UnimplementedSitesServer) Read(*ReadRequest, grpc.ServerStreamingServer[DataChunk]) error {
+	return status.Error(codes.Unimplemented, "method Read not implemented")
+}
+func (UnimplementedSitesServer) Write(grpc.ClientStreamingServer[WriteChunk, Inode]) error {
+	return status.Error(codes.Unimplemented, "method Write not implemented")
+}
+func (UnimplementedSitesServer) mustEmbedUnimplementedSitesServer() {}
+func (UnimplementedSitesServer) testEmbeddedByValue()               {}
+
+// UnsafeSitesServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to SitesServer will
+// result in compilation errors.
+type UnsafeSitesServer interface {
+	mustEmbedUnimplementedSitesServer()
+}
+
+func RegisterSitesServer(s grpc.ServiceRegistrar, srv SitesServer) {
+	// If the following call panics, it indicates UnimplementedSitesServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&Sites_ServiceDesc, srv)
+}
+
+func _Sites_AddSite_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AddSiteRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SitesServer).AddSite(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Sites_AddSite_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SitesServer).AddSite(ctx, req.(*AddSiteRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Sites_DelSite_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SiteRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SitesServer).DelSite(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Sites_DelSite_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SitesServer).DelSite(ctx, req.(*SiteRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Sites_ListSites_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListSitesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SitesServer).ListSites(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Sites_ListSites_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SitesServer).ListSites(ctx, req.(*ListSitesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Sites_Sync_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SiteRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SitesServer).Sync(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Sites_Sync_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SitesServer).Sync(ctx, req.(*SiteRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Sites_Lookup_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(LookupRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SitesServer).Lookup(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Sites_Lookup_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SitesServer).Lookup(ctx, req.(*LookupRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Sites_GetAttr_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(InodeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SitesServer).GetAttr(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Sites_GetAttr_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SitesServer).GetAttr(ctx, req.(*InodeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Sites_Walk_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(WalkRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SitesServer).Walk(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Sites_Walk_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SitesServer).Walk(ctx, req.(*WalkRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Sites_ReadDir_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(ReadDirRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(SitesServer).ReadDir(m, &grpc.GenericServerStream[ReadDirRequest, DirEntries]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Sites_ReadDirServer = grpc.ServerStreamingServer[DirEntries]
+
+func _Sites_Mkdir_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreateRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SitesServer).Mkdir(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Sites_Mkdir_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SitesServer).Mkdir(ctx, req.(*CreateRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Sites_Create_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreateRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SitesServer).Create(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Sites_Create_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SitesServer).Create(ctx, req.(*CreateRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Sites_Symlink_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreateRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SitesServer).Symlink(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Sites_Symlink_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SitesServer).Symlink(ctx, req.(*CreateRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Sites_Readlink_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(InodeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SitesServer).Readlink(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Sites_Readlink_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SitesServer).Readlink(ctx, req.(*InodeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Sites_Setattr_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetattrRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SitesServer).Setattr(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Sites_Setattr_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SitesServer).Setattr(ctx, req.(*SetattrRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Sites_Rename_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RenameRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SitesServer).Rename(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Sites_Rename_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SitesServer).Rename(ctx, req.(*RenameRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Sites_Unlink_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RemoveRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SitesServer).Unlink(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Sites_Unlink_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SitesServer).Unlink(ctx, req.(*RemoveRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Sites_Rmdir_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RemoveRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SitesServer).Rmdir(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Sites_Rmdir_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SitesServer).Rmdir(ctx, req.(*RemoveRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Sites_Read_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(ReadRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(SitesServer).Read(m, &grpc.GenericServerStream[ReadRequest, DataChunk]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Sites_ReadServer = grpc.ServerStreamingServer[DataChunk]
+
+func _Sites_Write_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(SitesServer).Write(&grpc.GenericServerStream[WriteChunk, Inode]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Sites_WriteServer = grpc.ClientStreamingServer[WriteChunk, Inode]
+
+// Sites_ServiceDesc is the grpc.ServiceDesc for Sites service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var Sites_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "hastore.v1.Sites",
+	HandlerType: (*SitesServer)(nil),
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "AddSite",
+			Handler:    _Sites_AddSite_Handler,
+		},
+		{
+			MethodName: "DelSite",
+			Handler:    _Sites_DelSite_Handler,
+		},
+		{
+			MethodName: "ListSites",
+			Handler:    _Sites_ListSites_Handler,
+		},
+		{
+			MethodName: "Sync",
+			Handler:    _Sites_Sync_Handler,
+		},
+		{
+			MethodName: "Lookup",
+			Handler:    _Sites_Lookup_Handler,
+		},
+		{
+			MethodName: "GetAttr",
+			Handler:    _Sites_GetAttr_Handler,
+		},
+		{
+			MethodName: "Walk",
+			Handler:    _Sites_Walk_Handler,
+		},
+		{
+			MethodName: "Mkdir",
+			Handler:    _Sites_Mkdir_Handler,
+		},
+		{
+			MethodName: "Create",
+			Handler:    _Sites_Create_Handler,
+		},
+		{
+			MethodName: "Symlink",
+			Handler:    _Sites_Symlink_Handler,
+		},
+		{
+			MethodName: "Readlink",
+			Handler:    _Sites_Readlink_Handler,
+		},
+		{
+			MethodName: "Setattr",
+			Handler:    _Sites_Setattr_Handler,
+		},
+		{
+			MethodName: "Rename",
+			Handler:    _Sites_Rename_Handler,
+		},
+		{
+			MethodName: "Unlink",
+			Handler:    _Sites_Unlink_Handler,
+		},
+		{
+			MethodName: "Rmdir",
+			Handler:    _Sites_Rmdir_Handler,
+		},
+	},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "ReadDir",
+			Handler:       _Sites_ReadDir_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "Read",
+			Handler:       _Sites_Read_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "Write",
+			Handler:       _Sites_Write_Handler,
+			ClientStreams: true,
+		},
+	},
+	Metadata: "hastore.proto",
+}
+
+const (
+	Mail_AddDomain_FullMethodName   = "/hastore.v1.Mail/AddDomain"
+	Mail_DelDomain_FullMethodName   = "/hastore.v1.Mail/DelDomain"
+	Mail_ListDomains_FullMethodName = "/hastore.v1.Mail/ListDomains"
+	Mail_AddUser_FullMethodName     = "/hastore.v1.Mail/AddUser"
+	Mail_SetPassword_FullMethodName = "/hastore.v1.Mail/SetPassword"
+	Mail_SetQuota_FullMethodName    = "/hastore.v1.Mail/SetQuota"
+	Mail_DelUser_FullMethodName     = "/hastore.v1.Mail/DelUser"
+	Mail_ListUsers_FullMethodName   = "/hastore.v1.Mail/ListUsers"
+)
+
+// MailClient is the client API for Mail service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+type MailClient interface {
+	// AddDomain makes a domain local: its users receive mail here.
+	AddDomain(ctx context.Context, in *MailDomainRequest, opts ...grpc.CallOption) (*Empty, error)
+	// DelDomain removes a domain without users.
+	DelDomain(ctx context.Context, in *MailDomainRequest, opts ...grpc.CallOption) (*Empty, error)
+	// ListDomains lists the local domains.
+	ListDomains(ctx context.Context, in *ListMailDomainsRequest, opts ...grpc.CallOption) (*ListMailDomainsReply, error)
+	// AddUser creates a user with INBOX, Sent, Drafts, Trash and Junk.
+	AddUser(ctx context.Context, in *MailUserRequest, opts ...grpc.CallOption) (*Empty, error)
+	// SetPassword replaces a user's password.
+	SetPassword(ctx context.Context, in *MailUserRequest, opts ...grpc.CallOption) (*Empty, error)
+	// SetQuota sets a user's quota.
+	SetQuota(ctx context.Context, in *MailUserRequest, opts ...grpc.CallOption) (*Empty, error)
+	// DelUser deletes a user and all its mail.
+	DelUser(ctx context.Context, in *MailUserRequest, opts ...grpc.CallOption) (*Empty, error)
+	// ListUsers lists the users of a domain, or of every domain.
+	ListUsers(ctx context.Context, in *ListMailUsersRequest, opts ...grpc.CallOption) (*ListMailUsersReply, error)
+}
+
+type mailClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewMailClient(cc grpc.ClientConnInterface) MailClient {
+	return &mailClient{cc}
+}
+
+func (c *mailClient) AddDomain(ctx context.Context, in *MailDomainRequest, opts ...grpc.CallOption) (*Empty, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Empty)
+	err := c.cc.Invoke(ctx, Mail_AddDomain_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *mailClient) DelDomain(ctx context.Context, in *MailDomainRequest, opts ...grpc.CallOption) (*Empty, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Empty)
+	err := c.cc.Invoke(ctx, Mail_DelDomain_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *mailClient) ListDomains(ctx context.Context, in *ListMailDomainsRequest, opts ...grpc.CallOption) (*ListMailDomainsReply, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListMailDomainsReply)
+	err := c.cc.Invoke(ctx, Mail_ListDomains_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *mailClient) AddUser(ctx context.Context, in *MailUserRequest, opts ...grpc.CallOption) (*Empty, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Empty)
+	err := c.cc.Invoke(ctx, Mail_AddUser_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *mailClient) SetPassword(ctx context.Context, in *MailUserRequest, opts ...grpc.CallOption) (*Empty, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Empty)
+	err := c.cc.Invoke(ctx, Mail_SetPassword_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *mailClient) SetQuota(ctx context.Context, in *MailUserRequest, opts ...grpc.CallOption) (*Empty, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Empty)
+	err := c.cc.Invoke(ctx, Mail_SetQuota_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *mailClient) DelUser(ctx context.Context, in *MailUserRequest, opts ...grpc.CallOption) (*Empty, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Empty)
+	err := c.cc.Invoke(ctx, Mail_DelUser_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *mailClient) ListUsers(ctx context.Context, in *ListMailUsersRequest, opts ...grpc.CallOption) (*ListMailUsersReply, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListMailUsersReply)
+	err := c.cc.Invoke(ctx, Mail_ListUsers_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// MailServer is the server API for Mail service.
+// All implementations must embed UnimplementedMailServer
+// for forward compatibility.
+type MailServer interface {
+	// AddDomain makes a domain local: its users receive mail here.
+	AddDomain(context.Context, *MailDomainRequest) (*Empty, error)
+	// DelDomain removes a domain without users.
+	DelDomain(context.Context, *MailDomainRequest) (*Empty, error)
+	// ListDomains lists the local domains.
+	ListDomains(context.Context, *ListMailDomainsRequest) (*ListMailDomainsReply, error)
+	// AddUser creates a user with INBOX, Sent, Drafts, Trash and Junk.
+	AddUser(context.Context, *MailUserRequest) (*Empty, error)
+	// SetPassword replaces a user's password.
+	SetPassword(context.Context, *MailUserRequest) (*Empty, error)
+	// SetQuota sets a user's quota.
+	SetQuota(context.Context, *MailUserRequest) (*Empty, error)
+	// DelUser deletes a user and all its mail.
+	DelUser(context.Context, *MailUserRequest) (*Empty, error)
+	// ListUsers lists the users of a domain, or of every domain.
+	ListUsers(context.Context, *ListMailUsersRequest) (*ListMailUsersReply, error)
+	mustEmbedUnimplementedMailServer()
+}
+
+// UnimplementedMailServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedMailServer struct{}
+
+func (UnimplementedMailServer) AddDomain(context.Context, *MailDomainRequest) (*Empty, error) {
+	return nil, status.Error(codes.Unimplemented, "method AddDomain not implemented")
+}
+func (UnimplementedMailServer) DelDomain(context.Context, *MailDomainRequest) (*Empty, error) {
+	return nil, status.Error(codes.Unimplemented, "method DelDomain not implemented")
+}
+func (UnimplementedMailServer) ListDomains(context.Context, *ListMailDomainsRequest) (*ListMailDomainsReply, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListDomains not implemented")
+}
+func (UnimplementedMailServer) AddUser(context.Context, *MailUserRequest) (*Empty, error) {
+	return nil, status.Error(codes.Unimplemented, "method AddUser not implemented")
+}
+func (UnimplementedMailServer) SetPassword(context.Context, *MailUserRequest) (*Empty, error) {
+	return nil, status.Error(codes.Unimplemented, "method SetPassword not implemented")
+}
+func (UnimplementedMailServer) SetQuota(context.Context, *MailUserRequest) (*Empty, error) {
+	return nil, status.Error(codes.Unimplemented, "method SetQuota not implemented")
+}
+func (UnimplementedMailServer) DelUser(context.Context, *MailUserRequest) (*Empty, error) {
+	return nil, status.Error(codes.Unimplemented, "method DelUser not implemented")
+}
+func (UnimplementedMailServer) ListUsers(context.Context, *ListMailUsersRequest) (*ListMailUsersReply, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListUsers not implemented")
+}
+func (UnimplementedMailServer) mustEmbedUnimplementedMailServer() {}
+func (UnimplementedMailServer) testEmbeddedByValue()              {}
+
+// UnsafeMailServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to MailServer will
+// result in compilation errors.
+type UnsafeMailServer interface {
+	mustEmbedUnimplementedMailServer()
+}
+
+func RegisterMailServer(s grpc.ServiceRegistrar, srv MailServer) {
+	// If the following call panics, it indicates UnimplementedMailServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&Mail_ServiceDesc, srv)
+}
+
+func _Mail_AddDomain_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(MailDomainRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MailServer).AddDomain(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Mail_AddDomain_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MailServer).AddDomain(ctx, req.(*MailDomainRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Mail_DelDomain_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(MailDomainRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MailServer).DelDomain(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Mail_DelDomain_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MailServer).DelDomain(ctx, req.(*MailDomainRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Mail_ListDomains_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListMailDomainsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MailServer).ListDomains(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Mail_ListDomains_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MailServer).ListDomains(ctx, req.(*ListMailDomainsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Mail_AddUser_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(MailUserRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MailServer).AddUser(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Mail_AddUser_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MailServer).AddUser(ctx, req.(*MailUserRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Mail_SetPassword_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(MailUserRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MailServer).SetPassword(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Mail_SetPassword_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MailServer).SetPassword(ctx, req.(*MailUserRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Mail_SetQuota_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(MailUserRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MailServer).SetQuota(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Mail_SetQuota_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MailServer).SetQuota(ctx, req.(*MailUserRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Mail_DelUser_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(MailUserRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MailServer).DelUser(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Mail_DelUser_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MailServer).DelUser(ctx, req.(*MailUserRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Mail_ListUsers_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListMailUsersRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MailServer).ListUsers(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Mail_ListUsers_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MailServer).ListUsers(ctx, req.(*ListMailUsersRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+// Mail_ServiceDesc is the grpc.ServiceDesc for Mail service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var Mail_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "hastore.v1.Mail",
+	HandlerType: (*MailServer)(nil),
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "AddDomain",
+			Handler:    _Mail_AddDomain_Handler,
+		},
+		{
+			MethodName: "DelDomain",
+			Handler:    _Mail_DelDomain_Handler,
+		},
+		{
+			MethodName: "ListDomains",
+			Handler:    _Mail_ListDomains_Handler,
+		},
+		{
+			MethodName: "AddUser",
+			Handler:    _Mail_AddUser_Handler,
+		},
+		{
+			MethodName: "SetPassword",
+			Handler:    _Mail_SetPassword_Handler,
+		},
+		{
+			MethodName: "SetQuota",
+			Handler:    _Mail_SetQuota_Handler,
+		},
+		{
+			MethodName: "DelUser",
+			Handler:    _Mail_DelUser_Handler,
+		},
+		{
+			MethodName: "ListUsers",
+			Handler:    _Mail_ListUsers_Handler,
+		},
+	},
+	Streams:  []grpc.StreamDesc{},
+	Metadata: "hastore.proto",
+}

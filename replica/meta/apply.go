@@ -241,6 +241,8 @@ func (st *applyState) apply(cmd Command, inBatch bool) Result {
 		return st.tenantDelete(c)
 	case TenantCheck:
 		return st.tenantCheck(c)
+	case mailCommand:
+		return st.applyMail(c)
 	case Batch:
 		if inBatch {
 			return result(StatusInvalid, "batches do not nest")

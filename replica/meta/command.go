@@ -49,6 +49,9 @@ func (t CommandType) String() string {
 	case TypeTenantCheck:
 		return "TenantCheck"
 	}
+	if name, ok := mailTypeName(t); ok {
+		return name
+	}
 	return fmt.Sprintf("CommandType(%d)", uint8(t))
 }
 
@@ -299,6 +302,9 @@ func decodeBody(d *decoder, inBatch bool) (Command, error) {
 			}
 			c.Cmds = append(c.Cmds, sub)
 		}
+		return c, nil
+	}
+	if c, ok := decodeMailBody(d, t); ok {
 		return c, nil
 	}
 	return nil, fmt.Errorf("unknown command type %d; a newer node proposed it, upgrade this node", uint8(t))

@@ -69,6 +69,9 @@ type Result struct {
 	// Batch holds one result per command of a Batch, in order. In an
 	// aborted atomic batch they show what each command would have done.
 	Batch []Result
+	// Mail holds a mail command's outcome per entry or message (see each
+	// mail command).
+	Mail []MailOutcome
 }
 
 // Err returns nil when the status is OK (or Skipped), and otherwise an error
@@ -128,12 +131,15 @@ func (e *encoder) result(r *Result, depth int) {
 	e.str(r.Message)
 	e.object(&r.Object)
 	var flags uint8
-	for i, f := range []bool{r.Created, r.Revived, r.Purged, r.Found} {
+	for i, f := range []bool{r.Created, r.Revived, r.Purged, r.Found, len(r.Mail) > 0} {
 		if f {
 			flags |= 1 << i
 		}
 	}
 	e.u8(flags)
+	if len(r.Mail) > 0 {
+		e.mailOutcomes(r.Mail) // flag bit 4: only mail commands set it
+	}
 	if depth > 0 {
 		return // batches do not nest
 	}
@@ -153,10 +159,13 @@ func (d *decoder) result(depth int) Result {
 	r.Message = d.str()
 	r.Object = d.object()
 	flags := d.u8()
-	if flags >= 1<<4 {
+	if flags >= 1<<5 {
 		d.fail(fmt.Errorf("result flags %#x unknown", flags))
 	}
 	r.Created, r.Revived, r.Purged, r.Found = flags&1 != 0, flags&2 != 0, flags&4 != 0, flags&8 != 0
+	if flags&16 != 0 {
+		r.Mail = d.mailOutcomes()
+	}
 	if depth > 0 {
 		return r
 	}

@@ -1,0 +1,446 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"golang.org/x/term"
+	"google.golang.org/grpc"
+
+	"hastore/mailserver"
+	"hastore/mailserver/mailbox"
+	"hastore/replica"
+)
+
+// registerAll chains the frontends' gRPC registrations for
+// replica.NodeConfig.Register.
+func registerAll(fns ...func(grpc.ServiceRegistrar, *replica.Node)) func(grpc.ServiceRegistrar, *replica.Node) {
+	return func(s grpc.ServiceRegistrar, n *replica.Node) {
+		for _, fn := range fns {
+			fn(s, n)
+		}
+	}
+}
+
+// mailFlags are the mail listeners' flags of serve (and, with other
+// defaults, dev).
+type mailFlags struct {
+	smtp, submission, lmtp string
+	cert, key              string
+	hostname               string
+	maxMessage             string
+	insecureAuth           bool
+	maxConns, maxConnsIP   int
+}
+
+func (f *mailFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&f.smtp, "smtp", "", "SMTP (MX) listen address for mail to local users, e.g. :25 (empty: off)")
+	fs.StringVar(&f.submission, "submission", "", "submission listen address (AUTH required), e.g. :587 (empty: off)")
+	fs.StringVar(&f.lmtp, "lmtp", "", "LMTP listen address for an MTA in front, e.g. 127.0.0.1:24 (empty: off)")
+	fs.StringVar(&f.cert, "mail-tls-cert", "", "certificate for STARTTLS on the mail ports (PEM)")
+	fs.StringVar(&f.key, "mail-tls-key", "", "private key for STARTTLS on the mail ports (PEM)")
+	fs.StringVar(&f.hostname, "hostname", "", "host name in mail greetings and Received: headers (default: the system's)")
+	fs.StringVar(&f.maxMessage, "max-message-size", "50M", "largest message accepted (bytes, or with K, M, G)")
+	fs.BoolVar(&f.insecureAuth, "allow-insecure-auth", false, "allow submission AUTH without TLS (development only)")
+	fs.IntVar(&f.maxConns, "mail-max-connections", 1000, "connections per mail listener")
+	fs.IntVar(&f.maxConnsIP, "mail-max-connections-per-ip", 20, "connections per client address on SMTP and submission")
+}
+
+func (f *mailFlags) any() bool { return f.smtp != "" || f.submission != "" || f.lmtp != "" }
+
+func (f *mailFlags) config(log *slog.Logger) (mailserver.Config, error) {
+	cfg := mailserver.Config{SMTP: f.smtp, Submission: f.submission, LMTP: f.lmtp, Hostname: f.hostname,
+		AllowInsecureAuth: f.insecureAuth, MaxConnections: f.maxConns, MaxConnectionsPerIP: f.maxConnsIP, Logger: log}
+	if cfg.Hostname == "" {
+		cfg.Hostname, _ = os.Hostname()
+	}
+	size, err := parseSize(f.maxMessage)
+	if err != nil || size <= 0 {
+		return cfg, fmt.Errorf("--max-message-size %q: want a positive size such as 25M", f.maxMessage)
+	}
+	cfg.MaxMessageBytes = size
+	if (f.cert == "") != (f.key == "") {
+		return cfg, errors.New("--mail-tls-cert and --mail-tls-key go together")
+	}
+	if f.cert != "" {
+		c, err := tls.LoadX509KeyPair(f.cert, f.key)
+		if err != nil {
+			return cfg, fmt.Errorf("mail TLS: %w", err)
+		}
+		cfg.TLS = &tls.Config{Certificates: []tls.Certificate{c}, MinVersion: tls.VersionTLS12}
+	}
+	return cfg, nil
+}
+
+// start starts node n's mail listeners (none if no address is set).
+func (f *mailFlags) start(n *replica.Node, log *slog.Logger) (*mailserver.Server, error) {
+	if !f.any() {
+		return &mailserver.Server{}, nil
+	}
+	cfg, err := f.config(log)
+	if err != nil {
+		return nil, err
+	}
+	return mailserver.Start(n, cfg)
+}
+
+// devMail starts mail on every dev node — node 1 on SMTP 2525, submission
+// 2587, LMTP 2424, node i on those plus 10·(i−1) — with a self-signed
+// certificate kept in dir, plaintext AUTH allowed (loopback only), and
+// domain example.test with user demo@example.test (password demo).
+func devMail(nodes []*replica.Node, dir string, log *slog.Logger) (summary string, stop func(), err error) {
+	certFile, keyFile := filepath.Join(dir, "mail-cert.pem"), filepath.Join(dir, "mail-key.pem")
+	if err := ensureSelfSigned(certFile, keyFile); err != nil {
+		return "", nil, err
+	}
+	var servers []*mailserver.Server
+	stop = func() {
+		for _, s := range servers {
+			s.Close()
+		}
+	}
+	for i, n := range nodes {
+		f := mailFlags{
+			smtp: fmt.Sprintf("127.0.0.1:%d", 2525+10*i), submission: fmt.Sprintf("127.0.0.1:%d", 2587+10*i), lmtp: fmt.Sprintf("127.0.0.1:%d", 2424+10*i),
+			cert: certFile, key: keyFile, hostname: "localhost", maxMessage: "50M", insecureAuth: true, maxConns: 1000, maxConnsIP: 100,
+		}
+		s, err := f.start(n, log)
+		if err != nil {
+			stop()
+			return "", nil, err
+		}
+		servers = append(servers, s)
+		summary += fmt.Sprintf("  node %s  SMTP %s  submission %s  LMTP %s\n", n.ID(), f.smtp, f.submission, f.lmtp)
+	}
+	if err := ensureDevMailUser(nodes[0]); err != nil {
+		log.Warn("could not create the dev mail user", "err", err)
+	}
+	summary = fmt.Sprintf("\nMail: user demo@example.test, password demo; STARTTLS with %s\n%s  swaks --server 127.0.0.1:2525 --to demo@example.test\n", certFile, summary)
+	return summary, stop, nil
+}
+
+func ensureDevMailUser(n *replica.Node) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s := mailserver.ForNode(n)
+	if err := s.AddDomain(ctx, "example.test"); err != nil && !errors.Is(err, mailbox.ErrExists) {
+		return err
+	}
+	if err := s.AddUser(ctx, "demo@example.test", "demo", 0); err != nil && !errors.Is(err, mailbox.ErrExists) {
+		return err
+	}
+	return nil
+}
+
+// ensureSelfSigned writes a self-signed certificate for localhost and the
+// loopback addresses unless certFile exists.
+func ensureSelfSigned(certFile, keyFile string) error {
+	if _, err := os.Stat(certFile); err == nil {
+		return nil
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return err
+	}
+	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 120))
+	if err != nil {
+		return err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: serial,
+		Subject:      pkix.Name{CommonName: "localhost", Organization: []string{"hastore dev"}},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().AddDate(2, 0, 0),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		DNSNames:     []string{"localhost"},
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return err
+	}
+	kb, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kb}), 0o600); err != nil {
+		return err
+	}
+	return os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644)
+}
+
+// parseSize parses "1048576", "512K", "25M", "2G" (binary units); "none"
+// and "0" are 0.
+func parseSize(s string) (int64, error) {
+	s = strings.TrimSpace(strings.ToUpper(s))
+	if s == "NONE" || s == "UNLIMITED" {
+		return 0, nil
+	}
+	s = strings.TrimSuffix(strings.TrimSuffix(s, "B"), "I")
+	mult := int64(1)
+	if s != "" {
+		switch s[len(s)-1] {
+		case 'K':
+			mult = 1 << 10
+		case 'M':
+			mult = 1 << 20
+		case 'G':
+			mult = 1 << 30
+		case 'T':
+			mult = 1 << 40
+		}
+		if mult > 1 {
+			s = s[:len(s)-1]
+		}
+	}
+	n, err := strconv.ParseFloat(s, 64)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("size %q: want a number with an optional K, M, G or T", s)
+	}
+	return int64(n * float64(mult)), nil
+}
+
+const mailUsage = `  domain add DOMAIN            make DOMAIN local: its users receive mail here
+  domain list [--json]         the local domains
+  domain del DOMAIN            remove a domain without users
+  user add U@D [--quota SIZE]  create a user (password read from stdin) with INBOX, Sent, Drafts, Trash, Junk
+  user passwd U@D              set a user's password (read from stdin)
+  user quota U@D SIZE          set a user's quota (e.g. 2G; 0 or none: no limit)
+  user del U@D                 delete a user and all its mail
+  user list [DOMAIN] [--json]  users with quota and usage
+`
+
+// mail runs `hastore admin domain ...` and `hastore admin user ...`
+// through the Mail gRPC service of whichever node answers.
+func (a *adminClient) mail(ctx context.Context, args []string, stdin io.Reader, stdout io.Writer) error {
+	if len(args) < 2 {
+		return fmt.Errorf("usage:\n%s", mailUsage)
+	}
+	var conns []grpc.ClientConnInterface
+	for _, addr := range a.addrs {
+		c, err := a.conn(addr)
+		if err != nil {
+			return err
+		}
+		conns = append(conns, c)
+	}
+	cl := mailserver.NewClient(conns...)
+	what, verb := args[0], args[1]
+	fset := flag.NewFlagSet(what+" "+verb, flag.ContinueOnError)
+	asJSON := fset.Bool("json", false, "print JSON")
+	quota := fset.String("quota", "0", "quota (e.g. 2G; 0: no limit)")
+	var pos []string
+	for rest := args[2:]; ; {
+		if err := fset.Parse(rest); err != nil {
+			return err
+		}
+		if fset.NArg() == 0 {
+			break
+		}
+		pos = append(pos, fset.Arg(0))
+		rest = fset.Args()[1:]
+	}
+	want := func(n int, usage string) error {
+		if len(pos) != n {
+			return fmt.Errorf("usage: hastore admin %s", usage)
+		}
+		return nil
+	}
+	switch what + " " + verb {
+	case "domain add":
+		if err := want(1, "domain add DOMAIN"); err != nil {
+			return err
+		}
+		if err := cl.AddDomain(ctx, pos[0]); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "domain %s added\n", pos[0])
+		return nil
+	case "domain del":
+		if err := want(1, "domain del DOMAIN"); err != nil {
+			return err
+		}
+		if err := cl.DelDomain(ctx, pos[0]); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "domain %s deleted\n", pos[0])
+		return nil
+	case "domain list":
+		ds, err := cl.ListDomains(ctx)
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			type domain struct {
+				Domain  string    `json:"domain"`
+				Users   int64     `json:"users"`
+				Created time.Time `json:"created"`
+			}
+			out := []domain{}
+			for _, d := range ds {
+				out = append(out, domain{d.Name, d.Users, time.Unix(0, d.Created).UTC()})
+			}
+			return printJSON(stdout, out)
+		}
+		tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "DOMAIN\tUSERS\tCREATED")
+		for _, d := range ds {
+			fmt.Fprintf(tw, "%s\t%d\t%s\n", d.Name, d.Users, time.Unix(0, d.Created).UTC().Format(time.DateTime))
+		}
+		return tw.Flush()
+	case "user add", "user passwd":
+		if err := want(1, "user "+verb+" U@D"); err != nil {
+			return err
+		}
+		pw, err := readPassword(stdin, "Password for "+pos[0]+": ")
+		if err != nil {
+			return err
+		}
+		if verb == "passwd" {
+			if err := cl.SetPassword(ctx, pos[0], pw); err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "password of %s changed\n", pos[0])
+			return nil
+		}
+		q, err := parseSize(*quota)
+		if err != nil {
+			return err
+		}
+		if err := cl.AddUser(ctx, pos[0], pw, q); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "user %s added\n", pos[0])
+		return nil
+	case "user quota":
+		if err := want(2, "user quota U@D SIZE"); err != nil {
+			return err
+		}
+		q, err := parseSize(pos[1])
+		if err != nil {
+			return err
+		}
+		if err := cl.SetQuota(ctx, pos[0], q); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "quota of %s set to %s\n", pos[0], quotaString(q))
+		return nil
+	case "user del":
+		if err := want(1, "user del U@D"); err != nil {
+			return err
+		}
+		if err := cl.DelUser(ctx, pos[0]); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "user %s deleted\n", pos[0])
+		return nil
+	case "user list":
+		if len(pos) > 1 {
+			return errors.New("usage: hastore admin user list [DOMAIN] [--json]")
+		}
+		domain := ""
+		if len(pos) == 1 {
+			domain = pos[0]
+		}
+		us, err := cl.ListUsers(ctx, domain)
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			type user struct {
+				Address  string `json:"address"`
+				Quota    int64  `json:"quota_bytes"`
+				Used     int64  `json:"used_bytes"`
+				Messages int64  `json:"messages"`
+				Disabled bool   `json:"disabled,omitempty"`
+			}
+			out := []user{}
+			for _, u := range us {
+				out = append(out, user{u.Address, u.Quota, u.Used, u.Messages, u.Disabled})
+			}
+			return printJSON(stdout, out)
+		}
+		tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "USER\tQUOTA\tUSED\tMESSAGES")
+		for _, u := range us {
+			state := ""
+			if u.Disabled {
+				state = "\t(disabled)"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d%s\n", u.Address, quotaString(u.Quota), bytesHuman(u.Used), u.Messages, state)
+		}
+		return tw.Flush()
+	}
+	return fmt.Errorf("unknown command %q; want:\n%s", what+" "+verb, mailUsage)
+}
+
+func quotaString(q int64) string {
+	if q == 0 {
+		return "none"
+	}
+	return bytesHuman(q)
+}
+
+func printJSON(out io.Writer, v any) error {
+	enc := json.NewEncoder(out)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// readPassword reads a password: with a prompt, twice and unechoed, from a
+// terminal; otherwise the first line of stdin.
+func readPassword(stdin io.Reader, prompt string) (string, error) {
+	if f, ok := stdin.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		fmt.Fprint(os.Stderr, prompt)
+		p1, err := term.ReadPassword(int(f.Fd()))
+		fmt.Fprintln(os.Stderr)
+		if err != nil {
+			return "", err
+		}
+		fmt.Fprint(os.Stderr, "Again: ")
+		p2, err := term.ReadPassword(int(f.Fd()))
+		fmt.Fprintln(os.Stderr)
+		if err != nil {
+			return "", err
+		}
+		if string(p1) != string(p2) {
+			return "", errors.New("the passwords differ")
+		}
+		return string(p1), nil
+	}
+	line, err := bufio.NewReader(stdin).ReadString('\n')
+	if err != nil && !(errors.Is(err, io.EOF) && line != "") {
+		return "", errors.New("no password on stdin")
+	}
+	pw := strings.TrimRight(line, "\r\n")
+	if pw == "" {
+		return "", errors.New("empty password")
+	}
+	return pw, nil
+}
+
+// mailRegister is the Mail admin service's registration, for
+// replica.NodeConfig.Register.
+var mailRegister = mailserver.Register

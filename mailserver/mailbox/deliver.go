@@ -1,0 +1,256 @@
+package mailbox
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"hastore/replica/meta"
+)
+
+// Recipient is one entry of a delivery: a user's mailbox.
+type Recipient struct {
+	Address string   // a user's address (normalized by AddRecipient)
+	Mailbox string   // "" means INBOX
+	Flags   []string // initial flags (APPEND); none for incoming mail
+}
+
+// Outcome is what a delivery did for one recipient: Err is nil if the
+// message was appended (UID in Mailbox, whose UIDValidity is given).
+type Outcome struct {
+	meta.MailOutcome
+	Err error
+}
+
+// QuotaError is the error for a recipient over quota; errors.Is matches
+// ErrOverQuota.
+type QuotaError struct {
+	User        string
+	Used, Limit int64
+	Size        int64 // of the message, 0 if not known
+}
+
+func (e *QuotaError) Error() string {
+	return fmt.Sprintf("mailbox: %s is over quota (%d of %d bytes used, message of %d)", e.User, e.Used, e.Limit, e.Size)
+}
+
+// Is makes errors.Is(err, ErrOverQuota) true.
+func (e *QuotaError) Is(target error) bool { return target == ErrOverQuota }
+
+// Permanent reports whether the message can never fit (it is bigger than
+// the whole quota), as opposed to the mailbox being full for now.
+func (e *QuotaError) Permanent() bool { return e.Size > e.Limit }
+
+// CheckRecipient says whether addr can take a message of size bytes (0:
+// not known yet) now: nil, or an error matching ErrNotFound (no such user),
+// ErrDisabled, ErrOverQuota (a *QuotaError) or ErrUnavailable. The final
+// decision is made again, atomically, when the delivery commits.
+func (s *Store) CheckRecipient(ctx context.Context, addr string, size int64) error {
+	u, ok, err := s.LookupUser(ctx, addr)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return fmt.Errorf("%w: no user %s", ErrNotFound, addr)
+	}
+	if u.Disabled {
+		return fmt.Errorf("%w: %s", ErrDisabled, u.Address)
+	}
+	if u.Quota > 0 && (u.Usage.Bytes >= u.Quota || u.Usage.Bytes+size > u.Quota) {
+		return &QuotaError{User: u.Address, Used: u.Usage.Bytes, Limit: u.Quota, Size: size}
+	}
+	return nil
+}
+
+// Delivery puts one message into the mailboxes of its recipients, in two
+// phases: Body stores the message durably, Commit appends the entries in
+// one Raft command. Abort (safe to call after Commit, and more than once)
+// releases what an unfinished delivery holds. A Delivery is used by one
+// goroutine.
+type Delivery struct {
+	s     *Store
+	rcpts []Recipient
+	obj   meta.BlobID
+	size  int64
+	info  []byte
+	date  time.Time
+	held  bool // this delivery holds a reference to obj
+}
+
+// NewDelivery starts a delivery.
+func (s *Store) NewDelivery() *Delivery { return &Delivery{s: s} }
+
+// AddRecipient adds a recipient. Duplicates get one entry each: callers
+// that want one copy per user deduplicate first.
+func (d *Delivery) AddRecipient(r Recipient) error {
+	a, err := NormalizeAddress(r.Address)
+	if err != nil {
+		return err
+	}
+	r.Address = a
+	if r.Mailbox != "" {
+		r.Mailbox = meta.CanonicalMailboxName(r.Mailbox)
+		if err := meta.ValidMailboxName(r.Mailbox); err != nil {
+			return fmt.Errorf("%w: %v", ErrInvalid, err)
+		}
+	}
+	if _, err := meta.CanonicalFlags(r.Flags); err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	if len(d.rcpts) >= meta.MaxMailEntries {
+		return fmt.Errorf("%w: more than %d recipients", ErrInvalid, meta.MaxMailEntries)
+	}
+	d.rcpts = append(d.rcpts, r)
+	return nil
+}
+
+// Recipients returns the recipients added so far.
+func (d *Delivery) Recipients() []Recipient { return d.rcpts }
+
+// Body stores the message (bare LFs become CRLF) and computes its info.
+// When it returns nil the bytes are durable cluster-wide; internalDate is
+// the message's INTERNALDATE (zero: now).
+func (d *Delivery) Body(ctx context.Context, msg []byte, internalDate time.Time) error {
+	if d.held {
+		return fmt.Errorf("%w: Body called twice", ErrInvalid)
+	}
+	msg = NormalizeCRLF(msg)
+	info, err := EncodeInfo(ParseInfo(msg))
+	if err != nil {
+		return err
+	}
+	id, err := d.s.c.Put(ctx, msg)
+	if err != nil {
+		return fmt.Errorf("%w: storing the message: %v", ErrUnavailable, err)
+	}
+	if internalDate.IsZero() {
+		internalDate = d.s.now()
+	}
+	d.obj, d.size, d.info, d.date, d.held = id, int64(len(msg)), info, internalDate, true
+	return nil
+}
+
+// Size returns the stored message's size (after Body).
+func (d *Delivery) Size() int64 { return d.size }
+
+// Object returns the stored message's object ID (after Body).
+func (d *Delivery) Object() meta.BlobID { return d.obj }
+
+// Commit appends the message to every recipient's mailbox in one Raft
+// command and returns an outcome per recipient, in order. With
+// allOrNothing any rejected recipient rejects all (each then says why, or
+// ErrAborted-like MailAborted). An error means nothing was delivered:
+// ErrUnavailable when the cluster could not decide (the message may be
+// retried), other kinds when it refused.
+func (d *Delivery) Commit(ctx context.Context, allOrNothing bool) ([]Outcome, error) {
+	if !d.held {
+		return nil, fmt.Errorf("%w: Commit without a stored body", ErrInvalid)
+	}
+	if len(d.rcpts) == 0 {
+		d.Abort(ctx)
+		return nil, nil
+	}
+	_, off := d.date.Zone()
+	cmd := meta.MailDeliver{
+		Messages:     []meta.MailMessageSpec{{Object: d.obj, Size: d.size, InternalDate: d.date.UnixNano(), Zone: int32(off), Info: d.info}},
+		AllOrNothing: allOrNothing,
+		Now:          d.s.now().UnixNano(),
+	}
+	for _, r := range d.rcpts {
+		cmd.Entries = append(cmd.Entries, meta.MailEntry{User: r.Address, Mailbox: r.Mailbox, Flags: r.Flags})
+	}
+	res, err := d.s.c.Propose(ctx, cmd)
+	if err != nil {
+		if judged(err) {
+			d.Abort(ctx) // the command changed nothing: our reference is still ours
+		} else {
+			// Unknown outcome: the command may yet consume the reference.
+			// Keeping it (a leak until reconciled) is safe; dropping it
+			// could free a body that mailboxes reference.
+			d.held = false
+			d.s.log.Warn("delivery outcome unknown; its body reference is kept", "object", d.obj, "err", err)
+		}
+		return nil, proposeErr("deliver", err, ErrUnavailable)
+	}
+	d.held = false
+	if len(res.Mail) != len(d.rcpts) {
+		return nil, fmt.Errorf("deliver: %d outcomes for %d recipients", len(res.Mail), len(d.rcpts))
+	}
+	out := make([]Outcome, len(d.rcpts))
+	for i, o := range res.Mail {
+		out[i] = Outcome{MailOutcome: o, Err: d.outcomeErr(d.rcpts[i], o.Code)}
+	}
+	return out, nil
+}
+
+func (d *Delivery) outcomeErr(r Recipient, c meta.MailCode) error {
+	switch c {
+	case meta.MailOK:
+		return nil
+	case meta.MailNoUser:
+		return fmt.Errorf("%w: no user %s", ErrNotFound, r.Address)
+	case meta.MailNoMailbox:
+		return fmt.Errorf("%w: no mailbox %q for %s", ErrNotFound, r.Mailbox, r.Address)
+	case meta.MailDisabled:
+		return fmt.Errorf("%w: %s", ErrDisabled, r.Address)
+	case meta.MailOverQuota:
+		qe := &QuotaError{User: r.Address, Size: d.size}
+		if u, ok, err := d.s.view.User(r.Address); err == nil && ok {
+			qe.Limit = u.Quota
+		}
+		if u, err := d.s.view.Usage(r.Address); err == nil {
+			qe.Used = u.Bytes
+		}
+		return qe
+	case meta.MailAborted:
+		return ErrAborted
+	}
+	return fmt.Errorf("%w: %s: %s", ErrInvalid, r.Address, c)
+}
+
+// ErrAborted is the outcome of a recipient that was acceptable in an
+// all-or-nothing delivery that another recipient made fail.
+var ErrAborted = errors.New("mailbox: delivery aborted by another recipient")
+
+// Abort drops the stored body's reference unless Commit handed it over.
+func (d *Delivery) Abort(ctx context.Context) {
+	if !d.held {
+		return
+	}
+	d.held = false
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	if err := d.s.c.Delete(ctx, d.obj); err != nil {
+		d.s.log.Warn("could not release an undelivered message body; it stays until reconciled", "object", d.obj, "err", err)
+	}
+}
+
+// NormalizeCRLF turns bare LFs into CRLF (IMAP sizes and literals count
+// CRLF); it returns msg itself when nothing changes.
+func NormalizeCRLF(msg []byte) []byte {
+	bare := 0
+	for i, c := range msg {
+		if c == '\n' && (i == 0 || msg[i-1] != '\r') {
+			bare++
+		}
+	}
+	if bare == 0 {
+		return msg
+	}
+	out := make([]byte, 0, len(msg)+bare)
+	for {
+		i := bytes.IndexByte(msg, '\n')
+		if i < 0 {
+			return append(out, msg...)
+		}
+		if i == 0 || msg[i-1] != '\r' {
+			out = append(out, msg[:i]...)
+			out = append(out, '\r', '\n')
+		} else {
+			out = append(out, msg[:i+1]...)
+		}
+		msg = msg[i+1:]
+	}
+}

@@ -1,0 +1,36 @@
+// Package mailbox is hastore's protocol-neutral mail model: domains and
+// users (passwords as argon2id hashes), mailboxes with stable UIDVALIDITY and
+// ascending, never reused UIDs, flags, quota, and two-phase delivery. The
+// SMTP/LMTP endpoints (mailserver/smtp) and, later, IMAP are thin adapters
+// over it.
+//
+// # Where things live
+//
+// All state is in the replicated metadata (replica/meta's mail commands;
+// see meta/mail.go for the keys): a delivery is one Raft entry for every
+// recipient, UIDs and modseqs are assigned inside Raft's Apply, so every
+// node agrees on them. Message bodies are cluster objects, stored once per
+// delivery whatever the number of recipients (content addressing).
+//
+// # Delivery: "acknowledged" means durable
+//
+// A [Delivery] has two phases, as in maddy's delivery targets: Body stores
+// the message (Cluster.Put: shards fsynced on their nodes and the object
+// record committed), then Commit proposes one MailDeliver command that
+// appends an entry per recipient. Only after Commit returns may an endpoint
+// answer 250. The Put's reference is handed to the command (see
+// meta.MailDeliver): Abort, or a Commit the cluster refused, drops it; a
+// Commit whose outcome is unknown keeps it (a leak, never a premature free).
+//
+// ENVELOPE and BODYSTRUCTURE are computed once, in Body, with byte offsets
+// of every MIME part ([Info]), and stored with each entry, so that IMAP
+// never parses a whole message and reads only the byte ranges it serves.
+//
+// # Authentication
+//
+// [Store.Authenticate] verifies a password against the user's hash,
+// throttles failures per client address and per account (node-local
+// counters), answers unknown users in the same time as wrong passwords,
+// and caches successful verifications briefly so that mail clients that
+// reconnect often do not cost an argon2 run each time.
+package mailbox

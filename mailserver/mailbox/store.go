@@ -1,0 +1,451 @@
+package mailbox
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	"hastore/replica/meta"
+)
+
+// Cluster is what the mail model needs of the replicated store;
+// *replica.Cluster provides it. Put stores a body durably and returns with
+// one reference held; Propose returns once this node has applied the
+// command; CatchUp is the read-your-writes barrier across nodes.
+type Cluster interface {
+	Put(ctx context.Context, data []byte) (meta.BlobID, error)
+	Get(ctx context.Context, id meta.BlobID) ([]byte, error)
+	ReadAt(ctx context.Context, id meta.BlobID, off, n int64) ([]byte, error)
+	Delete(ctx context.Context, id meta.BlobID) error
+	Propose(ctx context.Context, cmd meta.Command) (meta.Result, error)
+	CatchUp(ctx context.Context) error
+}
+
+// Options tune a Store; zero values take the defaults.
+type Options struct {
+	Hash     HashParams // for new password hashes
+	Throttle ThrottleOptions
+	// AuthCache is how long a verified password is remembered (default 5
+	// minutes; negative: never).
+	AuthCache time.Duration
+	Now       func() time.Time
+	Logger    *slog.Logger
+}
+
+// Store is the mail model of one node over the replicated store. It is
+// safe for concurrent use; share one per node, so the login throttle and
+// cache are shared by every endpoint.
+type Store struct {
+	c    Cluster
+	view meta.MailView
+	opt  Options
+	log  *slog.Logger
+	thr  *throttle
+
+	barrier   *catchUpper
+	cacheKey  [32]byte
+	cacheMu   sync.Mutex
+	cache     map[string]authEntry
+	dummyHash string
+}
+
+type authEntry struct {
+	hash    string // the user's hash when verified: a changed password misses
+	sum     [32]byte
+	expires time.Time
+}
+
+// New returns the mail model over c, reading the metadata through r
+// (replica.Node.Meta).
+func New(c Cluster, r meta.TenantReader, opt Options) *Store {
+	if opt.Now == nil {
+		opt.Now = time.Now
+	}
+	if opt.Logger == nil {
+		opt.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opt.AuthCache == 0 {
+		opt.AuthCache = 5 * time.Minute
+	}
+	if opt.Hash == (HashParams{}) {
+		opt.Hash = DefaultHashParams
+	}
+	s := &Store{c: c, view: meta.MailView{R: r}, opt: opt, log: opt.Logger.With("component", "mailbox"), cache: map[string]authEntry{}}
+	s.thr = newThrottle(opt.Throttle, opt.Now)
+	s.barrier = &catchUpper{fn: c.CatchUp, timeout: 10 * time.Second}
+	_, _ = rand.Read(s.cacheKey[:])
+	// Unknown users are "verified" against this, so they cost what a wrong
+	// password costs and cannot be told apart by timing.
+	s.dummyHash, _ = HashPassword("not a password", opt.Hash)
+	return s
+}
+
+// View returns the read side of the mail metadata.
+func (s *Store) View() meta.MailView { return s.view }
+
+func (s *Store) now() time.Time { return s.opt.Now() }
+
+// NormalizeAddress lowercases an address and checks it can name a user.
+func NormalizeAddress(addr string) (string, error) {
+	a := strings.ToLower(strings.TrimSpace(addr))
+	if err := meta.ValidMailAddress(a); err != nil {
+		return "", fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	return a, nil
+}
+
+// NormalizeDomain lowercases a domain name and checks it.
+func NormalizeDomain(d string) (string, error) {
+	d = strings.TrimSuffix(strings.ToLower(strings.TrimSpace(d)), ".")
+	if err := meta.ValidMailDomain(d); err != nil {
+		return "", fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	return d, nil
+}
+
+// DefaultMailboxes are the mailboxes every new user gets.
+var DefaultMailboxes = []meta.MailboxSpec{
+	{Name: "INBOX"},
+	{Name: "Sent", SpecialUse: `\Sent`},
+	{Name: "Drafts", SpecialUse: `\Drafts`},
+	{Name: "Trash", SpecialUse: `\Trash`},
+	{Name: "Junk", SpecialUse: `\Junk`},
+}
+
+// uidValidity is the proposer's choice of UIDVALIDITY: the clock in
+// seconds, so values grow across deletions and re-creations; Apply makes
+// them strictly increasing per user whatever the clock does.
+func (s *Store) uidValidity() uint32 { return uint32(s.now().Unix()) }
+
+// AddDomain makes domain local.
+func (s *Store) AddDomain(ctx context.Context, domain string) error {
+	d, err := NormalizeDomain(domain)
+	if err != nil {
+		return err
+	}
+	_, err = s.c.Propose(ctx, meta.MailDomainCreate{Domain: d, Now: s.now().UnixNano()})
+	return proposeErr("add domain "+d, err, ErrExists)
+}
+
+// DeleteDomain removes a domain that has no users left.
+func (s *Store) DeleteDomain(ctx context.Context, domain string) error {
+	d, err := NormalizeDomain(domain)
+	if err != nil {
+		return err
+	}
+	_, err = s.c.Propose(ctx, meta.MailDomainDelete{Domain: d})
+	return proposeErr("delete domain "+d, err, ErrNotEmpty)
+}
+
+// Domains lists the local domains.
+func (s *Store) Domains(ctx context.Context) ([]meta.MailDomain, error) {
+	if err := s.catchUp(ctx); err != nil {
+		return nil, err
+	}
+	return s.view.Domains()
+}
+
+// IsLocalDomain reports whether mail for domain is delivered here. A miss
+// is confirmed against the leader, so a domain added on another node a
+// moment ago is found.
+func (s *Store) IsLocalDomain(ctx context.Context, domain string) (bool, error) {
+	d, err := NormalizeDomain(domain)
+	if err != nil {
+		return false, nil
+	}
+	if _, ok, err := s.view.Domain(d); ok || err != nil {
+		return ok, err
+	}
+	if err := s.catchUp(ctx); err != nil {
+		return false, err
+	}
+	_, ok, err := s.view.Domain(d)
+	return ok, err
+}
+
+// catchUp waits until this node has applied everything acknowledged
+// anywhere before the call (coalesced with concurrent callers).
+func (s *Store) catchUp(ctx context.Context) error {
+	if err := s.barrier.do(ctx); err != nil {
+		return fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	return nil
+}
+
+// AddUser creates a user with a password and a quota (bytes, 0: none), and
+// its default mailboxes.
+func (s *Store) AddUser(ctx context.Context, addr, password string, quota int64) error {
+	a, err := NormalizeAddress(addr)
+	if err != nil {
+		return err
+	}
+	if quota < 0 {
+		return fmt.Errorf("%w: negative quota", ErrInvalid)
+	}
+	h, err := HashPassword(password, s.opt.Hash)
+	if err != nil {
+		return err
+	}
+	_, err = s.c.Propose(ctx, meta.MailUserCreate{
+		User:      meta.MailUser{Address: a, PasswordHash: h, Quota: quota},
+		Mailboxes: DefaultMailboxes, UIDValidity: s.uidValidity(), Now: s.now().UnixNano(),
+	})
+	return proposeErr("add user "+a, err, ErrExists)
+}
+
+// SetPassword replaces a user's password.
+func (s *Store) SetPassword(ctx context.Context, addr, password string) error {
+	a, err := NormalizeAddress(addr)
+	if err != nil {
+		return err
+	}
+	h, err := HashPassword(password, s.opt.Hash)
+	if err != nil {
+		return err
+	}
+	_, err = s.c.Propose(ctx, meta.MailUserUpdate{Address: a, SetPassword: true, PasswordHash: h})
+	return proposeErr("set password of "+a, err, ErrExists)
+}
+
+// SetQuota sets a user's quota in bytes (0: none).
+func (s *Store) SetQuota(ctx context.Context, addr string, quota int64) error {
+	a, err := NormalizeAddress(addr)
+	if err != nil {
+		return err
+	}
+	if quota < 0 {
+		return fmt.Errorf("%w: negative quota", ErrInvalid)
+	}
+	_, err = s.c.Propose(ctx, meta.MailUserUpdate{Address: a, SetQuota: true, Quota: quota})
+	return proposeErr("set quota of "+a, err, ErrExists)
+}
+
+// DeleteUser disables the user (no more logins or deliveries), expunges
+// its mail in chunks the cluster can apply at once, then removes the user,
+// its mailboxes, and one reference per message.
+func (s *Store) DeleteUser(ctx context.Context, addr string) error {
+	a, err := NormalizeAddress(addr)
+	if err != nil {
+		return err
+	}
+	if _, err := s.c.Propose(ctx, meta.MailUserUpdate{Address: a, SetDisabled: true, Disabled: true}); err != nil {
+		return proposeErr("disable "+a, err, ErrExists)
+	}
+	for {
+		u, err := s.view.Usage(a)
+		if err != nil {
+			return err
+		}
+		if u.Messages <= meta.MaxMailDrop {
+			break
+		}
+		if err := s.expungeSome(ctx, a); err != nil {
+			return err
+		}
+	}
+	_, err = s.c.Propose(ctx, meta.MailUserDelete{Address: a, Now: s.now().UnixNano()})
+	if err == nil {
+		s.forget(a)
+	}
+	return proposeErr("delete user "+a, err, ErrExists)
+}
+
+// expungeSome expunges up to MaxMailUIDs messages of one non-empty mailbox.
+func (s *Store) expungeSome(ctx context.Context, addr string) error {
+	boxes, err := s.view.Mailboxes(addr)
+	if err != nil {
+		return err
+	}
+	for _, mb := range boxes {
+		if mb.Messages == 0 {
+			continue
+		}
+		var uids []uint32
+		errStop := fmt.Errorf("stop")
+		err := s.view.Messages(addr, mb.ID, func(m meta.MailMessage) error {
+			uids = append(uids, m.UID)
+			if len(uids) == meta.MaxMailUIDs {
+				return errStop
+			}
+			return nil
+		})
+		if err != nil && err != errStop {
+			return err
+		}
+		_, err = s.Expunge(ctx, addr, mb.ID, uids)
+		return err
+	}
+	return nil
+}
+
+// User is an account as the admin sees it.
+type User struct {
+	meta.MailUser
+	Usage meta.MailUsage
+}
+
+// Users lists the users of a domain (all domains if domain is "").
+func (s *Store) Users(ctx context.Context, domain string) ([]User, error) {
+	if err := s.catchUp(ctx); err != nil {
+		return nil, err
+	}
+	var domains []string
+	if domain == "" {
+		ds, err := s.view.Domains()
+		if err != nil {
+			return nil, err
+		}
+		for _, d := range ds {
+			domains = append(domains, d.Name)
+		}
+	} else {
+		d, err := NormalizeDomain(domain)
+		if err != nil {
+			return nil, err
+		}
+		if _, ok, err := s.view.Domain(d); err != nil {
+			return nil, err
+		} else if !ok {
+			return nil, fmt.Errorf("%w: domain %s", ErrNotFound, d)
+		}
+		domains = []string{d}
+	}
+	var out []User
+	for _, d := range domains {
+		us, err := s.view.Users(d)
+		if err != nil {
+			return nil, err
+		}
+		for _, u := range us {
+			usage, err := s.view.Usage(u.Address)
+			if err != nil {
+				return nil, err
+			}
+			u.PasswordHash = ""
+			out = append(out, User{MailUser: u, Usage: usage})
+		}
+	}
+	return out, nil
+}
+
+// LookupUser returns a user's record and usage. A miss is confirmed
+// against the leader first (a user created on another node a moment ago
+// is found). ok is false if there is no such user.
+func (s *Store) LookupUser(ctx context.Context, addr string) (u User, ok bool, err error) {
+	a, err := NormalizeAddress(addr)
+	if err != nil {
+		return User{}, false, nil
+	}
+	mu, ok, err := s.view.User(a)
+	if err == nil && !ok {
+		if err := s.catchUp(ctx); err != nil {
+			return User{}, false, err
+		}
+		mu, ok, err = s.view.User(a)
+	}
+	if err != nil || !ok {
+		return User{}, false, err
+	}
+	usage, err := s.view.Usage(a)
+	if err != nil {
+		return User{}, false, err
+	}
+	return User{MailUser: mu, Usage: usage}, true, nil
+}
+
+// Authenticate checks a user's password; remote is the client's address
+// (nil if unknown), for the throttle. It returns the canonical address, or
+// ErrAuthFailed, ErrThrottled, ErrDisabled or ErrUnavailable.
+func (s *Store) Authenticate(ctx context.Context, username, password string, remote net.IP) (string, error) {
+	ipKey := ""
+	if remote != nil {
+		ipKey = addressKey(remote.String())
+	}
+	a, nerr := NormalizeAddress(username)
+	acctKey := ""
+	if nerr == nil {
+		acctKey = accountKey(a)
+	}
+	if s.thr.blocked(ipKey, acctKey) {
+		return "", ErrThrottled
+	}
+	ok, disabled, err := s.verify(ctx, a, nerr == nil, password)
+	if err != nil {
+		return "", err
+	}
+	if !ok {
+		s.thr.fail(ipKey, acctKey)
+		if d := s.thr.opt.FailDelay; d > 0 {
+			t := time.NewTimer(d)
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				t.Stop()
+			}
+		}
+		return "", ErrAuthFailed
+	}
+	if disabled {
+		return "", ErrDisabled
+	}
+	return a, nil
+}
+
+func (s *Store) verify(ctx context.Context, addr string, valid bool, password string) (ok, disabled bool, err error) {
+	var u User
+	found := false
+	if valid {
+		if u, found, err = s.LookupUser(ctx, addr); err != nil {
+			return false, false, err
+		}
+	}
+	if !found || u.PasswordHash == "" {
+		_, _ = VerifyPassword(s.dummyHash, password)
+		return false, false, nil
+	}
+	sum := s.sum(addr, password)
+	s.cacheMu.Lock()
+	e, hit := s.cache[addr]
+	s.cacheMu.Unlock()
+	if hit && e.hash == u.PasswordHash && s.now().Before(e.expires) && subtle.ConstantTimeCompare(e.sum[:], sum[:]) == 1 {
+		return true, u.Disabled, nil
+	}
+	good, verr := VerifyPassword(u.PasswordHash, password)
+	if verr != nil {
+		s.log.Warn("password hash unusable", "user", addr, "err", verr)
+		return false, false, nil
+	}
+	if good && s.opt.AuthCache > 0 {
+		s.cacheMu.Lock()
+		if len(s.cache) >= 100000 {
+			clear(s.cache)
+		}
+		s.cache[addr] = authEntry{hash: u.PasswordHash, sum: sum, expires: s.now().Add(s.opt.AuthCache)}
+		s.cacheMu.Unlock()
+	}
+	return good, u.Disabled, nil
+}
+
+func (s *Store) sum(addr, password string) [32]byte {
+	h := sha256.New()
+	h.Write(s.cacheKey[:])
+	h.Write([]byte(addr))
+	h.Write([]byte{0})
+	h.Write([]byte(password))
+	var out [32]byte
+	h.Sum(out[:0])
+	return out
+}
+
+func (s *Store) forget(addr string) {
+	s.cacheMu.Lock()
+	delete(s.cache, addr)
+	s.cacheMu.Unlock()
+}

@@ -1,0 +1,373 @@
+package smtp
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/emersion/go-sasl"
+	gosmtp "github.com/emersion/go-smtp"
+
+	"hastore/mailserver/mailbox"
+	"hastore/replica/meta"
+)
+
+// Replies. Each names the enhanced status code (RFC 3463) the issue asks
+// for; go-smtp prints them with ENHANCEDSTATUSCODES.
+var (
+	errAuthRequired = &gosmtp.SMTPError{Code: 530, EnhancedCode: gosmtp.EnhancedCode{5, 7, 0}, Message: "Authentication required"}
+	errAuthInvalid  = &gosmtp.SMTPError{Code: 535, EnhancedCode: gosmtp.EnhancedCode{5, 7, 8}, Message: "Authentication credentials invalid"}
+	errAuthThrottle = &gosmtp.SMTPError{Code: 454, EnhancedCode: gosmtp.EnhancedCode{4, 7, 0}, Message: "Too many failed logins, try again later"}
+	errAuthTemp     = &gosmtp.SMTPError{Code: 454, EnhancedCode: gosmtp.EnhancedCode{4, 7, 0}, Message: "Temporary authentication failure, try again later"}
+	errSenderNotOwn = &gosmtp.SMTPError{Code: 553, EnhancedCode: gosmtp.EnhancedCode{5, 7, 1}, Message: "Sender address not owned by the authenticated user"}
+	errBadAddress   = &gosmtp.SMTPError{Code: 501, EnhancedCode: gosmtp.EnhancedCode{5, 1, 3}, Message: "Bad recipient address syntax"}
+	errRelayDenied  = &gosmtp.SMTPError{Code: 554, EnhancedCode: gosmtp.EnhancedCode{5, 7, 1}, Message: "Relay access denied"}
+	errNoRemote     = &gosmtp.SMTPError{Code: 550, EnhancedCode: gosmtp.EnhancedCode{5, 7, 1}, Message: "Delivery to remote domains is not supported yet; only local recipients are accepted"}
+	errNoUser       = &gosmtp.SMTPError{Code: 550, EnhancedCode: gosmtp.EnhancedCode{5, 1, 1}, Message: "No such user here"}
+	errDisabled     = &gosmtp.SMTPError{Code: 550, EnhancedCode: gosmtp.EnhancedCode{5, 2, 1}, Message: "Mailbox disabled"}
+	errQuotaTemp    = &gosmtp.SMTPError{Code: 452, EnhancedCode: gosmtp.EnhancedCode{4, 2, 2}, Message: "Mailbox full, try again later"}
+	errQuotaPerm    = &gosmtp.SMTPError{Code: 552, EnhancedCode: gosmtp.EnhancedCode{5, 2, 2}, Message: "Mailbox full: the message exceeds the recipient's quota"}
+	errBusy         = &gosmtp.SMTPError{Code: 451, EnhancedCode: gosmtp.EnhancedCode{4, 3, 2}, Message: "Too busy, try again later"}
+	errTempFail     = &gosmtp.SMTPError{Code: 451, EnhancedCode: gosmtp.EnhancedCode{4, 3, 0}, Message: "Temporary storage failure, try again later"}
+)
+
+// smtpErr maps a mailbox error to its reply.
+func smtpErr(err error) error {
+	var qe *mailbox.QuotaError
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &qe):
+		if qe.Permanent() {
+			return errQuotaPerm
+		}
+		return errQuotaTemp
+	case errors.Is(err, mailbox.ErrOverQuota):
+		return errQuotaTemp
+	case errors.Is(err, mailbox.ErrNotFound):
+		return errNoUser
+	case errors.Is(err, mailbox.ErrDisabled):
+		return errDisabled
+	}
+	return errTempFail
+}
+
+func (s *Server) newSession(c *gosmtp.Conn) (gosmtp.Session, error) {
+	sess := &session{srv: s, conn: c}
+	if t, ok := c.Conn().RemoteAddr().(*net.TCPAddr); ok {
+		sess.remote = t.IP
+	}
+	if s.cfg.Mode == Submission {
+		return &authSession{sess}, nil
+	}
+	return sess, nil
+}
+
+type rcpt struct {
+	raw  string // as given to RCPT, for LMTP statuses
+	addr string // normalized
+}
+
+type session struct {
+	srv    *Server
+	conn   *gosmtp.Conn
+	remote net.IP
+	user   string // authenticated address (submission)
+
+	from  string
+	size  int64 // declared with MAIL FROM SIZE=, 0 if not
+	rcpts []rcpt
+}
+
+func (s *session) ctx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), s.srv.cfg.CommitTimeout)
+}
+
+func (s *session) Reset() {
+	s.from, s.size, s.rcpts = "", 0, nil
+}
+
+func (s *session) Logout() error { return nil }
+
+func (s *session) Mail(from string, opts *gosmtp.MailOptions) error {
+	if s.srv.cfg.Mode == Submission {
+		if s.user == "" {
+			return errAuthRequired
+		}
+		if from != "" && !strings.EqualFold(from, s.user) {
+			return errSenderNotOwn
+		}
+	}
+	s.Reset()
+	s.from = from
+	if opts != nil {
+		s.size = opts.Size
+	}
+	return nil
+}
+
+func (s *session) Rcpt(to string, _ *gosmtp.RcptOptions) error {
+	if s.srv.cfg.Mode == Submission && s.user == "" {
+		return errAuthRequired
+	}
+	addr := strings.ToLower(to)
+	if meta.ValidMailAddress(addr) != nil {
+		return errBadAddress
+	}
+	_, domain, _ := strings.Cut(addr, "@")
+	ctx, cancel := s.ctx()
+	defer cancel()
+	local, err := s.srv.store.IsLocalDomain(ctx, domain)
+	if err != nil {
+		return errTempFail
+	}
+	if !local {
+		if s.srv.cfg.Mode == Submission {
+			return errNoRemote
+		}
+		s.srv.log.Info("relay denied", "remote", s.remote, "from", s.from, "to", to)
+		return errRelayDenied
+	}
+	if err := s.srv.store.CheckRecipient(ctx, addr, s.size); err != nil {
+		return smtpErr(err)
+	}
+	s.rcpts = append(s.rcpts, rcpt{raw: to, addr: addr})
+	return nil
+}
+
+// Data delivers to every recipient or to none: an SMTP client gets one
+// reply for the whole message. A single recipient's rejection is answered
+// as it is (452 4.2.2, 552 5.2.2, ...). With several recipients, one
+// refused only now (quota used up since RCPT by another delivery) fails the
+// message temporarily for all, so none is bounced or gets it twice; the
+// client's retry is judged per recipient at RCPT again.
+func (s *session) Data(r io.Reader) error {
+	outs, d, err := s.deliver(r, true)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	aborted := false
+	for _, o := range outs {
+		switch {
+		case errors.Is(o.Err, mailbox.ErrAborted):
+			aborted = true
+		case o.Err != nil:
+			errs = append(errs, smtpErr(o.Err))
+		}
+	}
+	switch {
+	case len(errs) == 0:
+	case !aborted:
+		return errs[0] // every recipient refused it: say why
+	case errors.Is(errs[0], errQuotaTemp) || errors.Is(errs[0], errQuotaPerm):
+		// Some recipients would have taken it: fail temporarily so they
+		// are not bounced; the retry refuses the full mailbox at RCPT.
+		return errQuotaTemp
+	default:
+		return errTempFail
+	}
+	return stored(d)
+}
+
+// stored is the reply for a message stored durably in the mailboxes.
+func stored(d *mailbox.Delivery) error {
+	return &gosmtp.SMTPError{Code: 250, EnhancedCode: gosmtp.EnhancedCode{2, 0, 0}, Message: "OK: stored as " + d.Object().String()[:16]}
+}
+
+// LMTPData delivers to each recipient on its own and reports each status.
+func (s *session) LMTPData(r io.Reader, status gosmtp.StatusCollector) error {
+	outs, d, err := s.deliver(r, false)
+	if err != nil {
+		return err // the status of every recipient
+	}
+	byAddr := map[string]error{}
+	for i, a := range s.unique() {
+		if byAddr[a] = smtpErr(outs[i].Err); byAddr[a] == nil {
+			byAddr[a] = stored(d)
+		}
+	}
+	for _, rc := range s.rcpts {
+		status.SetStatus(rc.raw, byAddr[rc.addr])
+	}
+	return nil
+}
+
+// unique returns the recipients' addresses without duplicates, in order.
+func (s *session) unique() []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, r := range s.rcpts {
+		if !seen[r.addr] {
+			seen[r.addr] = true
+			out = append(out, r.addr)
+		}
+	}
+	return out
+}
+
+// deliver reads the message, stores it and commits one entry per distinct
+// recipient.
+func (s *session) deliver(r io.Reader, allOrNothing bool) ([]mailbox.Outcome, *mailbox.Delivery, error) {
+	start := time.Now()
+	wait := time.NewTimer(s.srv.cfg.CommitTimeout)
+	select {
+	case s.srv.data <- struct{}{}:
+		wait.Stop()
+		defer func() { <-s.srv.data }()
+	case <-wait.C:
+		return nil, nil, errBusy
+	}
+	body, err := io.ReadAll(r) // bounded by MaxMessageBytes and ReadTimeout per line
+	if err != nil {
+		return nil, nil, err // ErrDataTooLarge is already a 552 5.3.4
+	}
+	if len(s.rcpts) == 0 {
+		return nil, nil, errNoUser
+	}
+	ctx, cancel := s.ctx() // storing only: a slow sender does not eat into it
+	defer cancel()
+	d := s.srv.store.NewDelivery()
+	rcpts := s.unique()
+	for _, a := range rcpts {
+		if err := d.AddRecipient(mailbox.Recipient{Address: a}); err != nil {
+			return nil, nil, errBadAddress
+		}
+	}
+	msg := append([]byte(s.traceHeaders(rcpts)), body...)
+	if err := d.Body(ctx, msg, time.Time{}); err != nil {
+		s.srv.log.Warn("storing a message failed", "err", err, "remote", s.remote)
+		return nil, nil, errTempFail
+	}
+	outs, err := d.Commit(ctx, allOrNothing)
+	if err != nil {
+		d.Abort(ctx)
+		s.srv.log.Warn("committing a delivery failed", "err", err, "remote", s.remote)
+		return nil, nil, errTempFail
+	}
+	delivered := 0
+	for _, o := range outs {
+		if o.Err == nil {
+			delivered++
+		}
+	}
+	s.srv.log.Info("delivered", "from", s.from, "recipients", len(rcpts), "delivered", delivered, "size", d.Size(),
+		"object", d.Object().String()[:16], "user", s.user, "remote", s.remote, "took", time.Since(start).Round(time.Millisecond))
+	return outs, d, nil
+}
+
+// traceHeaders returns the Return-Path: and Received: lines prepended to
+// every delivered message (RFC 5321 4.4). They are the same for every
+// recipient, so one stored body serves all; "for <addr>" only appears
+// with a single recipient.
+func (s *session) traceHeaders(rcpts []string) string {
+	proto := "ESMTP"
+	if s.srv.cfg.Mode == LMTP {
+		proto = "LMTP"
+	}
+	if _, ok := s.conn.TLSConnectionState(); ok {
+		proto += "S"
+	}
+	if s.user != "" {
+		proto += "A"
+	}
+	var id [8]byte
+	_, _ = rand.Read(id[:])
+	var b strings.Builder
+	fmt.Fprintf(&b, "Return-Path: <%s>\r\n", sanitize(s.from))
+	fmt.Fprintf(&b, "Received: from %s ([%s])\r\n\tby %s (hastore) with %s id %s", sanitize(s.conn.Hostname()), s.remote, s.srv.cfg.Hostname, proto, hex.EncodeToString(id[:]))
+	if len(rcpts) == 1 {
+		fmt.Fprintf(&b, "\r\n\tfor <%s>", sanitize(rcpts[0]))
+	}
+	fmt.Fprintf(&b, ";\r\n\t%s\r\n", time.Now().Format("Mon, 02 Jan 2006 15:04:05 -0700"))
+	return b.String()
+}
+
+// sanitize keeps a client-supplied string from breaking the header.
+func sanitize(s string) string {
+	if len(s) > 256 {
+		s = s[:256]
+	}
+	return strings.Map(func(r rune) rune {
+		if r < ' ' || r == 0x7f || r == '(' || r == ')' || r == '<' || r == '>' {
+			return '?'
+		}
+		return r
+	}, s)
+}
+
+// authSession is the submission session: it offers AUTH.
+type authSession struct{ *session }
+
+var _ gosmtp.AuthSession = (*authSession)(nil)
+
+func (s *authSession) AuthMechanisms() []string { return []string{sasl.Plain, sasl.Login} }
+
+func (s *authSession) Auth(mech string) (sasl.Server, error) {
+	switch mech {
+	case sasl.Plain:
+		return sasl.NewPlainServer(func(identity, username, password string) error {
+			if identity != "" && !strings.EqualFold(identity, username) {
+				return errAuthInvalid // no acting as someone else
+			}
+			return s.login(username, password)
+		}), nil
+	case sasl.Login:
+		return &loginServer{login: s.login}, nil
+	}
+	return nil, gosmtp.ErrAuthUnknownMechanism
+}
+
+func (s *authSession) login(username, password string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	addr, err := s.srv.store.Authenticate(ctx, username, password, s.remote)
+	switch {
+	case err == nil:
+		s.user = addr
+		return nil
+	case errors.Is(err, mailbox.ErrThrottled):
+		s.srv.log.Warn("login throttled", "user", username, "remote", s.remote)
+		return errAuthThrottle
+	case errors.Is(err, mailbox.ErrAuthFailed), errors.Is(err, mailbox.ErrDisabled):
+		s.srv.log.Info("login failed", "user", username, "remote", s.remote)
+		return errAuthInvalid
+	}
+	s.srv.log.Warn("login could not be checked", "user", username, "err", err)
+	return errAuthTemp
+}
+
+// loginServer is the server side of the obsolete but common LOGIN
+// mechanism: "Username:", then "Password:".
+type loginServer struct {
+	login func(user, pass string) error
+	user  string
+	step  int
+}
+
+func (l *loginServer) Next(response []byte) (challenge []byte, done bool, err error) {
+	switch l.step {
+	case 0:
+		l.step++
+		if len(response) > 0 { // initial response carries the user name
+			l.user = string(response)
+			l.step++
+			return []byte("Password:"), false, nil
+		}
+		return []byte("Username:"), false, nil
+	case 1:
+		l.user = string(response)
+		l.step++
+		return []byte("Password:"), false, nil
+	case 2:
+		l.step++
+		return nil, true, l.login(l.user, string(response))
+	}
+	return nil, false, errors.New("unexpected response")
+}

@@ -1,0 +1,217 @@
+package webfs
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"syscall"
+	"time"
+
+	"hastore/replica/meta"
+)
+
+// A txn is one optimistic read-modify-write of tenant records. Reads come
+// from this node's metadata (and the txn's own writes); commit proposes ONE
+// atomic meta.Batch that first checks, with meta.TenantCheck, every key the
+// txn read — value for value, or absence — and then writes. If anything it
+// read changed in between, the batch aborts as a whole and the txn is
+// planned again on fresh state. Because every key written was read (and so
+// checked), two proposals of the same txn can never both apply: retrying
+// after an unknown outcome is safe. This makes each mutation serializable.
+type txn struct {
+	md     MetaReader
+	reads  map[tkey]readVal
+	rorder []tkey
+	writes map[tkey]writeVal
+	worder []tkey
+	// drop lists object references to release once the txn committed:
+	// chunks of content the txn replaced or deleted.
+	drop []ObjectID
+	err  error // a read failed; the plan's outcome is meaningless
+}
+
+type tkey struct{ tenant, key string }
+
+type readVal struct {
+	v  []byte
+	ok bool
+}
+
+type writeVal struct {
+	v   []byte
+	del bool
+}
+
+func newTxn(md MetaReader) *txn {
+	return &txn{md: md, reads: map[tkey]readVal{}, writes: map[tkey]writeVal{}}
+}
+
+// get returns the key's value as the txn sees it.
+func (t *txn) get(tenant, key string) ([]byte, bool) {
+	k := tkey{tenant, key}
+	if w, ok := t.writes[k]; ok {
+		return w.v, !w.del
+	}
+	if r, ok := t.reads[k]; ok {
+		return r.v, r.ok
+	}
+	v, ok, err := t.md.TenantGet(tenant, key)
+	if err != nil {
+		if t.err == nil {
+			t.err = err
+		}
+		return nil, false
+	}
+	t.reads[k] = readVal{v, ok}
+	t.rorder = append(t.rorder, k)
+	return v, ok
+}
+
+func (t *txn) put(tenant, key string, v []byte) { t.set(tkey{tenant, key}, writeVal{v: v}) }
+func (t *txn) del(tenant, key string)           { t.set(tkey{tenant, key}, writeVal{del: true}) }
+
+func (t *txn) set(k tkey, w writeVal) {
+	t.get(k.tenant, k.key) // every key written is read, and so checked
+	if _, ok := t.writes[k]; !ok {
+		t.worder = append(t.worder, k)
+	}
+	t.writes[k] = w
+}
+
+// batch is the atomic command: checks of everything read, then the writes.
+// It also returns how many of its commands are checks.
+func (t *txn) batch() (meta.Batch, int) {
+	b := meta.Batch{Atomic: true, Cmds: make([]meta.Command, 0, len(t.rorder)+len(t.worder))}
+	for _, k := range t.rorder {
+		r := t.reads[k]
+		if r.ok {
+			b.Cmds = append(b.Cmds, meta.TenantCheck{Tenant: k.tenant, Key: k.key, Want: r.v})
+		} else {
+			b.Cmds = append(b.Cmds, meta.TenantCheck{Tenant: k.tenant, Key: k.key, Absent: true})
+		}
+	}
+	checks := len(b.Cmds)
+	for _, k := range t.worder {
+		w := t.writes[k]
+		switch {
+		case w.del && !t.reads[k].ok:
+			// Deleting what was absent: the check says so already.
+		case w.del:
+			b.Cmds = append(b.Cmds, meta.TenantDelete{Tenant: k.tenant, Key: k.key})
+		default:
+			b.Cmds = append(b.Cmds, meta.TenantPut{Tenant: k.tenant, Key: k.key, Value: w.v})
+		}
+	}
+	return b, checks
+}
+
+// stale reports whether anything the txn read has changed since.
+func (t *txn) stale() bool {
+	for _, k := range t.rorder {
+		r := t.reads[k]
+		v, ok, err := t.md.TenantGet(k.tenant, k.key)
+		if err != nil || ok != r.ok || !bytes.Equal(v, r.v) {
+			return true
+		}
+	}
+	return false
+}
+
+// visible reports whether the txn's writes are all in the local state,
+// i.e. whether a proposal whose outcome is unknown did apply.
+func (t *txn) visible() bool {
+	for _, k := range t.worder {
+		w := t.writes[k]
+		v, ok, err := t.md.TenantGet(k.tenant, k.key)
+		if err != nil || ok == w.del || (ok && !bytes.Equal(v, w.v)) {
+			return false
+		}
+	}
+	return true
+}
+
+// maxAttempts bounds how often a mutation is planned again after losing to
+// concurrent changes; then it fails with EAGAIN.
+const maxAttempts = 40
+
+// update runs plan in a txn and commits it, re-planning on conflicts. plan
+// must only read through t and record its writes in t; its other effects
+// (results in the caller's variables) must be idempotent, because it runs
+// once per attempt. An error from plan ends the update — after confirming
+// it: if what plan read has changed meanwhile, or this node may be behind
+// the cluster, it plans again first, so that ENOENT or EEXIST is never the
+// artefact of a stale replica. After the commit the txn's dropped object
+// references are released.
+func (s *Sites) update(ctx context.Context, plan func(t *txn) error) error {
+	caughtUp := false
+	wait := time.Millisecond
+	for attempt := 1; ; attempt++ {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		t := newTxn(s.md)
+		err := plan(t)
+		if t.err != nil {
+			return fmt.Errorf("reading metadata: %w", t.err)
+		}
+		if err != nil {
+			if attempt < maxAttempts && t.stale() {
+				continue
+			}
+			if !caughtUp {
+				if cerr := s.catchUp(ctx); cerr != nil {
+					return cerr
+				}
+				caughtUp = true
+				continue
+			}
+			return err
+		}
+		if len(t.worder) == 0 {
+			return nil
+		}
+		b, checks := t.batch()
+		res, err := s.c.Propose(ctx, b)
+		if err == nil {
+			s.release(t.drop)
+			return nil
+		}
+		switch {
+		case errors.Is(err, meta.ErrAborted) && conflicted(res, checks):
+			// Lost to a concurrent change, which this node has applied
+			// by now (Propose returns after the local apply).
+		case errors.Is(err, meta.ErrAborted), errors.Is(err, meta.ErrInvalid):
+			return fmt.Errorf("%w: metadata refused the change: %v", syscall.EIO, err)
+		default:
+			// Unknown outcome: find out whether it applied.
+			if cerr := s.catchUp(ctx); cerr != nil {
+				return fmt.Errorf("%w (and then: %v)", err, cerr)
+			}
+			caughtUp = true
+			if t.visible() {
+				s.release(t.drop)
+				return nil
+			}
+		}
+		if attempt >= maxAttempts {
+			return fmt.Errorf("%w: gave up after %d conflicting attempts", syscall.EAGAIN, attempt)
+		}
+		// Jittered backoff so that two nodes fighting over one directory
+		// do not keep colliding.
+		time.Sleep(wait/2 + rand.N(wait))
+		wait = min(2*wait, 50*time.Millisecond)
+	}
+}
+
+// conflicted reports whether an aborted batch failed on one of its checks
+// (the first checks commands), i.e. lost to a concurrent change.
+func conflicted(res meta.Result, checks int) bool {
+	for i, r := range res.Batch {
+		if r.Status != meta.StatusOK && r.Status != meta.StatusAborted {
+			return i < checks && r.Status == meta.StatusConflict
+		}
+	}
+	return false
+}
