@@ -3,7 +3,6 @@ package mailserver
 import (
 	"context"
 	"errors"
-	"sync/atomic"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -12,6 +11,7 @@ import (
 	"hastore/mailserver/mailbox"
 	pb "hastore/proto/hastorepb"
 	"hastore/replica"
+	"hastore/replica/transport"
 )
 
 // Register adds the Mail admin gRPC service to a node's cluster port; pass
@@ -103,37 +103,22 @@ func (a *adminServer) ListUsers(ctx context.Context, r *pb.ListMailUsersRequest)
 // node is unreachable (every call is safe to repeat). Errors carry the
 // node's message. Safe for concurrent use.
 type Client struct {
-	nodes []pb.MailClient
-	last  atomic.Uint32
+	nodes *transport.Failover[pb.MailClient]
 }
 
 // NewClient returns a client over connections to cluster nodes (dialled
 // with the cluster key, see transport.DialOptions).
 func NewClient(conns ...grpc.ClientConnInterface) *Client {
-	c := &Client{}
+	var nodes []pb.MailClient
 	for _, cc := range conns {
-		c.nodes = append(c.nodes, pb.NewMailClient(cc))
+		nodes = append(nodes, pb.NewMailClient(cc))
 	}
-	return c
+	return &Client{nodes: transport.NewFailover(nodes)}
 }
 
 func (c *Client) call(ctx context.Context, fn func(pb.MailClient) error) error {
-	if len(c.nodes) == 0 {
-		return errors.New("mail client: no nodes")
-	}
-	start := int(c.last.Load())
-	var err error
-	for i := range c.nodes {
-		idx := (start + i) % len(c.nodes)
-		if err = fn(c.nodes[idx]); err == nil {
-			c.last.Store(uint32(idx))
-			return nil
-		}
-		if status.Code(err) != codes.Unavailable || ctx.Err() != nil {
-			break
-		}
-	}
-	if s, ok := status.FromError(err); ok {
+	err := c.nodes.Call(ctx, fn)
+	if s, ok := status.FromError(err); ok && err != nil {
 		return errors.New(s.Message())
 	}
 	return err
