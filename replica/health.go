@@ -57,24 +57,26 @@ func NewHealth(self string, md Metadata, peers Peers, log *slog.Logger) *Health 
 
 // Run probes the members until ctx ends.
 func (h *Health) Run(ctx context.Context) {
-	t := time.NewTicker(h.interval)
-	defer t.Stop()
 	for {
-		h.ProbeAll(ctx)
+		wait := h.interval
+		if !h.ProbeAll(ctx) {
+			wait = h.interval / 4 // no members recorded yet: a new cluster
+		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-time.After(wait):
 		}
 	}
 }
 
-// ProbeAll probes every active member once, in parallel.
-func (h *Health) ProbeAll(ctx context.Context) {
+// ProbeAll probes every active member once, in parallel. It reports
+// whether there were any members to probe.
+func (h *Health) ProbeAll(ctx context.Context) bool {
 	nodes, err := h.md.Nodes()
 	if err != nil {
 		h.log.Warn("health: reading membership", "err", err)
-		return
+		return false
 	}
 	var wg sync.WaitGroup
 	for _, n := range nodes {
@@ -103,6 +105,7 @@ func (h *Health) ProbeAll(ctx context.Context) {
 		}()
 	}
 	wg.Wait()
+	return len(nodes) > 0
 }
 
 func (h *Health) record(id string, u storage.Usage, err error) {

@@ -265,7 +265,9 @@ func (n *Node) joinCluster() error {
 // by placement) follow the Raft configuration: on the leader, every server
 // in the configuration gets an active NodeSet record.
 func (n *Node) keepMembership() {
-	t := time.NewTicker(time.Second)
+	// Often enough that a new cluster can place shards a moment after
+	// its first election; a tick that finds nothing to do costs a read.
+	t := time.NewTicker(250 * time.Millisecond)
 	defer t.Stop()
 	for {
 		select {
