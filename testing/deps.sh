@@ -5,7 +5,7 @@ set -euo pipefail
 what=${1:-test}
 pkgs=()
 case "$what" in
-  test)  pkgs=() ;;
+  test)  pkgs=(isync) ;;
   bench) pkgs=() ;;
   *) echo "usage: $0 test|bench" >&2; exit 2 ;;
 esac

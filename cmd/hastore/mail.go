@@ -29,6 +29,7 @@ import (
 	"google.golang.org/grpc"
 
 	"hastore/mailserver"
+	"hastore/mailserver/imap"
 	"hastore/mailserver/mailbox"
 	"hastore/replica"
 )
@@ -47,6 +48,7 @@ func registerAll(fns ...func(grpc.ServiceRegistrar, *replica.Node)) func(grpc.Se
 // defaults, dev).
 type mailFlags struct {
 	smtp, submission, lmtp string
+	imap, imaps            string
 	cert, key              string
 	hostname               string
 	maxMessage             string
@@ -58,16 +60,20 @@ func (f *mailFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.smtp, "smtp", "", "SMTP (MX) listen address for mail to local users, e.g. :25 (empty: off)")
 	fs.StringVar(&f.submission, "submission", "", "submission listen address (AUTH required), e.g. :587 (empty: off)")
 	fs.StringVar(&f.lmtp, "lmtp", "", "LMTP listen address for an MTA in front, e.g. 127.0.0.1:24 (empty: off)")
+	fs.StringVar(&f.imap, "imap", "", "IMAP listen address (STARTTLS with --mail-tls-cert), e.g. :143 (empty: off)")
+	fs.StringVar(&f.imaps, "imaps", "", "IMAP over implicit TLS listen address (needs --mail-tls-cert), e.g. :993 (empty: off)")
 	fs.StringVar(&f.cert, "mail-tls-cert", "", "certificate for STARTTLS on the mail ports (PEM)")
 	fs.StringVar(&f.key, "mail-tls-key", "", "private key for STARTTLS on the mail ports (PEM)")
 	fs.StringVar(&f.hostname, "hostname", "", "host name in mail greetings and Received: headers (default: the system's)")
 	fs.StringVar(&f.maxMessage, "max-message-size", "50M", "largest message accepted (bytes, or with K, M, G)")
-	fs.BoolVar(&f.insecureAuth, "allow-insecure-auth", false, "allow submission AUTH without TLS (development only)")
+	fs.BoolVar(&f.insecureAuth, "allow-insecure-auth", false, "allow submission AUTH and IMAP LOGIN without TLS (development only)")
 	fs.IntVar(&f.maxConns, "mail-max-connections", 1000, "connections per mail listener")
 	fs.IntVar(&f.maxConnsIP, "mail-max-connections-per-ip", 20, "connections per client address on SMTP and submission")
 }
 
-func (f *mailFlags) any() bool { return f.smtp != "" || f.submission != "" || f.lmtp != "" }
+func (f *mailFlags) any() bool {
+	return f.smtp != "" || f.submission != "" || f.lmtp != "" || f.imap != "" || f.imaps != ""
+}
 
 func (f *mailFlags) config(log *slog.Logger) (mailserver.Config, error) {
 	cfg := mailserver.Config{SMTP: f.smtp, Submission: f.submission, LMTP: f.lmtp, Hostname: f.hostname,
@@ -93,20 +99,56 @@ func (f *mailFlags) config(log *slog.Logger) (mailserver.Config, error) {
 	return cfg, nil
 }
 
+// mailListeners are a node's running SMTP/LMTP and IMAP listeners.
+type mailListeners struct {
+	smtp *mailserver.Server
+	imap *imap.Server // nil when off
+}
+
+// Close stops IMAP (closing its connections) and the SMTP listeners.
+func (m *mailListeners) Close() error {
+	var errs []error
+	if m.imap != nil {
+		errs = append(errs, m.imap.Close())
+	}
+	if m.smtp != nil {
+		errs = append(errs, m.smtp.Close())
+	}
+	return errors.Join(errs...)
+}
+
 // start starts node n's mail listeners (none if no address is set).
-func (f *mailFlags) start(n *replica.Node, log *slog.Logger) (*mailserver.Server, error) {
+func (f *mailFlags) start(n *replica.Node, log *slog.Logger) (*mailListeners, error) {
 	if !f.any() {
-		return &mailserver.Server{}, nil
+		return &mailListeners{}, nil
 	}
 	cfg, err := f.config(log)
 	if err != nil {
 		return nil, err
 	}
-	return mailserver.Start(n, cfg)
+	if f.imaps != "" && cfg.TLS == nil {
+		return nil, errors.New("--imaps needs --mail-tls-cert and --mail-tls-key")
+	}
+	smtpSrv, err := mailserver.Start(n, cfg)
+	if err != nil {
+		return nil, err
+	}
+	m := &mailListeners{smtp: smtpSrv}
+	if f.imap != "" || f.imaps != "" {
+		m.imap, err = imap.Listen(mailserver.ForNode(n), imap.Config{
+			IMAP: f.imap, IMAPS: f.imaps, TLS: cfg.TLS, AllowInsecureAuth: f.insecureAuth,
+			MaxMessageBytes: cfg.MaxMessageBytes, Logger: log.With("node", n.ID()),
+		})
+		if err != nil {
+			smtpSrv.Close()
+			return nil, err
+		}
+	}
+	return m, nil
 }
 
 // devMail starts mail on every dev node — node 1 on SMTP 2525, submission
-// 2587, LMTP 2424, node i on those plus 10·(i−1) — with a self-signed
+// 2587, LMTP 2424, IMAP 1143, IMAPS 1993, node i on those plus 10·(i−1) — with a self-signed
 // certificate kept in dir, plaintext AUTH allowed (loopback only), and
 // domain example.test with user demo@example.test (password demo).
 func devMail(nodes []*replica.Node, dir string, log *slog.Logger) (summary string, stop func(), err error) {
@@ -114,7 +156,7 @@ func devMail(nodes []*replica.Node, dir string, log *slog.Logger) (summary strin
 	if err := ensureSelfSigned(certFile, keyFile); err != nil {
 		return "", nil, err
 	}
-	var servers []*mailserver.Server
+	var servers []*mailListeners
 	stop = func() {
 		for _, s := range servers {
 			s.Close()
@@ -123,6 +165,7 @@ func devMail(nodes []*replica.Node, dir string, log *slog.Logger) (summary strin
 	for i, n := range nodes {
 		f := mailFlags{
 			smtp: fmt.Sprintf("127.0.0.1:%d", 2525+10*i), submission: fmt.Sprintf("127.0.0.1:%d", 2587+10*i), lmtp: fmt.Sprintf("127.0.0.1:%d", 2424+10*i),
+			imap: fmt.Sprintf("127.0.0.1:%d", 1143+10*i), imaps: fmt.Sprintf("127.0.0.1:%d", 1993+10*i),
 			cert: certFile, key: keyFile, hostname: "localhost", maxMessage: "50M", insecureAuth: true, maxConns: 1000, maxConnsIP: 100,
 		}
 		s, err := f.start(n, log)
@@ -131,12 +174,12 @@ func devMail(nodes []*replica.Node, dir string, log *slog.Logger) (summary strin
 			return "", nil, err
 		}
 		servers = append(servers, s)
-		summary += fmt.Sprintf("  node %s  SMTP %s  submission %s  LMTP %s\n", n.ID(), f.smtp, f.submission, f.lmtp)
+		summary += fmt.Sprintf("  node %s  SMTP %s  submission %s  LMTP %s  IMAP %s  IMAPS %s\n", n.ID(), f.smtp, f.submission, f.lmtp, f.imap, f.imaps)
 	}
 	if err := ensureDevMailUser(nodes[0]); err != nil {
 		log.Warn("could not create the dev mail user", "err", err)
 	}
-	summary = fmt.Sprintf("\nMail: user demo@example.test, password demo; STARTTLS with %s\n%s  swaks --server 127.0.0.1:2525 --to demo@example.test\n", certFile, summary)
+	summary = fmt.Sprintf("\nMail: user demo@example.test, password demo; STARTTLS with %s\n%s  swaks --server 127.0.0.1:2525 --to demo@example.test\n  curl -k 'imaps://127.0.0.1:1993/INBOX;UID=1' --user demo@example.test:demo\n", certFile, summary)
 	return summary, stop, nil
 }
 

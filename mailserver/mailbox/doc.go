@@ -26,6 +26,14 @@
 // of every MIME part ([Info]), and stored with each entry, so that IMAP
 // never parses a whole message and reads only the byte ranges it serves.
 //
+// # Change streams (IMAP)
+//
+// [Store.Watch] follows one mailbox's changes (append, flags, expunge, or
+// "reload" after lost events) in Raft apply order, from a per-node hub fed
+// by the FSM's apply stream (events.go): the same order on every node, so
+// an IMAP session on one node sees what another node did, and catching up
+// costs O(changes). [Store.WaitEvents] lets a session see its own change.
+//
 // # Authentication
 //
 // [Store.Authenticate] verifies a password against the user's hash,

@@ -54,6 +54,10 @@ type Store struct {
 	cacheMu   sync.Mutex
 	cache     map[string]authEntry
 	dummyHash string
+
+	hubOnce sync.Once // the per-mailbox event streams (events.go)
+	hub     *hub
+	hubErr  error
 }
 
 type authEntry struct {

@@ -1,0 +1,249 @@
+package imap
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	netmail "net/mail"
+	"strings"
+	"time"
+
+	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapserver"
+	gomessage "github.com/emersion/go-message"
+	"github.com/emersion/go-message/textproto"
+
+	"hastore/mailserver/mailbox"
+	"hastore/replica/meta"
+)
+
+// SEARCH: flags, dates, sizes and UID/sequence sets come from the records;
+// HEADER and SENTSINCE/SENTBEFORE read the header bytes; TEXT and BODY read
+// the body (once per message per SEARCH).
+
+type candidate struct {
+	seq  uint32
+	m    meta.MailMessage
+	hdr  *textproto.Header
+	info *mailbox.Info
+	body []byte
+	err  error
+}
+
+func (s *session) Search(kind imapserver.NumKind, criteria *imap.SearchCriteria, options *imap.SearchOptions) (*imap.SearchData, error) {
+	s.touched = true
+	sel := s.mb
+	c, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	var data imap.SearchData
+	var seqs imap.SeqSet
+	var uids imap.UIDSet
+	n := uint32(len(sel.uids))
+	var last uint32
+	if n > 0 {
+		last = sel.uids[n-1]
+	}
+	err := s.forRecords(allIndexes(len(sel.uids)), func(i int, m meta.MailMessage) error {
+		cand := &candidate{seq: uint32(i + 1), m: m}
+		if !s.match(c, cand, criteria, n, last) {
+			return cand.err
+		}
+		num := cand.seq
+		uids.AddNum(imap.UID(m.UID))
+		if kind == imapserver.NumKindUID {
+			num = m.UID
+		} else {
+			seqs.AddNum(cand.seq)
+		}
+		if data.Min == 0 || num < data.Min {
+			data.Min = num
+		}
+		data.Max = max(data.Max, num)
+		data.Count++
+		return nil
+	})
+	if err != nil {
+		return nil, imapErr(err)
+	}
+	if options != nil && options.ReturnSave {
+		sel.saved = uids
+	}
+	if kind == imapserver.NumKindUID {
+		data.All = uids
+	} else {
+		data.All = seqs
+	}
+	return &data, nil
+}
+
+func inSeqSet(set imap.SeqSet, n, max uint32) bool {
+	for _, r := range set {
+		a, b := r.Start, r.Stop
+		if a == 0 {
+			a = max
+		}
+		if b == 0 {
+			b = max
+		}
+		if a > b {
+			a, b = b, a
+		}
+		if n >= a && n <= b {
+			return true
+		}
+	}
+	return false
+}
+
+func inUIDSet(set imap.UIDSet, uid, last uint32) bool {
+	for _, r := range set {
+		a, b := uint32(r.Start), uint32(r.Stop)
+		if a == 0 {
+			a = last
+		}
+		if b == 0 {
+			b = last
+		}
+		if a > b {
+			a, b = b, a
+		}
+		if uid >= a && uid <= b {
+			return true
+		}
+	}
+	return false
+}
+
+func dateOnly(t time.Time) time.Time {
+	return time.Date(t.Year(), t.Month(), t.Day(), 0, 0, 0, 0, time.UTC)
+}
+
+func matchDate(t, since, before time.Time) bool {
+	t = dateOnly(t)
+	if !since.IsZero() && t.Before(dateOnly(since)) {
+		return false
+	}
+	if !before.IsZero() && !t.Before(dateOnly(before)) {
+		return false
+	}
+	return true
+}
+
+func (s *session) header(c context.Context, cand *candidate) *textproto.Header {
+	if cand.hdr != nil {
+		return cand.hdr
+	}
+	info, err := s.store().Info(s.user, s.mb.id, cand.m.UID)
+	if err != nil {
+		cand.err = err
+		return &textproto.Header{}
+	}
+	cand.info = info
+	b, err := s.read(c, cand.m, 0, min(info.Body.Body, cand.m.Size))
+	if err != nil {
+		cand.err = err
+		return &textproto.Header{}
+	}
+	h, _ := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(b)))
+	cand.hdr = &h
+	return cand.hdr
+}
+
+func (s *session) body(c context.Context, cand *candidate) []byte {
+	if cand.body == nil {
+		b, err := s.read(c, cand.m, 0, cand.m.Size)
+		if err != nil {
+			cand.err = err
+		}
+		cand.body = b
+	}
+	return cand.body
+}
+
+func containsFold(hay, needle string) bool {
+	return strings.Contains(strings.ToLower(hay), strings.ToLower(needle))
+}
+
+func (s *session) match(c context.Context, cand *candidate, cr *imap.SearchCriteria, n, last uint32) bool {
+	m := &cand.m
+	for _, set := range cr.SeqNum {
+		if imap.IsSearchRes(set) {
+			if !s.mb.saved.Contains(imap.UID(m.UID)) {
+				return false
+			}
+		} else if !inSeqSet(set, cand.seq, n) {
+			return false
+		}
+	}
+	for _, set := range cr.UID {
+		if imap.IsSearchRes(set) {
+			set = s.mb.saved
+		}
+		if !inUIDSet(set, m.UID, last) {
+			return false
+		}
+	}
+	for _, f := range cr.Flag {
+		if !hasFlag(m.Flags, string(f)) {
+			return false
+		}
+	}
+	for _, f := range cr.NotFlag {
+		if hasFlag(m.Flags, string(f)) {
+			return false
+		}
+	}
+	if cr.Larger != 0 && m.Size <= cr.Larger || cr.Smaller != 0 && m.Size >= cr.Smaller {
+		return false
+	}
+	if !matchDate(time.Unix(0, m.InternalDate).In(time.FixedZone("", int(m.Zone))), cr.Since, cr.Before) {
+		return false
+	}
+	if !cr.SentSince.IsZero() || !cr.SentBefore.IsZero() {
+		t, err := netmail.ParseDate(s.header(c, cand).Get("Date"))
+		if err != nil || !matchDate(t, cr.SentSince, cr.SentBefore) {
+			return false
+		}
+	}
+	for _, hf := range cr.Header {
+		h := gomessage.Header{Header: *s.header(c, cand)}
+		found := false
+		for f := h.FieldsByKey(hf.Key); f.Next(); {
+			v, _ := f.Text()
+			if hf.Value == "" || containsFold(v, hf.Value) {
+				found = true
+				break
+			}
+		}
+		if !found {
+			return false
+		}
+	}
+	for _, t := range cr.Body {
+		s.header(c, cand)
+		b := s.body(c, cand)
+		start := int64(0)
+		if cand.info != nil {
+			start = min(cand.info.Body.Body, int64(len(b)))
+		}
+		if !bytes.Contains(bytes.ToLower(b[start:]), bytes.ToLower([]byte(t))) {
+			return false
+		}
+	}
+	for _, t := range cr.Text {
+		if !bytes.Contains(bytes.ToLower(s.body(c, cand)), bytes.ToLower([]byte(t))) {
+			return false
+		}
+	}
+	for i := range cr.Not {
+		if s.match(c, cand, &cr.Not[i], n, last) {
+			return false
+		}
+	}
+	for i := range cr.Or {
+		if !s.match(c, cand, &cr.Or[i][0], n, last) && !s.match(c, cand, &cr.Or[i][1], n, last) {
+			return false
+		}
+	}
+	return cand.err == nil
+}

@@ -1,0 +1,265 @@
+package imap
+
+import (
+	"sort"
+
+	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapserver"
+
+	"hastore/mailserver/mailbox"
+	"hastore/replica/meta"
+)
+
+// selected is a session's view of its selected mailbox: the UIDs the
+// client knows, in sequence-number order. It changes only when the
+// session tells the client (Poll, Idle), from the mailbox's event stream
+// in Raft apply order, so sequence numbers are the client's by
+// construction and no shared tracker can disagree with it.
+type selected struct {
+	id          uint64
+	name        string
+	uidValidity uint32
+	readOnly    bool
+	uids        []uint32
+	w           *mailbox.Watcher
+	pending     []mailbox.MailboxEvent
+	// reported holds, per UID, the modseq of flags this session already
+	// sent (its own STORE), so the same change is not announced twice.
+	reported map[uint32]uint64
+	// saved is the last SEARCH RETURN (SAVE) result (SEARCHRES "$").
+	saved imap.UIDSet
+}
+
+func (m *selected) find(uid uint32) (int, bool) {
+	i := sort.Search(len(m.uids), func(i int) bool { return m.uids[i] >= uid })
+	return i, i < len(m.uids) && m.uids[i] == uid
+}
+
+func allIndexes(n int) []int {
+	out := make([]int, n)
+	for i := range out {
+		out[i] = i
+	}
+	return out
+}
+
+// resolve returns the indexes (ascending, distinct) of the view's
+// messages a sequence or UID set names; "*" is the last message.
+func (m *selected) resolve(set imap.NumSet) []int {
+	if imap.IsSearchRes(set) {
+		set = m.saved
+	}
+	n := len(m.uids)
+	var out []int
+	switch set := set.(type) {
+	case imap.SeqSet:
+		for _, r := range set {
+			a, b := r.Start, r.Stop
+			if a == 0 {
+				a = uint32(n)
+			}
+			if b == 0 {
+				b = uint32(n)
+			}
+			if a > b {
+				a, b = b, a
+			}
+			for s := max(a, 1); s <= b && int(s) <= n; s++ {
+				out = append(out, int(s-1))
+			}
+		}
+	case imap.UIDSet:
+		var last uint32
+		if n > 0 {
+			last = m.uids[n-1]
+		}
+		for _, r := range set {
+			a, b := uint32(r.Start), uint32(r.Stop)
+			if a == 0 {
+				a = last
+			}
+			if b == 0 {
+				b = last
+			}
+			if a > b {
+				a, b = b, a
+			}
+			i, _ := m.find(a)
+			for ; i < n && m.uids[i] <= b; i++ {
+				out = append(out, i)
+			}
+		}
+	}
+	if len(out) > 1 {
+		sort.Ints(out)
+		j := 1
+		for i := 1; i < len(out); i++ {
+			if out[i] != out[j-1] {
+				out[j] = out[i]
+				j++
+			}
+		}
+		out = out[:j]
+	}
+	return out
+}
+
+// forRecords calls fn with the record of each message at the given view
+// indexes (ascending); messages already expunged in the store (not yet
+// announced) are skipped. Many messages: one range scan; few: lookups.
+func (s *session) forRecords(idx []int, fn func(i int, m meta.MailMessage) error) error {
+	sel := s.mb
+	if len(idx) == 0 {
+		return nil
+	}
+	if len(idx) <= 32 {
+		for _, i := range idx {
+			m, ok, err := s.store().Message(s.user, sel.id, sel.uids[i])
+			if err != nil {
+				return err
+			}
+			if ok {
+				if err := fn(i, m); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}
+	k := 0
+	errStop := errStopScan{}
+	err := s.store().EachMessage(s.user, sel.id, func(m meta.MailMessage) error {
+		for k < len(idx) && sel.uids[idx[k]] < m.UID {
+			k++
+		}
+		if k == len(idx) {
+			return errStop
+		}
+		if sel.uids[idx[k]] == m.UID {
+			return fn(idx[k], m)
+		}
+		return nil
+	})
+	if err == errStop {
+		err = nil
+	}
+	return err
+}
+
+type errStopScan struct{}
+
+func (errStopScan) Error() string { return "stop" }
+
+// poll tells the client what changed in the mailbox since it last heard,
+// in apply order. Without allowExpunge (during FETCH, STORE, SEARCH) it
+// stops before the first expunge and keeps the rest for later.
+func (s *session) poll(w *imapserver.UpdateWriter, allowExpunge bool) error {
+	sel := s.mb
+	sel.pending = append(sel.pending, sel.w.Next()...)
+	exists := false
+	flush := func() error {
+		if exists {
+			exists = false
+			return w.WriteNumMessages(uint32(len(sel.uids)))
+		}
+		return nil
+	}
+	done := 0
+	defer func() { sel.pending = sel.pending[done:] }()
+	for _, ev := range sel.pending {
+		switch ev.Kind {
+		case mailbox.EventAppend:
+			if n := len(sel.uids); n == 0 || ev.UID > sel.uids[n-1] {
+				sel.uids = append(sel.uids, ev.UID)
+				exists = true
+			}
+		case mailbox.EventFlags:
+			if i, ok := sel.find(ev.UID); ok && ev.ModSeq > sel.reported[ev.UID] {
+				if err := flush(); err != nil {
+					return err
+				}
+				if err := w.WriteMessageFlags(uint32(i+1), imap.UID(ev.UID), imapFlags(ev.Flags)); err != nil {
+					return err
+				}
+			}
+		case mailbox.EventExpunge:
+			i, ok := sel.find(ev.UID)
+			if !ok {
+				break
+			}
+			if !allowExpunge {
+				return flush()
+			}
+			if err := flush(); err != nil {
+				return err
+			}
+			sel.uids = append(sel.uids[:i], sel.uids[i+1:]...)
+			delete(sel.reported, ev.UID)
+			if err := w.WriteExpunge(uint32(i + 1)); err != nil {
+				return err
+			}
+		case mailbox.EventReset:
+			if !allowExpunge {
+				return flush()
+			}
+			if err := flush(); err != nil {
+				return err
+			}
+			if err := s.resync(w); err != nil {
+				return err
+			}
+		}
+		done++
+	}
+	return flush()
+}
+
+// resync reloads the mailbox after lost events and tells the client the
+// difference: expunges, new messages, and every message's flags.
+func (s *session) resync(w *imapserver.UpdateWriter) error {
+	sel := s.mb
+	type rec struct {
+		uid   uint32
+		flags []string
+	}
+	var now []rec
+	err := s.store().EachMessage(s.user, sel.id, func(m meta.MailMessage) error {
+		now = append(now, rec{m.UID, m.Flags})
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	present := make(map[uint32]bool, len(now))
+	for _, r := range now {
+		present[r.uid] = true
+	}
+	for i := len(sel.uids) - 1; i >= 0; i-- {
+		if !present[sel.uids[i]] {
+			sel.uids = append(sel.uids[:i], sel.uids[i+1:]...)
+			if err := w.WriteExpunge(uint32(i + 1)); err != nil {
+				return err
+			}
+		}
+	}
+	grown := false
+	for _, r := range now {
+		if n := len(sel.uids); n == 0 || r.uid > sel.uids[n-1] {
+			sel.uids = append(sel.uids, r.uid)
+			grown = true
+		}
+	}
+	if grown {
+		if err := w.WriteNumMessages(uint32(len(sel.uids))); err != nil {
+			return err
+		}
+	}
+	for _, r := range now {
+		if i, ok := sel.find(r.uid); ok {
+			if err := w.WriteMessageFlags(uint32(i+1), imap.UID(r.uid), imapFlags(r.flags)); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}

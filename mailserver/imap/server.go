@@ -1,0 +1,123 @@
+package imap
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log"
+	"log/slog"
+	"net"
+	"sync"
+
+	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapserver"
+
+	"hastore/mailserver/mailbox"
+)
+
+// Config says which IMAP listeners to run. An empty address leaves that
+// listener off.
+type Config struct {
+	IMAP  string // STARTTLS (when TLS is set)
+	IMAPS string // implicit TLS (TLS required)
+	TLS   *tls.Config
+	// AllowInsecureAuth allows LOGIN/AUTHENTICATE without TLS (development).
+	AllowInsecureAuth bool
+	// MaxMessageBytes bounds APPEND (default 50 MiB).
+	MaxMessageBytes int64
+	Logger          *slog.Logger
+}
+
+// Server is one node's IMAP listeners.
+type Server struct {
+	store *mailbox.Store
+	cfg   Config
+	log   *slog.Logger
+	srv   *imapserver.Server
+
+	mu  sync.Mutex
+	lns map[string]net.Listener
+	wg  sync.WaitGroup
+}
+
+// Listen starts the configured IMAP listeners over store.
+func Listen(store *mailbox.Store, cfg Config) (*Server, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.MaxMessageBytes <= 0 {
+		cfg.MaxMessageBytes = 50 << 20
+	}
+	if cfg.IMAPS != "" && cfg.TLS == nil {
+		return nil, errors.New("imap: implicit TLS needs a certificate")
+	}
+	s := &Server{store: store, cfg: cfg, log: cfg.Logger.With("component", "imap"), lns: map[string]net.Listener{}}
+	s.srv = imapserver.New(&imapserver.Options{
+		NewSession: s.newSession,
+		Caps: imap.CapSet{
+			imap.CapIMAP4rev1: {}, imap.CapIMAP4rev2: {},
+			imap.CapNamespace: {}, imap.CapUIDPlus: {}, imap.CapMove: {}, imap.CapESearch: {},
+			imap.CapSpecialUse: {}, imap.CapCreateSpecialUse: {}, imap.CapListExtended: {}, imap.CapListStatus: {},
+			imap.CapStatusSize: {}, imap.CapChildren: {}, imap.CapLiteralPlus: {}, imap.CapBinary: {},
+		},
+		Logger:       log.New(slogWriter{s.log}, "", 0),
+		TLSConfig:    cfg.TLS,
+		InsecureAuth: cfg.AllowInsecureAuth,
+	})
+	for _, l := range []struct {
+		name, addr string
+		tls        bool
+	}{{"imap", cfg.IMAP, false}, {"imaps", cfg.IMAPS, true}} {
+		if l.addr == "" {
+			continue
+		}
+		ln, err := net.Listen("tcp", l.addr)
+		if err != nil {
+			s.Close()
+			return nil, fmt.Errorf("imap: %w", err)
+		}
+		if l.tls {
+			ln = tls.NewListener(ln, cfg.TLS)
+		}
+		s.mu.Lock()
+		s.lns[l.name] = ln
+		s.mu.Unlock()
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			if err := s.srv.Serve(ln); err != nil {
+				s.log.Warn("imap listener stopped", "addr", ln.Addr(), "err", err)
+			}
+		}()
+	}
+	return s, nil
+}
+
+// Addrs returns the listening addresses by name ("imap", "imaps").
+func (s *Server) Addrs() map[string]net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := map[string]net.Addr{}
+	for k, ln := range s.lns {
+		out[k] = ln.Addr()
+	}
+	return out
+}
+
+// Close stops the listeners and closes every IMAP connection (the library
+// has no graceful Shutdown: clients reconnect, to this node or another).
+func (s *Server) Close() error {
+	err := s.srv.Close()
+	s.wg.Wait()
+	if errors.Is(err, net.ErrClosed) {
+		err = nil
+	}
+	return err
+}
+
+type slogWriter struct{ l *slog.Logger }
+
+func (w slogWriter) Write(p []byte) (int, error) {
+	w.l.Warn(string(p))
+	return len(p), nil
+}

@@ -1,0 +1,691 @@
+package imap
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapserver"
+	"github.com/emersion/go-sasl"
+
+	"hastore/mailserver/mailbox"
+	"hastore/replica/meta"
+)
+
+const opTimeout = 30 * time.Second
+
+type session struct {
+	srv    *Server
+	conn   *imapserver.Conn
+	remote net.IP
+	user   string
+	mb     *selected
+	// touched is set by every command that reaches the session; a Poll
+	// that finds it unset followed NOOP/CHECK (or CAPABILITY...), which
+	// gets a read-index catch-up (DESIGN-NOTES 5).
+	touched bool
+}
+
+var _ imapserver.SessionIMAP4rev2 = (*session)(nil)
+var _ imapserver.SessionSASL = (*session)(nil)
+var _ imapserver.SessionAppendLimit = (*session)(nil)
+
+func (s *Server) newSession(c *imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {
+	sess := &session{srv: s, conn: c}
+	if a, ok := c.NetConn().RemoteAddr().(*net.TCPAddr); ok {
+		sess.remote = a.IP
+	}
+	return sess, nil, nil
+}
+
+func (s *session) store() *mailbox.Store { return s.srv.store }
+
+func ctx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), opTimeout)
+}
+
+func (s *session) Close() error {
+	if s.mb != nil {
+		s.mb.w.Close()
+		s.mb = nil
+	}
+	return nil
+}
+
+// imapErr maps the mail model's errors to IMAP responses.
+func imapErr(err error) error {
+	if err == nil {
+		return nil
+	}
+	var ie *imap.Error
+	if errors.As(err, &ie) {
+		return err
+	}
+	code := imap.ResponseCodeServerBug
+	switch {
+	case errors.Is(err, mailbox.ErrNotFound):
+		code = imap.ResponseCodeNonExistent
+	case errors.Is(err, mailbox.ErrExists):
+		code = imap.ResponseCodeAlreadyExists
+	case errors.Is(err, mailbox.ErrOverQuota):
+		code = imap.ResponseCodeOverQuota
+	case errors.Is(err, mailbox.ErrInvalid), errors.Is(err, mailbox.ErrNotEmpty):
+		code = imap.ResponseCodeCannot
+	case errors.Is(err, mailbox.ErrUnavailable), errors.Is(err, context.DeadlineExceeded):
+		code = imap.ResponseCodeUnavailable
+	}
+	return &imap.Error{Type: imap.StatusResponseTypeNo, Code: code, Text: err.Error()}
+}
+
+func no(code imap.ResponseCode, format string, args ...any) error {
+	return &imap.Error{Type: imap.StatusResponseTypeNo, Code: code, Text: fmt.Sprintf(format, args...)}
+}
+
+var errReadOnly = no("READ-ONLY", "Mailbox is read-only (EXAMINE)")
+
+// ---------------------------------------------------------------------------
+// Authentication.
+
+func (s *session) Login(username, password string) error {
+	s.touched = true
+	c, cancel := ctx()
+	defer cancel()
+	addr, err := s.store().Authenticate(c, username, password, s.remote)
+	switch {
+	case err == nil:
+		s.user = addr
+		return nil
+	case errors.Is(err, mailbox.ErrAuthFailed):
+		return imapserver.ErrAuthFailed
+	case errors.Is(err, mailbox.ErrThrottled):
+		return no(imap.ResponseCodeUnavailable, "Too many failed logins; try again later")
+	case errors.Is(err, mailbox.ErrDisabled):
+		return no(imap.ResponseCodeAuthorizationFailed, "Account disabled")
+	}
+	return no(imap.ResponseCodeUnavailable, "Authentication temporarily unavailable")
+}
+
+func (s *session) AuthenticateMechanisms() []string { return []string{sasl.Plain} }
+
+func (s *session) Authenticate(mech string) (sasl.Server, error) {
+	if !strings.EqualFold(mech, sasl.Plain) {
+		return nil, no(imap.ResponseCodeCannot, "Unsupported mechanism")
+	}
+	return sasl.NewPlainServer(func(identity, username, password string) error {
+		if identity != "" && !strings.EqualFold(identity, username) {
+			return no(imap.ResponseCodeAuthorizationFailed, "Cannot act as another user")
+		}
+		return s.Login(username, password)
+	}), nil
+}
+
+func (s *session) AppendLimit() uint32 {
+	return uint32(min(s.srv.cfg.MaxMessageBytes, 1<<32-1))
+}
+
+// ---------------------------------------------------------------------------
+// Mailboxes.
+
+func (s *session) Namespace() (*imap.NamespaceData, error) {
+	s.touched = true
+	return &imap.NamespaceData{Personal: []imap.NamespaceDescriptor{{Prefix: "", Delim: meta.MailboxDelim}}}, nil
+}
+
+// mailbox finds one of the user's mailboxes by name.
+func (s *session) mailbox(name string) (meta.Mailbox, error) {
+	mb, ok, err := s.store().Mailbox(s.user, strings.TrimSuffix(name, string(meta.MailboxDelim)))
+	if err != nil {
+		return mb, imapErr(err)
+	}
+	if !ok {
+		return mb, no(imap.ResponseCodeNonExistent, "No such mailbox")
+	}
+	return mb, nil
+}
+
+func (s *session) Create(name string, options *imap.CreateOptions) error {
+	s.touched = true
+	name = meta.CanonicalMailboxName(strings.TrimSuffix(name, string(meta.MailboxDelim)))
+	if err := meta.ValidMailboxName(name); err != nil {
+		return no(imap.ResponseCodeCannot, "%v", err)
+	}
+	su := ""
+	if options != nil && len(options.SpecialUse) > 0 {
+		su = string(options.SpecialUse[0])
+	}
+	c, cancel := ctx()
+	defer cancel()
+	_, err := s.store().CreateMailbox(c, s.user, name, su)
+	return imapErr(err)
+}
+
+func (s *session) Delete(name string) error {
+	s.touched = true
+	mb, err := s.mailbox(name)
+	if err != nil {
+		return err
+	}
+	if mb.Name == meta.InboxName {
+		return no(imap.ResponseCodeCannot, "INBOX cannot be deleted")
+	}
+	c, cancel := ctx()
+	defer cancel()
+	return imapErr(s.store().DeleteMailbox(c, s.user, mb.ID))
+}
+
+func (s *session) Rename(oldName, newName string, _ *imap.RenameOptions) error {
+	s.touched = true
+	mb, err := s.mailbox(oldName)
+	if err != nil {
+		return err
+	}
+	newName = meta.CanonicalMailboxName(strings.TrimSuffix(newName, string(meta.MailboxDelim)))
+	if err := meta.ValidMailboxName(newName); err != nil {
+		return no(imap.ResponseCodeCannot, "%v", err)
+	}
+	c, cancel := ctx()
+	defer cancel()
+	return imapErr(s.store().RenameMailbox(c, s.user, mb.ID, newName))
+}
+
+func (s *session) Subscribe(name string) error {
+	s.touched = true
+	c, cancel := ctx()
+	defer cancel()
+	return imapErr(s.store().Subscribe(c, s.user, strings.TrimSuffix(name, string(meta.MailboxDelim))))
+}
+
+func (s *session) Unsubscribe(name string) error {
+	s.touched = true
+	c, cancel := ctx()
+	defer cancel()
+	return imapErr(s.store().Unsubscribe(c, s.user, strings.TrimSuffix(name, string(meta.MailboxDelim))))
+}
+
+func (s *session) List(w *imapserver.ListWriter, ref string, patterns []string, options *imap.ListOptions) error {
+	s.touched = true
+	if len(patterns) == 1 && patterns[0] == "" {
+		// The hierarchy delimiter request.
+		return w.WriteList(&imap.ListData{Attrs: []imap.MailboxAttr{imap.MailboxAttrNoSelect}, Delim: meta.MailboxDelim, Mailbox: ""})
+	}
+	boxes, err := s.store().Mailboxes(s.user)
+	if err != nil {
+		return imapErr(err)
+	}
+	subs, err := s.store().Subscriptions(s.user)
+	if err != nil {
+		return imapErr(err)
+	}
+	exists := map[string]*meta.Mailbox{}
+	for i := range boxes {
+		exists[boxes[i].Name] = &boxes[i]
+	}
+	var names []string
+	if options.SelectSubscribed {
+		for n := range subs {
+			names = append(names, n)
+		}
+	} else {
+		// Every existing mailbox, and the missing parents of any (a
+		// parent deleted while its children stay): \NonExistent.
+		implied := map[string]bool{}
+		for _, mb := range boxes {
+			names = append(names, mb.Name)
+			for i := 0; i < len(mb.Name); i++ {
+				if p := mb.Name[:i]; mb.Name[i] == meta.MailboxDelim && exists[p] == nil && !implied[p] {
+					implied[p] = true
+					names = append(names, p)
+				}
+			}
+		}
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		match := false
+		for _, p := range patterns {
+			if imapserver.MatchList(name, meta.MailboxDelim, ref, p) {
+				match = true
+				break
+			}
+		}
+		if !match {
+			continue
+		}
+		mb := exists[name]
+		if options.SelectSpecialUse && (mb == nil || mb.SpecialUse == "") {
+			continue
+		}
+		data := &imap.ListData{Delim: meta.MailboxDelim, Mailbox: name}
+		if mb == nil {
+			data.Attrs = append(data.Attrs, imap.MailboxAttrNonExistent)
+			if hasChildren(boxes, name) {
+				data.Attrs = append(data.Attrs, imap.MailboxAttrHasChildren)
+			}
+		} else {
+			if hasChildren(boxes, name) {
+				data.Attrs = append(data.Attrs, imap.MailboxAttrHasChildren)
+			} else {
+				data.Attrs = append(data.Attrs, imap.MailboxAttrHasNoChildren)
+			}
+			if mb.SpecialUse != "" {
+				data.Attrs = append(data.Attrs, imap.MailboxAttr(mb.SpecialUse))
+			}
+		}
+		if subs[name] && (options.SelectSubscribed || options.ReturnSubscribed) {
+			data.Attrs = append(data.Attrs, imap.MailboxAttrSubscribed)
+		}
+		if options.ReturnStatus != nil && mb != nil {
+			st, err := s.status(mb, options.ReturnStatus)
+			if err != nil {
+				return err
+			}
+			data.Status = st
+		}
+		if err := w.WriteList(data); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func hasChildren(boxes []meta.Mailbox, name string) bool {
+	prefix := name + string(meta.MailboxDelim)
+	i := sort.Search(len(boxes), func(i int) bool { return boxes[i].Name >= prefix })
+	return i < len(boxes) && strings.HasPrefix(boxes[i].Name, prefix)
+}
+
+func (s *session) Status(name string, options *imap.StatusOptions) (*imap.StatusData, error) {
+	s.touched = true
+	mb, err := s.mailbox(name)
+	if err != nil {
+		return nil, err
+	}
+	return s.status(&mb, options)
+}
+
+// status answers from the mailbox record's counters; only DELETED scans.
+func (s *session) status(mb *meta.Mailbox, options *imap.StatusOptions) (*imap.StatusData, error) {
+	d := &imap.StatusData{Mailbox: mb.Name}
+	if options.NumMessages {
+		n := mb.Messages
+		d.NumMessages = &n
+	}
+	if options.UIDNext {
+		d.UIDNext = imap.UID(mb.UIDNext)
+	}
+	if options.UIDValidity {
+		d.UIDValidity = mb.UIDValidity
+	}
+	if options.NumUnseen {
+		n := mb.Unseen
+		d.NumUnseen = &n
+	}
+	if options.NumRecent {
+		var n uint32
+		d.NumRecent = &n
+	}
+	if options.Size {
+		n := mb.Size
+		d.Size = &n
+	}
+	if options.AppendLimit {
+		n := s.AppendLimit()
+		d.AppendLimit = &n
+	}
+	if options.NumDeleted {
+		var n uint32
+		err := s.store().EachMessage(s.user, mb.ID, func(m meta.MailMessage) error {
+			if hasFlag(m.Flags, meta.FlagDeleted) {
+				n++
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, imapErr(err)
+		}
+		d.NumDeleted = &n
+	}
+	return d, nil
+}
+
+func hasFlag(flags []string, f string) bool {
+	for _, x := range flags {
+		if strings.EqualFold(x, f) {
+			return true
+		}
+	}
+	return false
+}
+
+// storableFlags turns client flags into the model's (\Recent is dropped:
+// it is never stored).
+func storableFlags(flags []imap.Flag) ([]string, error) {
+	var out []string
+	for _, f := range flags {
+		if strings.EqualFold(string(f), `\Recent`) {
+			continue
+		}
+		out = append(out, string(f))
+	}
+	out, err := meta.CanonicalFlags(out)
+	if err != nil {
+		return nil, no(imap.ResponseCodeCannot, "%v", err)
+	}
+	return out, nil
+}
+
+func imapFlags(flags []string) []imap.Flag {
+	out := make([]imap.Flag, len(flags))
+	for i, f := range flags {
+		out[i] = imap.Flag(f)
+	}
+	return out
+}
+
+func (s *session) Append(name string, r imap.LiteralReader, options *imap.AppendOptions) (*imap.AppendData, error) {
+	s.touched = true
+	mb, err := s.mailbox(name)
+	if err != nil {
+		return nil, no(imap.ResponseCodeTryCreate, "No such mailbox")
+	}
+	flags, err := storableFlags(options.Flags)
+	if err != nil {
+		return nil, err
+	}
+	c, cancel := ctx()
+	defer cancel()
+	if err := s.store().CheckRecipient(c, s.user, r.Size()); err != nil {
+		return nil, imapErr(err)
+	}
+	var buf bytes.Buffer
+	buf.Grow(int(r.Size()))
+	if _, err := io.Copy(&buf, r); err != nil {
+		return nil, err
+	}
+	d := s.store().NewDelivery()
+	if err := d.AddRecipient(mailbox.Recipient{Address: s.user, Mailbox: mb.Name, Flags: flags}); err != nil {
+		return nil, imapErr(err)
+	}
+	if err := d.Body(c, buf.Bytes(), options.Time); err != nil {
+		return nil, imapErr(err)
+	}
+	out, err := d.Commit(c, true)
+	if err != nil {
+		return nil, imapErr(err)
+	}
+	if len(out) != 1 {
+		return nil, no(imap.ResponseCodeServerBug, "append: no outcome")
+	}
+	if out[0].Err != nil {
+		if errors.Is(out[0].Err, mailbox.ErrNotFound) {
+			return nil, no(imap.ResponseCodeTryCreate, "No such mailbox")
+		}
+		return nil, imapErr(out[0].Err)
+	}
+	if s.mb != nil && s.mb.id == out[0].Mailbox {
+		_ = s.store().SyncEvents() // the Poll after APPEND shows EXISTS
+	}
+	return &imap.AppendData{UID: imap.UID(out[0].UID), UIDValidity: out[0].UIDValidity}, nil
+}
+
+// ---------------------------------------------------------------------------
+// Selected state.
+
+func (s *session) Select(name string, options *imap.SelectOptions) (*imap.SelectData, error) {
+	s.touched = true
+	if s.mb != nil {
+		s.Unselect()
+	}
+	c, cancel := ctx()
+	defer cancel()
+	if err := s.store().CatchUp(c); err != nil {
+		return nil, imapErr(err)
+	}
+	mb, err := s.mailbox(name)
+	if err != nil {
+		return nil, err
+	}
+	sel, first, err := s.open(mb.ID, options.ReadOnly)
+	if err != nil {
+		return nil, imapErr(err)
+	}
+	// The record is read after the messages: UIDNEXT is never below a UID
+	// the client was shown.
+	if rec, ok, err := s.store().MailboxByID(s.user, mb.ID); err == nil && ok {
+		mb = rec
+	}
+	s.mb = sel
+	sel.name, sel.uidValidity = mb.Name, mb.UIDValidity
+	uidNext := mb.UIDNext
+	if n := len(sel.uids); n > 0 && sel.uids[n-1] >= uidNext {
+		uidNext = sel.uids[n-1] + 1
+	}
+	perm := []imap.Flag{imap.FlagSeen, imap.FlagAnswered, imap.FlagFlagged, imap.FlagDeleted, imap.FlagDraft, imap.FlagWildcard}
+	if options.ReadOnly {
+		perm = nil
+	}
+	return &imap.SelectData{
+		Flags:             []imap.Flag{imap.FlagSeen, imap.FlagAnswered, imap.FlagFlagged, imap.FlagDeleted, imap.FlagDraft},
+		PermanentFlags:    perm,
+		NumMessages:       uint32(len(sel.uids)),
+		FirstUnseenSeqNum: first,
+		UIDNext:           imap.UID(uidNext),
+		UIDValidity:       mb.UIDValidity,
+	}, nil
+}
+
+// open starts watching a mailbox, then reads its UIDs.
+func (s *session) open(id uint64, readOnly bool) (*selected, uint32, error) {
+	w, err := s.store().Watch(s.user, id)
+	if err != nil {
+		return nil, 0, err
+	}
+	sel := &selected{id: id, readOnly: readOnly, w: w, reported: map[uint32]uint64{}}
+	var firstUnseen uint32
+	err = s.store().EachMessage(s.user, id, func(m meta.MailMessage) error {
+		sel.uids = append(sel.uids, m.UID)
+		if firstUnseen == 0 && !hasFlag(m.Flags, meta.FlagSeen) {
+			firstUnseen = uint32(len(sel.uids))
+		}
+		return nil
+	})
+	if err != nil {
+		w.Close()
+		return nil, 0, err
+	}
+	return sel, firstUnseen, nil
+}
+
+func (s *session) Unselect() error {
+	s.touched = true
+	if s.mb != nil {
+		s.mb.w.Close()
+		s.mb = nil
+	}
+	return nil
+}
+
+func (s *session) Poll(w *imapserver.UpdateWriter, allowExpunge bool) error {
+	if !s.touched {
+		c, cancel := ctx()
+		err := s.store().CatchUp(c)
+		cancel()
+		if err == nil {
+			_ = s.store().SyncEvents()
+		}
+	}
+	s.touched = false
+	if s.mb == nil {
+		return nil
+	}
+	return s.poll(w, allowExpunge)
+}
+
+func (s *session) Idle(w *imapserver.UpdateWriter, stop <-chan struct{}) error {
+	c, cancel := ctx()
+	err := s.store().CatchUp(c)
+	cancel()
+	if err == nil {
+		_ = s.store().SyncEvents()
+	}
+	if s.mb == nil {
+		<-stop
+		return nil
+	}
+	if err := s.poll(w, true); err != nil {
+		return err
+	}
+	for {
+		select {
+		case <-s.mb.w.C():
+			if err := s.poll(w, true); err != nil {
+				return err
+			}
+		case <-stop:
+			return nil
+		}
+	}
+}
+
+func (s *session) Expunge(w *imapserver.ExpungeWriter, uids *imap.UIDSet) error {
+	s.touched = true
+	sel := s.mb
+	if sel.readOnly {
+		if *w == (imapserver.ExpungeWriter{}) {
+			return nil // CLOSE after EXAMINE: nothing is expunged (RFC 3501 6.4.2)
+		}
+		return errReadOnly
+	}
+	var del []uint32
+	err := s.forRecords(allIndexes(len(sel.uids)), func(_ int, m meta.MailMessage) error {
+		if hasFlag(m.Flags, meta.FlagDeleted) && (uids == nil || uids.Contains(imap.UID(m.UID))) {
+			del = append(del, m.UID)
+		}
+		return nil
+	})
+	if err != nil || len(del) == 0 {
+		return imapErr(err)
+	}
+	c, cancel := ctx()
+	defer cancel()
+	_, idx, err := s.store().ExpungeIndex(c, s.user, sel.id, del)
+	if err != nil {
+		return imapErr(err)
+	}
+	// The EXPUNGE responses come from the Poll that follows the command,
+	// in the apply order every session sees.
+	return s.store().WaitEvents(c, idx)
+}
+
+func (s *session) Store(w *imapserver.FetchWriter, numSet imap.NumSet, flags *imap.StoreFlags, options *imap.StoreOptions) error {
+	s.touched = true
+	sel := s.mb
+	if sel.readOnly {
+		return errReadOnly
+	}
+	if options != nil && options.UnchangedSince != 0 {
+		return no(imap.ResponseCodeCannot, "CONDSTORE is not supported")
+	}
+	fl, err := storableFlags(flags.Flags)
+	if err != nil {
+		return err
+	}
+	idx := sel.resolve(numSet)
+	if len(idx) == 0 {
+		return nil
+	}
+	uids := make([]uint32, len(idx))
+	for i, j := range idx {
+		uids[i] = sel.uids[j]
+	}
+	op := map[imap.StoreFlagsOp]meta.MailStoreOp{imap.StoreFlagsAdd: meta.MailFlagsAdd, imap.StoreFlagsDel: meta.MailFlagsRemove, imap.StoreFlagsSet: meta.MailFlagsReplace}[flags.Op]
+	c, cancel := ctx()
+	defer cancel()
+	out, _, err := s.store().StoreFlagsIndex(c, s.user, sel.id, uids, op, fl)
+	if err != nil {
+		return imapErr(err)
+	}
+	_, byUID := numSet.(imap.UIDSet)
+	for i, o := range out {
+		if o.Code != meta.MailOK {
+			continue
+		}
+		sel.reported[o.UID] = max(sel.reported[o.UID], o.ModSeq)
+		if flags.Silent {
+			continue
+		}
+		rw := w.CreateMessage(uint32(idx[i] + 1))
+		if byUID {
+			rw.WriteUID(imap.UID(o.UID))
+		}
+		rw.WriteFlags(imapFlags(o.Flags))
+		if err := rw.Close(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *session) Copy(numSet imap.NumSet, dest string) (*imap.CopyData, error) {
+	s.touched = true
+	return s.copy(numSet, dest, false)
+}
+
+func (s *session) Move(w *imapserver.MoveWriter, numSet imap.NumSet, dest string) error {
+	s.touched = true
+	if s.mb.readOnly {
+		return errReadOnly
+	}
+	data, err := s.copy(numSet, dest, true)
+	if err != nil {
+		return err
+	}
+	// The EXPUNGEs follow from the Poll after the command.
+	return w.WriteCopyData(data)
+}
+
+func (s *session) copy(numSet imap.NumSet, dest string, move bool) (*imap.CopyData, error) {
+	sel := s.mb
+	dst, err := s.mailbox(dest)
+	if err != nil {
+		return nil, no(imap.ResponseCodeTryCreate, "No such mailbox")
+	}
+	if move && dst.ID == sel.id {
+		return nil, no(imap.ResponseCodeCannot, "Source and destination are the same mailbox")
+	}
+	idx := sel.resolve(numSet)
+	if len(idx) == 0 {
+		return nil, nil
+	}
+	data := &imap.CopyData{UIDValidity: dst.UIDValidity}
+	uids := make([]uint32, len(idx))
+	for i, j := range idx {
+		uids[i] = sel.uids[j]
+	}
+	c, cancel := ctx()
+	defer cancel()
+	out, index, err := s.store().Copy(c, s.user, sel.id, uids, dst.ID, move)
+	if err != nil {
+		return nil, imapErr(err)
+	}
+	for _, o := range out {
+		if o.Code == meta.MailOK {
+			data.SourceUIDs.AddNum(imap.UID(o.SrcUID))
+			data.DestUIDs.AddNum(imap.UID(o.UID))
+		}
+	}
+	if err := s.store().WaitEvents(c, index); err != nil {
+		return nil, imapErr(err)
+	}
+	if len(data.SourceUIDs) == 0 {
+		return nil, nil
+	}
+	return data, nil
+}

@@ -1,0 +1,172 @@
+package mailbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"hastore/replica/meta"
+)
+
+// Operations the IMAP layer needs beyond delivery.
+
+// MailboxByID finds a user's mailbox by ID.
+func (s *Store) MailboxByID(user string, id uint64) (meta.Mailbox, bool, error) {
+	return s.view.MailboxByID(user, id)
+}
+
+// Message returns one message record.
+func (s *Store) Message(user string, mailbox uint64, uid uint32) (meta.MailMessage, bool, error) {
+	return s.view.Message(user, mailbox, uid)
+}
+
+// EachMessage calls fn for each message of a mailbox in UID order; an
+// error from fn stops the scan and is returned.
+func (s *Store) EachMessage(user string, mailbox uint64, fn func(meta.MailMessage) error) error {
+	return s.view.Messages(user, mailbox, fn)
+}
+
+// DeleteMailbox deletes a mailbox and its messages (expunged in chunks
+// first when there are many).
+func (s *Store) DeleteMailbox(ctx context.Context, user string, id uint64) error {
+	for {
+		mb, ok, err := s.view.MailboxByID(user, id)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return fmt.Errorf("%w: mailbox %d", ErrNotFound, id)
+		}
+		if mb.Messages <= meta.MaxMailDrop {
+			break
+		}
+		var uids []uint32
+		errStop := errors.New("stop")
+		err = s.view.Messages(user, id, func(m meta.MailMessage) error {
+			uids = append(uids, m.UID)
+			if len(uids) == meta.MaxMailUIDs {
+				return errStop
+			}
+			return nil
+		})
+		if err != nil && err != errStop {
+			return err
+		}
+		if _, err := s.Expunge(ctx, user, id, uids); err != nil {
+			return err
+		}
+	}
+	_, err := s.c.Propose(ctx, meta.MailboxDelete{User: user, Mailbox: id, Now: s.now().UnixNano()})
+	return proposeErr("delete mailbox", err, ErrNotEmpty)
+}
+
+// RenameMailbox renames a mailbox and its children.
+func (s *Store) RenameMailbox(ctx context.Context, user string, id uint64, newName string) error {
+	newName = meta.CanonicalMailboxName(newName)
+	_, err := s.c.Propose(ctx, meta.MailboxRename{User: user, Mailbox: id, NewName: newName, UIDValidity: s.uidValidity(), Now: s.now().UnixNano()})
+	return proposeErr("rename mailbox", err, ErrExists)
+}
+
+// Copy copies (or moves) messages to another mailbox of the same user,
+// without touching bodies, and returns an outcome per UID (UID: the new
+// UID, SrcUID: the old) and the Raft index of the last command. Over quota
+// is a *QuotaError.
+func (s *Store) Copy(ctx context.Context, user string, src uint64, uids []uint32, dst uint64, move bool) ([]meta.MailOutcome, uint64, error) {
+	var out []meta.MailOutcome
+	var index uint64
+	for len(uids) > 0 {
+		n := min(len(uids), meta.MaxMailUIDs)
+		res, err := s.c.Propose(ctx, meta.MailCopy{User: user, Mailbox: src, UIDs: uids[:n], Dest: dst, Move: move, Now: s.now().UnixNano()})
+		if err != nil {
+			for _, o := range res.Mail {
+				if o.Code == meta.MailOverQuota {
+					qe := &QuotaError{User: user}
+					if u, ok, err := s.view.User(user); err == nil && ok {
+						qe.Limit = u.Quota
+					}
+					if u, err := s.view.Usage(user); err == nil {
+						qe.Used = u.Bytes
+					}
+					return out, index, qe
+				}
+			}
+			return out, index, proposeErr("copy", err, ErrExists)
+		}
+		out = append(out, res.Mail...)
+		index = res.Index
+		uids = uids[n:]
+	}
+	return out, index, nil
+}
+
+// ExpungeIndex is Expunge that also returns the Raft index of the last
+// command (for WaitEvents).
+func (s *Store) ExpungeIndex(ctx context.Context, user string, mailbox uint64, uids []uint32) ([]meta.MailOutcome, uint64, error) {
+	var out []meta.MailOutcome
+	var index uint64
+	for len(uids) > 0 {
+		n := min(len(uids), meta.MaxMailUIDs)
+		res, err := s.c.Propose(ctx, meta.MailExpunge{User: user, Mailbox: mailbox, UIDs: uids[:n], Now: s.now().UnixNano()})
+		if err != nil {
+			return out, index, proposeErr("expunge", err, ErrExists)
+		}
+		out = append(out, res.Mail...)
+		index = res.Index
+		uids = uids[n:]
+	}
+	return out, index, nil
+}
+
+// StoreFlagsIndex is StoreFlags that also returns the Raft index of the
+// last command.
+func (s *Store) StoreFlagsIndex(ctx context.Context, user string, mailbox uint64, uids []uint32, op meta.MailStoreOp, flags []string) ([]meta.MailOutcome, uint64, error) {
+	var out []meta.MailOutcome
+	var index uint64
+	for len(uids) > 0 {
+		n := min(len(uids), meta.MaxMailUIDs)
+		res, err := s.c.Propose(ctx, meta.MailStore{User: user, Mailbox: mailbox, UIDs: uids[:n], Op: op, Flags: flags})
+		if err != nil {
+			return out, index, proposeErr("store flags", err, ErrExists)
+		}
+		out = append(out, res.Mail...)
+		index = res.Index
+		uids = uids[n:]
+	}
+	return out, index, nil
+}
+
+// Subscriptions live in the user's tenant under "sub/<name>" (written with
+// TenantPut; MailUserDelete removes the whole tenant, these included).
+const subPrefix = "sub/"
+
+// Subscribe adds name to the user's subscriptions (RFC 3501 6.3.6: the
+// mailbox need not exist).
+func (s *Store) Subscribe(ctx context.Context, user, name string) error {
+	name = meta.CanonicalMailboxName(name)
+	if err := meta.ValidMailboxName(name); err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	_, err := s.c.Propose(ctx, meta.TenantPut{Tenant: meta.MailUserTenant(user), Key: subPrefix + name, Value: []byte{1}})
+	return proposeErr("subscribe", err, ErrExists)
+}
+
+// Unsubscribe removes name from the user's subscriptions.
+func (s *Store) Unsubscribe(ctx context.Context, user, name string) error {
+	name = meta.CanonicalMailboxName(name)
+	res, err := s.c.Propose(ctx, meta.TenantDelete{Tenant: meta.MailUserTenant(user), Key: subPrefix + name})
+	if err == nil && !res.Found {
+		return fmt.Errorf("%w: not subscribed to %q", ErrNotFound, name)
+	}
+	return proposeErr("unsubscribe", err, ErrExists)
+}
+
+// Subscriptions returns the names the user subscribed to.
+func (s *Store) Subscriptions(user string) (map[string]bool, error) {
+	out := map[string]bool{}
+	err := s.view.R.TenantScan(meta.MailUserTenant(user), subPrefix, func(k string, _ []byte) error {
+		out[strings.TrimPrefix(k, subPrefix)] = true
+		return nil
+	})
+	return out, err
+}
