@@ -40,6 +40,7 @@ bench: build
 	$(GO) run ./testing/storagebench
 	$(GO) test -run '^$$' -bench . -benchtime 2s ./storage/
 	$(GO) run ./testing/clusterbench
+	$(GO) run ./testing/mailbench
 
 run: build
 	./$(BIN) dev

@@ -5,8 +5,8 @@ set -euo pipefail
 what=${1:-test}
 pkgs=()
 case "$what" in
-  test)  pkgs=(isync) ;;
-  bench) pkgs=() ;;
+  test)  pkgs=(isync fuse3 rsync git nginx-light curl) ;;
+  bench) pkgs=(dovecot-imapd dovecot-lmtpd) ;;
   *) echo "usage: $0 test|bench" >&2; exit 2 ;;
 esac
 missing=()

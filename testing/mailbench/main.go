@@ -1,0 +1,309 @@
+// Command mailbench compares hastore's mail frontends with Dovecot on the
+// same machine in the same run: LMTP delivery of 75 KB messages over 8
+// connections (messages/s), then IMAP LOGIN, SELECT INBOX and FETCH 1:*
+// (FLAGS ENVELOPE RFC822.SIZE) of the mailbox those deliveries filled, and a
+// few BODY.PEEK[] fetches — on a loopback cluster of real `hastore serve`
+// processes and on a Dovecot (maildir) started with a generated config, its
+// own passwd-file passdb/userdb and loopback ports in a temporary directory.
+//
+//	go run ./testing/mailbench [-messages 10000] [-conc 8] [-size 75000] [-bodies 100]
+//
+// Both systems get the same messages (every one distinct: hastore stores
+// bodies by content hash) for one user, all to INBOX. It builds cmd/hastore
+// into a temporary directory, stops hastore and dovecot and removes its
+// temporary files when it ends (also on Ctrl-C; should it be SIGKILLed, the
+// kernel kills the children). `make bench` documents it.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"text/tabwriter"
+	"time"
+)
+
+type config struct {
+	messages, conc, size int
+	reps, bodies         int
+	nodes                int
+	scheme               string
+	dir, bin, dovecot    string
+	keep                 bool
+	profile              string
+	only                 string
+}
+
+func main() {
+	var cfg config
+	flag.IntVar(&cfg.messages, "messages", 10000, "messages delivered over LMTP, and so the size of the mailbox read over IMAP")
+	flag.IntVar(&cfg.conc, "conc", 8, "concurrent LMTP connections")
+	flag.IntVar(&cfg.size, "size", 75000, "message size in bytes")
+	flag.IntVar(&cfg.reps, "fetch-reps", 3, "FETCH 1:* repetitions (the first is cold)")
+	flag.IntVar(&cfg.bodies, "bodies", 100, "BODY.PEEK[] fetches of random messages, one command each")
+	flag.IntVar(&cfg.nodes, "nodes", 3, "hastore nodes (separate hastore serve processes)")
+	flag.StringVar(&cfg.scheme, "scheme", "2+1", "hastore erasure scheme K+M (hastore serve --shards)")
+	flag.StringVar(&cfg.dir, "dir", "", "parent directory for the data (default: the system temp dir)")
+	flag.StringVar(&cfg.bin, "bin", "", "use this hastore binary instead of building cmd/hastore")
+	flag.StringVar(&cfg.dovecot, "dovecot", "", "dovecot binary (default: from PATH or /usr/sbin/dovecot)")
+	flag.StringVar(&cfg.only, "only", "", "run only one system: hastore or dovecot")
+	flag.StringVar(&cfg.profile, "profile", "", "save CPU, mutex and block profiles of every hastore node during LMTP delivery and FETCH 1:* in this directory (compiles a pprof hook into the binary)")
+	flag.BoolVar(&cfg.keep, "keep", false, "keep the data directories (and print where they are)")
+	flag.Parse()
+	if cfg.profile != "" && cfg.bin != "" {
+		fatalf("-profile needs the binary built here (it compiles in a pprof hook); drop -bin")
+	}
+	if cfg.profile != "" {
+		if err := os.MkdirAll(cfg.profile, 0o750); err != nil {
+			fatalf("%v", err)
+		}
+	}
+	if cfg.messages < 1 || cfg.conc < 1 || cfg.size < 1000 || cfg.nodes < 1 || cfg.reps < 1 || cfg.bodies < 0 {
+		fatalf("-messages, -conc, -nodes, -fetch-reps must be positive, -size at least 1000")
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	handleSignals(cancel)
+	defer cleanup()
+	started := time.Now()
+
+	work, err := os.MkdirTemp(cfg.dir, "mailbench-")
+	if err != nil {
+		fatalf("%v", err)
+	}
+	atCleanup(func() {
+		if cfg.keep {
+			fmt.Fprintf(os.Stderr, "mailbench: hastore data kept in %s\n", work)
+			return
+		}
+		_ = os.RemoveAll(work)
+	})
+
+	var targets []*target
+	if cfg.only != "dovecot" {
+		bin := cfg.bin
+		if bin == "" {
+			progress("building cmd/hastore")
+			if bin, err = buildHastore(work, cfg.profile != ""); err != nil {
+				fatalf("%v", err)
+			}
+		}
+		targets = append(targets, startHastore(ctx, cfg, bin, work))
+	}
+	if cfg.only != "hastore" {
+		targets = append(targets, startDovecot(ctx, cfg))
+	}
+
+	lm := map[*target]*lmtpResult{}
+	for _, t := range targets {
+		progress("%s: delivering %d messages of %d bytes over %d LMTP connections", t.name, cfg.messages, cfg.size, cfg.conc)
+		wait := profileNodes(ctx, cfg, t, "lmtp", 10)
+		r := deliverLMTP(ctx, t, cfg.messages, cfg.conc, cfg.size)
+		wait()
+		t.checkAlive("LMTP delivery")
+		progress("%s: %d delivered in %v (%.1f msg/s), %d errors%s", t.name, r.delivered, r.elapsed.Round(time.Millisecond), r.rate(), r.errs, errSuffix(r.firstErr))
+		if r.delivered == 0 {
+			fatalf("%s: nothing delivered: %v", t.name, r.firstErr)
+		}
+		lm[t] = r
+	}
+	im := map[*target]*imapResult{}
+	for _, t := range targets {
+		progress("%s: IMAP LOGIN, SELECT, %d× FETCH 1:* (FLAGS ENVELOPE RFC822.SIZE), %d× BODY.PEEK[]", t.name, cfg.reps, cfg.bodies)
+		wait := profileNodes(ctx, cfg, t, "imap", 5)
+		r := measureIMAP(ctx, t, lm[t].delivered, cfg.reps, cfg.bodies)
+		wait()
+		t.checkAlive("IMAP")
+		progress("%s: SELECT %v, FETCH 1:* %v", t.name, r.selectT.Round(time.Millisecond), roundAll(r.fetchAll))
+		im[t] = r
+	}
+	printTable(cfg, targets, lm, im, time.Since(started))
+}
+
+func errSuffix(err error) string {
+	if err == nil {
+		return ""
+	}
+	return " (first: " + err.Error() + ")"
+}
+
+func roundAll(ds []time.Duration) []time.Duration {
+	out := make([]time.Duration, len(ds))
+	for i, d := range ds {
+		out[i] = d.Round(time.Millisecond)
+	}
+	return out
+}
+
+func ms(d time.Duration) string {
+	v := float64(d) / float64(time.Millisecond)
+	switch {
+	case v >= 100:
+		return fmt.Sprintf("%.0f ms", v)
+	case v >= 10:
+		return fmt.Sprintf("%.1f ms", v)
+	default:
+		return fmt.Sprintf("%.2f ms", v)
+	}
+}
+
+func mean(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	var s float64
+	for _, x := range v {
+		s += x
+	}
+	return s / float64(len(v))
+}
+
+func minDur(ds []time.Duration) time.Duration {
+	m := ds[0]
+	for _, d := range ds[1:] {
+		m = min(m, d)
+	}
+	return m
+}
+
+// row is one line of the table: a value per target, and whether bigger is
+// better (for the ratio's reading).
+type row struct {
+	name   string
+	vals   []float64
+	format func(float64) string
+	higher bool // higher is better
+}
+
+func printTable(cfg config, targets []*target, lm map[*target]*lmtpResult, im map[*target]*imapResult, total time.Duration) {
+	f1 := func(v float64) string { return fmt.Sprintf("%.1f", v) }
+	fms := func(v float64) string { return ms(time.Duration(v * float64(time.Millisecond))) }
+	fpct := func(v float64) string { return fmt.Sprintf("%.0f%%", 100*v) }
+	per := func(f func(t *target) float64) []float64 {
+		var out []float64
+		for _, t := range targets {
+			out = append(out, f(t))
+		}
+		return out
+	}
+	msOf := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+	rows := []row{
+		{"LMTP delivery (messages/s)", per(func(t *target) float64 { return lm[t].rate() }), f1, true},
+		{"LMTP delivery (MB/s)", per(func(t *target) float64 { return float64(lm[t].bytes) / 1e6 / lm[t].elapsed.Seconds() }), f1, true},
+		{"LMTP latency p50", per(func(t *target) float64 { return msOf(pct(lm[t].lat, 0.5)) }), fms, false},
+		{"LMTP latency p99", per(func(t *target) float64 { return msOf(pct(lm[t].lat, 0.99)) }), fms, false},
+		{"LMTP server CPU per message", per(func(t *target) float64 { return 1000 * lm[t].serverCPU / float64(lm[t].delivered) }), fms, false},
+		{"LMTP server CPU (cores busy)", per(func(t *target) float64 { return lm[t].serverCPU / lm[t].elapsed.Seconds() }), func(v float64) string { return fmt.Sprintf("%.2f", v) }, false},
+		{"  mailbench's own CPU during LMTP (cores)", per(func(t *target) float64 { return lm[t].clientCPU / lm[t].elapsed.Seconds() }), func(v float64) string { return fmt.Sprintf("%.2f", v) }, false},
+		{"  host busy during LMTP (all cores)", per(func(t *target) float64 { return lm[t].hostBusy }), fpct, false},
+		{"IMAP connect + LOGIN", per(func(t *target) float64 { return msOf(im[t].login) }), fms, false},
+		{"IMAP SELECT INBOX", per(func(t *target) float64 { return msOf(im[t].selectT) }), fms, false},
+		{"FETCH 1:* (FLAGS ENVELOPE RFC822.SIZE), 1st", per(func(t *target) float64 { return msOf(im[t].fetchAll[0]) }), fms, false},
+	}
+	if cfg.reps > 1 {
+		rows = append(rows, row{fmt.Sprintf("FETCH 1:* ..., best of next %d", cfg.reps-1), per(func(t *target) float64 { return msOf(minDur(im[t].fetchAll[1:])) }), fms, false})
+	}
+	rows = append(rows,
+		row{"FETCH 1:* ... (messages/s, best)", per(func(t *target) float64 { return float64(im[t].fetched) / minDur(im[t].fetchAll).Seconds() }), func(v float64) string { return fmt.Sprintf("%.0f", v) }, true},
+		row{"FETCH 1:* ... server CPU, 1st", per(func(t *target) float64 { return 1000 * im[t].fetchServerCPU0 }), fms, false},
+		row{"FETCH 1:* ... server CPU, mean of next", per(func(t *target) float64 { return 1000 * mean(im[t].fetchServerCPU[1:]) }), fms, false},
+		row{"  mailbench's own CPU per FETCH 1:*", per(func(t *target) float64 { return 1000 * mean(im[t].fetchClientCPU) }), fms, false},
+	)
+	if cfg.bodies > 0 {
+		rows = append(rows,
+			row{fmt.Sprintf("FETCH n BODY.PEEK[] x%d, mean", cfg.bodies), per(func(t *target) float64 { return msOf(im[t].bodyT) / float64(im[t].bodyN) }), fms, false},
+			row{"FETCH n BODY.PEEK[] p99", per(func(t *target) float64 { return msOf(pct(im[t].bodyLat, 0.99)) }), fms, false},
+		)
+	}
+
+	fmt.Println()
+	fmt.Printf("mailbench: %d messages of %d bytes (distinct), LMTP over %d connections, one user, INBOX; IMAP: one connection, %d× FETCH 1:*, %d× BODY.PEEK[]\n",
+		cfg.messages, cfg.size, cfg.conc, cfg.reps, cfg.bodies)
+	for _, t := range targets {
+		fmt.Printf("  %s\n", t.note)
+	}
+	fmt.Printf("  host: %d CPUs, GOMAXPROCS %d, load average at the end %s; whole run %v\n",
+		runtime.NumCPU(), runtime.GOMAXPROCS(0), loadavg(), total.Round(time.Second))
+	for _, t := range targets {
+		r := lm[t]
+		if r.errs > 0 {
+			fmt.Printf("  %s: %d LMTP errors, first: %v\n", t.name, r.errs, r.firstErr)
+		}
+		if int(im[t].exists) != r.delivered {
+			fmt.Printf("  %s: SELECT saw EXISTS %d, %d delivered\n", t.name, im[t].exists, r.delivered)
+		}
+	}
+	fmt.Println()
+	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
+	hdr := "\t"
+	for _, t := range targets {
+		hdr += t.name + "\t"
+	}
+	if len(targets) == 2 {
+		hdr += "ratio " + targets[0].name[:strings.IndexByte(targets[0].name+" ", ' ')] + "/" + targets[1].name + "\t"
+	}
+	width := 0
+	for _, r := range rows {
+		width = max(width, len(r.name))
+	}
+	fmt.Fprintln(tw, hdr)
+	for _, r := range rows {
+		line := fmt.Sprintf("%-*s\t", width, r.name) // left-aligned names
+		for _, v := range r.vals {
+			line += r.format(v) + "\t"
+		}
+		if len(r.vals) == 2 && r.vals[1] != 0 {
+			ratio := r.vals[0] / r.vals[1]
+			better := (ratio > 1) == r.higher
+			word := "worse"
+			if better {
+				word = "better"
+			}
+			if ratio > 0.95 && ratio < 1.05 {
+				word = "same"
+			}
+			line += fmt.Sprintf("%.2f× (%s)\t", ratio, word)
+		}
+		fmt.Fprintln(tw, line)
+	}
+	tw.Flush()
+	if len(targets) == 2 {
+		fmt.Println("\nratio = hastore value ÷ dovecot value: for rates higher is better, for times and CPU lower is better; the word says which way it falls for hastore.")
+	}
+}
+
+func loadavg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
+}
+
+// profileNodes starts CPU, mutex and block profiles of secs seconds of every
+// hastore node (with -profile); the returned func waits for them.
+func profileNodes(ctx context.Context, cfg config, t *target, name string, secs int) func() {
+	var wg sync.WaitGroup
+	for i, addr := range t.pprofAddrs {
+		for _, q := range []struct{ query, suffix string }{{"profile?seconds=", "cpu"}, {"mutex?seconds=", "mutex"}, {"block?seconds=", "block"}} {
+			wg.Go(func() {
+				path := filepath.Join(cfg.profile, fmt.Sprintf("%s-n%d.%s.pprof", name, i+1, q.suffix))
+				if err := fetchPprof(ctx, addr, q.query+strconv.Itoa(secs), path); err != nil {
+					progress("profile of n%d: %v", i+1, err)
+				}
+			})
+		}
+	}
+	return wg.Wait
+}
