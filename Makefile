@@ -41,6 +41,7 @@ bench: build
 	$(GO) test -run '^$$' -bench . -benchtime 2s ./storage/
 	$(GO) run ./testing/clusterbench
 	$(GO) run ./testing/mailbench
+	$(GO) run ./testing/fusebench
 
 run: build
 	./$(BIN) dev

@@ -6,7 +6,7 @@ what=${1:-test}
 pkgs=()
 case "$what" in
   test)  pkgs=(isync fuse3 rsync git nginx-light curl) ;;
-  bench) pkgs=(dovecot-imapd dovecot-lmtpd) ;;
+  bench) pkgs=(dovecot-imapd dovecot-lmtpd fio wrk nginx-light) ;;
   *) echo "usage: $0 test|bench" >&2; exit 2 ;;
 esac
 missing=()

@@ -15,6 +15,7 @@ Usage:
   hastore dev [--dir DIR] [--nodes 3]
   hastore admin [--addr ADDR,...] [--cluster-key-file KEY] <command> ...
   hastore admin keygen
+  hastore mount --addr ADDR,... --cluster-key-file KEY --site NAME [flags] MOUNTPOINT
 
 Run 'hastore <command> -h' for the flags of a command.
 `
@@ -32,6 +33,8 @@ func main() {
 		err = dev(args)
 	case "admin":
 		err = admin(args, os.Stdin, os.Stdout)
+	case "mount":
+		err = mount(args)
 	case "help", "-h", "--help":
 		fmt.Fprint(os.Stdout, usage)
 	default:

@@ -1,0 +1,382 @@
+// Command fusebench prints what a FUSE mount of a site costs next to a
+// local directory: small-file work (create, stat, read of many 4 KiB
+// files) and 1 MiB sequential write and read (with fio, if installed),
+// through `hastore mount` of a loopback cluster of real `hastore serve`
+// processes, side by side with the same work on a directory of the local
+// disk.
+//
+//	go run ./testing/fusebench [-files 10000] [-conc 8] [-seq 256MiB] [-nodes 3]
+//
+// It needs root (or a fusermount3 that lets the user mount) and /dev/fuse.
+// It builds cmd/hastore into a temporary directory, starts the nodes on
+// free loopback ports, creates a site, mounts it, and removes everything
+// when it ends (also on Ctrl-C).
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"text/tabwriter"
+	"time"
+)
+
+var (
+	cleanupMu  sync.Mutex
+	cleanupFns []func()
+)
+
+func atCleanup(fn func()) {
+	cleanupMu.Lock()
+	cleanupFns = append(cleanupFns, fn)
+	cleanupMu.Unlock()
+}
+
+func cleanup() {
+	cleanupMu.Lock()
+	fns := cleanupFns
+	cleanupFns = nil
+	cleanupMu.Unlock()
+	for i := len(fns) - 1; i >= 0; i-- {
+		fns[i]()
+	}
+}
+
+func fatalf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "fusebench: "+format+"\n", args...)
+	cleanup()
+	os.Exit(1)
+}
+
+func progress(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "fusebench: "+format+"\n", args...)
+}
+
+func main() {
+	files := flag.Int("files", 10000, "small files to create, stat and read")
+	size := flag.Int("size", 4096, "size of a small file")
+	conc := flag.Int("conc", 8, "processes working on the small files at once (each its own directories)")
+	seq := flag.String("seq", "256MiB", "size of the fio sequential write and read (1 MiB blocks)")
+	nodes := flag.Int("nodes", 3, "cluster nodes")
+	dir := flag.String("dir", "", "parent of the local directory and the cluster's data (default: the temp dir)")
+	flag.Parse()
+	seqBytes, err := parseSize(*seq)
+	if err != nil {
+		fatalf("-seq: %v", err)
+	}
+	if _, err := os.Stat("/dev/fuse"); err != nil {
+		fatalf("no FUSE: %v", err)
+	}
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	go func() {
+		s := <-sig
+		fmt.Fprintf(os.Stderr, "\nfusebench: %v: cleaning up\n", s)
+		cleanup()
+		os.Exit(130)
+	}()
+	defer cleanup()
+
+	work, err := os.MkdirTemp(*dir, "fusebench-")
+	if err != nil {
+		fatalf("%v", err)
+	}
+	atCleanup(func() { os.RemoveAll(work) })
+	progress("building cmd/hastore")
+	bin := filepath.Join(work, "hastore")
+	if out, err := exec.Command("go", "build", "-o", bin, "hastore/cmd/hastore").CombinedOutput(); err != nil {
+		fatalf("go build: %v\n%s", err, out)
+	}
+	addrs := startCluster(bin, work, *nodes)
+	key := filepath.Join(work, "cluster.key")
+	admin := func(args ...string) ([]byte, error) {
+		return exec.Command(bin, append([]string{"admin", "--addr", strings.Join(addrs, ","), "--cluster-key-file", key}, args...)...).CombinedOutput()
+	}
+	progress("creating the site")
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		out, err := admin("site", "add", "bench.test")
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			fatalf("site add: %v\n%s", err, out)
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	mnt := filepath.Join(work, "mnt")
+	local := filepath.Join(work, "local")
+	for _, d := range []string{mnt, local} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			fatalf("%v", err)
+		}
+	}
+	mountSite(bin, key, addrs, mnt, work)
+
+	type row struct {
+		what        string
+		unit        string
+		local, fuse float64
+	}
+	var rows []row
+	measure := func(what, unit string, fn func(root string) (float64, error)) {
+		r := row{what: what, unit: unit}
+		for _, target := range []struct {
+			root string
+			out  *float64
+		}{{local, &r.local}, {mnt, &r.fuse}} {
+			progress("%s in %s", what, target.root)
+			v, err := fn(target.root)
+			if err != nil {
+				fatalf("%s in %s: %v", what, target.root, err)
+			}
+			*target.out = v
+		}
+		rows = append(rows, r)
+	}
+	data := make([]byte, *size)
+	rand.Read(data)
+	n := *files
+	measure(fmt.Sprintf("create %d × %d B files", n, *size), "files/s", func(root string) (float64, error) {
+		return perSecond(n)(parallel(root, n, *conc, func(p string) error { return os.WriteFile(p, data, 0o644) }))
+	})
+	measure("stat them (attributes not cached)", "files/s", func(root string) (float64, error) {
+		coldCaches()
+		return perSecond(n)(parallel(root, n, *conc, func(p string) error { _, err := os.Stat(p); return err }))
+	})
+	measure("read them (not cached)", "files/s", func(root string) (float64, error) {
+		coldCaches()
+		return perSecond(n)(parallel(root, n, *conc, func(p string) error {
+			b, err := os.ReadFile(p)
+			if err == nil && !bytes.Equal(b, data) {
+				err = errors.New("read back other bytes")
+			}
+			return err
+		}))
+	})
+	if fio, err := exec.LookPath("fio"); err == nil {
+		measure(fmt.Sprintf("fio sequential write, 1 MiB blocks, %s, fsync at end", *seq), "MB/s", func(root string) (float64, error) {
+			return runFio(fio, root, "write", seqBytes)
+		})
+		measure(fmt.Sprintf("fio sequential read, 1 MiB blocks, %s (not cached)", *seq), "MB/s", func(root string) (float64, error) {
+			coldCaches()
+			return runFio(fio, root, "read", seqBytes)
+		})
+	} else {
+		progress("fio is not installed (Debian package fio): no sequential rows")
+	}
+
+	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintf(tw, "operation\tunit\tlocal dir\thastore mount\tmount/local\t\n")
+	for _, r := range rows {
+		fmt.Fprintf(tw, "%s\t%s\t%.0f\t%.0f\t%.3f\t\n", r.what, r.unit, r.local, r.fuse, r.fuse/r.local)
+	}
+	tw.Flush()
+	fmt.Printf("(%d-node cluster on loopback, scheme 2+1, %d workers; the mount talks to the Raft leader)\n", *nodes, *conc)
+}
+
+// parallel runs fn on n files spread over conc workers, each in its own
+// directories of 100 files, and returns the time it took.
+func parallel(root string, n, conc int, fn func(path string) error) (time.Duration, error) {
+	for d := 0; d*100 < n; d++ {
+		if err := os.MkdirAll(filepath.Join(root, "small", strconv.Itoa(d)), 0o755); err != nil {
+			return 0, err
+		}
+	}
+	start := time.Now()
+	var wg sync.WaitGroup
+	errs := make(chan error, conc)
+	for w := range conc {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range n {
+				if (i/100)%conc != w {
+					continue
+				}
+				p := filepath.Join(root, "small", strconv.Itoa(i/100), strconv.Itoa(i)+".html")
+				if err := fn(p); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	return time.Since(start), <-errs
+}
+
+// perSecond turns the time n operations took into operations per second.
+func perSecond(n int) func(time.Duration, error) (float64, error) {
+	return func(d time.Duration, err error) (float64, error) { return float64(n) / d.Seconds(), err }
+}
+
+// coldCaches drops the kernel's page, dentry and inode caches (as root),
+// and waits out the mount's one-second attribute timeout.
+func coldCaches() {
+	exec.Command("sync").Run()
+	os.WriteFile("/proc/sys/vm/drop_caches", []byte("3"), 0o200)
+	time.Sleep(1100 * time.Millisecond)
+}
+
+func runFio(fio, dir, rw string, size int64) (float64, error) {
+	args := []string{"--name=seq", "--directory=" + dir, "--rw=" + rw, "--bs=1M", "--size=" + strconv.FormatInt(size, 10),
+		"--ioengine=psync", "--numjobs=1", "--output-format=json"}
+	if rw == "write" {
+		args = append(args, "--end_fsync=1")
+	}
+	out, err := exec.Command(fio, args...).Output()
+	if err != nil {
+		return 0, fmt.Errorf("fio: %v\n%s", err, out)
+	}
+	var res struct {
+		Jobs []struct {
+			Read struct {
+				BwBytes float64 `json:"bw_bytes"`
+			} `json:"read"`
+			Write struct {
+				BwBytes float64 `json:"bw_bytes"`
+			} `json:"write"`
+		} `json:"jobs"`
+	}
+	if i := bytes.IndexByte(out, '{'); i > 0 {
+		out = out[i:] // fio may print notes first
+	}
+	if err := json.Unmarshal(out, &res); err != nil || len(res.Jobs) == 0 {
+		return 0, fmt.Errorf("fio output: %v", err)
+	}
+	bw := res.Jobs[0].Read.BwBytes
+	if rw == "write" {
+		bw = res.Jobs[0].Write.BwBytes
+	}
+	return bw / 1e6, nil
+}
+
+func parseSize(s string) (int64, error) {
+	mult := int64(1)
+	for _, u := range []struct {
+		suffix string
+		m      int64
+	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
+		if strings.HasSuffix(s, u.suffix) {
+			s, mult = strings.TrimSuffix(s, u.suffix), u.m
+			break
+		}
+	}
+	v, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || v <= 0 {
+		return 0, fmt.Errorf("bad size %q", s)
+	}
+	return v * mult, nil
+}
+
+func freeAddrs(n int) []string {
+	var ls []net.Listener
+	var out []string
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			fatalf("%v", err)
+		}
+		ls = append(ls, l)
+		out = append(out, l.Addr().String())
+	}
+	for _, l := range ls {
+		l.Close()
+	}
+	return out
+}
+
+// startCluster starts n hastore serve processes and returns their
+// addresses; they are killed at cleanup.
+func startCluster(bin, work string, n int) []string {
+	key, err := exec.Command(bin, "admin", "keygen").Output()
+	if err != nil {
+		fatalf("keygen: %v", err)
+	}
+	keyFile := filepath.Join(work, "cluster.key")
+	if err := os.WriteFile(keyFile, key, 0o600); err != nil {
+		fatalf("%v", err)
+	}
+	addrs := freeAddrs(n)
+	var peers []string
+	for i, a := range addrs {
+		peers = append(peers, fmt.Sprintf("n%d=%s", i+1, a))
+	}
+	progress("starting %d nodes", n)
+	for i, a := range addrs {
+		id := fmt.Sprintf("n%d", i+1)
+		logf, err := os.Create(filepath.Join(work, id+".log"))
+		if err != nil {
+			fatalf("%v", err)
+		}
+		cmd := exec.Command(bin, "serve", "--node", id, "--data", filepath.Join(work, id), "--listen", a,
+			"--peers", strings.Join(peers, ","), "--cluster-key-file", keyFile, "--shards", "2+1", "--log-level", "warn")
+		cmd.Stdout, cmd.Stderr = logf, logf
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+		if err := cmd.Start(); err != nil {
+			fatalf("starting %s: %v", id, err)
+		}
+		atCleanup(func() {
+			syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			cmd.Wait()
+			logf.Close()
+		})
+	}
+	return addrs
+}
+
+// mountSite runs hastore mount on mnt and waits until it serves.
+func mountSite(bin, key string, addrs []string, mnt, work string) {
+	logf, err := os.Create(filepath.Join(work, "mount.log"))
+	if err != nil {
+		fatalf("%v", err)
+	}
+	cmd := exec.Command(bin, "mount", "--addr", strings.Join(addrs, ","), "--cluster-key-file", key, "--site", "bench.test", mnt)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		fatalf("hastore mount: %v", err)
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	atCleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			cmd.Process.Kill()
+			syscall.Unmount(mnt, syscall.MNT_DETACH)
+		}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for {
+		var st, parent syscall.Stat_t
+		if syscall.Stat(mnt, &st) == nil && syscall.Stat(filepath.Dir(mnt), &parent) == nil && st.Dev != parent.Dev {
+			return
+		}
+		select {
+		case <-done:
+			b, _ := os.ReadFile(filepath.Join(work, "mount.log"))
+			fatalf("hastore mount exited:\n%s", b)
+		case <-ctx.Done():
+			fatalf("hastore mount did not mount %s in 30 s", mnt)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}

@@ -1,0 +1,91 @@
+// Package fuse mounts a web site's tree (webfs) read-write with FUSE, for
+// web hosts that run nginx, Apache or PHP on top of hastore
+// (`hastore mount`). It uses go-fuse's fs package (the inode API) over a
+// webfs.Tree, in practice a *webfs.RemoteSite: gRPC to the cluster's
+// Sites service through any node.
+//
+// # Inodes and names
+//
+// Kernel inode numbers are the site's inode numbers. Lookup, create,
+// mkdir, symlink, rename, unlink and rmdir are one call each to the
+// cluster, and each change is one atomic, durable metadata change there
+// when the call returns. Names over NAME_MAX (255) bytes, and new names
+// whose path from the site's root would pass PATH_MAX (4096), are
+// ENAMETOOLONG. Modes are stored exactly as the kernel hands them over
+// (it has applied the umask; set-group-ID directories pass their group
+// on), and the mount always uses default_permissions, so the kernel
+// checks access against the stored modes, owners and groups — with
+// AllowOther, a web server running as another user sees what the modes
+// let it see. rename(2) replaces atomically; renameat2 with
+// RENAME_NOREPLACE or RENAME_EXCHANGE answers ENOSYS, which the kernel
+// turns into EINVAL for this and every later flagged rename (callers
+// such as mv fall back to rename(2)). Hard links, device files,
+// O_TMPFILE and extended attributes are not supported (ENOTSUP), as in
+// the site tree.
+//
+// # Writes
+//
+// Writes are buffered per file (shared by the file's handles in this
+// mount): written ranges are kept at their offsets in memory up to
+// Options.MemPerFile into the file, beyond that in an unlinked sparse
+// temporary file, with the extents written, the size, and the smallest
+// size the file was truncated to since. Reads through any handle of the
+// mount see the buffered writes. A flush (every close(2)), fsync or the
+// last release commits them: a file that was created, opened with
+// O_TRUNC, or written from start to end is sent whole (SetContent: one
+// change, content and mtime); otherwise the commit truncates if needed
+// and writes the changed ranges (WriteAt), then sets the final size. When
+// close or fsync returns, the data is durable in the cluster; a failed
+// commit is reported to close/fsync (EIO) and kept buffered for the next
+// try. O_TRUNC reaches open (FUSE atomic_o_trunc), so open-truncate-
+// write-close is one commit. chmod, chown and utimes of a file with
+// buffered writes are buffered with them (a futimens after the last write
+// gives the content its mtime; tar and rsync chmod and chown files to
+// what they already are, which costs nothing); otherwise they are one
+// change each, as is truncate(2) of a file that is not open.
+//
+// # Caching and seeing other hosts' changes
+//
+// The kernel caches names, attributes and negative lookups for
+// Options.AttrTimeout (default 1 s), and pages of file content across
+// opens (FOPEN_KEEP_CACHE) while the file's content ID — a hash of its
+// content — is the one this mount last saw. An open fetches the
+// attributes again once the timeout has passed (close-to-open
+// consistency): if the content changed elsewhere, the kernel drops the
+// pages and the cached size. Attributes fetched for any other reason
+// (getattr, lookup, a directory listing) that show another content make
+// the mount drop the file's pages (NotifyContent); a listing that lacks
+// a name the kernel knows, or has it as another inode, makes it forget
+// the name (NotifyEntry). So two mounts of one site on two hosts see each
+// other's changes within the attribute timeout (plus the cluster's
+// replication delay, milliseconds). A handle reads committed content
+// through a window: the whole of a file up to 1 MiB on the first read,
+// and for larger files a read-ahead that doubles up to 4 MiB while reads
+// are sequential. Directory listings are one ReadDirPlus call, whose
+// attributes also answer the kernel's readdirplus lookups.
+//
+// # Failover
+//
+// Use NewClient: the webfs.Client sends a call to the node that answered
+// last and on to the next when one is unreachable, and the mount retries
+// calls that failed because no node could answer or decide (UNAVAILABLE,
+// EAGAIN, an attempt's timeout — e.g. while the cluster elects a new Raft
+// leader) for up to Options.RetryFor, so the application sees no error.
+// Every retried call is safe to repeat: reads; creates, because the mount
+// chooses the new inode number and a repeat finds its own first attempt;
+// commits, which send the same content or ranges again; setattr with
+// absolute values. Unlink, rmdir and rename are not idempotent: when an
+// attempt may have been carried out by a node that then failed (NewClient
+// notes it), an ENOENT from the repeat is taken as the first attempt's
+// success (for a rename, after checking that the new name has the inode).
+// The calls of a mount do not follow the kernel's interrupts: a retried
+// change must not be abandoned half-way.
+//
+// # Limits
+//
+// An inode is deleted in the cluster when its last name goes, even while
+// it is open here: writes buffered for it are dropped (with a log line)
+// and reads fail. Writes through a shared writable mmap are committed at
+// the next flush, fsync or release, or at unmount. Locks (flock, fcntl)
+// are local to the host.
+package fuse
