@@ -31,6 +31,9 @@ type ProcOptions struct {
 	Scheme string // default "2+1"
 	// ExtraArgs are added to every node's `hastore serve` command line.
 	ExtraArgs []string
+	// NodeArgs, if set, adds node i's own flags (its own HTTP or mail
+	// ports, say).
+	NodeArgs func(i int) []string
 }
 
 // Processes is a cluster of `hastore serve` processes of the real binary on
@@ -166,7 +169,11 @@ func StartProcesses(t testing.TB, opt ProcOptions) *Processes {
 		args := []string{"serve", "--node", id, "--data", c.DataDir(i), "--listen", c.Addrs[i],
 			"--peers", strings.Join(peers, ","), "--cluster-key-file", c.KeyFile,
 			"--shards", opt.Scheme, "--repair-interval", "1s"}
-		c.args = append(c.args, append(args, opt.ExtraArgs...))
+		args = append(args, opt.ExtraArgs...)
+		if opt.NodeArgs != nil {
+			args = append(args, opt.NodeArgs(i)...)
+		}
+		c.args = append(c.args, args)
 	}
 	c.procs = make([]*proc, opt.Nodes)
 	c.conns = make([]*grpc.ClientConn, opt.Nodes)
