@@ -5,7 +5,6 @@ import (
 	"errors"
 	"io"
 	"math/rand/v2"
-	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -13,6 +12,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	pb "hastore/proto/hastorepb"
+	"hastore/replica/transport"
 )
 
 // Client reaches the Sites service through any node of a cluster: a call
@@ -20,39 +20,23 @@ import (
 // is unreachable (gRPC UNAVAILABLE). Errors are like Site's: *fs.PathError
 // with the node's errno. Safe for concurrent use.
 type Client struct {
-	nodes []pb.SitesClient
-	last  atomic.Uint32
+	nodes *transport.Failover[pb.SitesClient]
 }
 
 // NewClient returns a client over connections to cluster nodes (dialled
 // with the cluster key, see transport.DialOptions).
 func NewClient(conns ...grpc.ClientConnInterface) *Client {
-	c := &Client{}
+	var nodes []pb.SitesClient
 	for _, cc := range conns {
-		c.nodes = append(c.nodes, pb.NewSitesClient(cc))
+		nodes = append(nodes, pb.NewSitesClient(cc))
 	}
-	return c
+	return &Client{nodes: transport.NewFailover(nodes)}
 }
 
 // call runs fn against one node after another until one answers. fn must
 // be safe to repeat after UNAVAILABLE.
 func (c *Client) call(ctx context.Context, fn func(pb.SitesClient) error) error {
-	if len(c.nodes) == 0 {
-		return status.Error(codes.Unavailable, "webfs client: no nodes")
-	}
-	start := int(c.last.Load())
-	var err error
-	for i := range c.nodes {
-		idx := (start + i) % len(c.nodes)
-		if err = fn(c.nodes[idx]); err == nil {
-			c.last.Store(uint32(idx))
-			return nil
-		}
-		if status.Code(err) != codes.Unavailable || ctx.Err() != nil {
-			return err
-		}
-	}
-	return err
+	return c.nodes.Call(ctx, fn)
 }
 
 // AddSite creates a site; see Sites.AddSite.
