@@ -43,6 +43,7 @@ import (
 	pb "hastore/proto/hastorepb"
 	"hastore/replica/transport"
 	"hastore/storage"
+	"hastore/testing/benchproc"
 )
 
 type config struct {
@@ -58,6 +59,7 @@ type config struct {
 }
 
 func main() {
+	benchproc.SetName("clusterbench")
 	var cfg config
 	var schemeFlag, sizesFlag string
 	flag.DurationVar(&cfg.duration, "duration", 3*time.Second, "time per cell (one size, one operation, one target)")
@@ -72,25 +74,25 @@ func main() {
 	flag.Parse()
 	var err error
 	if cfg.scheme, err = storage.ParseScheme(schemeFlag); err != nil {
-		fatalf("-scheme: %v", err)
+		benchproc.Fatalf("-scheme: %v", err)
 	}
 	if cfg.sizes, err = parseSizes(sizesFlag); err != nil {
-		fatalf("-sizes: %v", err)
+		benchproc.Fatalf("-sizes: %v", err)
 	}
 	if cfg.nodes < 1 || cfg.conc < 1 || cfg.duration <= 0 {
-		fatalf("-nodes, -conc and -duration must be positive")
+		benchproc.Fatalf("-nodes, -conc and -duration must be positive")
 	}
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	handleSignals(cancel)
-	defer cleanup()
+	benchproc.HandleSignals(cancel, "nodes and removing temporary files")
+	defer benchproc.Cleanup()
 
 	work, err := os.MkdirTemp(cfg.dir, "clusterbench-")
 	if err != nil {
-		fatalf("%v", err)
+		benchproc.Fatalf("%v", err)
 	}
-	atCleanup(func() {
+	benchproc.AtCleanup(func() {
 		if cfg.keep {
 			fmt.Fprintf(os.Stderr, "clusterbench: data kept in %s\n", work)
 			return
@@ -99,7 +101,7 @@ func main() {
 	})
 	if cfg.cpuprofile != "" {
 		if err := os.MkdirAll(cfg.cpuprofile, 0o750); err != nil {
-			fatalf("%v", err)
+			benchproc.Fatalf("%v", err)
 		}
 	}
 
@@ -107,15 +109,19 @@ func main() {
 	if bin == "" {
 		binDir, err := os.MkdirTemp("", "clusterbench-bin-")
 		if err != nil {
-			fatalf("%v", err)
+			benchproc.Fatalf("%v", err)
 		}
-		atCleanup(func() { _ = os.RemoveAll(binDir) })
-		progress("building cmd/hastore")
-		if bin, err = buildHastore(binDir, cfg.cpuprofile != ""); err != nil {
-			fatalf("%v", err)
+		benchproc.AtCleanup(func() { _ = os.RemoveAll(binDir) })
+		benchproc.Logf("building cmd/hastore")
+		mode := benchproc.NoPprof
+		if cfg.cpuprofile != "" {
+			mode = benchproc.PprofContention
+		}
+		if bin, err = benchproc.BuildHastore(binDir, mode); err != nil {
+			benchproc.Fatalf("%v", err)
 		}
 	} else if cfg.cpuprofile != "" {
-		fatalf("-cpuprofile needs the binary built here (it compiles in a pprof hook); drop -bin")
+		benchproc.Fatalf("-cpuprofile needs the binary built here (it compiles in a pprof hook); drop -bin")
 	}
 
 	// The cluster runs first so that each size's engine and cluster cells
@@ -126,16 +132,16 @@ func main() {
 	for _, size := range cfg.sizes {
 		ew := eng.write(ctx, cfg, size)
 		engRes.put(size, "write", ew)
-		progress("engine  %-7s write: %s", human(size), describe(ew))
+		benchproc.Logf("engine  %-7s write: %s", human(size), describe(ew))
 		cw := cl.write(ctx, cfg, size)
 		clRes.put(size, "write", cw)
-		progress("cluster %-7s write: %s", human(size), describe(cw))
+		benchproc.Logf("cluster %-7s write: %s", human(size), describe(cw))
 		er := eng.read(ctx, cfg, size, ew.ids)
 		engRes.put(size, "read", er)
-		progress("engine  %-7s read:  %s", human(size), describe(er))
+		benchproc.Logf("engine  %-7s read:  %s", human(size), describe(er))
 		cr := cl.read(ctx, cfg, size, cw.ids)
 		clRes.put(size, "read", cr)
-		progress("cluster %-7s read:  %s", human(size), describe(cr))
+		benchproc.Logf("cluster %-7s read:  %s", human(size), describe(cr))
 	}
 	printTable(cfg, engRes, clRes)
 }
@@ -148,13 +154,6 @@ func (c cells) put(size int, op string, r *result) {
 		c[size] = map[string]*result{}
 	}
 	c[size][op] = r
-}
-
-func progress(format string, args ...any) {
-	if stopping.Load() {
-		return
-	}
-	fmt.Fprintf(os.Stderr, "clusterbench: "+format+"\n", args...)
 }
 
 func describe(r *result) string {
@@ -175,9 +174,9 @@ type engine struct {
 func openEngine(dir string) *engine {
 	db, err := storage.Open(dir, storage.Options{})
 	if err != nil {
-		fatalf("engine: %v", err)
+		benchproc.Fatalf("engine: %v", err)
 	}
-	atCleanup(func() { _ = db.Close() })
+	benchproc.AtCleanup(func() { _ = db.Close() })
 	return &engine{db: db}
 }
 
@@ -197,7 +196,7 @@ func (e *engine) write(ctx context.Context, cfg config, size int) *result {
 	})
 	m.stop(r)
 	if ctx.Err() != nil || len(r.ids) == 0 {
-		fatalf("engine %s: nothing written: %v", human(size), r.firstErr)
+		benchproc.Fatalf("engine %s: nothing written: %v", human(size), r.firstErr)
 	}
 	return r
 }
@@ -241,7 +240,7 @@ func (c *cluster) write(ctx context.Context, cfg config, size int) *result {
 		})
 	})
 	if ctx.Err() != nil || len(r.ids) == 0 {
-		fatalf("cluster %s: nothing written: %v", human(size), r.firstErr)
+		benchproc.Fatalf("cluster %s: nothing written: %v", human(size), r.firstErr)
 	}
 	return r
 }
@@ -264,15 +263,15 @@ func (c *cluster) read(ctx context.Context, cfg config, size int, ids []storage.
 func startCluster(ctx context.Context, cfg config, bin, work string) *cluster {
 	key, err := transport.GenerateKey()
 	if err != nil {
-		fatalf("%v", err)
+		benchproc.Fatalf("%v", err)
 	}
 	keyFile := filepath.Join(work, "cluster.key")
 	if err := os.WriteFile(keyFile, append(key, '\n'), 0o600); err != nil {
-		fatalf("%v", err)
+		benchproc.Fatalf("%v", err)
 	}
-	addrs, err := freeAddrs(2 * cfg.nodes)
+	addrs, err := benchproc.FreeAddrs(2 * cfg.nodes)
 	if err != nil {
-		fatalf("free ports: %v", err)
+		benchproc.Fatalf("free ports: %v", err)
 	}
 	nodes := make([]*node, cfg.nodes)
 	var peers []string
@@ -286,7 +285,7 @@ func startCluster(ctx context.Context, cfg config, bin, work string) *cluster {
 		nodes[i] = n
 		peers = append(peers, n.id+"="+n.addr)
 	}
-	atCleanup(func() {
+	benchproc.AtCleanup(func() {
 		var wg sync.WaitGroup
 		for _, n := range nodes {
 			if n.conn != nil {
@@ -298,7 +297,7 @@ func startCluster(ctx context.Context, cfg config, bin, work string) *cluster {
 	})
 	opts, err := transport.DialOptions(transport.Config{Key: key})
 	if err != nil {
-		fatalf("%v", err)
+		benchproc.Fatalf("%v", err)
 	}
 	// gRPC's default buffer pool has no tier between 32 KiB and 1 MiB and
 	// zeroes a whole tier buffer per message: a 64 KiB object would cost the
@@ -307,27 +306,27 @@ func startCluster(ctx context.Context, cfg config, bin, work string) *cluster {
 	// defaults, as in production.
 	pool, err := mem.NewBinaryTieredBufferPool(8, 10, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23)
 	if err != nil {
-		fatalf("%v", err)
+		benchproc.Fatalf("%v", err)
 	}
 	opts = append(opts, experimental.WithBufferPool(pool))
-	progress("starting %d hastore serve processes (scheme %s) in %s", cfg.nodes, cfg.scheme, work)
+	benchproc.Logf("starting %d hastore serve processes (scheme %s) in %s", cfg.nodes, cfg.scheme, work)
 	for _, n := range nodes {
 		if err := n.start(bin, keyFile, strings.Join(peers, ","), cfg.scheme.String()); err != nil {
-			fatalf("starting node %s: %v", n.id, err)
+			benchproc.Fatalf("starting node %s: %v", n.id, err)
 		}
 		if n.conn, err = grpc.NewClient("passthrough:///"+n.addr, opts...); err != nil {
-			fatalf("%v", err)
+			benchproc.Fatalf("%v", err)
 		}
 		n.client = pb.NewClusterClient(n.conn)
 	}
 	t0 := time.Now()
 	leader := waitHealthy(ctx, nodes, 60*time.Second)
-	progress("cluster healthy after %v, leader %s", time.Since(t0).Round(time.Millisecond), leader)
+	benchproc.Logf("cluster healthy after %v, leader %s", time.Since(t0).Round(time.Millisecond), leader)
 	warmUp(ctx, nodes, cfg.conc)
 
 	if cfg.cpuprofile != "" {
 		for _, n := range nodes {
-			progress("node %s: pid %d, pprof at http://%s/debug/pprof/", n.id, n.cmd.Process.Pid, n.pprofAddr)
+			benchproc.Logf("node %s: pid %d, pprof at http://%s/debug/pprof/", n.id, n.proc.Pid(), n.pprofAddr)
 		}
 	}
 	return &cluster{nodes: nodes}
@@ -344,8 +343,8 @@ func measureCluster(ctx context.Context, cfg config, nodes []*node, name string,
 			for _, q := range []struct{ query, suffix string }{{"profile?seconds=" + secs, "cpu"}, {"mutex?seconds=" + secs, "mutex"}, {"block?seconds=" + secs, "block"}} {
 				wg.Go(func() {
 					path := filepath.Join(cfg.cpuprofile, fmt.Sprintf("%s-%s.%s.pprof", name, n.id, q.suffix))
-					if err := fetchPprof(ctx, n.pprofAddr, q.query, path); err != nil {
-						progress("profile of %s: %v", n.id, err)
+					if err := benchproc.FetchPprof(ctx, n.pprofAddr, q.query, path); err != nil {
+						benchproc.Logf("profile of %s: %v", n.id, err)
 					}
 				})
 			}
@@ -353,7 +352,7 @@ func measureCluster(ctx context.Context, cfg config, nodes []*node, name string,
 		var err error
 		if clientProf, err = os.Create(filepath.Join(cfg.cpuprofile, name+"-client.cpu.pprof")); err == nil {
 			if err := pprof.StartCPUProfile(clientProf); err != nil {
-				progress("client profile: %v", err)
+				benchproc.Logf("client profile: %v", err)
 				clientProf.Close()
 				clientProf = nil
 			}
@@ -368,8 +367,8 @@ func measureCluster(ctx context.Context, cfg config, nodes []*node, name string,
 	}
 	wg.Wait()
 	for _, n := range nodes {
-		if !n.alive() {
-			fatalf("node %s exited during %s: %v\n--- its log ---\n%s", n.id, name, n.waitErr, n.logTail())
+		if !n.proc.Alive() {
+			benchproc.Fatalf("node %s exited during %s: %v\n--- its log ---\n%s", n.id, name, n.proc.Err(), n.proc.LogTail())
 		}
 	}
 	return r
@@ -387,12 +386,12 @@ func waitHealthy(ctx context.Context, nodes []*node, timeout time.Duration) stri
 		}
 		last = err
 		for _, n := range nodes {
-			if !n.alive() {
-				fatalf("node %s exited while starting: %v\n--- its log ---\n%s", n.id, n.waitErr, n.logTail())
+			if !n.proc.Alive() {
+				benchproc.Fatalf("node %s exited while starting: %v\n--- its log ---\n%s", n.id, n.proc.Err(), n.proc.LogTail())
 			}
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
-			fatalf("cluster not healthy within %v: %v", timeout, last)
+			benchproc.Fatalf("cluster not healthy within %v: %v", timeout, last)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -439,7 +438,7 @@ func warmUp(ctx context.Context, nodes []*node, conc int) {
 		return 4 << 10, id, err
 	})
 	if r.errs > 0 {
-		fatalf("warm-up: %d errors, first: %v", r.errs, r.firstErr)
+		benchproc.Fatalf("warm-up: %d errors, first: %v", r.errs, r.firstErr)
 	}
 }
 

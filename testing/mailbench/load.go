@@ -15,6 +15,8 @@ import (
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
 	"github.com/emersion/go-smtp"
+
+	"hastore/testing/benchproc"
 )
 
 // ---- messages ----
@@ -92,8 +94,8 @@ func deliverLMTP(ctx context.Context, t *target, n, conc, size int) *lmtpResult 
 	var mu sync.Mutex
 	res := &lmtpResult{}
 	var wg sync.WaitGroup
-	cpu0, self0 := t.cpu(), selfCPU()
-	hb0, ht0 := hostTimes()
+	cpu0, self0 := t.cpu(), benchproc.SelfCPU()
+	hb0, ht0, _ := benchproc.HostTimes()
 	start := time.Now()
 	for w := range conc {
 		wg.Go(func() {
@@ -153,8 +155,8 @@ func deliverLMTP(ctx context.Context, t *target, n, conc, size int) *lmtpResult 
 	}
 	wg.Wait()
 	res.elapsed = time.Since(start)
-	res.serverCPU, res.clientCPU = t.cpu()-cpu0, selfCPU()-self0
-	if hb, ht := hostTimes(); ht > ht0 {
+	res.serverCPU, res.clientCPU = t.cpu()-cpu0, benchproc.SelfCPU()-self0
+	if hb, ht, _ := benchproc.HostTimes(); ht > ht0 {
 		res.hostBusy = (hb - hb0) / (ht - ht0)
 	}
 	return res
@@ -220,50 +222,50 @@ func measureIMAP(ctx context.Context, t *target, want, reps, bodies int) *imapRe
 	t0 := time.Now()
 	c, err := imapclient.DialInsecure(t.imapAddr, nil)
 	if err != nil {
-		fatalf("%s IMAP: %v", t.name, err)
+		benchproc.Fatalf("%s IMAP: %v", t.name, err)
 	}
 	defer c.Close()
 	if err := c.Login(benchUser, benchPass).Wait(); err != nil {
-		fatalf("%s IMAP LOGIN: %v", t.name, err)
+		benchproc.Fatalf("%s IMAP LOGIN: %v", t.name, err)
 	}
 	res.login = time.Since(t0)
 
 	t0 = time.Now()
 	sel, err := c.Select("INBOX", nil).Wait()
 	if err != nil {
-		fatalf("%s SELECT INBOX: %v", t.name, err)
+		benchproc.Fatalf("%s SELECT INBOX: %v", t.name, err)
 	}
 	res.selectT = time.Since(t0)
 	res.exists = sel.NumMessages
 	if int(sel.NumMessages) != want {
-		progress("%s: SELECT INBOX says EXISTS %d, delivered %d", t.name, sel.NumMessages, want)
+		benchproc.Progress("%s: SELECT INBOX says EXISTS %d, delivered %d", t.name, sel.NumMessages, want)
 	}
 	if sel.NumMessages == 0 {
-		fatalf("%s: empty INBOX", t.name)
+		benchproc.Fatalf("%s: empty INBOX", t.name)
 	}
 
 	all := imap.SeqSet{}
 	all.AddRange(1, 0) // 1:*
 	for rep := range reps {
-		cpuA, selfA := t.cpu(), selfCPU()
+		cpuA, selfA := t.cpu(), benchproc.SelfCPU()
 		t0 = time.Now()
 		msgs, err := c.Fetch(all, &imap.FetchOptions{Flags: true, Envelope: true, RFC822Size: true}).Collect()
 		if err != nil {
-			fatalf("%s FETCH 1:*: %v", t.name, err)
+			benchproc.Fatalf("%s FETCH 1:*: %v", t.name, err)
 		}
 		res.fetchAll = append(res.fetchAll, time.Since(t0))
-		res.fetchClientCPU = append(res.fetchClientCPU, selfCPU()-selfA)
+		res.fetchClientCPU = append(res.fetchClientCPU, benchproc.SelfCPU()-selfA)
 		res.fetchServerCPU = append(res.fetchServerCPU, t.cpu()-cpuA)
 		if rep == 0 {
 			res.fetchServerCPU0 = t.cpu() - cpuA
 		}
 		res.fetched = len(msgs)
 		if len(msgs) != int(sel.NumMessages) {
-			fatalf("%s FETCH 1:*: %d messages, EXISTS %d", t.name, len(msgs), sel.NumMessages)
+			benchproc.Fatalf("%s FETCH 1:*: %d messages, EXISTS %d", t.name, len(msgs), sel.NumMessages)
 		}
 		for _, m := range msgs {
 			if m.Envelope == nil || m.RFC822Size == 0 {
-				fatalf("%s FETCH 1:*: message %d without ENVELOPE or RFC822.SIZE", t.name, m.SeqNum)
+				benchproc.Fatalf("%s FETCH 1:*: message %d without ENVELOPE or RFC822.SIZE", t.name, m.SeqNum)
 			}
 		}
 		if ctx.Err() != nil {
@@ -281,23 +283,23 @@ func measureIMAP(ctx context.Context, t *target, want, reps, bodies int) *imapRe
 			BodySection: []*imap.FetchItemBodySection{{Peek: true}},
 		}).Collect()
 		if err != nil {
-			fatalf("%s FETCH %d BODY.PEEK[]: %v", t.name, seq, err)
+			benchproc.Fatalf("%s FETCH %d BODY.PEEK[]: %v", t.name, seq, err)
 		}
 		res.bodyLat = append(res.bodyLat, time.Since(tb))
 		if len(msgs) != 1 || len(msgs[0].BodySection) != 1 {
-			fatalf("%s FETCH %d BODY.PEEK[]: no body", t.name, seq)
+			benchproc.Fatalf("%s FETCH %d BODY.PEEK[]: no body", t.name, seq)
 		}
 		body := msgs[0].BodySection[0].Bytes
 		res.bodyBytes += int64(len(body))
 		// The subject names the message's number; its marker must be in the body.
 		var i int
 		if env := msgs[0].Envelope; env == nil {
-			fatalf("%s FETCH %d: no envelope", t.name, seq)
+			benchproc.Fatalf("%s FETCH %d: no envelope", t.name, seq)
 		} else if _, err := fmt.Sscanf(env.Subject, "mailbench message %d:", &i); err != nil {
-			fatalf("%s FETCH %d: unexpected subject %q", t.name, seq, env.Subject)
+			benchproc.Fatalf("%s FETCH %d: unexpected subject %q", t.name, seq, env.Subject)
 		}
 		if !bytes.Contains(body, marker(i)) {
-			fatalf("%s FETCH %d BODY[]: body of message %d lacks its marker", t.name, seq, i)
+			benchproc.Fatalf("%s FETCH %d BODY[]: body of message %d lacks its marker", t.name, seq, i)
 		}
 		if ctx.Err() != nil {
 			return res

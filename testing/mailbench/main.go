@@ -27,6 +27,8 @@ import (
 	"sync"
 	"text/tabwriter"
 	"time"
+
+	"hastore/testing/benchproc"
 )
 
 type config struct {
@@ -41,6 +43,7 @@ type config struct {
 }
 
 func main() {
+	benchproc.SetName("mailbench")
 	var cfg config
 	flag.IntVar(&cfg.messages, "messages", 10000, "messages delivered over LMTP, and so the size of the mailbox read over IMAP")
 	flag.IntVar(&cfg.conc, "conc", 8, "concurrent LMTP connections")
@@ -57,28 +60,28 @@ func main() {
 	flag.BoolVar(&cfg.keep, "keep", false, "keep the data directories (and print where they are)")
 	flag.Parse()
 	if cfg.profile != "" && cfg.bin != "" {
-		fatalf("-profile needs the binary built here (it compiles in a pprof hook); drop -bin")
+		benchproc.Fatalf("-profile needs the binary built here (it compiles in a pprof hook); drop -bin")
 	}
 	if cfg.profile != "" {
 		if err := os.MkdirAll(cfg.profile, 0o750); err != nil {
-			fatalf("%v", err)
+			benchproc.Fatalf("%v", err)
 		}
 	}
 	if cfg.messages < 1 || cfg.conc < 1 || cfg.size < 1000 || cfg.nodes < 1 || cfg.reps < 1 || cfg.bodies < 0 {
-		fatalf("-messages, -conc, -nodes, -fetch-reps must be positive, -size at least 1000")
+		benchproc.Fatalf("-messages, -conc, -nodes, -fetch-reps must be positive, -size at least 1000")
 	}
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	handleSignals(cancel)
-	defer cleanup()
+	benchproc.HandleSignals(cancel, "hastore and dovecot, removing temporary files")
+	defer benchproc.Cleanup()
 	started := time.Now()
 
 	work, err := os.MkdirTemp(cfg.dir, "mailbench-")
 	if err != nil {
-		fatalf("%v", err)
+		benchproc.Fatalf("%v", err)
 	}
-	atCleanup(func() {
+	benchproc.AtCleanup(func() {
 		if cfg.keep {
 			fmt.Fprintf(os.Stderr, "mailbench: hastore data kept in %s\n", work)
 			return
@@ -90,9 +93,13 @@ func main() {
 	if cfg.only != "dovecot" {
 		bin := cfg.bin
 		if bin == "" {
-			progress("building cmd/hastore")
-			if bin, err = buildHastore(work, cfg.profile != ""); err != nil {
-				fatalf("%v", err)
+			benchproc.Progress("building cmd/hastore")
+			mode := benchproc.NoPprof
+			if cfg.profile != "" {
+				mode = benchproc.PprofContention
+			}
+			if bin, err = benchproc.BuildHastore(work, mode); err != nil {
+				benchproc.Fatalf("%v", err)
 			}
 		}
 		targets = append(targets, startHastore(ctx, cfg, bin, work))
@@ -103,25 +110,25 @@ func main() {
 
 	lm := map[*target]*lmtpResult{}
 	for _, t := range targets {
-		progress("%s: delivering %d messages of %d bytes over %d LMTP connections", t.name, cfg.messages, cfg.size, cfg.conc)
+		benchproc.Progress("%s: delivering %d messages of %d bytes over %d LMTP connections", t.name, cfg.messages, cfg.size, cfg.conc)
 		wait := profileNodes(ctx, cfg, t, "lmtp", 10)
 		r := deliverLMTP(ctx, t, cfg.messages, cfg.conc, cfg.size)
 		wait()
 		t.checkAlive("LMTP delivery")
-		progress("%s: %d delivered in %v (%.1f msg/s), %d errors%s", t.name, r.delivered, r.elapsed.Round(time.Millisecond), r.rate(), r.errs, errSuffix(r.firstErr))
+		benchproc.Progress("%s: %d delivered in %v (%.1f msg/s), %d errors%s", t.name, r.delivered, r.elapsed.Round(time.Millisecond), r.rate(), r.errs, errSuffix(r.firstErr))
 		if r.delivered == 0 {
-			fatalf("%s: nothing delivered: %v", t.name, r.firstErr)
+			benchproc.Fatalf("%s: nothing delivered: %v", t.name, r.firstErr)
 		}
 		lm[t] = r
 	}
 	im := map[*target]*imapResult{}
 	for _, t := range targets {
-		progress("%s: IMAP LOGIN, SELECT, %d× FETCH 1:* (FLAGS ENVELOPE RFC822.SIZE), %d× BODY.PEEK[]", t.name, cfg.reps, cfg.bodies)
+		benchproc.Progress("%s: IMAP LOGIN, SELECT, %d× FETCH 1:* (FLAGS ENVELOPE RFC822.SIZE), %d× BODY.PEEK[]", t.name, cfg.reps, cfg.bodies)
 		wait := profileNodes(ctx, cfg, t, "imap", 5)
 		r := measureIMAP(ctx, t, lm[t].delivered, cfg.reps, cfg.bodies)
 		wait()
 		t.checkAlive("IMAP")
-		progress("%s: SELECT %v, FETCH 1:* %v", t.name, r.selectT.Round(time.Millisecond), roundAll(r.fetchAll))
+		benchproc.Progress("%s: SELECT %v, FETCH 1:* %v", t.name, r.selectT.Round(time.Millisecond), roundAll(r.fetchAll))
 		im[t] = r
 	}
 	printTable(cfg, targets, lm, im, time.Since(started))
@@ -299,8 +306,8 @@ func profileNodes(ctx context.Context, cfg config, t *target, name string, secs 
 		for _, q := range []struct{ query, suffix string }{{"profile?seconds=", "cpu"}, {"mutex?seconds=", "mutex"}, {"block?seconds=", "block"}} {
 			wg.Go(func() {
 				path := filepath.Join(cfg.profile, fmt.Sprintf("%s-n%d.%s.pprof", name, i+1, q.suffix))
-				if err := fetchPprof(ctx, addr, q.query+strconv.Itoa(secs), path); err != nil {
-					progress("profile of n%d: %v", i+1, err)
+				if err := benchproc.FetchPprof(ctx, addr, q.query+strconv.Itoa(secs), path); err != nil {
+					benchproc.Progress("profile of n%d: %v", i+1, err)
 				}
 			})
 		}

@@ -15,6 +15,7 @@ import (
 
 	pb "hastore/proto/hastorepb"
 	"hastore/replica/transport"
+	"hastore/testing/benchproc"
 )
 
 const (
@@ -28,23 +29,23 @@ type target struct {
 	name       string
 	lmtpAddrs  []string // connection i goes to lmtpAddrs[i%len]
 	imapAddr   string
-	procs      []*proc  // whose CPU counts
-	pprofAddrs []string // hastore nodes' pprof servers, with -profile
+	procs      []*benchproc.Proc // whose CPU counts
+	pprofAddrs []string          // hastore nodes' pprof servers, with -profile
 	note       string
 }
 
 func (t *target) cpu() float64 {
 	var s float64
 	for _, p := range t.procs {
-		s += p.groupCPU()
+		s += p.GroupCPU(true)
 	}
 	return s
 }
 
 func (t *target) checkAlive(during string) {
 	for _, p := range t.procs {
-		if !p.alive() {
-			fatalf("%s exited during %s: %v\n--- its log ---\n%s", p.name, during, p.waitErr, p.logTail())
+		if !p.Alive() {
+			benchproc.Fatalf("%s exited during %s: %v\n--- its log ---\n%s", p.Name, during, p.Err(), p.LogTail())
 		}
 	}
 }
@@ -54,15 +55,15 @@ func (t *target) checkAlive(during string) {
 func startHastore(ctx context.Context, cfg config, bin, work string) *target {
 	key, err := transport.GenerateKey()
 	if err != nil {
-		fatalf("%v", err)
+		benchproc.Fatalf("%v", err)
 	}
 	keyFile := filepath.Join(work, "cluster.key")
 	if err := os.WriteFile(keyFile, append(key, '\n'), 0o600); err != nil {
-		fatalf("%v", err)
+		benchproc.Fatalf("%v", err)
 	}
-	addrs, err := freeAddrs(4 * cfg.nodes)
+	addrs, err := benchproc.FreeAddrs(4 * cfg.nodes)
 	if err != nil {
-		fatalf("free ports: %v", err)
+		benchproc.Fatalf("free ports: %v", err)
 	}
 	var peers, clusterAddrs []string
 	for i := range cfg.nodes {
@@ -70,15 +71,15 @@ func startHastore(ctx context.Context, cfg config, bin, work string) *target {
 		clusterAddrs = append(clusterAddrs, addrs[i])
 	}
 	t := &target{name: fmt.Sprintf("hastore (%d nodes)", cfg.nodes)}
-	var procs []*proc
-	atCleanup(func() {
+	var procs []*benchproc.Proc
+	benchproc.AtCleanup(func() {
 		var wg sync.WaitGroup
 		for _, p := range procs {
-			wg.Go(p.stop)
+			wg.Go(p.Stop)
 		}
 		wg.Wait()
 	})
-	progress("starting %d hastore serve processes (scheme %s) in %s", cfg.nodes, cfg.scheme, work)
+	benchproc.Progress("starting %d hastore serve processes (scheme %s) in %s", cfg.nodes, cfg.scheme, work)
 	for i := range cfg.nodes {
 		id := fmt.Sprintf("n%d", i+1)
 		lmtp, imap := addrs[cfg.nodes+2*i], addrs[cfg.nodes+2*i+1]
@@ -87,12 +88,12 @@ func startHastore(ctx context.Context, cfg config, bin, work string) *target {
 			t.pprofAddrs = append(t.pprofAddrs, addrs[3*cfg.nodes+i])
 			env = append(env, "HASTORE_BENCH_PPROF="+addrs[3*cfg.nodes+i])
 		}
-		p, err := startProc("hastore node "+id, filepath.Join(work, id+".log"), env,
+		p, err := benchproc.Start("hastore node "+id, filepath.Join(work, id+".log"), env,
 			bin, "serve", "--node", id, "--data", filepath.Join(work, id), "--listen", addrs[i],
 			"--peers", strings.Join(peers, ","), "--cluster-key-file", keyFile, "--shards", cfg.scheme,
 			"--log-level", "warn", "--lmtp", lmtp, "--imap", imap, "--allow-insecure-auth", "--hostname", "localhost")
 		if err != nil {
-			fatalf("starting node %s: %v", id, err)
+			benchproc.Fatalf("starting node %s: %v", id, err)
 		}
 		procs = append(procs, p)
 		t.lmtpAddrs = append(t.lmtpAddrs, lmtp)
@@ -104,14 +105,14 @@ func startHastore(ctx context.Context, cfg config, bin, work string) *target {
 	t0 := time.Now()
 	waitHealthy(ctx, key, clusterAddrs, procs, 90*time.Second)
 	for i, p := range procs {
-		if err := waitListening(ctx, p, 30*time.Second, t.lmtpAddrs[i]); err != nil {
-			fatalf("%v", err)
+		if err := benchproc.WaitListening(ctx, p, 30*time.Second, t.lmtpAddrs[i]); err != nil {
+			benchproc.Fatalf("%v", err)
 		}
 	}
-	if err := waitListening(ctx, procs[0], 30*time.Second, t.imapAddr); err != nil {
-		fatalf("%v", err)
+	if err := benchproc.WaitListening(ctx, procs[0], 30*time.Second, t.imapAddr); err != nil {
+		benchproc.Fatalf("%v", err)
 	}
-	progress("hastore healthy after %v", time.Since(t0).Round(time.Millisecond))
+	benchproc.Progress("hastore healthy after %v", time.Since(t0).Round(time.Millisecond))
 
 	admin := func(stdin string, args ...string) {
 		argv := append([]string{"admin", "--addr", strings.Join(clusterAddrs, ","), "--cluster-key-file", keyFile}, args...)
@@ -126,7 +127,7 @@ func startHastore(ctx context.Context, cfg config, bin, work string) *target {
 			last = out
 			time.Sleep(500 * time.Millisecond)
 		}
-		fatalf("hastore admin %s: %s", strings.Join(args, " "), last)
+		benchproc.Fatalf("hastore admin %s: %s", strings.Join(args, " "), last)
 	}
 	admin("", "domain", "add", benchDomain)
 	admin(benchPass+"\n", "user", "add", benchUser)
@@ -136,16 +137,16 @@ func startHastore(ctx context.Context, cfg config, bin, work string) *target {
 
 // waitHealthy waits until some node is Raft leader and every node sees every
 // node up (writes place shards only on nodes their health view has up).
-func waitHealthy(ctx context.Context, key []byte, addrs []string, procs []*proc, timeout time.Duration) {
+func waitHealthy(ctx context.Context, key []byte, addrs []string, procs []*benchproc.Proc, timeout time.Duration) {
 	opts, err := transport.DialOptions(transport.Config{Key: key})
 	if err != nil {
-		fatalf("%v", err)
+		benchproc.Fatalf("%v", err)
 	}
 	var clients []pb.ClusterClient
 	for _, a := range addrs {
 		conn, err := grpc.NewClient("passthrough:///"+a, opts...)
 		if err != nil {
-			fatalf("%v", err)
+			benchproc.Fatalf("%v", err)
 		}
 		defer conn.Close()
 		clients = append(clients, pb.NewClusterClient(conn))
@@ -181,12 +182,12 @@ func waitHealthy(ctx context.Context, key []byte, addrs []string, procs []*proc,
 			return
 		}
 		for _, p := range procs {
-			if !p.alive() {
-				fatalf("%s exited while starting: %v\n--- its log ---\n%s", p.name, p.waitErr, p.logTail())
+			if !p.Alive() {
+				benchproc.Fatalf("%s exited while starting: %v\n--- its log ---\n%s", p.Name, p.Err(), p.LogTail())
 			}
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
-			fatalf("cluster not healthy within %v: %v", timeout, last)
+			benchproc.Fatalf("cluster not healthy within %v: %v", timeout, last)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -257,22 +258,22 @@ func startDovecot(ctx context.Context, cfg config) *target {
 			if _, err2 := os.Stat("/usr/sbin/dovecot"); err2 == nil {
 				bin = "/usr/sbin/dovecot"
 			} else {
-				fatalf("dovecot not found (Debian: apt-get install -y dovecot-imapd dovecot-lmtpd), or give -dovecot PATH")
+				benchproc.Fatalf("dovecot not found (Debian: apt-get install -y dovecot-imapd dovecot-lmtpd), or give -dovecot PATH")
 			}
 		}
 	}
 	mailUser := "nobody"
 	uid, gid, err := lookupUser(mailUser)
 	if err != nil {
-		fatalf("dovecot mail user: %v", err)
+		benchproc.Fatalf("dovecot mail user: %v", err)
 	}
 	// Its own temp dir, traversable by the unprivileged mail and login
 	// users (MkdirTemp makes it 0700).
 	dir, err := os.MkdirTemp(cfg.dir, "mailbench-dovecot-")
 	if err != nil {
-		fatalf("%v", err)
+		benchproc.Fatalf("%v", err)
 	}
-	atCleanup(func() {
+	benchproc.AtCleanup(func() {
 		if cfg.keep {
 			fmt.Fprintf(os.Stderr, "mailbench: dovecot data kept in %s\n", dir)
 			return
@@ -280,25 +281,25 @@ func startDovecot(ctx context.Context, cfg config) *target {
 		_ = os.RemoveAll(dir)
 	})
 	if err := os.Chmod(dir, 0o755); err != nil {
-		fatalf("%v", err)
+		benchproc.Fatalf("%v", err)
 	}
 	home := filepath.Join(dir, "home", "bench")
 	for _, d := range []string{filepath.Join(dir, "home"), home} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
-			fatalf("%v", err)
+			benchproc.Fatalf("%v", err)
 		}
 	}
 	if err := os.Chown(home, uid, gid); err != nil {
-		fatalf("%v", err)
+		benchproc.Fatalf("%v", err)
 	}
 	// user:password:uid:gid:gecos:home:shell:extra
 	pw := fmt.Sprintf("%s:{PLAIN}%s:%d:%d::%s::\n", benchUser, benchPass, uid, gid, home)
 	if err := os.WriteFile(filepath.Join(dir, "passwd"), []byte(pw), 0o644); err != nil {
-		fatalf("%v", err)
+		benchproc.Fatalf("%v", err)
 	}
-	addrs, err := freeAddrs(2)
+	addrs, err := benchproc.FreeAddrs(2)
 	if err != nil {
-		fatalf("free ports: %v", err)
+		benchproc.Fatalf("free ports: %v", err)
 	}
 	lmtp, imap := addrs[0], addrs[1]
 	_, lport, _ := strings.Cut(lmtp, ":")
@@ -307,23 +308,23 @@ func startDovecot(ctx context.Context, cfg config) *target {
 		"{{DOMAIN}}", benchDomain, "{{IMAPPORT}}", iport, "{{LMTPPORT}}", lport).Replace(dovecotConf)
 	confFile := filepath.Join(dir, "dovecot.conf")
 	if err := os.WriteFile(confFile, []byte(conf), 0o644); err != nil {
-		fatalf("%v", err)
+		benchproc.Fatalf("%v", err)
 	}
 	if out, err := exec.Command(bin, "-c", confFile, "-n").CombinedOutput(); err != nil {
-		fatalf("dovecot rejects its config: %v\n%s", err, out)
+		benchproc.Fatalf("dovecot rejects its config: %v\n%s", err, out)
 	}
-	progress("starting dovecot (%s) in %s", bin, dir)
-	p, err := startProc("dovecot", filepath.Join(dir, "dovecot.stdout"), nil, bin, "-F", "-c", confFile)
+	benchproc.Progress("starting dovecot (%s) in %s", bin, dir)
+	p, err := benchproc.Start("dovecot", filepath.Join(dir, "dovecot.stdout"), nil, bin, "-F", "-c", confFile)
 	if err != nil {
-		fatalf("starting dovecot: %v", err)
+		benchproc.Fatalf("starting dovecot: %v", err)
 	}
-	atCleanup(p.stop)
-	if err := waitListening(ctx, p, 30*time.Second, lmtp, imap); err != nil {
+	benchproc.AtCleanup(p.Stop)
+	if err := benchproc.WaitListening(ctx, p, 30*time.Second, lmtp, imap); err != nil {
 		b, _ := os.ReadFile(filepath.Join(dir, "dovecot.log"))
-		fatalf("%v\n--- dovecot.log ---\n%s", err, b)
+		benchproc.Fatalf("%v\n--- dovecot.log ---\n%s", err, b)
 	}
 	ver, _ := exec.Command(bin, "--version").Output()
-	return &target{name: "dovecot", lmtpAddrs: []string{lmtp}, imapAddr: imap, procs: []*proc{p},
+	return &target{name: "dovecot", lmtpAddrs: []string{lmtp}, imapAddr: imap, procs: []*benchproc.Proc{p},
 		note: fmt.Sprintf("dovecot %s: maildir, mail_fsync=optimized, one instance, passwd-file passdb/userdb, mail owned by %s",
 			strings.TrimSpace(string(ver)), mailUser)}
 }

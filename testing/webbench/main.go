@@ -43,6 +43,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"hastore/testing/benchproc"
 )
 
 const siteName = "webbench.test"
@@ -75,6 +77,7 @@ type cell struct {
 }
 
 func main() {
+	benchproc.SetName("webbench")
 	var cfg config
 	flag.DurationVar(&cfg.duration, "duration", 10*time.Second, "how long each wrk measurement runs (whole seconds)")
 	flag.DurationVar(&cfg.warmup, "warmup", time.Second, "unmeasured wrk run before each target's measurements (0: none)")
@@ -90,7 +93,7 @@ func main() {
 	flag.BoolVar(&cfg.skipSpread, "n1-only", false, "skip the cells with one wrk per node")
 	flag.Parse()
 	if cfg.duration < time.Second || cfg.conns < 1 || cfg.threads < 1 || cfg.nodes < 1 {
-		fatalf("want -duration >= 1s, -conns >= 1, -threads >= 1, -nodes >= 1")
+		benchproc.Fatalf("want -duration >= 1s, -conns >= 1, -threads >= 1, -nodes >= 1")
 	}
 	if cfg.threads > cfg.conns {
 		cfg.threads = cfg.conns // wrk refuses fewer connections than threads
@@ -101,30 +104,30 @@ func main() {
 	if cfg.wrk == "" {
 		p, err := exec.LookPath("wrk")
 		if err != nil {
-			fatalf("wrk not found (Debian: apt-get install -y wrk; or bash testing/deps.sh bench), or give -wrk PATH")
+			benchproc.Fatalf("wrk not found (Debian: apt-get install -y wrk; or bash testing/deps.sh bench), or give -wrk PATH")
 		}
 		cfg.wrk = p
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	handleSignals(cancel)
+	benchproc.HandleSignals(cancel, "hastore, nginx and wrk, removing temporary files")
 
 	work, err := os.MkdirTemp(cfg.dir, "webbench-")
 	if err != nil {
-		fatalf("%v", err)
+		benchproc.Fatalf("%v", err)
 	}
 	if !cfg.keep {
-		atCleanup(func() { os.RemoveAll(work) })
+		benchproc.AtCleanup(func() { os.RemoveAll(work) })
 	} else {
-		atCleanup(func() { fmt.Fprintf(os.Stderr, "webbench: kept %s\n", work) })
+		benchproc.AtCleanup(func() { fmt.Fprintf(os.Stderr, "webbench: kept %s\n", work) })
 	}
 	// nginx's workers run as nobody: they must reach the files.
 	if err := os.Chmod(work, 0o755); err != nil {
-		fatalf("%v", err)
+		benchproc.Fatalf("%v", err)
 	}
 	if cfg.profile != "" {
 		if err := os.MkdirAll(cfg.profile, 0o755); err != nil {
-			fatalf("%v", err)
+			benchproc.Fatalf("%v", err)
 		}
 	}
 
@@ -132,7 +135,7 @@ func main() {
 	// nginx serves as is and hastore gets through `site put`.
 	www := filepath.Join(work, "www")
 	if err := os.Mkdir(www, 0o755); err != nil {
-		fatalf("%v", err)
+		benchproc.Fatalf("%v", err)
 	}
 	files := []benchFile{
 		{label: "4 KiB", name: "small.bin", data: randBytes(4 << 10), metric: "req/s"},
@@ -140,32 +143,36 @@ func main() {
 	}
 	for _, f := range files {
 		if err := os.WriteFile(filepath.Join(www, f.name), f.data, 0o644); err != nil {
-			fatalf("%v", err)
+			benchproc.Fatalf("%v", err)
 		}
 	}
 
 	t0 := time.Now()
-	progress("building cmd/hastore")
-	bin, err := buildHastore(work, cfg.profile != "")
-	if err != nil {
-		fatalf("%v", err)
+	benchproc.Progress("building cmd/hastore")
+	mode := benchproc.NoPprof
+	if cfg.profile != "" {
+		mode = benchproc.PprofPlain
 	}
-	progress("built in %v", time.Since(t0).Round(time.Millisecond))
+	bin, err := benchproc.BuildHastore(work, mode)
+	if err != nil {
+		benchproc.Fatalf("%v", err)
+	}
+	benchproc.Progress("built in %v", time.Since(t0).Round(time.Millisecond))
 
 	// ---- hastore ----
 	hs := startHastore(ctx, cfg, bin, filepath.Join(work), www)
 	verify(ctx, hs, files)
-	progress("every node serves both files byte for byte")
+	benchproc.Progress("every node serves both files byte for byte")
 	ng := startNginx(ctx, cfg, work, www)
 	verify(ctx, ng, files)
-	progress("nginx serves both files byte for byte")
+	benchproc.Progress("nginx serves both files byte for byte")
 	warm(ctx, cfg, hs, files)
 	warm(ctx, cfg, ng, files)
 
 	// What else keeps this machine busy: on a shared host other processes
 	// take CPU the servers and wrk then lack.
 	bg := background(hs, ng)
-	progress("before measuring: host %.0f%% busy, %.2f cores used by processes other than ours", 100*bg.hostBusy, bg.other)
+	benchproc.Progress("before measuring: host %.0f%% busy, %.2f cores used by processes other than ours", 100*bg.hostBusy, bg.other)
 
 	// Interleaved (hastore n1, nginx, hastore on all nodes, per file), so a
 	// neighbour's burst of load does not fall on one system only.
@@ -183,9 +190,9 @@ func main() {
 			cells[key{1, fi}] = measure(ctx, cfg, hs, f, all, "all")
 		}
 	}
-	progress("stopping hastore and nginx")
+	benchproc.Progress("stopping hastore and nginx")
 	for _, p := range append(hs.procs, ng.procs...) {
-		p.stop()
+		p.Stop()
 	}
 
 	// ---- the table ----
@@ -285,7 +292,7 @@ func main() {
 	if cfg.profile != "" {
 		fmt.Printf("\nCPU profiles of node n1 in %s (symbolized: go tool pprof -top FILE)\n", cfg.profile)
 	}
-	cleanup()
+	benchproc.Cleanup()
 }
 
 // background samples the host for a second while nothing is measured and
@@ -295,14 +302,14 @@ func background(ts ...*target) cell {
 	for _, t := range ts {
 		cpu0 += t.cpu()
 	}
-	b0, tot0 := hostTimes()
+	b0, tot0, _ := benchproc.HostTimes()
 	start := time.Now()
 	time.Sleep(time.Second)
 	var cpu1 float64
 	for _, t := range ts {
 		cpu1 += t.cpu()
 	}
-	b1, tot1 := hostTimes()
+	b1, tot1, _ := benchproc.HostTimes()
 	var c cell
 	if tot1 > tot0 {
 		c.hostBusy = (b1 - b0) / (tot1 - tot0)
@@ -326,7 +333,7 @@ func warm(ctx context.Context, cfg config, t *target, files []benchFile) {
 	for _, f := range files {
 		for _, addr := range t.httpAddrs {
 			if _, err := runWrk(ctx, cfg.wrk, "http://"+addr+"/"+f.name, t.host, 1, min(cfg.conns, 8), max(cfg.warmup, time.Second)); err != nil {
-				fatalf("%s: warm-up: %v", t.name, err)
+				benchproc.Fatalf("%s: warm-up: %v", t.name, err)
 			}
 		}
 	}
@@ -336,9 +343,9 @@ func warm(ctx context.Context, cfg config, t *target, files []benchFile) {
 // measure runs wrk against the nodes of t given by idx (one wrk process per
 // node, side by side) and samples CPU use around it.
 func measure(ctx context.Context, cfg config, t *target, f benchFile, idx []int, tag string) *cell {
-	progress("%s, %s file, %s: wrk %v", t.name, f.label, map[bool]string{true: "n1", false: fmt.Sprintf("%d wrk processes, one per node", len(idx))}[len(idx) == 1], cfg.duration)
+	benchproc.Progress("%s, %s file, %s: wrk %v", t.name, f.label, map[bool]string{true: "n1", false: fmt.Sprintf("%d wrk processes, one per node", len(idx))}[len(idx) == 1], cfg.duration)
 	cpu0 := t.cpu()
-	b0, tot0 := hostTimes()
+	b0, tot0, _ := benchproc.HostTimes()
 	start := time.Now()
 
 	profDone := make(chan error, 1)
@@ -347,7 +354,7 @@ func measure(ctx context.Context, cfg config, t *target, f benchFile, idx []int,
 		path := filepath.Join(cfg.profile, fmt.Sprintf("n1-%s.cpu.pprof", strings.ReplaceAll(f.label, " ", "")))
 		go func() {
 			time.Sleep(time.Second)
-			profDone <- fetchPprof(ctx, t.pprofAddrs[0], fmt.Sprintf("profile?seconds=%d", secs), path)
+			profDone <- benchproc.FetchPprof(ctx, t.pprofAddrs[0], fmt.Sprintf("profile?seconds=%d", secs), path)
 		}()
 	} else {
 		profDone <- nil
@@ -373,22 +380,22 @@ func measure(ctx context.Context, cfg config, t *target, f benchFile, idx []int,
 	}
 	for range idx {
 		if err := <-errc; err != nil {
-			fatalf("%s: %v", t.name, err)
+			benchproc.Fatalf("%s: %v", t.name, err)
 		}
 	}
 	wall := time.Since(start).Seconds()
 	c := &cell{res: merge(results)}
 	c.srvCPU = (t.cpu() - cpu0) / wall
 	c.wrkCPU = c.res.cpu / wall
-	if b1, tot1 := hostTimes(); tot1 > tot0 {
+	if b1, tot1, _ := benchproc.HostTimes(); tot1 > tot0 {
 		c.hostBusy = (b1 - b0) / (tot1 - tot0)
 	}
 	c.other = max(0, c.hostBusy*float64(runtime.NumCPU())-c.srvCPU-c.wrkCPU)
 	if err := <-profDone; err != nil {
-		progress("profile: %v", err)
+		benchproc.Progress("profile: %v", err)
 	}
 	t.checkAlive("the measurement")
-	progress("  %.0f req/s, %.1f MiB/s, p99 %v, server %.2f cores, wrk %.2f cores", c.res.reqPerSec, c.res.bytesSec/(1<<20), c.res.p99, c.srvCPU, c.wrkCPU)
+	benchproc.Progress("  %.0f req/s, %.1f MiB/s, p99 %v, server %.2f cores, wrk %.2f cores", c.res.reqPerSec, c.res.bytesSec/(1<<20), c.res.p99, c.srvCPU, c.wrkCPU)
 	return c
 }
 

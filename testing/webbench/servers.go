@@ -17,30 +17,31 @@ import (
 
 	pb "hastore/proto/hastorepb"
 	"hastore/replica/transport"
+	"hastore/testing/benchproc"
 )
 
 // target is one system under test.
 type target struct {
 	name       string
-	httpAddrs  []string // hastore: node i's HTTP address; nginx: one
-	host       string   // Host header
-	procs      []*proc  // whose CPU counts
-	pprofAddrs []string // hastore nodes' pprof servers, with -profile
+	httpAddrs  []string          // hastore: node i's HTTP address; nginx: one
+	host       string            // Host header
+	procs      []*benchproc.Proc // whose CPU counts
+	pprofAddrs []string          // hastore nodes' pprof servers, with -profile
 	leader     string
 }
 
 func (t *target) cpu() float64 {
 	var s float64
 	for _, p := range t.procs {
-		s += p.groupCPU()
+		s += p.GroupCPU(false)
 	}
 	return s
 }
 
 func (t *target) checkAlive(during string) {
 	for _, p := range t.procs {
-		if !p.alive() {
-			fatalf("%s exited during %s: %v\n--- its log ---\n%s", p.name, during, p.waitErr, p.logTail())
+		if !p.Alive() {
+			benchproc.Fatalf("%s exited during %s: %v\n--- its log ---\n%s", p.Name, during, p.Err(), p.LogTail())
 		}
 	}
 }
@@ -50,15 +51,15 @@ func (t *target) checkAlive(during string) {
 func startHastore(ctx context.Context, cfg config, bin, work, www string) *target {
 	key, err := transport.GenerateKey()
 	if err != nil {
-		fatalf("%v", err)
+		benchproc.Fatalf("%v", err)
 	}
 	keyFile := filepath.Join(work, "cluster.key")
 	if err := os.WriteFile(keyFile, append(key, '\n'), 0o600); err != nil {
-		fatalf("%v", err)
+		benchproc.Fatalf("%v", err)
 	}
-	addrs, err := freeAddrs(3 * cfg.nodes)
+	addrs, err := benchproc.FreeAddrs(3 * cfg.nodes)
 	if err != nil {
-		fatalf("free ports: %v", err)
+		benchproc.Fatalf("free ports: %v", err)
 	}
 	var peers, clusterAddrs []string
 	for i := range cfg.nodes {
@@ -66,15 +67,15 @@ func startHastore(ctx context.Context, cfg config, bin, work, www string) *targe
 		clusterAddrs = append(clusterAddrs, addrs[i])
 	}
 	t := &target{name: fmt.Sprintf("hastore (%d nodes)", cfg.nodes), host: siteName}
-	var procs []*proc
-	atCleanup(func() {
+	var procs []*benchproc.Proc
+	benchproc.AtCleanup(func() {
 		var wg sync.WaitGroup
 		for _, p := range procs {
-			wg.Go(p.stop)
+			wg.Go(p.Stop)
 		}
 		wg.Wait()
 	})
-	progress("starting %d hastore serve processes (shards %s) in %s", cfg.nodes, cfg.scheme, work)
+	benchproc.Progress("starting %d hastore serve processes (shards %s) in %s", cfg.nodes, cfg.scheme, work)
 	for i := range cfg.nodes {
 		id := fmt.Sprintf("n%d", i+1)
 		httpAddr := addrs[cfg.nodes+i]
@@ -83,12 +84,12 @@ func startHastore(ctx context.Context, cfg config, bin, work, www string) *targe
 			t.pprofAddrs = append(t.pprofAddrs, addrs[2*cfg.nodes+i])
 			env = append(env, "HASTORE_BENCH_PPROF="+addrs[2*cfg.nodes+i])
 		}
-		p, err := startProc("hastore node "+id, filepath.Join(work, id+".log"), env,
+		p, err := benchproc.Start("hastore node "+id, filepath.Join(work, id+".log"), env,
 			bin, "serve", "--node", id, "--data", filepath.Join(work, id), "--listen", addrs[i],
 			"--peers", strings.Join(peers, ","), "--cluster-key-file", keyFile, "--shards", cfg.scheme,
 			"--log-level", "warn", "--http", httpAddr)
 		if err != nil {
-			fatalf("starting node %s: %v", id, err)
+			benchproc.Fatalf("starting node %s: %v", id, err)
 		}
 		procs = append(procs, p)
 		t.httpAddrs = append(t.httpAddrs, httpAddr)
@@ -97,11 +98,11 @@ func startHastore(ctx context.Context, cfg config, bin, work, www string) *targe
 	t0 := time.Now()
 	t.leader = waitHealthy(ctx, key, clusterAddrs, procs, 90*time.Second)
 	for i, p := range procs {
-		if err := waitListening(ctx, p, 30*time.Second, t.httpAddrs[i]); err != nil {
-			fatalf("%v", err)
+		if err := benchproc.WaitListening(ctx, p, 30*time.Second, t.httpAddrs[i]); err != nil {
+			benchproc.Fatalf("%v", err)
 		}
 	}
-	progress("hastore healthy after %v, leader %s", time.Since(t0).Round(time.Millisecond), t.leader)
+	benchproc.Progress("hastore healthy after %v, leader %s", time.Since(t0).Round(time.Millisecond), t.leader)
 
 	admin := func(args ...string) {
 		argv := append([]string{"admin", "--addr", strings.Join(clusterAddrs, ","), "--cluster-key-file", keyFile}, args...)
@@ -114,27 +115,27 @@ func startHastore(ctx context.Context, cfg config, bin, work, www string) *targe
 			last = out
 			time.Sleep(500 * time.Millisecond)
 		}
-		fatalf("hastore admin %s: %s", strings.Join(args, " "), last)
+		benchproc.Fatalf("hastore admin %s: %s", strings.Join(args, " "), last)
 	}
 	t1 := time.Now()
 	admin("site", "add", siteName)
 	admin("site", "put", siteName, www)
-	progress("site %s added and %s uploaded in %v", siteName, www, time.Since(t1).Round(time.Millisecond))
+	benchproc.Progress("site %s added and %s uploaded in %v", siteName, www, time.Since(t1).Round(time.Millisecond))
 	return t
 }
 
 // waitHealthy waits until some node is Raft leader and every node sees every
 // node up, and returns the leader's ID.
-func waitHealthy(ctx context.Context, key []byte, addrs []string, procs []*proc, timeout time.Duration) string {
+func waitHealthy(ctx context.Context, key []byte, addrs []string, procs []*benchproc.Proc, timeout time.Duration) string {
 	opts, err := transport.DialOptions(transport.Config{Key: key})
 	if err != nil {
-		fatalf("%v", err)
+		benchproc.Fatalf("%v", err)
 	}
 	var clients []pb.ClusterClient
 	for _, a := range addrs {
 		conn, err := grpc.NewClient("passthrough:///"+a, opts...)
 		if err != nil {
-			fatalf("%v", err)
+			benchproc.Fatalf("%v", err)
 		}
 		defer conn.Close()
 		clients = append(clients, pb.NewClusterClient(conn))
@@ -171,12 +172,12 @@ func waitHealthy(ctx context.Context, key []byte, addrs []string, procs []*proc,
 			return leader
 		}
 		for _, p := range procs {
-			if !p.alive() {
-				fatalf("%s exited while starting: %v\n--- its log ---\n%s", p.name, p.waitErr, p.logTail())
+			if !p.Alive() {
+				benchproc.Fatalf("%s exited while starting: %v\n--- its log ---\n%s", p.Name, p.Err(), p.LogTail())
 			}
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
-			fatalf("cluster not healthy within %v: %v", timeout, last)
+			benchproc.Fatalf("cluster not healthy within %v: %v", timeout, last)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -221,17 +222,17 @@ func startNginx(ctx context.Context, cfg config, work, www string) *target {
 			if _, err2 := os.Stat("/usr/sbin/nginx"); err2 == nil {
 				bin = "/usr/sbin/nginx"
 			} else {
-				fatalf("nginx not found (Debian: apt-get install -y nginx-light), or give -nginx PATH")
+				benchproc.Fatalf("nginx not found (Debian: apt-get install -y nginx-light), or give -nginx PATH")
 			}
 		}
 	}
 	dir := filepath.Join(work, "nginx")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		fatalf("%v", err)
+		benchproc.Fatalf("%v", err)
 	}
-	addrs, err := freeAddrs(1)
+	addrs, err := benchproc.FreeAddrs(1)
 	if err != nil {
-		fatalf("free ports: %v", err)
+		benchproc.Fatalf("free ports: %v", err)
 	}
 	conf := strings.NewReplacer("{{DIR}}", dir, "{{ADDR}}", addrs[0], "{{HOST}}", siteName, "{{ROOT}}", www).Replace(nginxConf)
 	if os.Geteuid() != 0 {
@@ -239,18 +240,18 @@ func startNginx(ctx context.Context, cfg config, work, www string) *target {
 	}
 	confFile := filepath.Join(dir, "nginx.conf")
 	if err := os.WriteFile(confFile, []byte(conf), 0o644); err != nil {
-		fatalf("%v", err)
+		benchproc.Fatalf("%v", err)
 	}
-	p, err := startProc("nginx", filepath.Join(dir, "stderr.log"), nil, bin, "-c", confFile, "-p", dir, "-e", filepath.Join(dir, "error.log"))
+	p, err := benchproc.Start("nginx", filepath.Join(dir, "stderr.log"), nil, bin, "-c", confFile, "-p", dir, "-e", filepath.Join(dir, "error.log"))
 	if err != nil {
-		fatalf("starting nginx: %v", err)
+		benchproc.Fatalf("starting nginx: %v", err)
 	}
-	atCleanup(p.stop)
-	if err := waitListening(ctx, p, 10*time.Second, addrs[0]); err != nil {
+	benchproc.AtCleanup(p.Stop)
+	if err := benchproc.WaitListening(ctx, p, 10*time.Second, addrs[0]); err != nil {
 		b, _ := os.ReadFile(filepath.Join(dir, "error.log"))
-		fatalf("%v\n--- error.log ---\n%s", err, b)
+		benchproc.Fatalf("%v\n--- error.log ---\n%s", err, b)
 	}
-	return &target{name: "nginx", httpAddrs: addrs, host: siteName, procs: []*proc{p}}
+	return &target{name: "nginx", httpAddrs: addrs, host: siteName, procs: []*benchproc.Proc{p}}
 }
 
 // verify GETs every file from every HTTP address of t and compares the
@@ -286,7 +287,7 @@ func verify(ctx context.Context, t *target, files []benchFile) {
 					break
 				}
 				if time.Now().After(deadline) || ctx.Err() != nil {
-					fatalf("%s: GET http://%s/%s (Host %s): %v", t.name, addr, f.name, t.host, err)
+					benchproc.Fatalf("%s: GET http://%s/%s (Host %s): %v", t.name, addr, f.name, t.host, err)
 				}
 				time.Sleep(200 * time.Millisecond)
 			}
