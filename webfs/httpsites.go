@@ -21,11 +21,22 @@ func (s *Sites) HTTP() httpserve.Sites { return httpSites{s} }
 
 type httpSites struct{ s *Sites }
 
+// catchUp is the read barrier the httpserve contract asks for: every change
+// acknowledged before the call is seen. Within one request a barrier begun
+// after the request began serves every call, so a request pays for one.
+func (h httpSites) catchUp(ctx context.Context) error {
+	since, ok := httpserve.RequestStart(ctx)
+	if !ok {
+		return h.s.catchUp(ctx)
+	}
+	return h.s.catchUpSince(ctx, since)
+}
+
 func (h httpSites) Resolve(ctx context.Context, host string) (string, bool, error) {
 	if CheckSiteName(host) != nil {
 		return "", false, nil
 	}
-	if err := h.s.catchUp(ctx); err != nil {
+	if err := h.catchUp(ctx); err != nil {
 		return "", false, err
 	}
 	name, ok, err := h.s.md.TenantGet(RegistryTenant, "h/"+host)
@@ -37,7 +48,7 @@ func (h httpSites) Resolve(ctx context.Context, host string) (string, bool, erro
 
 // stat resolves name in site after a read barrier.
 func (h httpSites) stat(ctx context.Context, site, name string) (Attr, error) {
-	if err := h.s.catchUp(ctx); err != nil {
+	if err := h.catchUp(ctx); err != nil {
 		return Attr{}, err
 	}
 	if CheckSiteName(site) != nil {

@@ -76,7 +76,14 @@ type SiteInfo struct {
 func (s *Sites) Sync(ctx context.Context) error { return s.catchUp(ctx) }
 
 func (s *Sites) catchUp(ctx context.Context) error {
-	if err := s.sync.wait(ctx); err != nil {
+	return s.catchUpSince(ctx, time.Time{})
+}
+
+// catchUpSince is catchUp for a caller to whom any barrier that began at or
+// after since will do (one HTTP request making several calls, say): it
+// returns at once if such a barrier has completed.
+func (s *Sites) catchUpSince(ctx context.Context, since time.Time) error {
+	if err := s.sync.waitSince(ctx, since); err != nil {
 		return fmt.Errorf("catching up with the cluster: %w", err)
 	}
 	return nil
@@ -384,6 +391,9 @@ type barrier struct {
 	mu      sync.Mutex
 	pending *round
 	running bool
+	// doneSince is when the latest successful round began: a caller that
+	// needs a barrier begun after t is served if t ≤ doneSince.
+	doneSince time.Time
 }
 
 type round struct {
@@ -391,8 +401,14 @@ type round struct {
 	err  error
 }
 
-func (b *barrier) wait(ctx context.Context) error {
+// waitSince waits for a round that begins after the call, or returns at
+// once if a round that began at or after since (not zero) has succeeded.
+func (b *barrier) waitSince(ctx context.Context, since time.Time) error {
 	b.mu.Lock()
+	if !since.IsZero() && !since.After(b.doneSince) {
+		b.mu.Unlock()
+		return nil
+	}
 	r := b.pending
 	if r == nil {
 		r = &round{done: make(chan struct{})}
@@ -423,8 +439,16 @@ func (b *barrier) loop() {
 		}
 		b.mu.Unlock()
 		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		began := time.Now()
 		r.err = b.run(ctx)
 		cancel()
+		if r.err == nil {
+			b.mu.Lock()
+			if began.After(b.doneSince) {
+				b.doneSince = began
+			}
+			b.mu.Unlock()
+		}
 		close(r.done)
 	}
 }

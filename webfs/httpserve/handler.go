@@ -92,6 +92,7 @@ type request struct {
 	step   time.Duration // how often to push the write deadline back
 	extend time.Time     // when the write deadline was last pushed back
 	head   bool
+	start  time.Time // when the request arrived
 	status int
 	bytes  int64
 	err    error // why the response failed, if it did
@@ -128,7 +129,7 @@ func (q *request) Unwrap() http.ResponseWriter { return q.w }
 
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	q := &request{w: w, r: r, rc: http.NewResponseController(w), idle: h.idle, head: r.Method == http.MethodHead}
+	q := &request{w: w, r: r, rc: http.NewResponseController(w), idle: h.idle, head: r.Method == http.MethodHead, start: start}
 	if q.idle > 0 {
 		q.step = min(q.idle/4, time.Second)
 		q.extend = start
@@ -180,7 +181,7 @@ func (h *handler) serve(q *request, raw, host string) {
 		h.error(q, http.StatusMethodNotAllowed, nil)
 		return
 	}
-	ctx := r.Context()
+	ctx := withRequestStart(r.Context(), q.start)
 	if host == "" {
 		h.error(q, http.StatusNotFound, nil)
 		return
@@ -473,4 +474,19 @@ func hostName(h string) string {
 	}
 	h = strings.TrimSuffix(strings.TrimPrefix(h, "["), "]")
 	return strings.TrimSuffix(strings.ToLower(h), ".")
+}
+
+type requestStartKey struct{}
+
+func withRequestStart(ctx context.Context, t time.Time) context.Context {
+	return context.WithValue(ctx, requestStartKey{}, t)
+}
+
+// RequestStart returns when the request whose context ctx is began, if ctx
+// is one the handler passed to Sites. A Sites implementation may use it to
+// satisfy "every change acknowledged before the call" once per request: any
+// read barrier that began after the request began serves all its calls.
+func RequestStart(ctx context.Context) (time.Time, bool) {
+	t, ok := ctx.Value(requestStartKey{}).(time.Time)
+	return t, ok
 }
