@@ -121,9 +121,6 @@ func (c *testCluster) crash(id string) {
 	if err := s.wal.Close(); err != nil {
 		c.t.Fatal(err)
 	}
-	if err := s.walMeta.Close(); err != nil {
-		c.t.Fatal(err)
-	}
 	crashClose(s.fsm)
 	n.store = nil
 	c.disconnect(n)
@@ -340,10 +337,6 @@ func TestClusterSnapshotsAndMembership(t *testing.T) {
 		cfg.TrailingLogs = 4
 		cfg.SnapshotThreshold = 1 << 20 // only the explicit snapshots below
 		cfg.SnapshotInterval = time.Hour
-		// Small segments, so that compaction really drops old entries:
-		// raft-wal truncates the head a whole segment at a time and still
-		// serves entries that are only logically truncated.
-		cfg.WALSegmentSize = 4 << 10
 	})
 	boot := c.servers("n1", "n2", "n3")
 	for _, id := range []string{"n1", "n2", "n3"} {

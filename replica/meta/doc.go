@@ -5,7 +5,7 @@
 // # Pieces
 //
 // [FSM] is the state machine, a raft.BatchingFSM over badger. [Store] runs
-// one raft node around it (raft-wal for the log and stable store, file
+// one raft node around it (a bbolt file for the log and stable store, file
 // snapshots, the raft.Transport it is given — this package opens no network
 // connection itself). [Command]s are a closed set of types with a compact,
 // versioned binary encoding ([EncodeCommand]): a format byte, a type byte,
@@ -33,7 +33,7 @@
 //
 // # Durability and replay
 //
-// The raft log (raft-wal, fsynced) and raft's snapshots are the truth; the
+// The raft log (bbolt, fsynced) and raft's snapshots are the truth; the
 // FSM's badger is a derived copy that never fsyncs on the apply path (one
 // fsync per decision, in the log).
 //

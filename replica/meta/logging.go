@@ -11,7 +11,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 )
 
-// hclogAdapter lets raft and raft-wal log through the caller's slog.Logger,
+// hclogAdapter lets raft log through the caller's slog.Logger,
 // so hastore has one log stream with one format.
 // Levels are left to the slog handler; SetLevel is ignored.
 type hclogAdapter struct {

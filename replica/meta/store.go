@@ -13,8 +13,6 @@ import (
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/hashicorp/raft"
-	wal "github.com/hashicorp/raft-wal"
-	"github.com/hashicorp/raft-wal/metadb"
 
 	"hastore/storage"
 )
@@ -22,7 +20,7 @@ import (
 // Config configures a Store. Zero tunables take the defaults named.
 type Config struct {
 	NodeID string // raft server ID; stable for the node's lifetime
-	// Dir holds everything: raft/ (raft-wal log and stable store),
+	// Dir holds everything: raft/log.db (the bbolt log and stable store),
 	// snapshots/, fsm/ (badger generations). Give it a directory apart from
 	// the shard store.
 	Dir string
@@ -57,26 +55,19 @@ type Config struct {
 	SnapshotThreshold uint64
 	TrailingLogs      uint64
 	SnapshotRetain    int
-	// WALSegmentSize is raft-wal's segment file size (its default, 64 MiB,
-	// if 0). The log is truncated behind snapshots a whole segment at a time.
-	WALSegmentSize int
 	// Badger adjusts the FSM's badger options; see FSMOptions.Badger.
 	Badger func(badger.Options) badger.Options
 }
 
-// Store is one node's replica of the metadata: raft (raft-wal log, file
+// Store is one node's replica of the metadata: raft (a bbolt log, file
 // snapshots) over the badger-backed FSM.
 type Store struct {
-	id   string
-	log  *slog.Logger
-	raft *raft.Raft
-	fsm  *FSM
-	wal  *wal.WAL
-	// walMeta is raft-wal's metadata store, passed in explicitly because
-	// WAL.Close (v0.4.0) does not close it: its bolt file lock would stay
-	// held and the next Open in this process would block on it.
-	walMeta *metadb.BoltMetaDB
-	trans   raft.Transport
+	id    string
+	log   *slog.Logger
+	raft  *raft.Raft
+	fsm   *FSM
+	wal   *logStore // the raft log and stable store (see logstore.go)
+	trans raft.Transport
 
 	barrierTerm atomic.Uint64 // term in which this leader's FSM caught up
 	memberMu    sync.Mutex    // one membership change at a time
@@ -114,14 +105,8 @@ func Open(cfg Config) (_ *Store, err error) {
 	if s.fsm, err = OpenFSM(filepath.Join(cfg.Dir, "fsm"), FSMOptions{Logger: logger, OnApply: cfg.OnApply, Badger: cfg.Badger}); err != nil {
 		return nil, err
 	}
-	s.walMeta = &metadb.BoltMetaDB{}
-	segSize := cfg.WALSegmentSize
-	if segSize <= 0 {
-		segSize = wal.DefaultSegmentSize
-	}
-	s.wal, err = wal.Open(raftDir, wal.WithLogger(newHCLog(logger, "raft-wal")), wal.WithMetaStore(s.walMeta), wal.WithSegmentSize(segSize))
-	if err != nil {
-		return nil, fmt.Errorf("meta: open raft log in %s: %w", raftDir, err)
+	if s.wal, err = openLogStore(filepath.Join(raftDir, "log.db")); err != nil {
+		return nil, err
 	}
 	retain := cfg.SnapshotRetain
 	if retain < 1 {
@@ -233,11 +218,6 @@ func (s *Store) closeParts() error {
 	if s.wal != nil {
 		if err := s.wal.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("meta: close raft log: %w", err))
-		}
-	}
-	if s.walMeta != nil {
-		if err := s.walMeta.Close(); err != nil {
-			errs = append(errs, fmt.Errorf("meta: close raft log metadata: %w", err))
 		}
 	}
 	if s.fsm != nil {
