@@ -5,7 +5,7 @@ STATICCHECK_VERSION := v0.8.2
 GOBIN     := $(shell $(GO) env GOPATH)/bin
 export GOFLAGS := -mod=mod
 
-.PHONY: all build test lint vet unit deps bench run proto clean fuzz
+.PHONY: all build test lint vet unit deps bench run proto clean fuzz chaos
 
 all: build
 
@@ -42,9 +42,14 @@ bench: build
 	$(GO) run ./testing/clusterbench
 	$(GO) run ./testing/mailbench
 	$(GO) run ./testing/fusebench
+	$(GO) run ./testing/webbench
 
 run: build
 	./$(BIN) dev
+
+# Chaos run: faults under mail and web load, then verification (CHAOS_DURATION, default 5m).
+chaos:
+	$(GO) run ./testing/chaos
 
 proto:
 	bash proto/gen.sh
