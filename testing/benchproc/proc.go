@@ -260,3 +260,26 @@ func WaitListening(ctx context.Context, p *Proc, timeout time.Duration, addrs ..
 	}
 	return nil
 }
+
+// Group is the set of processes that make up one system under test.
+type Group []*Proc
+
+// CPU returns the CPU seconds the group's processes have used (with reaped,
+// also their children that have exited).
+func (g Group) CPU(reaped bool) float64 {
+	var s float64
+	for _, p := range g {
+		s += p.GroupCPU(reaped)
+	}
+	return s
+}
+
+// CheckAlive stops the program with the log of any process of the group
+// that has exited.
+func (g Group) CheckAlive(during string) {
+	for _, p := range g {
+		if !p.Alive() {
+			Fatalf("%s exited during %s: %v\n--- its log ---\n%s", p.Name, during, p.Err(), p.LogTail())
+		}
+	}
+}

@@ -29,26 +29,14 @@ type target struct {
 	name       string
 	lmtpAddrs  []string // connection i goes to lmtpAddrs[i%len]
 	imapAddr   string
-	procs      []*benchproc.Proc // whose CPU counts
-	pprofAddrs []string          // hastore nodes' pprof servers, with -profile
+	procs      benchproc.Group // whose CPU counts
+	pprofAddrs []string        // hastore nodes' pprof servers, with -profile
 	note       string
 }
 
-func (t *target) cpu() float64 {
-	var s float64
-	for _, p := range t.procs {
-		s += p.GroupCPU(true)
-	}
-	return s
-}
+func (t *target) cpu() float64 { return t.procs.CPU(true) }
 
-func (t *target) checkAlive(during string) {
-	for _, p := range t.procs {
-		if !p.Alive() {
-			benchproc.Fatalf("%s exited during %s: %v\n--- its log ---\n%s", p.Name, during, p.Err(), p.LogTail())
-		}
-	}
-}
+func (t *target) checkAlive(during string) { t.procs.CheckAlive(during) }
 
 // ---- hastore: a loopback cluster of `hastore serve` processes ----
 

@@ -23,28 +23,16 @@ import (
 // target is one system under test.
 type target struct {
 	name       string
-	httpAddrs  []string          // hastore: node i's HTTP address; nginx: one
-	host       string            // Host header
-	procs      []*benchproc.Proc // whose CPU counts
-	pprofAddrs []string          // hastore nodes' pprof servers, with -profile
+	httpAddrs  []string        // hastore: node i's HTTP address; nginx: one
+	host       string          // Host header
+	procs      benchproc.Group // whose CPU counts
+	pprofAddrs []string        // hastore nodes' pprof servers, with -profile
 	leader     string
 }
 
-func (t *target) cpu() float64 {
-	var s float64
-	for _, p := range t.procs {
-		s += p.GroupCPU(false)
-	}
-	return s
-}
+func (t *target) cpu() float64 { return t.procs.CPU(false) }
 
-func (t *target) checkAlive(during string) {
-	for _, p := range t.procs {
-		if !p.Alive() {
-			benchproc.Fatalf("%s exited during %s: %v\n--- its log ---\n%s", p.Name, during, p.Err(), p.LogTail())
-		}
-	}
-}
+func (t *target) checkAlive(during string) { t.procs.CheckAlive(during) }
 
 // ---- hastore: a loopback cluster of `hastore serve --http` processes ----
 
