@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"time"
 
@@ -63,6 +64,12 @@ type Options struct {
 	HedgeAfter time.Duration // default 150ms
 	// ShardTimeout bounds one shard transfer.
 	ShardTimeout time.Duration // default 30s
+	// StragglerWait is how long a write waits for its last shards once
+	// the others are written (at least; twice as long as those took if
+	// that is longer). A shard still unwritten then — a slow, lossy or
+	// partitioned node — is placed elsewhere, so one bad node does not
+	// hold every write for ShardTimeout.
+	StragglerWait time.Duration // default 300ms
 	// Grace is how long shards of uncommitted writes and of deleted objects
 	// are kept before being collected. It must exceed the clock skew
 	// between nodes and the longest write.
@@ -90,6 +97,9 @@ func (o *Options) setDefaults() {
 	}
 	if o.ShardTimeout == 0 {
 		o.ShardTimeout = 30 * time.Second
+	}
+	if o.StragglerWait == 0 {
+		o.StragglerWait = 300 * time.Millisecond
 	}
 	if o.Grace == 0 {
 		o.Grace = time.Hour
@@ -246,34 +256,75 @@ func (c *Cluster) writeShards(ctx context.Context, id storage.BlobID, data []byt
 
 // writePlan writes every record to its planned node in parallel, skipping
 // those already written there, and returns the failures by node.
+//
+// Once all but m of the shards are written, the rest get StragglerWait (or
+// twice the time so far, if longer) before they are abandoned as failed:
+// the caller re-plans them onto other nodes. An abandoned shard that lands
+// after all is an orphan the collector removes after the grace period.
 func (c *Cluster) writePlan(ctx context.Context, id storage.BlobID, recs []storage.Record, plan []string, written map[int]string) map[string]error {
 	type result struct {
 		index int
 		node  string
 		err   error
 	}
+	start := time.Now()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel() // abandons the stragglers, if any
 	results := make(chan result, len(plan))
-	pending := 0
+	pending := map[int]string{}
 	for i, node := range plan {
 		if node == "" || written[i] == node {
 			continue
 		}
-		pending++
+		pending[i] = node
 		go func() {
 			results <- result{i, node, c.putShard(ctx, node, recs[i])}
 		}()
 	}
+	m := 0
+	if h, _, err := storage.ParseHeader(recs[0].Head); err == nil {
+		m = h.M
+	}
 	errs := map[string]error{}
-	for ; pending > 0; pending-- {
-		r := <-results
-		if r.err != nil {
-			errs[r.node] = fmt.Errorf("shard %d of %s on node %s: %w", r.index, id, r.node, r.err)
-			continue
+	var (
+		deadline <-chan time.Time
+		timer    *time.Timer
+		answered int
+	)
+	defer func() {
+		if timer != nil {
+			timer.Stop()
 		}
-		written[r.index] = r.node
+	}()
+	for len(pending) > 0 {
+		if timer == nil && answered > 0 && len(pending) <= m {
+			timer = time.NewTimer(max(c.opt.StragglerWait, 2*time.Since(start)))
+			deadline = timer.C
+		}
+		select {
+		case r := <-results:
+			answered++
+			delete(pending, r.index)
+			if r.err != nil {
+				errs[r.node] = fmt.Errorf("shard %d of %s on node %s: %w", r.index, id, r.node, r.err)
+				continue
+			}
+			written[r.index] = r.node
+		case <-deadline:
+			waited := time.Since(start).Round(time.Millisecond)
+			for i, node := range pending {
+				errs[node] = fmt.Errorf("shard %d of %s on node %s: %w after %v while the other shards were written", i, id, node, errStraggler, waited)
+			}
+			c.log.Warn("write placing slow shards elsewhere", "object", id, "nodes", slices.Sorted(maps.Values(pending)), "waited", waited)
+			return errs
+		}
 	}
 	return errs
 }
+
+// errStraggler: a shard write was abandoned because its node answered far
+// later than the others.
+var errStraggler = errors.New("no answer")
 
 // writeAt writes every record to the node the placement names, failing if
 // any write fails.

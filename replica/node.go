@@ -156,6 +156,15 @@ func StartNode(cfg NodeConfig) (n *Node, err error) {
 	// 5 ms costs ~200 tiny RPCs a second per follower and takes that wait
 	// off every forwarded write.
 	mcfg.CommitTimeout = 5 * time.Millisecond
+	// Every write and every read barrier needs the leader, so how soon a
+	// lost one is replaced is how long the whole cluster stalls. Raft's
+	// defaults (1 s heartbeat timeout, randomised to 1–2 s, and 1 s
+	// elections) stall it 2–3 s; half of that still leaves 50 heartbeats
+	// (every 50 ms) per timeout on a LAN. Nodes far apart (or on badly
+	// overloaded machines) would want the defaults back: see cfg.Meta.
+	mcfg.HeartbeatTimeout = 500 * time.Millisecond
+	mcfg.ElectionTimeout = 500 * time.Millisecond
+	mcfg.LeaderLeaseTimeout = 250 * time.Millisecond
 	if cfg.Meta != nil {
 		cfg.Meta(&mcfg)
 	}
@@ -523,22 +532,32 @@ func (n *Node) Status(ctx context.Context) (ClusterStatus, error) {
 // when this node is not it.
 type forwarder struct{ n *Node }
 
+// leaderWait is how long a proposal or read barrier waits for a reachable
+// leader. An election takes under a second here (see the Raft timeouts in
+// StartNode); a node that finds none for longer is most likely cut off
+// from the majority, and its clients are better served by an error they
+// can take to another node than by hanging.
+const leaderWait = 2 * time.Second
+
 func (f *forwarder) Propose(ctx context.Context, cmd meta.Command) (meta.Result, error) {
-	for attempt := 0; ; attempt++ {
+	giveUp := time.Now().Add(leaderWait)
+	for {
 		res, err := f.n.Meta.Propose(ctx, cmd)
 		if !errors.Is(err, meta.ErrNotLeader) {
 			return res, err
 		}
 		res, err = f.forward(ctx, cmd)
-		if err == nil || attempt >= 20 || ctx.Err() != nil || !retryable(err) {
+		if err == nil || time.Now().After(giveUp) || ctx.Err() != nil || !retryable(err) {
 			return res, err
 		}
 		// No leader yet, or leadership moved under us: wait for the
-		// election and try again.
+		// election and try again (an election takes some 100 ms once a
+		// follower has noticed the loss; polling often finds the new
+		// leader soon after).
 		select {
 		case <-ctx.Done():
 			return res, ctx.Err()
-		case <-time.After(250 * time.Millisecond):
+		case <-time.After(100 * time.Millisecond):
 		}
 	}
 }
@@ -585,7 +604,8 @@ func (f *forwarder) forward(ctx context.Context, cmd meta.Command) (meta.Result,
 }
 
 func (f *forwarder) ReadIndex(ctx context.Context) (uint64, error) {
-	for attempt := 0; ; attempt++ {
+	giveUp := time.Now().Add(leaderWait)
+	for {
 		idx, err := f.n.Meta.LeaderCommitIndex(ctx)
 		if !errors.Is(err, meta.ErrNotLeader) {
 			return idx, err
@@ -598,13 +618,13 @@ func (f *forwarder) ReadIndex(ctx context.Context) (uint64, error) {
 			}
 		}
 		// A read index changes nothing: any failure may be retried.
-		if attempt >= 20 || ctx.Err() != nil || (!retryable(err) && status.Code(err) != codes.Unavailable) {
+		if time.Now().After(giveUp) || ctx.Err() != nil || (!retryable(err) && status.Code(err) != codes.Unavailable) {
 			return 0, err
 		}
 		select {
 		case <-ctx.Done():
 			return 0, ctx.Err()
-		case <-time.After(250 * time.Millisecond):
+		case <-time.After(100 * time.Millisecond):
 		}
 	}
 }

@@ -104,19 +104,76 @@ func (c *Cluster) ReadAt(ctx context.Context, id storage.BlobID, off, n int64) (
 	return out, nil
 }
 
-// readPiece returns bytes [a, b) of data shard i's payload, rebuilding them
-// from the same span of k other shards if shard i cannot be read.
+// readPiece returns bytes [a, b) of data shard i's payload. It asks shard
+// i's node first; if that fails, or has not answered after HedgeAfter (a
+// slow or partitioned node), or the node is known to be down, it rebuilds
+// the bytes from the same span of k other shards, and returns whichever
+// comes first.
 func (c *Cluster) readPiece(ctx context.Context, o meta.Object, i int, a, b int64) ([]byte, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel() // stops the loser
 	fetch := func(ctx context.Context, svc ShardService, k storage.ShardKey) (any, error) {
 		return svc.ReadShard(ctx, k, a, b-a)
 	}
-	got, bad, err := c.gather(ctx, o, []int{i}, 1, fetch)
-	if err == nil {
-		return got[i].([]byte), nil
+	type result struct {
+		p      []byte
+		err    error
+		direct bool
 	}
-	c.repair.enqueue(o.ID)
-	others := c.preference(o, append(bad, i))
-	got, _, err = c.gather(ctx, o, others, o.K, fetch)
+	results := make(chan result, 2)
+	pending, rebuilding := 0, false
+	rebuild := func() {
+		rebuilding = true
+		pending++
+		go func() {
+			p, err := c.rebuildPiece(ctx, o, i, fetch)
+			results <- result{p: p, err: err}
+		}()
+	}
+	if node := o.Placement[i]; node != "" && (node == c.self || c.health.Up(node)) {
+		pending++
+		go func() {
+			got, _, err := c.gather(ctx, o, []int{i}, 1, fetch)
+			if err != nil {
+				results <- result{err: err, direct: true}
+				return
+			}
+			results <- result{p: got[i].([]byte), direct: true}
+		}()
+	} else {
+		c.repair.enqueue(o.ID)
+		rebuild()
+	}
+	hedge := time.NewTimer(c.opt.HedgeAfter)
+	defer hedge.Stop()
+	var errs []error
+	for pending > 0 {
+		select {
+		case r := <-results:
+			pending--
+			if r.err == nil {
+				return r.p, nil
+			}
+			errs = append(errs, r.err)
+			if r.direct {
+				c.repair.enqueue(o.ID)
+				if !rebuilding {
+					rebuild()
+				}
+			}
+		case <-hedge.C:
+			if !rebuilding {
+				rebuild()
+			}
+		}
+	}
+	return nil, errors.Join(errs...)
+}
+
+// rebuildPiece rebuilds a span of data shard i from the same span of k
+// other shards.
+func (c *Cluster) rebuildPiece(ctx context.Context, o meta.Object, i int, fetch fetchFunc) ([]byte, error) {
+	got, _, err := c.gather(ctx, o, c.preference(o, []int{i}), o.K, fetch)
 	if err != nil {
 		return nil, err
 	}

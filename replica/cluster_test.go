@@ -1,0 +1,230 @@
+package replica
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"hastore/replica/meta"
+	"hastore/storage"
+)
+
+// fakeCluster is the smallest world a Cluster needs: in-memory metadata, a
+// proposer that applies PutObject at once, and in-memory shard services of
+// which some never answer a write (a partitioned or stuck node).
+type fakeCluster struct {
+	mu      sync.Mutex
+	nodes   []meta.Node
+	objects map[storage.BlobID]meta.Object
+	shards  map[string]*fakeShards
+}
+
+func newFakeCluster(n int, hanging ...string) *fakeCluster {
+	f := &fakeCluster{objects: map[storage.BlobID]meta.Object{}, shards: map[string]*fakeShards{}}
+	for i := range n {
+		id := fmt.Sprintf("n%d", i+1)
+		f.nodes = append(f.nodes, meta.Node{ID: id, Address: id, State: meta.NodeActive})
+		f.shards[id] = &fakeShards{recs: map[storage.ShardKey][]byte{}, hang: slices.Contains(hanging, id)}
+	}
+	return f
+}
+
+func (f *fakeCluster) Object(id storage.BlobID) (meta.Object, bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	o, ok := f.objects[id]
+	return o, ok, nil
+}
+
+func (f *fakeCluster) WalkObjects(fn func(meta.Object) error) error { return errors.ErrUnsupported }
+func (f *fakeCluster) Nodes() ([]meta.Node, error)                  { return f.nodes, nil }
+func (f *fakeCluster) WaitApplied(context.Context, uint64) error    { return nil }
+func (f *fakeCluster) ReadIndex(context.Context) (uint64, error)    { return 0, nil }
+
+func (f *fakeCluster) Propose(ctx context.Context, cmd meta.Command) (meta.Result, error) {
+	put, ok := cmd.(meta.PutObject)
+	if !ok {
+		return meta.Result{}, fmt.Errorf("fake proposer: %T not supported", cmd)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	o := put.Object
+	o.Refs = 1
+	f.objects[o.ID] = o
+	return meta.Result{Status: meta.StatusOK, Object: o, Created: true}, nil
+}
+
+func (f *fakeCluster) Shards(node string) (ShardService, error) {
+	s, ok := f.shards[node]
+	if !ok {
+		return nil, fmt.Errorf("no node %s", node)
+	}
+	return s, nil
+}
+
+type fakeShards struct {
+	mu   sync.Mutex
+	recs map[storage.ShardKey][]byte
+	hang      bool // writes never answer until their context ends
+	hangReads bool // nor do reads
+}
+
+func (s *fakeShards) PutRecord(ctx context.Context, rec storage.Record) error {
+	if s.hang {
+		<-ctx.Done()
+		return ctx.Err()
+	}
+	h, _, err := storage.ParseHeader(rec.Head)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.recs[h.Key()] = rec.Bytes()
+	return nil
+}
+
+func (s *fakeShards) GetShard(ctx context.Context, k storage.ShardKey) (*storage.Shard, error) {
+	s.mu.Lock()
+	if s.hangReads {
+		s.mu.Unlock()
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}
+	b, ok := s.recs[k]
+	s.mu.Unlock()
+	if !ok {
+		return nil, storage.ErrNotFound
+	}
+	return storage.ParseShard(b)
+}
+
+func (s *fakeShards) ReadShard(ctx context.Context, k storage.ShardKey, off, n int64) ([]byte, error) {
+	sh, err := s.GetShard(ctx, k)
+	if err != nil {
+		return nil, err
+	}
+	return sh.Payload[off : off+n], nil
+}
+
+func (s *fakeShards) DeleteShard(context.Context, storage.ShardKey, time.Time) error { return nil }
+func (s *fakeShards) ListShards(context.Context, func(storage.Header) error) error {
+	return errors.ErrUnsupported
+}
+func (s *fakeShards) Usage(context.Context) (storage.Usage, error) {
+	return storage.Usage{DiskFree: 1 << 40}, nil
+}
+
+// A node that accepts connections but never finishes a shard write must not
+// hold writes for ShardTimeout: its shards go elsewhere after the
+// straggler wait, the write is acknowledged with every shard placed, and
+// the object reads back. ShardTimeout is an hour here, so without the
+// straggler rule every case would hit the test's deadline instead.
+func TestPutAroundHangingNode(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		nodes   int
+		scheme  storage.Scheme
+		hanging []string
+		size    int
+	}{
+		{"2+1 on 4 nodes, one hangs", 4, storage.Scheme{K: 2, M: 1}, []string{"n2"}, 300 << 10},
+		{"3+2 on 5 nodes, one hangs", 5, storage.Scheme{K: 3, M: 2}, []string{"n3"}, 1 << 20},
+		{"3+2 on 5 nodes, two hang", 5, storage.Scheme{K: 3, M: 2}, []string{"n1", "n4"}, 1 << 20},
+		{"small object as copies", 3, storage.Scheme{K: 2, M: 1}, []string{"n1"}, 1000},
+		{"no node hangs", 3, storage.Scheme{K: 2, M: 1}, nil, 200 << 10},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFakeCluster(tc.nodes, tc.hanging...)
+			h := NewHealth("n1", f, f, nil)
+			h.ProbeAll(context.Background())
+			c, err := NewCluster("n1", f, f, f, h, Options{Scheme: tc.scheme, ShardTimeout: time.Hour, StragglerWait: 50 * time.Millisecond})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			for i := range 5 {
+				data := make([]byte, tc.size)
+				rng := rand.New(rand.NewPCG(uint64(i), 7))
+				for j := range data {
+					data[j] = byte(rng.Uint32())
+				}
+				id, err := c.Put(ctx, data)
+				if err != nil {
+					t.Fatalf("put %d: %v", i, err)
+				}
+				o, _, _ := f.Object(id)
+				for idx, node := range o.Placement {
+					if node == "" || slices.Contains(tc.hanging, node) {
+						t.Fatalf("put %d: shard %d placed on %q (hanging: %v); placement %v", i, idx, node, tc.hanging, o.Placement)
+					}
+				}
+				got, err := c.Get(ctx, id)
+				if err != nil || !bytes.Equal(got, data) {
+					t.Fatalf("put %d: read back: %v (equal %v)", i, err, bytes.Equal(got, data))
+				}
+			}
+		})
+	}
+}
+
+// Reads must not wait on a node that stops answering either: whole reads
+// and ranged reads (which ask the one data shard covering the range first)
+// both go around it, whether or not the health prober has noticed yet.
+func TestReadAroundHangingNode(t *testing.T) {
+	for _, probed := range []bool{false, true} {
+		t.Run(fmt.Sprintf("prober noticed %v", probed), func(t *testing.T) {
+			f := newFakeCluster(5)
+			h := NewHealth("n1", f, f, nil)
+			h.ProbeAll(context.Background())
+			c, err := NewCluster("n1", f, f, f, h, Options{Scheme: storage.Scheme{K: 3, M: 2}, ShardTimeout: time.Hour, HedgeAfter: 20 * time.Millisecond})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			data := make([]byte, 3<<20)
+			rng := rand.New(rand.NewPCG(1, 2))
+			for j := range data {
+				data[j] = byte(rng.Uint32())
+			}
+			id, err := c.Put(ctx, data)
+			if err != nil {
+				t.Fatal(err)
+			}
+			o, _, _ := f.Object(id)
+			for shard := range o.K {
+				node := o.Placement[shard]
+				if node == "n1" {
+					continue // this node's own shards do not hang
+				}
+				f.shards[node].mu.Lock()
+				f.shards[node].hangReads = true
+				f.shards[node].mu.Unlock()
+				if probed {
+					h.Suspect(node, errors.New("probe timed out"))
+				}
+				off := int64(shard)<<20 + 1000
+				got, err := c.ReadAt(ctx, id, off, 5000)
+				if err != nil || !bytes.Equal(got, data[off:off+5000]) {
+					t.Fatalf("ReadAt in shard %d with %s hanging: %v (equal %v)", shard, node, err, bytes.Equal(got, data[off:off+5000]))
+				}
+				whole, err := c.Get(ctx, id)
+				if err != nil || !bytes.Equal(whole, data) {
+					t.Fatalf("Get with %s hanging: %v", node, err)
+				}
+				f.shards[node].mu.Lock()
+				f.shards[node].hangReads = false
+				f.shards[node].mu.Unlock()
+				h.ProbeAll(ctx)
+			}
+		})
+	}
+}
