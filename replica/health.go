@@ -3,6 +3,7 @@ package replica
 import (
 	"context"
 	"log/slog"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -35,6 +36,17 @@ type nodeHealth struct {
 	downSince time.Time
 	lastErr   string
 	usage     storage.Usage
+	rtts      [2]time.Duration // the last successful probes' round trips
+	nrtt      int
+}
+
+// fastestRecent returns the faster of the last two probe round trips: a node
+// is called slow only if every recent probe was.
+func (nh *nodeHealth) fastestRecent() (time.Duration, bool) {
+	if nh.nrtt < len(nh.rtts) {
+		return 0, false
+	}
+	return slices.Min(nh.rtts[:]), true
 }
 
 // NodeHealth is a snapshot of one member's health.
@@ -94,6 +106,7 @@ func (h *Health) ProbeAll(ctx context.Context) bool {
 			pctx, cancel := context.WithTimeout(ctx, max(h.interval, time.Second))
 			defer cancel()
 			var u storage.Usage
+			start := time.Now()
 			svc, err := h.peers.Shards(n.ID)
 			if err == nil {
 				u, err = svc.Usage(pctx)
@@ -102,6 +115,9 @@ func (h *Health) ProbeAll(ctx context.Context) bool {
 				return
 			}
 			h.record(n.ID, u, err)
+			if err == nil {
+				h.recordRTT(n.ID, time.Since(start))
+			}
 		}()
 	}
 	wg.Wait()
@@ -129,6 +145,57 @@ func (h *Health) record(id string, u storage.Usage, err error) {
 		nh.downSince = h.now()
 	}
 	nh.up, nh.lastErr = false, err.Error()
+}
+
+func (h *Health) recordRTT(id string, d time.Duration) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if nh := h.nodes[id]; nh != nil {
+		nh.rtts[nh.nrtt%len(nh.rtts)] = d
+		nh.nrtt++
+		if nh.nrtt >= 2*len(nh.rtts) {
+			nh.nrtt -= len(nh.rtts) // keep the ring index small
+		}
+	}
+}
+
+// Thresholds of Slow: a node whose last two probes both took longer than
+// both is slow.
+const (
+	slowRTT      = 150 * time.Millisecond
+	slowVsOthers = 5
+)
+
+// Slow reports whether the last two probes of node both took longer than
+// 150 ms and five times the median of the other nodes' (this node's own
+// excluded), with the figures compared. Load on this machine slows every
+// probe alike and so does not make one node slow.
+func (h *Health) Slow(id string) (rtt, others time.Duration, slow bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	nh := h.nodes[id]
+	if nh == nil || !nh.up {
+		return 0, 0, false
+	}
+	rtt, ok := nh.fastestRecent()
+	if !ok {
+		return 0, 0, false
+	}
+	var rest []time.Duration
+	for other, oh := range h.nodes {
+		if other == id || other == h.self || !oh.up {
+			continue
+		}
+		if d, ok := oh.fastestRecent(); ok {
+			rest = append(rest, d)
+		}
+	}
+	if len(rest) == 0 {
+		return rtt, 0, false
+	}
+	slices.Sort(rest)
+	others = rest[len(rest)/2]
+	return rtt, others, rtt > slowRTT && rtt > slowVsOthers*others
 }
 
 // Suspect marks a node down after a failed call, until a probe reaches it

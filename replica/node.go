@@ -75,6 +75,7 @@ type Node struct {
 	grpc    *grpc.Server
 	raftTr  *raft.NetworkTransport
 	wg      sync.WaitGroup
+	slow    slowLeader
 }
 
 // StartNode opens the node's stores, starts serving on its cluster port and
@@ -194,6 +195,7 @@ func StartNode(cfg NodeConfig) (n *Node, err error) {
 	n.goRun(func() { n.Health.Run(n.ctx) })
 	n.goRun(func() { n.Cluster.RunBackground(n.ctx, n.IsLeader, cfg.ScanEvery, cfg.ScrubEvery) })
 	n.goRun(n.keepMembership)
+	n.goRun(n.watchLeader)
 	if cfg.Join != "" {
 		if err := n.joinCluster(); err != nil {
 			return nil, err

@@ -232,3 +232,10 @@ func (s *clusterServer) ReadIndex(ctx context.Context, _ *pb.ReadIndexRequest) (
 	}
 	return &pb.ReadIndexReply{Index: idx}, nil
 }
+
+func (s *clusterServer) LeaderSlow(ctx context.Context, req *pb.LeaderSlowRequest) (*pb.Empty, error) {
+	if err := s.n.leaderSlow(req); err != nil {
+		return nil, err
+	}
+	return &pb.Empty{}, nil
+}

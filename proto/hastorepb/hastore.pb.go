@@ -87,7 +87,7 @@ func (x WriteHeader_Kind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use WriteHeader_Kind.Descriptor instead.
 func (WriteHeader_Kind) EnumDescriptor() ([]byte, []int) {
-	return file_hastore_proto_rawDescGZIP(), []int{47, 0}
+	return file_hastore_proto_rawDescGZIP(), []int{48, 0}
 }
 
 // Empty is the reply of calls that return nothing but their status.
@@ -1667,6 +1667,67 @@ func (*ReadIndexRequest) Descriptor() ([]byte, []int) {
 	return file_hastore_proto_rawDescGZIP(), []int{25}
 }
 
+// LeaderSlowRequest: who complains, and what its probes measured.
+type LeaderSlowRequest struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	Node            string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	LeaderRttMicros int64                  `protobuf:"varint,2,opt,name=leader_rtt_micros,json=leaderRttMicros,proto3" json:"leader_rtt_micros,omitempty"` // the leader's round trip, as probed
+	OthersRttMicros int64                  `protobuf:"varint,3,opt,name=others_rtt_micros,json=othersRttMicros,proto3" json:"others_rtt_micros,omitempty"` // the median round trip to the other nodes
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *LeaderSlowRequest) Reset() {
+	*x = LeaderSlowRequest{}
+	mi := &file_hastore_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaderSlowRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaderSlowRequest) ProtoMessage() {}
+
+func (x *LeaderSlowRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hastore_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaderSlowRequest.ProtoReflect.Descriptor instead.
+func (*LeaderSlowRequest) Descriptor() ([]byte, []int) {
+	return file_hastore_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *LeaderSlowRequest) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *LeaderSlowRequest) GetLeaderRttMicros() int64 {
+	if x != nil {
+		return x.LeaderRttMicros
+	}
+	return 0
+}
+
+func (x *LeaderSlowRequest) GetOthersRttMicros() int64 {
+	if x != nil {
+		return x.OthersRttMicros
+	}
+	return 0
+}
+
 // ReadIndexReply carries the leader's commit index.
 type ReadIndexReply struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1678,7 +1739,7 @@ type ReadIndexReply struct {
 
 func (x *ReadIndexReply) Reset() {
 	*x = ReadIndexReply{}
-	mi := &file_hastore_proto_msgTypes[26]
+	mi := &file_hastore_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1690,7 +1751,7 @@ func (x *ReadIndexReply) String() string {
 func (*ReadIndexReply) ProtoMessage() {}
 
 func (x *ReadIndexReply) ProtoReflect() protoreflect.Message {
-	mi := &file_hastore_proto_msgTypes[26]
+	mi := &file_hastore_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1703,7 +1764,7 @@ func (x *ReadIndexReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexReply.ProtoReflect.Descriptor instead.
 func (*ReadIndexReply) Descriptor() ([]byte, []int) {
-	return file_hastore_proto_rawDescGZIP(), []int{26}
+	return file_hastore_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ReadIndexReply) GetIndex() uint64 {
@@ -1734,7 +1795,7 @@ type Progress struct {
 
 func (x *Progress) Reset() {
 	*x = Progress{}
-	mi := &file_hastore_proto_msgTypes[27]
+	mi := &file_hastore_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1746,7 +1807,7 @@ func (x *Progress) String() string {
 func (*Progress) ProtoMessage() {}
 
 func (x *Progress) ProtoReflect() protoreflect.Message {
-	mi := &file_hastore_proto_msgTypes[27]
+	mi := &file_hastore_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1759,7 +1820,7 @@ func (x *Progress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Progress.ProtoReflect.Descriptor instead.
 func (*Progress) Descriptor() ([]byte, []int) {
-	return file_hastore_proto_rawDescGZIP(), []int{27}
+	return file_hastore_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *Progress) GetPhase() string {
@@ -1815,7 +1876,7 @@ type SiteRequest struct {
 
 func (x *SiteRequest) Reset() {
 	*x = SiteRequest{}
-	mi := &file_hastore_proto_msgTypes[28]
+	mi := &file_hastore_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1827,7 +1888,7 @@ func (x *SiteRequest) String() string {
 func (*SiteRequest) ProtoMessage() {}
 
 func (x *SiteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hastore_proto_msgTypes[28]
+	mi := &file_hastore_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1840,7 +1901,7 @@ func (x *SiteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SiteRequest.ProtoReflect.Descriptor instead.
 func (*SiteRequest) Descriptor() ([]byte, []int) {
-	return file_hastore_proto_rawDescGZIP(), []int{28}
+	return file_hastore_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *SiteRequest) GetSite() string {
@@ -1863,7 +1924,7 @@ type AddSiteRequest struct {
 
 func (x *AddSiteRequest) Reset() {
 	*x = AddSiteRequest{}
-	mi := &file_hastore_proto_msgTypes[29]
+	mi := &file_hastore_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1875,7 +1936,7 @@ func (x *AddSiteRequest) String() string {
 func (*AddSiteRequest) ProtoMessage() {}
 
 func (x *AddSiteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hastore_proto_msgTypes[29]
+	mi := &file_hastore_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1888,7 +1949,7 @@ func (x *AddSiteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddSiteRequest.ProtoReflect.Descriptor instead.
 func (*AddSiteRequest) Descriptor() ([]byte, []int) {
-	return file_hastore_proto_rawDescGZIP(), []int{29}
+	return file_hastore_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *AddSiteRequest) GetSite() string {
@@ -1920,7 +1981,7 @@ type SiteInfo struct {
 
 func (x *SiteInfo) Reset() {
 	*x = SiteInfo{}
-	mi := &file_hastore_proto_msgTypes[30]
+	mi := &file_hastore_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1932,7 +1993,7 @@ func (x *SiteInfo) String() string {
 func (*SiteInfo) ProtoMessage() {}
 
 func (x *SiteInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_hastore_proto_msgTypes[30]
+	mi := &file_hastore_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1945,7 +2006,7 @@ func (x *SiteInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SiteInfo.ProtoReflect.Descriptor instead.
 func (*SiteInfo) Descriptor() ([]byte, []int) {
-	return file_hastore_proto_rawDescGZIP(), []int{30}
+	return file_hastore_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *SiteInfo) GetSite() string {
@@ -1978,7 +2039,7 @@ type ListSitesRequest struct {
 
 func (x *ListSitesRequest) Reset() {
 	*x = ListSitesRequest{}
-	mi := &file_hastore_proto_msgTypes[31]
+	mi := &file_hastore_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1990,7 +2051,7 @@ func (x *ListSitesRequest) String() string {
 func (*ListSitesRequest) ProtoMessage() {}
 
 func (x *ListSitesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hastore_proto_msgTypes[31]
+	mi := &file_hastore_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2003,7 +2064,7 @@ func (x *ListSitesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSitesRequest.ProtoReflect.Descriptor instead.
 func (*ListSitesRequest) Descriptor() ([]byte, []int) {
-	return file_hastore_proto_rawDescGZIP(), []int{31}
+	return file_hastore_proto_rawDescGZIP(), []int{32}
 }
 
 // ListSitesReply lists sites by name.
@@ -2017,7 +2078,7 @@ type ListSitesReply struct {
 
 func (x *ListSitesReply) Reset() {
 	*x = ListSitesReply{}
-	mi := &file_hastore_proto_msgTypes[32]
+	mi := &file_hastore_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2029,7 +2090,7 @@ func (x *ListSitesReply) String() string {
 func (*ListSitesReply) ProtoMessage() {}
 
 func (x *ListSitesReply) ProtoReflect() protoreflect.Message {
-	mi := &file_hastore_proto_msgTypes[32]
+	mi := &file_hastore_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2042,7 +2103,7 @@ func (x *ListSitesReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSitesReply.ProtoReflect.Descriptor instead.
 func (*ListSitesReply) Descriptor() ([]byte, []int) {
-	return file_hastore_proto_rawDescGZIP(), []int{32}
+	return file_hastore_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ListSitesReply) GetSites() []*SiteInfo {
@@ -2085,7 +2146,7 @@ type Inode struct {
 
 func (x *Inode) Reset() {
 	*x = Inode{}
-	mi := &file_hastore_proto_msgTypes[33]
+	mi := &file_hastore_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2097,7 +2158,7 @@ func (x *Inode) String() string {
 func (*Inode) ProtoMessage() {}
 
 func (x *Inode) ProtoReflect() protoreflect.Message {
-	mi := &file_hastore_proto_msgTypes[33]
+	mi := &file_hastore_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2110,7 +2171,7 @@ func (x *Inode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Inode.ProtoReflect.Descriptor instead.
 func (*Inode) Descriptor() ([]byte, []int) {
-	return file_hastore_proto_rawDescGZIP(), []int{33}
+	return file_hastore_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *Inode) GetIno() uint64 {
@@ -2212,7 +2273,7 @@ type LookupRequest struct {
 
 func (x *LookupRequest) Reset() {
 	*x = LookupRequest{}
-	mi := &file_hastore_proto_msgTypes[34]
+	mi := &file_hastore_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2224,7 +2285,7 @@ func (x *LookupRequest) String() string {
 func (*LookupRequest) ProtoMessage() {}
 
 func (x *LookupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hastore_proto_msgTypes[34]
+	mi := &file_hastore_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2237,7 +2298,7 @@ func (x *LookupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupRequest.ProtoReflect.Descriptor instead.
 func (*LookupRequest) Descriptor() ([]byte, []int) {
-	return file_hastore_proto_rawDescGZIP(), []int{34}
+	return file_hastore_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *LookupRequest) GetSite() string {
@@ -2274,7 +2335,7 @@ type InodeRequest struct {
 
 func (x *InodeRequest) Reset() {
 	*x = InodeRequest{}
-	mi := &file_hastore_proto_msgTypes[35]
+	mi := &file_hastore_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2286,7 +2347,7 @@ func (x *InodeRequest) String() string {
 func (*InodeRequest) ProtoMessage() {}
 
 func (x *InodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hastore_proto_msgTypes[35]
+	mi := &file_hastore_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2299,7 +2360,7 @@ func (x *InodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InodeRequest.ProtoReflect.Descriptor instead.
 func (*InodeRequest) Descriptor() ([]byte, []int) {
-	return file_hastore_proto_rawDescGZIP(), []int{35}
+	return file_hastore_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *InodeRequest) GetSite() string {
@@ -2331,7 +2392,7 @@ type WalkRequest struct {
 
 func (x *WalkRequest) Reset() {
 	*x = WalkRequest{}
-	mi := &file_hastore_proto_msgTypes[36]
+	mi := &file_hastore_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2343,7 +2404,7 @@ func (x *WalkRequest) String() string {
 func (*WalkRequest) ProtoMessage() {}
 
 func (x *WalkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hastore_proto_msgTypes[36]
+	mi := &file_hastore_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2356,7 +2417,7 @@ func (x *WalkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WalkRequest.ProtoReflect.Descriptor instead.
 func (*WalkRequest) Descriptor() ([]byte, []int) {
-	return file_hastore_proto_rawDescGZIP(), []int{36}
+	return file_hastore_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *WalkRequest) GetSite() string {
@@ -2395,7 +2456,7 @@ type ReadDirRequest struct {
 
 func (x *ReadDirRequest) Reset() {
 	*x = ReadDirRequest{}
-	mi := &file_hastore_proto_msgTypes[37]
+	mi := &file_hastore_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2407,7 +2468,7 @@ func (x *ReadDirRequest) String() string {
 func (*ReadDirRequest) ProtoMessage() {}
 
 func (x *ReadDirRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hastore_proto_msgTypes[37]
+	mi := &file_hastore_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2420,7 +2481,7 @@ func (x *ReadDirRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadDirRequest.ProtoReflect.Descriptor instead.
 func (*ReadDirRequest) Descriptor() ([]byte, []int) {
-	return file_hastore_proto_rawDescGZIP(), []int{37}
+	return file_hastore_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ReadDirRequest) GetSite() string {
@@ -2455,7 +2516,7 @@ type DirEntries struct {
 
 func (x *DirEntries) Reset() {
 	*x = DirEntries{}
-	mi := &file_hastore_proto_msgTypes[38]
+	mi := &file_hastore_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2467,7 +2528,7 @@ func (x *DirEntries) String() string {
 func (*DirEntries) ProtoMessage() {}
 
 func (x *DirEntries) ProtoReflect() protoreflect.Message {
-	mi := &file_hastore_proto_msgTypes[38]
+	mi := &file_hastore_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2480,7 +2541,7 @@ func (x *DirEntries) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DirEntries.ProtoReflect.Descriptor instead.
 func (*DirEntries) Descriptor() ([]byte, []int) {
-	return file_hastore_proto_rawDescGZIP(), []int{38}
+	return file_hastore_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *DirEntries) GetEntries() []*DirEntry {
@@ -2507,7 +2568,7 @@ type DirEntry struct {
 
 func (x *DirEntry) Reset() {
 	*x = DirEntry{}
-	mi := &file_hastore_proto_msgTypes[39]
+	mi := &file_hastore_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2519,7 +2580,7 @@ func (x *DirEntry) String() string {
 func (*DirEntry) ProtoMessage() {}
 
 func (x *DirEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_hastore_proto_msgTypes[39]
+	mi := &file_hastore_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2532,7 +2593,7 @@ func (x *DirEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DirEntry.ProtoReflect.Descriptor instead.
 func (*DirEntry) Descriptor() ([]byte, []int) {
-	return file_hastore_proto_rawDescGZIP(), []int{39}
+	return file_hastore_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *DirEntry) GetName() string {
@@ -2591,7 +2652,7 @@ type CreateRequest struct {
 
 func (x *CreateRequest) Reset() {
 	*x = CreateRequest{}
-	mi := &file_hastore_proto_msgTypes[40]
+	mi := &file_hastore_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2603,7 +2664,7 @@ func (x *CreateRequest) String() string {
 func (*CreateRequest) ProtoMessage() {}
 
 func (x *CreateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hastore_proto_msgTypes[40]
+	mi := &file_hastore_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2616,7 +2677,7 @@ func (x *CreateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateRequest.ProtoReflect.Descriptor instead.
 func (*CreateRequest) Descriptor() ([]byte, []int) {
-	return file_hastore_proto_rawDescGZIP(), []int{40}
+	return file_hastore_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *CreateRequest) GetSite() string {
@@ -2693,7 +2754,7 @@ type ReadlinkReply struct {
 
 func (x *ReadlinkReply) Reset() {
 	*x = ReadlinkReply{}
-	mi := &file_hastore_proto_msgTypes[41]
+	mi := &file_hastore_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2705,7 +2766,7 @@ func (x *ReadlinkReply) String() string {
 func (*ReadlinkReply) ProtoMessage() {}
 
 func (x *ReadlinkReply) ProtoReflect() protoreflect.Message {
-	mi := &file_hastore_proto_msgTypes[41]
+	mi := &file_hastore_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2718,7 +2779,7 @@ func (x *ReadlinkReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadlinkReply.ProtoReflect.Descriptor instead.
 func (*ReadlinkReply) Descriptor() ([]byte, []int) {
-	return file_hastore_proto_rawDescGZIP(), []int{41}
+	return file_hastore_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *ReadlinkReply) GetTarget() string {
@@ -2755,7 +2816,7 @@ type SetattrRequest struct {
 
 func (x *SetattrRequest) Reset() {
 	*x = SetattrRequest{}
-	mi := &file_hastore_proto_msgTypes[42]
+	mi := &file_hastore_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2767,7 +2828,7 @@ func (x *SetattrRequest) String() string {
 func (*SetattrRequest) ProtoMessage() {}
 
 func (x *SetattrRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hastore_proto_msgTypes[42]
+	mi := &file_hastore_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2780,7 +2841,7 @@ func (x *SetattrRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetattrRequest.ProtoReflect.Descriptor instead.
 func (*SetattrRequest) Descriptor() ([]byte, []int) {
-	return file_hastore_proto_rawDescGZIP(), []int{42}
+	return file_hastore_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *SetattrRequest) GetSite() string {
@@ -2865,7 +2926,7 @@ type RenameRequest struct {
 
 func (x *RenameRequest) Reset() {
 	*x = RenameRequest{}
-	mi := &file_hastore_proto_msgTypes[43]
+	mi := &file_hastore_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2877,7 +2938,7 @@ func (x *RenameRequest) String() string {
 func (*RenameRequest) ProtoMessage() {}
 
 func (x *RenameRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hastore_proto_msgTypes[43]
+	mi := &file_hastore_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2890,7 +2951,7 @@ func (x *RenameRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenameRequest.ProtoReflect.Descriptor instead.
 func (*RenameRequest) Descriptor() ([]byte, []int) {
-	return file_hastore_proto_rawDescGZIP(), []int{43}
+	return file_hastore_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *RenameRequest) GetSite() string {
@@ -2943,7 +3004,7 @@ type RemoveRequest struct {
 
 func (x *RemoveRequest) Reset() {
 	*x = RemoveRequest{}
-	mi := &file_hastore_proto_msgTypes[44]
+	mi := &file_hastore_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2955,7 +3016,7 @@ func (x *RemoveRequest) String() string {
 func (*RemoveRequest) ProtoMessage() {}
 
 func (x *RemoveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hastore_proto_msgTypes[44]
+	mi := &file_hastore_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2968,7 +3029,7 @@ func (x *RemoveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveRequest.ProtoReflect.Descriptor instead.
 func (*RemoveRequest) Descriptor() ([]byte, []int) {
-	return file_hastore_proto_rawDescGZIP(), []int{44}
+	return file_hastore_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *RemoveRequest) GetSite() string {
@@ -3009,7 +3070,7 @@ type ReadRequest struct {
 
 func (x *ReadRequest) Reset() {
 	*x = ReadRequest{}
-	mi := &file_hastore_proto_msgTypes[45]
+	mi := &file_hastore_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3021,7 +3082,7 @@ func (x *ReadRequest) String() string {
 func (*ReadRequest) ProtoMessage() {}
 
 func (x *ReadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hastore_proto_msgTypes[45]
+	mi := &file_hastore_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3034,7 +3095,7 @@ func (x *ReadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadRequest.ProtoReflect.Descriptor instead.
 func (*ReadRequest) Descriptor() ([]byte, []int) {
-	return file_hastore_proto_rawDescGZIP(), []int{45}
+	return file_hastore_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *ReadRequest) GetSite() string {
@@ -3078,7 +3139,7 @@ type WriteChunk struct {
 
 func (x *WriteChunk) Reset() {
 	*x = WriteChunk{}
-	mi := &file_hastore_proto_msgTypes[46]
+	mi := &file_hastore_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3090,7 +3151,7 @@ func (x *WriteChunk) String() string {
 func (*WriteChunk) ProtoMessage() {}
 
 func (x *WriteChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_hastore_proto_msgTypes[46]
+	mi := &file_hastore_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3103,7 +3164,7 @@ func (x *WriteChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteChunk.ProtoReflect.Descriptor instead.
 func (*WriteChunk) Descriptor() ([]byte, []int) {
-	return file_hastore_proto_rawDescGZIP(), []int{46}
+	return file_hastore_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *WriteChunk) GetHeader() *WriteHeader {
@@ -3151,7 +3212,7 @@ type WriteHeader struct {
 
 func (x *WriteHeader) Reset() {
 	*x = WriteHeader{}
-	mi := &file_hastore_proto_msgTypes[47]
+	mi := &file_hastore_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3163,7 +3224,7 @@ func (x *WriteHeader) String() string {
 func (*WriteHeader) ProtoMessage() {}
 
 func (x *WriteHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_hastore_proto_msgTypes[47]
+	mi := &file_hastore_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3176,7 +3237,7 @@ func (x *WriteHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteHeader.ProtoReflect.Descriptor instead.
 func (*WriteHeader) Descriptor() ([]byte, []int) {
-	return file_hastore_proto_rawDescGZIP(), []int{47}
+	return file_hastore_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *WriteHeader) GetSite() string {
@@ -3267,7 +3328,7 @@ type MailDomainRequest struct {
 
 func (x *MailDomainRequest) Reset() {
 	*x = MailDomainRequest{}
-	mi := &file_hastore_proto_msgTypes[48]
+	mi := &file_hastore_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3279,7 +3340,7 @@ func (x *MailDomainRequest) String() string {
 func (*MailDomainRequest) ProtoMessage() {}
 
 func (x *MailDomainRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hastore_proto_msgTypes[48]
+	mi := &file_hastore_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3292,7 +3353,7 @@ func (x *MailDomainRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MailDomainRequest.ProtoReflect.Descriptor instead.
 func (*MailDomainRequest) Descriptor() ([]byte, []int) {
-	return file_hastore_proto_rawDescGZIP(), []int{48}
+	return file_hastore_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *MailDomainRequest) GetDomain() string {
@@ -3311,7 +3372,7 @@ type ListMailDomainsRequest struct {
 
 func (x *ListMailDomainsRequest) Reset() {
 	*x = ListMailDomainsRequest{}
-	mi := &file_hastore_proto_msgTypes[49]
+	mi := &file_hastore_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3323,7 +3384,7 @@ func (x *ListMailDomainsRequest) String() string {
 func (*ListMailDomainsRequest) ProtoMessage() {}
 
 func (x *ListMailDomainsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hastore_proto_msgTypes[49]
+	mi := &file_hastore_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3336,7 +3397,7 @@ func (x *ListMailDomainsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMailDomainsRequest.ProtoReflect.Descriptor instead.
 func (*ListMailDomainsRequest) Descriptor() ([]byte, []int) {
-	return file_hastore_proto_rawDescGZIP(), []int{49}
+	return file_hastore_proto_rawDescGZIP(), []int{50}
 }
 
 // MailDomainInfo describes a domain.
@@ -3354,7 +3415,7 @@ type MailDomainInfo struct {
 
 func (x *MailDomainInfo) Reset() {
 	*x = MailDomainInfo{}
-	mi := &file_hastore_proto_msgTypes[50]
+	mi := &file_hastore_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3366,7 +3427,7 @@ func (x *MailDomainInfo) String() string {
 func (*MailDomainInfo) ProtoMessage() {}
 
 func (x *MailDomainInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_hastore_proto_msgTypes[50]
+	mi := &file_hastore_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3379,7 +3440,7 @@ func (x *MailDomainInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MailDomainInfo.ProtoReflect.Descriptor instead.
 func (*MailDomainInfo) Descriptor() ([]byte, []int) {
-	return file_hastore_proto_rawDescGZIP(), []int{50}
+	return file_hastore_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *MailDomainInfo) GetDomain() string {
@@ -3414,7 +3475,7 @@ type ListMailDomainsReply struct {
 
 func (x *ListMailDomainsReply) Reset() {
 	*x = ListMailDomainsReply{}
-	mi := &file_hastore_proto_msgTypes[51]
+	mi := &file_hastore_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3426,7 +3487,7 @@ func (x *ListMailDomainsReply) String() string {
 func (*ListMailDomainsReply) ProtoMessage() {}
 
 func (x *ListMailDomainsReply) ProtoReflect() protoreflect.Message {
-	mi := &file_hastore_proto_msgTypes[51]
+	mi := &file_hastore_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3439,7 +3500,7 @@ func (x *ListMailDomainsReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMailDomainsReply.ProtoReflect.Descriptor instead.
 func (*ListMailDomainsReply) Descriptor() ([]byte, []int) {
-	return file_hastore_proto_rawDescGZIP(), []int{51}
+	return file_hastore_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *ListMailDomainsReply) GetDomains() []*MailDomainInfo {
@@ -3465,7 +3526,7 @@ type MailUserRequest struct {
 
 func (x *MailUserRequest) Reset() {
 	*x = MailUserRequest{}
-	mi := &file_hastore_proto_msgTypes[52]
+	mi := &file_hastore_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3477,7 +3538,7 @@ func (x *MailUserRequest) String() string {
 func (*MailUserRequest) ProtoMessage() {}
 
 func (x *MailUserRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hastore_proto_msgTypes[52]
+	mi := &file_hastore_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3490,7 +3551,7 @@ func (x *MailUserRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MailUserRequest.ProtoReflect.Descriptor instead.
 func (*MailUserRequest) Descriptor() ([]byte, []int) {
-	return file_hastore_proto_rawDescGZIP(), []int{52}
+	return file_hastore_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *MailUserRequest) GetAddress() string {
@@ -3525,7 +3586,7 @@ type ListMailUsersRequest struct {
 
 func (x *ListMailUsersRequest) Reset() {
 	*x = ListMailUsersRequest{}
-	mi := &file_hastore_proto_msgTypes[53]
+	mi := &file_hastore_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3537,7 +3598,7 @@ func (x *ListMailUsersRequest) String() string {
 func (*ListMailUsersRequest) ProtoMessage() {}
 
 func (x *ListMailUsersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hastore_proto_msgTypes[53]
+	mi := &file_hastore_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3550,7 +3611,7 @@ func (x *ListMailUsersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMailUsersRequest.ProtoReflect.Descriptor instead.
 func (*ListMailUsersRequest) Descriptor() ([]byte, []int) {
-	return file_hastore_proto_rawDescGZIP(), []int{53}
+	return file_hastore_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *ListMailUsersRequest) GetDomain() string {
@@ -3581,7 +3642,7 @@ type MailUserInfo struct {
 
 func (x *MailUserInfo) Reset() {
 	*x = MailUserInfo{}
-	mi := &file_hastore_proto_msgTypes[54]
+	mi := &file_hastore_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3593,7 +3654,7 @@ func (x *MailUserInfo) String() string {
 func (*MailUserInfo) ProtoMessage() {}
 
 func (x *MailUserInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_hastore_proto_msgTypes[54]
+	mi := &file_hastore_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3606,7 +3667,7 @@ func (x *MailUserInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MailUserInfo.ProtoReflect.Descriptor instead.
 func (*MailUserInfo) Descriptor() ([]byte, []int) {
-	return file_hastore_proto_rawDescGZIP(), []int{54}
+	return file_hastore_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *MailUserInfo) GetAddress() string {
@@ -3662,7 +3723,7 @@ type ListMailUsersReply struct {
 
 func (x *ListMailUsersReply) Reset() {
 	*x = ListMailUsersReply{}
-	mi := &file_hastore_proto_msgTypes[55]
+	mi := &file_hastore_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3674,7 +3735,7 @@ func (x *ListMailUsersReply) String() string {
 func (*ListMailUsersReply) ProtoMessage() {}
 
 func (x *ListMailUsersReply) ProtoReflect() protoreflect.Message {
-	mi := &file_hastore_proto_msgTypes[55]
+	mi := &file_hastore_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3687,7 +3748,7 @@ func (x *ListMailUsersReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMailUsersReply.ProtoReflect.Descriptor instead.
 func (*ListMailUsersReply) Descriptor() ([]byte, []int) {
-	return file_hastore_proto_rawDescGZIP(), []int{55}
+	return file_hastore_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *ListMailUsersReply) GetUsers() []*MailUserInfo {
@@ -3803,7 +3864,11 @@ const file_hastore_proto_rawDesc = "" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\x12\x16\n" +
 	"\x06result\x18\x02 \x01(\fR\x06result\x12\x14\n" +
 	"\x05error\x18\x03 \x01(\tR\x05error\"\x12\n" +
-	"\x10ReadIndexRequest\"&\n" +
+	"\x10ReadIndexRequest\"\x7f\n" +
+	"\x11LeaderSlowRequest\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12*\n" +
+	"\x11leader_rtt_micros\x18\x02 \x01(\x03R\x0fleaderRttMicros\x12*\n" +
+	"\x11others_rtt_micros\x18\x03 \x01(\x03R\x0fothersRttMicros\"&\n" +
 	"\x0eReadIndexReply\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\"\x92\x01\n" +
 	"\bProgress\x12\x14\n" +
@@ -3957,7 +4022,7 @@ const file_hastore_proto_rawDesc = "" +
 	"\vDeleteShard\x12\x14.hastore.v1.ShardRef\x1a\x11.hastore.v1.Empty\x12D\n" +
 	"\n" +
 	"ListShards\x12\x1d.hastore.v1.ListShardsRequest\x1a\x15.hastore.v1.ShardInfo0\x01\x125\n" +
-	"\x04Info\x12\x17.hastore.v1.InfoRequest\x1a\x14.hastore.v1.NodeInfo2\xc1\x05\n" +
+	"\x04Info\x12\x17.hastore.v1.InfoRequest\x1a\x14.hastore.v1.NodeInfo2\x81\x06\n" +
 	"\aCluster\x12;\n" +
 	"\tPutObject\x12\x15.hastore.v1.DataChunk\x1a\x15.hastore.v1.ObjectRef(\x01\x12B\n" +
 	"\tGetObject\x12\x1c.hastore.v1.GetObjectRequest\x1a\x15.hastore.v1.DataChunk0\x01\x12C\n" +
@@ -3971,7 +4036,9 @@ const file_hastore_proto_rawDesc = "" +
 	"\x05Scrub\x12\x16.hastore.v1.RunRequest\x1a\x14.hastore.v1.Progress0\x01\x126\n" +
 	"\x04Join\x12\x17.hastore.v1.JoinRequest\x1a\x15.hastore.v1.JoinReply\x12?\n" +
 	"\aPropose\x12\x1a.hastore.v1.ProposeRequest\x1a\x18.hastore.v1.ProposeReply\x12E\n" +
-	"\tReadIndex\x12\x1c.hastore.v1.ReadIndexRequest\x1a\x1a.hastore.v1.ReadIndexReply2\x95\b\n" +
+	"\tReadIndex\x12\x1c.hastore.v1.ReadIndexRequest\x1a\x1a.hastore.v1.ReadIndexReply\x12>\n" +
+	"\n" +
+	"LeaderSlow\x12\x1d.hastore.v1.LeaderSlowRequest\x1a\x11.hastore.v1.Empty2\x95\b\n" +
 	"\x05Sites\x12;\n" +
 	"\aAddSite\x12\x1a.hastore.v1.AddSiteRequest\x1a\x14.hastore.v1.SiteInfo\x125\n" +
 	"\aDelSite\x12\x17.hastore.v1.SiteRequest\x1a\x11.hastore.v1.Empty\x12E\n" +
@@ -4014,7 +4081,7 @@ func file_hastore_proto_rawDescGZIP() []byte {
 }
 
 var file_hastore_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_hastore_proto_msgTypes = make([]protoimpl.MessageInfo, 56)
+var file_hastore_proto_msgTypes = make([]protoimpl.MessageInfo, 57)
 var file_hastore_proto_goTypes = []any{
 	(WriteHeader_Kind)(0),          // 0: hastore.v1.WriteHeader.Kind
 	(*Empty)(nil),                  // 1: hastore.v1.Empty
@@ -4043,50 +4110,51 @@ var file_hastore_proto_goTypes = []any{
 	(*ProposeRequest)(nil),         // 24: hastore.v1.ProposeRequest
 	(*ProposeReply)(nil),           // 25: hastore.v1.ProposeReply
 	(*ReadIndexRequest)(nil),       // 26: hastore.v1.ReadIndexRequest
-	(*ReadIndexReply)(nil),         // 27: hastore.v1.ReadIndexReply
-	(*Progress)(nil),               // 28: hastore.v1.Progress
-	(*SiteRequest)(nil),            // 29: hastore.v1.SiteRequest
-	(*AddSiteRequest)(nil),         // 30: hastore.v1.AddSiteRequest
-	(*SiteInfo)(nil),               // 31: hastore.v1.SiteInfo
-	(*ListSitesRequest)(nil),       // 32: hastore.v1.ListSitesRequest
-	(*ListSitesReply)(nil),         // 33: hastore.v1.ListSitesReply
-	(*Inode)(nil),                  // 34: hastore.v1.Inode
-	(*LookupRequest)(nil),          // 35: hastore.v1.LookupRequest
-	(*InodeRequest)(nil),           // 36: hastore.v1.InodeRequest
-	(*WalkRequest)(nil),            // 37: hastore.v1.WalkRequest
-	(*ReadDirRequest)(nil),         // 38: hastore.v1.ReadDirRequest
-	(*DirEntries)(nil),             // 39: hastore.v1.DirEntries
-	(*DirEntry)(nil),               // 40: hastore.v1.DirEntry
-	(*CreateRequest)(nil),          // 41: hastore.v1.CreateRequest
-	(*ReadlinkReply)(nil),          // 42: hastore.v1.ReadlinkReply
-	(*SetattrRequest)(nil),         // 43: hastore.v1.SetattrRequest
-	(*RenameRequest)(nil),          // 44: hastore.v1.RenameRequest
-	(*RemoveRequest)(nil),          // 45: hastore.v1.RemoveRequest
-	(*ReadRequest)(nil),            // 46: hastore.v1.ReadRequest
-	(*WriteChunk)(nil),             // 47: hastore.v1.WriteChunk
-	(*WriteHeader)(nil),            // 48: hastore.v1.WriteHeader
-	(*MailDomainRequest)(nil),      // 49: hastore.v1.MailDomainRequest
-	(*ListMailDomainsRequest)(nil), // 50: hastore.v1.ListMailDomainsRequest
-	(*MailDomainInfo)(nil),         // 51: hastore.v1.MailDomainInfo
-	(*ListMailDomainsReply)(nil),   // 52: hastore.v1.ListMailDomainsReply
-	(*MailUserRequest)(nil),        // 53: hastore.v1.MailUserRequest
-	(*ListMailUsersRequest)(nil),   // 54: hastore.v1.ListMailUsersRequest
-	(*MailUserInfo)(nil),           // 55: hastore.v1.MailUserInfo
-	(*ListMailUsersReply)(nil),     // 56: hastore.v1.ListMailUsersReply
+	(*LeaderSlowRequest)(nil),      // 27: hastore.v1.LeaderSlowRequest
+	(*ReadIndexReply)(nil),         // 28: hastore.v1.ReadIndexReply
+	(*Progress)(nil),               // 29: hastore.v1.Progress
+	(*SiteRequest)(nil),            // 30: hastore.v1.SiteRequest
+	(*AddSiteRequest)(nil),         // 31: hastore.v1.AddSiteRequest
+	(*SiteInfo)(nil),               // 32: hastore.v1.SiteInfo
+	(*ListSitesRequest)(nil),       // 33: hastore.v1.ListSitesRequest
+	(*ListSitesReply)(nil),         // 34: hastore.v1.ListSitesReply
+	(*Inode)(nil),                  // 35: hastore.v1.Inode
+	(*LookupRequest)(nil),          // 36: hastore.v1.LookupRequest
+	(*InodeRequest)(nil),           // 37: hastore.v1.InodeRequest
+	(*WalkRequest)(nil),            // 38: hastore.v1.WalkRequest
+	(*ReadDirRequest)(nil),         // 39: hastore.v1.ReadDirRequest
+	(*DirEntries)(nil),             // 40: hastore.v1.DirEntries
+	(*DirEntry)(nil),               // 41: hastore.v1.DirEntry
+	(*CreateRequest)(nil),          // 42: hastore.v1.CreateRequest
+	(*ReadlinkReply)(nil),          // 43: hastore.v1.ReadlinkReply
+	(*SetattrRequest)(nil),         // 44: hastore.v1.SetattrRequest
+	(*RenameRequest)(nil),          // 45: hastore.v1.RenameRequest
+	(*RemoveRequest)(nil),          // 46: hastore.v1.RemoveRequest
+	(*ReadRequest)(nil),            // 47: hastore.v1.ReadRequest
+	(*WriteChunk)(nil),             // 48: hastore.v1.WriteChunk
+	(*WriteHeader)(nil),            // 49: hastore.v1.WriteHeader
+	(*MailDomainRequest)(nil),      // 50: hastore.v1.MailDomainRequest
+	(*ListMailDomainsRequest)(nil), // 51: hastore.v1.ListMailDomainsRequest
+	(*MailDomainInfo)(nil),         // 52: hastore.v1.MailDomainInfo
+	(*ListMailDomainsReply)(nil),   // 53: hastore.v1.ListMailDomainsReply
+	(*MailUserRequest)(nil),        // 54: hastore.v1.MailUserRequest
+	(*ListMailUsersRequest)(nil),   // 55: hastore.v1.ListMailUsersRequest
+	(*MailUserInfo)(nil),           // 56: hastore.v1.MailUserInfo
+	(*ListMailUsersReply)(nil),     // 57: hastore.v1.ListMailUsersReply
 }
 var file_hastore_proto_depIdxs = []int32{
 	8,  // 0: hastore.v1.PutShardReply.shard:type_name -> hastore.v1.ShardInfo
 	16, // 1: hastore.v1.ObjectStat.shards:type_name -> hastore.v1.ShardPlacement
 	18, // 2: hastore.v1.ClusterStatus.nodes:type_name -> hastore.v1.NodeStatus
-	28, // 3: hastore.v1.ClusterStatus.repair:type_name -> hastore.v1.Progress
-	28, // 4: hastore.v1.ClusterStatus.scrub:type_name -> hastore.v1.Progress
-	31, // 5: hastore.v1.ListSitesReply.sites:type_name -> hastore.v1.SiteInfo
-	40, // 6: hastore.v1.DirEntries.entries:type_name -> hastore.v1.DirEntry
-	34, // 7: hastore.v1.DirEntry.attr:type_name -> hastore.v1.Inode
-	48, // 8: hastore.v1.WriteChunk.header:type_name -> hastore.v1.WriteHeader
+	29, // 3: hastore.v1.ClusterStatus.repair:type_name -> hastore.v1.Progress
+	29, // 4: hastore.v1.ClusterStatus.scrub:type_name -> hastore.v1.Progress
+	32, // 5: hastore.v1.ListSitesReply.sites:type_name -> hastore.v1.SiteInfo
+	41, // 6: hastore.v1.DirEntries.entries:type_name -> hastore.v1.DirEntry
+	35, // 7: hastore.v1.DirEntry.attr:type_name -> hastore.v1.Inode
+	49, // 8: hastore.v1.WriteChunk.header:type_name -> hastore.v1.WriteHeader
 	0,  // 9: hastore.v1.WriteHeader.kind:type_name -> hastore.v1.WriteHeader.Kind
-	51, // 10: hastore.v1.ListMailDomainsReply.domains:type_name -> hastore.v1.MailDomainInfo
-	55, // 11: hastore.v1.ListMailUsersReply.users:type_name -> hastore.v1.MailUserInfo
+	52, // 10: hastore.v1.ListMailDomainsReply.domains:type_name -> hastore.v1.MailDomainInfo
+	56, // 11: hastore.v1.ListMailUsersReply.users:type_name -> hastore.v1.MailUserInfo
 	2,  // 12: hastore.v1.Node.PutShard:input_type -> hastore.v1.PutShardChunk
 	4,  // 13: hastore.v1.Node.GetShard:input_type -> hastore.v1.GetShardRequest
 	6,  // 14: hastore.v1.Node.StatShard:input_type -> hastore.v1.ShardRef
@@ -4104,77 +4172,79 @@ var file_hastore_proto_depIdxs = []int32{
 	22, // 26: hastore.v1.Cluster.Join:input_type -> hastore.v1.JoinRequest
 	24, // 27: hastore.v1.Cluster.Propose:input_type -> hastore.v1.ProposeRequest
 	26, // 28: hastore.v1.Cluster.ReadIndex:input_type -> hastore.v1.ReadIndexRequest
-	30, // 29: hastore.v1.Sites.AddSite:input_type -> hastore.v1.AddSiteRequest
-	29, // 30: hastore.v1.Sites.DelSite:input_type -> hastore.v1.SiteRequest
-	32, // 31: hastore.v1.Sites.ListSites:input_type -> hastore.v1.ListSitesRequest
-	29, // 32: hastore.v1.Sites.Sync:input_type -> hastore.v1.SiteRequest
-	35, // 33: hastore.v1.Sites.Lookup:input_type -> hastore.v1.LookupRequest
-	36, // 34: hastore.v1.Sites.GetAttr:input_type -> hastore.v1.InodeRequest
-	37, // 35: hastore.v1.Sites.Walk:input_type -> hastore.v1.WalkRequest
-	38, // 36: hastore.v1.Sites.ReadDir:input_type -> hastore.v1.ReadDirRequest
-	41, // 37: hastore.v1.Sites.Mkdir:input_type -> hastore.v1.CreateRequest
-	41, // 38: hastore.v1.Sites.Create:input_type -> hastore.v1.CreateRequest
-	41, // 39: hastore.v1.Sites.Symlink:input_type -> hastore.v1.CreateRequest
-	36, // 40: hastore.v1.Sites.Readlink:input_type -> hastore.v1.InodeRequest
-	43, // 41: hastore.v1.Sites.Setattr:input_type -> hastore.v1.SetattrRequest
-	44, // 42: hastore.v1.Sites.Rename:input_type -> hastore.v1.RenameRequest
-	45, // 43: hastore.v1.Sites.Unlink:input_type -> hastore.v1.RemoveRequest
-	45, // 44: hastore.v1.Sites.Rmdir:input_type -> hastore.v1.RemoveRequest
-	46, // 45: hastore.v1.Sites.Read:input_type -> hastore.v1.ReadRequest
-	47, // 46: hastore.v1.Sites.Write:input_type -> hastore.v1.WriteChunk
-	49, // 47: hastore.v1.Mail.AddDomain:input_type -> hastore.v1.MailDomainRequest
-	49, // 48: hastore.v1.Mail.DelDomain:input_type -> hastore.v1.MailDomainRequest
-	50, // 49: hastore.v1.Mail.ListDomains:input_type -> hastore.v1.ListMailDomainsRequest
-	53, // 50: hastore.v1.Mail.AddUser:input_type -> hastore.v1.MailUserRequest
-	53, // 51: hastore.v1.Mail.SetPassword:input_type -> hastore.v1.MailUserRequest
-	53, // 52: hastore.v1.Mail.SetQuota:input_type -> hastore.v1.MailUserRequest
-	53, // 53: hastore.v1.Mail.DelUser:input_type -> hastore.v1.MailUserRequest
-	54, // 54: hastore.v1.Mail.ListUsers:input_type -> hastore.v1.ListMailUsersRequest
-	3,  // 55: hastore.v1.Node.PutShard:output_type -> hastore.v1.PutShardReply
-	5,  // 56: hastore.v1.Node.GetShard:output_type -> hastore.v1.GetShardChunk
-	8,  // 57: hastore.v1.Node.StatShard:output_type -> hastore.v1.ShardInfo
-	1,  // 58: hastore.v1.Node.DeleteShard:output_type -> hastore.v1.Empty
-	8,  // 59: hastore.v1.Node.ListShards:output_type -> hastore.v1.ShardInfo
-	10, // 60: hastore.v1.Node.Info:output_type -> hastore.v1.NodeInfo
-	12, // 61: hastore.v1.Cluster.PutObject:output_type -> hastore.v1.ObjectRef
-	11, // 62: hastore.v1.Cluster.GetObject:output_type -> hastore.v1.DataChunk
-	15, // 63: hastore.v1.Cluster.StatObject:output_type -> hastore.v1.ObjectStat
-	1,  // 64: hastore.v1.Cluster.DeleteObject:output_type -> hastore.v1.Empty
-	19, // 65: hastore.v1.Cluster.Status:output_type -> hastore.v1.ClusterStatus
-	28, // 66: hastore.v1.Cluster.RemoveNode:output_type -> hastore.v1.Progress
-	28, // 67: hastore.v1.Cluster.Repair:output_type -> hastore.v1.Progress
-	28, // 68: hastore.v1.Cluster.Scrub:output_type -> hastore.v1.Progress
-	23, // 69: hastore.v1.Cluster.Join:output_type -> hastore.v1.JoinReply
-	25, // 70: hastore.v1.Cluster.Propose:output_type -> hastore.v1.ProposeReply
-	27, // 71: hastore.v1.Cluster.ReadIndex:output_type -> hastore.v1.ReadIndexReply
-	31, // 72: hastore.v1.Sites.AddSite:output_type -> hastore.v1.SiteInfo
-	1,  // 73: hastore.v1.Sites.DelSite:output_type -> hastore.v1.Empty
-	33, // 74: hastore.v1.Sites.ListSites:output_type -> hastore.v1.ListSitesReply
-	1,  // 75: hastore.v1.Sites.Sync:output_type -> hastore.v1.Empty
-	34, // 76: hastore.v1.Sites.Lookup:output_type -> hastore.v1.Inode
-	34, // 77: hastore.v1.Sites.GetAttr:output_type -> hastore.v1.Inode
-	34, // 78: hastore.v1.Sites.Walk:output_type -> hastore.v1.Inode
-	39, // 79: hastore.v1.Sites.ReadDir:output_type -> hastore.v1.DirEntries
-	34, // 80: hastore.v1.Sites.Mkdir:output_type -> hastore.v1.Inode
-	34, // 81: hastore.v1.Sites.Create:output_type -> hastore.v1.Inode
-	34, // 82: hastore.v1.Sites.Symlink:output_type -> hastore.v1.Inode
-	42, // 83: hastore.v1.Sites.Readlink:output_type -> hastore.v1.ReadlinkReply
-	34, // 84: hastore.v1.Sites.Setattr:output_type -> hastore.v1.Inode
-	1,  // 85: hastore.v1.Sites.Rename:output_type -> hastore.v1.Empty
-	1,  // 86: hastore.v1.Sites.Unlink:output_type -> hastore.v1.Empty
-	1,  // 87: hastore.v1.Sites.Rmdir:output_type -> hastore.v1.Empty
-	11, // 88: hastore.v1.Sites.Read:output_type -> hastore.v1.DataChunk
-	34, // 89: hastore.v1.Sites.Write:output_type -> hastore.v1.Inode
-	1,  // 90: hastore.v1.Mail.AddDomain:output_type -> hastore.v1.Empty
-	1,  // 91: hastore.v1.Mail.DelDomain:output_type -> hastore.v1.Empty
-	52, // 92: hastore.v1.Mail.ListDomains:output_type -> hastore.v1.ListMailDomainsReply
-	1,  // 93: hastore.v1.Mail.AddUser:output_type -> hastore.v1.Empty
-	1,  // 94: hastore.v1.Mail.SetPassword:output_type -> hastore.v1.Empty
-	1,  // 95: hastore.v1.Mail.SetQuota:output_type -> hastore.v1.Empty
-	1,  // 96: hastore.v1.Mail.DelUser:output_type -> hastore.v1.Empty
-	56, // 97: hastore.v1.Mail.ListUsers:output_type -> hastore.v1.ListMailUsersReply
-	55, // [55:98] is the sub-list for method output_type
-	12, // [12:55] is the sub-list for method input_type
+	27, // 29: hastore.v1.Cluster.LeaderSlow:input_type -> hastore.v1.LeaderSlowRequest
+	31, // 30: hastore.v1.Sites.AddSite:input_type -> hastore.v1.AddSiteRequest
+	30, // 31: hastore.v1.Sites.DelSite:input_type -> hastore.v1.SiteRequest
+	33, // 32: hastore.v1.Sites.ListSites:input_type -> hastore.v1.ListSitesRequest
+	30, // 33: hastore.v1.Sites.Sync:input_type -> hastore.v1.SiteRequest
+	36, // 34: hastore.v1.Sites.Lookup:input_type -> hastore.v1.LookupRequest
+	37, // 35: hastore.v1.Sites.GetAttr:input_type -> hastore.v1.InodeRequest
+	38, // 36: hastore.v1.Sites.Walk:input_type -> hastore.v1.WalkRequest
+	39, // 37: hastore.v1.Sites.ReadDir:input_type -> hastore.v1.ReadDirRequest
+	42, // 38: hastore.v1.Sites.Mkdir:input_type -> hastore.v1.CreateRequest
+	42, // 39: hastore.v1.Sites.Create:input_type -> hastore.v1.CreateRequest
+	42, // 40: hastore.v1.Sites.Symlink:input_type -> hastore.v1.CreateRequest
+	37, // 41: hastore.v1.Sites.Readlink:input_type -> hastore.v1.InodeRequest
+	44, // 42: hastore.v1.Sites.Setattr:input_type -> hastore.v1.SetattrRequest
+	45, // 43: hastore.v1.Sites.Rename:input_type -> hastore.v1.RenameRequest
+	46, // 44: hastore.v1.Sites.Unlink:input_type -> hastore.v1.RemoveRequest
+	46, // 45: hastore.v1.Sites.Rmdir:input_type -> hastore.v1.RemoveRequest
+	47, // 46: hastore.v1.Sites.Read:input_type -> hastore.v1.ReadRequest
+	48, // 47: hastore.v1.Sites.Write:input_type -> hastore.v1.WriteChunk
+	50, // 48: hastore.v1.Mail.AddDomain:input_type -> hastore.v1.MailDomainRequest
+	50, // 49: hastore.v1.Mail.DelDomain:input_type -> hastore.v1.MailDomainRequest
+	51, // 50: hastore.v1.Mail.ListDomains:input_type -> hastore.v1.ListMailDomainsRequest
+	54, // 51: hastore.v1.Mail.AddUser:input_type -> hastore.v1.MailUserRequest
+	54, // 52: hastore.v1.Mail.SetPassword:input_type -> hastore.v1.MailUserRequest
+	54, // 53: hastore.v1.Mail.SetQuota:input_type -> hastore.v1.MailUserRequest
+	54, // 54: hastore.v1.Mail.DelUser:input_type -> hastore.v1.MailUserRequest
+	55, // 55: hastore.v1.Mail.ListUsers:input_type -> hastore.v1.ListMailUsersRequest
+	3,  // 56: hastore.v1.Node.PutShard:output_type -> hastore.v1.PutShardReply
+	5,  // 57: hastore.v1.Node.GetShard:output_type -> hastore.v1.GetShardChunk
+	8,  // 58: hastore.v1.Node.StatShard:output_type -> hastore.v1.ShardInfo
+	1,  // 59: hastore.v1.Node.DeleteShard:output_type -> hastore.v1.Empty
+	8,  // 60: hastore.v1.Node.ListShards:output_type -> hastore.v1.ShardInfo
+	10, // 61: hastore.v1.Node.Info:output_type -> hastore.v1.NodeInfo
+	12, // 62: hastore.v1.Cluster.PutObject:output_type -> hastore.v1.ObjectRef
+	11, // 63: hastore.v1.Cluster.GetObject:output_type -> hastore.v1.DataChunk
+	15, // 64: hastore.v1.Cluster.StatObject:output_type -> hastore.v1.ObjectStat
+	1,  // 65: hastore.v1.Cluster.DeleteObject:output_type -> hastore.v1.Empty
+	19, // 66: hastore.v1.Cluster.Status:output_type -> hastore.v1.ClusterStatus
+	29, // 67: hastore.v1.Cluster.RemoveNode:output_type -> hastore.v1.Progress
+	29, // 68: hastore.v1.Cluster.Repair:output_type -> hastore.v1.Progress
+	29, // 69: hastore.v1.Cluster.Scrub:output_type -> hastore.v1.Progress
+	23, // 70: hastore.v1.Cluster.Join:output_type -> hastore.v1.JoinReply
+	25, // 71: hastore.v1.Cluster.Propose:output_type -> hastore.v1.ProposeReply
+	28, // 72: hastore.v1.Cluster.ReadIndex:output_type -> hastore.v1.ReadIndexReply
+	1,  // 73: hastore.v1.Cluster.LeaderSlow:output_type -> hastore.v1.Empty
+	32, // 74: hastore.v1.Sites.AddSite:output_type -> hastore.v1.SiteInfo
+	1,  // 75: hastore.v1.Sites.DelSite:output_type -> hastore.v1.Empty
+	34, // 76: hastore.v1.Sites.ListSites:output_type -> hastore.v1.ListSitesReply
+	1,  // 77: hastore.v1.Sites.Sync:output_type -> hastore.v1.Empty
+	35, // 78: hastore.v1.Sites.Lookup:output_type -> hastore.v1.Inode
+	35, // 79: hastore.v1.Sites.GetAttr:output_type -> hastore.v1.Inode
+	35, // 80: hastore.v1.Sites.Walk:output_type -> hastore.v1.Inode
+	40, // 81: hastore.v1.Sites.ReadDir:output_type -> hastore.v1.DirEntries
+	35, // 82: hastore.v1.Sites.Mkdir:output_type -> hastore.v1.Inode
+	35, // 83: hastore.v1.Sites.Create:output_type -> hastore.v1.Inode
+	35, // 84: hastore.v1.Sites.Symlink:output_type -> hastore.v1.Inode
+	43, // 85: hastore.v1.Sites.Readlink:output_type -> hastore.v1.ReadlinkReply
+	35, // 86: hastore.v1.Sites.Setattr:output_type -> hastore.v1.Inode
+	1,  // 87: hastore.v1.Sites.Rename:output_type -> hastore.v1.Empty
+	1,  // 88: hastore.v1.Sites.Unlink:output_type -> hastore.v1.Empty
+	1,  // 89: hastore.v1.Sites.Rmdir:output_type -> hastore.v1.Empty
+	11, // 90: hastore.v1.Sites.Read:output_type -> hastore.v1.DataChunk
+	35, // 91: hastore.v1.Sites.Write:output_type -> hastore.v1.Inode
+	1,  // 92: hastore.v1.Mail.AddDomain:output_type -> hastore.v1.Empty
+	1,  // 93: hastore.v1.Mail.DelDomain:output_type -> hastore.v1.Empty
+	53, // 94: hastore.v1.Mail.ListDomains:output_type -> hastore.v1.ListMailDomainsReply
+	1,  // 95: hastore.v1.Mail.AddUser:output_type -> hastore.v1.Empty
+	1,  // 96: hastore.v1.Mail.SetPassword:output_type -> hastore.v1.Empty
+	1,  // 97: hastore.v1.Mail.SetQuota:output_type -> hastore.v1.Empty
+	1,  // 98: hastore.v1.Mail.DelUser:output_type -> hastore.v1.Empty
+	57, // 99: hastore.v1.Mail.ListUsers:output_type -> hastore.v1.ListMailUsersReply
+	56, // [56:100] is the sub-list for method output_type
+	12, // [12:56] is the sub-list for method input_type
 	12, // [12:12] is the sub-list for extension type_name
 	12, // [12:12] is the sub-list for extension extendee
 	0,  // [0:12] is the sub-list for field type_name
@@ -4191,7 +4261,7 @@ func file_hastore_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hastore_proto_rawDesc), len(file_hastore_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   56,
+			NumMessages:   57,
 			NumExtensions: 0,
 			NumServices:   4,
 		},

@@ -360,6 +360,7 @@ const (
 	Cluster_Join_FullMethodName         = "/hastore.v1.Cluster/Join"
 	Cluster_Propose_FullMethodName      = "/hastore.v1.Cluster/Propose"
 	Cluster_ReadIndex_FullMethodName    = "/hastore.v1.Cluster/ReadIndex"
+	Cluster_LeaderSlow_FullMethodName   = "/hastore.v1.Cluster/LeaderSlow"
 )
 
 // ClusterClient is the client API for Cluster service.
@@ -395,6 +396,11 @@ type ClusterClient interface {
 	// leadership, so that a follower can wait until it has applied that far
 	// and serve reads that see every write acknowledged before the call.
 	ReadIndex(ctx context.Context, in *ReadIndexRequest, opts ...grpc.CallOption) (*ReadIndexReply, error)
+	// LeaderSlow tells the leader that the sender's probes find it far slower
+	// than the other nodes (a gray failure: lossy link, overloaded host). The
+	// leader hands leadership to another voter once half of its followers
+	// say so, since every write and read barrier waits on it.
+	LeaderSlow(ctx context.Context, in *LeaderSlowRequest, opts ...grpc.CallOption) (*Empty, error)
 }
 
 type clusterClient struct {
@@ -554,6 +560,16 @@ func (c *clusterClient) ReadIndex(ctx context.Context, in *ReadIndexRequest, opt
 	return out, nil
 }
 
+func (c *clusterClient) LeaderSlow(ctx context.Context, in *LeaderSlowRequest, opts ...grpc.CallOption) (*Empty, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Empty)
+	err := c.cc.Invoke(ctx, Cluster_LeaderSlow_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ClusterServer is the server API for Cluster service.
 // All implementations must embed UnimplementedClusterServer
 // for forward compatibility.
@@ -587,6 +603,11 @@ type ClusterServer interface {
 	// leadership, so that a follower can wait until it has applied that far
 	// and serve reads that see every write acknowledged before the call.
 	ReadIndex(context.Context, *ReadIndexRequest) (*ReadIndexReply, error)
+	// LeaderSlow tells the leader that the sender's probes find it far slower
+	// than the other nodes (a gray failure: lossy link, overloaded host). The
+	// leader hands leadership to another voter once half of its followers
+	// say so, since every write and read barrier waits on it.
+	LeaderSlow(context.Context, *LeaderSlowRequest) (*Empty, error)
 	mustEmbedUnimplementedClusterServer()
 }
 
@@ -629,6 +650,9 @@ func (UnimplementedClusterServer) Propose(context.Context, *ProposeRequest) (*Pr
 }
 func (UnimplementedClusterServer) ReadIndex(context.Context, *ReadIndexRequest) (*ReadIndexReply, error) {
 	return nil, status.Error(codes.Unimplemented, "method ReadIndex not implemented")
+}
+func (UnimplementedClusterServer) LeaderSlow(context.Context, *LeaderSlowRequest) (*Empty, error) {
+	return nil, status.Error(codes.Unimplemented, "method LeaderSlow not implemented")
 }
 func (UnimplementedClusterServer) mustEmbedUnimplementedClusterServer() {}
 func (UnimplementedClusterServer) testEmbeddedByValue()                 {}
@@ -810,6 +834,24 @@ func _Cluster_ReadIndex_Handler(srv interface{}, ctx context.Context, dec func(i
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Cluster_LeaderSlow_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(LeaderSlowRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClusterServer).LeaderSlow(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Cluster_LeaderSlow_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClusterServer).LeaderSlow(ctx, req.(*LeaderSlowRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Cluster_ServiceDesc is the grpc.ServiceDesc for Cluster service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -840,6 +882,10 @@ var Cluster_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ReadIndex",
 			Handler:    _Cluster_ReadIndex_Handler,
+		},
+		{
+			MethodName: "LeaderSlow",
+			Handler:    _Cluster_LeaderSlow_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

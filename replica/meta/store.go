@@ -476,3 +476,12 @@ func (s *Store) WaitApplied(ctx context.Context, index uint64) error {
 
 // Subscribe: see FSM.Subscribe.
 func (s *Store) Subscribe(buffer int) *Subscription { return s.fsm.Subscribe(buffer) }
+
+// TransferLeadership hands leadership to the most up-to-date other voter and
+// waits until it has taken over. Only the leader can.
+func (s *Store) TransferLeadership() error {
+	if err := s.raft.LeadershipTransfer().Error(); err != nil {
+		return s.raftErr("leadership transfer", err)
+	}
+	return nil
+}

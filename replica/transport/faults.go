@@ -6,6 +6,7 @@ import (
 	"net"
 	"slices"
 	"sync"
+	"time"
 )
 
 // Faults is a fault-injection hook for tests: a set of peer addresses this
@@ -26,6 +27,7 @@ import (
 type Faults struct {
 	mu      sync.Mutex
 	blocked map[string]bool
+	delay   map[string]time.Duration
 	conns   map[string]map[*faultConn]struct{}
 	// healed are called after Unblock and Heal so that pools retry at once
 	// instead of waiting out gRPC's reconnect back-off.
@@ -62,10 +64,33 @@ func (f *Faults) Unblock(addrs ...string) {
 	f.notify()
 }
 
-// Heal unblocks every address.
+// Delay makes every write on this node's connections to addr (open ones
+// too) wait d first: a slow link or an overloaded peer, as opposed to a
+// dead one. Zero removes the delay.
+func (f *Faults) Delay(addr string, d time.Duration) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.delay == nil {
+		f.delay = make(map[string]time.Duration)
+	}
+	if d <= 0 {
+		delete(f.delay, addr)
+		return
+	}
+	f.delay[addr] = d
+}
+
+func (f *Faults) delayOf(addr string) time.Duration {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.delay[addr]
+}
+
+// Heal unblocks every address and removes every delay.
 func (f *Faults) Heal() {
 	f.mu.Lock()
 	clear(f.blocked)
+	clear(f.delay)
 	f.mu.Unlock()
 	f.notify()
 }
@@ -162,6 +187,13 @@ type faultConn struct {
 	f    *Faults
 	addr string
 	once sync.Once
+}
+
+func (c *faultConn) Write(p []byte) (int, error) {
+	if d := c.f.delayOf(c.addr); d > 0 {
+		time.Sleep(d)
+	}
+	return c.Conn.Write(p)
 }
 
 func (c *faultConn) Close() error {

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -18,24 +19,41 @@ import (
 )
 
 // FreePorts returns n loopback addresses with ports that were free a moment
-// ago. Nodes must know each other's addresses before any of them starts.
+// ago and that no earlier call in this process returned (the kernel hands a
+// just-closed port out again, and two calls for one cluster — cluster ports,
+// then mail ports — must not collide). Nodes must know each other's
+// addresses before any of them starts.
 func FreePorts(t testing.TB, n int) []string {
 	t.Helper()
 	var out []string
 	var ls []net.Listener
-	for range n {
+	defer func() {
+		for _, l := range ls {
+			l.Close()
+		}
+	}()
+	givenMu.Lock()
+	defer givenMu.Unlock()
+	for len(out) < n {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			t.Fatal(err)
 		}
 		ls = append(ls, l)
-		out = append(out, l.Addr().String())
-	}
-	for _, l := range ls {
-		l.Close()
+		a := l.Addr().String()
+		if given[a] {
+			continue // kept open until the end, so the kernel moves on
+		}
+		given[a] = true
+		out = append(out, a)
 	}
 	return out
 }
+
+var (
+	givenMu sync.Mutex
+	given   = map[string]bool{}
+)
 
 // NodeIDs returns n1..nN.
 func NodeIDs(n int) []string {

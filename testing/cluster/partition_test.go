@@ -72,3 +72,40 @@ func TestInProcessLeaderPartitioned(t *testing.T) {
 		}
 	}
 }
+
+// A leader that is reachable but slow (every call from the followers to it
+// waits 300 ms first, as over a lossy link or to an overloaded host) keeps
+// its heartbeats going, so Raft alone would keep it; the followers' probes
+// see it slow and it hands leadership to a healthy node. Writes work
+// throughout and afterwards.
+func TestInProcessSlowLeaderHandsOver(t *testing.T) {
+	c := StartInProcess(t, Options{Nodes: 3})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	rng := rand.New(rand.NewPCG(3, 4))
+	old := c.Leader()
+	for j := range c.Nodes {
+		if j != old {
+			c.Faults[j].Delay(c.Addrs[old], 300*time.Millisecond)
+		}
+	}
+	Eventually(t, 30*time.Second, "leadership moved off the slow node", func() error {
+		if l := c.Leader(); l == old || l < 0 {
+			return errorf("leader is still %s", c.IDs[old])
+		}
+		return nil
+	})
+	t.Logf("leadership moved from %s to %s", c.IDs[old], c.IDs[c.Leader()])
+	data := randBytes(rng, 200<<10)
+	id, err := c.Nodes[(old+1)%3].Cluster.Put(ctx, data)
+	if err != nil {
+		t.Fatalf("write after the hand-over: %v", err)
+	}
+	c.Heal()
+	for i := range c.Nodes {
+		got, err := c.Nodes[i].Cluster.Get(ctx, id)
+		if err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("read on %s: %v", c.IDs[i], err)
+		}
+	}
+}
