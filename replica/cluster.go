@@ -191,10 +191,20 @@ func (c *Cluster) Put(ctx context.Context, data []byte) (storage.BlobID, error) 
 	if err != nil {
 		return storage.BlobID{}, err
 	}
-	if _, err := c.propose(ctx, meta.PutObject{Object: obj, Now: now.UnixNano()}); err != nil {
+	res, err := c.propose(ctx, meta.PutObject{Object: obj, Now: now.UnixNano()})
+	if err != nil {
 		// The shards are orphans now; the collector removes them after
 		// the grace period.
 		return storage.BlobID{}, fmt.Errorf("committing object %s: %w", id, err)
+	}
+	if res.Revived {
+		// A deleted object came back to life with its old placement (ours
+		// are orphans now). Tombstones are neither repaired nor moved off
+		// removed nodes, so make it whole before acknowledging.
+		if err := c.reviveRepair(ctx, res.Object); err != nil {
+			return storage.BlobID{}, err
+		}
+		return id, nil
 	}
 	// When PutObject found the object already there (a concurrent put of
 	// the same content), its placement won and ours become orphans.
@@ -202,6 +212,24 @@ func (c *Cluster) Put(ctx context.Context, data []byte) (storage.BlobID, error) 
 		c.repair.enqueue(id)
 	}
 	return id, nil
+}
+
+// reviveRepair rebuilds the shards of a revived object that are unplaced
+// or on nodes no longer members.
+func (c *Cluster) reviveRepair(ctx context.Context, o meta.Object) error {
+	members, err := c.members()
+	if err != nil {
+		return err
+	}
+	for i := range o.Placement {
+		if _, urgent := c.shardProblem(o, i, members); urgent {
+			if _, err := c.repairObject(ctx, o, false); err != nil {
+				return fmt.Errorf("%w: object %s revived from a tombstone but could not be made whole: %v", ErrUnavailable, o.ID, err)
+			}
+			return nil
+		}
+	}
+	return nil
 }
 
 // writeShards writes recs to nodes and returns the object record naming

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"slices"
 	"sync"
@@ -42,23 +43,64 @@ func (f *fakeCluster) Object(id storage.BlobID) (meta.Object, bool, error) {
 	return o, ok, nil
 }
 
-func (f *fakeCluster) WalkObjects(fn func(meta.Object) error) error { return errors.ErrUnsupported }
+func (f *fakeCluster) WalkObjects(fn func(meta.Object) error) error {
+	f.mu.Lock()
+	objs := slices.Collect(maps.Values(f.objects))
+	f.mu.Unlock()
+	for _, o := range objs {
+		if err := fn(o); err != nil {
+			return err
+		}
+	}
+	return nil
+}
 func (f *fakeCluster) Nodes() ([]meta.Node, error)                  { return f.nodes, nil }
 func (f *fakeCluster) WaitApplied(context.Context, uint64) error    { return nil }
 func (f *fakeCluster) ReadIndex(context.Context) (uint64, error)    { return 0, nil }
 
 func (f *fakeCluster) Propose(ctx context.Context, cmd meta.Command) (meta.Result, error) {
-	put, ok := cmd.(meta.PutObject)
-	if !ok {
-		return meta.Result{}, fmt.Errorf("fake proposer: %T not supported", cmd)
-	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	o := put.Object
-	o.Refs = 1
-	f.objects[o.ID] = o
-	return meta.Result{Status: meta.StatusOK, Object: o, Created: true}, nil
+	ok := meta.Result{Status: meta.StatusOK}
+	switch cmd := cmd.(type) {
+	case meta.PutObject:
+		if o, found := f.objects[cmd.Object.ID]; found {
+			// Like the FSM: the stored placement wins; a tombstone revives.
+			ok.Revived = o.Refs == 0
+			o.Refs++
+			o.Deleted = 0
+			f.objects[o.ID] = o
+			ok.Object = o
+			return ok, nil
+		}
+		o := cmd.Object
+		o.Refs = 1
+		f.objects[o.ID] = o
+		ok.Object, ok.Created = o, true
+		return ok, nil
+	case meta.DecRef:
+		o := f.objects[cmd.ID]
+		if o.Refs--; o.Refs == 0 {
+			o.Deleted = cmd.Now
+		}
+		f.objects[o.ID] = o
+		ok.Object = o
+		return ok, nil
+	case meta.SetPlacement:
+		o := f.objects[cmd.ID]
+		if o.Placement[cmd.Index] != cmd.Old {
+			return meta.Result{Status: meta.StatusConflict}, meta.ErrConflict
+		}
+		o.Placement = slices.Clone(o.Placement)
+		o.Placement[cmd.Index] = cmd.New
+		f.objects[o.ID] = o
+		ok.Object = o
+		return ok, nil
+	}
+	return meta.Result{}, fmt.Errorf("fake proposer: %T not supported", cmd)
 }
+
+
 
 func (f *fakeCluster) Shards(node string) (ShardService, error) {
 	s, ok := f.shards[node]
@@ -226,5 +268,58 @@ func TestReadAroundHangingNode(t *testing.T) {
 				h.ProbeAll(ctx)
 			}
 		})
+	}
+}
+
+// A deleted object (a tombstone in its grace period) with a shard on a
+// node that has since been removed is not under-replicated: it is never
+// read and will be purged. If it is put again before the purge, it comes
+// back with its old placement, and the put makes it whole before it
+// acknowledges.
+func TestTombstoneOnRemovedNode(t *testing.T) {
+	f := newFakeCluster(4)
+	h := NewHealth("n1", f, f, nil)
+	h.ProbeAll(context.Background())
+	c, err := NewCluster("n1", f, f, f, h, Options{Scheme: storage.Scheme{K: 2, M: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	data := bytes.Repeat([]byte("tombstone "), 20000)
+	id, err := c.Put(ctx, data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Delete(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	o, _, _ := f.Object(id)
+	gone := o.Placement[1]
+	if gone == "n1" {
+		gone = o.Placement[0]
+	}
+	for i := range f.nodes {
+		if f.nodes[i].ID == gone {
+			f.nodes[i].State = meta.NodeRemoved
+		}
+	}
+	c.countUnderReplicated()
+	if n := c.UnderReplicated(); n != 0 {
+		t.Fatalf("a tombstone with a shard on removed %s counts as %d under-replicated", gone, n)
+	}
+	if _, err := c.Put(ctx, data); err != nil {
+		t.Fatalf("reviving put: %v", err)
+	}
+	o, _, _ = f.Object(id)
+	if o.Refs != 1 || slices.Contains(o.Placement, gone) {
+		t.Fatalf("revived object: refs %d, placement %v still names removed %s", o.Refs, o.Placement, gone)
+	}
+	c.countUnderReplicated()
+	if n := c.UnderReplicated(); n != 0 {
+		t.Fatalf("after the revival %d objects are under-replicated", n)
+	}
+	got, err := c.Get(ctx, id)
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("read back: %v", err)
 	}
 }

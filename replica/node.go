@@ -457,6 +457,11 @@ func (n *Node) forwardRemove(ctx context.Context, c pb.ClusterClient, id string)
 func (n *Node) objectsOn(id string) int64 {
 	var c int64
 	_ = n.Meta.WalkObjects(func(o meta.Object) error {
+		if o.Refs == 0 {
+			// Deleted, waiting out the grace period: not moved (a put
+			// that revives it repairs it first, see Cluster.Put).
+			return nil
+		}
 		for _, p := range o.Placement {
 			if p == id {
 				c++
@@ -515,6 +520,9 @@ func (n *Node) Status(ctx context.Context) (ClusterStatus, error) {
 		roles[st.Leader] = "leader"
 	}
 	for _, h := range n.Health.Snapshot() {
+		if h.State == meta.NodeRemoved {
+			continue // no longer a member: not shown, not scrubbed, not "down"
+		}
 		ns := NodeStatus{ID: h.ID, Address: h.Address, Up: h.Up || h.ID == n.cfg.ID, State: string(h.State),
 			RaftRole: roles[h.ID], Voter: voters[h.ID], DiskUsed: h.Usage.Bytes, DiskFree: h.Usage.DiskFree, Error: h.LastError}
 		if h.ID == n.cfg.ID {

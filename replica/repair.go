@@ -167,6 +167,9 @@ func (c *Cluster) countUnderReplicated() {
 	}
 	var n int64
 	_ = c.meta.WalkObjects(func(o meta.Object) error {
+		if o.Refs == 0 {
+			return nil // deleted: purged after the grace period, not repaired
+		}
 		for i := range o.Placement {
 			if p, _ := c.shardProblem(o, i, members); p != "" {
 				n++

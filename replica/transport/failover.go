@@ -12,7 +12,8 @@ import (
 // Failover spreads a client's calls over the nodes of a cluster the way a
 // client behind DNS round robin would: a call goes to the node that
 // answered last, and on to the next one when that node is unreachable
-// (codes.Unavailable). Any other error is the answer. Only calls that are
+// (codes.Unavailable). Any other error is the answer; a call that timed out
+// makes the next call start at the next node.  Only calls that are
 // safe to repeat may be made through it. Safe for concurrent use.
 type Failover[C any] struct {
 	clients []C
@@ -32,13 +33,19 @@ func (f *Failover[C]) Call(ctx context.Context, fn func(C) error) error {
 	if len(f.clients) == 0 {
 		return status.Error(codes.Unavailable, ErrNoNodes.Error())
 	}
-	start := int(f.last.Load())
+	first := int(f.last.Load())
 	var err error
 	for i := range f.clients {
-		idx := (start + i) % len(f.clients)
+		idx := (first + i) % len(f.clients)
 		if err = fn(f.clients[idx]); err == nil {
 			f.last.Store(uint32(idx))
 			return nil
+		}
+		if code := status.Code(err); code == codes.Unavailable || code == codes.DeadlineExceeded || errors.Is(err, context.DeadlineExceeded) {
+			// The next call starts at the next node: this one is down, or
+			// hangs (cut off by a firewall, say) and would make every
+			// caller wait out its deadline again.
+			f.last.CompareAndSwap(uint32(idx), uint32((idx+1)%len(f.clients)))
 		}
 		if status.Code(err) != codes.Unavailable || ctx.Err() != nil {
 			return err

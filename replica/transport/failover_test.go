@@ -49,6 +49,21 @@ func TestFailover(t *testing.T) {
 	if first != 1 {
 		t.Fatalf("second call went to node %d first, want 1", first)
 	}
+	// A node whose call ran out of time (it hangs: cut off by a firewall)
+	// is not asked first again; the caller's retry goes to the next one.
+	for _, timedOut := range []error{context.DeadlineExceeded, status.Error(codes.DeadlineExceeded, "deadline")} {
+		f = NewFailover([]int{0, 1, 2})
+		ctx, cancel := context.WithCancel(context.Background())
+		err := f.Call(ctx, func(n int) error { cancel(); return timedOut })
+		if err == nil {
+			t.Fatal("a timed-out call succeeded")
+		}
+		first = -1
+		_ = f.Call(context.Background(), func(n int) error { first = n; return nil })
+		if first != 1 {
+			t.Fatalf("after a timeout (%v) on node 0 the retry went to node %d first, want 1", timedOut, first)
+		}
+	}
 	if err := NewFailover([]int(nil)).Call(context.Background(), func(int) error { return nil }); status.Code(err) != codes.Unavailable {
 		t.Fatalf("no nodes: %v", err)
 	}

@@ -72,15 +72,17 @@ func (o *Options) defaults() {
 }
 
 // Timeouts of one attempt of a call; a call whose attempt times out is
-// tried again (through another node if this one is gone).
+// tried again through the next node. They bound how long a node that
+// hangs (cut off by a firewall, say, rather than refusing connections)
+// stalls the mount: a healthy node answers in milliseconds.
 const (
-	metaTimeout = 30 * time.Second
-	readTimeout = 60 * time.Second
+	metaTimeout = 5 * time.Second
+	readTimeout = 10 * time.Second
 )
 
 // commitTimeout bounds one attempt to send size bytes.
 func commitTimeout(size int64) time.Duration {
-	return time.Minute + time.Duration(size>>20)*time.Second
+	return 10*time.Second + time.Duration(size>>20)*time.Second
 }
 
 // smallFile is the largest file whose content a handle fetches whole on
