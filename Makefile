@@ -5,7 +5,7 @@ STATICCHECK_VERSION := v0.8.2
 GOBIN     := $(shell $(GO) env GOPATH)/bin
 export GOFLAGS := -mod=mod
 
-.PHONY: all build test lint vet unit deps bench run proto clean fuzz chaos
+.PHONY: all build test lint vet unit deps bench run proto clean fuzz chaos chaos-short
 
 all: build
 
@@ -13,7 +13,7 @@ build:
 	$(GO) build -o $(BIN) ./cmd/hastore
 
 # The test command the README gives; CI (.ci/run) runs exactly this.
-test: deps lint unit
+test: deps lint unit chaos-short
 
 # System packages the end-to-end tests drive (real clients, real peers).
 # Idempotent: installs only what is missing.
@@ -47,9 +47,17 @@ bench: build
 run: build
 	./$(BIN) dev
 
-# Chaos run: faults under mail and web load, then verification (CHAOS_DURATION, default 5m).
+# Chaos run: faults under mail, web and FUSE load, then verification
+# (CHAOS_DURATION, default 5m; CHAOS_SEED replays a schedule). See docs/availability.md.
 chaos:
-	$(GO) run ./testing/chaos
+	$(GO) run ./testing/chaos $(if $(CHAOS_SEED),-seed $(CHAOS_SEED))
+
+# The 60-second chaos run of `make test`, on its own after the other tests
+# (it wants the CPUs), with a fixed seed whose schedule holds seven kinds of
+# fault: kill-leader, replace, disk-full, corrupt, split, partition, slow.
+CHAOS_SHORT_SEED ?= 2
+chaos-short:
+	HASTORE_CHAOS=1 CHAOS_SEED=$(CHAOS_SHORT_SEED) $(GO) test -count=1 -timeout 15m -run 'TestChaos60s$$' -v ./testing/chaos/
 
 proto:
 	bash proto/gen.sh

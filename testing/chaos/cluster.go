@@ -35,9 +35,92 @@ type node struct {
 
 type cluster struct {
 	bin, dir string
-	nodes    []*node
 	scheme   string
 	k, m     int
+	key      []byte
+	asUIDs   bool
+	// ns is the current membership, slot by slot; a replace fault swaps
+	// one slot's node for a fresh one (under nsMu), so workers always get
+	// a consistent snapshot from nodes(). retired holds the nodes taken
+	// out, so that cleanup still stops them.
+	nsMu    sync.RWMutex
+	ns      []*node
+	retired []*node
+	nextID  int           // number of the next fresh node ID (n<nextID>)
+	slots   []*delayProxy // per slot: a stable address forwarding to the slot's current node (for the FUSE mount)
+}
+
+// nodes returns the current members, slot by slot (a snapshot).
+func (c *cluster) nodes() []*node {
+	c.nsMu.RLock()
+	defer c.nsMu.RUnlock()
+	return append([]*node(nil), c.ns...)
+}
+
+// all returns the current members and the retired ones.
+func (c *cluster) all() []*node {
+	c.nsMu.RLock()
+	defer c.nsMu.RUnlock()
+	return append(append([]*node(nil), c.ns...), c.retired...)
+}
+
+// swap puts fresh in slot i and retires the node that was there; the
+// slot's stable address now forwards to fresh.
+func (c *cluster) swap(i int, fresh *node) *node {
+	c.nsMu.Lock()
+	old := c.ns[i]
+	fresh.idx = i
+	c.ns[i] = fresh
+	c.retired = append(c.retired, old)
+	var sp *delayProxy
+	if i < len(c.slots) {
+		sp = c.slots[i]
+	}
+	c.nsMu.Unlock()
+	if sp != nil {
+		sp.retarget(fresh.cluster)
+	}
+	return old
+}
+
+// retire adds nd to the retired nodes (stopped at cleanup).
+func (c *cluster) retire(nd *node) {
+	c.nsMu.Lock()
+	c.retired = append(c.retired, nd)
+	c.nsMu.Unlock()
+}
+
+// isRetired says whether id is a node taken out by a replace fault.
+func (c *cluster) isRetired(id string) bool {
+	c.nsMu.RLock()
+	defer c.nsMu.RUnlock()
+	for _, nd := range c.retired {
+		if nd.id == id {
+			return true
+		}
+	}
+	return false
+}
+
+// slotAddrs are the stable per-slot addresses (see swap).
+func (c *cluster) slotAddrs() []string {
+	c.nsMu.Lock()
+	defer c.nsMu.Unlock()
+	if c.slots == nil {
+		for _, nd := range c.ns {
+			a := freeAddrs(1)[0]
+			px, err := newDelayProxy(a, nd.cluster)
+			if err != nil {
+				fatalf("slot proxy: %v", err)
+			}
+			c.slots = append(c.slots, px)
+		}
+	}
+	var out []string
+	for _, px := range c.slots {
+		out = append(out, px.l.Addr().String())
+	}
+	return out
 }
 
 func freeAddrs(n int) []string {
@@ -87,44 +170,67 @@ func newCluster(bin, dir string, n int, scheme string, runAsUIDs bool) *cluster 
 	if err != nil {
 		fatalf("hastore admin keygen: %v", err)
 	}
+	c.key, c.asUIDs, c.nextID = key, runAsUIDs, n+1
 	var peers []string
 	for i := range n {
 		peers = append(peers, fmt.Sprintf("n%d=%s", i+1, addrs[6*i+5]))
 	}
 	for i := range n {
-		nd := &node{idx: i, id: fmt.Sprintf("n%d", i+1), cluster: addrs[6*i], smtp: addrs[6*i+1], lmtp: addrs[6*i+2], imap: addrs[6*i+3], http: addrs[6*i+4], adv: addrs[6*i+5]}
-		px, err := newDelayProxy(nd.adv, nd.cluster)
-		if err != nil {
-			fatalf("proxy: %v", err)
-		}
-		nd.proxy = px
-		nd.dir = filepath.Join(dir, nd.id)
-		nd.logPath = filepath.Join(dir, nd.id+".log")
-		nd.keyFile = filepath.Join(dir, nd.id+".key")
-		if err := os.MkdirAll(nd.dir, 0o755); err != nil {
-			fatalf("%v", err)
-		}
-		if err := os.WriteFile(nd.keyFile, key, 0o600); err != nil {
-			fatalf("%v", err)
-		}
-		if runAsUIDs {
-			nd.uid = 61000 + i + 1
-			_ = os.Chown(nd.keyFile, nd.uid, nd.uid)
-			nd.chown()
-		}
-		nd.args = []string{"serve", "--node", nd.id, "--data", nd.dir, "--listen", nd.cluster, "--advertise", nd.adv,
-			"--peers", strings.Join(peers, ","), "--cluster-key-file", nd.keyFile,
-			"--shards", scheme, "--repair-interval", "2s", "--down-out", "30s",
-			"--smtp", nd.smtp, "--lmtp", nd.lmtp, "--imap", nd.imap, "--http", nd.http,
-			"--hostname", "mx" + strconv.Itoa(i+1) + ".chaos.test", "--allow-insecure-auth",
-			"--mail-max-connections-per-ip", "500"}
-		c.nodes = append(c.nodes, nd)
+		c.ns = append(c.ns, c.newNode(i, i+1, addrs[6*i:6*i+6], "--peers", strings.Join(peers, ",")))
 	}
 	if runAsUIDs {
 		_ = os.Chmod(dir, 0o755)
 		_ = os.Chmod(bin, 0o755)
 	}
 	return c
+}
+
+// grace is the nodes' --grace: shorter than the default hour so that
+// deleted objects whose shards sat on a removed node are purged (and stop
+// counting as under-replicated) within the run; see the replace fault.
+const grace = 60 * time.Second
+
+// newNode lays out node n<num> in slot i with the six addresses a
+// (cluster, smtp, lmtp, imap, http, advertised proxy); how is "--peers
+// LIST" for the initial members or "--join ADDR" for a fresh one.
+func (c *cluster) newNode(i, num int, a []string, how, arg string) *node {
+	nd := &node{idx: i, id: fmt.Sprintf("n%d", num), cluster: a[0], smtp: a[1], lmtp: a[2], imap: a[3], http: a[4], adv: a[5]}
+	px, err := newDelayProxy(nd.adv, nd.cluster)
+	if err != nil {
+		fatalf("proxy: %v", err)
+	}
+	nd.proxy = px
+	nd.dir = filepath.Join(c.dir, nd.id)
+	nd.logPath = filepath.Join(c.dir, nd.id+".log")
+	nd.keyFile = filepath.Join(c.dir, nd.id+".key")
+	if err := os.MkdirAll(nd.dir, 0o755); err != nil {
+		fatalf("%v", err)
+	}
+	if err := os.WriteFile(nd.keyFile, c.key, 0o600); err != nil {
+		fatalf("%v", err)
+	}
+	if c.asUIDs {
+		nd.uid = 61000 + num
+		_ = os.Chown(nd.keyFile, nd.uid, nd.uid)
+		nd.chown()
+	}
+	nd.args = []string{"serve", "--node", nd.id, "--data", nd.dir, "--listen", nd.cluster, "--advertise", nd.adv,
+		how, arg, "--cluster-key-file", nd.keyFile,
+		"--shards", c.scheme, "--repair-interval", "2s", "--down-out", "30s", "--grace", grace.String(),
+		"--smtp", nd.smtp, "--lmtp", nd.lmtp, "--imap", nd.imap, "--http", nd.http,
+		"--hostname", "mx" + strconv.Itoa(num) + ".chaos.test", "--allow-insecure-auth",
+		"--mail-max-connections-per-ip", "500"}
+	return nd
+}
+
+// freshNode lays out a new node (new ID, empty data directory, new
+// ports and uid) that joins the cluster through via; it is not started.
+func (c *cluster) freshNode(via *node) *node {
+	c.nsMu.Lock()
+	num := c.nextID
+	c.nextID++
+	c.nsMu.Unlock()
+	return c.newNode(-1, num, freeAddrs(6), "--join", via.cluster)
 }
 
 func (nd *node) chown() {
@@ -199,19 +305,24 @@ func (nd *node) running() bool {
 }
 
 func (c *cluster) stopAll() {
-	for _, nd := range c.nodes {
+	for _, nd := range c.all() {
 		c.halt(nd, syscall.SIGKILL)
 		nd.proxy.close()
 	}
+	c.nsMu.Lock()
+	for _, px := range c.slots {
+		px.close()
+	}
+	c.nsMu.Unlock()
 }
 
 // admin runs `hastore admin` against every node's address.
 func (c *cluster) admin(ctx context.Context, stdin string, args ...string) ([]byte, error) {
 	var addrs []string
-	for _, nd := range c.nodes {
+	for _, nd := range c.nodes() {
 		addrs = append(addrs, nd.cluster)
 	}
-	full := append([]string{"admin", "--addr", strings.Join(addrs, ","), "--cluster-key-file", c.nodes[0].keyFile}, args...)
+	full := append([]string{"admin", "--addr", strings.Join(addrs, ","), "--cluster-key-file", c.nodes()[0].keyFile}, args...)
 	cmd := exec.CommandContext(ctx, c.bin, full...)
 	cmd.Env = append(os.Environ(), "HASTORE_ADDR=", "HASTORE_CLUSTER_KEY_FILE=")
 	cmd.Stdin = strings.NewReader(stdin)
@@ -254,7 +365,7 @@ func (c *cluster) leader() *node {
 	if err != nil {
 		return nil
 	}
-	for _, nd := range c.nodes {
+	for _, nd := range c.nodes() {
 		if nd.id == st.Leader {
 			return nd
 		}
@@ -275,7 +386,7 @@ func (c *cluster) healthy(needRedundancy bool) error {
 	for _, n := range st.Nodes {
 		up[n.ID] = n.Up
 	}
-	for _, nd := range c.nodes {
+	for _, nd := range c.nodes() {
 		if nd.running() && !up[nd.id] {
 			return fmt.Errorf("%s not seen up", nd.id)
 		}
@@ -311,13 +422,4 @@ func waitListening(timeout time.Duration, addrs ...string) error {
 		}
 		return nil
 	})
-}
-
-func (c *cluster) index(id string) int {
-	for i, nd := range c.nodes {
-		if nd.id == id {
-			return i
-		}
-	}
-	return 0
 }

@@ -16,7 +16,7 @@ func mountNodeFS(c *cluster) string {
 	if os.Geteuid() != 0 {
 		return "not root: cannot mount a tmpfs per node"
 	}
-	for _, nd := range c.nodes {
+	for _, nd := range c.nodes() {
 		if out, err := exec.Command("mount", "-t", "tmpfs", "-o", fmt.Sprintf("size=%d", nodeFSSize), "tmpfs", nd.dir).CombinedOutput(); err != nil {
 			unmountNodeFS(c)
 			return fmt.Sprintf("mount -t tmpfs: %v: %s", err, lastLine(string(out)))
@@ -28,8 +28,19 @@ func mountNodeFS(c *cluster) string {
 	return ""
 }
 
+// mountOneFS gives a fresh node (see the replace fault) its own tmpfs too.
+func mountOneFS(nd *node) error {
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", fmt.Sprintf("size=%d", nodeFSSize), "tmpfs", nd.dir).CombinedOutput(); err != nil {
+		return fmt.Errorf("mount -t tmpfs: %v: %s", err, lastLine(string(out)))
+	}
+	nd.tmpfs = true
+	_ = os.Chmod(nd.dir, 0o755)
+	nd.chown()
+	return nil
+}
+
 func unmountNodeFS(c *cluster) {
-	for _, nd := range c.nodes {
+	for _, nd := range c.all() {
 		if nd.tmpfs {
 			if out, err := exec.Command("umount", "-l", nd.dir).CombinedOutput(); err != nil {
 				logf("umount %s: %v: %s", nd.dir, err, out)

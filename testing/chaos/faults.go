@@ -1,11 +1,13 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -31,15 +33,33 @@ type fault struct {
 	Note       string        `json:"note,omitempty"`
 	WasLeader  bool          `json:"target_was_leader"`
 	Throughput float64       `json:"throughput_pct_of_baseline"` // successful ops/s while it lasted
-	Err        string        `json:"err,omitempty"`
+	// Of the client operations sent first to a node this fault took down
+	// while it lasted: how many, and the slowest of those that then
+	// succeeded on another node (the client's whole wait, detection
+	// included).
+	HitOps      int           `json:"ops_sent_to_downed_node"`
+	FailoverMax time.Duration `json:"max_failover_of_those"`
+	Err         string        `json:"err,omitempty"`
 }
 
 func schedule(seed uint64, n int, dur time.Duration, kinds []string) []fault {
 	r := rand.New(rand.NewPCG(seed, 42))
 	every := max(6*time.Second, min(30*time.Second, dur/8))
 	var out []fault
+	// Kinds are drawn without replacement until each has had its turn, so
+	// a short run still sees as many different kinds as it has faults.
+	var bag []string
+	next := func() string {
+		if len(bag) == 0 {
+			bag = slices.Clone(kinds)
+			r.Shuffle(len(bag), func(i, j int) { bag[i], bag[j] = bag[j], bag[i] })
+		}
+		k := bag[0]
+		bag = bag[1:]
+		return k
+	}
 	for at := 5 * time.Second; at+every/2 < dur; at += every {
-		f := fault{At: at, Kind: kinds[r.IntN(len(kinds))], Node: r.IntN(n)}
+		f := fault{At: at, Kind: next(), Node: r.IntN(n)}
 		f.Node2 = (f.Node + 1 + r.IntN(n-1)) % n // kill2's second node
 		f.Hold = 2*time.Second + time.Duration(r.Int64N(int64(every/2)))
 		out = append(out, f)
@@ -99,11 +119,40 @@ func (fw *firewall) isolate(c *cluster, nd *node, loss float64) error {
 		rule("OUTPUT", "-p", "tcp", "--dport", p),
 		rule("OUTPUT", "-p", "tcp", "--sport", p),
 	}
-	for _, o := range c.nodes {
+	for _, o := range c.nodes() {
 		if o != nd {
 			for _, a := range []string{o.cluster, o.adv} {
 				rules = append(rules, rule("OUTPUT", "-p", "tcp", "--dport", strconv.Itoa(port(a)), "-m", "owner", "--uid-owner", strconv.Itoa(nd.uid)))
 			}
+		}
+	}
+	fw.mu.Lock()
+	defer fw.mu.Unlock()
+	for _, r := range rules {
+		if out, err := exec.Command("iptables", append([]string{"-I"}, r...)...).CombinedOutput(); err != nil {
+			return fmt.Errorf("iptables -I %s: %v: %s", strings.Join(r, " "), err, out)
+		}
+		fw.rules = append(fw.rules, r)
+	}
+	return nil
+}
+
+// split cuts the nodes of a off from those of b (both ways) while each
+// side still talks internally and clients still reach every node: every
+// node dials its peers' advertised addresses as its own uid, so dropping
+// a's connections to b's ports and b's to a's cuts all traffic between
+// the sides.
+func (fw *firewall) split(a, b []*node) error {
+	var rules [][]string
+	cut := func(from, to *node) {
+		for _, addr := range []string{to.cluster, to.adv} {
+			rules = append(rules, []string{"OUTPUT", "-p", "tcp", "--dport", strconv.Itoa(port(addr)), "-m", "owner", "--uid-owner", strconv.Itoa(from.uid), "-j", "DROP"})
+		}
+	}
+	for _, x := range a {
+		for _, y := range b {
+			cut(x, y)
+			cut(y, x)
 		}
 	}
 	fw.mu.Lock()
@@ -197,7 +246,13 @@ func (in *injector) run(stop <-chan struct{}, sched []fault) {
 			return
 		case <-time.After(time.Until(in.t0.Add(f.At))):
 		}
-		nd := in.c.nodes[f.Node]
+		select { // a fault that ran late (replace takes a while) must not start after the load
+		case <-stop:
+			return
+		default:
+		}
+		nodes := in.c.nodes()
+		nd := nodes[f.Node]
 		l := in.c.leader()
 		if f.Kind == "kill-leader" {
 			if l != nil {
@@ -206,10 +261,20 @@ func (in *injector) run(stop <-chan struct{}, sched []fault) {
 				f.Err = "no leader found; killed the scheduled node instead"
 			}
 		}
-		f.WasLeader = l != nil && (l == nd || (f.Kind == "kill2" && l == in.c.nodes[f.Node2]))
+		var minority, majority []*node
+		if f.Kind == "split" {
+			minority, majority = splitGroups(nodes, f.Node, f.Node2)
+		}
+		f.WasLeader = l != nil && (l == nd || (f.Kind == "kill2" && l == nodes[f.Node2]) || (f.Kind == "split" && slices.Contains(minority, l)))
 		f.Target = nd.id
+		switch f.Kind {
+		case "split":
+			f.Target = ids(minority)
+		case "kill2":
+			f.Target = nd.id + "+" + nodes[f.Node2].id
+		}
 		f.Start = time.Now()
-		logf("FAULT %s %s (hold %v)", f.Kind, nd.id, f.Hold.Round(time.Millisecond))
+		logf("FAULT %s %s (hold %v)", f.Kind, f.Target, f.Hold.Round(time.Millisecond))
 		switch f.Kind {
 		case "kill", "kill-leader":
 			in.c.halt(nd, syscall.SIGKILL)
@@ -222,7 +287,7 @@ func (in *injector) run(stop <-chan struct{}, sched []fault) {
 			sleepOrStop(stop, f.Hold)
 			in.fw.healAll()
 		case "kill2": // m >= 2: two nodes down at once
-			nd2 := in.c.nodes[f.Node2]
+			nd2 := in.c.nodes()[f.Node2]
 			f.Target += "+" + nd2.id
 			in.c.halt(nd, syscall.SIGKILL)
 			in.c.halt(nd2, syscall.SIGKILL)
@@ -234,6 +299,10 @@ func (in *injector) run(stop <-chan struct{}, sched []fault) {
 			sleepOrStop(stop, f.Hold)
 			nd.proxy.delay.Store(0)
 		case "disk-full":
+			if !nd.tmpfs { // a fresh node whose tmpfs could not be mounted: never fill the real disk
+				f.Err = nd.id + " has no tmpfs of its own; not filled"
+				break
+			}
 			ballast, err := fillDisk(nd, 64<<20)
 			f.Start = time.Now() // filling takes a while: the fault starts when the disk is full
 			if err != nil {
@@ -254,6 +323,21 @@ func (in *injector) run(stop <-chan struct{}, sched []fault) {
 			}
 			sleepOrStop(stop, f.Hold)
 			in.fw.healAll()
+		case "split":
+			f.Note = fmt.Sprintf("%s | %s", ids(minority), ids(majority))
+			if err := in.fw.split(minority, majority); err != nil {
+				f.Err = err.Error()
+			}
+			sleepOrStop(stop, f.Hold)
+			in.fw.healAll()
+		case "replace":
+			fresh, err := in.replace(nd, f.Hold, stop)
+			if fresh != nil {
+				f.Target = nd.id + ">" + fresh.id
+			}
+			if err != nil {
+				f.Err = err.Error()
+			}
 		case "corrupt":
 			in.c.halt(nd, syscall.SIGTERM)
 			n, err := corruptShards(nd, r, 3)
@@ -264,7 +348,7 @@ func (in *injector) run(stop <-chan struct{}, sched []fault) {
 			in.c.start(nd)
 		}
 		f.Healed = time.Now()
-		logf("HEALED %s %s after %v", f.Kind, nd.id, f.Healed.Sub(f.Start).Round(time.Millisecond))
+		logf("HEALED %s %s after %v", f.Kind, f.Target, f.Healed.Sub(f.Start).Round(time.Millisecond))
 		fp := &f
 		in.mu.Lock()
 		in.faults = append(in.faults, fp)
@@ -289,4 +373,104 @@ func sleepOrStop(stop <-chan struct{}, d time.Duration) {
 	case <-stop:
 	case <-time.After(d):
 	}
+}
+
+// splitGroups divides the cluster into a minority (the two scheduled
+// nodes, then more by index until it has (n-1)/2) and the majority.
+func splitGroups(nodes []*node, a, b int) (minority, majority []*node) {
+	want := max(1, (len(nodes)-1)/2)
+	in := map[int]bool{}
+	for _, i := range []int{a, b} {
+		if len(in) < want {
+			in[i] = true
+		}
+	}
+	for i := 0; len(in) < want; i++ {
+		in[(a+i)%len(nodes)] = true
+	}
+	for i, nd := range nodes {
+		if in[i] {
+			minority = append(minority, nd)
+		} else {
+			majority = append(majority, nd)
+		}
+	}
+	return minority, majority
+}
+
+func ids(l []*node) string {
+	var s []string
+	for _, nd := range l {
+		s = append(s, nd.id)
+	}
+	return strings.Join(s, "+")
+}
+
+// replace takes nd out for good and puts a fresh node in its place, the
+// way docs/operations.md says to replace a failed node: nd fails
+// (SIGKILL) and stays down for hold; then a fresh node (new ID, empty
+// data directory, new ports and uid) is started with --join and, once the
+// cluster sees it up, takes nd's slot (the load's clients and the FUSE
+// mount's forwarder switch to it); then `admin node remove` drops nd and
+// re-protects its data. Only nd is ever unavailable.
+func (in *injector) replace(nd *node, hold time.Duration, stop <-chan struct{}) (*node, error) {
+	c := in.c
+	c.halt(nd, syscall.SIGKILL)
+	sleepOrStop(stop, hold)
+	var via *node
+	for _, o := range c.nodes() {
+		if o != nd && o.running() {
+			via = o
+			break
+		}
+	}
+	if via == nil {
+		c.start(nd)
+		return nil, fmt.Errorf("no running node to join through")
+	}
+	fresh := c.freshNode(via)
+	if nd.tmpfs {
+		if err := mountOneFS(fresh); err != nil {
+			logf("replace: %s gets no tmpfs: %v", fresh.id, err)
+		}
+	}
+	c.start(fresh)
+	err := waitFor(90*time.Second, func() error {
+		if !fresh.running() {
+			return fmt.Errorf("%s exited: %s", fresh.id, lastLine(tailLog(fresh.logPath)))
+		}
+		st, err := c.status(5 * time.Second)
+		if err != nil {
+			return err
+		}
+		for _, n := range st.Nodes {
+			if n.ID == fresh.id {
+				if !n.Up {
+					return fmt.Errorf("%s joined, not seen up yet", fresh.id)
+				}
+				return waitListening(time.Second, fresh.smtp, fresh.lmtp, fresh.imap, fresh.http)
+			}
+		}
+		return fmt.Errorf("%s has not joined yet", fresh.id)
+	})
+	if err != nil {
+		// Give up: the fresh node goes, the old one comes back.
+		c.halt(fresh, syscall.SIGKILL)
+		c.retire(fresh)
+		c.start(nd)
+		return fresh, fmt.Errorf("fresh node %s did not join: %v", fresh.id, err)
+	}
+	c.swap(nd.idx, fresh)
+	logf("replace: %s joined and took %s's place; removing %s", fresh.id, nd.id, nd.id)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	if _, err := c.admin(ctx, "", "node", "remove", nd.id); err != nil {
+		// stderr holds the progress lines, then what went wrong
+		msg := strings.TrimSpace(err.Error())
+		if i := strings.LastIndexAny(msg, "\r\n"); i >= 0 {
+			msg = strings.TrimSpace(msg[i+1:])
+		}
+		return fresh, fmt.Errorf("node remove %s: %s", nd.id, strings.TrimSuffix(msg, " ()"))
+	}
+	return fresh, nil
 }

@@ -17,20 +17,20 @@ const idleWait = 10 * time.Second
 
 func (s *state) idleWorker(ctx context.Context, worker int, seed uint64, pause time.Duration) {
 	r := rand.New(rand.NewPCG(seed, uint64(4000+worker)))
-	home := worker % len(s.c.nodes)
+	home := worker % len(s.c.nodes())
 	for ctx.Err() == nil {
 		user := s.users[1+r.IntN(len(s.users)-1)]
 		o := op{Proto: "idle", Kind: "idle-notify", Worker: 200 + worker, Start: time.Now()}
 		var err error
-		for range s.c.nodes { // a session that cannot be set up fails over at once
-			nd := s.c.nodes[home]
+		for range s.c.nodes() { // a session that cannot be set up fails over at once
+			nd := s.c.nodes()[home]
 			o.Node = nd.id
 			o.Attempts++
-			err = s.idleOnce(ctx, r, nd, s.c.nodes[(home+2)%len(s.c.nodes)], user)
+			err = s.idleOnce(ctx, r, nd, s.c.nodes()[(home+2)%len(s.c.nodes())], user)
 			if _, setup := err.(*setupErr); !setup || time.Since(o.Start) > s.opTO {
 				break
 			}
-			home = (home + 1) % len(s.c.nodes)
+			home = (home + 1) % len(s.c.nodes())
 		}
 		if ctx.Err() != nil {
 			return
@@ -38,7 +38,7 @@ func (s *state) idleWorker(ctx context.Context, worker int, seed uint64, pause t
 		o.End, o.OK = time.Now(), err == nil
 		if err != nil {
 			o.Err = err.Error()
-			home = (home + 1) % len(s.c.nodes) // fail over for the next one
+			home = (home + 1) % len(s.c.nodes()) // fail over for the next one
 		}
 		if _, skip := err.(*skipErr); !skip {
 			s.rec.add(o)

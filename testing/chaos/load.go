@@ -31,7 +31,8 @@ type op struct {
 	Worker   int           `json:"worker"`
 	Start    time.Time     `json:"start"`
 	End      time.Time     `json:"end"`
-	Node     string        `json:"node"` // node that answered last
+	Node     string        `json:"node"`  // node that answered last
+	First    string        `json:"first"` // node tried first
 	Attempts int           `json:"attempts"`
 	OK       bool          `json:"ok"`
 	Err      string        `json:"err,omitempty"`
@@ -60,25 +61,29 @@ type message struct {
 }
 
 type state struct {
-	c         *cluster
-	rec       *recorder
-	users     []string
-	pw        map[string]string
-	files     map[string][]byte // site path -> bytes
-	paths     []string
-	opTO      time.Duration
-	attTO     time.Duration
-	msgMu     sync.Mutex
-	msgs      map[string]*message // X-Chaos-ID -> message
-	seq       atomic.Int64
-	corrupt   atomic.Int64 // bytes served that differ from what was stored
-	corruptEv []string
+	c   *cluster
+	rec *recorder
+	// uncleanReads counts shared-mailbox reads left out of the history
+	// because the mailbox changed while they ran (see sharedClient.do).
+	uncleanReads atomic.Int64
+	users        []string
+	pw           map[string]string
+	files        map[string][]byte // site path -> bytes
+	paths        []string
+	opTO         time.Duration
+	attTO        time.Duration
+	msgMu        sync.Mutex
+	msgs         map[string]*message // X-Chaos-ID -> message
+	seq          atomic.Int64
+	corrupt      atomic.Int64 // bytes served that differ from what was stored
+	corruptEv    []string
 	// uidMap[user/mailbox][uid] = X-Chaos-ID seen for that UID (reuse check)
 	uidMu    sync.Mutex
 	uidMap   map[string]map[uint32]string
 	uidValid map[string]uint32
 	reused   []string
 	shared   *history
+	fuse     *fuseState // nil: no FUSE load
 }
 
 func (s *state) noteCorrupt(format string, args ...any) {
@@ -120,9 +125,12 @@ func (s *state) failover(ctx context.Context, proto, kind string, worker, home i
 	deadline := o.Start.Add(s.opTO)
 	var err error
 	for i := 0; ; i++ {
-		nd := s.c.nodes[(home+i)%len(s.c.nodes)]
+		nd := s.c.nodes()[(home+i)%len(s.c.nodes())]
 		o.Attempts++
 		o.Node = nd.id
+		if i == 0 {
+			o.First = nd.id
+		}
 		actx, cancel := context.WithTimeout(ctx, min(s.attTO, time.Until(deadline)))
 		err = fn(actx, nd)
 		cancel()
@@ -130,7 +138,7 @@ func (s *state) failover(ctx context.Context, proto, kind string, worker, home i
 		if err == nil || errors.As(err, &fatal) || time.Now().After(deadline) || ctx.Err() != nil {
 			break
 		}
-		if i%len(s.c.nodes) == len(s.c.nodes)-1 {
+		if i%len(s.c.nodes()) == len(s.c.nodes())-1 {
 			time.Sleep(200 * time.Millisecond) // every node refused: back off a little
 		}
 	}
@@ -188,7 +196,7 @@ func (s *state) newMessage(r *rand.Rand, user string) *message {
 
 func (s *state) deliverWorker(ctx context.Context, worker int, lmtp bool, seed uint64, pause time.Duration) {
 	r := rand.New(rand.NewPCG(seed, uint64(worker)))
-	home := worker % len(s.c.nodes)
+	home := worker % len(s.c.nodes())
 	proto := "smtp"
 	if lmtp {
 		proto = "lmtp"
@@ -275,7 +283,7 @@ func sleepCtx(ctx context.Context, d time.Duration) {
 
 func (s *state) httpWorker(ctx context.Context, worker int, seed uint64, pause time.Duration) {
 	r := rand.New(rand.NewPCG(seed, uint64(1000+worker)))
-	home := worker % len(s.c.nodes)
+	home := worker % len(s.c.nodes())
 	cl := &http.Client{Transport: &http.Transport{DisableKeepAlives: false, MaxIdleConnsPerHost: 2}}
 	for ctx.Err() == nil {
 		p := s.paths[r.IntN(len(s.paths))]
@@ -311,11 +319,15 @@ func (s *state) getFile(ctx context.Context, cl *http.Client, nd *node, p string
 // ---- IMAP on INBOX: read new messages, check bodies, set \Seen ----
 
 func (s *state) login(ctx context.Context, nd *node, user string) (*imapclient.Client, error) {
+	return s.loginWith(ctx, nd, user, nil)
+}
+
+func (s *state) loginWith(ctx context.Context, nd *node, user string, opts *imapclient.Options) (*imapclient.Client, error) {
 	conn, err := dial(ctx, nd.imap)
 	if err != nil {
 		return nil, err
 	}
-	c := imapclient.New(conn, nil)
+	c := imapclient.New(conn, opts)
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
 	if err := c.Login(user+"@"+domain, s.pw[user]).Wait(); err != nil {
@@ -327,7 +339,7 @@ func (s *state) login(ctx context.Context, nd *node, user string) (*imapclient.C
 
 func (s *state) inboxWorker(ctx context.Context, worker int, seed uint64, pause time.Duration) {
 	r := rand.New(rand.NewPCG(seed, uint64(2000+worker)))
-	home := worker % len(s.c.nodes)
+	home := worker % len(s.c.nodes())
 	for ctx.Err() == nil {
 		user := s.users[1+r.IntN(len(s.users)-1)]
 		_ = s.failover(ctx, "imap", "inbox-session", worker, home, func(actx context.Context, nd *node) error {

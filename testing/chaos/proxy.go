@@ -14,7 +14,7 @@ import (
 // link (the kernel has no netem).
 type delayProxy struct {
 	l      net.Listener
-	target string
+	target atomic.Pointer[string]
 	delay  atomic.Int64 // nanoseconds
 	mu     sync.Mutex
 	conns  map[net.Conn]bool
@@ -25,7 +25,8 @@ func newDelayProxy(addr, target string) (*delayProxy, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &delayProxy{l: l, target: target, conns: map[net.Conn]bool{}}
+	p := &delayProxy{l: l, conns: map[net.Conn]bool{}}
+	p.target.Store(&target)
 	go p.serve()
 	return p, nil
 }
@@ -41,7 +42,7 @@ func (p *delayProxy) serve() {
 }
 
 func (p *delayProxy) handle(c net.Conn) {
-	u, err := net.DialTimeout("tcp", p.target, 2*time.Second)
+	u, err := net.DialTimeout("tcp", *p.target.Load(), 2*time.Second)
 	if err != nil {
 		c.Close()
 		return
@@ -88,6 +89,17 @@ func (p *delayProxy) pipe(dst, src net.Conn) {
 
 func (p *delayProxy) close() {
 	p.l.Close()
+	p.mu.Lock()
+	for c := range p.conns {
+		c.Close()
+	}
+	p.mu.Unlock()
+}
+
+// retarget sends new connections to target and cuts the current ones (their
+// clients reconnect, to the new target).
+func (p *delayProxy) retarget(target string) {
+	p.target.Store(&target)
 	p.mu.Lock()
 	for c := range p.conns {
 		c.Close()

@@ -8,6 +8,7 @@ import (
 	"image/png"
 	"io"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -43,12 +44,18 @@ type report struct {
 	Verdict       verdict           `json:"verdict"`
 	Linearizable  string            `json:"linearizable"`
 	HistoryOps    int               `json:"linearizability_history_ops"`
+	UncleanReads  int64             `json:"linearizability_reads_left_out"`
 	HealSeconds   float64           `json:"final_heal_to_full_redundancy_s"`
 	HealErr       string            `json:"final_heal_error,omitempty"`
 	Errors        map[string]int    `json:"error_samples"`
 	Scrub         string            `json:"final_scrub"`
 	PerSecond     map[string][]int  `json:"successful_ops_per_second"`
 	BaselineOps   float64           `json:"baseline_ops_per_second"` // median of the seconds away from any fault
+	// DarkSeconds: whole seconds of load in which no operation of any
+	// protocol succeeded anywhere (time-based unavailability), and per
+	// protocol the seconds without one of its own.
+	DarkSeconds      int            `json:"seconds_without_any_success"`
+	DarkSecondsProto map[string]int `json:"seconds_without_success_by_protocol"`
 	t0            time.Time
 }
 
@@ -62,8 +69,8 @@ func pct(ok, n int) float64 {
 }
 
 func (s *state) report(t0, end time.Time, inj *injector, v verdict, lin string, nHist int, skipped map[string]string, seed uint64, heal time.Duration, healErr error) *report {
-	r := &report{Seed: seed, Nodes: len(s.c.nodes), Scheme: s.c.scheme, LoadSeconds: end.Sub(t0).Seconds(),
-		FaultCounts: map[string]int{}, NotInjected: skipped, Verdict: v, Linearizable: lin, HistoryOps: nHist,
+	r := &report{Seed: seed, Nodes: len(s.c.nodes()), Scheme: s.c.scheme, LoadSeconds: end.Sub(t0).Seconds(),
+		FaultCounts: map[string]int{}, NotInjected: skipped, Verdict: v, Linearizable: lin, HistoryOps: nHist, UncleanReads: s.uncleanReads.Load(),
 		HealSeconds: heal.Seconds(), Corrupt: s.corrupt.Load(), Errors: map[string]int{}, t0: t0}
 	if healErr != nil {
 		r.HealErr = healErr.Error()
@@ -122,6 +129,17 @@ func (s *state) report(t0, end time.Time, inj *injector, v verdict, lin string, 
 			}
 		}
 	}
+	r.DarkSecondsProto = map[string]int{}
+	for i := 1; i < secs-1; i++ {
+		if all[i] == 0 {
+			r.DarkSeconds++
+		}
+		for p, per := range r.PerSecond {
+			if per[i] == 0 {
+				r.DarkSecondsProto[p]++
+			}
+		}
+	}
 	var base []int
 	for i, q := range quiet {
 		if q {
@@ -141,6 +159,19 @@ func (s *state) report(t0, end time.Time, inj *injector, v verdict, lin string, 
 		}
 		if n > 0 && r.BaselineOps > 0 {
 			f.Throughput = 100 * float64(sum) / float64(n) / r.BaselineOps
+		}
+		switch f.Kind {
+		case "kill", "kill-leader", "kill2", "replace":
+			down := strings.FieldsFunc(f.Target, func(r rune) bool { return r == '+' || r == '>' })
+			for _, o := range ops {
+				if o.First == "" || !slices.Contains(down, o.First) || o.Start.Before(f.Start) || o.Start.After(f.Healed) {
+					continue
+				}
+				f.HitOps++
+				if o.OK && o.Attempts > 1 {
+					f.FailoverMax = max(f.FailoverMax, o.End.Sub(o.Start))
+				}
+			}
 		}
 	}
 	var protos []string
@@ -231,9 +262,17 @@ func (r *report) print(w io.Writer) {
 		if f.Err != "" {
 			extra += " (" + f.Err + ")"
 		}
+		if f.HitOps > 0 {
+			extra += fmt.Sprintf("; %d ops sent to it, served elsewhere within %v", f.HitOps, f.FailoverMax.Round(time.Millisecond))
+		}
 		fmt.Fprintf(w, "  +%-7v %-12s %-4s lasted %-6v ops/s %3.0f%% of baseline, full redundancy after %s%s\n", f.Start.Sub(r.t0).Round(100*time.Millisecond), f.Kind, f.Target, f.Healed.Sub(f.Start).Round(100*time.Millisecond), f.Throughput, red, extra)
 	}
 	fmt.Fprintf(w, "baseline (seconds away from faults): %.0f successful ops/s\n", r.BaselineOps)
+	var dark []string
+	for _, p := range sortedKeys(r.DarkSecondsProto) {
+		dark = append(dark, fmt.Sprintf("%s %d", p, r.DarkSecondsProto[p]))
+	}
+	fmt.Fprintf(w, "whole seconds without a successful op: any protocol %d of %.0f; by protocol: %s\n", r.DarkSeconds, r.LoadSeconds, strings.Join(dark, ", "))
 	var nk []string
 	for k, why := range r.NotInjected {
 		nk = append(nk, k+" ("+why+")")
@@ -278,7 +317,7 @@ func (r *report) print(w io.Writer) {
 	if r.Scrub != "" {
 		fmt.Fprintf(w, "final scrub: %s\n", r.Scrub)
 	}
-	fmt.Fprintf(w, "shared mailbox history: %d ops, linearizable: %s\n", r.HistoryOps, r.Linearizable)
+	fmt.Fprintf(w, "shared mailbox history: %d ops (%d reads left out: the mailbox changed while they ran), linearizable: %s\n", r.HistoryOps, r.UncleanReads, r.Linearizable)
 	if r.HealErr != "" {
 		fmt.Fprintf(w, "final heal: NOT fully redundant after %.1fs: %s\n", r.HealSeconds, r.HealErr)
 	} else {
@@ -303,7 +342,7 @@ func (s *state) writePNG(path string, t0, end time.Time, faults []*fault) error 
 	for i := range img.Pix {
 		img.Pix[i] = 255
 	}
-	colors := map[string]color.RGBA{"http": {0, 90, 200, 255}, "lmtp": {230, 140, 0, 255}, "smtp": {140, 60, 180, 255}, "imap": {0, 150, 80, 255}, "idle": {120, 120, 120, 255}}
+	colors := map[string]color.RGBA{"http": {0, 90, 200, 255}, "lmtp": {230, 140, 0, 255}, "smtp": {140, 60, 180, 255}, "imap": {0, 150, 80, 255}, "idle": {120, 120, 120, 255}, "fuse": {0, 170, 190, 255}}
 	series := map[string][]int{}
 	peak := 1
 	s.rec.mu.Lock()
@@ -366,7 +405,7 @@ func (s *state) writePNG(path string, t0, end time.Time, faults []*fault) error 
 		}
 		// legend: a colored square per protocol at the top right
 		for yy := 4; yy < 14; yy++ {
-			for xx := W - 200 + li*40; xx < W-190+li*40; xx++ {
+			for xx := W - 20 - 40*len(protos) + li*40; xx < W-10-40*len(protos)+li*40; xx++ {
 				img.Set(xx, yy, c)
 			}
 		}
@@ -387,4 +426,13 @@ func abs(a int) int {
 		return -a
 	}
 	return a
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
 }

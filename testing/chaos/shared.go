@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/anishathalye/porcupine"
@@ -222,6 +223,9 @@ type sharedClient struct {
 	c     *imapclient.Client
 	nd    *node
 	known []uint32 // UIDs from the last read
+	// updates counts the unsolicited responses (EXISTS, EXPUNGE, FETCH)
+	// outside commands: the mailbox changed under the session.
+	updates atomic.Int64
 }
 
 func (sc *sharedClient) connect(ctx context.Context, nd *node) error {
@@ -229,7 +233,14 @@ func (sc *sharedClient) connect(ctx context.Context, nd *node) error {
 		return nil
 	}
 	sc.close()
-	c, err := sc.s.login(ctx, nd, sc.s.users[0])
+	c, err := sc.s.loginWith(ctx, nd, sc.s.users[0], &imapclient.Options{UnilateralDataHandler: &imapclient.UnilateralDataHandler{
+		Expunge: func(uint32) { sc.updates.Add(1) },
+		Mailbox: func(*imapclient.UnilateralDataMailbox) { sc.updates.Add(1) },
+		Fetch: func(m *imapclient.FetchMessageData) {
+			sc.updates.Add(1)
+			_, _ = m.Collect()
+		},
+	}})
 	if err != nil {
 		return err
 	}
@@ -250,7 +261,7 @@ func (sc *sharedClient) close() {
 
 func (s *state) sharedWorker(ctx context.Context, worker int, seed uint64, pause time.Duration) {
 	r := rand.New(rand.NewPCG(seed, uint64(3000+worker)))
-	sc := &sharedClient{s: s, id: worker, home: worker % len(s.c.nodes)}
+	sc := &sharedClient{s: s, id: worker, home: worker % len(s.c.nodes())}
 	defer sc.close()
 	for ctx.Err() == nil {
 		var kind string
@@ -286,10 +297,11 @@ func (sc *sharedClient) do(ctx context.Context, r *rand.Rand, kind string) error
 	s, c := sc.s, sc.c
 	o := hOp{client: sc.id, kind: kind, call: time.Now()}
 	var err error
+	unclean := false
 	defer func() {
 		o.ret = time.Now()
 		o.unknown = err != nil
-		if err != nil && kind == "read" {
+		if (err != nil || unclean) && kind == "read" {
 			return
 		}
 		s.shared.add(o)
@@ -346,7 +358,15 @@ func (sc *sharedClient) do(ctx context.Context, r *rand.Rand, kind string) error
 		_, err = c.UIDExpunge(imap.UIDSetNum(imap.UID(o.uid))).Collect()
 		return err
 	case "read":
+		// A read is a snapshot only if nothing changed while it ran. IMAP
+		// lets a session see a change in the middle of a command (a flag
+		// update sent as an unsolicited FETCH before the answer; a
+		// message expunged elsewhere and not yet announced left out of
+		// FETCH 1:*), which is correct IMAP but no single state of the
+		// mailbox. So: SELECT, FETCH, then NOOP; if any update arrived —
+		// during the FETCH or by the NOOP — the read is not recorded.
 		var sel *imap.SelectData
+		before := sc.updates.Load()
 		if sel, err = c.Select(sharedBox, nil).Wait(); err != nil {
 			return err
 		}
@@ -358,9 +378,28 @@ func (sc *sharedClient) do(ctx context.Context, r *rand.Rand, kind string) error
 				return err
 			}
 		}
+		if err = c.Noop().Wait(); err != nil {
+			return err
+		}
+		seen := map[uint32]bool{}
+		for _, m := range msgs {
+			if len(m.BodySection) == 0 || seen[uint32(m.UID)] {
+				unclean = true // an unsolicited flag update among the answers
+			}
+			seen[uint32(m.UID)] = true
+		}
+		if len(seen) != int(sel.NumMessages) || sc.updates.Load() != before {
+			unclean = true
+		}
+		if unclean {
+			s.uncleanReads.Add(1)
+		}
 		var e []entry
 		sc.known = sc.known[:0]
 		for _, m := range msgs {
+			if len(m.BodySection) == 0 {
+				continue
+			}
 			s.noteUID(s.users[0]+"/"+sharedBox, sel.UIDValidity, uint32(m.UID), chaosID(m))
 			e = append(e, entry{uint32(m.UID), flagBits(m.Flags)})
 			sc.known = append(sc.known, uint32(m.UID))

@@ -21,13 +21,16 @@ type verdict struct {
 	Reused        []string `json:"uid_reuse,omitempty"`
 	FinalHTTPBad  int      `json:"final_http_failures"`
 	Errors        []string `json:"verify_errors,omitempty"`
+	FuseAcked     int      `json:"fuse_files_acked"` // also counted in Acked
+	FuseLost      int      `json:"fuse_files_lost"`  // also counted in Lost
+	FuseMountBad  int      `json:"fuse_final_mount_read_failures"`
 }
 
 // withAnyNode runs fn on the nodes in turn until one succeeds.
 func (s *state) withAnyNode(fn func(ctx context.Context, nd *node) error) error {
 	var err error
 	for round := 0; round < 3; round++ {
-		for _, nd := range s.c.nodes {
+		for _, nd := range s.c.nodes() {
 			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 			err = fn(ctx, nd)
 			cancel()
@@ -129,7 +132,7 @@ func (s *state) verify() verdict {
 	// Every site file once more, from every node in turn.
 	cl := &http.Client{}
 	for i, p := range s.paths {
-		nd := s.c.nodes[i%len(s.c.nodes)]
+		nd := s.c.nodes()[i%len(s.c.nodes())]
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		if err := s.getFile(ctx, cl, nd, p); err != nil {
 			v.FinalHTTPBad++
@@ -139,6 +142,7 @@ func (s *state) verify() verdict {
 		}
 		cancel()
 	}
+	s.verifyFuse(&v)
 	s.uidMu.Lock()
 	v.Reused = append(v.Reused, s.reused...)
 	s.uidMu.Unlock()
