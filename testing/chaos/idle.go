@@ -25,6 +25,9 @@ func (s *state) idleWorker(ctx context.Context, worker int, seed uint64, pause t
 		for range s.c.nodes() { // a session that cannot be set up fails over at once
 			nd := s.c.nodes()[home]
 			o.Node = nd.id
+			if o.Attempts == 0 {
+				o.First = nd.id
+			}
 			o.Attempts++
 			err = s.idleOnce(ctx, r, nd, s.c.nodes()[(home+2)%len(s.c.nodes())], user)
 			if _, setup := err.(*setupErr); !setup || time.Since(o.Start) > s.opTO {
@@ -104,10 +107,17 @@ func (s *state) idleOnce(ctx context.Context, r *rand.Rand, nd, via *node, user 
 	s.msgMu.Lock()
 	m.Acked = true
 	s.msgMu.Unlock()
+	// A node that dies under the session closes its connection; a real
+	// client then reconnects, to another node if need be, as this one
+	// does (a setupErr fails over at once).
+	ended := make(chan error, 1)
+	go func() { ended <- idle.Wait() }()
 	t := time.NewTimer(idleWait)
 	defer t.Stop()
 	select {
 	case <-notify:
+	case err := <-ended:
+		return &setupErr{fmt.Errorf("IDLE on %s ended by the server: %v", nd.id, err)}
 	case <-t.C:
 		_ = idle.Close()
 		return fmt.Errorf("IDLE on %s: no EXISTS within %v of a delivery through %s", nd.id, idleWait, via.id)
@@ -117,7 +127,7 @@ func (s *state) idleOnce(ctx context.Context, r *rand.Rand, nd, via *node, user 
 	if err := idle.Close(); err != nil {
 		return err
 	}
-	if err := idle.Wait(); err != nil {
+	if err := <-ended; err != nil {
 		return err
 	}
 	return c.Logout().Wait()

@@ -34,7 +34,7 @@
 // slow (each node advertises a delaying TCP proxy in front of its cluster
 // port; 200 ms per chunk both ways while it lasts), corrupt (SIGTERM, a
 // byte flipped in 3 random shard records in its badger store, restart),
-// disk-full (each node's data directory is its own 2 GiB tmpfs, filled to
+// disk-full (each node's data directory is its own 4 GiB tmpfs, filled to
 // 64 MiB free), split (the cluster cut in two with the same iptables owner
 // rules: a minority of (n-1)/2 nodes — the scheduled node and its second
 // node — cannot reach the majority nor the majority it, each side talks
