@@ -148,6 +148,20 @@ func (c *Cluster) shardProblem(o meta.Object, i int, members map[string]meta.Nod
 	return "", false
 }
 
+// repairParallel is how many objects a repair pass works on at once.
+const repairParallel = 16
+
+// needsRepair reports whether any shard of o has a problem a repair pass
+// would act on now.
+func (c *Cluster) needsRepair(o meta.Object, members map[string]meta.Node) bool {
+	for i := range o.Placement {
+		if _, urgent := c.shardProblem(o, i, members); urgent {
+			return true
+		}
+	}
+	return false
+}
+
 func (c *Cluster) members() (map[string]meta.Node, error) {
 	nodes, err := c.meta.Nodes()
 	if err != nil {
@@ -198,19 +212,17 @@ func (c *Cluster) Repair(ctx context.Context, report func(Progress)) (Progress, 
 	r.repair.update(func(p *Progress) {
 		*p = Progress{Phase: "running", Total: int64(len(objs)), Started: c.opt.Now()}
 	})
-	var problems int64
-	var lastErr error
-	for _, o := range objs {
-		if ctx.Err() != nil {
-			break
-		}
-		var fixed int
-		var err error
-		if o.Refs == 0 {
-			err = c.purge(ctx, o)
-		} else {
-			fixed, err = c.repairObject(ctx, o, false)
-		}
+	var (
+		mu       sync.Mutex // problems, lastErr and report
+		problems int64
+		lastErr  error
+		wg       sync.WaitGroup
+		slots    = make(chan struct{}, repairParallel)
+	)
+	members, _ := c.members()
+	done := func(fixed int, err error) {
+		mu.Lock()
+		defer mu.Unlock()
 		if err != nil {
 			problems++
 			lastErr = err
@@ -226,6 +238,35 @@ func (c *Cluster) Repair(ctx context.Context, report func(Progress)) (Progress, 
 			report(r.repair.get())
 		}
 	}
+	for _, o := range objs {
+		if ctx.Err() != nil {
+			break
+		}
+		if o.Refs > 0 && members != nil && !c.needsRepair(o, members) ||
+			o.Refs == 0 && (o.Deleted == 0 || time.Unix(0, o.Deleted).After(c.opt.Now().Add(-c.opt.Grace))) {
+			done(0, nil) // healthy, or deleted but within the grace period
+			continue
+		}
+		// Objects are repaired several at a time: one at a time, the
+		// per-object round trips (k reads, a write, a Raft commit) and
+		// not the disks or the network bounded how fast redundancy came
+		// back (a 30-minute chaos run left 130,000 small objects to move
+		// after a node was replaced). RepairRate still bounds the bytes.
+		slots <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-slots; wg.Done() }()
+			var fixed int
+			var err error
+			if o.Refs == 0 {
+				err = c.purge(ctx, o)
+			} else {
+				fixed, err = c.repairObject(ctx, o, false)
+			}
+			done(fixed, err)
+		}()
+	}
+	wg.Wait()
 	c.countUnderReplicated()
 	r.repair.update(func(p *Progress) {
 		p.Phase, p.Finished, p.Unfixed = "done", c.opt.Now(), problems

@@ -266,12 +266,9 @@ func (in *injector) run(stop <-chan struct{}, sched []fault) {
 			minority, majority = splitGroups(nodes, f.Node, f.Node2)
 		}
 		f.WasLeader = l != nil && (l == nd || (f.Kind == "kill2" && l == nodes[f.Node2]) || (f.Kind == "split" && slices.Contains(minority, l)))
-		f.Target = nd.id
-		switch f.Kind {
-		case "split":
+		f.Target = nd.id // kill2 adds its second node below
+		if f.Kind == "split" {
 			f.Target = ids(minority)
-		case "kill2":
-			f.Target = nd.id + "+" + nodes[f.Node2].id
 		}
 		f.Start = time.Now()
 		logf("FAULT %s %s (hold %v)", f.Kind, f.Target, f.Hold.Round(time.Millisecond))
@@ -462,15 +459,23 @@ func (in *injector) replace(nd *node, hold time.Duration, stop <-chan struct{}) 
 	}
 	c.swap(nd.idx, fresh)
 	logf("replace: %s joined and took %s's place; removing %s", fresh.id, nd.id, nd.id)
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
+	var rmErr error
 	if _, err := c.admin(ctx, "", "node", "remove", nd.id); err != nil {
 		// stderr holds the progress lines, then what went wrong
 		msg := strings.TrimSpace(err.Error())
 		if i := strings.LastIndexAny(msg, "\r\n"); i >= 0 {
 			msg = strings.TrimSpace(msg[i+1:])
 		}
-		return fresh, fmt.Errorf("node remove %s: %s", nd.id, strings.TrimSuffix(msg, " ()"))
+		rmErr = fmt.Errorf("node remove %s: %s", nd.id, strings.TrimSuffix(msg, " ()"))
 	}
-	return fresh, nil
+	// A removed node's data is gone for good: until the cluster has
+	// rebuilt it, the node counts as down, and the next fault must not
+	// take more nodes (never more than M at once). An operator, too,
+	// waits for the rebuild before replacing the next node.
+	if err := waitFor(10*time.Minute, func() error { return c.healthy(true) }); err != nil {
+		logf("replace: not fully redundant 10 minutes after removing %s: %v", nd.id, err)
+	}
+	return fresh, rmErr
 }

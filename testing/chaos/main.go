@@ -294,7 +294,17 @@ loop:
 		}
 	}
 	healStart := time.Now()
-	healErr := waitFor(180*time.Second, func() error { return c.healthy(true) })
+	// Up to 10 minutes: after a long run a late replace leaves every
+	// object of the removed node to rebuild; the time it took is reported.
+	lastLog := time.Now()
+	healErr := waitFor(10*time.Minute, func() error {
+		err := c.healthy(true)
+		if err != nil && time.Since(lastLog) > 30*time.Second {
+			lastLog = time.Now()
+			logf("healing: %v", err)
+		}
+		return err
+	})
 	healTook := time.Since(healStart)
 	if healErr != nil {
 		logf("WARNING: not fully redundant %v after healing: %v", healTook.Round(time.Second), healErr)
