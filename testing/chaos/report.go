@@ -56,7 +56,7 @@ type report struct {
 	// protocol the seconds without one of its own.
 	DarkSeconds      int            `json:"seconds_without_any_success"`
 	DarkSecondsProto map[string]int `json:"seconds_without_success_by_protocol"`
-	t0            time.Time
+	t0               time.Time
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

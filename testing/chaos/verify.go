@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapclient"
 )
 
 type verdict struct {
@@ -48,7 +49,9 @@ func (s *state) verify() verdict {
 	seen := map[string]int{}
 	for _, u := range s.users[1:] {
 		mbox := u + "/INBOX"
+		var unreadable []string
 		err := s.withAnyNode(func(ctx context.Context, nd *node) error {
+			unreadable = unreadable[:0]
 			c, err := s.login(ctx, nd, u)
 			if err != nil {
 				return err
@@ -61,9 +64,32 @@ func (s *state) verify() verdict {
 			if sel.NumMessages == 0 {
 				return nil
 			}
-			msgs, err := c.Fetch(allSeq(sel.NumMessages), &imap.FetchOptions{UID: true, BodySection: []*imap.FetchItemBodySection{{Peek: true}}}).Collect()
-			if err != nil {
-				return err
+			// In chunks, and a chunk that fails one message at a time, so
+			// that an unreadable message costs itself, not its mailbox.
+			opts := &imap.FetchOptions{UID: true, BodySection: []*imap.FetchItemBodySection{{Peek: true}}}
+			var msgs []*imapclient.FetchMessageBuffer
+			for lo := uint32(1); lo <= sel.NumMessages; lo += 500 {
+				var set imap.SeqSet
+				set.AddRange(lo, min(lo+499, sel.NumMessages))
+				got, err := c.Fetch(set, opts).Collect()
+				if err == nil {
+					msgs = append(msgs, got...)
+					continue
+				}
+				if ctx.Err() != nil {
+					return err
+				}
+				for seq := lo; seq <= min(lo+499, sel.NumMessages); seq++ {
+					got, err := c.Fetch(imap.SeqSetNum(seq), opts).Collect()
+					if err != nil {
+						if ctx.Err() != nil {
+							return err
+						}
+						unreadable = append(unreadable, fmt.Sprintf("%s message %d on %s: %v", mbox, seq, nd.id, err))
+						continue
+					}
+					msgs = append(msgs, got...)
+				}
 			}
 			if os.Getenv("CHAOS_DEBUG") != "" {
 				nb := 0
@@ -87,6 +113,9 @@ func (s *state) verify() verdict {
 		})
 		if err != nil {
 			v.Errors = append(v.Errors, fmt.Sprintf("reading %s: %v", mbox, err))
+		}
+		if len(unreadable) > 0 {
+			v.Errors = append(v.Errors, fmt.Sprintf("%d messages unreadable in %s, first: %s", len(unreadable), mbox, unreadable[0]))
 		}
 	}
 	s.msgMu.Lock()
