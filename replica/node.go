@@ -376,6 +376,13 @@ func (n *Node) Join(ctx context.Context, id, addr string) error {
 // Raft, and everything it held is rebuilt elsewhere. report sees progress
 // as the number of objects still naming the node.
 func (n *Node) RemoveNode(ctx context.Context, id string, report func(Progress)) (Progress, error) {
+	// The membership is read locally: catch up first, or a node that has
+	// just joined (still installing its snapshot) answers "no member" and
+	// the node to remove stays a Raft voter — a dead one, which the chaos
+	// run showed can cost the cluster its quorum two replacements later.
+	if err := n.Cluster.CatchUp(ctx); err != nil {
+		return Progress{}, err
+	}
 	nodes, err := n.Meta.Nodes()
 	if err != nil {
 		return Progress{}, err

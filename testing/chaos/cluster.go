@@ -394,6 +394,20 @@ func (c *cluster) healthy(needRedundancy bool) error {
 	if needRedundancy && st.UnderReplicated != 0 {
 		return fmt.Errorf("%d objects under-replicated", st.UnderReplicated)
 	}
+	if needRedundancy {
+		// A member the harness no longer runs (a replaced node whose
+		// removal did not take) is a dead voter waiting to cost the
+		// cluster its quorum: not healthy.
+		current := map[string]bool{}
+		for _, nd := range c.nodes() {
+			current[nd.id] = true
+		}
+		for _, n := range st.Nodes {
+			if !current[n.ID] {
+				return fmt.Errorf("%s is still a member though it was replaced", n.ID)
+			}
+		}
+	}
 	return nil
 }
 

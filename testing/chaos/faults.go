@@ -462,13 +462,23 @@ func (in *injector) replace(nd *node, hold time.Duration, stop <-chan struct{}) 
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	var rmErr error
-	if _, err := c.admin(ctx, "", "node", "remove", nd.id); err != nil {
+	for attempt := 1; attempt <= 3; attempt++ {
+		_, err := c.admin(ctx, "", "node", "remove", nd.id)
+		if err == nil {
+			rmErr = nil
+			break
+		}
 		// stderr holds the progress lines, then what went wrong
 		msg := strings.TrimSpace(err.Error())
 		if i := strings.LastIndexAny(msg, "\r\n"); i >= 0 {
 			msg = strings.TrimSpace(msg[i+1:])
 		}
 		rmErr = fmt.Errorf("node remove %s: %s", nd.id, strings.TrimSuffix(msg, " ()"))
+		logf("replace: %v (attempt %d of 3)", rmErr, attempt)
+		if ctx.Err() != nil {
+			break
+		}
+		time.Sleep(2 * time.Second)
 	}
 	// A removed node's data is gone for good: until the cluster has
 	// rebuilt it, the node counts as down, and the next fault must not

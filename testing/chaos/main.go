@@ -281,8 +281,12 @@ loop:
 	close(stop)
 	<-injDone
 	cancel()
-	wg.Wait()
+	// The load ends here: operations cut short by the cancel are not
+	// recorded, and the seconds spent waiting for the workers to return
+	// (a FUSE call finishing, say) must not count as seconds without a
+	// successful operation.
 	loadEnd := time.Now()
+	wg.Wait()
 	logf("load stopped after %v; healing", loadEnd.Sub(t0).Round(time.Millisecond))
 
 	// ---- heal ----
