@@ -429,7 +429,7 @@ func (n *Node) RemoveNode(ctx context.Context, id string, report func(Progress))
 func (n *Node) removeFromRaft(ctx context.Context, id string) error {
 	if n.IsLeader() {
 		if id == n.cfg.ID {
-			if err := n.Meta.Raft().LeadershipTransfer().Error(); err != nil {
+			if err := n.Meta.TransferLeadership(); err != nil {
 				return fmt.Errorf("handing leadership over before removing this node: %w", err)
 			}
 		} else {
