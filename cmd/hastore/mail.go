@@ -54,6 +54,8 @@ type mailFlags struct {
 	maxMessage             string
 	insecureAuth           bool
 	maxConns, maxConnsIP   int
+	hashSlots              int
+	hashWait, loginCache   time.Duration
 }
 
 func (f *mailFlags) register(fs *flag.FlagSet) {
@@ -69,6 +71,9 @@ func (f *mailFlags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&f.insecureAuth, "allow-insecure-auth", false, "allow submission AUTH and IMAP LOGIN without TLS (development only)")
 	fs.IntVar(&f.maxConns, "mail-max-connections", 1000, "connections per mail listener")
 	fs.IntVar(&f.maxConnsIP, "mail-max-connections-per-ip", 20, "connections per client address on SMTP and submission")
+	fs.IntVar(&f.hashSlots, "mail-hash-slots", 0, "password hashes (argon2id, 19 MiB each) computed at once on this node; logins beyond wait (default: the number of cores, at least 2)")
+	fs.DurationVar(&f.hashWait, "mail-hash-wait", 10*time.Second, "how long a login waits for a hash slot before a temporary failure the client retries")
+	fs.DurationVar(&f.loginCache, "mail-login-cache-ttl", time.Hour, "how long a verified password is remembered (in memory only, shared with the other nodes) so re-logins skip argon2id; 0: off")
 }
 
 func (f *mailFlags) any() bool {
@@ -129,13 +134,18 @@ func (f *mailFlags) start(n *replica.Node, log *slog.Logger) (*mailListeners, er
 	if f.imaps != "" && cfg.TLS == nil {
 		return nil, errors.New("--imaps needs --mail-tls-cert and --mail-tls-key")
 	}
+	ttl := f.loginCache
+	if ttl <= 0 {
+		ttl = -1 // off
+	}
+	cfg.Store = mailserver.NewStore(n, mailbox.Options{HashSlots: f.hashSlots, HashWait: f.hashWait, AuthCache: ttl, Logger: log.With("node", n.ID())})
 	smtpSrv, err := mailserver.Start(n, cfg)
 	if err != nil {
 		return nil, err
 	}
 	m := &mailListeners{smtp: smtpSrv}
 	if f.imap != "" || f.imaps != "" {
-		m.imap, err = imap.Listen(mailserver.ForNode(n), imap.Config{
+		m.imap, err = imap.Listen(cfg.Store, imap.Config{
 			IMAP: f.imap, IMAPS: f.imaps, TLS: cfg.TLS, AllowInsecureAuth: f.insecureAuth,
 			MaxMessageBytes: cfg.MaxMessageBytes, Logger: log.With("node", n.ID()),
 		})
@@ -167,6 +177,7 @@ func devMail(nodes []*replica.Node, dir string, log *slog.Logger) (summary strin
 			smtp: fmt.Sprintf("127.0.0.1:%d", 2525+10*i), submission: fmt.Sprintf("127.0.0.1:%d", 2587+10*i), lmtp: fmt.Sprintf("127.0.0.1:%d", 2424+10*i),
 			imap: fmt.Sprintf("127.0.0.1:%d", 1143+10*i), imaps: fmt.Sprintf("127.0.0.1:%d", 1993+10*i),
 			cert: certFile, key: keyFile, hostname: "localhost", maxMessage: "50M", insecureAuth: true, maxConns: 1000, maxConnsIP: 100,
+			loginCache: time.Hour,
 		}
 		s, err := f.start(n, log)
 		if err != nil {

@@ -97,7 +97,7 @@ func (s *session) Login(username, password string) error {
 	s.touched = true
 	c, cancel := ctx()
 	defer cancel()
-	addr, err := s.store().Authenticate(c, username, password, s.remote)
+	addr, err := s.store().Authenticate(c, "imap", username, password, s.remote)
 	switch {
 	case err == nil:
 		s.user = addr
