@@ -132,13 +132,15 @@ func (t *throttle) levelLocked(key string, now time.Time) float64 {
 	return l
 }
 
-// full reports whether key has no budget left for one more attempt.
+// full reports whether key has no budget left for one more attempt: one
+// more must fit whole (a level just below the limit, decayed by a few
+// milliseconds, is not room for another failure).
 func (t *throttle) fullLocked(key string, now time.Time) bool {
 	l := t.levelLocked(key, now)
 	if b := t.m[key]; b != nil {
 		l += float64(b.pending)
 	}
-	return l >= t.limit(key)
+	return l+1 > t.limit(key)
 }
 
 func (t *throttle) familiarLocked(acct, addr string, now time.Time) bool {
