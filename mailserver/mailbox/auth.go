@@ -33,7 +33,11 @@ func (s *Store) Authenticate(ctx context.Context, protocol, username, password s
 		if result == loginThrottled || result == loginTempFailure {
 			lvl = s.log.Warn
 		}
-		args := []any{"proto", protocol, "user", username, "remote", remoteString(remote), "result", result, "method", method,
+		logUser := username
+		if len(logUser) > 320 { // a client chooses it; keep log lines bounded
+			logUser = logUser[:320] + "…"
+		}
+		args := []any{"proto", protocol, "user", logUser, "remote", remoteString(remote), "result", result, "method", method,
 			"ms", time.Since(start).Milliseconds()}
 		if err != nil && result == loginTempFailure {
 			args = append(args, "err", err)
