@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"runtime"
+	"runtime/metrics"
 	"sync"
 	"testing"
 	"time"
@@ -20,7 +22,11 @@ import (
 // "shared": node 2 got node 1's verified logins (Mail.ShareCredentials);
 // "unshared": it did not (login cache off there), so each login is an
 // argon2id run with the default parameters (19 MiB) in node 2's hash
-// slots. One op is one whole storm.
+// slots (GOMAXPROCS, at least 2); "unshared-unbounded" has as many
+// slots as clients, as before hash slots existed. One op is one whole
+// storm; heap-growth-MiB is the highest live-plus-garbage heap seen above
+// the heap before the storms (GC pacing adds garbage on top of the slots'
+// 19 MiB each).
 //
 //	go test -run '^$' -bench FailoverStorm -benchtime 3x ./mailserver/
 func BenchmarkFailoverStorm(b *testing.B) {
@@ -62,9 +68,10 @@ func BenchmarkFailoverStorm(b *testing.B) {
 	for _, bc := range []struct {
 		name  string
 		cache time.Duration
-	}{{"shared", time.Hour}, {"unshared", -1}} {
+		slots int
+	}{{"shared", time.Hour, 0}, {"unshared", -1, 0}, {"unshared-unbounded", -1, stormUsers}} {
 		b.Run(bc.name, func(b *testing.B) {
-			s := mailserver.NewStore(c.Nodes[1], mailbox.Options{AuthCache: bc.cache, Throttle: mailbox.ThrottleOptions{FailDelay: -1}})
+			s := mailserver.NewStore(c.Nodes[1], mailbox.Options{AuthCache: bc.cache, HashSlots: bc.slots, Throttle: mailbox.ThrottleOptions{FailDelay: -1}})
 			if err := s.CatchUp(ctx); err != nil {
 				b.Fatal(err)
 			}
@@ -76,16 +83,59 @@ func BenchmarkFailoverStorm(b *testing.B) {
 				}
 			}
 			before := s.AuthStats()
+			runtime.GC()
+			base := heapBytes()
+			stop := sampleHeap()
 			b.ResetTimer()
 			for b.Loop() {
 				storm(s)
 			}
 			after := s.AuthStats()
+			b.ReportMetric(float64(stop()-base)/(1<<20), "heap-growth-MiB")
 			per := b.Elapsed().Seconds() / float64(b.N)
 			b.ReportMetric(per*1000, "ms/storm")
 			b.ReportMetric(stormUsers/per, "logins/s")
 			b.ReportMetric(float64(after.Hashes-before.Hashes)/float64(b.N), "hashes/storm")
 			b.ReportMetric(float64(after.HashPeak), "peak-hashing")
 		})
+	}
+}
+
+func heapBytes() uint64 {
+	m := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
+	metrics.Read(m)
+	return m[0].Value.Uint64()
+}
+
+// sampleHeap samples the live heap every 2 ms until stop, which returns
+// the highest value seen: argon2id's 19 MiB blocks are allocated per run.
+func sampleHeap() (stop func() uint64) {
+	var mu sync.Mutex
+	var max uint64
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		t := time.NewTicker(2 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
+			if h := heapBytes(); h > max {
+				mu.Lock()
+				max = h
+				mu.Unlock()
+			}
+		}
+	}()
+	return func() uint64 {
+		close(done)
+		<-finished
+		mu.Lock()
+		defer mu.Unlock()
+		return max
 	}
 }
