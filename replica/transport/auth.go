@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/tap"
 )
 
 // MinKeyLen is the shortest cluster key accepted: 16 bytes (128 bits) if
@@ -90,6 +91,10 @@ type authChecker struct{ token []byte }
 
 func (a authChecker) check(ctx context.Context) error {
 	md, _ := metadata.FromIncomingContext(ctx)
+	return a.checkMD(md)
+}
+
+func (a authChecker) checkMD(md metadata.MD) error {
 	got := md.Get(authMetadata)
 	if len(got) == 0 {
 		return status.Error(codes.Unauthenticated, "hastore: call carries no cluster key; the client must be given the cluster's key file")
@@ -98,6 +103,12 @@ func (a authChecker) check(ctx context.Context) error {
 		return status.Error(codes.Unauthenticated, "hastore: wrong cluster key; client and server were given different key files")
 	}
 	return nil
+}
+
+// tap runs on a call's headers before gRPC creates the call or reads its
+// request; an error refuses the call with its status.
+func (a authChecker) tap(ctx context.Context, info *tap.Info) (context.Context, error) {
+	return ctx, a.checkMD(info.Header)
 }
 
 func (a authChecker) unary(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {

@@ -23,6 +23,34 @@ type Config struct {
 	Faults *Faults
 	// Logger receives refused connections; nil means slog.Default().
 	Logger *slog.Logger
+	// MaxConns caps the connections open at once on the cluster port
+	// (gRPC and Raft together, counted before the key is proved); 0 means
+	// DefaultMaxConns, negative no cap.
+	MaxConns int
+	// MaxConnsPerIP caps one client address's (IPv6: /64's) connections;
+	// 0 means DefaultMaxConnsPerIP, negative no cap.
+	MaxConnsPerIP int
+}
+
+// The default caps of the cluster port. A node keeps one gRPC connection
+// to each peer and a few Raft ones (raft's pool of 3 plus a pipeline), and
+// every mount or admin tool one gRPC connection per node: a cluster of six
+// with dozens of mounts on one host stays far below these, while a
+// stranger cannot open sockets until the node runs out of file descriptors.
+const (
+	DefaultMaxConns      = 1024
+	DefaultMaxConnsPerIP = 128
+)
+
+func (c *Config) connLimits() (total, perIP int) {
+	total, perIP = c.MaxConns, c.MaxConnsPerIP
+	if total == 0 {
+		total = DefaultMaxConns
+	}
+	if perIP == 0 {
+		perIP = DefaultMaxConnsPerIP
+	}
+	return total, perIP
 }
 
 func (c *Config) logger() *slog.Logger {

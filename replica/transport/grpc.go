@@ -28,6 +28,22 @@ const (
 	// keepaliveTimeout, so unacknowledged writes fail after 3 s.
 	keepaliveTime    = 10 * time.Second
 	keepaliveTimeout = 3 * time.Second
+
+	// maxStreams caps the calls one connection may have open at once. A
+	// node's Pool sends all its calls to a peer over one connection, and
+	// a gRPC client queues calls beyond the cap rather than failing them,
+	// so this costs a busy peer some waiting, never an error; it bounds
+	// what one connection can make the node hold (each call may buffer a
+	// message of up to maxMsgSize).
+	maxStreams = 256
+	// maxHeaderList caps a call's metadata (gRPC's default is 16 MiB, all
+	// of which a stranger could make the node read before the key check).
+	// Ours carries a token and a few short fields.
+	maxHeaderList = 64 << 10
+	// connTimeout bounds the HTTP/2 handshake of a new gRPC connection
+	// (gRPC's default is 120 s); the mux has already bounded the TLS
+	// handshake and the protocol sniff by sniffTimeout.
+	connTimeout = 10 * time.Second
 )
 
 // newDialer returns a dialer whose connections the kernel probes after 2 s
@@ -45,12 +61,23 @@ func newDialer() *net.Dialer {
 // it on [Mux.GRPC]; it speaks plaintext HTTP/2 because the mux has already
 // unwrapped TLS. opts are added after hastore's own, so interceptors in
 // them run after the key check.
+//
+// The key is checked in gRPC's InTapHandle, on a call's headers, before
+// the call exists: a call without the key is refused before a byte of its
+// request is read or buffered (an interceptor runs only after a unary
+// call's whole request, up to maxMsgSize, has been read into memory). The
+// interceptors check again, which costs a comparison and keeps the rule if
+// the tap is ever dropped.
 func NewGRPCServer(cfg Config, opts ...grpc.ServerOption) (*grpc.Server, error) {
 	if err := cfg.check(); err != nil {
 		return nil, err
 	}
 	a := authChecker{token: []byte(grpcToken(cfg.Key))}
 	base := []grpc.ServerOption{
+		grpc.InTapHandle(a.tap),
+		grpc.MaxConcurrentStreams(maxStreams),
+		grpc.MaxHeaderListSize(maxHeaderList),
+		grpc.ConnectionTimeout(connTimeout),
 		grpc.ChainUnaryInterceptor(a.unary),
 		grpc.ChainStreamInterceptor(a.stream),
 		// Clients ping every keepaliveTime even when idle; the default
