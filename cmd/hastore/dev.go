@@ -28,6 +28,8 @@ func dev(args []string) error {
 	fs.IntVar(&nodes, "nodes", 3, "number of nodes")
 	fs.IntVar(&base, "port", 7101, "cluster port of node 1; node i uses port+i-1")
 	httpBase := fs.Int("http-port", 8080, "HTTP port of node 1; node i uses http-port+i-1 (0: no HTTP)")
+	hf := &httpFlags{}
+	hf.register(fs)
 	nf.register(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -91,7 +93,7 @@ func dev(args []string) error {
 	if *httpBase != 0 {
 		for i, n := range running {
 			addr := fmt.Sprintf("127.0.0.1:%d", *httpBase+i)
-			stop, err := startHTTP(addr, n, log)
+			stop, err := startHTTP(addr, n, log, hf)
 			if err != nil {
 				return err
 			}
