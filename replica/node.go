@@ -112,8 +112,13 @@ func StartNode(cfg NodeConfig) (n *Node, err error) {
 			started.Close()
 		}
 	}()
-	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
+	// 0700: the metadata (and its Raft snapshots) hold password hashes.
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("node %s: creating data directory: %w", cfg.ID, err)
+	}
+	if fi, err := os.Stat(cfg.DataDir); err == nil && fi.Mode().Perm()&0o077 != 0 {
+		log.Warn("data directory is open to other users; the metadata in it holds password hashes: run chmod 700 on it",
+			"dir", cfg.DataDir, "mode", fmt.Sprintf("%#o", fi.Mode().Perm()))
 	}
 	sopt := cfg.Storage
 	sopt.Logger = log

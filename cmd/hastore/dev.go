@@ -37,7 +37,7 @@ func dev(args []string) error {
 	if nodes < 1 || nodes > 16 {
 		return errors.New("--nodes must be between 1 and 16")
 	}
-	if err := os.MkdirAll(dir, 0o750); err != nil {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
 	keyFile := filepath.Join(dir, "cluster.key")

@@ -9,6 +9,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 
@@ -28,8 +29,23 @@ const authMetadata = "hastore-auth"
 
 // LoadKey reads the cluster key from a file. Surrounding white space is
 // dropped so that a key written by an editor (with a final newline) works.
+// A file that group or others may read or write is refused: whoever reads
+// the key may act as a node (read every object, change every password).
 func LoadKey(path string) ([]byte, error) {
-	b, err := os.ReadFile(path)
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("transport: reading cluster key: %w", err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("transport: reading cluster key: %w", err)
+	}
+	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+		return nil, fmt.Errorf("transport: cluster key file %s has mode %#o, so users other than its owner can read or change it; "+
+			"anyone holding the key can act as a cluster node: run chmod 600 %s (and consider a new key if others had access)", path, perm, path)
+	}
+	b, err := io.ReadAll(io.LimitReader(f, 64<<10))
 	if err != nil {
 		return nil, fmt.Errorf("transport: reading cluster key: %w", err)
 	}
