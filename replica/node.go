@@ -42,6 +42,9 @@ type NodeConfig struct {
 	Key  []byte
 	// TLS for the cluster port; both nil means plain TCP.
 	ServerTLS, ClientTLS *tls.Config
+	// MaxConns and MaxConnsPerIP cap the cluster port's connections
+	// (transport.Config's fields of the same names; 0: the defaults).
+	MaxConns, MaxConnsPerIP int
 	Cluster              Options
 	// Storage tunes this node's shard store.
 	Storage storage.Options
@@ -129,7 +132,8 @@ func StartNode(cfg NodeConfig) (n *Node, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("node %s: cluster port: %w", cfg.ID, err)
 	}
-	tcfg := transport.Config{Key: cfg.Key, ServerTLS: cfg.ServerTLS, ClientTLS: cfg.ClientTLS, Faults: cfg.Faults, Logger: log}
+	tcfg := transport.Config{Key: cfg.Key, ServerTLS: cfg.ServerTLS, ClientTLS: cfg.ClientTLS, Faults: cfg.Faults, Logger: log,
+		MaxConns: cfg.MaxConns, MaxConnsPerIP: cfg.MaxConnsPerIP}
 	if n.mux, err = transport.NewMux(l, cfg.Advertise, tcfg); err != nil {
 		l.Close()
 		return nil, err

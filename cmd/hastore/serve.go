@@ -117,6 +117,8 @@ func serve(args []string) error {
 	httpAddr := fs.String("http", "", "serve the stored web sites over HTTP on this address (by Host header), e.g. :80")
 	hf := &httpFlags{}
 	hf.register(fs)
+	lf := &clusterLimitFlags{}
+	lf.register(fs)
 	nf.register(fs)
 	mf := &mailFlags{}
 	mf.register(fs)
@@ -150,6 +152,7 @@ func serve(args []string) error {
 	if err := nf.config(&cfg); err != nil {
 		return err
 	}
+	lf.config(&cfg)
 	cfg.Register = registerAll(webfs.Register, mailRegister)
 	n, err := replica.StartNode(cfg)
 	if err != nil {

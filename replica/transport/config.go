@@ -33,13 +33,16 @@ type Config struct {
 }
 
 // The default caps of the cluster port. A node keeps one gRPC connection
-// to each peer and a few Raft ones (raft's pool of 3 plus a pipeline), and
-// every mount or admin tool one gRPC connection per node: a cluster of six
-// with dozens of mounts on one host stays far below these, while a
-// stranger cannot open sockets until the node runs out of file descriptors.
+// to each peer and a few Raft ones (raft's pool of 3 plus a pipeline), an
+// admin tool one per node, and a web host one per node for every site it
+// mounts (a mount is a process): a web host with hundreds of sites needs
+// hundreds of connections from one address. A connection that has not
+// proved the key costs the node only its buffers (some tens of KiB), so the
+// caps are there to keep a stranger from taking every file descriptor,
+// not to ration peers.
 const (
-	DefaultMaxConns      = 1024
-	DefaultMaxConnsPerIP = 128
+	DefaultMaxConns      = 4096
+	DefaultMaxConnsPerIP = 1024
 )
 
 func (c *Config) connLimits() (total, perIP int) {
