@@ -23,7 +23,9 @@ type Limits struct {
 	PerIP int
 	// Refuse, if set, is given each refused connection instead of closing
 	// it at once, to say why in the protocol's words; it must close it.
-	// It runs on its own goroutine.
+	// It runs on its own goroutine; beyond maxRefusing of them at once,
+	// connections are closed without a word, so a flood of refused
+	// connections costs no more than that.
 	Refuse func(c net.Conn)
 	// Logger gets one Warn line per refusing spell (at most one every
 	// 10 s, with the count refused); nil means slog.Default().
@@ -51,7 +53,12 @@ type Limited struct {
 	byKey   map[netip.Prefix]int
 	lastLog time.Time
 	refused atomic.Int64 // since lastLog
+	// refusing counts Refuse calls running.
+	refusing atomic.Int64
 }
+
+// maxRefusing bounds the Refuse calls running at once.
+const maxRefusing = 64
 
 // Accept waits for the next connection within the limits, closing (or
 // handing to Refuse) those beyond them.
@@ -119,9 +126,15 @@ func (l *Limited) refuse(c net.Conn, key netip.Prefix) {
 			"port", l.lim.Name, "client", key.String(), "refused_since_last_report", n, "open", total,
 			"max_total", l.lim.Total, "max_per_ip", l.lim.PerIP)
 	}
-	if l.lim.Refuse != nil {
-		go l.lim.Refuse(c)
+	if l.lim.Refuse != nil && l.refusing.Add(1) <= maxRefusing {
+		go func() {
+			defer l.refusing.Add(-1)
+			l.lim.Refuse(c)
+		}()
 		return
+	}
+	if l.lim.Refuse != nil {
+		l.refusing.Add(-1)
 	}
 	c.Close()
 }

@@ -21,6 +21,12 @@ const (
 	// header (up to 4 MiB of block checksums for a 4 GiB payload in 4 KiB
 	// blocks) plus one chunk.
 	maxMsgSize = 16 << 20
+	// maxRecvMsgSize bounds what a server accepts in one message from a
+	// caller holding the key. The largest any client sends is a 1 MiB
+	// data chunk (shards, objects, site files) or a Raft command of at
+	// most 1 MiB (meta.MaxCommandSize), plus framing; the 16 MiB messages
+	// only ever travel from server to client (GetShard).
+	maxRecvMsgSize = 4 << 20
 
 	// A silent peer is declared dead keepaliveTime+keepaliveTimeout after
 	// its last frame; gRPC will not ping more often than every 10 s. Calls
@@ -84,7 +90,7 @@ func NewGRPCServer(cfg Config, opts ...grpc.ServerOption) (*grpc.Server, error) 
 		// policy (5 min, not without streams) would answer with GOAWAY.
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: keepaliveTime / 2, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: keepaliveTime, Timeout: keepaliveTimeout}),
-		grpc.MaxRecvMsgSize(maxMsgSize),
+		grpc.MaxRecvMsgSize(maxRecvMsgSize),
 		grpc.MaxSendMsgSize(maxMsgSize),
 	}
 	return grpc.NewServer(append(base, opts...)...), nil

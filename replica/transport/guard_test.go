@@ -263,3 +263,32 @@ func TestClusterPortConnCap(t *testing.T) {
 		t.Fatal("third connection from one address kept open with MaxConnsPerIP 2")
 	}
 }
+
+// TestServerMessageCap: a caller holding the key may send the largest
+// message any client sends (a 1 MiB chunk with its framing), not a 16 MiB
+// one, which only servers send.
+func TestServerMessageCap(t *testing.T) {
+	addr, _ := startCountingNode(t, Config{Key: testKey})
+	opts, err := DialOptions(Config{Key: testKey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, err := grpc.NewClient("passthrough:///"+addr, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	c := pb.NewNodeClient(cc)
+	for _, tc := range []struct {
+		size int
+		want codes.Code
+	}{
+		{chunkSize + 4096, codes.InvalidArgument}, // reaches the handler: not a valid blob ID
+		{maxRecvMsgSize + 1, codes.ResourceExhausted},
+	} {
+		_, err := c.StatShard(ctxT(t), &pb.ShardRef{Blob: make([]byte, tc.size)})
+		if got := status.Code(err); got != tc.want {
+			t.Errorf("StatShard with a %d-byte request: %v (%v), want %v", tc.size, got, err, tc.want)
+		}
+	}
+}
