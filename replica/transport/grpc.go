@@ -40,7 +40,7 @@ const (
 	// a gRPC client queues calls beyond the cap rather than failing them,
 	// so this costs a busy peer some waiting, never an error; it bounds
 	// what one connection can make the node hold (each call may buffer a
-	// message of up to maxMsgSize).
+	// message of up to maxRecvMsgSize).
 	maxStreams = 256
 	// maxHeaderList caps a call's metadata (gRPC's default is 16 MiB, all
 	// of which a stranger could make the node read before the key check).
@@ -63,7 +63,7 @@ func newDialer() *net.Dialer {
 }
 
 // NewGRPCServer returns a gRPC server that refuses calls without the
-// cluster key, pings its clients and accepts GetShard-sized messages. Serve
+// cluster key, pings its clients and sends GetShard-sized messages. Serve
 // it on [Mux.GRPC]; it speaks plaintext HTTP/2 because the mux has already
 // unwrapped TLS. opts are added after hastore's own, so interceptors in
 // them run after the key check.
@@ -71,7 +71,7 @@ func newDialer() *net.Dialer {
 // The key is checked in gRPC's InTapHandle, on a call's headers, before
 // the call exists: a call without the key is refused before a byte of its
 // request is read or buffered (an interceptor runs only after a unary
-// call's whole request, up to maxMsgSize, has been read into memory). The
+// call's whole request, up to maxRecvMsgSize, has been read into memory). The
 // interceptors check again, which costs a comparison and keeps the rule if
 // the tap is ever dropped.
 func NewGRPCServer(cfg Config, opts ...grpc.ServerOption) (*grpc.Server, error) {
