@@ -256,8 +256,10 @@ func TestClusterPortConnCap(t *testing.T) {
 		ne, isNet := err.(net.Error)
 		return isNet && ne.Timeout() // still open, waiting for us to speak
 	}
-	if !open() || !open() {
-		t.Fatal("connections under the cap closed")
+	for i := range 2 {
+		if !open() {
+			t.Fatalf("connection %d, under the cap, closed", i+1)
+		}
 	}
 	if open() {
 		t.Fatal("third connection from one address kept open with MaxConnsPerIP 2")
