@@ -45,7 +45,7 @@ type NodeConfig struct {
 	// MaxConns and MaxConnsPerIP cap the cluster port's connections
 	// (transport.Config's fields of the same names; 0: the defaults).
 	MaxConns, MaxConnsPerIP int
-	Cluster              Options
+	Cluster                 Options
 	// Storage tunes this node's shard store.
 	Storage storage.Options
 	// Meta adjusts the Raft configuration (timeouts for tests).
