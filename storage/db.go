@@ -214,7 +214,7 @@ func Open(dir string, opts Options) (*DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open store in %s: %w", dir, err)
 	}
-	if err := os.MkdirAll(dir, 0o750); err != nil {
+	if err := os.MkdirAll(dir, 0o700); err != nil { // only the node reads its shards
 		return nil, fmt.Errorf("open store: %w", err)
 	}
 	if abs, err := filepath.Abs(dir); err == nil {

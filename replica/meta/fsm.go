@@ -98,7 +98,7 @@ func OpenFSM(dir string, opts FSMOptions) (*FSM, error) {
 		closedCh: make(chan struct{}),
 		subs:     make(map[*Subscription]struct{}),
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(dir, 0o700); err != nil { // the state holds password hashes
 		return nil, fmt.Errorf("meta: create FSM dir: %w", err)
 	}
 	gen, haveCurrent, err := readCurrent(dir)
@@ -214,7 +214,7 @@ func writeCurrent(dir string, gen int) error {
 }
 
 func writeFileSync(path string, data []byte) error {
-	fh, err := os.OpenFile(path, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o644)
+	fh, err := os.OpenFile(path, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
 	if err != nil {
 		return err
 	}

@@ -99,8 +99,14 @@ func Open(cfg Config) (_ *Store, err error) {
 	}()
 
 	raftDir := filepath.Join(cfg.Dir, "raft")
-	if err := os.MkdirAll(raftDir, 0o755); err != nil {
+	if err := os.MkdirAll(raftDir, 0o700); err != nil { // snapshots hold password hashes
 		return nil, fmt.Errorf("meta: open: create raft dir: %w", err)
+	}
+	// Raft and badger create their files 0644 and directories 0755 inside:
+	// this directory is what keeps the password hashes in them private,
+	// also where an older version made it 0755.
+	if err := os.Chmod(cfg.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("meta: open: making %s private: %w", cfg.Dir, err)
 	}
 	if s.fsm, err = OpenFSM(filepath.Join(cfg.Dir, "fsm"), FSMOptions{Logger: logger, OnApply: cfg.OnApply, Badger: cfg.Badger}); err != nil {
 		return nil, err
