@@ -79,6 +79,12 @@ func startCluster(ctx context.Context, cfg config, work string) (*cluster, *tls.
 			"--lmtp", nd.lmtp, "--imaps", nd.imaps, "--mail-tls-cert", certFile, "--mail-tls-key", keyPEM,
 			"--hostname", "localhost"}
 		argv = append(argv, strings.Fields(cfg.serveArgs)...)
+		if cfg.nodeAS > 0 {
+			// A cap on the node's address space, so that a node whose
+			// memory runs away dies of it (as under a container's
+			// limit) instead of taking the shared host down.
+			argv = append([]string{"prlimit", fmt.Sprintf("--as=%d", cfg.nodeAS), "--"}, argv...)
+		}
 		p, err := benchproc.Start("node "+nd.id, filepath.Join(work, nd.id+".log"), []string{"HASTORE_ADDR=", "HASTORE_CLUSTER_KEY_FILE="}, argv...)
 		if err != nil {
 			benchproc.Fatalf("starting %s: %v", nd.id, err)
@@ -104,6 +110,26 @@ func startCluster(ctx context.Context, cfg config, work string) (*cluster, *tls.
 	benchproc.Progress("cluster healthy after %v", time.Since(t0).Round(time.Millisecond))
 	return c, &tls.Config{RootCAs: pool, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12,
 		ClientSessionCache: tls.NewLRUClientSessionCache(64)}
+}
+
+// exits describes the nodes that exited though the benchmark did not kill
+// them, with the line of their log that says why.
+func (c *cluster) exits(killed string) []string {
+	var out []string
+	for _, nd := range c.nodes {
+		if nd.id == killed || nd.proc.Alive() {
+			continue
+		}
+		why := ""
+		b, _ := os.ReadFile(nd.proc.LogPath)
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(l, "fatal error") || strings.HasPrefix(l, "panic:") || strings.HasPrefix(l, "runtime: out of memory") {
+				why += l + "; "
+			}
+		}
+		out = append(out, fmt.Sprintf("%s exited (%v): %s", nd.id, nd.proc.Err(), trunc(why, 160)))
+	}
+	return out
 }
 
 // admin runs `hastore admin ARGS` against every node, stdin fed.

@@ -17,6 +17,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -31,6 +32,7 @@ import (
 type config struct {
 	bin, shards, serveArgs, work string
 	nodes, users, devices, hogs  int
+	nodeAS, hostReserve          int64
 	kill, keep                   bool
 	duration, afterKill, settle  time.Duration
 	stormTimeout, pushWait       time.Duration
@@ -57,7 +59,10 @@ func main() {
 	flag.DurationVar(&cfg.stormTimeout, "storm-timeout", 10*time.Minute, "give up waiting for every client to be IDLE after this")
 	flag.DurationVar(&cfg.pushWait, "push-wait", 30*time.Second, "a push not seen within this after the 250 counts as missed")
 	flag.Float64Var(&cfg.rate, "rate", 20, "deliveries per second (LMTP, random users, random nodes)")
+	nodeMem := flag.String("node-mem", "8G", "address-space cap (prlimit --as) of each node, so a runaway node dies instead of the host (0: none)")
+	reserve := flag.String("host-reserve", "3G", "SIGKILL the largest node should the host's MemAvailable fall below this")
 	flag.Parse()
+	cfg.nodeAS, cfg.hostReserve = parseSize(*nodeMem), parseSize(*reserve)
 	benchproc.SetName("idlebench")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -108,7 +113,7 @@ func main() {
 		benchproc.AtCleanup(stop)
 		benchproc.Progress("%d CPU hogs started", cfg.hogs)
 	}
-	smp := startSampler(ctx, c)
+	smp := startSampler(ctx, cfg, c)
 	elStart, wonStart := c.electionLines(work)
 	var imaps, lmtp []string
 	for _, nd := range c.nodes {
@@ -133,8 +138,11 @@ wait:
 			break wait
 		case <-tick.C:
 			s, f := pool.Attempts()
-			benchproc.Progress("  %d/%d IDLE, %d sessions started, %d failed", pool.Idle(), pool.Size(), s, f)
-			checkAlive(c)
+			benchproc.Progress("  %d/%d IDLE, %d sessions started, %d failed; RSS %s", pool.Idle(), pool.Size(), s, f, smp.lastRSS())
+			if len(c.exits("")) == len(c.nodes) {
+				benchproc.Logf("storm: every node has exited")
+				break wait
+			}
 		case <-time.After(time.Until(stormStart.Add(cfg.stormTimeout))):
 			benchproc.Logf("storm: not every client IDLE within %v", cfg.stormTimeout)
 			break wait
@@ -167,21 +175,28 @@ wait:
 	r.Elections.Storm = [2]int{el - elStart, won - wonStart}
 	elStart, wonStart = el, won
 
+	if len(c.exits("")) == len(c.nodes) {
+		benchproc.Logf("every node has exited: no steady or kill phase")
+		cfg.duration, cfg.kill = 0, false
+	}
+
 	// ---- 2: steady deliveries ----
 	benchproc.Progress("steady: %.0f deliveries/s for %v", cfg.rate, cfg.duration)
-	steady := deliver(ctx, pool, lmtp, cfg, cfg.duration)
+	var steady []idleload.Delivery
+	if cfg.duration > 0 {
+		steady = deliver(ctx, pool, lmtp, cfg, cfg.duration)
+	}
 	r.Steady = summarize(steady, time.Time{})
 	el, won = c.electionLines(work)
 	r.Elections.Steady = [2]int{el - elStart, won - wonStart}
 	elStart, wonStart = el, won
-	checkAlive(c)
 
 	// ---- 3: kill the busiest node ----
 	if cfg.kill {
 		on := pool.IdleOn()
 		victim := 0
 		for i := range on {
-			if on[i] > on[victim] {
+			if on[i] > on[victim] && c.nodes[i].proc.Alive() {
 				victim = i
 			}
 		}
@@ -226,6 +241,14 @@ wait:
 		r.Elections.Kill = [2]int{el - elStart, won - wonStart}
 	}
 	r.LoadMax, r.LoadMean = smp.load()
+	if r.Kill != nil {
+		r.NodeExits = c.exits(r.Kill.Node)
+	} else {
+		r.NodeExits = c.exits("")
+	}
+	smp.mu.Lock()
+	r.GuardKills = smp.guardKills
+	smp.mu.Unlock()
 	pcancel()
 	r.print(c)
 	if cfg.keep {
@@ -270,12 +293,22 @@ loop:
 	return out
 }
 
-func checkAlive(c *cluster) {
-	for _, nd := range c.nodes {
-		if !nd.proc.Alive() && nd.proc.Err() != nil && !strings.Contains(nd.proc.Err().Error(), "killed") {
-			benchproc.Logf("%s", nd.proc.ExitReport())
-		}
+// parseSize parses a byte count with an optional K, M or G suffix.
+func parseSize(s string) int64 {
+	mult := int64(1)
+	switch {
+	case strings.HasSuffix(s, "K"):
+		mult = 1 << 10
+	case strings.HasSuffix(s, "M"):
+		mult = 1 << 20
+	case strings.HasSuffix(s, "G"):
+		mult = 1 << 30
 	}
+	n, err := strconv.ParseInt(strings.TrimRight(s, "KMG"), 10, 64)
+	if err != nil || n < 0 {
+		benchproc.Fatalf("bad size %q: want e.g. 8G", s)
+	}
+	return n * mult
 }
 
 // raiseNoFile lifts the open-files limit to at least n (the clients'
@@ -303,11 +336,12 @@ type sample struct {
 }
 
 type sampler struct {
-	mu      sync.Mutex
-	samples []sample
+	mu         sync.Mutex
+	samples    []sample
+	guardKills []string
 }
 
-func startSampler(ctx context.Context, c *cluster) *sampler {
+func startSampler(ctx context.Context, cfg config, c *cluster) *sampler {
 	s := &sampler{}
 	take := func() {
 		x := sample{at: time.Now(), load: idleload.LoadAvg()}
@@ -316,13 +350,28 @@ func startSampler(ctx context.Context, c *cluster) *sampler {
 			x.nodes = append(x.nodes, v)
 		}
 		x.self, _ = idleload.RSS(os.Getpid())
+		if avail := idleload.MemAvailable(); cfg.hostReserve > 0 && avail > 0 && avail < cfg.hostReserve {
+			big := 0
+			for i, v := range x.nodes {
+				if v > x.nodes[big] {
+					big = i
+				}
+			}
+			if c.nodes[big].proc.Alive() {
+				_ = syscall.Kill(-c.nodes[big].proc.Pid(), syscall.SIGKILL)
+				s.mu.Lock()
+				s.guardKills = append(s.guardKills, fmt.Sprintf("%s (RSS %s, host MemAvailable %s)", c.nodes[big].id, idleload.MB(x.nodes[big]), idleload.MB(avail)))
+				s.mu.Unlock()
+				benchproc.Logf("host memory guard: SIGKILLed %s (RSS %s), host MemAvailable %s", c.nodes[big].id, idleload.MB(x.nodes[big]), idleload.MB(avail))
+			}
+		}
 		s.mu.Lock()
 		s.samples = append(s.samples, x)
 		s.mu.Unlock()
 	}
 	take()
 	go func() {
-		t := time.NewTicker(time.Second)
+		t := time.NewTicker(250 * time.Millisecond) // memory runs away within a second in a storm
 		defer t.Stop()
 		for {
 			select {
@@ -334,6 +383,14 @@ func startSampler(ctx context.Context, c *cluster) *sampler {
 		}
 	}()
 	return s
+}
+
+func (s *sampler) lastRSS() string {
+	var parts []string
+	for _, v := range s.last().nodes {
+		parts = append(parts, idleload.MB(v))
+	}
+	return strings.Join(parts, ", ")
 }
 
 func (s *sampler) last() sample {
@@ -397,8 +454,10 @@ type report struct {
 	Elections     struct {
 		Storm, Steady, Kill [2]int // started, won
 	} `json:"elections"`
-	LoadMax  float64 `json:"load_max"`
-	LoadMean float64 `json:"load_mean"`
+	LoadMax    float64  `json:"load_max"`
+	LoadMean   float64  `json:"load_mean"`
+	NodeExits  []string `json:"node_exits"`  // nodes that died by themselves
+	GuardKills []string `json:"guard_kills"` // nodes the host memory guard killed
 }
 
 type nodeRSS struct {
@@ -468,6 +527,7 @@ func (r *report) print(c *cluster) {
 	cfg := r.Config
 	fmt.Printf("\nidlebench: %d users × %d devices = %d IMAPS IDLE clients on %d nodes (shards %s), binary %s\n",
 		cfg.users, cfg.devices, r.Clients, cfg.nodes, cfg.shards, filepath.Base(r.Bin))
+	fmt.Printf("nodes: address space capped at %s each (prlimit --as)\n", idleload.MB(cfg.nodeAS))
 	fmt.Printf("host: %d cores, %d runnable processes before the run, %d CPU hogs; load average max %.1f, mean %.1f\n",
 		r.Cores, r.RunnableAtStart, cfg.hogs, r.LoadMax, r.LoadMean)
 	fmt.Printf("figures are noisy: a shared host with other processes (compilers) running; one run per configuration\n\n")
@@ -507,12 +567,22 @@ func (r *report) print(c *cluster) {
 	if r.Kill != nil {
 		fmt.Fprintf(tw, "raft\telections started / won: kill\t%d / %d\n", e.Kill[0], e.Kill[1])
 	}
+	for _, x := range r.NodeExits {
+		fmt.Fprintf(tw, "nodes	exited by itself	%s\n", x)
+	}
+	for _, x := range r.GuardKills {
+		fmt.Fprintf(tw, "nodes	killed by the host memory guard	%s\n", x)
+	}
 	tw.Flush()
 	b, _ := json.Marshal(r)
 	fmt.Printf("\nJSON %s\n", b)
 }
 
 func printDeliveries(tw *tabwriter.Writer, phase string, s deliveryStats) {
+	if s.Sent == 0 {
+		fmt.Fprintf(tw, "%s\tdeliveries\tnone (phase skipped)\n", phase)
+		return
+	}
 	fmt.Fprintf(tw, "%s\tdeliveries 250 / sent\t%d / %d (%s)\n", phase, s.OK, s.Sent, pct(s.OK, s.Sent))
 	fmt.Fprintf(tw, "%s\t451 / other 4xx / 5xx / network\t%d / %d / %d / %d\n", phase, s.Temp451, s.Temp, s.Perm, s.NetErr)
 	if s.FirstErr != "" {

@@ -62,6 +62,19 @@ func RSS(pid int) (int64, error) {
 	return 0, fmt.Errorf("/proc/%d/status: no VmRSS", pid)
 }
 
+// MemAvailable returns the host's MemAvailable (/proc/meminfo) in bytes,
+// or 0 if unknown.
+func MemAvailable() int64 {
+	b, _ := os.ReadFile("/proc/meminfo")
+	for _, l := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(l, "MemAvailable:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}
+
 // LoadAvg returns the 1-minute load average.
 func LoadAvg() float64 {
 	b, _ := os.ReadFile("/proc/loadavg")
