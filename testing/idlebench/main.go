@@ -162,13 +162,15 @@ wait:
 	time.Sleep(cfg.settle)
 	settled := smp.last()
 	on := pool.IdleOn()
+	smp.mu.Lock()
 	for i, nd := range c.nodes {
-		nr := nodeRSS{Node: nd.id, Base: base.nodes[i], Peak: peak.nodes[i], Settled: settled.nodes[i], Clients: on[i]}
+		nr := nodeRSS{Node: nd.id, Base: base.nodes[i], Peak: peak.nodes[i], HWM: smp.hwm[nd.id], Settled: settled.nodes[i], Clients: on[i]}
 		if on[i] > 0 {
 			nr.PerConn = (nr.Settled - nr.Base) / int64(on[i])
 		}
 		r.RSS = append(r.RSS, nr)
 	}
+	smp.mu.Unlock()
 	r.GenRSSPeak = peak.self
 	r.GenRSSSettled = settled.self
 	el, won := c.electionLines(work)
@@ -339,15 +341,21 @@ type sampler struct {
 	mu         sync.Mutex
 	samples    []sample
 	guardKills []string
+	hwm        map[string]int64 // VmHWM last read, per node: its peak RSS so far
 }
 
 func startSampler(ctx context.Context, cfg config, c *cluster) *sampler {
-	s := &sampler{}
+	s := &sampler{hwm: map[string]int64{}}
 	take := func() {
 		x := sample{at: time.Now(), load: idleload.LoadAvg()}
 		for _, nd := range c.nodes {
 			v, _ := idleload.RSS(nd.proc.Pid())
 			x.nodes = append(x.nodes, v)
+			if h, err := idleload.PeakRSS(nd.proc.Pid()); err == nil {
+				s.mu.Lock()
+				s.hwm[nd.id] = h
+				s.mu.Unlock()
+			}
 		}
 		x.self, _ = idleload.RSS(os.Getpid())
 		if avail := idleload.MemAvailable(); cfg.hostReserve > 0 && avail > 0 && avail < cfg.hostReserve {
@@ -462,7 +470,7 @@ type report struct {
 
 type nodeRSS struct {
 	Node                         string
-	Base, Peak, Settled, PerConn int64
+	Base, Peak, HWM, Settled, PerConn int64
 	Clients                      int
 }
 
@@ -540,7 +548,7 @@ func (r *report) print(c *cluster) {
 	fmt.Fprintf(tw, "storm\tsessions started / failed (retried)\t%d / %d\n", st.Sessions, st.Failed)
 	fmt.Fprintf(tw, "storm\tlogins/s\t%.0f\n", st.LoginsPerSec)
 	for _, n := range r.RSS {
-		fmt.Fprintf(tw, "rss\t%s before / storm peak / settled\t%s / %s / %s\n", n.Node, idleload.MB(n.Base), idleload.MB(n.Peak), idleload.MB(n.Settled))
+		fmt.Fprintf(tw, "rss\t%s before / storm peak (sampled, VmHWM) / settled\t%s / %s, %s / %s\n", n.Node, idleload.MB(n.Base), idleload.MB(n.Peak), idleload.MB(n.HWM), idleload.MB(n.Settled))
 		fmt.Fprintf(tw, "rss\t%s per IDLE connection (%d)\t%.1f KiB\n", n.Node, n.Clients, float64(n.PerConn)/1024)
 	}
 	fmt.Fprintf(tw, "rss\tload generator peak / settled\t%s / %s\n", idleload.MB(r.GenRSSPeak), idleload.MB(r.GenRSSSettled))

@@ -46,7 +46,13 @@ func Round(d time.Duration) time.Duration {
 
 // RSS returns the resident set size of process pid in bytes, from
 // /proc/PID/status (VmRSS).
-func RSS(pid int) (int64, error) {
+func RSS(pid int) (int64, error) { return procStatus(pid, "VmRSS:") }
+
+// PeakRSS returns the largest resident set size process pid has had
+// (VmHWM): it catches a peak between two samples.
+func PeakRSS(pid int) (int64, error) { return procStatus(pid, "VmHWM:") }
+
+func procStatus(pid int, field string) (int64, error) {
 	f, err := os.Open("/proc/" + strconv.Itoa(pid) + "/status")
 	if err != nil {
 		return 0, err
@@ -54,12 +60,12 @@ func RSS(pid int) (int64, error) {
 	defer f.Close()
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
-		if rest, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
+		if rest, ok := strings.CutPrefix(sc.Text(), field); ok {
 			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
 			return kb << 10, err
 		}
 	}
-	return 0, fmt.Errorf("/proc/%d/status: no VmRSS", pid)
+	return 0, fmt.Errorf("/proc/%d/status: no %s", pid, field)
 }
 
 // MemAvailable returns the host's MemAvailable (/proc/meminfo) in bytes,
