@@ -543,7 +543,11 @@ func (r *report) print(c *cluster) {
 	fmt.Fprintln(tw, "PHASE\tMEASURE\tVALUE")
 	st := r.Storm
 	fmt.Fprintf(tw, "storm\tclients IDLE / total\t%d / %d\n", st.Reached, r.Clients)
-	fmt.Fprintf(tw, "storm\ttime until all IDLE\t%v\n", idleload.Round(st.Total))
+	if st.Reached == r.Clients {
+		fmt.Fprintf(tw, "storm\ttime until all IDLE\t%v\n", idleload.Round(st.Total))
+	} else {
+		fmt.Fprintf(tw, "storm\ttime until all IDLE\tnever (gave up after %v)\n", idleload.Round(st.Total))
+	}
 	fmt.Fprintf(tw, "storm\tper client p50 / p99 / max\t%v / %v / %v\n", idleload.Round(st.P50), idleload.Round(st.P99), idleload.Round(st.Max))
 	fmt.Fprintf(tw, "storm\tsessions started / failed (retried)\t%d / %d\n", st.Sessions, st.Failed)
 	fmt.Fprintf(tw, "storm\tlogins/s\t%.0f\n", st.LoginsPerSec)
