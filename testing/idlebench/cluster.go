@@ -2,17 +2,9 @@ package main
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
-	"math/big"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,6 +14,7 @@ import (
 	"time"
 
 	"hastore/testing/benchproc"
+	"hastore/testing/idleload"
 )
 
 // node is one `hastore serve` process.
@@ -41,7 +34,7 @@ type cluster struct {
 // that certificate with.
 func startCluster(ctx context.Context, cfg config, work string) (*cluster, *tls.Config) {
 	certFile, keyPEM := filepath.Join(work, "imap-cert.pem"), filepath.Join(work, "imap-key.pem")
-	pool, err := selfSigned(certFile, keyPEM)
+	tlsCfg, err := idleload.SelfSigned(certFile, keyPEM)
 	if err != nil {
 		benchproc.Fatalf("certificate: %v", err)
 	}
@@ -108,8 +101,7 @@ func startCluster(ctx context.Context, cfg config, work string) (*cluster, *tls.
 		}
 	}
 	benchproc.Progress("cluster healthy after %v", time.Since(t0).Round(time.Millisecond))
-	return c, &tls.Config{RootCAs: pool, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12,
-		ClientSessionCache: tls.NewLRUClientSessionCache(64)}
+	return c, tlsCfg
 }
 
 // exits describes the nodes that exited though the benchmark did not kill
@@ -189,50 +181,13 @@ func (c *cluster) healthy(ctx context.Context) error {
 	return nil
 }
 
-// addUsers creates the domain and users, a few admin calls at a time.
-func (c *cluster) addUsers(ctx context.Context, domain string, users []string, password func(string) string) {
-	if _, err := c.admin(ctx, "", "domain", "add", domain); err != nil {
-		benchproc.Fatalf("%v", err)
-	}
-	work := make(chan string)
-	var wg sync.WaitGroup
-	for range 6 {
-		wg.Go(func() {
-			for u := range work {
-				var err error
-				for try := 0; try < 5; try++ {
-					if _, err = c.admin(ctx, password(u)+"\n", "user", "add", u); err == nil || strings.Contains(err.Error(), "exists") {
-						err = nil
-						break
-					}
-					time.Sleep(time.Second)
-				}
-				if err != nil {
-					benchproc.Fatalf("%v", err)
-				}
-			}
-		})
-	}
-	for i, u := range users {
-		work <- u
-		if (i+1)%100 == 0 {
-			benchproc.Progress("%d/%d users created", i+1, len(users))
-		}
-	}
-	close(work)
-	wg.Wait()
-}
-
-// electionLines counts, over the nodes' logs, the Raft elections started
-// and won so far (hashicorp/raft's "entering candidate state" and
-// "election won" lines).
+// electionLines counts the Raft elections started and won in the nodes' logs.
 func (c *cluster) electionLines(dir string) (started, won int) {
+	var logs []string
 	for _, nd := range c.nodes {
-		b, _ := os.ReadFile(filepath.Join(dir, nd.id+".log"))
-		started += strings.Count(string(b), "entering candidate state")
-		won += strings.Count(string(b), "election won")
+		logs = append(logs, filepath.Join(dir, nd.id+".log"))
 	}
-	return started, won
+	return idleload.Elections(logs...)
 }
 
 func waitFor(ctx context.Context, timeout time.Duration, cond func() error) error {
@@ -247,41 +202,4 @@ func waitFor(ctx context.Context, timeout time.Duration, cond func() error) erro
 		}
 		time.Sleep(300 * time.Millisecond)
 	}
-}
-
-// selfSigned writes a self-signed certificate for 127.0.0.1 and returns a
-// pool that trusts it.
-func selfSigned(certFile, keyFile string) (*x509.CertPool, error) {
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, err
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "idlebench"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(48 * time.Hour),
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, DNSNames: []string{"localhost"},
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true, IsCA: true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
-	if err != nil {
-		return nil, err
-	}
-	kb, err := x509.MarshalECPrivateKey(k)
-	if err != nil {
-		return nil, err
-	}
-	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
-		return nil, err
-	}
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600); err != nil {
-		return nil, err
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		return nil, err
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(cert)
-	return pool, nil
 }

@@ -95,14 +95,14 @@ func main() {
 
 	c, tlsCfg := startCluster(ctx, cfg, work)
 	var users []idleload.User
-	var names []string
 	for i := range cfg.users {
 		u := fmt.Sprintf("u%04d@%s", i, domain)
 		users = append(users, idleload.User{Addr: u, Password: "pw-" + u})
-		names = append(names, u)
 	}
 	t0 := time.Now()
-	c.addUsers(ctx, domain, names, func(u string) string { return "pw-" + u })
+	if err := idleload.AddUsers(ctx, c.admin, domain, users, func(n int) { benchproc.Progress("%d/%d users created", n, len(users)) }); err != nil {
+		benchproc.Fatalf("%v", err)
+	}
 	benchproc.Progress("%d users created in %v", cfg.users, time.Since(t0).Round(time.Millisecond))
 
 	if cfg.hogs > 0 {
@@ -469,9 +469,9 @@ type report struct {
 }
 
 type nodeRSS struct {
-	Node                         string
+	Node                              string
 	Base, Peak, HWM, Settled, PerConn int64
-	Clients                      int
+	Clients                           int
 }
 
 type killReport struct {

@@ -24,7 +24,10 @@ type Config struct {
 	// Addrs are the IMAPS addresses, one per node; client i starts on
 	// node i mod len(Addrs) and moves to the next on any failure, as a
 	// mail client given several A records does.
-	Addrs   []string
+	Addrs []string
+	// Addr, when set, gives node i's address at the time of each
+	// connection instead of Addrs[i] (a harness that replaces nodes).
+	Addr    func(i int) string
 	TLS     *tls.Config
 	Users   []User
 	Devices int // IDLE clients per user
@@ -235,7 +238,11 @@ func (c *client) session(ctx context.Context, node int, idle func()) error {
 	actx, cancel := context.WithTimeout(ctx, p.cfg.AttemptTimeout)
 	defer cancel()
 	var d net.Dialer
-	raw, err := d.DialContext(actx, "tcp", p.cfg.Addrs[node])
+	addr := p.cfg.Addrs[node]
+	if p.cfg.Addr != nil {
+		addr = p.cfg.Addr(node)
+	}
+	raw, err := d.DialContext(actx, "tcp", addr)
 	if err != nil {
 		return err
 	}

@@ -87,7 +87,7 @@ type Delivery struct {
 	Measured bool
 	// Push is the time from the 250 to the EXISTS on the last of the
 	// devices that were in IDLE (and stayed connected).
-	Push                                  time.Duration
+	Push                                   time.Duration
 	Devices, Notified, Missed, Interrupted int
 }
 
