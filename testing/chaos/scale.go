@@ -50,11 +50,14 @@ type scaleLoad struct {
 	loadMax    float64
 	idleAtEnd  int    // taken when the load stops, before healing restarts nodes
 	elections  [2]int // started, won: from the storm to the end of the load
+	recoveries []idleload.Recovery
+	outages    []idleload.Recovery // not over when the load stopped
 }
 
 // stop takes the figures that belong to the load's end.
 func (sl *scaleLoad) stop() {
 	sl.idleAtEnd = sl.pool.Idle()
+	sl.recoveries, sl.outages = sl.pool.Recoveries(), sl.pool.Outages()
 	st, won := idleload.Elections(sl.logs()...)
 	sl.elections = [2]int{st - sl.elStart[0], won - sl.elStart[1]}
 }
@@ -241,7 +244,8 @@ type scaleReport struct {
 
 type scaleFault struct {
 	Kind, Target  string
-	Orphans       int // clients that lost their connection while it lasted
+	Orphans       int // clients that lost their connection while it lasted (or within 10 s after)
+	NotBack       int // of those, not IDLE again when the load stopped
 	P50, P99, Max time.Duration
 }
 
@@ -250,24 +254,43 @@ func (sl *scaleLoad) report(inj *injector) scaleReport {
 		IdleAtEnd: sl.idleAtEnd}
 	r.SessionsStarted, r.SessionsFailed = sl.pool.Attempts()
 	r.GeneratorRSS, _ = idleload.PeakRSS(syscall.Getpid())
-	recs := sl.pool.Recoveries()
 	inj.mu.Lock()
 	faults := append([]*fault(nil), inj.faults...)
 	inj.mu.Unlock()
-	for _, f := range faults {
-		end := f.Healed
-		if end.IsZero() {
-			end = f.Start.Add(f.Hold)
-		}
-		end = end.Add(10 * time.Second)
-		var took []time.Duration
-		for _, x := range recs {
-			if !x.Lost.Before(f.Start) && x.Lost.Before(end) {
-				took = append(took, x.Took)
+	// An outage belongs to the last fault that had started when it began,
+	// if that fault had not been over for more than 10 s.
+	owner := func(lost time.Time) int {
+		for i := len(faults) - 1; i >= 0; i-- {
+			f := faults[i]
+			if f.Start.IsZero() || lost.Before(f.Start) {
+				continue
 			}
+			end := f.Healed
+			if end.IsZero() {
+				end = lost // still going on
+			}
+			if lost.Before(end.Add(10 * time.Second)) {
+				return i
+			}
+			return -1
 		}
-		sf := scaleFault{Kind: f.Kind, Target: f.Target, Orphans: len(took)}
-		sf.P50, sf.P99, sf.Max = idleload.Percentiles(took)
+		return -1
+	}
+	took := make([][]time.Duration, len(faults))
+	notBack := make([]int, len(faults))
+	for _, x := range sl.recoveries {
+		if i := owner(x.Lost); i >= 0 {
+			took[i] = append(took[i], x.Took)
+		}
+	}
+	for _, x := range sl.outages {
+		if i := owner(x.Lost); i >= 0 {
+			notBack[i]++
+		}
+	}
+	for i, f := range faults {
+		sf := scaleFault{Kind: f.Kind, Target: f.Target, Orphans: len(took[i]) + notBack[i], NotBack: notBack[i]}
+		sf.P50, sf.P99, sf.Max = idleload.Percentiles(took[i])
 		r.Faults = append(r.Faults, sf)
 	}
 	sl.mu.Lock()
@@ -328,9 +351,9 @@ func (r scaleReport) print(w io.Writer) {
 	}
 	tw.Flush()
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "FAULT\tTARGET\tORPHANS\tBACK IN IDLE p50 / p99 / max")
+	fmt.Fprintln(tw, "FAULT\tTARGET\tORPHANS\tNOT BACK\tBACK IN IDLE p50 / p99 / max")
 	for _, f := range r.Faults {
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%v / %v / %v\n", f.Kind, f.Target, f.Orphans, idleload.Round(f.P50), idleload.Round(f.P99), idleload.Round(f.Max))
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%v / %v / %v\n", f.Kind, f.Target, f.Orphans, f.NotBack, idleload.Round(f.P50), idleload.Round(f.P99), idleload.Round(f.Max))
 	}
 	tw.Flush()
 	b, _ := json.Marshal(r)

@@ -73,6 +73,10 @@ type client struct {
 	node     atomic.Int32 // node of the current or last session
 	idle     atomic.Bool  // in IDLE now
 	everIdle bool
+	// The outage in progress (lost its connection, not IDLE again yet):
+	// when, and on which node (-1: none). Under Pool.mu.
+	outSince time.Time
+	outFrom  int
 }
 
 // New lays out the pool; Start connects it.
@@ -93,7 +97,7 @@ func New(cfg Config) *Pool {
 	for u := range cfg.Users {
 		p.users = append(p.users, &userState{pending: map[int]*delivery{}})
 		for d := range cfg.Devices {
-			c := &client{p: p, idx: len(p.clients), user: u, dev: d}
+			c := &client{p: p, idx: len(p.clients), user: u, dev: d, outFrom: -1}
 			c.node.Store(int32(c.idx % len(cfg.Addrs)))
 			p.clients = append(p.clients, c)
 		}
@@ -140,6 +144,21 @@ func (p *Pool) Recoveries() []Recovery {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return append([]Recovery(nil), p.recoveries...)
+}
+
+// Outages returns the outages still in progress: clients that lost their
+// connection (From, Lost) and are not IDLE again yet (Took is how long so
+// far).
+func (p *Pool) Outages() []Recovery {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []Recovery
+	for _, c := range p.clients {
+		if c.outFrom >= 0 {
+			out = append(out, Recovery{From: c.outFrom, To: -1, Lost: c.outSince, Took: time.Since(c.outSince)})
+		}
+	}
+	return out
 }
 
 // IdleOn returns the number of clients in IDLE on each node now.
@@ -198,6 +217,7 @@ func (c *client) run(ctx context.Context) {
 			if lostFrom >= 0 {
 				p.recoveries = append(p.recoveries, Recovery{From: lostFrom, To: node, Lost: lost, Took: now.Sub(lost)})
 				lostFrom = -1
+				c.outFrom = -1
 			}
 			p.mu.Unlock()
 		})
@@ -209,6 +229,9 @@ func (c *client) run(ctx context.Context) {
 				return
 			}
 			lost, lostFrom = time.Now(), node
+			p.mu.Lock()
+			c.outSince, c.outFrom = lost, node
+			p.mu.Unlock()
 		} else {
 			if ctx.Err() != nil {
 				return
