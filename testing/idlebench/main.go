@@ -63,6 +63,10 @@ func main() {
 	reserve := flag.String("host-reserve", "3G", "SIGKILL the largest node should the host's MemAvailable fall below this")
 	flag.Parse()
 	cfg.nodeAS, cfg.hostReserve = parseSize(*nodeMem), parseSize(*reserve)
+	if cfg.rate <= 0 || cfg.users < 1 || cfg.devices < 1 || cfg.nodes < 1 {
+		fmt.Fprintln(os.Stderr, "idlebench: -rate, -users, -devices and -nodes must be positive")
+		os.Exit(2)
+	}
 	benchproc.SetName("idlebench")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
