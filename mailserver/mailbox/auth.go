@@ -2,6 +2,7 @@ package mailbox
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"strings"
 	"time"
@@ -128,10 +129,12 @@ func (s *Store) verify(ctx context.Context, addr string, valid bool, password st
 			return loginOK, "cache", disabled, nil
 		}
 	}
-	var good bool
-	var verr error
-	if err := s.slots.do(ctx, func() { good, verr = verifyPassword(hash, password) }); err != nil {
+	good, verr, cached, err := s.verifyOnce(ctx, addr, hash, password, sum)
+	if err != nil {
 		return "", "", false, err
+	}
+	if cached {
+		return loginOK, "cache", disabled, nil
 	}
 	if verr != nil {
 		s.log.Warn("password hash unusable; the user cannot log in until the password is set again", "user", addr, "err", verr)
@@ -148,6 +151,72 @@ func (s *Store) verify(ctx context.Context, addr string, valid bool, password st
 		}
 	}
 	return loginOK, "hash", disabled, nil
+}
+
+// verifyOnce hashes password against hash in a slot, sharing the one
+// computation among concurrent logins of the same credential (same user,
+// stored hash and password: the same sum). A login storm is mostly such
+// logins — every device of a user comes back at once after a node dies —
+// and without this each device would queue for its own 19 MiB, tens of
+// milliseconds hash, so the storm's length would grow with devices, not
+// users. The cache is asked again once a slot is ours: a peer may have
+// shared the entry while this login waited. cached reports that it had.
+//
+// With the cache off (sum is zero) every login hashes on its own.
+func (s *Store) verifyOnce(ctx context.Context, addr, hash, password string, sum [32]byte) (good bool, verr error, cached bool, err error) {
+	run := func() (bool, error, bool, error) {
+		var good, cached bool
+		var verr error
+		err := s.slots.do(ctx, func() {
+			if s.creds.enabled() && s.creds.hit(addr, sum, s.now()) {
+				cached = true
+				return
+			}
+			good, verr = verifyPassword(hash, password)
+		})
+		return good, verr, cached, err
+	}
+	if !s.creds.enabled() {
+		return run()
+	}
+	s.verifyMu.Lock()
+	if c, ok := s.verifying[sum]; ok {
+		s.verifyMu.Unlock()
+		select {
+		case <-c.done:
+		case <-ctx.Done():
+			return false, nil, false, fmt.Errorf("%w: waiting for this login's password check: %v", ErrUnavailable, ctx.Err())
+		}
+		if c.err != nil {
+			// The first login's wait was cut short (its context, say),
+			// which says nothing of this one's: check on our own.
+			return run()
+		}
+		// The first login cached a good password; this one is answered
+		// from that, as a cache hit.
+		return c.good, c.verr, c.cached || c.good, nil
+	}
+	c := &verifyCall{done: make(chan struct{})}
+	if s.verifying == nil {
+		s.verifying = make(map[[32]byte]*verifyCall)
+	}
+	s.verifying[sum] = c
+	s.verifyMu.Unlock()
+	c.good, c.verr, c.cached, c.err = run()
+	s.verifyMu.Lock()
+	delete(s.verifying, sum)
+	s.verifyMu.Unlock()
+	close(c.done)
+	return c.good, c.verr, c.cached, c.err
+}
+
+// verifyCall is one password check that concurrent logins share.
+type verifyCall struct {
+	done   chan struct{}
+	good   bool
+	verr   error
+	cached bool
+	err    error
 }
 
 // hashPassword hashes a new password in a hash slot.

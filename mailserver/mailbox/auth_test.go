@@ -287,6 +287,43 @@ func TestAuthCacheSkipsHashing(t *testing.T) {
 	}
 }
 
+// The devices of one user logging in at once (a login storm after a node
+// died) share one password check: the storm costs a hash per user, not
+// per device. A wrong password among them is still checked on its own.
+func TestAuthConcurrentLoginsShareOneHash(t *testing.T) {
+	e := startAuthEnv(t)
+	runs, _ := watchHashing(t)
+	s := e.store(1, Options{Throttle: noThrottle, HashSlots: 1})
+	var wg sync.WaitGroup
+	errs := make(chan error, 21)
+	for i := range 20 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := s.Authenticate(e.ctx, "imap", testUser, testPass, ip(fmt.Sprintf("192.0.2.%d", i+1)))
+			errs <- err
+		}()
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if _, err := s.Authenticate(e.ctx, "imap", testUser, "wrong", ip("198.51.100.1")); !errors.Is(err, ErrAuthFailed) {
+			errs <- fmt.Errorf("wrong password among the storm: %v", err)
+		}
+	}()
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	// One hash for the 20 devices, one for the wrong password.
+	if n := runs.Load(); n != 2 {
+		t.Errorf("%d password hashes for 20 concurrent logins of one user and one wrong password, want 2", n)
+	}
+}
+
 type lockedWriter struct {
 	b  *bytes.Buffer
 	mu *sync.Mutex

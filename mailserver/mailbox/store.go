@@ -66,9 +66,12 @@ type Store struct {
 	log  *slog.Logger
 	thr  *throttle
 
-	barrier   *catchUpper
-	slots     *hashSlots
-	creds     *credCache
+	barrier *catchUpper
+	slots   *hashSlots
+	creds   *credCache
+
+	verifyMu  sync.Mutex
+	verifying map[[32]byte]*verifyCall // password checks under way, by credential
 	dummyHash string
 
 	hubOnce sync.Once // the per-mailbox event streams (events.go)
