@@ -1,11 +1,9 @@
 package imap
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"sort"
 	"strings"
@@ -42,7 +40,7 @@ func (s *Server) newSession(c *imapserver.Conn) (imapserver.Session, *imapserver
 	if a, ok := c.NetConn().RemoteAddr().(*net.TCPAddr); ok {
 		sess.remote = a.IP
 	}
-	return sess, nil, nil
+	return s.guardSession(sess, c), nil, nil
 }
 
 func (s *session) store() *mailbox.Store { return s.srv.store }
@@ -400,20 +398,26 @@ func (s *session) Append(name string, r imap.LiteralReader, options *imap.Append
 		return nil, err
 	}
 	c, cancel := ctx()
-	defer cancel()
-	if err := s.store().CheckRecipient(c, s.user, r.Size()); err != nil {
+	err = s.store().CheckRecipient(c, s.user, r.Size())
+	cancel()
+	if err != nil {
 		return nil, imapErr(err)
 	}
-	var buf bytes.Buffer
-	buf.Grow(int(r.Size()))
-	if _, err := io.Copy(&buf, r); err != nil {
+	// The literal is held in memory that grows with what arrives (the
+	// size is only the client's word), within the server's budget; the
+	// timeout for storing starts once it is all here.
+	msg, held, err := readLiteral(s.srv.append, r, r.Size())
+	if err != nil {
 		return nil, err
 	}
+	defer s.srv.append.give(held)
+	c, cancel = ctx()
+	defer cancel()
 	d := s.store().NewDelivery()
 	if err := d.AddRecipient(mailbox.Recipient{Address: s.user, Mailbox: mb.Name, Flags: flags}); err != nil {
 		return nil, imapErr(err)
 	}
-	if err := d.Body(c, buf.Bytes(), options.Time); err != nil {
+	if err := d.Body(c, msg, options.Time); err != nil {
 		return nil, imapErr(err)
 	}
 	out, err := d.Commit(c, true)
