@@ -40,7 +40,7 @@ func (s *Server) guard(ln net.Listener, implicitTLS bool) net.Listener {
 		Listener: ln, Limiter: s.limit, Refuse: refuse,
 		OnRefuse: func(remote net.Addr, total, fromNet int) {
 			if n, ok := s.refusedLog.allow(); ok {
-				s.log.Warn("imap: connection refused, limit reached (raise --imap-max-conns or --imap-max-conns-per-ip if these are real clients)",
+				s.log.Warn("imap: connection refused, limit reached (raise --imap-max-connections or --imap-max-connections-per-ip if these are real clients)",
 					"remote", remote.String(), "total", total, "max", s.cfg.MaxConnections,
 					"from_network", fromNet, "max_per_ip", s.cfg.MaxConnectionsPerIP, "refused_since_last_line", n)
 			}
