@@ -456,7 +456,7 @@ func (s *session) Select(name string, options *imap.SelectOptions) (*imap.Select
 	if err != nil {
 		return nil, err
 	}
-	sel, first, err := s.open(mb.ID, options.ReadOnly)
+	sel, first, err := s.open(mb.ID, options.ReadOnly, mb.Messages)
 	if err != nil {
 		return nil, imapErr(err)
 	}
@@ -486,12 +486,14 @@ func (s *session) Select(name string, options *imap.SelectOptions) (*imap.Select
 }
 
 // open starts watching a mailbox, then reads its UIDs.
-func (s *session) open(id uint64, readOnly bool) (*selected, uint32, error) {
+// The UIDs are then shared with other sessions of the mailbox when they
+// agree (selected.share); sizeHint is the message count of its record.
+func (s *session) open(id uint64, readOnly bool, sizeHint uint32) (*selected, uint32, error) {
 	w, err := s.store().Watch(s.user, id)
 	if err != nil {
 		return nil, 0, err
 	}
-	sel := &selected{id: id, readOnly: readOnly, w: w, reported: map[uint32]uint64{}}
+	sel := &selected{id: id, readOnly: readOnly, w: w, uids: make([]uint32, 0, min(sizeHint+16, 1<<20))}
 	var firstUnseen uint32
 	err = s.store().EachMessage(s.user, id, func(m meta.MailMessage) error {
 		sel.uids = append(sel.uids, m.UID)
@@ -504,6 +506,7 @@ func (s *session) open(id uint64, readOnly bool) (*selected, uint32, error) {
 		w.Close()
 		return nil, 0, err
 	}
+	sel.share()
 	return sel, firstUnseen, nil
 }
 
@@ -612,7 +615,7 @@ func (s *session) Store(w *imapserver.FetchWriter, numSet imap.NumSet, flags *im
 	op := map[imap.StoreFlagsOp]meta.MailStoreOp{imap.StoreFlagsAdd: meta.MailFlagsAdd, imap.StoreFlagsDel: meta.MailFlagsRemove, imap.StoreFlagsSet: meta.MailFlagsReplace}[flags.Op]
 	c, cancel := ctx()
 	defer cancel()
-	out, _, err := s.store().StoreFlagsIndex(c, s.user, sel.id, uids, op, fl)
+	out, index, err := s.store().StoreFlagsIndex(c, s.user, sel.id, uids, op, fl)
 	if err != nil {
 		return imapErr(err)
 	}
@@ -621,7 +624,7 @@ func (s *session) Store(w *imapserver.FetchWriter, numSet imap.NumSet, flags *im
 		if o.Code != meta.MailOK {
 			continue
 		}
-		sel.reported[o.UID] = max(sel.reported[o.UID], o.ModSeq)
+		sel.report(o.UID, o.ModSeq, index)
 		if flags.Silent {
 			continue
 		}
