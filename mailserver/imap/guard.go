@@ -125,9 +125,14 @@ func (s *Server) guardSession(sess *session, c *imapserver.Conn) *authGuard {
 	return g
 }
 
+// loggedIn and Close run on the connection's goroutine; the timer's
+// function only reads authed.
 func (g *authGuard) loggedIn() {
 	g.authed.Store(true)
-	g.timer.Stop()
+	if g.timer != nil {
+		g.timer.Stop()
+		g.timer = nil // nothing per connection outlives its login
+	}
 }
 
 func (g *authGuard) Login(username, password string) error {
@@ -160,7 +165,9 @@ func (s saslDone) Next(response []byte) ([]byte, bool, error) {
 }
 
 func (g *authGuard) Close() error {
-	g.timer.Stop()
+	if g.timer != nil {
+		g.timer.Stop()
+	}
 	return g.session.Close()
 }
 
