@@ -22,7 +22,7 @@ import (
 // bytes, a header fetch reads the header bytes only.
 
 func (s *session) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, options *imap.FetchOptions) error {
-	s.touched = true
+	s.touch()
 	sel := s.mb
 	idx := sel.resolve(numSet)
 	markSeen := false

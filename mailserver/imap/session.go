@@ -7,6 +7,8 @@ import (
 	"net"
 	"sort"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/emersion/go-imap/v2"
@@ -29,6 +31,13 @@ type session struct {
 	// that finds it unset followed NOOP/CHECK (or CAPABILITY...), which
 	// gets a read-index catch-up (DESIGN-NOTES 5).
 	touched bool
+	// A session in IDLE keeps no goroutine of its own: Idle returns at
+	// once, leaving idleW set and a notify function on the watcher that
+	// starts a short-lived push (idlePush) per batch of events. The next
+	// call into the session (Poll after DONE, any command, Close) ends it.
+	idleMu     sync.Mutex
+	idleW      *imapserver.UpdateWriter
+	pushQueued atomic.Bool
 }
 
 var _ imapserver.SessionIMAP4rev2 = (*session)(nil)
@@ -49,7 +58,52 @@ func ctx() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), opTimeout)
 }
 
+// touch marks a command reaching the session, which ends IDLE.
+func (s *session) touch() {
+	s.endIdle()
+	s.touched = true
+}
+
+// endIdle stops pushing IDLE updates (waiting for a push under way).
+func (s *session) endIdle() {
+	s.idleMu.Lock()
+	defer s.idleMu.Unlock()
+	if s.idleW != nil {
+		s.idleW = nil
+		s.mb.w.SetNotify(nil)
+	}
+}
+
+// schedulePush is the watcher's notify function during IDLE.
+func (s *session) schedulePush() {
+	if s.pushQueued.CompareAndSwap(false, true) {
+		go s.idlePush()
+	}
+}
+
+// idlePush tells an idling client what changed.
+func (s *session) idlePush() {
+	s.idleMu.Lock()
+	defer s.idleMu.Unlock()
+	s.pushQueued.Store(false) // events from now on start another push
+	if s.idleW == nil {
+		return
+	}
+	select {
+	case <-s.mb.w.C():
+	default:
+	}
+	if err := s.poll(s.idleW, true); err != nil {
+		// The client is gone or not reading: end the connection (its
+		// goroutine is waiting for DONE).
+		s.idleW = nil
+		s.mb.w.SetNotify(nil)
+		_ = s.conn.NetConn().Close()
+	}
+}
+
 func (s *session) Close() error {
+	s.endIdle()
 	if s.mb != nil {
 		s.mb.w.Close()
 		s.mb = nil
@@ -132,7 +186,7 @@ func (s *session) AppendLimit() uint32 {
 // Mailboxes.
 
 func (s *session) Namespace() (*imap.NamespaceData, error) {
-	s.touched = true
+	s.touch()
 	return &imap.NamespaceData{Personal: []imap.NamespaceDescriptor{{Prefix: "", Delim: meta.MailboxDelim}}}, nil
 }
 
@@ -149,7 +203,7 @@ func (s *session) mailbox(name string) (meta.Mailbox, error) {
 }
 
 func (s *session) Create(name string, options *imap.CreateOptions) error {
-	s.touched = true
+	s.touch()
 	name = meta.CanonicalMailboxName(strings.TrimSuffix(name, string(meta.MailboxDelim)))
 	if err := meta.ValidMailboxName(name); err != nil {
 		return no(imap.ResponseCodeCannot, "%v", err)
@@ -165,7 +219,7 @@ func (s *session) Create(name string, options *imap.CreateOptions) error {
 }
 
 func (s *session) Delete(name string) error {
-	s.touched = true
+	s.touch()
 	mb, err := s.mailbox(name)
 	if err != nil {
 		return err
@@ -179,7 +233,7 @@ func (s *session) Delete(name string) error {
 }
 
 func (s *session) Rename(oldName, newName string, _ *imap.RenameOptions) error {
-	s.touched = true
+	s.touch()
 	mb, err := s.mailbox(oldName)
 	if err != nil {
 		return err
@@ -194,21 +248,21 @@ func (s *session) Rename(oldName, newName string, _ *imap.RenameOptions) error {
 }
 
 func (s *session) Subscribe(name string) error {
-	s.touched = true
+	s.touch()
 	c, cancel := ctx()
 	defer cancel()
 	return imapErr(s.store().Subscribe(c, s.user, strings.TrimSuffix(name, string(meta.MailboxDelim))))
 }
 
 func (s *session) Unsubscribe(name string) error {
-	s.touched = true
+	s.touch()
 	c, cancel := ctx()
 	defer cancel()
 	return imapErr(s.store().Unsubscribe(c, s.user, strings.TrimSuffix(name, string(meta.MailboxDelim))))
 }
 
 func (s *session) List(w *imapserver.ListWriter, ref string, patterns []string, options *imap.ListOptions) error {
-	s.touched = true
+	s.touch()
 	if len(patterns) == 1 && patterns[0] == "" {
 		// The hierarchy delimiter request.
 		return w.WriteList(&imap.ListData{Attrs: []imap.MailboxAttr{imap.MailboxAttrNoSelect}, Delim: meta.MailboxDelim, Mailbox: ""})
@@ -300,7 +354,7 @@ func hasChildren(boxes []meta.Mailbox, name string) bool {
 }
 
 func (s *session) Status(name string, options *imap.StatusOptions) (*imap.StatusData, error) {
-	s.touched = true
+	s.touch()
 	mb, err := s.mailbox(name)
 	if err != nil {
 		return nil, err
@@ -388,7 +442,7 @@ func imapFlags(flags []string) []imap.Flag {
 }
 
 func (s *session) Append(name string, r imap.LiteralReader, options *imap.AppendOptions) (*imap.AppendData, error) {
-	s.touched = true
+	s.touch()
 	mb, err := s.mailbox(name)
 	if err != nil {
 		return nil, no(imap.ResponseCodeTryCreate, "No such mailbox")
@@ -443,7 +497,7 @@ func (s *session) Append(name string, r imap.LiteralReader, options *imap.Append
 // Selected state.
 
 func (s *session) Select(name string, options *imap.SelectOptions) (*imap.SelectData, error) {
-	s.touched = true
+	s.touch()
 	if s.mb != nil {
 		s.Unselect()
 	}
@@ -511,7 +565,7 @@ func (s *session) open(id uint64, readOnly bool, sizeHint uint32) (*selected, ui
 }
 
 func (s *session) Unselect() error {
-	s.touched = true
+	s.touch()
 	if s.mb != nil {
 		s.mb.w.Close()
 		s.mb = nil
@@ -520,6 +574,7 @@ func (s *session) Unselect() error {
 }
 
 func (s *session) Poll(w *imapserver.UpdateWriter, allowExpunge bool) error {
+	s.endIdle()
 	if !s.touched {
 		c, cancel := ctx()
 		err := s.store().CatchUp(c)
@@ -535,7 +590,11 @@ func (s *session) Poll(w *imapserver.UpdateWriter, allowExpunge bool) error {
 	return s.poll(w, allowExpunge)
 }
 
+// Idle catches up, tells the client what changed, and returns: updates
+// during IDLE are pushed from the watcher's notifications (see idleW), so
+// an idling connection holds no goroutine for it.
 func (s *session) Idle(w *imapserver.UpdateWriter, stop <-chan struct{}) error {
+	s.endIdle()
 	c, cancel := ctx()
 	err := s.store().CatchUp(c)
 	cancel()
@@ -543,26 +602,23 @@ func (s *session) Idle(w *imapserver.UpdateWriter, stop <-chan struct{}) error {
 		_ = s.store().SyncEvents()
 	}
 	if s.mb == nil {
-		<-stop
 		return nil
 	}
 	if err := s.poll(w, true); err != nil {
 		return err
 	}
-	for {
-		select {
-		case <-s.mb.w.C():
-			if err := s.poll(w, true); err != nil {
-				return err
-			}
-		case <-stop:
-			return nil
-		}
+	s.idleMu.Lock()
+	s.idleW = w
+	s.mb.w.SetNotify(s.schedulePush)
+	s.idleMu.Unlock()
+	if len(s.mb.w.C()) > 0 { // signalled between the poll and SetNotify
+		s.schedulePush()
 	}
+	return nil
 }
 
 func (s *session) Expunge(w *imapserver.ExpungeWriter, uids *imap.UIDSet) error {
-	s.touched = true
+	s.touch()
 	sel := s.mb
 	if sel.readOnly {
 		if *w == (imapserver.ExpungeWriter{}) {
@@ -592,7 +648,7 @@ func (s *session) Expunge(w *imapserver.ExpungeWriter, uids *imap.UIDSet) error 
 }
 
 func (s *session) Store(w *imapserver.FetchWriter, numSet imap.NumSet, flags *imap.StoreFlags, options *imap.StoreOptions) error {
-	s.touched = true
+	s.touch()
 	sel := s.mb
 	if sel.readOnly {
 		return errReadOnly
@@ -641,12 +697,12 @@ func (s *session) Store(w *imapserver.FetchWriter, numSet imap.NumSet, flags *im
 }
 
 func (s *session) Copy(numSet imap.NumSet, dest string) (*imap.CopyData, error) {
-	s.touched = true
+	s.touch()
 	return s.copy(numSet, dest, false)
 }
 
 func (s *session) Move(w *imapserver.MoveWriter, numSet imap.NumSet, dest string) error {
-	s.touched = true
+	s.touch()
 	if s.mb.readOnly {
 		return errReadOnly
 	}

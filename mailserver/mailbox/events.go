@@ -95,6 +95,9 @@ type Watcher struct {
 	reset bool
 	// through is the applied index up to which Next returned everything.
 	through uint64
+	// notify, when set, is called (with the hub locked: it must not
+	// block) whenever C is signalled.
+	notify func()
 }
 
 func (s *Store) events() (*hub, error) {
@@ -138,6 +141,16 @@ func (s *Store) Watch(user string, mailbox uint64) (*Watcher, error) {
 
 // C is signalled (without blocking Apply) when new events may be waiting.
 func (w *Watcher) C() <-chan struct{} { return w.c }
+
+// SetNotify sets (nil: clears) a function called whenever C is
+// signalled, so that a watcher can be followed without a goroutine
+// waiting on C. fn runs with the event hub locked: it must return at once
+// and not call the Watcher.
+func (w *Watcher) SetNotify(fn func()) {
+	w.h.mu.Lock()
+	w.notify = fn
+	w.h.mu.Unlock()
+}
 
 // Next returns the events since the last call, in apply order.
 func (w *Watcher) Next() []MailboxEvent {
@@ -343,6 +356,9 @@ func (h *hub) add(user string, id uint64, ev MailboxEvent) {
 		select {
 		case w.c <- struct{}{}:
 		default:
+		}
+		if w.notify != nil {
+			w.notify()
 		}
 	}
 	h.trim(lg)
