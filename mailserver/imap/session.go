@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"runtime/debug"
 	"sort"
 	"strings"
 	"sync"
@@ -85,6 +86,15 @@ func (s *session) schedulePush() {
 func (s *session) idlePush() {
 	s.idleMu.Lock()
 	defer s.idleMu.Unlock()
+	defer func() {
+		// As the library does for its own IDLE goroutine: a bug ends
+		// this connection, not the process.
+		if v := recover(); v != nil {
+			s.srv.log.Error("imap: panic pushing IDLE updates", "panic", v, "stack", string(debug.Stack()))
+			s.idleW = nil
+			_ = s.conn.NetConn().Close()
+		}
+	}()
 	s.pushQueued.Store(false) // events from now on start another push
 	if s.idleW == nil {
 		return
