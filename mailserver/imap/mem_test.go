@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"runtime/debug"
 	"runtime/pprof"
 	"strconv"
 	"strings"
@@ -164,7 +165,9 @@ type memSample struct {
 }
 
 func sampleMem() memSample {
-	runtime.GC()
+	// Collect and hand free pages back, so RSS is what is live (a running
+	// node's RSS adds up to GOGC=100's heap headroom on top).
+	debug.FreeOSMemory()
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	s := memSample{heap: ms.HeapInuse, stack: ms.StackInuse, goroutines: runtime.NumGoroutine()}
@@ -193,17 +196,27 @@ func idleClient(t *testing.T) {
 	addr := os.Getenv("HASTORE_IMAP_MEM_CLIENT")
 	n := envInt("HASTORE_IMAP_MEM_CONNS", 1)
 	users := envInt("HASTORE_IMAP_MEM_USERS", 1)
+	// HASTORE_IMAP_MEM_LOGIN="user password" logs every connection in as
+	// one user (against a running "hastore dev": its RSS per connection);
+	// HASTORE_IMAP_MEM_SOURCES=k spreads them over 127.0.0.1..k (per-IP caps).
+	login := strings.Fields(os.Getenv("HASTORE_IMAP_MEM_LOGIN"))
+	sources := envInt("HASTORE_IMAP_MEM_SOURCES", 1)
 	var conns []net.Conn
 	for i := range n {
-		c, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true})
+		d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, byte((i%sources+1)>>8), byte((i%sources+1)&0xff))}}
+		c, err := tls.DialWithDialer(d, "tcp", addr, &tls.Config{InsecureSkipVerify: true})
 		if err != nil {
 			fmt.Printf("fail: conn %d: %v\n", i, err)
 			return
 		}
 		r := bufio.NewReader(c)
+		loginCmd := fmt.Sprintf("a LOGIN u%d@mem.test pw\r\n", i%users)
+		if len(login) == 2 {
+			loginCmd = fmt.Sprintf("a LOGIN %s %s\r\n", login[0], login[1])
+		}
 		for _, step := range []struct{ cmd, want string }{
 			{"", "* OK"},
-			{fmt.Sprintf("a LOGIN u%d@mem.test pw\r\n", i%users), "a OK"},
+			{loginCmd, "a OK"},
 			{"b SELECT INBOX\r\n", "b OK"},
 			{"c IDLE\r\n", "+"},
 		} {
