@@ -105,6 +105,9 @@ func Open(cfg Config) (_ *Store, err error) {
 	if s.fsm, err = OpenFSM(filepath.Join(cfg.Dir, "fsm"), FSMOptions{Logger: logger, OnApply: cfg.OnApply, Badger: cfg.Badger}); err != nil {
 		return nil, err
 	}
+	// A read that finds the FSM's files damaged after this is answered
+	// with ErrDamaged; the FSM is never marked clean again, so the next
+	// start rebuilds it from raft (see FSM.damagedRead).
 	if s.wal, err = openLogStore(filepath.Join(raftDir, "log.db")); err != nil {
 		return nil, err
 	}
@@ -115,6 +118,9 @@ func Open(cfg Config) (_ *Store, err error) {
 	snaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.Dir, retain, newHCLog(logger, "raft-snapshots"))
 	if err != nil {
 		return nil, fmt.Errorf("meta: open snapshot store in %s: %w", cfg.Dir, err)
+	}
+	if err := s.checkSnapshots(cfg.Dir, snaps); err != nil {
+		return nil, err
 	}
 	hasState, err := raft.HasExistingState(s.wal, s.wal, snaps)
 	if err != nil {
