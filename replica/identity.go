@@ -135,13 +135,44 @@ func (n *Node) rebuildLostShards(ctx context.Context) {
 	c.repair.lost.add(lost)
 	c.countUnderReplicated()
 	n.log.Warn("shards missing from this node's store: rebuilding them from the other nodes", "objects", len(lost))
-	var (
-		wg     sync.WaitGroup
-		slots  = make(chan struct{}, repairParallel)
-		mu     sync.Mutex
-		failed int
-	)
+	// Repair skips shards on nodes it does not see up, this one included,
+	// and right after start its health probes may not have run yet.
+	for !c.health.Up(n.cfg.ID) {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	total := len(lost)
+	for attempt := 1; len(lost) > 0 && ctx.Err() == nil; attempt++ {
+		lost = n.repairLost(ctx, lost)
+		if len(lost) == 0 || attempt == 5 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Duration(attempt) * time.Second):
+		}
+	}
 	for _, id := range lost {
+		c.repair.enqueue(id) // left to the repair queue, scan and scrub
+	}
+	c.countUnderReplicated()
+	n.log.Info("rebuilt the shards missing from this node's store", "objects", total-len(lost), "failed", len(lost))
+}
+
+// repairLost repairs the objects in ids and returns those still missing a
+// shard here.
+func (n *Node) repairLost(ctx context.Context, ids []storage.BlobID) []storage.BlobID {
+	c := n.Cluster
+	var (
+		wg    sync.WaitGroup
+		slots = make(chan struct{}, repairParallel)
+		mu    sync.Mutex
+		left  []storage.BlobID
+	)
+	for _, id := range ids {
 		if ctx.Err() != nil {
 			break
 		}
@@ -150,21 +181,39 @@ func (n *Node) rebuildLostShards(ctx context.Context) {
 		go func() {
 			defer func() { <-slots; wg.Done() }()
 			o, ok, err := n.Meta.Object(id)
-			if err == nil && ok {
-				_, err = c.repairObject(ctx, o, true)
+			if err == nil && ok && o.Refs > 0 {
+				if _, err = c.repairObject(ctx, o, true); err == nil {
+					err = n.missingHere(ctx, id)
+				}
 			}
 			if err != nil {
-				// Left to the repair queue, scan and scrub.
+				n.log.Debug("rebuilding a lost shard", "object", id, "err", err)
 				mu.Lock()
-				failed++
+				left = append(left, id)
 				mu.Unlock()
-				c.repair.enqueue(id)
 				return
 			}
 			c.repair.lost.remove(id)
 		}()
 	}
 	wg.Wait()
-	c.countUnderReplicated()
-	n.log.Info("rebuilt the shards missing from this node's store", "objects", len(lost)-failed, "failed", failed)
+	return left
+}
+
+// missingHere reports an error if a shard of object id placed on this node
+// is not in the local store.
+func (n *Node) missingHere(ctx context.Context, id storage.BlobID) error {
+	o, ok, err := n.Meta.Object(id)
+	if err != nil || !ok {
+		return err
+	}
+	for i, p := range o.Placement {
+		if p != n.cfg.ID {
+			continue
+		}
+		if _, err := n.DB.Stat(ctx, storage.ShardKey{Blob: id, Index: i}); err != nil {
+			return err
+		}
+	}
+	return nil
 }
