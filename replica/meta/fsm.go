@@ -76,7 +76,8 @@ type dbHandle struct {
 	dir     string
 	refs    int
 	retired bool
-	remove  bool // delete dir after close (replaced generation)
+	remove  bool   // delete dir after close (replaced generation)
+	moveTo  string // with remove: rename dir here instead (damaged generation)
 }
 
 const (
@@ -344,11 +345,17 @@ func (f *FSM) swap(h *dbHandle, gen int) error {
 
 func (f *FSM) closeHandle(h *dbHandle) {
 	err := h.db.Close()
-	if h.remove {
+	if h.remove && h.moveTo != "" {
+		if rerr := os.Rename(h.dir, h.moveTo); rerr != nil {
+			f.log.Warn("could not move the damaged FSM generation aside; deleting it", "dir", h.dir, "error", rerr)
+			h.moveTo = ""
+		}
+	}
+	if h.remove && h.moveTo == "" {
 		if rerr := os.RemoveAll(h.dir); rerr != nil {
 			f.log.Warn("could not remove replaced FSM generation; it only wastes space", "dir", h.dir, "error", rerr)
 		}
-	} else if err != nil {
+	} else if !h.remove && err != nil {
 		f.mu.Lock()
 		f.closeErr = err
 		f.mu.Unlock()

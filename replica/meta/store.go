@@ -67,7 +67,10 @@ type Store struct {
 	raft  *raft.Raft
 	fsm   *FSM
 	wal   *logStore // the raft log and stable store (see logstore.go)
+	snaps raft.SnapshotStore
 	trans raft.Transport
+
+	applyMu sync.Mutex // raft's applies against live rebuilds of a damaged FSM (rebuild.go)
 
 	barrierTerm atomic.Uint64 // term in which this leader's FSM caught up
 	memberMu    sync.Mutex    // one membership change at a time
@@ -106,8 +109,10 @@ func Open(cfg Config) (_ *Store, err error) {
 		return nil, err
 	}
 	// A read that finds the FSM's files damaged after this is answered
-	// with ErrDamaged; the FSM is never marked clean again, so the next
-	// start rebuilds it from raft (see FSM.damagedRead).
+	// with ErrDamaged and the state is rebuilt from raft (rebuild.go); if
+	// that fails, the FSM is never marked clean again, so the next start
+	// rebuilds it.
+	s.fsm.onDamage = s.rebuildFSM
 	if s.wal, err = openLogStore(filepath.Join(raftDir, "log.db")); err != nil {
 		return nil, err
 	}
@@ -119,6 +124,7 @@ func Open(cfg Config) (_ *Store, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("meta: open snapshot store in %s: %w", cfg.Dir, err)
 	}
+	s.snaps = snaps
 	if err := s.checkSnapshots(cfg.Dir, snaps); err != nil {
 		return nil, err
 	}
@@ -158,7 +164,7 @@ func Open(cfg Config) (_ *Store, err error) {
 	if err := raft.ValidateConfig(rc); err != nil {
 		return nil, fmt.Errorf("meta: raft config: %w", err)
 	}
-	if s.raft, err = raft.NewRaft(rc, s.fsm, s.wal, s.wal, snaps, cfg.Transport); err != nil {
+	if s.raft, err = raft.NewRaft(rc, guardedFSM{s: s, mu: &s.applyMu}, s.wal, s.wal, snaps, cfg.Transport); err != nil {
 		return nil, fmt.Errorf("meta: start raft: %w", err)
 	}
 	if !hasState && len(cfg.Bootstrap) > 0 {
