@@ -70,7 +70,7 @@ func (db *DB) Corruptions() int64 { return db.corruptions.Load() }
 // openBadger verifies the tables in bo.Dir and opens badger, turning a panic
 // into an error.
 func openBadger(bo badger.Options) (bdb *badger.DB, err error) {
-	if err := VerifyTables(bo.Dir, bo.Compression); err != nil {
+	if err := VerifyTables(bo); err != nil {
 		return nil, err
 	}
 	defer func() {

@@ -25,7 +25,7 @@ var ErrDamaged = errors.New("meta: metadata state on this node is damaged")
 // (see storage.VerifyTables). A panic in badger.Open is an error too.
 func openBadger(o badger.Options, verify bool) (db *badger.DB, err error) {
 	if verify {
-		if err := storage.VerifyTables(o.Dir, o.Compression); err != nil {
+		if err := storage.VerifyTables(o); err != nil {
 			return nil, fmt.Errorf("%w: %v", ErrDamaged, err)
 		}
 	}
