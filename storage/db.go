@@ -1151,6 +1151,7 @@ func (db *DB) gcLoop(interval time.Duration) {
 			} else if n > 0 {
 				db.log.Info("deleted records resurfaced by value-log GC", "records", n)
 			}
+			db.verifyTablesLive()
 			lastSweep = time.Now()
 		}
 	}

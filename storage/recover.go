@@ -175,3 +175,23 @@ func (db *DB) Fresh() bool { return db.fresh }
 
 // MovedAside returns where Open moved a damaged store, or "".
 func (db *DB) MovedAside() string { return db.aside }
+
+// verifyTablesLive re-checks the tables of the open store (hourly, with the
+// orphan sweep). Reads verify every block they touch, but badger checks a
+// table's index (block offsets, bloom filter) only when it opens the table,
+// and its iterators end quietly at a bad block: damage that appears while
+// the node runs could make shards read as absent and a walk or scrub come up
+// short. The store cannot swap its files while open, so this reports; the
+// restart it asks for rebuilds the store (see Open).
+func (db *DB) verifyTablesLive() {
+	if err := db.enter(); err != nil {
+		return
+	}
+	defer db.leave()
+	err := VerifyTables(badger.DefaultOptions(db.dir).WithLogger(nil))
+	if err != nil && errors.Is(err, ErrCorrupt) {
+		db.corruptions.Add(1)
+		db.log.Error("SHARD STORE DAMAGED while running: a table fails its checksums; shards in it may read as missing (they are served and repaired from other nodes). Restart the node: Open moves the damaged store aside and the cluster rebuilds it",
+			"err", err)
+	}
+}

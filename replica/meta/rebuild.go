@@ -1,6 +1,7 @@
 package meta
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -9,7 +10,10 @@ import (
 	"sync"
 	"time"
 
+	"github.com/dgraph-io/badger/v4"
 	"github.com/hashicorp/raft"
+
+	"hastore/storage"
 )
 
 // Live rebuild of a damaged FSM. The FSM is derived from raft: when a read
@@ -211,5 +215,40 @@ func (s *Store) rebuildLocked() (err error) {
 		"index", target, "snapshot", from, "took", time.Since(start).Round(time.Millisecond), "moved_to", aside)
 	// Subscribers reload, as after a snapshot install.
 	f.emit([]Event{{Index: target, Restored: true, Result: Result{Index: target, Status: StatusOK}}})
+	return nil
+}
+
+// verifyLoop re-verifies the FSM's tables every interval until the FSM
+// closes. Reads verify every block they touch, but a table's index (block
+// offsets, bloom filter) is checked by badger only when the table is opened:
+// damage to it while the node runs can make a key read as absent. This
+// bounds how long that can go unnoticed; damage found triggers a rebuild.
+func (s *Store) verifyLoop(every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.fsm.closedCh:
+			return
+		case <-t.C:
+		}
+		if err := s.verifyFSM(); err != nil {
+			s.fsm.damagedRead(err)
+		}
+	}
+}
+
+// verifyFSM checks the current generation's tables against their checksums.
+// A table that compaction removed meanwhile is no damage.
+func (s *Store) verifyFSM() error {
+	h, err := s.fsm.acquire()
+	if err != nil {
+		return nil
+	}
+	defer s.fsm.release(h)
+	err = storage.VerifyTables(badger.DefaultOptions(h.dir).WithLogger(nil))
+	if err != nil && errors.Is(err, storage.ErrCorrupt) && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
 	return nil
 }

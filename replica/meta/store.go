@@ -57,6 +57,9 @@ type Config struct {
 	SnapshotRetain    int
 	// Badger adjusts the FSM's badger options; see FSMOptions.Badger.
 	Badger func(badger.Options) badger.Options
+	// VerifyEvery is how often the FSM's tables are checked against their
+	// checksums while running (rebuild.go). Default 10 min; negative: never.
+	VerifyEvery time.Duration
 }
 
 // Store is one node's replica of the metadata: raft (a bbolt log, file
@@ -166,6 +169,13 @@ func Open(cfg Config) (_ *Store, err error) {
 	}
 	if s.raft, err = raft.NewRaft(rc, guardedFSM{s: s, mu: &s.applyMu}, s.wal, s.wal, snaps, cfg.Transport); err != nil {
 		return nil, fmt.Errorf("meta: start raft: %w", err)
+	}
+	verifyEvery := cfg.VerifyEvery
+	if verifyEvery == 0 {
+		verifyEvery = 10 * time.Minute
+	}
+	if verifyEvery > 0 {
+		go s.verifyLoop(verifyEvery)
 	}
 	if !hasState && len(cfg.Bootstrap) > 0 {
 		f := s.raft.BootstrapCluster(raft.Configuration{Servers: cfg.Bootstrap})
