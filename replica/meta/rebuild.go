@@ -95,7 +95,7 @@ func (s *Store) rebuildFSM(cause error) {
 	if !s.fsm.Damaged() {
 		return // rebuilt meanwhile
 	}
-	if err := s.rebuildLocked(); err != nil {
+	if err := s.rebuildLocked(); err != nil && !errors.Is(err, ErrClosed) {
 		s.log.Error("could not rebuild the damaged metadata state from this node's raft snapshot and log; reads of the damaged part fail until the node is restarted, which rebuilds it from the leader if need be",
 			"cause", cause, "err", err)
 	}
@@ -208,6 +208,7 @@ func (s *Store) rebuildLocked() (err error) {
 	old.moveTo = aside
 	f.mu.Unlock()
 	if err := f.swap(h, gen); err != nil {
+		f.closeHandle(h)
 		return err
 	}
 	f.damaged.Store(false)

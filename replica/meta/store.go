@@ -237,6 +237,10 @@ func (s *Store) closeParts() error {
 			errs = append(errs, fmt.Errorf("meta: shut down raft: %w", err))
 		}
 	}
+	// A live rebuild of a damaged FSM (rebuild.go) uses the log and the
+	// FSM: let it finish, and keep a later one out.
+	s.applyMu.Lock()
+	defer s.applyMu.Unlock()
 	if s.wal != nil {
 		if err := s.wal.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("meta: close raft log: %w", err))
