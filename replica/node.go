@@ -208,6 +208,7 @@ func StartNode(cfg NodeConfig) (n *Node, err error) {
 	n.goRun(func() { n.Cluster.RunBackground(n.ctx, n.IsLeader, cfg.ScanEvery, cfg.ScrubEvery) })
 	n.goRun(n.keepMembership)
 	n.goRun(n.watchLeader)
+	n.goRun(n.checkStoreIdentity)
 	if cfg.Join != "" {
 		if err := n.joinCluster(); err != nil {
 			return nil, err
