@@ -260,7 +260,10 @@ func (c *client) session(ctx context.Context, node int, idle func()) error {
 	u := p.cfg.Users[c.user]
 	actx, cancel := context.WithTimeout(ctx, p.cfg.AttemptTimeout)
 	defer cancel()
-	var d net.Dialer
+	// Each user's devices connect from an address of their own (a
+	// customer's home or office), as the servers' per-address caps expect
+	// of real traffic; 127.0.0.0/8 is all loopback.
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 1+byte(c.user/62500), byte(c.user/250%250), 1+byte(c.user%250))}}
 	addr := p.cfg.Addrs[node]
 	if p.cfg.Addr != nil {
 		addr = p.cfg.Addr(node)
