@@ -9,8 +9,10 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"runtime"
 	"strings"
 	"testing"
+	"time"
 
 	"hastore/webfs/httpserve"
 	"hastore/webfs/httpserve/sitestest"
@@ -77,7 +79,14 @@ func FuzzHTTPRequest(f *testing.F) {
 		}
 		r.RemoteAddr = "192.0.2.1:1234"
 		w := httptest.NewRecorder()
-		h.ServeHTTP(w, r)
+		done := make(chan struct{})
+		go func() { defer close(done); h.ServeHTTP(w, r) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second): // a hang, not a slow machine
+			buf := make([]byte, 1<<20)
+			t.Fatalf("no answer in 10s to %q\n%s", raw, buf[:runtime.Stack(buf, true)])
+		}
 		resp := w.Result()
 		body, _ := io.ReadAll(resp.Body)
 
