@@ -97,8 +97,9 @@ var fuzzMessages = []string{
 // after the client has said everything, every response is a well-formed
 // IMAP response (greeting, untagged "*", continuation "+", or a tagged
 // OK/NO/BAD, with literals where announced), and the server still answers
-// NOOP on a new connection. A "NO [SERVERBUG]" is logged, not failed:
-// with HASTORE_FUZZ_FINDINGS=file, each such input is appended there.
+// NOOP on a new connection. A "NO [SERVERBUG]", or a non-ASCII tag echoed,
+// is logged, not failed: with HASTORE_FUZZ_FINDINGS=file, each such input is
+// appended there.
 func FuzzIMAPCommand(f *testing.F) {
 	c := cluster.StartInProcess(f, cluster.Options{Nodes: 1, Scheme: "1+0"})
 	st := mailbox.New(c.Nodes[0].Cluster, c.Nodes[0].Meta, mailbox.Options{
@@ -203,12 +204,12 @@ func FuzzIMAPCommand(f *testing.F) {
 		if len(p) > 0 {
 			t.Fatalf("session panicked: %s\nscript: %q", p[0], script)
 		}
-		bugs, err := checkIMAPResponses(out.Bytes())
+		found, err := checkIMAPResponses(out.Bytes())
 		if err != nil {
 			t.Fatalf("%v\nscript: %q\nresponses: %q", err, script, out.Bytes())
 		}
-		for _, b := range bugs {
-			t.Logf("SERVERBUG: %q (logged: %q) for script %q", b, causes, script)
+		for _, b := range found {
+			t.Logf("finding: %q (logged: %q) for script %q", b, causes, script)
 			if name := os.Getenv("HASTORE_FUZZ_FINDINGS"); name != "" {
 				if fh, err := os.OpenFile(name, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644); err == nil {
 					fmt.Fprintf(fh, "login=%v script=%q\n\t%q\n\tlogged: %q\n", login, script, b, causes)
@@ -226,14 +227,17 @@ var (
 	// A response's first line: untagged, continuation, or tagged status.
 	untagged = regexp.MustCompile(`^\* [^\r\n]*$`)
 	contReq  = regexp.MustCompile(`^\+( [^\r\n]*)?$`)
-	tagged   = regexp.MustCompile(`^[!#$&'+,\-./0-9:;<=>?@A-Z\[^_` + "`" + `a-z|}~]+ (OK|NO|BAD)( [^\r\n]*)?$`)
+	// The tag is the client's, echoed: any ASTRING-CHAR but "+" — and
+	// go-imap also takes non-ASCII bytes, reported as a finding.
+	tagged = regexp.MustCompile(`^([^\x00-\x20\x7f(){%*"\\+]+) (OK|NO|BAD)( [^\r\n]*)?$`)
 	// A line announcing a literal, which follows it.
 	literalAt = regexp.MustCompile(`~?\{([0-9]+)\}$`)
 )
 
 // checkIMAPResponses splits a server's output into responses and checks
-// each; it returns the lines holding [SERVERBUG].
-func checkIMAPResponses(out []byte) (serverbugs []string, err error) {
+// each; it returns the lines to report: those holding [SERVERBUG], and
+// tagged ones whose (echoed) tag is not ASCII.
+func checkIMAPResponses(out []byte) (findings []string, err error) {
 	// After the OK to STARTTLS the bytes are TLS records.
 	if i := bytes.Index(out, []byte(" OK Begin TLS negotiation now\r\n")); i >= 0 {
 		out = out[:i+len(" OK Begin TLS negotiation now\r\n")]
@@ -242,19 +246,22 @@ func checkIMAPResponses(out []byte) (serverbugs []string, err error) {
 	for len(out) > 0 {
 		i := bytes.Index(out, []byte("\r\n"))
 		if i < 0 {
-			return serverbugs, fmt.Errorf("output ends mid-line: %q", out)
+			return findings, fmt.Errorf("output ends mid-line: %q", out)
 		}
 		line := string(out[:i])
 		out = out[i+2:]
 		if first && !strings.HasPrefix(line, "* OK") {
-			return serverbugs, fmt.Errorf("greeting %q", line)
+			return findings, fmt.Errorf("greeting %q", line)
 		}
 		first = false
 		if !untagged.MatchString(line) && !contReq.MatchString(line) && !tagged.MatchString(line) {
-			return serverbugs, fmt.Errorf("malformed response line %q", line)
+			return findings, fmt.Errorf("malformed response line %q", line)
 		}
 		if strings.Contains(line, "[SERVERBUG]") {
-			serverbugs = append(serverbugs, line)
+			findings = append(findings, line)
+		}
+		if m := tagged.FindStringSubmatch(line); m != nil && !isASCII(m[1]) {
+			findings = append(findings, "non-ASCII tag: "+line)
 		}
 		// Literals continue the response on the line after their bytes.
 		for {
@@ -264,24 +271,33 @@ func checkIMAPResponses(out []byte) (serverbugs []string, err error) {
 			}
 			n, err := strconv.Atoi(m[1])
 			if err != nil || n > len(out) {
-				return serverbugs, fmt.Errorf("literal of %s bytes, %d left: %q", m[1], len(out), line)
+				return findings, fmt.Errorf("literal of %s bytes, %d left: %q", m[1], len(out), line)
 			}
 			out = out[n:]
 			i := bytes.Index(out, []byte("\r\n"))
 			if i < 0 {
-				return serverbugs, fmt.Errorf("output ends after a literal: %q", out)
+				return findings, fmt.Errorf("output ends after a literal: %q", out)
 			}
 			line = string(out[:i])
 			out = out[i+2:]
 			if strings.ContainsAny(line, "\r\n") {
-				return serverbugs, fmt.Errorf("malformed line after a literal %q", line)
+				return findings, fmt.Errorf("malformed line after a literal %q", line)
 			}
 		}
 	}
 	if first {
 		return nil, fmt.Errorf("no greeting")
 	}
-	return serverbugs, nil
+	return findings, nil
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
 }
 
 // noop checks that a new connection gets a greeting and an OK to NOOP.
