@@ -97,8 +97,8 @@ var fuzzMessages = []string{
 // after the client has said everything, every response is a well-formed
 // IMAP response (greeting, untagged "*", continuation "+", or a tagged
 // OK/NO/BAD, with literals where announced), and the server still answers
-// NOOP on a new connection. A "NO [SERVERBUG]", or a non-ASCII tag echoed,
-// is logged, not failed: with HASTORE_FUZZ_FINDINGS=file, each such input is
+// NOOP on a new connection. A "NO [SERVERBUG]", or a tag with "+" or
+// non-ASCII bytes echoed, is logged, not failed: with HASTORE_FUZZ_FINDINGS=file, each such input is
 // appended there.
 func FuzzIMAPCommand(f *testing.F) {
 	c := cluster.StartInProcess(f, cluster.Options{Nodes: 1, Scheme: "1+0"})
@@ -227,16 +227,17 @@ var (
 	// A response's first line: untagged, continuation, or tagged status.
 	untagged = regexp.MustCompile(`^\* [^\r\n]*$`)
 	contReq  = regexp.MustCompile(`^\+( [^\r\n]*)?$`)
-	// The tag is the client's, echoed: any ASTRING-CHAR but "+" — and
-	// go-imap also takes non-ASCII bytes, reported as a finding.
-	tagged = regexp.MustCompile(`^([^\x00-\x20\x7f(){%*"\\+]+) (OK|NO|BAD)( [^\r\n]*)?$`)
+	// The tag is the client's, echoed: any ASTRING-CHAR but "+". go-imap
+	// also takes "+" and non-ASCII bytes; such an echo is reported as a
+	// finding ("+0 BAD ..." reads as a continuation request).
+	tagged = regexp.MustCompile(`^([^\x00-\x20\x7f(){%*"\\]+) (OK|NO|BAD)( [^\r\n]*)?$`)
 	// A line announcing a literal, which follows it.
 	literalAt = regexp.MustCompile(`~?\{([0-9]+)\}$`)
 )
 
 // checkIMAPResponses splits a server's output into responses and checks
 // each; it returns the lines to report: those holding [SERVERBUG], and
-// tagged ones whose (echoed) tag is not ASCII.
+// tagged ones whose (echoed) tag holds "+" or non-ASCII bytes.
 func checkIMAPResponses(out []byte) (findings []string, err error) {
 	// After the OK to STARTTLS the bytes are TLS records.
 	if i := bytes.Index(out, []byte(" OK Begin TLS negotiation now\r\n")); i >= 0 {
@@ -260,8 +261,8 @@ func checkIMAPResponses(out []byte) (findings []string, err error) {
 		if strings.Contains(line, "[SERVERBUG]") {
 			findings = append(findings, line)
 		}
-		if m := tagged.FindStringSubmatch(line); m != nil && !isASCII(m[1]) {
-			findings = append(findings, "non-ASCII tag: "+line)
+		if m := tagged.FindStringSubmatch(line); m != nil && (!isASCII(m[1]) || strings.Contains(m[1], "+")) {
+			findings = append(findings, "tag outside RFC 9051's syntax echoed: "+line)
 		}
 		// Literals continue the response on the line after their bytes.
 		for {
