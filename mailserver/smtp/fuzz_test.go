@@ -120,8 +120,13 @@ func FuzzSMTPSession(f *testing.F) {
 	}
 
 	plain := base64.StdEncoding.EncodeToString([]byte("\x00alice@example.test\x00pw-alice"))
+	prelude := map[smtp.Mode]string{
+		smtp.MX:         "EHLO fuzz.test\r\n",
+		smtp.Submission: "EHLO fuzz.test\r\nAUTH PLAIN " + plain + "\r\n",
+		smtp.LMTP:       "LHLO fuzz.test\r\n",
+	}
 	for _, s := range []struct {
-		mode   uint8
+		mode   uint8 // low bits: the listener; 0x80: after the prelude
 		script string
 	}{
 		{0, "EHLO c.test\r\nMAIL FROM:<a@remote.test>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\nSubject: hi\r\n\r\nbody\r\n.\r\nQUIT\r\n"},
@@ -137,12 +142,21 @@ func FuzzSMTPSession(f *testing.F) {
 		{1, "EHLO c\r\nAUTH PLAIN\r\n*\r\nAUTH PLAIN !!!\r\nAUTH CRAM-MD5\r\nAUTH LOGIN x\r\ny\r\n"},
 		{2, "LHLO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<alice@example.test>\r\nRCPT TO:<full@example.test>\r\nRCPT TO:<alice@example.test>\r\nRCPT TO:<x@remote.test>\r\nDATA\r\nSubject: lmtp\r\n\r\nx\r\n.\r\nQUIT\r\n"},
 		{2, "EHLO c\r\nHELO c\r\nLHLO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<alice@example.test>\r\nBDAT 3 LAST\r\nabc"},
+		{0x80, "MAIL FROM:<a@b> SIZE=10\r\nRCPT TO:<alice@example.test>\r\nRCPT TO:<alice@example.test.evil.test>\r\nBDAT 4\r\nab\r\nBDAT 2 LAST\r\ncd"},
+		{0x81, "MAIL FROM:<ALICE@example.test>\r\nRCPT TO:<x@remote.test>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\nSubject: s\r\n\r\n.\r\n"},
+		{0x82, "MAIL FROM:<>\r\nRCPT TO:<full@example.test>\r\nDATA\r\n" + strings.Repeat("x", 70) + "\r\n.\r\n"},
 	} {
 		f.Add(s.mode, []byte(s.script))
 	}
 
 	f.Fuzz(func(t *testing.T, mode uint8, script []byte) {
-		m := smtp.Mode(int(mode) % 3)
+		// The low bits choose the listener; the high bit starts from a
+		// client that has introduced itself and, on submission, logged
+		// in, so the fuzzer reaches the mail transaction sooner.
+		m := smtp.Mode(int(mode&0x7f) % 3)
+		if mode&0x80 != 0 {
+			script = append([]byte(prelude[m]), script...)
+		}
 		conn, err := net.Dial("tcp", addrs[m])
 		if err != nil {
 			t.Fatal(err)
