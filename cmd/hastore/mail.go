@@ -54,6 +54,7 @@ type mailFlags struct {
 	maxMessage             string
 	insecureAuth           bool
 	maxConns, maxConnsIP   int
+	delivery               deliveryFlags
 }
 
 func (f *mailFlags) register(fs *flag.FlagSet) {
@@ -68,7 +69,8 @@ func (f *mailFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.maxMessage, "max-message-size", "50M", "largest message accepted (bytes, or with K, M, G)")
 	fs.BoolVar(&f.insecureAuth, "allow-insecure-auth", false, "allow submission AUTH and IMAP LOGIN without TLS (development only)")
 	fs.IntVar(&f.maxConns, "mail-max-connections", 1000, "connections per mail listener")
-	fs.IntVar(&f.maxConnsIP, "mail-max-connections-per-ip", 20, "connections per client address on SMTP and submission")
+	fs.IntVar(&f.maxConnsIP, "mail-max-connections-per-ip", 10, "connections per client address (IPv6: per /64) on SMTP and submission")
+	f.delivery.register(fs)
 }
 
 func (f *mailFlags) any() bool {
@@ -86,6 +88,9 @@ func (f *mailFlags) config(log *slog.Logger) (mailserver.Config, error) {
 		return cfg, fmt.Errorf("--max-message-size %q: want a positive size such as 25M", f.maxMessage)
 	}
 	cfg.MaxMessageBytes = size
+	if err := f.delivery.apply(&cfg); err != nil {
+		return cfg, err
+	}
 	if (f.cert == "") != (f.key == "") {
 		return cfg, errors.New("--mail-tls-cert and --mail-tls-key go together")
 	}
@@ -487,3 +492,35 @@ func readPassword(stdin io.Reader, prompt string) (string, error) {
 // mailRegister is the Mail admin service's registration, for
 // replica.NodeConfig.Register.
 var mailRegister = mailserver.Register
+
+// deliveryFlags tune SMTP/LMTP delivery: the retry memory and the memory
+// and spool of messages being received.
+type deliveryFlags struct {
+	retryWindow time.Duration
+	dataMemory  string
+	spoolDir    string
+}
+
+func (f *deliveryFlags) register(fs *flag.FlagSet) {
+	fs.DurationVar(&f.retryWindow, "smtp-retry-window", 10*time.Minute,
+		"a message retried by its client to the same mailbox within this long is stored once (0: off; turn on only once every node runs this release)")
+	fs.StringVar(&f.dataMemory, "smtp-data-memory", "256M", "memory for messages being received and stored, across all SMTP/LMTP sessions (beyond: spooled to disk, or waiting)")
+	fs.StringVar(&f.spoolDir, "smtp-spool-dir", "", "directory for messages being received that do not fit in memory (default: the system's temporary directory)")
+}
+
+func (f *deliveryFlags) apply(cfg *mailserver.Config) error {
+	mem, err := parseSize(f.dataMemory)
+	if err != nil || mem <= 0 {
+		return fmt.Errorf("--smtp-data-memory %q: want a positive size such as 256M", f.dataMemory)
+	}
+	if f.retryWindow < 0 || f.retryWindow > 7*24*time.Hour {
+		return fmt.Errorf("--smtp-retry-window %s: want 0 (off) up to %s", f.retryWindow, 7*24*time.Hour)
+	}
+	cfg.SMTPTuning.DataMemory = mem
+	cfg.SMTPTuning.SpoolDir = f.spoolDir
+	cfg.SMTPTuning.RetryWindow = f.retryWindow
+	if f.retryWindow == 0 {
+		cfg.SMTPTuning.RetryWindow = -1 // smtp.Config: negative is off
+	}
+	return nil
+}
