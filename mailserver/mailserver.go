@@ -46,10 +46,11 @@ type Config struct {
 	MaxMessageBytes        int64       // default 50 MiB
 	MaxConnections         int         // per listener; default 1000
 	MaxConnectionsPerIP    int         // per listener; default 10 (LMTP: none)
-	// SMTP tunes what the listeners' smtp.Config leaves to defaults
-	// (memory budget, spool, retry window); the fields set above win.
+	// SMTPTuning tunes what the listeners' smtp.Config leaves to
+	// defaults (memory and spool budgets, retry window); the fields set
+	// above win. The listeners share one memory and one spool budget.
 	SMTPTuning smtp.Config
-	Logger                 *slog.Logger
+	Logger     *slog.Logger
 	// Store, if set, replaces ForNode's (tests tune its throttle).
 	Store *mailbox.Store
 }
@@ -76,7 +77,14 @@ func Start(n *replica.Node, cfg Config) (*Server, error) {
 		if mem == 0 {
 			mem = 256 << 20
 		}
-		tune.Memory = smtp.NewMemoryBudget(mem)
+		tune.Memory = smtp.NewBudget(mem)
+	}
+	if tune.Spool == nil {
+		spool := tune.MaxSpool
+		if spool == 0 {
+			spool = 4 << 30
+		}
+		tune.Spool = smtp.NewBudget(spool)
 	}
 	for _, l := range []struct {
 		addr string

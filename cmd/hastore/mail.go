@@ -496,12 +496,14 @@ var mailRegister = mailserver.Register
 // deliveryFlags tune SMTP/LMTP delivery: the retry memory and the memory
 // and spool of messages being received.
 type deliveryFlags struct {
+	registered  bool // false: dev's mailFlags literal, which takes the defaults
 	retryWindow time.Duration
 	dataMemory  string
 	spoolDir    string
 }
 
 func (f *deliveryFlags) register(fs *flag.FlagSet) {
+	f.registered = true
 	fs.DurationVar(&f.retryWindow, "smtp-retry-window", 10*time.Minute,
 		"a message retried by its client to the same mailbox within this long is stored once (0: off; turn on only once every node runs this release)")
 	fs.StringVar(&f.dataMemory, "smtp-data-memory", "256M", "memory for messages being received and stored, across all SMTP/LMTP sessions (beyond: spooled to disk, or waiting)")
@@ -509,6 +511,9 @@ func (f *deliveryFlags) register(fs *flag.FlagSet) {
 }
 
 func (f *deliveryFlags) apply(cfg *mailserver.Config) error {
+	if !f.registered {
+		return nil // smtp.Config's defaults
+	}
 	mem, err := parseSize(f.dataMemory)
 	if err != nil || mem <= 0 {
 		return fmt.Errorf("--smtp-data-memory %q: want a positive size such as 256M", f.dataMemory)

@@ -32,15 +32,27 @@ func startDelivery(t *testing.T) *deliveryEnv {
 	t.Helper()
 	c := cluster.StartInProcess(t, cluster.Options{Nodes: 3})
 	st := mailbox.New(c.Nodes[0].Cluster, c.Nodes[0].Meta, mailbox.Options{Hash: mailbox.HashParams{Memory: 1024, Time: 1, Threads: 1}})
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := st.AddDomain(ctx, "example.test"); err != nil {
-		t.Fatal(err)
-	}
-	for _, u := range []string{"bob@example.test", "alice@example.test"} {
-		if err := st.AddUser(ctx, u, "secret-password", 0); err != nil {
-			t.Fatal(err)
+	// Elections right after start (slow under -race) make a first try
+	// fail now and then: retry what is not done yet.
+	try := func(what string, fn func(context.Context) error) {
+		t.Helper()
+		deadline := time.Now().Add(60 * time.Second)
+		for {
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			err := fn(ctx)
+			cancel()
+			if err == nil || errors.Is(err, mailbox.ErrExists) {
+				return
+			}
+			if !errors.Is(err, mailbox.ErrUnavailable) || time.Now().After(deadline) {
+				t.Fatalf("%s: %v", what, err)
+			}
+			time.Sleep(200 * time.Millisecond)
 		}
+	}
+	try("add domain", func(ctx context.Context) error { return st.AddDomain(ctx, "example.test") })
+	for _, u := range []string{"bob@example.test", "alice@example.test"} {
+		try("add "+u, func(ctx context.Context) error { return st.AddUser(ctx, u, "secret-password", 0) })
 	}
 	return &deliveryEnv{c: c, store: st}
 }

@@ -72,7 +72,8 @@ type Config struct {
 	// CommitTimeout bounds storing one message (default 2 minutes).
 	CommitTimeout time.Duration
 	// MaxConcurrentData bounds the messages being received and stored at
-	// once; others wait (default 64).
+	// once; others wait (default 512: memory is bounded by Memory, disk
+	// by Spool; this bounds open spool files).
 	MaxConcurrentData int
 	// MaxConcurrentDataPerNet bounds them per client network (IPv4 /24,
 	// IPv6 /64), so that one network cannot take every slot; over it DATA
@@ -82,8 +83,13 @@ type Config struct {
 	// Memory is the budget of message bytes held in memory, shared by the
 	// listeners given the same one; nil: one of DataMemory bytes for this
 	// listener alone.
-	Memory     *MemoryBudget
+	Memory     *Budget
 	DataMemory int64 // default 256 MiB
+	// Spool is the budget of bytes in spool files, shared like Memory;
+	// nil: one of MaxSpool bytes (default 4 GiB). A message that does not
+	// fit is answered 452 4.3.1.
+	Spool    *Budget
+	MaxSpool int64
 	// MessageInMemory is how much of a message being received stays in
 	// memory before it goes to a spool file in SpoolDir (default 1 MiB;
 	// SpoolDir default: the system's temporary directory).
@@ -149,7 +155,7 @@ func (c *Config) setDefaults() {
 		c.CommitTimeout = 2 * time.Minute
 	}
 	if c.MaxConcurrentData == 0 {
-		c.MaxConcurrentData = 64
+		c.MaxConcurrentData = 512
 	}
 	def := func(v *int, d int) {
 		if *v == 0 {
@@ -166,7 +172,13 @@ func (c *Config) setDefaults() {
 		c.DataMemory = 256 << 20
 	}
 	if c.Memory == nil {
-		c.Memory = NewMemoryBudget(c.DataMemory)
+		c.Memory = NewBudget(c.DataMemory)
+	}
+	if c.MaxSpool == 0 {
+		c.MaxSpool = 4 << 30
+	}
+	if c.Spool == nil {
+		c.Spool = NewBudget(c.MaxSpool)
 	}
 	if c.MessageInMemory == 0 {
 		c.MessageInMemory = 1 << 20

@@ -35,6 +35,7 @@ var (
 	errQuotaPerm    = &gosmtp.SMTPError{Code: 552, EnhancedCode: gosmtp.EnhancedCode{5, 2, 2}, Message: "Mailbox full: the message exceeds the recipient's quota"}
 	errBusy         = &gosmtp.SMTPError{Code: 451, EnhancedCode: gosmtp.EnhancedCode{4, 3, 2}, Message: "Too busy, try again later"}
 	errTempFail     = &gosmtp.SMTPError{Code: 451, EnhancedCode: gosmtp.EnhancedCode{4, 3, 0}, Message: "Temporary storage failure, try again later"}
+	errStorageFull  = &gosmtp.SMTPError{Code: 452, EnhancedCode: gosmtp.EnhancedCode{4, 3, 1}, Message: "Insufficient system storage, try again later"}
 	errBusyNet      = &gosmtp.SMTPError{Code: 451, EnhancedCode: gosmtp.EnhancedCode{4, 7, 0}, Message: "Too many messages in progress from your network, try again later"}
 	// errClosed is returned after the session answered 421 and closed the
 	// connection itself; go-smtp's attempt to write it fails.
@@ -274,7 +275,7 @@ func (s *session) deliver(r io.Reader, allOrNothing bool) ([]mailbox.Outcome, *m
 		return nil, nil, s.refuse(r, errNoUser)
 	}
 	rcpts := s.unique()
-	sp := newSpool(cfg.Memory, cfg.SpoolDir, cfg.MessageInMemory, s.traceHeaders(rcpts), s.from)
+	sp := newSpool(cfg.Memory, cfg.Spool, cfg.SpoolDir, cfg.MessageInMemory, s.traceHeaders(rcpts), s.from)
 	defer sp.close()
 	if err := s.receive(r, sp); err != nil {
 		return nil, nil, err
@@ -350,6 +351,10 @@ func (s *session) receive(r io.Reader, w io.Writer) error {
 		n, err := r.Read(buf)
 		if n > 0 {
 			if _, werr := w.Write(buf[:n]); werr != nil {
+				if errors.Is(werr, errSpoolFull) {
+					s.srv.log.Warn("spool full: refusing a message", "remote", s.remote, "max_spool", cfg.Spool.max)
+					return s.refuse(r, errStorageFull)
+				}
 				s.srv.log.Error("receiving a message failed", "err", werr, "remote", s.remote)
 				return errTempFail
 			}

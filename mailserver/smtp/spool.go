@@ -11,35 +11,36 @@ import (
 	"sync"
 )
 
-// MemoryBudget bounds the message bytes that SMTP sessions hold in memory
-// at once, across every listener that shares it. A message being received
+// Budget bounds bytes in use at once: the message bytes that SMTP
+// sessions hold in memory (Config.Memory), or in spool files
+// (Config.Spool), across every listener that shares it. For memory: A message being received
 // is kept in memory only while the budget allows (then it goes to a spool
 // file); a message being stored must be in memory whole (the object store
 // erasure-codes it from one buffer) and is charged twice its size, for the
 // shards made from it, until it is stored.
-type MemoryBudget struct {
+type Budget struct {
 	max     int64
 	mu      sync.Mutex
 	used    int64
 	changed chan struct{} // closed and replaced on every release
 }
 
-// NewMemoryBudget returns a budget of max bytes.
-func NewMemoryBudget(max int64) *MemoryBudget {
-	return &MemoryBudget{max: max, changed: make(chan struct{})}
+// NewBudget returns a budget of max bytes.
+func NewBudget(max int64) *Budget {
+	return &Budget{max: max, changed: make(chan struct{})}
 }
 
 // InUse returns the bytes currently charged.
-func (b *MemoryBudget) InUse() int64 {
+func (b *Budget) InUse() int64 {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.used
 }
 
-func (b *MemoryBudget) clamp(n int64) int64 { return min(n, b.max) }
+func (b *Budget) clamp(n int64) int64 { return min(n, b.max) }
 
 // tryAcquire charges n bytes if they fit now.
-func (b *MemoryBudget) tryAcquire(n int64) bool {
+func (b *Budget) tryAcquire(n int64) bool {
 	n = b.clamp(n)
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -53,7 +54,7 @@ func (b *MemoryBudget) tryAcquire(n int64) bool {
 // acquire charges n bytes (at most the whole budget, so one message bigger
 // than it waits to be alone), waiting until they fit or ctx ends. It
 // returns what was charged.
-func (b *MemoryBudget) acquire(ctx context.Context, n int64) (int64, error) {
+func (b *Budget) acquire(ctx context.Context, n int64) (int64, error) {
 	n = b.clamp(n)
 	for {
 		b.mu.Lock()
@@ -72,7 +73,7 @@ func (b *MemoryBudget) acquire(ctx context.Context, n int64) (int64, error) {
 	}
 }
 
-func (b *MemoryBudget) release(n int64) {
+func (b *Budget) release(n int64) {
 	if n == 0 {
 		return
 	}
@@ -83,12 +84,17 @@ func (b *MemoryBudget) release(n int64) {
 	b.mu.Unlock()
 }
 
+// errSpoolFull: the spool files of all sessions reached Config.MaxSpool.
+var errSpoolFull = errors.New("spool full")
+
 // spool receives one message: the trace header, then the client's DATA
 // bytes (bare LFs become CRLF on the way, so the stored form needs no
 // second copy). It holds them in memory up to its reservation from the
 // budget, and in a temporary file beyond.
 type spool struct {
-	budget *MemoryBudget
+	budget *Budget
+	disk   *Budget // of spool files
+	onDisk int64   // charged to disk
 	dir    string
 	held   int64 // charged to budget
 	mem    []byte
@@ -101,8 +107,8 @@ type spool struct {
 
 // newSpool starts a spool that may keep up to inMemory bytes in memory if
 // the budget has them now.
-func newSpool(budget *MemoryBudget, dir string, inMemory int64, header string, from string) *spool {
-	s := &spool{budget: budget, dir: dir, sum: sha256.New()}
+func newSpool(budget, disk *Budget, dir string, inMemory int64, header string, from string) *spool {
+	s := &spool{budget: budget, disk: disk, dir: dir, sum: sha256.New()}
 	if budget.tryAcquire(inMemory) {
 		s.held = budget.clamp(inMemory)
 		s.mem = make([]byte, 0, min(s.held, 64<<10))
@@ -155,6 +161,14 @@ func (s *spool) put(p []byte) error {
 		s.mem = append(s.mem, p...)
 		return nil
 	}
+	n := int64(len(p))
+	if s.f == nil {
+		n += int64(len(s.mem))
+	}
+	if n > s.disk.max || !s.disk.tryAcquire(n) {
+		return errSpoolFull
+	}
+	s.onDisk += n
 	if s.f == nil {
 		f, err := os.CreateTemp(s.dir, "hastore-smtp-*")
 		if err != nil {
@@ -210,6 +224,8 @@ func (s *spool) close() {
 	s.budget.release(s.held)
 	s.held = 0
 	s.mem = nil
+	s.disk.release(s.onDisk)
+	s.onDisk = 0
 	if s.f != nil {
 		_ = s.f.Close()
 		s.f = nil
