@@ -206,7 +206,7 @@ func legit(ctx context.Context, o *options, st *stats) {
 		go func() {
 			defer wg.Done()
 			start := time.Now()
-			if err := deliver(o, i); err != nil {
+			if err := deliver(ctx, o, i); err != nil {
 				msg := err.Error()
 				if len(msg) > 60 {
 					msg = msg[:60]
@@ -222,12 +222,31 @@ func legit(ctx context.Context, o *options, st *stats) {
 	}
 }
 
-func deliver(o *options, i int) error {
+var (
+	errGaveUp = errors.New("no reply within -legit-timeout")
+	errEnded  = errors.New("unfinished when the attack ended")
+)
+
+// deliver sends legitimate message i. A delivery still waiting when the
+// attack ends fails: what it would have got under a lasting attack is
+// not known.
+func deliver(ctx context.Context, o *options, i int) (err error) {
 	conn, err := net.DialTimeout("tcp", o.addr, 10*time.Second)
 	if err != nil {
 		return err
 	}
-	_ = conn.SetDeadline(time.Now().Add(o.legitTimeout))
+	// go-smtp's client sets its own deadlines per command: give up after
+	// legitTimeout whatever it is doing, like an MTA's delivery timeout.
+	var why atomic.Value
+	timer := time.AfterFunc(o.legitTimeout, func() { why.Store(errGaveUp); conn.Close() })
+	defer timer.Stop()
+	stop := context.AfterFunc(ctx, func() { why.Store(errEnded); conn.Close() })
+	defer stop()
+	defer func() {
+		if w, ok := why.Load().(error); ok && err != nil {
+			err = w
+		}
+	}()
 	c := gosmtp.NewClient(conn)
 	defer c.Close()
 	if err := c.Hello("legit.test"); err != nil {
