@@ -535,3 +535,57 @@ func TestIdleConnectionsMakeRoom(t *testing.T) {
 		t.Fatalf("bob has %d messages, want 3", got)
 	}
 }
+
+// TestSlowBDATCutOff: CHUNKING (which go-smtp always offers) is held to
+// the same pace as DATA.
+func TestSlowBDATCutOff(t *testing.T) {
+	e := startDelivery(t)
+	srv := e.listen(t, smtp.Config{Mode: smtp.MX, DataStallTimeout: 2 * time.Second, MinDataBytes: 1024})
+	c := dialFrom(t, "", srv.Addr().String())
+	defer c.Close()
+	r := bufio.NewReader(c)
+	_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+	for _, cmd := range []string{"", "EHLO client.test", "MAIL FROM:<a@remote.test>", "RCPT TO:<bob@example.test>"} {
+		if cmd != "" {
+			fmt.Fprintf(c, "%s\r\n", cmd)
+		}
+		for {
+			line, err := r.ReadString('\n')
+			if err != nil {
+				t.Fatal(err)
+			}
+			if line[3] == ' ' {
+				break
+			}
+		}
+	}
+	// A 100-byte chunk, then a chunk trickling a byte a second.
+	fmt.Fprintf(c, "BDAT 100\r\n%s", strings.Repeat("a", 100))
+	if line, err := r.ReadString('\n'); err != nil || !strings.HasPrefix(line, "250") {
+		t.Fatalf("first chunk: %q %v", line, err)
+	}
+	fmt.Fprintf(c, "BDAT 1000\r\n")
+	start := time.Now()
+	got := make(chan string, 1)
+	go func() {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			line = err.Error()
+		}
+		got <- line
+	}()
+	for {
+		select {
+		case line := <-got:
+			if !strings.HasPrefix(line, "421 4.4.2") {
+				t.Fatalf("slow chunk answered %q, want 421 4.4.2", line)
+			}
+			t.Logf("cut off after %s: %q", time.Since(start).Round(100*time.Millisecond), strings.TrimSpace(line))
+			return
+		case <-time.After(time.Second):
+			if _, err := c.Write([]byte("b")); err != nil {
+				return // closed
+			}
+		}
+	}
+}

@@ -9,6 +9,8 @@ import (
 	"io"
 	"net"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/emersion/go-sasl"
@@ -339,51 +341,76 @@ func (s *session) receive(r io.Reader, w io.Writer) error {
 	start := time.Now()
 	end := start.Add(cfg.MaxDataTime)
 	mark, since := start, int64(0)
-	// After an error go-smtp reads the rest of the message itself: bound it.
-	defer func() { _ = conn.SetReadDeadline(time.Now().Add(cfg.DataStallTimeout)) }()
+	var (
+		cut    sync.Once
+		cutted atomic.Bool
+	)
+	cutOff := func(why string, args ...any) {
+		cut.Do(func() {
+			cutted.Store(true)
+			s.srv.log.Warn(why+": closing", append(args, "remote", s.remote)...)
+			s.closeWith("4.4.2", why+", closing connection")
+		})
+	}
+	// DATA is read under deadlines (below); BDAT chunks come through a
+	// pipe that go-smtp fills, which no deadline of ours interrupts: the
+	// watchdog closes a connection that stops making progress either way.
+	watchdog := time.AfterFunc(cfg.DataStallTimeout+time.Second, func() { cutOff("DATA too slow") })
+	defer watchdog.Stop()
+	// A deadline would make go-smtp's own BDAT read fail with a 554 (a
+	// bounce for a slow link): there, only the watchdog acts.
+	_, bdat := r.(*io.PipeReader)
+	if !bdat {
+		// After an error go-smtp reads the rest of the message itself:
+		// bound it.
+		defer func() { _ = conn.SetReadDeadline(time.Now().Add(cfg.DataStallTimeout)) }()
+	}
 	buf := make([]byte, 16<<10)
 	for {
 		dl := mark.Add(cfg.DataStallTimeout)
 		if dl.After(end) {
 			dl = end
 		}
-		_ = conn.SetReadDeadline(dl)
+		if !bdat {
+			_ = conn.SetReadDeadline(dl)
+		}
 		n, err := r.Read(buf)
+		now := time.Now()
 		if n > 0 {
 			if _, werr := w.Write(buf[:n]); werr != nil {
 				if errors.Is(werr, errSpoolFull) {
 					s.srv.log.Warn("spool full: refusing a message", "remote", s.remote, "max_spool", cfg.Spool.max)
+					watchdog.Stop() // refuse has its own
 					return s.refuse(r, errStorageFull)
 				}
 				s.srv.log.Error("receiving a message failed", "err", werr, "remote", s.remote)
 				return errTempFail
 			}
 			if since += int64(n); since >= cfg.MinDataBytes {
-				mark, since = time.Now(), 0
+				mark, since = now, 0
+				wait := min(cfg.DataStallTimeout, end.Sub(now))
+				watchdog.Reset(wait + time.Second)
 			}
 		}
-		switch {
-		case err == nil:
-			continue
-		case err == io.EOF:
+		if err == io.EOF {
 			return nil
 		}
 		var ne net.Error
-		if !errors.As(err, &ne) || !ne.Timeout() {
+		timeout := err != nil && errors.As(err, &ne) && ne.Timeout()
+		if err != nil && !timeout {
+			if cutted.Load() {
+				return errClosed
+			}
 			return err // ErrDataTooLarge (552 5.3.4), or the connection failed
 		}
-		now := time.Now()
-		if !now.Before(end) {
-			s.srv.log.Warn("DATA took too long: closing", "remote", s.remote, "after", now.Sub(start).Round(time.Second))
-			s.closeWith("4.4.2", "DATA took too long, closing connection")
+		switch {
+		case !now.Before(end):
+			cutOff("DATA took too long", "after", now.Sub(start).Round(time.Second))
+			return errClosed
+		case !now.Before(mark.Add(cfg.DataStallTimeout)):
+			cutOff("DATA too slow", "bytes_in_window", since, "window", cfg.DataStallTimeout)
 			return errClosed
 		}
-		if now.Before(mark.Add(cfg.DataStallTimeout)) {
-			continue // the read that timed out made progress
-		}
-		s.srv.log.Warn("DATA too slow: closing", "remote", s.remote, "bytes_in_window", since, "window", cfg.DataStallTimeout)
-		s.closeWith("4.4.2", "DATA too slow, closing connection")
-		return errClosed
 	}
 }
 
