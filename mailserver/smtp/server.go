@@ -278,7 +278,7 @@ func (a logAdapter) Println(v ...any)               { a.l.Warn(fmt.Sprint(v...))
 // limit with a 421 greeting, before any session exists. When the total is
 // reached, it first makes room by closing the connection that has gone
 // longest without starting a mail transaction (connected, or last MAIL
-// FROM, at least minIdle ago) and is not in one now: a flood of idle
+// FROM, at least minIdle ago) and is not in DATA now: a flood of idle
 // connections from many addresses then costs its oldest members their
 // place, not legitimate senders theirs.
 type limitListener struct {
@@ -339,7 +339,7 @@ func (l *limitListener) idlestLocked(now time.Time) *countedConn {
 	var best *countedConn
 	bestSince := now.Add(-l.minIdle).UnixNano()
 	for c := range l.conns {
-		if c.inTxn.Load() {
+		if c.busy.Load() {
 			continue
 		}
 		if s := c.since.Load(); s <= bestSince {
@@ -384,7 +384,7 @@ type countedConn struct {
 	once    sync.Once
 	release func()
 	since   atomic.Int64 // unix nanoseconds of the connection or its last MAIL FROM
-	inTxn   atomic.Bool  // between MAIL FROM and the end of the transaction
+	busy    atomic.Bool  // in DATA (receiving or storing a message)
 }
 
 func (c *countedConn) Close() error {
@@ -399,14 +399,12 @@ func (c *countedConn) shut(text string) {
 	shut(c.Conn, text)
 }
 
-// startTxn and endTxn mark a mail transaction, which protects the
-// connection from eviction.
-func (c *countedConn) startTxn() {
-	c.since.Store(time.Now().UnixNano())
-	c.inTxn.Store(true)
-}
+// startTxn notes a MAIL FROM: the connection counts as idle from then.
+func (c *countedConn) startTxn() { c.since.Store(time.Now().UnixNano()) }
 
-func (c *countedConn) endTxn() { c.inTxn.Store(false) }
+// inData marks a message being received or stored, during which the
+// connection is not evicted (the rate rules of DATA apply instead).
+func (c *countedConn) inData(on bool) { c.busy.Store(on) }
 
 func remoteIP(a net.Addr) string {
 	if t, ok := a.(*net.TCPAddr); ok {

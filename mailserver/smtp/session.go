@@ -102,9 +102,6 @@ func (s *session) ctx() (context.Context, context.CancelFunc) {
 
 func (s *session) Reset() {
 	s.from, s.size, s.rcpts = "", 0, nil
-	if s.cc != nil {
-		s.cc.endTxn()
-	}
 }
 
 // closeWith answers 421 with text and closes the connection, for a client
@@ -259,6 +256,10 @@ func (s *session) unique() []string {
 func (s *session) deliver(r io.Reader, allOrNothing bool) ([]mailbox.Outcome, *mailbox.Delivery, error) {
 	start := time.Now()
 	cfg := &s.srv.cfg
+	if s.cc != nil {
+		s.cc.inData(true)
+		defer s.cc.inData(false)
+	}
 	netw := netKey(s.remote, 24, 64)
 	if !s.srv.dataSlot(netw) {
 		s.srv.log.Warn("too many messages in progress from one network", "network", netw, "remote", s.remote)
