@@ -46,8 +46,12 @@ type Config struct {
 	AllowInsecureAuth      bool        // submission AUTH without TLS (development)
 	MaxMessageBytes        int64       // default 50 MiB
 	MaxConnections         int         // per listener; default 1000
-	MaxConnectionsPerIP    int         // per listener; default 20 (LMTP: none)
-	Logger                 *slog.Logger
+	MaxConnectionsPerIP    int         // per listener; default 10 (LMTP: none)
+	// SMTPTuning tunes what the listeners' smtp.Config leaves to
+	// defaults (memory and spool budgets, retry window); the fields set
+	// above win. The listeners share one memory and one spool budget.
+	SMTPTuning smtp.Config
+	Logger     *slog.Logger
 	// Store, if set, replaces ForNode's (tests tune its throttle).
 	Store *mailbox.Store
 }
@@ -67,6 +71,22 @@ func Start(n *replica.Node, cfg Config) (*Server, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{}
+	tune := cfg.SMTPTuning
+	if tune.Memory == nil {
+		// One memory budget for all of the node's listeners.
+		mem := tune.DataMemory
+		if mem == 0 {
+			mem = 256 << 20
+		}
+		tune.Memory = smtp.NewBudget(mem)
+	}
+	if tune.Spool == nil {
+		spool := tune.MaxSpool
+		if spool == 0 {
+			spool = 4 << 30
+		}
+		tune.Spool = smtp.NewBudget(spool)
+	}
 	for _, l := range []struct {
 		addr string
 		mode smtp.Mode
@@ -75,11 +95,11 @@ func Start(n *replica.Node, cfg Config) (*Server, error) {
 		if l.addr == "" {
 			continue
 		}
-		srv, err := smtp.Listen(l.addr, store, smtp.Config{
-			Mode: l.mode, Hostname: cfg.Hostname, TLS: cfg.TLS, AllowInsecureAuth: cfg.AllowInsecureAuth,
-			MaxMessageBytes: cfg.MaxMessageBytes, MaxConnections: cfg.MaxConnections, MaxConnectionsPerIP: cfg.MaxConnectionsPerIP,
-			Logger: cfg.Logger.With("node", n.ID()),
-		})
+		sc := tune
+		sc.Mode, sc.Hostname, sc.TLS, sc.AllowInsecureAuth = l.mode, cfg.Hostname, cfg.TLS, cfg.AllowInsecureAuth
+		sc.MaxMessageBytes, sc.MaxConnections, sc.MaxConnectionsPerIP = cfg.MaxMessageBytes, cfg.MaxConnections, cfg.MaxConnectionsPerIP
+		sc.Logger = cfg.Logger.With("node", n.ID())
+		srv, err := smtp.Listen(l.addr, store, sc)
 		if err != nil {
 			s.Close()
 			return nil, fmt.Errorf("mail: %w", err)

@@ -58,6 +58,7 @@ type mailFlags struct {
 	hashSlots              int
 	hashWait, loginCache   time.Duration
 	imapLimits             imapLimitFlags
+	delivery               deliveryFlags
 }
 
 // imapLimitFlags bound what IMAP clients may hold: connections, time
@@ -131,11 +132,12 @@ func (f *mailFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.maxMessage, "max-message-size", "50M", "largest message accepted (bytes, or with K, M, G)")
 	fs.BoolVar(&f.insecureAuth, "allow-insecure-auth", false, "allow submission AUTH and IMAP LOGIN without TLS (development only)")
 	fs.IntVar(&f.maxConns, "mail-max-connections", 1000, "connections per mail listener")
-	fs.IntVar(&f.maxConnsIP, "mail-max-connections-per-ip", 20, "connections per client address on SMTP and submission")
+	fs.IntVar(&f.maxConnsIP, "mail-max-connections-per-ip", 10, "connections per client address (IPv6: per /64) on SMTP and submission")
 	fs.IntVar(&f.hashSlots, "mail-hash-slots", 0, "password hashes (argon2id, 19 MiB each) computed at once on this node; logins beyond wait (default: the number of cores, at least 2)")
 	fs.DurationVar(&f.hashWait, "mail-hash-wait", 10*time.Second, "how long a login waits for a hash slot before a temporary failure the client retries")
 	fs.DurationVar(&f.loginCache, "mail-login-cache-ttl", time.Hour, "how long a verified password is remembered (in memory only, shared with the other nodes) so re-logins skip argon2id; 0: off")
 	f.imapLimits.register(fs)
+	f.delivery.register(fs)
 }
 
 func (f *mailFlags) any() bool {
@@ -153,6 +155,9 @@ func (f *mailFlags) config(log *slog.Logger) (mailserver.Config, error) {
 		return cfg, fmt.Errorf("--max-message-size %q: want a positive size such as 25M", f.maxMessage)
 	}
 	cfg.MaxMessageBytes = size
+	if err := f.delivery.apply(&cfg); err != nil {
+		return cfg, err
+	}
 	if (f.cert == "") != (f.key == "") {
 		return cfg, errors.New("--mail-tls-cert and --mail-tls-key go together")
 	}
@@ -571,3 +576,40 @@ func readPassword(stdin io.Reader, prompt string) (string, error) {
 // mailRegister is the Mail admin service's registration, for
 // replica.NodeConfig.Register.
 var mailRegister = mailserver.Register
+
+// deliveryFlags tune SMTP/LMTP delivery: the retry memory and the memory
+// and spool of messages being received.
+type deliveryFlags struct {
+	registered  bool // false: dev's mailFlags literal, which takes the defaults
+	retryWindow time.Duration
+	dataMemory  string
+	spoolDir    string
+}
+
+func (f *deliveryFlags) register(fs *flag.FlagSet) {
+	f.registered = true
+	fs.DurationVar(&f.retryWindow, "smtp-retry-window", 10*time.Minute,
+		"a message retried by its client to the same mailbox within this long is stored once (0: off; turn on only once every node runs this release)")
+	fs.StringVar(&f.dataMemory, "smtp-data-memory", "256M", "memory for messages being received and stored, across all SMTP/LMTP sessions (beyond: spooled to disk, or waiting)")
+	fs.StringVar(&f.spoolDir, "smtp-spool-dir", "", "directory for messages being received that do not fit in memory (default: the system's temporary directory)")
+}
+
+func (f *deliveryFlags) apply(cfg *mailserver.Config) error {
+	if !f.registered {
+		return nil // smtp.Config's defaults
+	}
+	mem, err := parseSize(f.dataMemory)
+	if err != nil || mem <= 0 {
+		return fmt.Errorf("--smtp-data-memory %q: want a positive size such as 256M", f.dataMemory)
+	}
+	if f.retryWindow < 0 || f.retryWindow > 7*24*time.Hour {
+		return fmt.Errorf("--smtp-retry-window %s: want 0 (off) up to %s", f.retryWindow, 7*24*time.Hour)
+	}
+	cfg.SMTPTuning.DataMemory = mem
+	cfg.SMTPTuning.SpoolDir = f.spoolDir
+	cfg.SMTPTuning.RetryWindow = f.retryWindow
+	if f.retryWindow == 0 {
+		cfg.SMTPTuning.RetryWindow = -1 // smtp.Config: negative is off
+	}
+	return nil
+}

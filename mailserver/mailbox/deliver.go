@@ -22,6 +22,9 @@ type Recipient struct {
 type Outcome struct {
 	meta.MailOutcome
 	Err error
+	// Retry: the message had already been delivered to this mailbox (see
+	// Delivery.SetRetryKey); UID is the earlier delivery's.
+	Retry bool
 }
 
 // QuotaError is the error for a recipient over quota; errors.Is matches
@@ -77,6 +80,19 @@ type Delivery struct {
 	info  []byte
 	date  time.Time
 	held  bool // this delivery holds a reference to obj
+
+	digest [32]byte      // what the client sent (SetRetryKey); zero: none
+	window time.Duration // how long a retry of it is recognized
+}
+
+// SetRetryKey makes Commit recognize a retry: if the same digest of what
+// the client sent (not the stored bytes, which carry a fresh Received:
+// header each time) reached a recipient's mailbox less than window ago,
+// that recipient's outcome is the earlier delivery (Outcome.Retry) and
+// nothing is appended. Call it before Commit; a zero window turns it off.
+// Every node must run a release that knows meta.MailDeliverOnce.
+func (d *Delivery) SetRetryKey(digest [32]byte, window time.Duration) {
+	d.digest, d.window = digest, window
 }
 
 // NewDelivery starts a delivery.
@@ -153,13 +169,20 @@ func (d *Delivery) Commit(ctx context.Context, allOrNothing bool) ([]Outcome, er
 		return nil, nil
 	}
 	_, off := d.date.Zone()
-	cmd := meta.MailDeliver{
+	dc := meta.MailDeliver{
 		Messages:     []meta.MailMessageSpec{{Object: d.obj, Size: d.size, InternalDate: d.date.UnixNano(), Zone: int32(off), Info: d.info}},
 		AllOrNothing: allOrNothing,
 		Now:          d.s.now().UnixNano(),
 	}
 	for _, r := range d.rcpts {
-		cmd.Entries = append(cmd.Entries, meta.MailEntry{User: r.Address, Mailbox: r.Mailbox, Flags: r.Flags})
+		dc.Entries = append(dc.Entries, meta.MailEntry{User: r.Address, Mailbox: r.Mailbox, Flags: r.Flags})
+	}
+	var cmd meta.Command = dc
+	if d.window > 0 && d.digest != ([32]byte{}) {
+		// A retry's entries append nothing and take no reference: the
+		// command releases this delivery's reference for them like for a
+		// rejected entry, so the retry's body is not leaked.
+		cmd = meta.MailDeliverOnce{MailDeliver: dc, Digests: [][32]byte{d.digest}, Window: int64(min(d.window, time.Duration(meta.MaxMailDedupWindow)))}
 	}
 	res, err := d.s.c.Propose(ctx, cmd)
 	if err != nil {
@@ -180,7 +203,7 @@ func (d *Delivery) Commit(ctx context.Context, allOrNothing bool) ([]Outcome, er
 	}
 	out := make([]Outcome, len(d.rcpts))
 	for i, o := range res.Mail {
-		out[i] = Outcome{MailOutcome: o, Err: d.outcomeErr(d.rcpts[i], o.Code)}
+		out[i] = Outcome{MailOutcome: o, Err: d.outcomeErr(d.rcpts[i], o.Code), Retry: o.Code == meta.MailOK && o.SrcUID != 0}
 	}
 	return out, nil
 }

@@ -395,9 +395,12 @@ func (h *hub) command(idx uint64, cmd meta.Command, res *meta.Result) {
 				h.command(idx, sub, &res.Batch[i])
 			}
 		}
+	case meta.MailDeliverOnce:
+		h.command(idx, c.MailDeliver, res)
 	case meta.MailDeliver:
 		for i, e := range c.Entries {
-			if i < len(res.Mail) && res.Mail[i].Code == meta.MailOK {
+			// SrcUID is set on a retry MailDeliverOnce answered from memory.
+			if i < len(res.Mail) && res.Mail[i].Code == meta.MailOK && res.Mail[i].SrcUID == 0 {
 				o := res.Mail[i]
 				h.add(e.User, o.Mailbox, MailboxEvent{Index: idx, Kind: EventAppend, UID: o.UID, ModSeq: o.ModSeq, Flags: o.Flags})
 			}

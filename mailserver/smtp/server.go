@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	gosmtp "github.com/emersion/go-smtp"
@@ -62,18 +63,61 @@ type Config struct {
 	MaxRecipients     int   // per message; default 100 (LMTP: 1000)
 	MaxLineLength     int   // default 2000 (RFC 5321's 1000, doubled)
 	MaxConnections    int   // default 1000
-	// MaxConnectionsPerIP bounds one client address's connections; default
-	// 20, negative: no limit (LMTP defaults to none: its client is the MTA).
+	// MaxConnectionsPerIP bounds one client address's (IPv6: /64's)
+	// connections; default 10, negative: no limit (LMTP defaults to none:
+	// its client is the MTA).
 	MaxConnectionsPerIP int
 	ReadTimeout         time.Duration // default 5 minutes
 	WriteTimeout        time.Duration // default 1 minute
 	// CommitTimeout bounds storing one message (default 2 minutes).
 	CommitTimeout time.Duration
 	// MaxConcurrentData bounds the messages being received and stored at
-	// once (each is held in memory up to MaxMessageBytes); others wait
-	// (default 64).
+	// once; others wait (default 512: memory is bounded by Memory, disk
+	// by Spool; this bounds open spool files).
 	MaxConcurrentData int
-	Logger            *slog.Logger
+	// MaxConcurrentDataPerNet bounds them per client network (IPv4 /24,
+	// IPv6 /64), so that one network cannot take every slot; over it DATA
+	// is answered 451 at once. Default 8; negative: no limit (LMTP
+	// defaults to none).
+	MaxConcurrentDataPerNet int
+	// Memory is the budget of message bytes held in memory, shared by the
+	// listeners given the same one; nil: one of DataMemory bytes for this
+	// listener alone.
+	Memory     *Budget
+	DataMemory int64 // default 256 MiB
+	// Spool is the budget of bytes in spool files, shared like Memory;
+	// nil: one of MaxSpool bytes (default 4 GiB). A message that does not
+	// fit is answered 452 4.3.1.
+	Spool    *Budget
+	MaxSpool int64
+	// MessageInMemory is how much of a message being received stays in
+	// memory before it goes to a spool file in SpoolDir (default 1 MiB;
+	// SpoolDir default: the system's temporary directory).
+	MessageInMemory int64
+	SpoolDir        string
+	// A DATA transfer must bring at least MinDataBytes (default 4 KiB)
+	// every DataStallTimeout (default 30 s) and end within MaxDataTime
+	// (default 10 minutes); otherwise the connection is closed with 421.
+	MinDataBytes     int64
+	DataStallTimeout time.Duration
+	MaxDataTime      time.Duration
+	// MaxUnknownRecipients is how many RCPTs naming no local user one
+	// connection may send before it is closed with 421 (default 20), and
+	// MaxUnknownRecipientsPerIP how many one address may send in 10
+	// minutes across connections (default 100). Negative: no limit (LMTP
+	// defaults to none).
+	MaxUnknownRecipients      int
+	MaxUnknownRecipientsPerIP int
+	// IdleEvictAfter: when MaxConnections is reached, a connection that
+	// has not started a mail transaction for this long (default 10 s) may
+	// be closed to make room (see limitListener).
+	IdleEvictAfter time.Duration
+	// RetryWindow is how long a delivery is remembered so that a client's
+	// retry of the same message to the same mailbox is stored once
+	// (default 10 minutes; negative: off). Every node must run a release
+	// that knows meta.MailDeliverOnce before it is on.
+	RetryWindow time.Duration
+	Logger      *slog.Logger
 }
 
 func (c *Config) setDefaults() {
@@ -96,7 +140,7 @@ func (c *Config) setDefaults() {
 		c.MaxConnections = 1000
 	}
 	if c.MaxConnectionsPerIP == 0 {
-		c.MaxConnectionsPerIP = 20
+		c.MaxConnectionsPerIP = 10
 		if c.Mode == LMTP {
 			c.MaxConnectionsPerIP = -1
 		}
@@ -111,7 +155,48 @@ func (c *Config) setDefaults() {
 		c.CommitTimeout = 2 * time.Minute
 	}
 	if c.MaxConcurrentData == 0 {
-		c.MaxConcurrentData = 64
+		c.MaxConcurrentData = 512
+	}
+	def := func(v *int, d int) {
+		if *v == 0 {
+			*v = d
+			if c.Mode == LMTP {
+				*v = -1
+			}
+		}
+	}
+	def(&c.MaxConcurrentDataPerNet, 8)
+	def(&c.MaxUnknownRecipients, 20)
+	def(&c.MaxUnknownRecipientsPerIP, 100)
+	if c.DataMemory == 0 {
+		c.DataMemory = 256 << 20
+	}
+	if c.Memory == nil {
+		c.Memory = NewBudget(c.DataMemory)
+	}
+	if c.MaxSpool == 0 {
+		c.MaxSpool = 4 << 30
+	}
+	if c.Spool == nil {
+		c.Spool = NewBudget(c.MaxSpool)
+	}
+	if c.MessageInMemory == 0 {
+		c.MessageInMemory = 1 << 20
+	}
+	if c.MinDataBytes == 0 {
+		c.MinDataBytes = 4 << 10
+	}
+	if c.DataStallTimeout == 0 {
+		c.DataStallTimeout = 30 * time.Second
+	}
+	if c.MaxDataTime == 0 {
+		c.MaxDataTime = 10 * time.Minute
+	}
+	if c.IdleEvictAfter == 0 {
+		c.IdleEvictAfter = 10 * time.Second
+	}
+	if c.RetryWindow == 0 {
+		c.RetryWindow = 10 * time.Minute
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -127,6 +212,10 @@ type Server struct {
 	l     *limitListener
 	data  chan struct{} // semaphore of MaxConcurrentData
 	done  chan struct{}
+
+	mu        sync.Mutex
+	dataByNet map[string]int // DATA in progress per client network
+	unknown   *leakyCounter  // unknown recipients per client address
 }
 
 // Listen starts serving mode cfg.Mode on addr.
@@ -139,8 +228,10 @@ func Listen(addr string, store *mailbox.Store, cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", cfg.Mode, err)
 	}
-	s := &Server{cfg: cfg, store: store, log: cfg.Logger.With("component", "smtp", "mode", cfg.Mode.String()), done: make(chan struct{}), data: make(chan struct{}, cfg.MaxConcurrentData)}
-	s.l = &limitListener{Listener: l, max: cfg.MaxConnections, perIP: cfg.MaxConnectionsPerIP, byIP: map[string]int{}, host: cfg.Hostname}
+	s := &Server{cfg: cfg, store: store, log: cfg.Logger.With("component", "smtp", "mode", cfg.Mode.String()), done: make(chan struct{}), data: make(chan struct{}, cfg.MaxConcurrentData),
+		dataByNet: map[string]int{}, unknown: newLeakyCounter(float64(cfg.MaxUnknownRecipientsPerIP), 10*time.Minute, 100000)}
+	s.l = &limitListener{Listener: l, max: cfg.MaxConnections, perIP: cfg.MaxConnectionsPerIP, byIP: map[string]int{}, conns: map[*countedConn]struct{}{},
+		host: cfg.Hostname, minIdle: cfg.IdleEvictAfter, log: s.log}
 	srv := gosmtp.NewServer(gosmtp.BackendFunc(s.newSession))
 	srv.Domain = cfg.Hostname
 	srv.LMTP = cfg.Mode == LMTP
@@ -184,14 +275,22 @@ func (a logAdapter) Printf(format string, v ...any) { a.l.Warn(fmt.Sprintf(forma
 func (a logAdapter) Println(v ...any)               { a.l.Warn(fmt.Sprint(v...)) }
 
 // limitListener refuses connections beyond a total and a per-address
-// limit with a 421 greeting, before any session exists.
+// limit with a 421 greeting, before any session exists. When the total is
+// reached, it first makes room by closing the connection that has gone
+// longest without starting a mail transaction (connected, or last MAIL
+// FROM, at least minIdle ago) and is not in DATA now: a flood of idle
+// connections from many addresses then costs its oldest members their
+// place, not legitimate senders theirs.
 type limitListener struct {
 	net.Listener
 	max, perIP int
+	minIdle    time.Duration
 	host       string
+	log        interface{ Info(string, ...any) }
 	mu         sync.Mutex
 	total      int
 	byIP       map[string]int
+	conns      map[*countedConn]struct{}
 }
 
 func (l *limitListener) Accept() (net.Conn, error) {
@@ -201,44 +300,111 @@ func (l *limitListener) Accept() (net.Conn, error) {
 			return nil, err
 		}
 		ip := remoteIP(c.RemoteAddr())
+		key := ipKey(ip)
+		var evict *countedConn
 		l.mu.Lock()
-		over := l.total >= l.max || (l.perIP > 0 && l.byIP[ip] >= l.perIP)
+		overIP := l.perIP > 0 && l.byIP[key] >= l.perIP
+		if !overIP && l.total >= l.max {
+			evict = l.idlestLocked(time.Now())
+		}
+		over := overIP || (l.total >= l.max && evict == nil)
+		var cc *countedConn
 		if !over {
 			l.total++
-			l.byIP[ip]++
+			l.byIP[key]++
+			cc = &countedConn{Conn: c}
+			cc.since.Store(time.Now().UnixNano())
+			cc.release = func() { l.release(cc) }
+			l.conns[cc] = struct{}{}
 		}
 		l.mu.Unlock()
+		if evict != nil {
+			if l.log != nil {
+				l.log.Info("connection limit reached: closing the longest idle connection", "remote", evict.RemoteAddr().String(), "for", ip)
+			}
+			go evict.shut("4.7.0 " + l.host + " Too many connections; closing idle connection")
+		}
 		if over {
-			go func() {
-				_ = c.SetWriteDeadline(time.Now().Add(5 * time.Second))
-				_, _ = fmt.Fprintf(c, "421 4.7.0 %s Too many connections, try again later\r\n", l.host)
-				_ = c.Close()
-			}()
+			go shut(c, "4.7.0 "+l.host+" Too many connections, try again later")
 			continue
 		}
-		return &countedConn{Conn: c, release: func() { l.release(ip) }}, nil
+		return cc, nil
 	}
 }
 
-func (l *limitListener) release(ip string) {
-	l.mu.Lock()
-	l.total--
-	if l.byIP[ip]--; l.byIP[ip] <= 0 {
-		delete(l.byIP, ip)
+// idlestLocked returns the connection outside a mail transaction whose
+// last transaction (or connection) started longest ago, if that was at
+// least minIdle ago, and stops counting it.
+func (l *limitListener) idlestLocked(now time.Time) *countedConn {
+	var best *countedConn
+	bestSince := now.Add(-l.minIdle).UnixNano()
+	for c := range l.conns {
+		if c.busy.Load() {
+			continue
+		}
+		if s := c.since.Load(); s <= bestSince {
+			best, bestSince = c, s
+		}
 	}
-	l.mu.Unlock()
+	if best != nil {
+		// Counted out now, so that the new connection takes its place
+		// even before its goroutine closes it.
+		best.once.Do(func() { l.releaseLocked(best) })
+	}
+	return best
+}
+
+func (l *limitListener) release(c *countedConn) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.releaseLocked(c)
+}
+
+func (l *limitListener) releaseLocked(c *countedConn) {
+	if _, ok := l.conns[c]; !ok {
+		return
+	}
+	delete(l.conns, c)
+	key := ipKey(remoteIP(c.RemoteAddr()))
+	l.total--
+	if l.byIP[key]--; l.byIP[key] <= 0 {
+		delete(l.byIP, key)
+	}
+}
+
+// shut answers 421 and closes c.
+func shut(c net.Conn, text string) {
+	_ = c.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	_, _ = fmt.Fprintf(c, "421 %s\r\n", text)
+	_ = c.Close()
 }
 
 type countedConn struct {
 	net.Conn
 	once    sync.Once
 	release func()
+	since   atomic.Int64 // unix nanoseconds of the connection or its last MAIL FROM
+	busy    atomic.Bool  // in DATA (receiving or storing a message)
 }
 
 func (c *countedConn) Close() error {
 	c.once.Do(c.release)
 	return c.Conn.Close()
 }
+
+// shut closes the connection with a 421 (evicted under load). Written
+// below TLS, the reply reaches plaintext clients only; TLS ones see the
+// connection close.
+func (c *countedConn) shut(text string) {
+	shut(c.Conn, text)
+}
+
+// startTxn notes a MAIL FROM: the connection counts as idle from then.
+func (c *countedConn) startTxn() { c.since.Store(time.Now().UnixNano()) }
+
+// inData marks a message being received or stored, during which the
+// connection is not evicted (the rate rules of DATA apply instead).
+func (c *countedConn) inData(on bool) { c.busy.Store(on) }
 
 func remoteIP(a net.Addr) string {
 	if t, ok := a.(*net.TCPAddr); ok {
@@ -249,4 +415,21 @@ func remoteIP(a net.Addr) string {
 		return a.String()
 	}
 	return host
+}
+
+// ipKey is what per-address limits count: the address for IPv4, its /64
+// for IPv6 (one customer usually has a whole /64).
+func ipKey(ip string) string {
+	return netKey(net.ParseIP(ip), 32, 64)
+}
+
+// netKey masks ip to v4bits (IPv4) or v6bits (IPv6).
+func netKey(ip net.IP, v4bits, v6bits int) string {
+	if ip == nil {
+		return ""
+	}
+	if v4 := ip.To4(); v4 != nil {
+		return v4.Mask(net.CIDRMask(v4bits, 32)).String() + fmt.Sprintf("/%d", v4bits)
+	}
+	return ip.Mask(net.CIDRMask(v6bits, 128)).String() + fmt.Sprintf("/%d", v6bits)
 }

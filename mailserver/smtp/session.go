@@ -9,6 +9,8 @@ import (
 	"io"
 	"net"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/emersion/go-sasl"
@@ -35,6 +37,11 @@ var (
 	errQuotaPerm    = &gosmtp.SMTPError{Code: 552, EnhancedCode: gosmtp.EnhancedCode{5, 2, 2}, Message: "Mailbox full: the message exceeds the recipient's quota"}
 	errBusy         = &gosmtp.SMTPError{Code: 451, EnhancedCode: gosmtp.EnhancedCode{4, 3, 2}, Message: "Too busy, try again later"}
 	errTempFail     = &gosmtp.SMTPError{Code: 451, EnhancedCode: gosmtp.EnhancedCode{4, 3, 0}, Message: "Temporary storage failure, try again later"}
+	errStorageFull  = &gosmtp.SMTPError{Code: 452, EnhancedCode: gosmtp.EnhancedCode{4, 3, 1}, Message: "Insufficient system storage, try again later"}
+	errBusyNet      = &gosmtp.SMTPError{Code: 451, EnhancedCode: gosmtp.EnhancedCode{4, 7, 0}, Message: "Too many messages in progress from your network, try again later"}
+	// errClosed is returned after the session answered 421 and closed the
+	// connection itself; go-smtp's attempt to write it fails.
+	errClosed = &gosmtp.SMTPError{Code: 421, EnhancedCode: gosmtp.EnhancedCode{4, 4, 2}, Message: "Closing connection"}
 )
 
 // smtpErr maps a mailbox error to its reply.
@@ -60,6 +67,7 @@ func smtpErr(err error) error {
 
 func (s *Server) newSession(c *gosmtp.Conn) (gosmtp.Session, error) {
 	sess := &session{srv: s, conn: c}
+	sess.cc, _ = c.Conn().(*countedConn) // before STARTTLS wraps it
 	if t, ok := c.Conn().RemoteAddr().(*net.TCPAddr); ok {
 		sess.remote = t.IP
 	}
@@ -78,7 +86,10 @@ type session struct {
 	srv    *Server
 	conn   *gosmtp.Conn
 	remote net.IP
+	cc     *countedConn
 	user   string // authenticated address (submission)
+
+	unknown int // RCPTs naming no local user
 
 	from  string
 	size  int64 // declared with MAIL FROM SIZE=, 0 if not
@@ -93,6 +104,16 @@ func (s *session) Reset() {
 	s.from, s.size, s.rcpts = "", 0, nil
 }
 
+// closeWith answers 421 with text and closes the connection, for a client
+// that must not go on (it may be in the middle of sending DATA, so a reply
+// through go-smtp would be followed by more of its bytes read as commands).
+func (s *session) closeWith(enhanced, text string) {
+	c := s.conn.Conn()
+	_ = c.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	_, _ = fmt.Fprintf(c, "421 %s %s %s\r\n", enhanced, s.srv.cfg.Hostname, text)
+	_ = s.conn.Close()
+}
+
 func (s *session) Logout() error { return nil }
 
 func (s *session) Mail(from string, opts *gosmtp.MailOptions) error {
@@ -105,6 +126,9 @@ func (s *session) Mail(from string, opts *gosmtp.MailOptions) error {
 		}
 	}
 	s.Reset()
+	if s.cc != nil {
+		s.cc.startTxn()
+	}
 	s.from = from
 	if opts != nil {
 		s.size = opts.Size
@@ -119,6 +143,12 @@ func (s *session) Rcpt(to string, _ *gosmtp.RcptOptions) error {
 	addr := strings.ToLower(to)
 	if meta.ValidMailAddress(addr) != nil {
 		return errBadAddress
+	}
+	if s.srv.unknown.over(ipKey(s.remote.String()), time.Now()) {
+		// Enumerating addresses from several connections: no more answers.
+		s.srv.log.Warn("recipient enumeration: closing", "remote", s.remote, "unknown", s.unknown)
+		s.closeWith("4.7.0", "Too many unknown recipients from your address, try again later")
+		return errClosed
 	}
 	_, domain, _ := strings.Cut(addr, "@")
 	ctx, cancel := s.ctx()
@@ -135,6 +165,15 @@ func (s *session) Rcpt(to string, _ *gosmtp.RcptOptions) error {
 		return errRelayDenied
 	}
 	if err := s.srv.store.CheckRecipient(ctx, addr, s.size); err != nil {
+		if errors.Is(err, mailbox.ErrNotFound) {
+			s.unknown++
+			overIP := s.srv.unknown.add(ipKey(s.remote.String()), time.Now())
+			if max := s.srv.cfg.MaxUnknownRecipients; overIP || max > 0 && s.unknown >= max {
+				s.srv.log.Warn("recipient enumeration: closing", "remote", s.remote, "unknown", s.unknown, "address_limit", overIP)
+				s.closeWith("4.7.0", "Too many unknown recipients, closing connection")
+				return errClosed
+			}
+		}
 		return smtpErr(err)
 	}
 	s.rcpts = append(s.rcpts, rcpt{raw: to, addr: addr})
@@ -216,31 +255,50 @@ func (s *session) unique() []string {
 // recipient.
 func (s *session) deliver(r io.Reader, allOrNothing bool) ([]mailbox.Outcome, *mailbox.Delivery, error) {
 	start := time.Now()
-	wait := time.NewTimer(s.srv.cfg.CommitTimeout)
+	cfg := &s.srv.cfg
+	if s.cc != nil {
+		s.cc.inData(true)
+		defer s.cc.inData(false)
+	}
+	netw := netKey(s.remote, 24, 64)
+	if !s.srv.dataSlot(netw) {
+		s.srv.log.Warn("too many messages in progress from one network", "network", netw, "remote", s.remote)
+		return nil, nil, s.refuse(r, errBusyNet)
+	}
+	defer s.srv.releaseDataSlot(netw)
+	wait := time.NewTimer(cfg.CommitTimeout)
 	select {
 	case s.srv.data <- struct{}{}:
 		wait.Stop()
 		defer func() { <-s.srv.data }()
 	case <-wait.C:
-		return nil, nil, errBusy
-	}
-	body, err := io.ReadAll(r) // bounded by MaxMessageBytes and ReadTimeout per line
-	if err != nil {
-		return nil, nil, err // ErrDataTooLarge is already a 552 5.3.4
+		return nil, nil, s.refuse(r, errBusy)
 	}
 	if len(s.rcpts) == 0 {
-		return nil, nil, errNoUser
+		return nil, nil, s.refuse(r, errNoUser)
+	}
+	rcpts := s.unique()
+	sp := newSpool(cfg.Memory, cfg.Spool, cfg.SpoolDir, cfg.MessageInMemory, s.traceHeaders(rcpts), s.from)
+	defer sp.close()
+	if err := s.receive(r, sp); err != nil {
+		return nil, nil, err
 	}
 	ctx, cancel := s.ctx() // storing only: a slow sender does not eat into it
 	defer cancel()
+	msg, err := sp.message(ctx)
+	if err != nil {
+		s.srv.log.Warn("no memory to store a message in time", "size", sp.size, "err", err, "remote", s.remote)
+		return nil, nil, errBusy
+	}
 	d := s.srv.store.NewDelivery()
-	rcpts := s.unique()
 	for _, a := range rcpts {
 		if err := d.AddRecipient(mailbox.Recipient{Address: a}); err != nil {
 			return nil, nil, errBadAddress
 		}
 	}
-	msg := append([]byte(s.traceHeaders(rcpts)), body...)
+	if cfg.RetryWindow > 0 {
+		d.SetRetryKey(sp.Digest(), cfg.RetryWindow)
+	}
 	if err := d.Body(ctx, msg, time.Time{}); err != nil {
 		s.srv.log.Warn("storing a message failed", "err", err, "remote", s.remote)
 		return nil, nil, errTempFail
@@ -251,15 +309,110 @@ func (s *session) deliver(r io.Reader, allOrNothing bool) ([]mailbox.Outcome, *m
 		s.srv.log.Warn("committing a delivery failed", "err", err, "remote", s.remote)
 		return nil, nil, errTempFail
 	}
-	delivered := 0
+	delivered, retries := 0, 0
 	for _, o := range outs {
 		if o.Err == nil {
 			delivered++
 		}
+		if o.Retry {
+			retries++
+		}
 	}
-	s.srv.log.Info("delivered", "from", s.from, "recipients", len(rcpts), "delivered", delivered, "size", d.Size(),
+	s.srv.log.Info("delivered", "from", s.from, "recipients", len(rcpts), "delivered", delivered, "retries", retries, "size", d.Size(),
 		"object", d.Object().String()[:16], "user", s.user, "remote", s.remote, "took", time.Since(start).Round(time.Millisecond))
 	return outs, d, nil
+}
+
+// refuse reads the rest of a message it will not take (with the same
+// pace rules), then returns reply.
+func (s *session) refuse(r io.Reader, reply error) error {
+	if err := s.receive(r, io.Discard); err != nil {
+		return err
+	}
+	return reply
+}
+
+// receive copies DATA to w. The client must send at least MinDataBytes
+// every DataStallTimeout and finish within MaxDataTime; a client that does
+// not is answered 421 and disconnected, so that slow senders cannot hold
+// the DATA slots.
+func (s *session) receive(r io.Reader, w io.Writer) error {
+	cfg := &s.srv.cfg
+	conn := s.conn.Conn()
+	start := time.Now()
+	end := start.Add(cfg.MaxDataTime)
+	mark, since := start, int64(0)
+	var (
+		cut    sync.Once
+		cutted atomic.Bool
+	)
+	cutOff := func(why string, args ...any) {
+		cut.Do(func() {
+			cutted.Store(true)
+			s.srv.log.Warn(why+": closing", append(args, "remote", s.remote)...)
+			s.closeWith("4.4.2", why+", closing connection")
+		})
+	}
+	// DATA is read under deadlines (below); BDAT chunks come through a
+	// pipe that go-smtp fills, which no deadline of ours interrupts: the
+	// watchdog closes a connection that stops making progress either way.
+	watchdog := time.AfterFunc(cfg.DataStallTimeout+time.Second, func() { cutOff("DATA too slow") })
+	defer watchdog.Stop()
+	// A deadline would make go-smtp's own BDAT read fail with a 554 (a
+	// bounce for a slow link): there, only the watchdog acts.
+	_, bdat := r.(*io.PipeReader)
+	if !bdat {
+		// After an error go-smtp reads the rest of the message itself:
+		// bound it.
+		defer func() { _ = conn.SetReadDeadline(time.Now().Add(cfg.DataStallTimeout)) }()
+	}
+	buf := make([]byte, 16<<10)
+	for {
+		dl := mark.Add(cfg.DataStallTimeout)
+		if dl.After(end) {
+			dl = end
+		}
+		if !bdat {
+			_ = conn.SetReadDeadline(dl)
+		}
+		n, err := r.Read(buf)
+		now := time.Now()
+		if n > 0 {
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				if errors.Is(werr, errSpoolFull) {
+					s.srv.log.Warn("spool full: refusing a message", "remote", s.remote, "max_spool", cfg.Spool.max)
+					watchdog.Stop() // refuse has its own
+					return s.refuse(r, errStorageFull)
+				}
+				s.srv.log.Error("receiving a message failed", "err", werr, "remote", s.remote)
+				return errTempFail
+			}
+			if since += int64(n); since >= cfg.MinDataBytes {
+				mark, since = now, 0
+				wait := min(cfg.DataStallTimeout, end.Sub(now))
+				watchdog.Reset(wait + time.Second)
+			}
+		}
+		if err == io.EOF {
+			return nil
+		}
+		var ne net.Error
+		timeout := err != nil && errors.As(err, &ne) && ne.Timeout()
+		if err != nil && !timeout {
+			if cutted.Load() {
+				return errClosed
+			}
+			return err // ErrDataTooLarge (552 5.3.4), or the connection failed
+		}
+		switch {
+		case !now.Before(end):
+			cutOff("DATA took too long", "after", now.Sub(start).Round(time.Second))
+			return errClosed
+		case !now.Before(mark.Add(cfg.DataStallTimeout)):
+			cutOff("DATA too slow", "bytes_in_window", since, "window", cfg.DataStallTimeout)
+			return errClosed
+		}
+	}
 }
 
 // traceHeaders returns the Return-Path: and Received: lines prepended to

@@ -15,6 +15,8 @@ package meta
 //	t/mail.<address>/b/<id>           mailbox record (name, UIDVALIDITY, UIDNEXT, HIGHESTMODSEQ, counts)
 //	t/mail.<address>/m/<id>/<uid>     message record (object, size, INTERNALDATE, flags, modseq)
 //	t/mail.<address>/i/<id>/<uid>     message info (ENVELOPE/BODYSTRUCTURE, opaque to the FSM)
+//	t/mail.<address>/r/<id>/<digest>  retry memory: UID and expiry of a MailDeliverOnce (mail_dedup.go)
+//	t/mail.<address>/x/<exp>/<id>/<digest>  the same, ordered by expiry, for expiring it
 //
 // <id> is 16 and <uid> 8 lowercase hex digits, so keys sort numerically and
 // a mailbox's messages are one key range in UID order. Mailbox IDs come from
@@ -81,6 +83,7 @@ const (
 	TypeMailStore        CommandType = 41
 	TypeMailExpunge      CommandType = 42
 	TypeMailCopy         CommandType = 43
+	TypeMailDeliverOnce  CommandType = 44 // mail_dedup.go
 )
 
 func mailTypeName(t CommandType) (string, bool) {
@@ -109,6 +112,8 @@ func mailTypeName(t CommandType) (string, bool) {
 		return "MailExpunge", true
 	case TypeMailCopy:
 		return "MailCopy", true
+	case TypeMailDeliverOnce:
+		return "MailDeliverOnce", true
 	}
 	return "", false
 }
@@ -665,31 +670,9 @@ func decodeMailBody(d *decoder, t CommandType) (cmd Command, ok bool) {
 		c.Now = d.varint()
 		return c, true
 	case TypeMailDeliver:
-		var c MailDeliver
-		if n := d.count(MaxMailMessages, 36); n > 0 {
-			c.Messages = make([]MailMessageSpec, n)
-			for i := range c.Messages {
-				m := &c.Messages[i]
-				m.Object = d.id()
-				m.Size = d.varint()
-				m.InternalDate = d.varint()
-				m.Zone = int32(d.int())
-				m.Info = d.bytes()
-			}
-		}
-		if n := d.count(MaxMailEntries, 4); n > 0 {
-			c.Entries = make([]MailEntry, n)
-			for i := range c.Entries {
-				en := &c.Entries[i]
-				en.User = d.str()
-				en.Mailbox = d.str()
-				en.Message = int(d.u32())
-				en.Flags = d.strs(MaxMailFlags)
-			}
-		}
-		c.AllOrNothing = d.bool()
-		c.Now = d.varint()
-		return c, true
+		return decodeMailDeliver(d), true
+	case TypeMailDeliverOnce:
+		return decodeMailDeliverOnce(d), true
 	case TypeMailStore:
 		var c MailStore
 		c.User = d.str()
@@ -717,6 +700,36 @@ func decodeMailBody(d *decoder, t CommandType) (cmd Command, ok bool) {
 		return c, true
 	}
 	return nil, false
+}
+
+// decodeMailDeliver decodes MailDeliver's fields (also the head of
+// MailDeliverOnce).
+func decodeMailDeliver(d *decoder) MailDeliver {
+	var c MailDeliver
+	if n := d.count(MaxMailMessages, 36); n > 0 {
+		c.Messages = make([]MailMessageSpec, n)
+		for i := range c.Messages {
+			m := &c.Messages[i]
+			m.Object = d.id()
+			m.Size = d.varint()
+			m.InternalDate = d.varint()
+			m.Zone = int32(d.int())
+			m.Info = d.bytes()
+		}
+	}
+	if n := d.count(MaxMailEntries, 4); n > 0 {
+		c.Entries = make([]MailEntry, n)
+		for i := range c.Entries {
+			en := &c.Entries[i]
+			en.User = d.str()
+			en.Mailbox = d.str()
+			en.Message = int(d.u32())
+			en.Flags = d.strs(MaxMailFlags)
+		}
+	}
+	c.AllOrNothing = d.bool()
+	c.Now = d.varint()
+	return c
 }
 
 func (e *encoder) mailOutcomes(out []MailOutcome) {
@@ -1864,6 +1877,12 @@ func (c MailDeliver) applyMail(t *mailTxn) Result {
 	if err := c.validate(); err != nil {
 		return result(StatusInvalid, "mail deliver: %v", err)
 	}
+	return c.apply(t, nil)
+}
+
+// apply delivers a validated MailDeliver; with once (MailDeliverOnce),
+// entries repeating a remembered delivery are answered from memory.
+func (c MailDeliver) apply(t *mailTxn, once *MailDeliverOnce) Result {
 	for i, m := range c.Messages {
 		b, ok := t.get(string(objectKey(m.Object)))
 		if !ok {
@@ -1884,10 +1903,12 @@ func (c MailDeliver) applyMail(t *mailTxn) Result {
 	accepted := make([]int64, len(c.Messages))
 	rejected := false
 	for i, e := range c.Entries {
-		out[i] = t.deliverOne(e, &c.Messages[e.Message])
-		if out[i].Code == MailOK {
+		var appended bool
+		out[i], appended = t.deliverOne(e, &c.Messages[e.Message], once, e.Message)
+		switch {
+		case appended:
 			accepted[e.Message]++
-		} else {
+		case out[i].Code != MailOK:
 			rejected = true
 		}
 	}
@@ -1901,6 +1922,9 @@ func (c MailDeliver) applyMail(t *mailTxn) Result {
 		}
 		clear(accepted)
 	}
+	if once != nil {
+		t.expireDeliveries(c.Entries, c.Now)
+	}
 	for i, m := range c.Messages {
 		if !t.addRefs(m.Object, accepted[i]-1, c.Now) {
 			// Checked above: cannot happen.
@@ -1910,13 +1934,15 @@ func (c MailDeliver) applyMail(t *mailTxn) Result {
 	return Result{Status: StatusOK, Mail: out}
 }
 
-func (t *mailTxn) deliverOne(e MailEntry, m *MailMessageSpec) MailOutcome {
+// deliverOne appends one entry; appended says whether it added a message
+// (false for a rejection and for a retry answered from memory).
+func (t *mailTxn) deliverOne(e MailEntry, m *MailMessageSpec, once *MailDeliverOnce, msgIdx int) (MailOutcome, bool) {
 	u, ok := t.user(e.User)
 	if !ok {
-		return MailOutcome{Code: MailNoUser}
+		return MailOutcome{Code: MailNoUser}, false
 	}
 	if u.Disabled {
-		return MailOutcome{Code: MailDisabled}
+		return MailOutcome{Code: MailDisabled}, false
 	}
 	name := e.Mailbox
 	if name == "" {
@@ -1924,26 +1950,35 @@ func (t *mailTxn) deliverOne(e MailEntry, m *MailMessageSpec) MailOutcome {
 	}
 	id, ok := t.mailboxID(e.User, name)
 	if !ok {
-		return MailOutcome{Code: MailNoMailbox}
+		return MailOutcome{Code: MailNoMailbox}, false
 	}
 	mb, ok := t.mailbox(e.User, id)
 	if !ok {
 		panic(fmt.Sprintf("meta: mailbox %q of %q has a name but no record", name, e.User))
 	}
+	digest := once.digest(msgIdx)
+	if digest != nil {
+		if oc, ok := t.retried(e.User, &mb, digest, once.Now); ok {
+			return oc, false
+		}
+	}
 	s := t.state(e.User)
 	if u.Quota > 0 && s.Bytes+m.Size > u.Quota {
-		return MailOutcome{Code: MailOverQuota, Mailbox: mb.ID, UIDValidity: mb.UIDValidity}
+		return MailOutcome{Code: MailOverQuota, Mailbox: mb.ID, UIDValidity: mb.UIDValidity}, false
 	}
 	flags, _ := CanonicalFlags(e.Flags) // validated
 	oc := t.appendMessage(e.User, &mb, MailMessage{Object: m.Object, Size: m.Size, InternalDate: m.InternalDate, Zone: m.Zone, Flags: flags}, nonNil(m.Info))
 	if oc.Code != MailOK {
-		return oc
+		return oc, false
 	}
 	s.Bytes += m.Size
 	s.Messages++
 	t.putState(e.User, &s)
 	t.putMailbox(e.User, &mb)
-	return oc
+	if digest != nil {
+		t.remember(e.User, mb.ID, digest, oc.UID, once.Now+once.Window)
+	}
+	return oc, true
 }
 
 func nonNil(b []byte) []byte {
