@@ -51,7 +51,7 @@ type Config struct {
 // Defaults of Config.
 const (
 	DefaultMaxConnections      = 20000
-	DefaultMaxConnectionsPerIP = 50
+	DefaultMaxConnectionsPerIP = 200
 	DefaultLoginTimeout        = time.Minute
 	DefaultMaxAppendBuffer     = 256 << 20
 )
