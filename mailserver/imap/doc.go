@@ -26,7 +26,7 @@
 //
 // # Limits (against idle and hostile clients)
 //
-//   - Connections are counted below TLS (mailserver/connlimit), in total
+//   - Connections are counted below TLS (package connlimit), in total
 //     over both ports (MaxConnections, default 20,000) and per IPv4
 //     address or IPv6 /64 (MaxConnectionsPerIP, default 50); one over a
 //     limit gets "* BYE [UNAVAILABLE]" (after the handshake on IMAPS) and
