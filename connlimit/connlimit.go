@@ -2,8 +2,13 @@
 // and per client address, IPv6 clients counted by /64 (one host usually
 // owns a whole /64, so counting single addresses would let it open 2^64
 // times the limit). A connection over a cap is refused at accept, before
-// any server state exists for it, so an idle or slow client costs one
-// socket and nothing else.
+// any server state (or TLS handshake) exists for it, so an idle or slow
+// client costs one socket and nothing else.
+//
+// Each [Listener] counts against a [Limiter]: its own, or one shared with
+// other listeners so that they have one budget (IMAP and IMAPS). Refusals
+// cost bounded work: at most 64 refusals per Limiter are answered at once,
+// each within 5 s, and one log line per 10 s reports them.
 package connlimit
 
 import (
@@ -11,98 +16,63 @@ import (
 	"net"
 	"net/netip"
 	"sync"
-	"sync/atomic"
 	"time"
 )
 
-// Limits are the caps of one listener. Zero or negative means no cap.
-type Limits struct {
-	// Total caps the connections open at once.
-	Total int
-	// PerIP caps one client's connections: one IPv4 address or one IPv6 /64.
-	PerIP int
-	// Refuse, if set, is given each refused connection instead of closing
-	// it at once, to say why in the protocol's words; it must close it.
-	// It runs on its own goroutine; beyond maxRefusing of them at once,
-	// connections are closed without a word, so a flood of refused
-	// connections costs no more than that.
-	Refuse func(c net.Conn)
-	// Logger gets one Warn line per refusing spell (at most one every
-	// 10 s, with the count refused); nil means slog.Default().
-	Logger *slog.Logger
-	// Name says which port in log lines, e.g. "http".
-	Name string
+// Limiter counts connections against a total cap and a per-client cap.
+// One Limiter may be shared by several listeners, which then draw on one
+// budget. It is safe for concurrent use.
+type Limiter struct {
+	total, perIP int
+
+	mu    sync.Mutex
+	open  int
+	byKey map[netip.Prefix]int
+	// Refusal log: at most one line per logEvery, over all listeners.
+	lastLog      time.Time
+	refusedSince int
+	refusing     int // Refuse calls running
 }
 
-// Listener wraps l so that Accept never returns more connections than lim
-// allows; the count drops when a returned connection is closed.
-func Listener(l net.Listener, lim Limits) *Limited {
-	if lim.Logger == nil {
-		lim.Logger = slog.Default()
-	}
-	return &Limited{Listener: l, lim: lim, byKey: map[netip.Prefix]int{}}
+// NewLimiter returns a Limiter of at most total connections open at once
+// and perIP from one client (an IPv4 address or an IPv6 /64); zero or
+// negative means no cap.
+func NewLimiter(total, perIP int) *Limiter {
+	return &Limiter{total: total, perIP: perIP, byKey: map[netip.Prefix]int{}}
 }
 
-// Limited is a listener returned by [Listener].
-type Limited struct {
-	net.Listener
-	lim Limits
-
-	mu      sync.Mutex
-	total   int
-	byKey   map[netip.Prefix]int
-	lastLog time.Time
-	refused atomic.Int64 // since lastLog
-	// refusing counts Refuse calls running.
-	refusing atomic.Int64
-}
-
-// maxRefusing bounds the Refuse calls running at once.
-const maxRefusing = 64
-
-// Accept waits for the next connection within the limits, closing (or
-// handing to Refuse) those beyond them.
-func (l *Limited) Accept() (net.Conn, error) {
-	for {
-		c, err := l.Listener.Accept()
-		if err != nil {
-			return nil, err
-		}
-		key := ClientKey(c.RemoteAddr())
-		if l.take(key) {
-			return &conn{Conn: c, release: func() { l.release(key) }}, nil
-		}
-		l.refuse(c, key)
-	}
-}
-
-// Open returns the number of connections open now.
-func (l *Limited) Open() int {
+// Count returns the connections open now: in total, and from remote's
+// client key (0 if remote is not an IP address).
+func (l *Limiter) Count(remote net.Addr) (total, fromClient int) {
+	key := clientKey(remote)
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.total
+	if key.IsValid() {
+		fromClient = l.byKey[key]
+	}
+	return l.open, fromClient
 }
 
-func (l *Limited) take(key netip.Prefix) bool {
+func (l *Limiter) take(key netip.Prefix) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.lim.Total > 0 && l.total >= l.lim.Total {
+	if l.total > 0 && l.open >= l.total {
 		return false
 	}
-	if l.lim.PerIP > 0 && key.IsValid() && l.byKey[key] >= l.lim.PerIP {
+	if l.perIP > 0 && key.IsValid() && l.byKey[key] >= l.perIP {
 		return false
 	}
-	l.total++
+	l.open++
 	if key.IsValid() {
 		l.byKey[key]++
 	}
 	return true
 }
 
-func (l *Limited) release(key netip.Prefix) {
+func (l *Limiter) release(key netip.Prefix) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.total--
+	l.open--
 	if key.IsValid() {
 		if l.byKey[key]--; l.byKey[key] <= 0 {
 			delete(l.byKey, key)
@@ -110,39 +80,117 @@ func (l *Limited) release(key netip.Prefix) {
 	}
 }
 
-func (l *Limited) refuse(c net.Conn, key netip.Prefix) {
-	n := l.refused.Add(1)
-	l.mu.Lock()
-	now := time.Now()
-	logIt := now.Sub(l.lastLog) >= 10*time.Second
-	if logIt {
-		l.lastLog = now
-		l.refused.Store(0)
-	}
-	total := l.total
-	l.mu.Unlock()
-	if logIt {
-		l.lim.Logger.Warn("refusing connections over the cap (raise the limit if these are legitimate clients)",
-			"port", l.lim.Name, "client", key.String(), "refused_since_last_report", n, "open", total,
-			"max_total", l.lim.Total, "max_per_ip", l.lim.PerIP)
-	}
-	if l.lim.Refuse != nil && l.refusing.Add(1) <= maxRefusing {
-		go func() {
-			defer l.refusing.Add(-1)
-			l.lim.Refuse(c)
-		}()
-		return
-	}
-	if l.lim.Refuse != nil {
-		l.refusing.Add(-1)
-	}
-	c.Close()
+// Limits configure one listener. Zero or negative caps mean no cap.
+type Limits struct {
+	// Total caps the connections open at once.
+	Total int
+	// PerIP caps one client's connections: one IPv4 address or one IPv6 /64.
+	PerIP int
+	// Shared, if set, is the Limiter this listener counts against, with
+	// its caps (Total and PerIP are then ignored), so that several
+	// listeners share one budget.
+	Shared *Limiter
+	// Refuse, if set, is given each refused connection to say why in the
+	// protocol's words, on its own goroutine, under a deadline of 5 s;
+	// the connection is closed when it returns. Beyond 64 refusals
+	// running at once (per Limiter), a refused connection is closed
+	// without a word, so a flood of them costs no more than that.
+	Refuse func(c net.Conn)
+	// Logger gets one Warn line per refusing spell (at most one every
+	// 10 s per Limiter, with the count refused); nil means slog.Default().
+	Logger *slog.Logger
+	// Name says which port in log lines, as in its flags: "http" for
+	// --http-max-connections.
+	Name string
 }
 
-// ClientKey is what a client's connections are counted under: its IPv4
-// address as a /32, or its IPv6 address's /64. The zero Prefix (not
-// counted per client) if the address is not IP.
-func ClientKey(a net.Addr) netip.Prefix {
+// Listener wraps l so that Accept never returns more connections than the
+// limits allow; the count drops when a returned connection is closed.
+func Listener(l net.Listener, lim Limits) net.Listener {
+	if lim.Logger == nil {
+		lim.Logger = slog.Default()
+	}
+	if lim.Shared == nil {
+		lim.Shared = NewLimiter(lim.Total, lim.PerIP)
+	}
+	return &listener{Listener: l, lim: lim, counts: lim.Shared}
+}
+
+type listener struct {
+	net.Listener
+	lim    Limits
+	counts *Limiter
+}
+
+const (
+	// maxRefusing bounds the Refuse calls running at once per Limiter.
+	maxRefusing = 64
+	logEvery    = 10 * time.Second
+)
+
+// refuseTimeout bounds one Refuse call (a variable for tests).
+var refuseTimeout = 5 * time.Second
+
+// Accept waits for the next connection within the limits, refusing those
+// beyond them.
+func (l *listener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		key := clientKey(c.RemoteAddr())
+		if l.counts.take(key) {
+			return &conn{Conn: c, release: func() { l.counts.release(key) }}, nil
+		}
+		l.refuse(c, key)
+	}
+}
+
+func (l *listener) refuse(c net.Conn, key netip.Prefix) {
+	lc := l.counts
+	lc.mu.Lock()
+	lc.refusedSince++
+	now := time.Now()
+	var n int
+	if now.Sub(lc.lastLog) >= logEvery {
+		n, lc.refusedSince, lc.lastLog = lc.refusedSince, 0, now
+	}
+	open, fromClient := lc.open, lc.byKey[key]
+	answer := l.lim.Refuse != nil && lc.refusing < maxRefusing
+	if answer {
+		lc.refusing++
+	}
+	lc.mu.Unlock()
+	if n > 0 {
+		msg := "refusing connections over the cap (raise the caps if these are real clients)"
+		if name := l.lim.Name; name != "" {
+			msg = name + ": refusing connections over the cap (if these are real clients, raise --" +
+				name + "-max-connections or --" + name + "-max-connections-per-ip)"
+		}
+		l.lim.Logger.Warn(msg, "port", l.lim.Name, "client", key.String(), "refused_since_last_line", n,
+			"open", open, "max_total", lc.total, "from_client", fromClient, "max_per_ip", lc.perIP)
+	}
+	if !answer {
+		_ = c.Close()
+		return
+	}
+	go func() {
+		defer func() {
+			lc.mu.Lock()
+			lc.refusing--
+			lc.mu.Unlock()
+		}()
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(refuseTimeout))
+		l.lim.Refuse(c)
+	}()
+}
+
+// clientKey is what a client's connections are counted under: its IPv4
+// address (also when IPv4-mapped) as a /32, or its IPv6 address's /64.
+// The zero Prefix (not counted per client) if the address is not IP.
+func clientKey(a net.Addr) netip.Prefix {
 	var ap netip.AddrPort
 	switch t := a.(type) {
 	case *net.TCPAddr:
@@ -171,6 +219,8 @@ type conn struct {
 	release func()
 }
 
+// Close closes the connection and gives its place back, once however
+// often it is called.
 func (c *conn) Close() error {
 	c.once.Do(c.release)
 	return c.Conn.Close()

@@ -26,12 +26,14 @@
 //
 // # Limits (against idle and hostile clients)
 //
-//   - Connections are counted below TLS (mailserver/connlimit), in total
+//   - Connections are counted below TLS (package connlimit), in total
 //     over both ports (MaxConnections, default 20,000) and per IPv4
 //     address or IPv6 /64 (MaxConnectionsPerIP, default 50); one over a
-//     limit gets "* BYE [UNAVAILABLE]" (after the handshake on IMAPS) and
-//     is closed. cmd/hastore keeps the caps of all mail ports below the
-//     open-file limit.
+//     limit gets "* BYE [UNAVAILABLE]" (after the handshake on IMAPS,
+//     within 5 s) and is closed; past 64 such answers at once, closed
+//     without one. One log line per 10 s counts the refusals.
+//     cmd/hastore keeps the caps of all mail ports below the open-file
+//     limit.
 //   - A connection has LoginTimeout (default 60 s) to authenticate, however
 //     many NOOPs it sends (the library's own read timeout, 30 s, is per
 //     command). Logged-in sessions and IDLE are dropped after the

@@ -14,7 +14,7 @@ import (
 	"github.com/emersion/go-imap/v2/imapserver"
 	"github.com/emersion/go-sasl"
 
-	"hastore/mailserver/connlimit"
+	"hastore/connlimit"
 )
 
 // Defences against clients that hold connections or memory without using
@@ -36,16 +36,9 @@ func (s *Server) guard(ln net.Listener, implicitTLS bool) net.Listener {
 			}
 		}
 	}
-	return &guardListener{Listener: &connlimit.Listener{
-		Listener: ln, Limiter: s.limit, Refuse: refuse,
-		OnRefuse: func(remote net.Addr, total, fromNet int) {
-			if n, ok := s.refusedLog.allow(); ok {
-				s.log.Warn("imap: connection refused, limit reached (raise --imap-max-connections or --imap-max-connections-per-ip if these are real clients)",
-					"remote", remote.String(), "total", total, "max", s.cfg.MaxConnections,
-					"from_network", fromNet, "max_per_ip", s.cfg.MaxConnectionsPerIP, "refused_since_last_line", n)
-			}
-		},
-	}, idle: s.cfg.IdleTimeout}
+	return &guardListener{Listener: connlimit.Listener(ln, connlimit.Limits{
+		Shared: s.limit, Refuse: refuse, Logger: s.log, Name: "imap",
+	}), idle: s.cfg.IdleTimeout}
 }
 
 type guardListener struct {
@@ -74,24 +67,6 @@ func (c *idleConn) SetReadDeadline(t time.Time) error {
 	return c.Conn.SetReadDeadline(t)
 }
 
-// logLimiter lets one line through per interval and counts the rest.
-type logLimiter struct {
-	last       atomic.Int64
-	suppressed atomic.Int64
-}
-
-const logEvery = 10 * time.Second
-
-func (l *logLimiter) allow() (suppressed int64, ok bool) {
-	now := time.Now().UnixNano()
-	last := l.last.Load()
-	if now-last < int64(logEvery) || !l.last.CompareAndSwap(last, now) {
-		l.suppressed.Add(1)
-		return 0, false
-	}
-	return l.suppressed.Swap(0), true
-}
-
 // authGuard is the session the library sees: it drops the connection when
 // LoginTimeout passes before a successful LOGIN or AUTHENTICATE, however
 // many NOOPs the client sends meanwhile (the library's own timeout is per
@@ -101,6 +76,9 @@ type authGuard struct {
 	authed atomic.Bool
 	timer  *time.Timer
 }
+
+// byeTimeout bounds saying BYE to a client that did not log in in time.
+const byeTimeout = 5 * time.Second
 
 func (s *Server) guardSession(sess *session, c *imapserver.Conn) *authGuard {
 	g := &authGuard{session: sess}
@@ -116,7 +94,7 @@ func (s *Server) guardSession(sess *session, c *imapserver.Conn) *authGuard {
 		}()
 		select {
 		case <-done:
-		case <-time.After(connlimit.RefuseTimeout):
+		case <-time.After(byeTimeout):
 			// Bye waits for a response write stuck on a client that does
 			// not read: close under it.
 			_ = c.NetConn().Close()

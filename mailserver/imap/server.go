@@ -13,7 +13,7 @@ import (
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapserver"
 
-	"hastore/mailserver/connlimit"
+	"hastore/connlimit"
 	"hastore/mailserver/mailbox"
 )
 
@@ -64,8 +64,6 @@ type Server struct {
 	srv    *imapserver.Server
 	limit  *connlimit.Limiter
 	append *budget
-	// refusedLog rate-limits the log lines about refused connections.
-	refusedLog logLimiter
 
 	mu  sync.Mutex
 	lns map[string]net.Listener
@@ -98,7 +96,7 @@ func Listen(store *mailbox.Store, cfg Config) (*Server, error) {
 		return nil, errors.New("imap: implicit TLS needs a certificate")
 	}
 	s := &Server{store: store, cfg: cfg, log: cfg.Logger.With("component", "imap"), lns: map[string]net.Listener{},
-		limit: connlimit.New(cfg.MaxConnections, cfg.MaxConnectionsPerIP), append: newBudget(cfg.MaxAppendBuffer)}
+		limit: connlimit.NewLimiter(cfg.MaxConnections, cfg.MaxConnectionsPerIP), append: newBudget(cfg.MaxAppendBuffer)}
 	s.srv = imapserver.New(&imapserver.Options{
 		NewSession: s.newSession,
 		Caps: imap.CapSet{
