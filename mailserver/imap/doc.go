@@ -28,7 +28,7 @@
 //
 //   - Connections are counted below TLS (package connlimit), in total
 //     over both ports (MaxConnections, default 20,000) and per IPv4
-//     address or IPv6 /64 (MaxConnectionsPerIP, default 50); one over a
+//     address or IPv6 /64 (MaxConnectionsPerIP, default 200); one over a
 //     limit gets "* BYE [UNAVAILABLE]" (after the handshake on IMAPS,
 //     within 5 s) and is closed; past 64 such answers at once, closed
 //     without one. One log line per 10 s counts the refusals.
