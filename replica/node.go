@@ -186,7 +186,9 @@ func StartNode(cfg NodeConfig) (n *Node, err error) {
 	if n.Cluster, err = NewCluster(cfg.ID, n.Meta, &forwarder{n}, peers, n.Health, copt); err != nil {
 		return nil, err
 	}
-	if n.grpc, err = transport.NewGRPCServer(tcfg); err != nil {
+	// A client's request-ID header names the logical call whose
+	// proposals the forwarder then applies exactly once.
+	if n.grpc, err = transport.NewGRPCServer(tcfg, transport.RequestIDServerOptions()...); err != nil {
 		return nil, err
 	}
 	transport.NewNodeServer(cfg.ID, n.DB).Register(n.grpc)
@@ -559,41 +561,118 @@ func (n *Node) Status(ctx context.Context) (ClusterStatus, error) {
 // when this node is not it.
 type forwarder struct{ n *Node }
 
-// leaderWait is how long a proposal or read barrier waits for a reachable
-// leader. An election takes under a second here (see the Raft timeouts in
-// StartNode); a node that finds none for longer is most likely cut off
-// from the majority, and its clients are better served by an error they
-// can take to another node than by hanging.
-const leaderWait = 2 * time.Second
+// How long a proposal is retried. A leader change makes a proposal's fate
+// unknown (raft's "leadership lost", a dropped connection to the leader, no
+// answer in time); the request ID (meta.Request) makes resending it safe,
+// so Propose resends the same envelope until it commits or fails for good:
+//
+//   - proposeBound caps the whole call when the caller's context has no
+//     earlier deadline. A leader change takes 1–3 s with the default Raft
+//     timeouts (see serve's --raft-* flags); 10 s rides out two of them
+//     back to back, or one on a loaded host, without the client noticing.
+//   - leaderWait caps the time without any reachable leader. A node cut
+//     off from the majority finds none once its heartbeat timeout passes;
+//     after 4 s (an election's worst case plus margin) it answers
+//     "unavailable" so that its clients move to another node, rather than
+//     holding them for the whole proposeBound.
+//   - attemptTimeout caps one try, so a call to a leader that hangs (cut
+//     off without a reset) is abandoned and resent, by then most likely to
+//     the next leader.
+const (
+	proposeBound   = 10 * time.Second
+	leaderWait     = 4 * time.Second
+	attemptTimeout = 3 * time.Second
+)
 
+// Propose puts cmd through Raft exactly once. It wraps cmd in a
+// meta.Request whose ID comes from the call's context (transport.
+// WithRequestID, set from a client's request-ID header, so a client
+// repeating a call on another node gets the first answer) or is new, and
+// resends that same envelope across leader changes and ambiguous failures
+// until it commits, a definite answer comes back, or the bounds above (or
+// ctx) end it. A command's own failure (not found, conflict, invalid,
+// aborted) is an answer and is never retried.
 func (f *forwarder) Propose(ctx context.Context, cmd meta.Command) (meta.Result, error) {
-	giveUp := time.Now().Add(leaderWait)
-	for {
-		res, err := f.n.Meta.Propose(ctx, cmd)
-		if !errors.Is(err, meta.ErrNotLeader) {
+	req, ok := cmd.(meta.Request)
+	if !ok {
+		req = meta.Request{ID: requestIDFor(ctx), At: time.Now().UnixNano(), Cmd: cmd}
+	}
+	data, err := meta.EncodeCommand(req)
+	if err != nil {
+		return meta.Result{}, err
+	}
+	start := time.Now()
+	giveUp := start.Add(proposeBound)
+	var noLeaderSince time.Time
+	delay := 20 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		res, err, retry := f.attempt(ctx, req, data)
+		if !retry {
+			if err == nil && attempt > 1 {
+				f.n.log.Debug("proposal committed after retries", "request", req.ID, "attempts", attempt, "took", time.Since(start))
+			}
 			return res, err
 		}
-		res, err = f.forward(ctx, cmd)
-		if err == nil || time.Now().After(giveUp) || ctx.Err() != nil || !retryable(err) {
-			return res, err
+		now := time.Now()
+		if errors.Is(err, errNoLeader) {
+			if noLeaderSince.IsZero() {
+				noLeaderSince = now
+			}
+		} else {
+			noLeaderSince = time.Time{}
 		}
-		// No leader yet, or leadership moved under us: wait for the
-		// election and try again (an election takes some 100 ms once a
-		// follower has noticed the loss; polling often finds the new
-		// leader soon after).
+		if ctx.Err() != nil || now.After(giveUp) || (!noLeaderSince.IsZero() && now.Sub(noLeaderSince) > leaderWait) {
+			if errors.Is(err, errNoLeader) {
+				return res, err
+			}
+			return res, fmt.Errorf("%w: proposal %s not confirmed after %d attempts in %v: %v", ErrUnavailable, req.ID, attempt, now.Sub(start).Round(time.Millisecond), err)
+		}
+		f.n.log.Debug("retrying proposal", "request", req.ID, "attempt", attempt, "err", err)
+		// No leader yet, or leadership moved under us: poll for the next
+		// leader (an election takes some 100 ms once the followers have
+		// noticed the loss).
 		select {
 		case <-ctx.Done():
-			return res, ctx.Err()
-		case <-time.After(50 * time.Millisecond):
+			return res, fmt.Errorf("%w: proposal %s: %w", meta.ErrUnknownOutcome, req.ID, ctx.Err())
+		case <-time.After(delay):
 		}
+		delay = min(2*delay, 200*time.Millisecond)
 	}
 }
 
+// requestIDFor returns the ID of the next proposal made under ctx: derived
+// from the logical call's ID if ctx names one, else new.
+func requestIDFor(ctx context.Context) meta.RequestID {
+	if base, seq, ok := transport.NextRequestID(ctx); ok {
+		return meta.RequestID(base).Sub(seq)
+	}
+	return meta.NewRequestID()
+}
+
+// attempt proposes once, locally or through the leader; retry says whether
+// the outcome is unknown or nothing was proposed, so the same envelope may
+// be sent again.
+func (f *forwarder) attempt(ctx context.Context, req meta.Request, data []byte) (res meta.Result, err error, retry bool) {
+	actx, cancel := context.WithTimeout(ctx, attemptTimeout)
+	defer cancel()
+	res, err = f.n.Meta.Propose(actx, req)
+	switch {
+	case err == nil:
+		return res, nil, false
+	case errors.Is(err, meta.ErrUnknownOutcome):
+		return res, err, true
+	case !errors.Is(err, meta.ErrNotLeader):
+		return res, err, false
+	}
+	res, err = f.forward(actx, data)
+	if err == nil || ctx.Err() != nil {
+		return res, err, false
+	}
+	return res, err, retryable(err) || retryAfterSend(err)
+}
+
 // retryable reports whether a failed proposal certainly did not reach a
-// leader, so that proposing again cannot apply the command twice. PutObject
-// and DecRef are not idempotent: a DecRef applied twice would free an
-// object still referenced. An error after the request may have been sent
-// (a dropped connection to the leader) is returned to the caller instead.
+// leader.
 func retryable(err error) bool {
 	if errors.Is(err, errNoLeader) || errors.Is(err, meta.ErrNotLeader) {
 		return true
@@ -601,16 +680,25 @@ func retryable(err error) bool {
 	return status.Code(err) == codes.FailedPrecondition // the peer was not the leader
 }
 
-func (f *forwarder) forward(ctx context.Context, cmd meta.Command) (meta.Result, error) {
-	b, err := meta.EncodeCommand(cmd)
-	if err != nil {
-		return meta.Result{}, err
+// retryAfterSend reports whether a forwarded proposal may or may not have
+// been applied: the connection to the leader failed, the leader lost its
+// leadership before the entry committed, or the try timed out. Resending
+// is safe only because the envelope's request ID makes the FSM apply it
+// once.
+func retryAfterSend(err error) bool {
+	switch status.Code(err) {
+	case codes.Unavailable, codes.Aborted, codes.DeadlineExceeded, codes.Canceled:
+		return true
 	}
+	return errors.Is(err, context.DeadlineExceeded)
+}
+
+func (f *forwarder) forward(ctx context.Context, data []byte) (meta.Result, error) {
 	c, err := f.n.leaderClient()
 	if err != nil {
 		return meta.Result{}, err
 	}
-	reply, err := c.Propose(ctx, &pb.ProposeRequest{Command: b})
+	reply, err := c.Propose(ctx, &pb.ProposeRequest{Command: data})
 	if err != nil {
 		return meta.Result{}, err
 	}
