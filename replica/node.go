@@ -45,7 +45,9 @@ type NodeConfig struct {
 	Cluster              Options
 	// Storage tunes this node's shard store.
 	Storage storage.Options
-	// Meta adjusts the Raft configuration (timeouts for tests).
+	// Raft sets the Raft timeouts; zero fields take DefaultRaftTiming's.
+	Raft RaftTiming
+	// Meta adjusts the Raft configuration last (for tests).
 	Meta   func(*meta.Config)
 	Logger *slog.Logger
 	// Faults, if set, lets tests cut this node off from chosen peers.
@@ -58,6 +60,76 @@ type NodeConfig struct {
 	// so they plug in here rather than being imported.
 	Register func(s grpc.ServiceRegistrar, n *Node)
 }
+
+// RaftTiming is the failure detection of the metadata Raft group.
+type RaftTiming struct {
+	// Heartbeat: a follower that has heard nothing from the leader for
+	// this long (checked every 1-2x Heartbeat, at random) calls an
+	// election; the leader sends a heartbeat every Heartbeat/10.
+	Heartbeat time.Duration
+	// Election: how long a candidate waits for votes before a new round.
+	Election time.Duration
+	// Lease: a leader that has heard from no quorum for this long steps
+	// down. It only bounds how long a cut-off leader keeps taking
+	// proposals that cannot commit; reads never rely on it (they confirm
+	// leadership with a quorum round, see meta.Store.LeaderCommitIndex).
+	Lease time.Duration
+}
+
+// DefaultRaftTiming holds on a busy host: the last defaults (300 ms, 300 ms,
+// 150 ms lease) saw 93 leader changes in 18 minutes with no node dying on
+// two cores at load 15-30, where a goroutine may wait hundreds of
+// milliseconds to run. A leader change costs every write and read barrier
+// in the cluster a stall, so a spurious one is worse than a slower
+// reaction to a real one:
+//
+//   - Lease 500 ms: a loaded leader whose followers' answers come late no
+//     longer steps down at the first 150 ms hiccup (each step-down is a
+//     leaderless second or more).
+//   - Heartbeat 1 s: a follower needs a full second of silence, and with
+//     pre-vote (on: raft.Config.PreVoteDisabled stays false, and our
+//     transport supports it) a majority must have lost the leader before
+//     anyone's term moves, so one starved follower cannot depose a healthy
+//     leader.
+//   - Election 1 s: raft's default.
+//
+// The price is detection: a follower checks every 1-2 s, and pre-vote waits
+// for the second follower, so a leader that silently hangs is replaced in
+// about 2-3 s. A leader that dies (its port refuses connections) is
+// noticed sooner: see watchLeaderConn.
+var DefaultRaftTiming = RaftTiming{Heartbeat: time.Second, Election: time.Second, Lease: 500 * time.Millisecond}
+
+func (t RaftTiming) withDefaults() RaftTiming {
+	d := DefaultRaftTiming
+	if t.Heartbeat > 0 {
+		d.Heartbeat = t.Heartbeat
+	}
+	if t.Election > 0 {
+		d.Election = t.Election
+	}
+	if t.Lease > 0 {
+		d.Lease = t.Lease
+	}
+	return d
+}
+
+// Validate reports timings Raft would refuse, in the flags' words.
+func (t RaftTiming) Validate() error {
+	t = t.withDefaults()
+	switch {
+	case t.Heartbeat < 10*time.Millisecond || t.Election < 10*time.Millisecond || t.Lease < 10*time.Millisecond:
+		return fmt.Errorf("raft timeouts must be at least 10ms (heartbeat %v, election %v, lease %v)", t.Heartbeat, t.Election, t.Lease)
+	case t.Lease > t.Heartbeat:
+		return fmt.Errorf("--raft-lease %v exceeds --raft-heartbeat %v; Raft needs lease <= heartbeat", t.Lease, t.Heartbeat)
+	case t.Election < t.Heartbeat:
+		return fmt.Errorf("--raft-election %v is below --raft-heartbeat %v; Raft needs election >= heartbeat", t.Election, t.Heartbeat)
+	}
+	return nil
+}
+
+// Pre-vote (DefaultRaftTiming relies on it) needs the transport's support;
+// raft turns it off, with a warning, for a transport without.
+var _ raft.WithPreVote = (*raft.NetworkTransport)(nil)
 
 // Node is one running hastore cluster member.
 type Node struct {
@@ -76,6 +148,9 @@ type Node struct {
 	raftTr  *raft.NetworkTransport
 	wg      sync.WaitGroup
 	slow    slowLeader
+	// raftLease is the leader lease in use, the floor of watchLeaderConn's
+	// heartbeat timeout (Raft wants heartbeat >= lease).
+	raftLease time.Duration
 }
 
 // StartNode opens the node's stores, starts serving on its cluster port and
@@ -102,6 +177,9 @@ func StartNode(cfg NodeConfig) (n *Node, err error) {
 	}
 	if cfg.ScrubEvery == 0 {
 		cfg.ScrubEvery = 24 * time.Hour
+	}
+	if err := cfg.Raft.Validate(); err != nil {
+		return nil, fmt.Errorf("node %s: %w", cfg.ID, err)
 	}
 	log := cfg.Logger.With("node", cfg.ID)
 	n = &Node{cfg: cfg, log: log}
@@ -157,24 +235,17 @@ func StartNode(cfg NodeConfig) (n *Node, err error) {
 	// 5 ms costs ~200 tiny RPCs a second per follower and takes that wait
 	// off every forwarded write.
 	mcfg.CommitTimeout = 5 * time.Millisecond
-	// Every write and every read barrier needs the leader, so how soon a
-	// lost one is replaced is how long the whole cluster stalls. Raft's
-	// defaults (1 s heartbeat timeout, randomised to 1–2 s, and 1 s
-	// elections) stall it 2–3 s. At 300 ms (the leader heartbeats every
-	// 30 ms) a follower notices within 0.3–0.6 s, and clients whose node
-	// died are served elsewhere within a second (the chaos run measures
-	// it); the chaos runs, with five nodes and their load on two cores,
-	// saw no election but those their faults caused. Nodes far apart
-	// would want the defaults back: see cfg.Meta.
-	mcfg.HeartbeatTimeout = 300 * time.Millisecond
-	mcfg.ElectionTimeout = 300 * time.Millisecond
-	mcfg.LeaderLeaseTimeout = 150 * time.Millisecond
+	// See DefaultRaftTiming for why these values. Nodes far apart (or a
+	// host busier still) want them longer; see --raft-*.
+	rt := cfg.Raft.withDefaults()
+	mcfg.HeartbeatTimeout, mcfg.ElectionTimeout, mcfg.LeaderLeaseTimeout = rt.Heartbeat, rt.Election, rt.Lease
 	if cfg.Meta != nil {
 		cfg.Meta(&mcfg)
 	}
 	if n.Meta, err = meta.Open(mcfg); err != nil {
 		return nil, err
 	}
+	n.raftLease = mcfg.LeaderLeaseTimeout
 	if n.pool, err = transport.NewPool(tcfg); err != nil {
 		return nil, err
 	}
@@ -201,6 +272,7 @@ func StartNode(cfg NodeConfig) (n *Node, err error) {
 	n.goRun(func() { n.Cluster.RunBackground(n.ctx, n.IsLeader, cfg.ScanEvery, cfg.ScrubEvery) })
 	n.goRun(n.keepMembership)
 	n.goRun(n.watchLeader)
+	n.goRun(n.watchLeaderConn)
 	if cfg.Join != "" {
 		if err := n.joinCluster(); err != nil {
 			return nil, err
