@@ -116,8 +116,8 @@ type applyState struct {
 
 func newApplyState(db *badger.DB) *applyState {
 	return &applyState{
-		db:    db,
-		rd:    db.NewTransaction(false),
+		db:       db,
+		rd:       db.NewTransaction(false),
 		batch:    make(map[string]write),
 		cur:      make(map[string]write),
 		reqTimes: make(map[string]struct{}),
