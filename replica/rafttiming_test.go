@@ -1,7 +1,13 @@
 package replica_test
 
 import (
+	"context"
 	"fmt"
+	"math/rand/v2"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -31,5 +37,78 @@ func TestDeadLeaderReplacedWithDefaultTiming(t *testing.T) {
 			})
 			t.Logf("leader %s stopped; %s leads after %v", c.IDs[old], c.IDs[c.Leader()], time.Since(start).Round(10*time.Millisecond))
 		})
+	}
+}
+
+// TestLeaderStabilityUnderLoad is a soak, not a check: with
+// HASTORE_RAFT_SOAK=4m it runs a 3-node cluster under a write load for that
+// long with the old Raft timing (300 ms heartbeat and election, 150 ms
+// lease) and with DefaultRaftTiming, and prints how often leadership
+// changed. Run it under nice -n 19 on a host busy with other work to see a
+// starved cluster.
+func TestLeaderStabilityUnderLoad(t *testing.T) {
+	d, err := time.ParseDuration(os.Getenv("HASTORE_RAFT_SOAK"))
+	if err != nil {
+		t.Skip("set HASTORE_RAFT_SOAK=4m to run the soak")
+	}
+	old := replica.RaftTiming{Heartbeat: 300 * time.Millisecond, Election: 300 * time.Millisecond, Lease: 150 * time.Millisecond}
+	type row struct {
+		name             string
+		timing           replica.RaftTiming
+		changes, elected uint64
+		ops              int64
+	}
+	rows := []row{{name: "old 300/300/150ms", timing: old}, {name: "default", timing: replica.DefaultRaftTiming}}
+	for i := range rows {
+		r := &rows[i]
+		c := cluster.StartInProcess(t, cluster.Options{Node: func(cfg *replica.NodeConfig) { cfg.Meta, cfg.Raft = nil, r.timing }})
+		terms := func() (max uint64) {
+			for _, n := range c.Nodes {
+				if v, err := strconv.ParseUint(n.Meta.Stats()["term"], 10, 64); err == nil && v > max {
+					max = v
+				}
+			}
+			return max
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), d)
+		var ops atomic.Int64
+		var wg sync.WaitGroup
+		for w := range 6 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				rng := rand.New(rand.NewPCG(uint64(w), 1))
+				n := c.Nodes[w%3]
+				buf := make([]byte, 32<<10)
+				for ctx.Err() == nil {
+					for j := range buf {
+						buf[j] = byte(rng.Uint32())
+					}
+					id, err := n.Cluster.Put(ctx, buf)
+					if err == nil {
+						err = n.Cluster.Delete(ctx, id)
+					}
+					if err == nil {
+						ops.Add(1)
+					}
+				}
+			}()
+		}
+		startTerm, last := terms(), c.IDs[c.Leader()]
+		for ctx.Err() == nil {
+			time.Sleep(20 * time.Millisecond)
+			if l := c.Leader(); l >= 0 && c.IDs[l] != last {
+				r.changes++
+				last = c.IDs[l]
+			}
+		}
+		cancel()
+		wg.Wait()
+		r.elected, r.ops = terms()-startTerm, ops.Load()
+		c.StopAll()
+	}
+	fmt.Printf("\n%-20s %10s %15s %15s %12s\n", "raft timing", "duration", "leader changes", "elections", "put+deletes")
+	for _, r := range rows {
+		fmt.Printf("%-20s %10v %15d %15d %12d\n", r.name, d, r.changes, r.elected, r.ops)
 	}
 }
