@@ -47,6 +47,11 @@ type NodeConfig struct {
 	Storage storage.Options
 	// Raft sets the Raft timeouts; zero fields take DefaultRaftTiming's.
 	Raft RaftTiming
+	// NoRequestIDs makes this node propose bare commands, without the
+	// request-ID envelope (meta.Request), and so not resend those whose
+	// outcome is unknown. Only for a rolling upgrade from a release that
+	// does not know the envelope: such nodes would not apply it.
+	NoRequestIDs bool
 	// Meta adjusts the Raft configuration last (for tests).
 	Meta   func(*meta.Config)
 	Logger *slog.Logger
@@ -665,11 +670,15 @@ const (
 // ctx) end it. A command's own failure (not found, conflict, invalid,
 // aborted) is an answer and is never retried.
 func (f *forwarder) Propose(ctx context.Context, cmd meta.Command) (meta.Result, error) {
-	req, ok := cmd.(meta.Request)
-	if !ok {
-		req = meta.Request{ID: requestIDFor(ctx), At: time.Now().UnixNano(), Cmd: cmd}
+	var prop meta.Command = cmd
+	var id meta.RequestID
+	if req, ok := cmd.(meta.Request); ok {
+		id = req.ID
+	} else if !f.n.cfg.NoRequestIDs {
+		id = requestIDFor(ctx)
+		prop = meta.Request{ID: id, At: time.Now().UnixNano(), Cmd: cmd}
 	}
-	data, err := meta.EncodeCommand(req)
+	data, err := meta.EncodeCommand(prop)
 	if err != nil {
 		return meta.Result{}, err
 	}
@@ -678,10 +687,15 @@ func (f *forwarder) Propose(ctx context.Context, cmd meta.Command) (meta.Result,
 	var noLeaderSince time.Time
 	delay := 20 * time.Millisecond
 	for attempt := 1; ; attempt++ {
-		res, err, retry := f.attempt(ctx, req, data)
+		res, err, retry := f.attempt(ctx, prop, data)
+		if retry && id.IsZero() && !retryable(err) {
+			// A bare command (NoRequestIDs) may have been applied: only
+			// the caller can tell whether to try again.
+			return res, err
+		}
 		if !retry {
 			if err == nil && attempt > 1 {
-				f.n.log.Debug("proposal committed after retries", "request", req.ID, "attempts", attempt, "took", time.Since(start))
+				f.n.log.Debug("proposal committed after retries", "request", id, "attempts", attempt, "took", time.Since(start))
 			}
 			return res, err
 		}
@@ -697,15 +711,15 @@ func (f *forwarder) Propose(ctx context.Context, cmd meta.Command) (meta.Result,
 			if errors.Is(err, errNoLeader) {
 				return res, err
 			}
-			return res, fmt.Errorf("%w: proposal %s not confirmed after %d attempts in %v: %v", ErrUnavailable, req.ID, attempt, now.Sub(start).Round(time.Millisecond), err)
+			return res, fmt.Errorf("%w: proposal %s not confirmed after %d attempts in %v: %v", ErrUnavailable, id, attempt, now.Sub(start).Round(time.Millisecond), err)
 		}
-		f.n.log.Debug("retrying proposal", "request", req.ID, "attempt", attempt, "err", err)
+		f.n.log.Debug("retrying proposal", "request", id, "attempt", attempt, "err", err)
 		// No leader yet, or leadership moved under us: poll for the next
 		// leader (an election takes some 100 ms once the followers have
 		// noticed the loss).
 		select {
 		case <-ctx.Done():
-			return res, fmt.Errorf("%w: proposal %s: %w", meta.ErrUnknownOutcome, req.ID, ctx.Err())
+			return res, fmt.Errorf("%w: proposal %s: %w", meta.ErrUnknownOutcome, id, ctx.Err())
 		case <-time.After(delay):
 		}
 		delay = min(2*delay, 200*time.Millisecond)
@@ -724,10 +738,10 @@ func requestIDFor(ctx context.Context) meta.RequestID {
 // attempt proposes once, locally or through the leader; retry says whether
 // the outcome is unknown or nothing was proposed, so the same envelope may
 // be sent again.
-func (f *forwarder) attempt(ctx context.Context, req meta.Request, data []byte) (res meta.Result, err error, retry bool) {
+func (f *forwarder) attempt(ctx context.Context, cmd meta.Command, data []byte) (res meta.Result, err error, retry bool) {
 	actx, cancel := context.WithTimeout(ctx, attemptTimeout)
 	defer cancel()
-	res, err = f.n.Meta.Propose(actx, req)
+	res, err = f.n.Meta.Propose(actx, cmd)
 	switch {
 	case err == nil:
 		return res, nil, false

@@ -32,6 +32,7 @@ type nodeFlags struct {
 	repairRate   int64
 	storeReserve int64
 	raft         replica.RaftTiming
+	requestIDs   bool
 }
 
 func (f *nodeFlags) register(fs *flag.FlagSet) {
@@ -50,6 +51,7 @@ func (f *nodeFlags) register(fs *flag.FlagSet) {
 	d := replica.DefaultRaftTiming
 	fs.DurationVar(&f.raft.Heartbeat, "raft-heartbeat", d.Heartbeat, "Raft heartbeat timeout: a follower that hears nothing from the leader for 1-2x this calls an election (the leader heartbeats 10x as often)")
 	fs.DurationVar(&f.raft.Election, "raft-election", d.Election, "Raft election timeout: how long a candidate waits for votes before trying again (>= --raft-heartbeat)")
+	fs.BoolVar(&f.requestIDs, "request-ids", true, "propose metadata changes under request IDs, so retries across leader changes apply once; false only while rolling an upgrade from a release without them")
 	fs.DurationVar(&f.raft.Lease, "raft-lease", d.Lease, "Raft leader lease: a leader that hears from no quorum for this long steps down (<= --raft-heartbeat)")
 }
 
@@ -79,6 +81,7 @@ func (f *nodeFlags) config(cfg *replica.NodeConfig) error {
 		return err
 	}
 	cfg.Raft = f.raft
+	cfg.NoRequestIDs = !f.requestIDs
 	if (f.tlsCert == "") != (f.tlsKey == "") {
 		return errors.New("--tls-cert and --tls-key go together")
 	}
