@@ -726,6 +726,15 @@ func (f *forwarder) Propose(ctx context.Context, cmd meta.Command) (meta.Result,
 	}
 }
 
+// WithRequestID returns ctx naming one logical call: the proposals a node
+// makes with it take request IDs derived from id and their order within
+// the call, so repeating the whole call (on any node, with the same id)
+// applies none of them twice. gRPC clients set the hastore-request-id
+// header instead (transport.WithOutgoingRequestID).
+func WithRequestID(ctx context.Context, id meta.RequestID) context.Context {
+	return transport.WithRequestID(ctx, id)
+}
+
 // requestIDFor returns the ID of the next proposal made under ctx: derived
 // from the logical call's ID if ctx names one, else new.
 func requestIDFor(ctx context.Context) meta.RequestID {
