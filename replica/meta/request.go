@@ -56,6 +56,12 @@ const RequestWindow = 10 * time.Minute
 // one record and removes up to this many, so the backlog cannot grow.
 const requestPruneBatch = 32
 
+// requestPruneSlack lets expired records wait this much longer (proposer
+// time), so pruning runs in bursts rather than looking for expired records
+// at every entry: an ID is remembered for at least RequestWindow and
+// forgotten within RequestWindow + requestPruneSlack.
+const requestPruneSlack = int64(10 * time.Second)
+
 // requestOverhead is the most a Request envelope adds to its command's
 // encoding: a command that fits MaxCommandSize alone still fits wrapped.
 const requestOverhead = 48
@@ -129,12 +135,16 @@ func decodeRequest(d *decoder) (Request, error) {
 //	m/rq/<16-byte ID>              → record: At, first index, encoded Result
 //	m/rt/<8-byte BE At><16-byte ID> → empty; orders expiry
 //	m/rq-high                      → newest At seen (8 bytes BE)
+//	m/rq-low                       → no remembered At is older (8 bytes BE)
 const (
 	prefixReqID   = prefixMeta + "rq/"
 	prefixReqTime = prefixMeta + "rt/"
 )
 
-var keyReqHigh = []byte(prefixMeta + "rq-high")
+var (
+	keyReqHigh = []byte(prefixMeta + "rq-high")
+	keyReqLow  = []byte(prefixMeta + "rq-low")
+)
 
 const requestRecordV1 = 1
 
@@ -199,32 +209,51 @@ func (st *applyState) request(c Request, index uint64) (Command, Result) {
 	for i := range res.Batch {
 		res.Batch[i].Index = index
 	}
-	high := c.At
-	if v, ok := st.get(keyReqHigh); ok {
-		h, err := decodeCount(v)
-		if err != nil {
-			panic(fmt.Sprintf("meta: request high-water mark unreadable: %v", err))
-		}
-		high = max(high, h)
-	}
+	high, _ := st.count(keyReqHigh)
+	high = max(high, c.At)
 	st.put(keyReqHigh, encodeCount(high))
-	st.pruneRequests(high - int64(RequestWindow))
+	cutoff := high - int64(RequestWindow)
+	low, haveLow := st.count(keyReqLow)
+	if haveLow && low < cutoff-requestPruneSlack {
+		if st.pruneRequests(cutoff) < requestPruneBatch {
+			low = cutoff // everything older is gone
+		}
+	}
+	if !haveLow || c.At < low {
+		low = c.At
+	}
+	st.put(keyReqLow, encodeCount(low))
 	st.put(reqIDKey(c.ID), encodeRequestRecord(c.At, &res))
 	st.put(reqTimeKey(c.At, c.ID), nil)
 	return c.Cmd, res
 }
 
 // pruneRequests forgets up to requestPruneBatch requests proposed before
-// cutoff (proposer time), oldest first.
-func (st *applyState) pruneRequests(cutoff int64) {
+// cutoff (proposer time), oldest first, and returns how many it forgot.
+func (st *applyState) pruneRequests(cutoff int64) int {
 	if cutoff <= 0 {
-		return
+		return 0
 	}
 	below := reqTimeKey(cutoff, RequestID{})
-	for _, k := range st.keysBelow(prefixReqTime, below, requestPruneBatch) {
+	keys := st.keysBelow(prefixReqTime, below, requestPruneBatch)
+	for _, k := range keys {
 		var id RequestID
 		copy(id[:], k[len(prefixReqTime)+8:])
 		st.del(reqIDKey(id))
 		st.del(k)
 	}
+	return len(keys)
+}
+
+// count reads an 8-byte counter written with encodeCount.
+func (st *applyState) count(key []byte) (int64, bool) {
+	v, ok := st.get(key)
+	if !ok {
+		return 0, false
+	}
+	n, err := decodeCount(v)
+	if err != nil {
+		panic(fmt.Sprintf("meta: counter %q unreadable: %v", key, err))
+	}
+	return n, true
 }

@@ -1,6 +1,7 @@
 package meta
 
 import (
+	"fmt"
 	"path/filepath"
 	"testing"
 	"time"
@@ -119,8 +120,9 @@ func TestRequestExpiryDeterministic(t *testing.T) {
 		req(ids[0], t0, PutObject{Object: o, Now: t0}),
 		req(ids[1], t0+int64(time.Minute), PutObject{Object: o, Now: t0}),
 		req(ids[2], t0+2*int64(time.Minute), PutObject{Object: o, Now: t0}),
-		// Past the window of the first: it is forgotten here.
-		req(ids[3], t0+win+1, PutObject{Object: o, Now: t0}),
+		// Past the window of the first (and the pruning slack): it is
+		// forgotten here.
+		req(ids[3], t0+win+requestPruneSlack+1, PutObject{Object: o, Now: t0}),
 		// A slow clock's request, already old: recorded, pruned by the next.
 		req(ids[4], t0+int64(time.Second), PutObject{Object: o, Now: t0}),
 		req(ids[5], t0+win+int64(time.Minute)+2, PutObject{Object: o, Now: t0}),
@@ -198,11 +200,43 @@ func TestRequestSurvivesSnapshotRestore(t *testing.T) {
 	if r.Index != 3 || r.Object.Refs != 3 {
 		t.Fatalf("retry after restore: %+v, want the first result (index 3, refs 3)", r)
 	}
-	// Expiry goes on from the restored high-water mark: a request past
-	// the window of "old" forgets it.
-	applyAll(t, g, 5, req(NewRequestID(), t0+int64(RequestWindow)+1, TenantPut{Tenant: "a", Key: "k"}))
-	r = applyAll(t, g, 6, req(old, t0+int64(RequestWindow)+2, PutObject{Object: o, Now: t0}))[0]
+	// Expiry goes on from the restored state: a request past the window of
+	// "old" (and the pruning slack) forgets it.
+	late := t0 + int64(RequestWindow) + requestPruneSlack
+	applyAll(t, g, 5, req(NewRequestID(), late+1, TenantPut{Tenant: "a", Key: "k"}))
+	r = applyAll(t, g, 6, req(old, late+2, PutObject{Object: o, Now: t0}))[0]
 	if r.Index != 6 || r.Object.Refs != 4 {
 		t.Fatalf("expired request after restore: %+v, want applied anew at index 6 (refs 4)", r)
+	}
+}
+
+// BenchmarkApply compares applying bare TenantPuts with enveloped ones (one
+// request record, expiry index and pruning each), 64 entries per raft batch.
+func BenchmarkApply(b *testing.B) {
+	for _, wrapped := range []bool{false, true} {
+		name := "bare"
+		if wrapped {
+			name = "request"
+		}
+		b.Run(name, func(b *testing.B) {
+			f := openTestFSM(b, b.TempDir(), nil)
+			defer f.Close()
+			at := t0
+			next := uint64(1)
+			for b.Loop() {
+				logs := make([]*raft.Log, 64)
+				for i := range logs {
+					var cmd Command = TenantPut{Tenant: "a", Key: fmt.Sprint(next), Value: []byte("v")}
+					if wrapped {
+						at += int64(time.Millisecond) // 64k requests a minute: pruning runs
+						cmd = req(NewRequestID(), at, cmd)
+					}
+					logs[i] = entry(next, mustEncode(b, cmd))
+					next++
+				}
+				f.ApplyBatch(logs)
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(next-1), "ns/entry")
+		})
 	}
 }
