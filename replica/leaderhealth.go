@@ -53,6 +53,55 @@ type slowLeader struct {
 	leaderSince  time.Time // when this node last became leader; zero if not leader
 }
 
+// complaint records that voter from (one of voters, this leader's
+// followers) finds this leader slow while the other nodes answer it in
+// others, and says whether to hand leadership over now.
+func (sl *slowLeader) complaint(now time.Time, from string, others time.Duration, voters map[string]bool) (transfer bool, complaints int) {
+	if others >= slowRTT {
+		return false, 0 // everything is slow from there: not this leader's fault
+	}
+	sl.mu.Lock()
+	defer sl.mu.Unlock()
+	if sl.reports == nil {
+		sl.reports = map[string]time.Time{}
+	}
+	sl.reports[from] = now
+	for id, at := range sl.reports {
+		if now.Sub(at) > slowLeaderWindow || !voters[id] {
+			delete(sl.reports, id)
+			continue
+		}
+		complaints++
+	}
+	tenured := !sl.leaderSince.IsZero() && now.Sub(sl.leaderSince) >= slowLeaderTenure
+	transfer = complaints*2 >= len(voters) && tenured && now.Sub(sl.lastTransfer) > slowLeaderCooldown
+	if transfer {
+		sl.lastTransfer = now
+		clear(sl.reports)
+	}
+	return transfer, complaints
+}
+
+// slowWatch is a follower's view of whether the leader has been slow long
+// enough to complain.
+type slowWatch struct {
+	id    string    // the leader found slow
+	since time.Time // since when, without a break
+}
+
+// observe records one check of leader id (empty: none known) and reports
+// whether it has been slow on every check for slowLeaderSustain.
+func (w *slowWatch) observe(now time.Time, id string, slow bool) bool {
+	if id == "" || !slow {
+		w.id = ""
+		return false
+	}
+	if w.id != id {
+		w.id, w.since = id, now
+	}
+	return now.Sub(w.since) >= slowLeaderSustain
+}
+
 // leading records whether this node leads now, for slowLeaderTenure.
 func (sl *slowLeader) leading(now time.Time, leader bool) {
 	sl.mu.Lock()
@@ -70,10 +119,7 @@ func (sl *slowLeader) leading(now time.Time, leader bool) {
 func (n *Node) watchLeader() {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
-	var (
-		slowID    string    // the leader found slow
-		slowSince time.Time // since when, without a break
-	)
+	var watch slowWatch
 	for {
 		select {
 		case <-n.ctx.Done():
@@ -83,23 +129,16 @@ func (n *Node) watchLeader() {
 		now := time.Now()
 		n.slow.leading(now, n.IsLeader())
 		if n.IsLeader() {
-			slowID = ""
+			watch.observe(now, "", false)
 			continue
 		}
 		_, id := n.Meta.Leader()
-		if id == "" {
-			slowID = ""
-			continue
+		var rtt, others time.Duration
+		slow := false
+		if id != "" {
+			rtt, others, slow = n.Health.Slow(id)
 		}
-		rtt, others, slow := n.Health.Slow(id)
-		if !slow {
-			slowID = ""
-			continue
-		}
-		if slowID != id {
-			slowID, slowSince = id, now
-		}
-		if now.Sub(slowSince) < slowLeaderSustain {
+		if !watch.observe(now, id, slow) {
 			continue
 		}
 		n.log.Warn("raft leader looks slow; asking it to hand over", "leader", id, "leader_rtt", rtt, "others_rtt", others)
@@ -135,31 +174,7 @@ func (n *Node) leaderSlow(req *pb.LeaderSlowRequest) error {
 	if !voters[req.Node] {
 		return nil // non-voters' views are not counted
 	}
-	if time.Duration(req.OthersRttMicros)*time.Microsecond >= slowRTT {
-		return nil // everything is slow from there: not this leader's fault
-	}
-	now := time.Now()
-	sl := &n.slow
-	sl.mu.Lock()
-	if sl.reports == nil {
-		sl.reports = map[string]time.Time{}
-	}
-	sl.reports[req.Node] = now
-	complaints := 0
-	for id, at := range sl.reports {
-		if now.Sub(at) > slowLeaderWindow || !voters[id] {
-			delete(sl.reports, id)
-			continue
-		}
-		complaints++
-	}
-	tenured := !sl.leaderSince.IsZero() && now.Sub(sl.leaderSince) >= slowLeaderTenure
-	transfer := complaints*2 >= len(voters) && tenured && now.Sub(sl.lastTransfer) > slowLeaderCooldown
-	if transfer {
-		sl.lastTransfer = now
-		clear(sl.reports)
-	}
-	sl.mu.Unlock()
+	transfer, complaints := n.slow.complaint(time.Now(), req.Node, time.Duration(req.OthersRttMicros)*time.Microsecond, voters)
 	if !transfer {
 		return nil
 	}
