@@ -711,7 +711,7 @@ func (f *forwarder) Propose(ctx context.Context, cmd meta.Command) (meta.Result,
 			if errors.Is(err, errNoLeader) {
 				return res, err
 			}
-			return res, fmt.Errorf("%w: proposal %s not confirmed after %d attempts in %v: %v", ErrUnavailable, id, attempt, now.Sub(start).Round(time.Millisecond), err)
+			return res, fmt.Errorf("%w: proposal %s not confirmed after %d attempts in %v: %w", ErrUnavailable, id, attempt, now.Sub(start).Round(time.Millisecond), err)
 		}
 		f.n.log.Debug("retrying proposal", "request", id, "attempt", attempt, "err", err)
 		// No leader yet, or leadership moved under us: poll for the next
