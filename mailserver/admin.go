@@ -17,13 +17,17 @@ import (
 // Register adds the Mail admin gRPC service to a node's cluster port; pass
 // it (with the other frontends') as replica.NodeConfig.Register.
 func Register(s grpc.ServiceRegistrar, n *replica.Node) {
-	pb.RegisterMailServer(s, &adminServer{store: ForNode(n)})
+	pb.RegisterMailServer(s, &adminServer{n: n})
 }
 
 type adminServer struct {
 	pb.UnimplementedMailServer
-	store *mailbox.Store
+	n *replica.Node
 }
+
+// store is looked up per call: the node's store may be made (NewStore)
+// after the service is registered, which happens while the node starts.
+func (a *adminServer) store() *mailbox.Store { return ForNode(a.n) }
 
 // toStatus maps mailbox error kinds to gRPC codes.
 func toStatus(err error) error {
@@ -50,15 +54,15 @@ func toStatus(err error) error {
 }
 
 func (a *adminServer) AddDomain(ctx context.Context, r *pb.MailDomainRequest) (*pb.Empty, error) {
-	return &pb.Empty{}, toStatus(a.store.AddDomain(ctx, r.GetDomain()))
+	return &pb.Empty{}, toStatus(a.store().AddDomain(ctx, r.GetDomain()))
 }
 
 func (a *adminServer) DelDomain(ctx context.Context, r *pb.MailDomainRequest) (*pb.Empty, error) {
-	return &pb.Empty{}, toStatus(a.store.DeleteDomain(ctx, r.GetDomain()))
+	return &pb.Empty{}, toStatus(a.store().DeleteDomain(ctx, r.GetDomain()))
 }
 
 func (a *adminServer) ListDomains(ctx context.Context, _ *pb.ListMailDomainsRequest) (*pb.ListMailDomainsReply, error) {
-	ds, err := a.store.Domains(ctx)
+	ds, err := a.store().Domains(ctx)
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -70,23 +74,23 @@ func (a *adminServer) ListDomains(ctx context.Context, _ *pb.ListMailDomainsRequ
 }
 
 func (a *adminServer) AddUser(ctx context.Context, r *pb.MailUserRequest) (*pb.Empty, error) {
-	return &pb.Empty{}, toStatus(a.store.AddUser(ctx, r.GetAddress(), r.GetPassword(), r.GetQuotaBytes()))
+	return &pb.Empty{}, toStatus(a.store().AddUser(ctx, r.GetAddress(), r.GetPassword(), r.GetQuotaBytes()))
 }
 
 func (a *adminServer) SetPassword(ctx context.Context, r *pb.MailUserRequest) (*pb.Empty, error) {
-	return &pb.Empty{}, toStatus(a.store.SetPassword(ctx, r.GetAddress(), r.GetPassword()))
+	return &pb.Empty{}, toStatus(a.store().SetPassword(ctx, r.GetAddress(), r.GetPassword()))
 }
 
 func (a *adminServer) SetQuota(ctx context.Context, r *pb.MailUserRequest) (*pb.Empty, error) {
-	return &pb.Empty{}, toStatus(a.store.SetQuota(ctx, r.GetAddress(), r.GetQuotaBytes()))
+	return &pb.Empty{}, toStatus(a.store().SetQuota(ctx, r.GetAddress(), r.GetQuotaBytes()))
 }
 
 func (a *adminServer) DelUser(ctx context.Context, r *pb.MailUserRequest) (*pb.Empty, error) {
-	return &pb.Empty{}, toStatus(a.store.DeleteUser(ctx, r.GetAddress()))
+	return &pb.Empty{}, toStatus(a.store().DeleteUser(ctx, r.GetAddress()))
 }
 
 func (a *adminServer) ListUsers(ctx context.Context, r *pb.ListMailUsersRequest) (*pb.ListMailUsersReply, error) {
-	us, err := a.store.Users(ctx, r.GetDomain())
+	us, err := a.store().Users(ctx, r.GetDomain())
 	if err != nil {
 		return nil, toStatus(err)
 	}

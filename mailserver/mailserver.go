@@ -24,13 +24,14 @@ var (
 )
 
 // ForNode returns the node's mail model, the same for every caller, so the
-// admin service and every listener share the login throttle and cache.
+// admin service and every listener share the login throttle and cache: the
+// one NewStore made, or else one with the default options.
 func ForNode(n *replica.Node) *mailbox.Store {
 	storesMu.Lock()
 	defer storesMu.Unlock()
 	s := stores[n]
 	if s == nil {
-		s = mailbox.New(n.Cluster, n.Meta, mailbox.Options{})
+		s = newStore(n, mailbox.Options{})
 		stores[n] = s
 	}
 	return s

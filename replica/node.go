@@ -42,7 +42,10 @@ type NodeConfig struct {
 	Key  []byte
 	// TLS for the cluster port; both nil means plain TCP.
 	ServerTLS, ClientTLS *tls.Config
-	Cluster              Options
+	// MaxConns and MaxConnsPerIP cap the cluster port's connections
+	// (transport.Config's fields of the same names; 0: the defaults).
+	MaxConns, MaxConnsPerIP int
+	Cluster                 Options
 	// Storage tunes this node's shard store.
 	Storage storage.Options
 	// Raft sets the Raft timeouts; zero fields take DefaultRaftTiming's.
@@ -195,8 +198,13 @@ func StartNode(cfg NodeConfig) (n *Node, err error) {
 			started.Close()
 		}
 	}()
-	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
+	// 0700: the metadata (and its Raft snapshots) hold password hashes.
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("node %s: creating data directory: %w", cfg.ID, err)
+	}
+	if fi, err := os.Stat(cfg.DataDir); err == nil && fi.Mode().Perm()&0o077 != 0 {
+		log.Warn("data directory is open to other users; the metadata in it holds password hashes: run chmod 700 on it",
+			"dir", cfg.DataDir, "mode", fmt.Sprintf("%#o", fi.Mode().Perm()))
 	}
 	sopt := cfg.Storage
 	sopt.Logger = log
@@ -207,7 +215,8 @@ func StartNode(cfg NodeConfig) (n *Node, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("node %s: cluster port: %w", cfg.ID, err)
 	}
-	tcfg := transport.Config{Key: cfg.Key, ServerTLS: cfg.ServerTLS, ClientTLS: cfg.ClientTLS, Faults: cfg.Faults, Logger: log}
+	tcfg := transport.Config{Key: cfg.Key, ServerTLS: cfg.ServerTLS, ClientTLS: cfg.ClientTLS, Faults: cfg.Faults, Logger: log,
+		MaxConns: cfg.MaxConns, MaxConnsPerIP: cfg.MaxConnsPerIP}
 	if n.mux, err = transport.NewMux(l, cfg.Advertise, tcfg); err != nil {
 		l.Close()
 		return nil, err
@@ -278,6 +287,7 @@ func StartNode(cfg NodeConfig) (n *Node, err error) {
 	n.goRun(n.keepMembership)
 	n.goRun(n.watchLeader)
 	n.goRun(n.watchLeaderConn)
+	n.goRun(n.checkStoreIdentity)
 	if cfg.Join != "" {
 		if err := n.joinCluster(); err != nil {
 			return nil, err

@@ -59,6 +59,7 @@ type repairer struct {
 	repairMu, scrubMu sync.Mutex
 	under             sync.Mutex
 	underCount        int64
+	lost              lostSet // shards known missing on this node (identity.go)
 }
 
 func newRepairer(c *Cluster) *repairer {
@@ -183,6 +184,10 @@ func (c *Cluster) countUnderReplicated() {
 	_ = c.meta.WalkObjects(func(o meta.Object) error {
 		if o.Refs == 0 {
 			return nil // deleted: purged after the grace period, not repaired
+		}
+		if c.repair.lost.has(o.ID) {
+			n++
+			return nil
 		}
 		for i := range o.Placement {
 			if p, _ := c.shardProblem(o, i, members); p != "" {

@@ -206,6 +206,11 @@ type DB struct {
 	stopOnce sync.Once
 
 	puts, deletes, gcFiles atomic.Int64
+	corruptions            atomic.Int64 // badger panics recovered (see guard)
+
+	storeID string // see StoreID
+	fresh   bool   // see Fresh
+	aside   string // see MovedAside
 }
 
 // Open opens or creates the store in dir.
@@ -214,7 +219,7 @@ func Open(dir string, opts Options) (*DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open store in %s: %w", dir, err)
 	}
-	if err := os.MkdirAll(dir, 0o750); err != nil {
+	if err := os.MkdirAll(dir, 0o700); err != nil { // only the node reads its shards
 		return nil, fmt.Errorf("open store: %w", err)
 	}
 	if abs, err := filepath.Abs(dir); err == nil {
@@ -242,6 +247,14 @@ func Open(dir string, opts Options) (*DB, error) {
 
 	bo := badger.DefaultOptions(dir).
 		WithLogger(badgerLogger{db.log}).
+		// Every block is verified when read, so that a table damaged
+		// while open fails the reads that touch it instead of serving
+		// or panicking on garbage. Tables are verified as a whole
+		// before badger opens them (VerifyTables), not by badger's
+		// OnTableRead, which panics on a damaged block. It costs little
+		// because the tree holds no payloads (docs/storage.md has the
+		// figures).
+		WithChecksumVerificationMode(options.OnBlockRead).
 		WithSyncWrites(false).
 		WithMemTableSize(o.MemTableSize).
 		WithBaseTableSize(o.MemTableSize / 8).
@@ -261,7 +274,7 @@ func Open(dir string, opts Options) (*DB, error) {
 	if o.tune != nil {
 		o.tune(&bo)
 	}
-	bdb, err := badger.Open(bo)
+	bdb, err := db.openVerified(bo)
 	if err != nil {
 		if isNoSpace(err) {
 			free, _, _ := diskSpace(dir)
@@ -270,13 +283,34 @@ func Open(dir string, opts Options) (*DB, error) {
 		if strings.Contains(err.Error(), "Cannot acquire directory lock") {
 			return nil, fmt.Errorf("open store in %s: another process has it open (a second hastore on the same disk?): %w", dir, err)
 		}
-		return nil, fmt.Errorf("open store in %s: %w", dir, err)
+		if !damaged(err) {
+			return nil, fmt.Errorf("open store in %s: %w", dir, err)
+		}
+		// Every shard here has its other shards on other nodes, which
+		// rebuild it: a store that cannot be read is worth less than
+		// a node that serves. Moved aside, not deleted, so that an
+		// operator can look at it (and delete it once repair is done).
+		aside, merr := moveAside(dir)
+		if merr != nil {
+			return nil, fmt.Errorf("open store in %s: the store is damaged (%v) and could not be moved aside: %w", dir, err, merr)
+		}
+		db.log.Error("SHARD STORE DAMAGED: moved it aside and started an empty store; the cluster rebuilds this node's shards from the other nodes. Delete the moved store once `hastore admin status` shows nothing under-replicated",
+			"moved_to", aside, "file", damagedFile(dir, err.Error()), "err", err)
+		db.aside = aside
+		if err := os.MkdirAll(dir, 0o750); err != nil {
+			return nil, fmt.Errorf("open store: %w", err)
+		}
+		if bdb, err = db.openVerified(bo); err != nil {
+			return nil, fmt.Errorf("open store in %s (empty, after moving the damaged one to %s): %w", dir, aside, err)
+		}
 	}
 	db.bdb = bdb
-	if err := db.loadCounters(); err != nil {
-		_ = bdb.Close()
+	id, created, err := db.loadStoreID()
+	if err != nil {
+		_ = db.guard("close", bdb.Close)
 		return nil, fmt.Errorf("open store in %s: %w", dir, err)
 	}
+	db.storeID, db.fresh = id, created && db.shards.Load() == 0
 	db.group = newGroupSync(db.syncAll)
 	db.gcStop = make(chan struct{})
 	db.gcDone = make(chan struct{})
@@ -326,25 +360,44 @@ func removeEmptyLogs(dir string, log *slog.Logger) error {
 // key that every put would conflict on.
 func (db *DB) loadCounters() error {
 	var n, b int64
-	err := db.bdb.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, PrefetchSize: 100, Prefix: []byte{prefixIndex}})
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			n++
-			err := it.Item().Value(func(v []byte) error {
-				h, err := decodeIndex(v)
-				b += recordLen(&h)
-				return err
-			})
-			if err != nil {
-				db.log.Warn("unreadable index entry; Walk and Get report the shard corrupt", "key", fmt.Sprintf("%x", it.Item().Key()), "err", err)
+	err := db.guard("count shards", func() error {
+		return db.bdb.View(func(txn *badger.Txn) error {
+			it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, PrefetchSize: 100, Prefix: []byte{prefixIndex}})
+			defer it.Close()
+			for it.Rewind(); it.Valid(); it.Next() {
+				n++
+				err := it.Item().Value(func(v []byte) error {
+					h, err := decodeIndex(v)
+					b += recordLen(&h)
+					return err
+				})
+				if err != nil {
+					db.log.Warn("unreadable index entry; Walk and Get report the shard corrupt", "key", fmt.Sprintf("%x", it.Item().Key()), "err", err)
+				}
 			}
-		}
-		return nil
+			return nil
+		})
 	})
 	db.shards.Store(n)
 	db.bytes.Store(b)
 	return err
+}
+
+// openVerified opens badger and reads the whole index once (loadCounters),
+// so that a store Open returns is one whose tables all passed their
+// checksums and whose index can be walked.
+func (db *DB) openVerified(bo badger.Options) (*badger.DB, error) {
+	bdb, err := openBadger(bo)
+	if err != nil {
+		return nil, err
+	}
+	db.bdb = bdb
+	if err := db.loadCounters(); err != nil {
+		_ = db.guard("close", bdb.Close)
+		db.bdb = nil
+		return nil, err
+	}
+	return bdb, nil
 }
 
 // Key layout: a prefix byte, the blob ID, the shard index. The index fits in
@@ -559,19 +612,21 @@ func (db *DB) store(ctx context.Context, h *Header, rec []byte) error {
 	var existed bool
 	var oldSize int64
 	for attempt := 1; ; attempt++ {
-		err = db.bdb.Update(func(txn *badger.Txn) error {
-			// Reading the old entry makes concurrent puts of one shard
-			// conflict, so the counters below see each replacement once.
-			var err error
-			h, found, err := indexed(txn, hkey)
-			if err != nil {
-				return err
-			}
-			existed, oldSize = found, recordLen(&h)
-			if err := txn.Set(rkey, rec); err != nil {
-				return err
-			}
-			return txn.Set(hkey, ival)
+		err = db.guard(op, func() error {
+			return db.bdb.Update(func(txn *badger.Txn) error {
+				// Reading the old entry makes concurrent puts of one shard
+				// conflict, so the counters below see each replacement once.
+				var err error
+				h, found, err := indexed(txn, hkey)
+				if err != nil {
+					return err
+				}
+				existed, oldSize = found, recordLen(&h)
+				if err := txn.Set(rkey, rec); err != nil {
+					return err
+				}
+				return txn.Set(hkey, ival)
+			})
 		})
 		if errors.Is(err, badger.ErrConflict) && attempt < maxConflictRetries {
 			continue
@@ -801,7 +856,7 @@ func (db *DB) view(ctx context.Context, op string, k ShardKey, fn func(*badger.T
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("%s shard %v: %w", op, k, err)
 	}
-	err := db.bdb.View(fn)
+	err := db.guard(op, func() error { return db.bdb.View(fn) })
 	switch {
 	case err == nil:
 		return nil
@@ -811,9 +866,12 @@ func (db *DB) view(ctx context.Context, op string, k ShardKey, fn func(*badger.T
 		return db.wrap(op, k, err)
 	}
 	// Anything else is badger failing to read the value: a value pointer
-	// into a truncated or damaged log, or an I/O error. Either way the shard
-	// cannot be served and should be repaired, which is what ErrCorrupt
-	// tells the caller.
+	// into a truncated or damaged log, a table block failing its checksum,
+	// or an I/O error. Either way the shard cannot be served and should be
+	// repaired, which is what ErrCorrupt tells the caller.
+	db.corruptions.Add(1)
+	db.log.Error("shard store damaged: badger failed reading it; the shard is reported corrupt and served and repaired from other nodes. If this repeats, restart the node: Open verifies every table and rebuilds a damaged store from the other nodes",
+		"op", op, "shard", k, "file", damagedFile(db.dir, err.Error()), "err", err)
 	return fmt.Errorf("%w: %s shard %v in %s: %v", ErrCorrupt, op, k, db.dir, err)
 }
 
@@ -853,29 +911,31 @@ func (db *DB) deleteIf(ctx context.Context, k ShardKey, cond func(Header) bool) 
 	var existed bool
 	var oldSize int64
 	for attempt := 1; ; attempt++ {
-		err = db.bdb.Update(func(txn *badger.Txn) error {
-			h, found, err := indexed(txn, hkey)
-			if err != nil {
-				return err
-			}
-			existed, oldSize = false, 0
-			if cond != nil && (!found || !cond(h)) {
-				return nil
-			}
-			existed, oldSize = found, recordLen(&h)
-			if !existed {
-				// An orphaned record (see DB) goes too; but no
-				// tombstones for shards that were never there.
-				if _, err := txn.Get(rkey); errors.Is(err, badger.ErrKeyNotFound) {
-					return nil
-				} else if err != nil {
+		err = db.guard(op, func() error {
+			return db.bdb.Update(func(txn *badger.Txn) error {
+				h, found, err := indexed(txn, hkey)
+				if err != nil {
 					return err
 				}
-			}
-			if err := txn.Delete(rkey); err != nil {
-				return err
-			}
-			return txn.Delete(hkey)
+				existed, oldSize = false, 0
+				if cond != nil && (!found || !cond(h)) {
+					return nil
+				}
+				existed, oldSize = found, recordLen(&h)
+				if !existed {
+					// An orphaned record (see DB) goes too; but no
+					// tombstones for shards that were never there.
+					if _, err := txn.Get(rkey); errors.Is(err, badger.ErrKeyNotFound) {
+						return nil
+					} else if err != nil {
+						return err
+					}
+				}
+				if err := txn.Delete(rkey); err != nil {
+					return err
+				}
+				return txn.Delete(hkey)
+			})
 		})
 		if errors.Is(err, badger.ErrConflict) && attempt < maxConflictRetries {
 			continue
@@ -922,32 +982,34 @@ func (db *DB) Walk(ctx context.Context, fn func(Header) error) error {
 		}
 		batch := make([]entry, 0, walkBatch)
 		var next []byte
-		err := db.bdb.View(func(txn *badger.Txn) error {
-			it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, PrefetchSize: 64, Prefix: []byte{prefixIndex}})
-			defer it.Close()
-			for it.Seek(seek); it.Valid(); it.Next() {
-				item := it.Item()
-				if len(batch) == walkBatch {
-					next = item.KeyCopy(nil)
-					return nil
-				}
-				var e entry
-				k, ok := parseDBKey(item.Key())
-				if !ok {
-					e.err = fmt.Errorf("%w: malformed index key %x", ErrCorrupt, item.Key())
-				} else if err := item.Value(func(v []byte) error {
-					var err error
-					e.h, err = decodeIndex(v)
-					if err == nil && e.h.Key() != k {
-						err = fmt.Errorf("%w: index entry is of shard %v", ErrCorrupt, e.h.Key())
+		err := db.guard("walk", func() error {
+			return db.bdb.View(func(txn *badger.Txn) error {
+				it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, PrefetchSize: 64, Prefix: []byte{prefixIndex}})
+				defer it.Close()
+				for it.Seek(seek); it.Valid(); it.Next() {
+					item := it.Item()
+					if len(batch) == walkBatch {
+						next = item.KeyCopy(nil)
+						return nil
 					}
-					return err
-				}); err != nil {
-					e.err = fmt.Errorf("shard %v: %w", k, err)
+					var e entry
+					k, ok := parseDBKey(item.Key())
+					if !ok {
+						e.err = fmt.Errorf("%w: malformed index key %x", ErrCorrupt, item.Key())
+					} else if err := item.Value(func(v []byte) error {
+						var err error
+						e.h, err = decodeIndex(v)
+						if err == nil && e.h.Key() != k {
+							err = fmt.Errorf("%w: index entry is of shard %v", ErrCorrupt, e.h.Key())
+						}
+						return err
+					}); err != nil {
+						e.err = fmt.Errorf("shard %v: %w", k, err)
+					}
+					batch = append(batch, e)
 				}
-				batch = append(batch, e)
-			}
-			return nil
+				return nil
+			})
 		})
 		if err != nil {
 			return fmt.Errorf("walk %s: %w", db.dir, err)
@@ -1031,7 +1093,7 @@ func (db *DB) Close() error {
 			return db.noSpace("close store (badger flushes its memtable on close)", free, need)
 		}
 	}
-	err = db.bdb.Close()
+	err = db.guard("close", db.bdb.Close)
 	db.group.stop()
 	db.mu.Lock()
 	db.done = true
@@ -1089,6 +1151,7 @@ func (db *DB) gcLoop(interval time.Duration) {
 			} else if n > 0 {
 				db.log.Info("deleted records resurfaced by value-log GC", "records", n)
 			}
+			db.verifyTablesLive()
 			lastSweep = time.Now()
 		}
 	}
@@ -1099,22 +1162,24 @@ func (db *DB) gcLoop(interval time.Duration) {
 // keys only, from the LSM tree, and returns how many records it deleted.
 func (db *DB) sweepOrphans() (int, error) {
 	var orphans [][]byte
-	err := db.bdb.View(func(txn *badger.Txn) error {
-		ri := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixRecord}})
-		defer ri.Close()
-		ii := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixIndex}})
-		defer ii.Close()
-		ii.Rewind()
-		for ri.Rewind(); ri.Valid() && len(orphans) < sweepMax; ri.Next() {
-			k := ri.Item().Key()[1:]
-			for ii.Valid() && bytes.Compare(ii.Item().Key()[1:], k) < 0 {
-				ii.Next()
+	err := db.guard("sweep orphaned records", func() error {
+		return db.bdb.View(func(txn *badger.Txn) error {
+			ri := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixRecord}})
+			defer ri.Close()
+			ii := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixIndex}})
+			defer ii.Close()
+			ii.Rewind()
+			for ri.Rewind(); ri.Valid() && len(orphans) < sweepMax; ri.Next() {
+				k := ri.Item().Key()[1:]
+				for ii.Valid() && bytes.Compare(ii.Item().Key()[1:], k) < 0 {
+					ii.Next()
+				}
+				if !ii.Valid() || !bytes.Equal(ii.Item().Key()[1:], k) {
+					orphans = append(orphans, ri.Item().KeyCopy(nil))
+				}
 			}
-			if !ii.Valid() || !bytes.Equal(ii.Item().Key()[1:], k) {
-				orphans = append(orphans, ri.Item().KeyCopy(nil))
-			}
-		}
-		return nil
+			return nil
+		})
 	})
 	if err != nil {
 		return 0, fmt.Errorf("sweep orphaned records in %s: %w", db.dir, err)
@@ -1124,11 +1189,13 @@ func (db *DB) sweepOrphans() (int, error) {
 		ikey := append([]byte{prefixIndex}, rkey[1:]...)
 		// Reading the index entry makes a put that races with the sweep
 		// conflict with it, so the sweep never deletes a fresh record.
-		err := db.bdb.Update(func(txn *badger.Txn) error {
-			if _, err := txn.Get(ikey); !errors.Is(err, badger.ErrKeyNotFound) {
-				return err // indexed after all, or a read error
-			}
-			return txn.Delete(rkey)
+		err := db.guard("sweep orphaned records", func() error {
+			return db.bdb.Update(func(txn *badger.Txn) error {
+				if _, err := txn.Get(ikey); !errors.Is(err, badger.ErrKeyNotFound) {
+					return err // indexed after all, or a read error
+				}
+				return txn.Delete(rkey)
+			})
 		})
 		switch {
 		case err == nil:
@@ -1183,11 +1250,18 @@ func (db *DB) collectGarbage() int {
 // between the two would lose values that were durable. badger defers that
 // deletion while any iterator is open, so one is held across the GC and our
 // sync, and closing it lets the deletion happen.
-func (db *DB) gcOnce() (bool, error) {
+func (db *DB) gcOnce() (rewrote bool, err error) {
+	// GC reads value-log entries and looks their keys up in the tree: a
+	// damaged file must fail this run, not kill the process.
+	defer func() {
+		if r := recover(); r != nil {
+			rewrote, err = false, db.panicked("value-log GC", r)
+		}
+	}()
 	txn := db.bdb.NewTransaction(false)
 	defer txn.Discard()
 	it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{0xff}})
-	err := db.bdb.RunValueLogGC(db.opts.GCDiscardRatio)
+	err = db.bdb.RunValueLogGC(db.opts.GCDiscardRatio)
 	if err == nil {
 		err = db.group.wait(context.Background())
 	} else if errors.Is(err, badger.ErrNoRewrite) || errors.Is(err, badger.ErrRejected) {

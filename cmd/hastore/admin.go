@@ -102,7 +102,7 @@ func admin(args []string, stdin io.Reader, stdout io.Writer) error {
 	fs.Usage = func() { fmt.Fprint(fs.Output(), adminUsage) }
 	addr := fs.String("addr", os.Getenv("HASTORE_ADDR"), "cluster node addresses, comma-separated")
 	keyFile := fs.String("cluster-key-file", os.Getenv("HASTORE_CLUSTER_KEY_FILE"), "file holding the cluster secret")
-	tlsCA := fs.String("tls-ca", "", "CA certificate of the cluster's TLS certificates (enables TLS)")
+	tlsCA := fs.String("tls-ca", os.Getenv("HASTORE_TLS_CA"), "CA certificate of the cluster's TLS certificates (enables TLS)")
 	timeout := fs.Duration("timeout", 0, "give up after this long (0: no limit)")
 	if err := fs.Parse(args); err != nil {
 		return err

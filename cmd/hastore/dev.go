@@ -28,6 +28,9 @@ func dev(args []string) error {
 	fs.IntVar(&nodes, "nodes", 3, "number of nodes")
 	fs.IntVar(&base, "port", 7101, "cluster port of node 1; node i uses port+i-1")
 	httpBase := fs.Int("http-port", 8080, "HTTP port of node 1; node i uses http-port+i-1 (0: no HTTP)")
+	hf := &httpFlags{}
+	hf.register(fs)
+	clusterTLS := fs.Bool("cluster-tls", true, "put the cluster port under TLS with a certificate made once in --dir (false: plaintext, token in clear)")
 	nf.register(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -35,7 +38,7 @@ func dev(args []string) error {
 	if nodes < 1 || nodes > 16 {
 		return errors.New("--nodes must be between 1 and 16")
 	}
-	if err := os.MkdirAll(dir, 0o750); err != nil {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
 	keyFile := filepath.Join(dir, "cluster.key")
@@ -55,6 +58,13 @@ func dev(args []string) error {
 	log, err := nf.logger()
 	if err != nil {
 		return err
+	}
+	tlsEnv := ""
+	if *clusterTLS && nf.tlsCert == "" {
+		if nf.tlsCert, nf.tlsKey, err = devClusterCert(dir); err != nil {
+			return fmt.Errorf("making the dev cluster's TLS certificate: %w", err)
+		}
+		tlsEnv = " HASTORE_TLS_CA=" + nf.tlsCert
 	}
 	peers := map[string]string{}
 	for i := 1; i <= nodes; i++ {
@@ -91,7 +101,7 @@ func dev(args []string) error {
 	if *httpBase != 0 {
 		for i, n := range running {
 			addr := fmt.Sprintf("127.0.0.1:%d", *httpBase+i)
-			stop, err := startHTTP(addr, n, log)
+			stop, err := startHTTP(addr, n, log, hf)
 			if err != nil {
 				return err
 			}
@@ -114,7 +124,7 @@ func dev(args []string) error {
 	}
 	fmt.Print(mailLines)
 	fmt.Print(webLines)
-	fmt.Printf("\nTry:\n  export HASTORE_ADDR=%s HASTORE_CLUSTER_KEY_FILE=%s\n", addrs, keyFile)
+	fmt.Printf("\nTry:\n  export HASTORE_ADDR=%s HASTORE_CLUSTER_KEY_FILE=%s%s\n", addrs, keyFile, tlsEnv)
 	fmt.Printf("  bin/hastore admin status\n  echo hello | bin/hastore admin object put -\n\nCtrl-C stops the cluster; its data stays in %s.\n", dir)
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)

@@ -22,6 +22,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -54,6 +55,68 @@ type mailFlags struct {
 	maxMessage             string
 	insecureAuth           bool
 	maxConns, maxConnsIP   int
+	hashSlots              int
+	hashWait, loginCache   time.Duration
+	imapLimits             imapLimitFlags
+}
+
+// imapLimitFlags bound what IMAP clients may hold: connections, time
+// before login, idle time, APPEND bytes in memory.
+type imapLimitFlags struct {
+	maxConns, maxConnsIP int
+	loginTimeout         time.Duration
+	idleTimeout          time.Duration
+	appendBuffer         string
+}
+
+func (f *imapLimitFlags) register(fs *flag.FlagSet) {
+	fs.IntVar(&f.maxConns, "imap-max-connections", imap.DefaultMaxConnections, "IMAP connections in total, both ports (negative: no limit; kept below the open-file limit)")
+	fs.IntVar(&f.maxConnsIP, "imap-max-connections-per-ip", imap.DefaultMaxConnectionsPerIP, "IMAP connections from one IPv4 address or IPv6 /64; offices behind NAT share one (negative: no limit)")
+	fs.DurationVar(&f.loginTimeout, "imap-login-timeout", imap.DefaultLoginTimeout, "time an IMAP connection may stay without logging in, whatever it sends")
+	fs.DurationVar(&f.idleTimeout, "imap-idle-timeout", 0, "inactivity timeout of logged-in IMAP sessions and IDLE (0: the library's 35m; RFC 3501 wants ≥30m)")
+	fs.StringVar(&f.appendBuffer, "imap-append-buffer", "256M", "APPEND data held in memory by all IMAP connections at once; past it APPEND answers NO [LIMIT]")
+}
+
+// config fills the limits into an imap.Config.
+func (f *imapLimitFlags) config(cfg *imap.Config) error {
+	cfg.MaxConnections, cfg.MaxConnectionsPerIP = f.maxConns, f.maxConnsIP
+	cfg.LoginTimeout, cfg.IdleTimeout = f.loginTimeout, f.idleTimeout
+	if f.appendBuffer != "" {
+		n, err := parseSize(f.appendBuffer)
+		if err != nil || n <= 0 {
+			return fmt.Errorf("--imap-append-buffer %q: want a positive size such as 256M", f.appendBuffer)
+		}
+		cfg.MaxAppendBuffer = n
+	}
+	return nil
+}
+
+// fdReserve is what a node keeps of its open-file limit for other than
+// client connections: badger's files, peers, gRPC clients, HTTP.
+const fdReserve = 1024
+
+// fitFileLimit keeps the connection caps of all mail protocols below the
+// process's open-file limit (a process out of descriptors stops accepting
+// on every port), lowering IMAP's total if needed, and says so.
+func fitFileLimit(cfg *imap.Config, smtpConns int, log *slog.Logger) {
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
+		log.Warn("cannot read the open-file limit; connection caps unchecked", "err", err)
+		return
+	}
+	imapMax := cfg.MaxConnections
+	if imapMax == 0 {
+		imapMax = imap.DefaultMaxConnections
+	}
+	limit := int64(rl.Cur)
+	if imapMax < 0 || int64(imapMax+smtpConns+fdReserve) > limit {
+		fit := max(limit-int64(smtpConns)-fdReserve, 100)
+		log.Warn("mail connection caps exceed the open-file limit; lowering the IMAP cap (raise LimitNOFILE / ulimit -n, or lower --imap-max-connections and --mail-max-connections)",
+			"open_file_limit", limit, "imap_max", imapMax, "smtp_max", smtpConns, "reserve", fdReserve, "imap_max_now", fit)
+		cfg.MaxConnections = int(fit)
+		return
+	}
+	log.Info("mail connection caps fit the open-file limit", "open_file_limit", limit, "imap_max", imapMax, "smtp_max", smtpConns, "reserve", fdReserve)
 }
 
 func (f *mailFlags) register(fs *flag.FlagSet) {
@@ -69,6 +132,10 @@ func (f *mailFlags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&f.insecureAuth, "allow-insecure-auth", false, "allow submission AUTH and IMAP LOGIN without TLS (development only)")
 	fs.IntVar(&f.maxConns, "mail-max-connections", 1000, "connections per mail listener")
 	fs.IntVar(&f.maxConnsIP, "mail-max-connections-per-ip", 20, "connections per client address on SMTP and submission")
+	fs.IntVar(&f.hashSlots, "mail-hash-slots", 0, "password hashes (argon2id, 19 MiB each) computed at once on this node; logins beyond wait (default: the number of cores, at least 2)")
+	fs.DurationVar(&f.hashWait, "mail-hash-wait", 10*time.Second, "how long a login waits for a hash slot before a temporary failure the client retries")
+	fs.DurationVar(&f.loginCache, "mail-login-cache-ttl", time.Hour, "how long a verified password is remembered (in memory only, shared with the other nodes) so re-logins skip argon2id; 0: off")
+	f.imapLimits.register(fs)
 }
 
 func (f *mailFlags) any() bool {
@@ -129,16 +196,31 @@ func (f *mailFlags) start(n *replica.Node, log *slog.Logger) (*mailListeners, er
 	if f.imaps != "" && cfg.TLS == nil {
 		return nil, errors.New("--imaps needs --mail-tls-cert and --mail-tls-key")
 	}
+	ttl := f.loginCache
+	if ttl <= 0 {
+		ttl = -1 // off
+	}
+	cfg.Store = mailserver.NewStore(n, mailbox.Options{HashSlots: f.hashSlots, HashWait: f.hashWait, AuthCache: ttl, Logger: log.With("node", n.ID())})
 	smtpSrv, err := mailserver.Start(n, cfg)
 	if err != nil {
 		return nil, err
 	}
 	m := &mailListeners{smtp: smtpSrv}
 	if f.imap != "" || f.imaps != "" {
-		m.imap, err = imap.Listen(mailserver.ForNode(n), imap.Config{
+		icfg := imap.Config{
 			IMAP: f.imap, IMAPS: f.imaps, TLS: cfg.TLS, AllowInsecureAuth: f.insecureAuth,
 			MaxMessageBytes: cfg.MaxMessageBytes, Logger: log.With("node", n.ID()),
-		})
+		}
+		if err = f.imapLimits.config(&icfg); err == nil {
+			smtpConns := 0
+			for _, a := range []string{f.smtp, f.submission, f.lmtp} {
+				if a != "" {
+					smtpConns += f.maxConns
+				}
+			}
+			fitFileLimit(&icfg, smtpConns, log)
+			m.imap, err = imap.Listen(cfg.Store, icfg)
+		}
 		if err != nil {
 			smtpSrv.Close()
 			return nil, err
@@ -167,6 +249,8 @@ func devMail(nodes []*replica.Node, dir string, log *slog.Logger) (summary strin
 			smtp: fmt.Sprintf("127.0.0.1:%d", 2525+10*i), submission: fmt.Sprintf("127.0.0.1:%d", 2587+10*i), lmtp: fmt.Sprintf("127.0.0.1:%d", 2424+10*i),
 			imap: fmt.Sprintf("127.0.0.1:%d", 1143+10*i), imaps: fmt.Sprintf("127.0.0.1:%d", 1993+10*i),
 			cert: certFile, key: keyFile, hostname: "localhost", maxMessage: "50M", insecureAuth: true, maxConns: 1000, maxConnsIP: 100,
+			loginCache: time.Hour,
+			imapLimits: imapLimitFlags{maxConns: 1000, maxConnsIP: 100, loginTimeout: imap.DefaultLoginTimeout},
 		}
 		s, err := f.start(n, log)
 		if err != nil {

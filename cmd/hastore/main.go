@@ -5,7 +5,9 @@ package main
 
 import (
 	"fmt"
+	"log/slog"
 	"os"
+	"syscall"
 )
 
 const usage = `hastore — replicated, erasure-coded storage for mail and web hosting
@@ -24,6 +26,10 @@ func main() {
 	if len(os.Args) < 2 {
 		fmt.Fprint(os.Stderr, usage)
 		os.Exit(2)
+	}
+	switch os.Args[1] {
+	case "serve", "dev", "mount":
+		raiseFileLimit()
 	}
 	var err error
 	switch cmd, args := os.Args[1], os.Args[2:]; cmd {
@@ -45,4 +51,28 @@ func main() {
 		fmt.Fprintf(os.Stderr, "hastore %s: %v\n", os.Args[1], err)
 		os.Exit(1)
 	}
+}
+
+// raiseFileLimit lifts the soft open-file limit to the hard one and says
+// what it is: a node holds a descriptor per client connection (tens of
+// thousands of IMAP clients), and running out stops it accepting on every
+// port. (Go's runtime already sets the soft limit to hard−1 at start; the
+// mail listeners check their caps against the result.)
+func raiseFileLimit() {
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
+		slog.Warn("cannot read the open-file limit", "err", err)
+		return
+	}
+	if rl.Cur >= rl.Max {
+		slog.Info("open-file limit", "soft", rl.Cur, "hard", rl.Max)
+		return
+	}
+	old := rl.Cur
+	rl.Cur = rl.Max
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
+		slog.Warn("cannot raise the open-file limit to the hard limit; raise LimitNOFILE / ulimit -n", "soft", old, "hard", rl.Max, "err", err)
+		return
+	}
+	slog.Info("raised the open-file limit to the hard limit", "was", old, "now", rl.Cur)
 }

@@ -43,7 +43,7 @@ func mount(args []string) error {
 	}
 	addr := fset.String("addr", os.Getenv("HASTORE_ADDR"), "cluster node addresses, comma-separated (the mount fails over between them)")
 	keyFile := fset.String("cluster-key-file", os.Getenv("HASTORE_CLUSTER_KEY_FILE"), "file holding the cluster secret")
-	tlsCA := fset.String("tls-ca", "", "CA certificate of the cluster's TLS certificates (enables TLS)")
+	tlsCA := fset.String("tls-ca", os.Getenv("HASTORE_TLS_CA"), "CA certificate of the cluster's TLS certificates (enables TLS)")
 	site := fset.String("site", "", "the site to mount")
 	attrTimeout := fset.Duration("attr-timeout", time.Second, "how long the kernel caches names and attributes: the longest a change made elsewhere stays unseen")
 	allowOther := fset.Bool("allow-other", false, "let other users (the web server's) use the mount; permissions are checked against the files' modes")

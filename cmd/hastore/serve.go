@@ -127,6 +127,10 @@ func serve(args []string) error {
 	fs.StringVar(&keyFile, "cluster-key-file", os.Getenv("HASTORE_CLUSTER_KEY_FILE"), "file holding the cluster secret ('hastore admin keygen' makes one)")
 	fs.StringVar(&joinTo, "join", "", "address of a node of an existing cluster to join")
 	httpAddr := fs.String("http", "", "serve the stored web sites over HTTP on this address (by Host header), e.g. :80")
+	hf := &httpFlags{}
+	hf.register(fs)
+	lf := &clusterLimitFlags{}
+	lf.register(fs)
 	nf.register(fs)
 	mf := &mailFlags{}
 	mf.register(fs)
@@ -160,6 +164,7 @@ func serve(args []string) error {
 	if err := nf.config(&cfg); err != nil {
 		return err
 	}
+	lf.config(&cfg)
 	cfg.Register = registerAll(webfs.Register, mailRegister)
 	n, err := replica.StartNode(cfg)
 	if err != nil {
@@ -172,7 +177,7 @@ func serve(args []string) error {
 	}
 	stopHTTP := func() {}
 	if *httpAddr != "" {
-		if stopHTTP, err = startHTTP(*httpAddr, n, log); err != nil {
+		if stopHTTP, err = startHTTP(*httpAddr, n, log, hf); err != nil {
 			mail.Close()
 			n.Close()
 			return err

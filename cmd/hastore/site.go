@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -211,11 +213,13 @@ func posixMode(m fs.FileMode) uint32 {
 	return mode
 }
 
-// scanLocal lists dir's tree, parents before children. Special files
-// (sockets, devices, FIFOs) are skipped with a warning.
-func scanLocal(dir string) ([]localEntry, error) {
+// scanLocal lists the tree of root (the directory dir), parents before
+// children, without following symlinks. Special files (sockets, devices,
+// FIFOs) are skipped with a warning.
+func scanLocal(root *os.Root, dir string) ([]localEntry, error) {
 	var out []localEntry
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+	fsys := root.FS()
+	err := fs.WalkDir(fsys, ".", func(rel string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
@@ -223,17 +227,14 @@ func scanLocal(dir string) ([]localEntry, error) {
 		if err != nil {
 			return err
 		}
-		rel, err := filepath.Rel(dir, p)
-		if err != nil {
-			return err
-		}
+		p := filepath.Join(dir, filepath.FromSlash(rel))
 		if rel == "." {
 			rel = ""
 			if !info.IsDir() {
 				return fmt.Errorf("%s is not a directory", dir)
 			}
 		}
-		e := localEntry{rel: filepath.ToSlash(rel), abs: p, mode: posixMode(info.Mode()), size: info.Size(), mtime: info.ModTime()}
+		e := localEntry{rel: rel, abs: p, mode: posixMode(info.Mode()), size: info.Size(), mtime: info.ModTime()}
 		if e.mode&webfs.ModeType == 0 {
 			fmt.Fprintf(os.Stderr, "hastore: skipping %s: not a file, directory or symlink\n", p)
 			return nil
@@ -242,7 +243,7 @@ func scanLocal(dir string) ([]localEntry, error) {
 			e.uid, e.gid = st.Uid, st.Gid
 		}
 		if e.mode&webfs.ModeType == webfs.ModeSymlink {
-			if e.target, err = os.Readlink(p); err != nil {
+			if e.target, err = fs.ReadLink(fsys, rel); err != nil {
 				return err
 			}
 		}
@@ -250,6 +251,25 @@ func scanLocal(dir string) ([]localEntry, error) {
 		return nil
 	})
 	return out, err
+}
+
+// openLocal opens the regular file scanLocal found at le, through root: a
+// file swapped meanwhile for a symlink leading out of the directory is
+// refused, and one swapped for anything but a regular file is too.
+func openLocal(root *os.Root, le *localEntry) (*os.File, error) {
+	f, err := root.Open(filepath.FromSlash(le.rel))
+	if err != nil {
+		return nil, err
+	}
+	fi, err := f.Stat()
+	if err == nil && !fi.Mode().IsRegular() {
+		err = fmt.Errorf("%s: no longer a regular file", le.abs)
+	}
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
 }
 
 // remoteEntry is an inode of the site's tree and where it is.
@@ -366,8 +386,16 @@ func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
 // sitePut makes the site's tree like dir, rsync-like: only entries whose
 // type, size or mtime differ are stored again; only attributes are set
 // where only they differ; with del, what dir does not have is removed.
+//
+// Every local access goes through an os.Root on dir, so nothing outside
+// dir is read even if the tree changes under the walk.
 func sitePut(ctx context.Context, rs *webfs.RemoteSite, dir string, del bool, out io.Writer) error {
-	local, err := scanLocal(dir)
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return err
+	}
+	defer root.Close()
+	local, err := scanLocal(root, dir)
 	if err != nil {
 		return err
 	}
@@ -491,7 +519,7 @@ func sitePut(ctx context.Context, rs *webfs.RemoteSite, dir string, del bool, ou
 	}
 	err = runWorkers(ctx, 8, len(files), func(ctx context.Context, i int) error {
 		le := files[i]
-		f, err := os.Open(le.abs)
+		f, err := openLocal(root, le)
 		if err != nil {
 			return err
 		}
@@ -570,6 +598,12 @@ func runWorkers(ctx context.Context, k, n int, fn func(ctx context.Context, i in
 // siteGet downloads the site's tree into dir (created if need be):
 // directories, files with their mode and mtime, symlinks. What dir holds
 // already is overwritten, never deleted.
+//
+// The tree's writers are not trusted: every local access goes through an
+// os.Root on dir, so no symlink — one this command made on an earlier get,
+// or one planted in dir otherwise — leads a write outside dir. A local
+// symlink where the site has a directory is replaced by the directory,
+// never followed.
 func siteGet(ctx context.Context, rs *webfs.RemoteSite, dir string, out io.Writer) error {
 	remote, err := scanRemote(ctx, rs)
 	if err != nil {
@@ -583,22 +617,42 @@ func siteGet(ctx context.Context, rs *webfs.RemoteSite, dir string, out io.Write
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	local := func(rel string) string { return filepath.Join(dir, filepath.FromSlash(rel)) }
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return err
+	}
+	defer root.Close()
+	local := func(rel string) string {
+		if rel == "" {
+			return "."
+		}
+		return filepath.FromSlash(rel)
+	}
 	var files []*remoteEntry
 	pr := startProgress("get " + rs.Name())
 	for _, re := range all {
 		p := local(re.rel)
 		switch {
 		case re.attr.IsDir():
+			if re.rel == "" {
+				continue
+			}
+			// Parents come first and are real directories by now; what
+			// stands at p itself, if not a directory, goes.
+			if fi, err := root.Lstat(p); err == nil && !fi.IsDir() {
+				if err := root.Remove(p); err != nil {
+					return fmt.Errorf("replacing %s with a directory: %w", re.rel, err)
+				}
+			}
 			// Owner-writable until the end, when its real mode is set.
-			if err := os.MkdirAll(p, 0o700); err != nil {
+			if err := root.Mkdir(p, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
 				return err
 			}
 		case re.attr.IsSymlink():
-			if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			if err := root.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
 				return err
 			}
-			if err := os.Symlink(re.attr.Target, p); err != nil {
+			if err := root.Symlink(re.attr.Target, p); err != nil {
 				return err
 			}
 		case re.attr.IsRegular():
@@ -610,27 +664,7 @@ func siteGet(ctx context.Context, rs *webfs.RemoteSite, dir string, out io.Write
 	err = runWorkers(ctx, 8, len(files), func(ctx context.Context, i int) error {
 		re := files[i]
 		p := local(re.rel)
-		tmp, err := os.CreateTemp(filepath.Dir(p), ".hastore-get-*")
-		if err != nil {
-			return err
-		}
-		defer os.Remove(tmp.Name())
-		n, err := rs.ReadTo(ctx, re.attr.Ino, tmp)
-		if cerr := tmp.Close(); err == nil {
-			err = cerr
-		}
-		if err == nil && n != re.attr.Size {
-			err = fmt.Errorf("got %d bytes of %d", n, re.attr.Size)
-		}
-		if err == nil {
-			err = os.Chmod(tmp.Name(), webfs.FileMode(re.attr.Mode))
-		}
-		if err == nil {
-			err = os.Rename(tmp.Name(), p)
-		}
-		if err == nil {
-			err = os.Chtimes(p, re.attr.Mtime, re.attr.Mtime)
-		}
+		n, err := getFile(ctx, rs, root, re, p)
 		if err != nil {
 			return fmt.Errorf("getting %s: %w", re.rel, err)
 		}
@@ -649,15 +683,46 @@ func siteGet(ctx context.Context, rs *webfs.RemoteSite, dir string, out io.Write
 			continue
 		}
 		p := local(re.rel)
-		if err := os.Chmod(p, webfs.FileMode(re.attr.Mode)); err != nil {
+		if err := root.Chmod(p, webfs.FileMode(re.attr.Mode)); err != nil {
 			return err
 		}
-		if err := os.Chtimes(p, re.attr.Mtime, re.attr.Mtime); err != nil {
+		if err := root.Chtimes(p, re.attr.Mtime, re.attr.Mtime); err != nil {
 			return err
 		}
 	}
 	fmt.Fprintf(out, "get %s: %d files (%s), %d entries in all\n", rs.Name(), len(files), mib(pr.bytes.Load()), len(all)-1)
 	return nil
+}
+
+// getFile downloads one file into a temporary file next to p, all within
+// root, and renames it over p (replacing a symlink there, not following
+// it).
+func getFile(ctx context.Context, rs *webfs.RemoteSite, root *os.Root, re *remoteEntry, p string) (int64, error) {
+	var suffix [8]byte
+	rand.Read(suffix[:])
+	tmpName := filepath.Join(filepath.Dir(p), ".hastore-get-"+hex.EncodeToString(suffix[:]))
+	tmp, err := root.OpenFile(tmpName, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return 0, err
+	}
+	defer root.Remove(tmpName)
+	n, err := rs.ReadTo(ctx, re.attr.Ino, tmp)
+	if err == nil && n != re.attr.Size {
+		err = fmt.Errorf("got %d bytes of %d", n, re.attr.Size)
+	}
+	if err == nil {
+		err = tmp.Chmod(webfs.FileMode(re.attr.Mode))
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = root.Rename(tmpName, p)
+	}
+	if err == nil {
+		err = root.Chtimes(p, re.attr.Mtime, re.attr.Mtime)
+	}
+	return n, err
 }
 
 // devSite is the site `hastore dev` creates.

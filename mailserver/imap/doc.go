@@ -24,6 +24,41 @@
 //     CLOSE expunges nothing, and BODY[] does not set \Seen.
 //   - No Shutdown in the library: Server.Close closes every connection.
 //
+// # Limits (against idle and hostile clients)
+//
+//   - Connections are counted below TLS (mailserver/connlimit), in total
+//     over both ports (MaxConnections, default 20,000) and per IPv4
+//     address or IPv6 /64 (MaxConnectionsPerIP, default 50); one over a
+//     limit gets "* BYE [UNAVAILABLE]" (after the handshake on IMAPS) and
+//     is closed. cmd/hastore keeps the caps of all mail ports below the
+//     open-file limit.
+//   - A connection has LoginTimeout (default 60 s) to authenticate, however
+//     many NOOPs it sends (the library's own read timeout, 30 s, is per
+//     command). Logged-in sessions and IDLE are dropped after the
+//     library's 35 minutes of silence, or IdleTimeout if shorter.
+//   - An APPEND literal is read into memory that grows with the bytes that
+//     arrive, each growth taken from a budget shared by all connections
+//     (MaxAppendBuffer, default 256 MiB); an APPEND that finds no room for
+//     10 s answers NO [LIMIT]. The library refuses a literal over
+//     MaxMessageBytes (NO [TOOBIG]) before asking for it.
+//
+// # Memory per connection
+//
+// An IMAPS session idling in IDLE costs about 18 KiB of heap and 8 KiB of
+// goroutine stack (TestIdleMemory measures it). Most of it is the
+// library's and the TLS stack's: two 4 KiB bufio buffers per connection,
+// the TLS connection (its handshake buffer, AES-GCM states) and the
+// connection's goroutine. This package's share is kept small: IDLE holds
+// no goroutine (updates are pushed from the mailbox's notifications),
+// sessions of one mailbox that agree share one UID list
+// (mailbox.Watcher.ShareUIDs), and event logs, pending events and the
+// record of the session's own flag changes are dropped once consumed.
+//
+// Malformed input the library's decoder rejects with a plain error (an
+// invalid sequence number such as "SEARCH 0", bad modified UTF-7 in a
+// mailbox name) is answered NO [SERVERBUG] by the library's command loop
+// before this package sees the command; it needs a library fix.
+//
 // Not supported (library limits): CONDSTORE/QRESYNC, QUOTA (APPEND and
 // COPY over quota answer NO [OVERQUOTA]), ID (the library answers BAD, and
 // BYE before login). BINARY[]<partial> responses lack the "<offset>"

@@ -22,7 +22,7 @@ import (
 // bytes, a header fetch reads the header bytes only.
 
 func (s *session) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, options *imap.FetchOptions) error {
-	s.touched = true
+	s.touch()
 	sel := s.mb
 	idx := sel.resolve(numSet)
 	markSeen := false
@@ -51,14 +51,14 @@ func (s *session) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, options *
 			return imapErr(err)
 		}
 		if len(unseen) > 0 {
-			out, _, err := s.store().StoreFlagsIndex(c, s.user, sel.id, unseen, meta.MailFlagsAdd, []string{meta.FlagSeen})
+			out, index, err := s.store().StoreFlagsIndex(c, s.user, sel.id, unseen, meta.MailFlagsAdd, []string{meta.FlagSeen})
 			if err != nil {
 				return imapErr(err)
 			}
 			for _, o := range out {
 				if o.Code == meta.MailOK {
 					seen[o.UID] = o.Flags
-					sel.reported[o.UID] = max(sel.reported[o.UID], o.ModSeq)
+					sel.report(o.UID, o.ModSeq, index)
 				}
 			}
 		}

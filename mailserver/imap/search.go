@@ -31,7 +31,7 @@ type candidate struct {
 }
 
 func (s *session) Search(kind imapserver.NumKind, criteria *imap.SearchCriteria, options *imap.SearchOptions) (*imap.SearchData, error) {
-	s.touched = true
+	s.touch()
 	sel := s.mb
 	c, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()

@@ -20,14 +20,46 @@ type selected struct {
 	name        string
 	uidValidity uint32
 	readOnly    bool
-	uids        []uint32
-	w           *mailbox.Watcher
-	pending     []mailbox.MailboxEvent
+	// uids may be the mailbox's shared copy (shared set): own() copies
+	// it before a change.
+	uids    []uint32
+	shared  bool
+	w       *mailbox.Watcher
+	pending []mailbox.MailboxEvent
 	// reported holds, per UID, the modseq of flags this session already
-	// sent (its own STORE), so the same change is not announced twice.
-	reported map[uint32]uint64
+	// sent (its own STORE), so the same change is not announced twice;
+	// nil once the event stream is past reportedUntil (the Raft index of
+	// the last such STORE).
+	reported      map[uint32]uint64
+	reportedUntil uint64
 	// saved is the last SEARCH RETURN (SAVE) result (SEARCHRES "$").
 	saved imap.UIDSet
+}
+
+// own makes uids the session's own before a change.
+func (m *selected) own() {
+	if m.shared {
+		m.uids = append(make([]uint32, 0, len(m.uids)+16), m.uids...)
+		m.shared = false
+	}
+}
+
+// share swaps the session's own uids for the mailbox's shared copy when
+// they are the same (see mailbox.Watcher.ShareUIDs).
+func (m *selected) share() {
+	if !m.shared {
+		m.uids, m.shared = m.w.ShareUIDs(m.uids)
+	}
+}
+
+// report records flags the session itself told the client (its STORE,
+// or \Seen set by FETCH), at Raft index idx.
+func (m *selected) report(uid uint32, modSeq, idx uint64) {
+	if m.reported == nil {
+		m.reported = map[uint32]uint64{}
+	}
+	m.reported[uid] = max(m.reported[uid], modSeq)
+	m.reportedUntil = max(m.reportedUntil, idx)
 }
 
 func (m *selected) find(uid uint32) (int, bool) {
@@ -165,11 +197,23 @@ func (s *session) poll(w *imapserver.UpdateWriter, allowExpunge bool) error {
 		return nil
 	}
 	done := 0
-	defer func() { sel.pending = sel.pending[done:] }()
+	defer func() {
+		if sel.pending = sel.pending[done:]; len(sel.pending) > 0 {
+			return
+		}
+		// Everything heard and told: let go of what an idle session
+		// need not hold.
+		sel.pending = nil
+		sel.share()
+		if sel.reported != nil && sel.w.Through() >= sel.reportedUntil {
+			sel.reported = nil
+		}
+	}()
 	for _, ev := range sel.pending {
 		switch ev.Kind {
 		case mailbox.EventAppend:
 			if n := len(sel.uids); n == 0 || ev.UID > sel.uids[n-1] {
+				sel.own()
 				sel.uids = append(sel.uids, ev.UID)
 				exists = true
 			}
@@ -193,6 +237,7 @@ func (s *session) poll(w *imapserver.UpdateWriter, allowExpunge bool) error {
 			if err := flush(); err != nil {
 				return err
 			}
+			sel.own()
 			sel.uids = append(sel.uids[:i], sel.uids[i+1:]...)
 			delete(sel.reported, ev.UID)
 			if err := w.WriteExpunge(uint32(i + 1)); err != nil {
@@ -218,6 +263,7 @@ func (s *session) poll(w *imapserver.UpdateWriter, allowExpunge bool) error {
 // difference: expunges, new messages, and every message's flags.
 func (s *session) resync(w *imapserver.UpdateWriter) error {
 	sel := s.mb
+	sel.own()
 	type rec struct {
 		uid   uint32
 		flags []string

@@ -8,10 +8,12 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"time"
 
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapserver"
 
+	"hastore/mailserver/connlimit"
 	"hastore/mailserver/mailbox"
 )
 
@@ -25,15 +27,45 @@ type Config struct {
 	AllowInsecureAuth bool
 	// MaxMessageBytes bounds APPEND (default 50 MiB).
 	MaxMessageBytes int64
+	// MaxConnections bounds the connections of both listeners together
+	// (default 20,000: 9,000 customers with a few devices each; negative:
+	// no limit); MaxConnectionsPerIP bounds those from one IPv4 address or
+	// IPv6 /64 (default 50, room for an office behind NAT; negative: no
+	// limit). A connection over a limit gets "* BYE" and is closed.
+	MaxConnections      int
+	MaxConnectionsPerIP int
+	// LoginTimeout is how long a connection may stay unauthenticated,
+	// whatever it sends meanwhile (default 60 s).
+	LoginTimeout time.Duration
+	// IdleTimeout, when set, shortens the library's inactivity timeout of
+	// authenticated sessions and of IDLE (35 minutes; RFC 3501 5.4 asks for
+	// at least 30, RFC 2177 has clients re-IDLE every 29).
+	IdleTimeout time.Duration
+	// MaxAppendBuffer bounds the APPEND data held in memory by all
+	// connections at once (default 256 MiB); past it an APPEND waits a
+	// little for room, then answers NO [LIMIT].
+	MaxAppendBuffer int64
 	Logger          *slog.Logger
 }
 
+// Defaults of Config.
+const (
+	DefaultMaxConnections      = 20000
+	DefaultMaxConnectionsPerIP = 50
+	DefaultLoginTimeout        = time.Minute
+	DefaultMaxAppendBuffer     = 256 << 20
+)
+
 // Server is one node's IMAP listeners.
 type Server struct {
-	store *mailbox.Store
-	cfg   Config
-	log   *slog.Logger
-	srv   *imapserver.Server
+	store  *mailbox.Store
+	cfg    Config
+	log    *slog.Logger
+	srv    *imapserver.Server
+	limit  *connlimit.Limiter
+	append *budget
+	// refusedLog rate-limits the log lines about refused connections.
+	refusedLog logLimiter
 
 	mu  sync.Mutex
 	lns map[string]net.Listener
@@ -48,10 +80,25 @@ func Listen(store *mailbox.Store, cfg Config) (*Server, error) {
 	if cfg.MaxMessageBytes <= 0 {
 		cfg.MaxMessageBytes = 50 << 20
 	}
+	if cfg.MaxConnections == 0 {
+		cfg.MaxConnections = DefaultMaxConnections
+	}
+	if cfg.MaxConnectionsPerIP == 0 {
+		cfg.MaxConnectionsPerIP = DefaultMaxConnectionsPerIP
+	}
+	if cfg.LoginTimeout <= 0 {
+		cfg.LoginTimeout = DefaultLoginTimeout
+	}
+	if cfg.MaxAppendBuffer <= 0 {
+		cfg.MaxAppendBuffer = DefaultMaxAppendBuffer
+	}
+	// One message of the largest size must fit.
+	cfg.MaxAppendBuffer = max(cfg.MaxAppendBuffer, cfg.MaxMessageBytes)
 	if cfg.IMAPS != "" && cfg.TLS == nil {
 		return nil, errors.New("imap: implicit TLS needs a certificate")
 	}
-	s := &Server{store: store, cfg: cfg, log: cfg.Logger.With("component", "imap"), lns: map[string]net.Listener{}}
+	s := &Server{store: store, cfg: cfg, log: cfg.Logger.With("component", "imap"), lns: map[string]net.Listener{},
+		limit: connlimit.New(cfg.MaxConnections, cfg.MaxConnectionsPerIP), append: newBudget(cfg.MaxAppendBuffer)}
 	s.srv = imapserver.New(&imapserver.Options{
 		NewSession: s.newSession,
 		Caps: imap.CapSet{
@@ -76,6 +123,7 @@ func Listen(store *mailbox.Store, cfg Config) (*Server, error) {
 			s.Close()
 			return nil, fmt.Errorf("imap: %w", err)
 		}
+		ln = s.guard(ln, l.tls)
 		if l.tls {
 			ln = tls.NewListener(ln, cfg.TLS)
 		}

@@ -1,14 +1,15 @@
 package imap
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
+	"runtime/debug"
 	"sort"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/emersion/go-imap/v2"
@@ -31,6 +32,13 @@ type session struct {
 	// that finds it unset followed NOOP/CHECK (or CAPABILITY...), which
 	// gets a read-index catch-up (DESIGN-NOTES 5).
 	touched bool
+	// A session in IDLE keeps no goroutine of its own: Idle returns at
+	// once, leaving idleW set and a notify function on the watcher that
+	// starts a short-lived push (idlePush) per batch of events. The next
+	// call into the session (Poll after DONE, any command, Close) ends it.
+	idleMu     sync.Mutex
+	idleW      *imapserver.UpdateWriter
+	pushQueued atomic.Bool
 }
 
 var _ imapserver.SessionIMAP4rev2 = (*session)(nil)
@@ -42,7 +50,7 @@ func (s *Server) newSession(c *imapserver.Conn) (imapserver.Session, *imapserver
 	if a, ok := c.NetConn().RemoteAddr().(*net.TCPAddr); ok {
 		sess.remote = a.IP
 	}
-	return sess, nil, nil
+	return s.guardSession(sess, c), nil, nil
 }
 
 func (s *session) store() *mailbox.Store { return s.srv.store }
@@ -51,7 +59,61 @@ func ctx() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), opTimeout)
 }
 
+// touch marks a command reaching the session, which ends IDLE.
+func (s *session) touch() {
+	s.endIdle()
+	s.touched = true
+}
+
+// endIdle stops pushing IDLE updates (waiting for a push under way).
+func (s *session) endIdle() {
+	s.idleMu.Lock()
+	defer s.idleMu.Unlock()
+	if s.idleW != nil {
+		s.idleW = nil
+		s.mb.w.SetNotify(nil)
+	}
+}
+
+// schedulePush is the watcher's notify function during IDLE.
+func (s *session) schedulePush() {
+	if s.pushQueued.CompareAndSwap(false, true) {
+		go s.idlePush()
+	}
+}
+
+// idlePush tells an idling client what changed.
+func (s *session) idlePush() {
+	s.idleMu.Lock()
+	defer s.idleMu.Unlock()
+	defer func() {
+		// As the library does for its own IDLE goroutine: a bug ends
+		// this connection, not the process.
+		if v := recover(); v != nil {
+			s.srv.log.Error("imap: panic pushing IDLE updates", "panic", v, "stack", string(debug.Stack()))
+			s.idleW = nil
+			_ = s.conn.NetConn().Close()
+		}
+	}()
+	s.pushQueued.Store(false) // events from now on start another push
+	if s.idleW == nil {
+		return
+	}
+	select {
+	case <-s.mb.w.C():
+	default:
+	}
+	if err := s.poll(s.idleW, true); err != nil {
+		// The client is gone or not reading: end the connection (its
+		// goroutine is waiting for DONE).
+		s.idleW = nil
+		s.mb.w.SetNotify(nil)
+		_ = s.conn.NetConn().Close()
+	}
+}
+
 func (s *session) Close() error {
+	s.endIdle()
 	if s.mb != nil {
 		s.mb.w.Close()
 		s.mb = nil
@@ -97,7 +159,7 @@ func (s *session) Login(username, password string) error {
 	s.touched = true
 	c, cancel := ctx()
 	defer cancel()
-	addr, err := s.store().Authenticate(c, username, password, s.remote)
+	addr, err := s.store().Authenticate(c, "imap", username, password, s.remote)
 	switch {
 	case err == nil:
 		s.user = addr
@@ -134,7 +196,7 @@ func (s *session) AppendLimit() uint32 {
 // Mailboxes.
 
 func (s *session) Namespace() (*imap.NamespaceData, error) {
-	s.touched = true
+	s.touch()
 	return &imap.NamespaceData{Personal: []imap.NamespaceDescriptor{{Prefix: "", Delim: meta.MailboxDelim}}}, nil
 }
 
@@ -151,7 +213,7 @@ func (s *session) mailbox(name string) (meta.Mailbox, error) {
 }
 
 func (s *session) Create(name string, options *imap.CreateOptions) error {
-	s.touched = true
+	s.touch()
 	name = meta.CanonicalMailboxName(strings.TrimSuffix(name, string(meta.MailboxDelim)))
 	if err := meta.ValidMailboxName(name); err != nil {
 		return no(imap.ResponseCodeCannot, "%v", err)
@@ -167,7 +229,7 @@ func (s *session) Create(name string, options *imap.CreateOptions) error {
 }
 
 func (s *session) Delete(name string) error {
-	s.touched = true
+	s.touch()
 	mb, err := s.mailbox(name)
 	if err != nil {
 		return err
@@ -181,7 +243,7 @@ func (s *session) Delete(name string) error {
 }
 
 func (s *session) Rename(oldName, newName string, _ *imap.RenameOptions) error {
-	s.touched = true
+	s.touch()
 	mb, err := s.mailbox(oldName)
 	if err != nil {
 		return err
@@ -196,21 +258,21 @@ func (s *session) Rename(oldName, newName string, _ *imap.RenameOptions) error {
 }
 
 func (s *session) Subscribe(name string) error {
-	s.touched = true
+	s.touch()
 	c, cancel := ctx()
 	defer cancel()
 	return imapErr(s.store().Subscribe(c, s.user, strings.TrimSuffix(name, string(meta.MailboxDelim))))
 }
 
 func (s *session) Unsubscribe(name string) error {
-	s.touched = true
+	s.touch()
 	c, cancel := ctx()
 	defer cancel()
 	return imapErr(s.store().Unsubscribe(c, s.user, strings.TrimSuffix(name, string(meta.MailboxDelim))))
 }
 
 func (s *session) List(w *imapserver.ListWriter, ref string, patterns []string, options *imap.ListOptions) error {
-	s.touched = true
+	s.touch()
 	if len(patterns) == 1 && patterns[0] == "" {
 		// The hierarchy delimiter request.
 		return w.WriteList(&imap.ListData{Attrs: []imap.MailboxAttr{imap.MailboxAttrNoSelect}, Delim: meta.MailboxDelim, Mailbox: ""})
@@ -302,7 +364,7 @@ func hasChildren(boxes []meta.Mailbox, name string) bool {
 }
 
 func (s *session) Status(name string, options *imap.StatusOptions) (*imap.StatusData, error) {
-	s.touched = true
+	s.touch()
 	mb, err := s.mailbox(name)
 	if err != nil {
 		return nil, err
@@ -390,7 +452,7 @@ func imapFlags(flags []string) []imap.Flag {
 }
 
 func (s *session) Append(name string, r imap.LiteralReader, options *imap.AppendOptions) (*imap.AppendData, error) {
-	s.touched = true
+	s.touch()
 	mb, err := s.mailbox(name)
 	if err != nil {
 		return nil, no(imap.ResponseCodeTryCreate, "No such mailbox")
@@ -400,20 +462,26 @@ func (s *session) Append(name string, r imap.LiteralReader, options *imap.Append
 		return nil, err
 	}
 	c, cancel := ctx()
-	defer cancel()
-	if err := s.store().CheckRecipient(c, s.user, r.Size()); err != nil {
+	err = s.store().CheckRecipient(c, s.user, r.Size())
+	cancel()
+	if err != nil {
 		return nil, imapErr(err)
 	}
-	var buf bytes.Buffer
-	buf.Grow(int(r.Size()))
-	if _, err := io.Copy(&buf, r); err != nil {
+	// The literal is held in memory that grows with what arrives (the
+	// size is only the client's word), within the server's budget; the
+	// timeout for storing starts once it is all here.
+	msg, held, err := readLiteral(s.srv.append, r, r.Size())
+	if err != nil {
 		return nil, err
 	}
+	defer s.srv.append.give(held)
+	c, cancel = ctx()
+	defer cancel()
 	d := s.store().NewDelivery()
 	if err := d.AddRecipient(mailbox.Recipient{Address: s.user, Mailbox: mb.Name, Flags: flags}); err != nil {
 		return nil, imapErr(err)
 	}
-	if err := d.Body(c, buf.Bytes(), options.Time); err != nil {
+	if err := d.Body(c, msg, options.Time); err != nil {
 		return nil, imapErr(err)
 	}
 	out, err := d.Commit(c, true)
@@ -439,7 +507,7 @@ func (s *session) Append(name string, r imap.LiteralReader, options *imap.Append
 // Selected state.
 
 func (s *session) Select(name string, options *imap.SelectOptions) (*imap.SelectData, error) {
-	s.touched = true
+	s.touch()
 	if s.mb != nil {
 		s.Unselect()
 	}
@@ -452,7 +520,7 @@ func (s *session) Select(name string, options *imap.SelectOptions) (*imap.Select
 	if err != nil {
 		return nil, err
 	}
-	sel, first, err := s.open(mb.ID, options.ReadOnly)
+	sel, first, err := s.open(mb.ID, options.ReadOnly, mb.Messages)
 	if err != nil {
 		return nil, imapErr(err)
 	}
@@ -482,12 +550,14 @@ func (s *session) Select(name string, options *imap.SelectOptions) (*imap.Select
 }
 
 // open starts watching a mailbox, then reads its UIDs.
-func (s *session) open(id uint64, readOnly bool) (*selected, uint32, error) {
+// The UIDs are then shared with other sessions of the mailbox when they
+// agree (selected.share); sizeHint is the message count of its record.
+func (s *session) open(id uint64, readOnly bool, sizeHint uint32) (*selected, uint32, error) {
 	w, err := s.store().Watch(s.user, id)
 	if err != nil {
 		return nil, 0, err
 	}
-	sel := &selected{id: id, readOnly: readOnly, w: w, reported: map[uint32]uint64{}}
+	sel := &selected{id: id, readOnly: readOnly, w: w, uids: make([]uint32, 0, min(sizeHint+16, 1<<20))}
 	var firstUnseen uint32
 	err = s.store().EachMessage(s.user, id, func(m meta.MailMessage) error {
 		sel.uids = append(sel.uids, m.UID)
@@ -500,11 +570,12 @@ func (s *session) open(id uint64, readOnly bool) (*selected, uint32, error) {
 		w.Close()
 		return nil, 0, err
 	}
+	sel.share()
 	return sel, firstUnseen, nil
 }
 
 func (s *session) Unselect() error {
-	s.touched = true
+	s.touch()
 	if s.mb != nil {
 		s.mb.w.Close()
 		s.mb = nil
@@ -513,6 +584,7 @@ func (s *session) Unselect() error {
 }
 
 func (s *session) Poll(w *imapserver.UpdateWriter, allowExpunge bool) error {
+	s.endIdle()
 	if !s.touched {
 		c, cancel := ctx()
 		err := s.store().CatchUp(c)
@@ -528,7 +600,11 @@ func (s *session) Poll(w *imapserver.UpdateWriter, allowExpunge bool) error {
 	return s.poll(w, allowExpunge)
 }
 
+// Idle catches up, tells the client what changed, and returns: updates
+// during IDLE are pushed from the watcher's notifications (see idleW), so
+// an idling connection holds no goroutine for it.
 func (s *session) Idle(w *imapserver.UpdateWriter, stop <-chan struct{}) error {
+	s.endIdle()
 	c, cancel := ctx()
 	err := s.store().CatchUp(c)
 	cancel()
@@ -536,26 +612,23 @@ func (s *session) Idle(w *imapserver.UpdateWriter, stop <-chan struct{}) error {
 		_ = s.store().SyncEvents()
 	}
 	if s.mb == nil {
-		<-stop
 		return nil
 	}
 	if err := s.poll(w, true); err != nil {
 		return err
 	}
-	for {
-		select {
-		case <-s.mb.w.C():
-			if err := s.poll(w, true); err != nil {
-				return err
-			}
-		case <-stop:
-			return nil
-		}
+	s.idleMu.Lock()
+	s.idleW = w
+	s.mb.w.SetNotify(s.schedulePush)
+	s.idleMu.Unlock()
+	if len(s.mb.w.C()) > 0 { // signalled between the poll and SetNotify
+		s.schedulePush()
 	}
+	return nil
 }
 
 func (s *session) Expunge(w *imapserver.ExpungeWriter, uids *imap.UIDSet) error {
-	s.touched = true
+	s.touch()
 	sel := s.mb
 	if sel.readOnly {
 		if *w == (imapserver.ExpungeWriter{}) {
@@ -585,7 +658,7 @@ func (s *session) Expunge(w *imapserver.ExpungeWriter, uids *imap.UIDSet) error 
 }
 
 func (s *session) Store(w *imapserver.FetchWriter, numSet imap.NumSet, flags *imap.StoreFlags, options *imap.StoreOptions) error {
-	s.touched = true
+	s.touch()
 	sel := s.mb
 	if sel.readOnly {
 		return errReadOnly
@@ -608,7 +681,7 @@ func (s *session) Store(w *imapserver.FetchWriter, numSet imap.NumSet, flags *im
 	op := map[imap.StoreFlagsOp]meta.MailStoreOp{imap.StoreFlagsAdd: meta.MailFlagsAdd, imap.StoreFlagsDel: meta.MailFlagsRemove, imap.StoreFlagsSet: meta.MailFlagsReplace}[flags.Op]
 	c, cancel := ctx()
 	defer cancel()
-	out, _, err := s.store().StoreFlagsIndex(c, s.user, sel.id, uids, op, fl)
+	out, index, err := s.store().StoreFlagsIndex(c, s.user, sel.id, uids, op, fl)
 	if err != nil {
 		return imapErr(err)
 	}
@@ -617,7 +690,7 @@ func (s *session) Store(w *imapserver.FetchWriter, numSet imap.NumSet, flags *im
 		if o.Code != meta.MailOK {
 			continue
 		}
-		sel.reported[o.UID] = max(sel.reported[o.UID], o.ModSeq)
+		sel.report(o.UID, o.ModSeq, index)
 		if flags.Silent {
 			continue
 		}
@@ -634,12 +707,12 @@ func (s *session) Store(w *imapserver.FetchWriter, numSet imap.NumSet, flags *im
 }
 
 func (s *session) Copy(numSet imap.NumSet, dest string) (*imap.CopyData, error) {
-	s.touched = true
+	s.touch()
 	return s.copy(numSet, dest, false)
 }
 
 func (s *session) Move(w *imapserver.MoveWriter, numSet imap.NumSet, dest string) error {
-	s.touched = true
+	s.touch()
 	if s.mb.readOnly {
 		return errReadOnly
 	}

@@ -36,9 +36,16 @@
 //
 // # Authentication
 //
-// [Store.Authenticate] verifies a password against the user's hash,
-// throttles failures per client address and per account (node-local
-// counters), answers unknown users in the same time as wrong passwords,
-// and caches successful verifications briefly so that mail clients that
-// reconnect often do not cost an argon2 run each time.
+// [Store.Authenticate] verifies a password against the user's hash and
+// logs every attempt. Hash computations run in a bounded number of slots
+// (Options.HashSlots; memory at most slots × 19 MiB), and a login that
+// waits too long for one gets ErrUnavailable, which clients retry. The
+// throttle (throttle.go) reserves each attempt in per-address (IPv6 by
+// /64), per-address-and-account and per-account budgets before hashing,
+// and never locks an account against the addresses its owner uses.
+// Unknown users cost a hash like wrong passwords. Verified passwords are
+// remembered as MACs under a key derived from the cluster key, in memory
+// only, shared with the other nodes and dropped on every node when the
+// password changes (credcache.go), so that re-logins, and the storm of
+// them when a node dies, cost no argon2 run.
 package mailbox

@@ -3,6 +3,7 @@ package mailbox
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -58,12 +59,16 @@ type mbLog struct {
 	base     uint64 // sequence number of events[0]
 	events   []MailboxEvent
 	watchers map[*Watcher]struct{}
+	// snap is the mailbox's UIDs as of sequence number snapAt, shared
+	// read-only by every watcher whose view is the same (ShareUIDs): idle
+	// sessions of one mailbox hold one copy, not one each.
+	snap   []uint32
+	snapAt uint64
 }
 
-const (
-	logTrimAt = 1024
-	logMax    = 1 << 13
-)
+// logMax bounds a mailbox's log: a watcher that falls this far behind
+// (selected but silent while mail flows) gets a reset instead.
+const logMax = 1 << 13
 
 type hub struct {
 	src eventSource
@@ -88,6 +93,11 @@ type Watcher struct {
 	since uint64 // events at or below this index are already in the state read after Watch
 	c     chan struct{}
 	reset bool
+	// through is the applied index up to which Next returned everything.
+	through uint64
+	// notify, when set, is called (with the hub locked: it must not
+	// block) whenever C is signalled.
+	notify func()
 }
 
 func (s *Store) events() (*hub, error) {
@@ -132,16 +142,28 @@ func (s *Store) Watch(user string, mailbox uint64) (*Watcher, error) {
 // C is signalled (without blocking Apply) when new events may be waiting.
 func (w *Watcher) C() <-chan struct{} { return w.c }
 
+// SetNotify sets (nil: clears) a function called whenever C is
+// signalled, so that a watcher can be followed without a goroutine
+// waiting on C. fn runs with the event hub locked: it must return at once
+// and not call the Watcher.
+func (w *Watcher) SetNotify(fn func()) {
+	w.h.mu.Lock()
+	w.notify = fn
+	w.h.mu.Unlock()
+}
+
 // Next returns the events since the last call, in apply order.
 func (w *Watcher) Next() []MailboxEvent {
 	h := w.h
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	var out []MailboxEvent
+	w.through = h.processed
 	if w.reset || w.next < w.lg.base {
 		w.reset = false
 		out = append(out, MailboxEvent{Kind: EventReset, Index: h.processed})
 		w.next = w.lg.base + uint64(len(w.lg.events))
+		h.trim(w.lg)
 		return out
 	}
 	for _, ev := range w.lg.events[w.next-w.lg.base:] {
@@ -152,6 +174,36 @@ func (w *Watcher) Next() []MailboxEvent {
 	w.next = w.lg.base + uint64(len(w.lg.events))
 	h.trim(w.lg)
 	return out
+}
+
+// Through returns the Raft index up to which the last Next returned every
+// event of the mailbox.
+func (w *Watcher) Through() uint64 {
+	w.h.mu.Lock()
+	defer w.h.mu.Unlock()
+	return w.through
+}
+
+// ShareUIDs offers the caller's view of the mailbox (its UIDs in order,
+// with every event Next returned applied) for sharing. When no event
+// arrived since the last Next, it returns the shared copy equal to view
+// (adopting it, or publishing view as it) and true: the caller then must
+// not modify the slice returned, and copies it before its next change.
+// Otherwise it returns view and false.
+func (w *Watcher) ShareUIDs(view []uint32) ([]uint32, bool) {
+	h := w.h
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	lg := w.lg
+	head := lg.base + uint64(len(lg.events))
+	if w.reset || w.next != head {
+		return view, false
+	}
+	if lg.snap != nil && lg.snapAt == head && slices.Equal(lg.snap, view) {
+		return lg.snap, true
+	}
+	lg.snap, lg.snapAt = view[:len(view):len(view)], head
+	return lg.snap, true
 }
 
 // Close stops following.
@@ -209,22 +261,32 @@ func (s *Store) WaitEvents(ctx context.Context, index uint64) error {
 // anywhere before the call (a read-index barrier, coalesced).
 func (s *Store) CatchUp(ctx context.Context) error { return s.catchUp(ctx) }
 
-// trim drops events every watcher has read; h.mu is held.
+// trim drops events every watcher has read; h.mu is held. The log is
+// released as soon as everyone has read it (an idle mailbox holds no
+// events), and compacted once the read part is at least half of it.
 func (h *hub) trim(lg *mbLog) {
-	if len(lg.events) < logTrimAt {
-		return
-	}
-	low := lg.base + uint64(len(lg.events))
+	head := lg.base + uint64(len(lg.events))
+	low := head
 	for w := range lg.watchers {
-		low = min(low, w.next)
+		if w.next >= lg.base { // one behind base already has its reset coming
+			low = min(low, w.next)
+		}
 	}
 	if len(lg.events) >= logMax {
-		low = lg.base + uint64(len(lg.events)) // laggards get a reset
+		low = head // laggards get a reset
 	}
-	if n := low - lg.base; n > 0 {
+	n := low - lg.base
+	switch {
+	case n == 0:
+		return
+	case low == head:
+		lg.events = nil
+	case n >= uint64(len(lg.events))/2:
 		lg.events = append([]MailboxEvent(nil), lg.events[n:]...)
-		lg.base = low
+	default:
+		return
 	}
+	lg.base = low
 }
 
 func (h *hub) run(sub *meta.Subscription) {
@@ -294,6 +356,9 @@ func (h *hub) add(user string, id uint64, ev MailboxEvent) {
 		select {
 		case w.c <- struct{}{}:
 		default:
+		}
+		if w.notify != nil {
+			w.notify()
 		}
 	}
 	h.trim(lg)

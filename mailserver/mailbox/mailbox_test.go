@@ -187,38 +187,6 @@ func TestPasswords(t *testing.T) {
 	}
 }
 
-func TestThrottle(t *testing.T) {
-	now := time.Unix(1000, 0)
-	th := newThrottle(ThrottleOptions{PerAddress: 3, PerAccount: 5, Window: 30 * time.Second}, func() time.Time { return now })
-	ip, acct := addressKey("192.0.2.1"), accountKey("a@b.c")
-	for i := 0; i < 3; i++ {
-		if th.blocked(ip, acct) {
-			t.Fatalf("blocked after %d failures", i)
-		}
-		th.fail(ip, acct)
-	}
-	if !th.blocked(ip, "") {
-		t.Fatal("address not blocked after 3 failures")
-	}
-	if th.blocked(addressKey("192.0.2.2"), acct) {
-		t.Fatal("account blocked after 3 of 5 failures")
-	}
-	// One failure is forgiven every Window/limit: 10 s for the address.
-	now = now.Add(11 * time.Second)
-	if th.blocked(ip, "") {
-		t.Fatal("still blocked after the decay of one failure")
-	}
-	th.fail(ip)
-	th.fail(ip)
-	if !th.blocked(ip, "") {
-		t.Fatal("not blocked again")
-	}
-	now = now.Add(time.Minute)
-	if th.blocked(ip, acct) || len(th.m) != 0 {
-		t.Fatalf("not forgotten after a window: %d keys", len(th.m))
-	}
-}
-
 func TestNormalizeCRLF(t *testing.T) {
 	for in, want := range map[string]string{
 		"":              "",

@@ -2,12 +2,8 @@ package mailbox
 
 import (
 	"context"
-	"crypto/rand"
-	"crypto/sha256"
-	"crypto/subtle"
 	"fmt"
 	"log/slog"
-	"net"
 	"strings"
 	"sync"
 	"time"
@@ -32,11 +28,32 @@ type Cluster interface {
 type Options struct {
 	Hash     HashParams // for new password hashes
 	Throttle ThrottleOptions
-	// AuthCache is how long a verified password is remembered (default 5
-	// minutes; negative: never).
+	// HashSlots bounds the password hash computations (verifications and
+	// new hashes) running at once on this node (default GOMAXPROCS, at
+	// least 2). The memory they take is at most HashSlots × Hash.Memory
+	// (19 MiB each with the default parameters): 8 slots, 152 MiB.
+	HashSlots int
+	// HashWait is how long a login waits for a hash slot before it gets a
+	// temporary failure (ErrUnavailable: IMAP NO [UNAVAILABLE], SMTP 454),
+	// which clients retry (default 10 s).
+	HashWait time.Duration
+	// AuthCache is how long a verified password is remembered (default 1
+	// hour; negative: never). See credcache.go.
 	AuthCache time.Duration
-	Now       func() time.Time
-	Logger    *slog.Logger
+	// AuthCacheEntries bounds the login cache (default 100,000 entries of
+	// about 100 bytes).
+	AuthCacheEntries int
+	// CredentialKey is the login cache's MAC key. Nodes with the same key
+	// can use each other's entries: derive it from the cluster key
+	// (replica.Node.DeriveSecret). Empty: a random key of this Store's own.
+	// It is never written anywhere.
+	CredentialKey []byte
+	// ShareCredential, if set, is given each cache entry this node made by
+	// verifying a password with its hash, to hand to the other nodes. It
+	// must not block.
+	ShareCredential func(SharedCredential)
+	Now             func() time.Time
+	Logger          *slog.Logger
 }
 
 // Store is the mail model of one node over the replicated store. It is
@@ -49,21 +66,17 @@ type Store struct {
 	log  *slog.Logger
 	thr  *throttle
 
-	barrier   *catchUpper
-	cacheKey  [32]byte
-	cacheMu   sync.Mutex
-	cache     map[string]authEntry
+	barrier *catchUpper
+	slots   *hashSlots
+	creds   *credCache
+
+	verifyMu  sync.Mutex
+	verifying map[[32]byte]*verifyCall // password checks under way, by credential
 	dummyHash string
 
 	hubOnce sync.Once // the per-mailbox event streams (events.go)
 	hub     *hub
 	hubErr  error
-}
-
-type authEntry struct {
-	hash    string // the user's hash when verified: a changed password misses
-	sum     [32]byte
-	expires time.Time
 }
 
 // New returns the mail model over c, reading the metadata through r
@@ -76,15 +89,23 @@ func New(c Cluster, r meta.TenantReader, opt Options) *Store {
 		opt.Logger = slog.New(slog.DiscardHandler)
 	}
 	if opt.AuthCache == 0 {
-		opt.AuthCache = 5 * time.Minute
+		opt.AuthCache = time.Hour
+	}
+	if opt.AuthCacheEntries <= 0 {
+		opt.AuthCacheEntries = 100000
 	}
 	if opt.Hash == (HashParams{}) {
 		opt.Hash = DefaultHashParams
 	}
-	s := &Store{c: c, view: meta.MailView{R: r}, opt: opt, log: opt.Logger.With("component", "mailbox"), cache: map[string]authEntry{}}
+	s := &Store{c: c, view: meta.MailView{R: r}, opt: opt, log: opt.Logger.With("component", "mailbox")}
 	s.thr = newThrottle(opt.Throttle, opt.Now)
 	s.barrier = &catchUpper{fn: c.CatchUp, timeout: 10 * time.Second}
-	_, _ = rand.Read(s.cacheKey[:])
+	s.slots = newHashSlots(opt.HashSlots, opt.HashWait)
+	s.creds = newCredCache(opt.CredentialKey, opt.AuthCache, opt.AuthCacheEntries)
+	if src, ok := r.(eventSource); ok && s.creds.enabled() {
+		// Subscribed before any entry exists, so no change is missed.
+		go s.followCredentials(src, src.Subscribe(1<<10))
+	}
 	// Unknown users are "verified" against this, so they cost what a wrong
 	// password costs and cannot be told apart by timing.
 	s.dummyHash, _ = HashPassword("not a password", opt.Hash)
@@ -193,7 +214,7 @@ func (s *Store) AddUser(ctx context.Context, addr, password string, quota int64)
 	if quota < 0 {
 		return fmt.Errorf("%w: negative quota", ErrInvalid)
 	}
-	h, err := HashPassword(password, s.opt.Hash)
+	h, err := s.hashPassword(ctx, password)
 	if err != nil {
 		return err
 	}
@@ -210,11 +231,12 @@ func (s *Store) SetPassword(ctx context.Context, addr, password string) error {
 	if err != nil {
 		return err
 	}
-	h, err := HashPassword(password, s.opt.Hash)
+	h, err := s.hashPassword(ctx, password)
 	if err != nil {
 		return err
 	}
 	_, err = s.c.Propose(ctx, meta.MailUserUpdate{Address: a, SetPassword: true, PasswordHash: h})
+	s.creds.forget(a) // the apply stream does it too, on every node
 	return proposeErr("set password of "+a, err, ErrExists)
 }
 
@@ -255,9 +277,7 @@ func (s *Store) DeleteUser(ctx context.Context, addr string) error {
 		}
 	}
 	_, err = s.c.Propose(ctx, meta.MailUserDelete{Address: a, Now: s.now().UnixNano()})
-	if err == nil {
-		s.forget(a)
-	}
+	s.creds.forget(a)
 	return proposeErr("delete user "+a, err, ErrExists)
 }
 
@@ -362,94 +382,4 @@ func (s *Store) LookupUser(ctx context.Context, addr string) (u User, ok bool, e
 		return User{}, false, err
 	}
 	return User{MailUser: mu, Usage: usage}, true, nil
-}
-
-// Authenticate checks a user's password; remote is the client's address
-// (nil if unknown), for the throttle. It returns the canonical address, or
-// ErrAuthFailed, ErrThrottled, ErrDisabled or ErrUnavailable.
-func (s *Store) Authenticate(ctx context.Context, username, password string, remote net.IP) (string, error) {
-	ipKey := ""
-	if remote != nil {
-		ipKey = addressKey(remote.String())
-	}
-	a, nerr := NormalizeAddress(username)
-	acctKey := ""
-	if nerr == nil {
-		acctKey = accountKey(a)
-	}
-	if s.thr.blocked(ipKey, acctKey) {
-		return "", ErrThrottled
-	}
-	ok, disabled, err := s.verify(ctx, a, nerr == nil, password)
-	if err != nil {
-		return "", err
-	}
-	if !ok {
-		s.thr.fail(ipKey, acctKey)
-		if d := s.thr.opt.FailDelay; d > 0 {
-			t := time.NewTimer(d)
-			select {
-			case <-t.C:
-			case <-ctx.Done():
-				t.Stop()
-			}
-		}
-		return "", ErrAuthFailed
-	}
-	if disabled {
-		return "", ErrDisabled
-	}
-	return a, nil
-}
-
-func (s *Store) verify(ctx context.Context, addr string, valid bool, password string) (ok, disabled bool, err error) {
-	var u User
-	found := false
-	if valid {
-		if u, found, err = s.LookupUser(ctx, addr); err != nil {
-			return false, false, err
-		}
-	}
-	if !found || u.PasswordHash == "" {
-		_, _ = VerifyPassword(s.dummyHash, password)
-		return false, false, nil
-	}
-	sum := s.sum(addr, password)
-	s.cacheMu.Lock()
-	e, hit := s.cache[addr]
-	s.cacheMu.Unlock()
-	if hit && e.hash == u.PasswordHash && s.now().Before(e.expires) && subtle.ConstantTimeCompare(e.sum[:], sum[:]) == 1 {
-		return true, u.Disabled, nil
-	}
-	good, verr := VerifyPassword(u.PasswordHash, password)
-	if verr != nil {
-		s.log.Warn("password hash unusable", "user", addr, "err", verr)
-		return false, false, nil
-	}
-	if good && s.opt.AuthCache > 0 {
-		s.cacheMu.Lock()
-		if len(s.cache) >= 100000 {
-			clear(s.cache)
-		}
-		s.cache[addr] = authEntry{hash: u.PasswordHash, sum: sum, expires: s.now().Add(s.opt.AuthCache)}
-		s.cacheMu.Unlock()
-	}
-	return good, u.Disabled, nil
-}
-
-func (s *Store) sum(addr, password string) [32]byte {
-	h := sha256.New()
-	h.Write(s.cacheKey[:])
-	h.Write([]byte(addr))
-	h.Write([]byte{0})
-	h.Write([]byte(password))
-	var out [32]byte
-	h.Sum(out[:0])
-	return out
-}
-
-func (s *Store) forget(addr string) {
-	s.cacheMu.Lock()
-	delete(s.cache, addr)
-	s.cacheMu.Unlock()
 }

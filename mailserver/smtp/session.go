@@ -327,19 +327,16 @@ func (s *authSession) Auth(mech string) (sasl.Server, error) {
 func (s *authSession) login(username, password string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	addr, err := s.srv.store.Authenticate(ctx, username, password, s.remote)
+	addr, err := s.srv.store.Authenticate(ctx, s.srv.cfg.Mode.String(), username, password, s.remote) // logs the attempt
 	switch {
 	case err == nil:
 		s.user = addr
 		return nil
 	case errors.Is(err, mailbox.ErrThrottled):
-		s.srv.log.Warn("login throttled", "user", username, "remote", s.remote)
 		return errAuthThrottle
 	case errors.Is(err, mailbox.ErrAuthFailed), errors.Is(err, mailbox.ErrDisabled):
-		s.srv.log.Info("login failed", "user", username, "remote", s.remote)
 		return errAuthInvalid
 	}
-	s.srv.log.Warn("login could not be checked", "user", username, "err", err)
 	return errAuthTemp
 }
 

@@ -3317,6 +3317,118 @@ func (x *WriteHeader) GetNewIno() uint64 {
 	return 0
 }
 
+// ShareCredentialsRequest carries verified-login cache entries. Never a
+// password: each entry is HMAC-SHA256(K, user, stored hash, password) with
+// K derived from the cluster key, which only another node can recompute
+// from a password a client presents.
+type ShareCredentialsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Credentials   []*SharedCredential    `protobuf:"bytes,1,rep,name=credentials,proto3" json:"credentials,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ShareCredentialsRequest) Reset() {
+	*x = ShareCredentialsRequest{}
+	mi := &file_hastore_proto_msgTypes[49]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ShareCredentialsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ShareCredentialsRequest) ProtoMessage() {}
+
+func (x *ShareCredentialsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hastore_proto_msgTypes[49]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ShareCredentialsRequest.ProtoReflect.Descriptor instead.
+func (*ShareCredentialsRequest) Descriptor() ([]byte, []int) {
+	return file_hastore_proto_rawDescGZIP(), []int{49}
+}
+
+func (x *ShareCredentialsRequest) GetCredentials() []*SharedCredential {
+	if x != nil {
+		return x.Credentials
+	}
+	return nil
+}
+
+// SharedCredential is one verified-login cache entry.
+type SharedCredential struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// user is the canonical address.
+	User string `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
+	// mac is the 32-byte HMAC.
+	Mac []byte `protobuf:"bytes,2,opt,name=mac,proto3" json:"mac,omitempty"`
+	// expires_unix_nano is when the entry stops counting.
+	ExpiresUnixNano int64 `protobuf:"varint,3,opt,name=expires_unix_nano,json=expiresUnixNano,proto3" json:"expires_unix_nano,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *SharedCredential) Reset() {
+	*x = SharedCredential{}
+	mi := &file_hastore_proto_msgTypes[50]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SharedCredential) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SharedCredential) ProtoMessage() {}
+
+func (x *SharedCredential) ProtoReflect() protoreflect.Message {
+	mi := &file_hastore_proto_msgTypes[50]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SharedCredential.ProtoReflect.Descriptor instead.
+func (*SharedCredential) Descriptor() ([]byte, []int) {
+	return file_hastore_proto_rawDescGZIP(), []int{50}
+}
+
+func (x *SharedCredential) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+func (x *SharedCredential) GetMac() []byte {
+	if x != nil {
+		return x.Mac
+	}
+	return nil
+}
+
+func (x *SharedCredential) GetExpiresUnixNano() int64 {
+	if x != nil {
+		return x.ExpiresUnixNano
+	}
+	return 0
+}
+
 // MailDomainRequest names a domain.
 type MailDomainRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -3328,7 +3440,7 @@ type MailDomainRequest struct {
 
 func (x *MailDomainRequest) Reset() {
 	*x = MailDomainRequest{}
-	mi := &file_hastore_proto_msgTypes[49]
+	mi := &file_hastore_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3340,7 +3452,7 @@ func (x *MailDomainRequest) String() string {
 func (*MailDomainRequest) ProtoMessage() {}
 
 func (x *MailDomainRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hastore_proto_msgTypes[49]
+	mi := &file_hastore_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3353,7 +3465,7 @@ func (x *MailDomainRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MailDomainRequest.ProtoReflect.Descriptor instead.
 func (*MailDomainRequest) Descriptor() ([]byte, []int) {
-	return file_hastore_proto_rawDescGZIP(), []int{49}
+	return file_hastore_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *MailDomainRequest) GetDomain() string {
@@ -3372,7 +3484,7 @@ type ListMailDomainsRequest struct {
 
 func (x *ListMailDomainsRequest) Reset() {
 	*x = ListMailDomainsRequest{}
-	mi := &file_hastore_proto_msgTypes[50]
+	mi := &file_hastore_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3384,7 +3496,7 @@ func (x *ListMailDomainsRequest) String() string {
 func (*ListMailDomainsRequest) ProtoMessage() {}
 
 func (x *ListMailDomainsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hastore_proto_msgTypes[50]
+	mi := &file_hastore_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3397,7 +3509,7 @@ func (x *ListMailDomainsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMailDomainsRequest.ProtoReflect.Descriptor instead.
 func (*ListMailDomainsRequest) Descriptor() ([]byte, []int) {
-	return file_hastore_proto_rawDescGZIP(), []int{50}
+	return file_hastore_proto_rawDescGZIP(), []int{52}
 }
 
 // MailDomainInfo describes a domain.
@@ -3415,7 +3527,7 @@ type MailDomainInfo struct {
 
 func (x *MailDomainInfo) Reset() {
 	*x = MailDomainInfo{}
-	mi := &file_hastore_proto_msgTypes[51]
+	mi := &file_hastore_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3427,7 +3539,7 @@ func (x *MailDomainInfo) String() string {
 func (*MailDomainInfo) ProtoMessage() {}
 
 func (x *MailDomainInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_hastore_proto_msgTypes[51]
+	mi := &file_hastore_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3440,7 +3552,7 @@ func (x *MailDomainInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MailDomainInfo.ProtoReflect.Descriptor instead.
 func (*MailDomainInfo) Descriptor() ([]byte, []int) {
-	return file_hastore_proto_rawDescGZIP(), []int{51}
+	return file_hastore_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *MailDomainInfo) GetDomain() string {
@@ -3475,7 +3587,7 @@ type ListMailDomainsReply struct {
 
 func (x *ListMailDomainsReply) Reset() {
 	*x = ListMailDomainsReply{}
-	mi := &file_hastore_proto_msgTypes[52]
+	mi := &file_hastore_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3487,7 +3599,7 @@ func (x *ListMailDomainsReply) String() string {
 func (*ListMailDomainsReply) ProtoMessage() {}
 
 func (x *ListMailDomainsReply) ProtoReflect() protoreflect.Message {
-	mi := &file_hastore_proto_msgTypes[52]
+	mi := &file_hastore_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3500,7 +3612,7 @@ func (x *ListMailDomainsReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMailDomainsReply.ProtoReflect.Descriptor instead.
 func (*ListMailDomainsReply) Descriptor() ([]byte, []int) {
-	return file_hastore_proto_rawDescGZIP(), []int{52}
+	return file_hastore_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *ListMailDomainsReply) GetDomains() []*MailDomainInfo {
@@ -3526,7 +3638,7 @@ type MailUserRequest struct {
 
 func (x *MailUserRequest) Reset() {
 	*x = MailUserRequest{}
-	mi := &file_hastore_proto_msgTypes[53]
+	mi := &file_hastore_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3538,7 +3650,7 @@ func (x *MailUserRequest) String() string {
 func (*MailUserRequest) ProtoMessage() {}
 
 func (x *MailUserRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hastore_proto_msgTypes[53]
+	mi := &file_hastore_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3551,7 +3663,7 @@ func (x *MailUserRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MailUserRequest.ProtoReflect.Descriptor instead.
 func (*MailUserRequest) Descriptor() ([]byte, []int) {
-	return file_hastore_proto_rawDescGZIP(), []int{53}
+	return file_hastore_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *MailUserRequest) GetAddress() string {
@@ -3586,7 +3698,7 @@ type ListMailUsersRequest struct {
 
 func (x *ListMailUsersRequest) Reset() {
 	*x = ListMailUsersRequest{}
-	mi := &file_hastore_proto_msgTypes[54]
+	mi := &file_hastore_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3598,7 +3710,7 @@ func (x *ListMailUsersRequest) String() string {
 func (*ListMailUsersRequest) ProtoMessage() {}
 
 func (x *ListMailUsersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hastore_proto_msgTypes[54]
+	mi := &file_hastore_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3611,7 +3723,7 @@ func (x *ListMailUsersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMailUsersRequest.ProtoReflect.Descriptor instead.
 func (*ListMailUsersRequest) Descriptor() ([]byte, []int) {
-	return file_hastore_proto_rawDescGZIP(), []int{54}
+	return file_hastore_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *ListMailUsersRequest) GetDomain() string {
@@ -3642,7 +3754,7 @@ type MailUserInfo struct {
 
 func (x *MailUserInfo) Reset() {
 	*x = MailUserInfo{}
-	mi := &file_hastore_proto_msgTypes[55]
+	mi := &file_hastore_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3654,7 +3766,7 @@ func (x *MailUserInfo) String() string {
 func (*MailUserInfo) ProtoMessage() {}
 
 func (x *MailUserInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_hastore_proto_msgTypes[55]
+	mi := &file_hastore_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3667,7 +3779,7 @@ func (x *MailUserInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MailUserInfo.ProtoReflect.Descriptor instead.
 func (*MailUserInfo) Descriptor() ([]byte, []int) {
-	return file_hastore_proto_rawDescGZIP(), []int{55}
+	return file_hastore_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *MailUserInfo) GetAddress() string {
@@ -3723,7 +3835,7 @@ type ListMailUsersReply struct {
 
 func (x *ListMailUsersReply) Reset() {
 	*x = ListMailUsersReply{}
-	mi := &file_hastore_proto_msgTypes[56]
+	mi := &file_hastore_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3735,7 +3847,7 @@ func (x *ListMailUsersReply) String() string {
 func (*ListMailUsersReply) ProtoMessage() {}
 
 func (x *ListMailUsersReply) ProtoReflect() protoreflect.Message {
-	mi := &file_hastore_proto_msgTypes[56]
+	mi := &file_hastore_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3748,7 +3860,7 @@ func (x *ListMailUsersReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMailUsersReply.ProtoReflect.Descriptor instead.
 func (*ListMailUsersReply) Descriptor() ([]byte, []int) {
-	return file_hastore_proto_rawDescGZIP(), []int{56}
+	return file_hastore_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *ListMailUsersReply) GetUsers() []*MailUserInfo {
@@ -3987,7 +4099,13 @@ const file_hastore_proto_rawDesc = "" +
 	"\x04Kind\x12\v\n" +
 	"\aREPLACE\x10\x00\x12\a\n" +
 	"\x03PUT\x10\x01\x12\x06\n" +
-	"\x02AT\x10\x02\"+\n" +
+	"\x02AT\x10\x02\"Y\n" +
+	"\x17ShareCredentialsRequest\x12>\n" +
+	"\vcredentials\x18\x01 \x03(\v2\x1c.hastore.v1.SharedCredentialR\vcredentials\"d\n" +
+	"\x10SharedCredential\x12\x12\n" +
+	"\x04user\x18\x01 \x01(\tR\x04user\x12\x10\n" +
+	"\x03mac\x18\x02 \x01(\fR\x03mac\x12*\n" +
+	"\x11expires_unix_nano\x18\x03 \x01(\x03R\x0fexpiresUnixNano\"+\n" +
 	"\x11MailDomainRequest\x12\x16\n" +
 	"\x06domain\x18\x01 \x01(\tR\x06domain\"\x18\n" +
 	"\x16ListMailDomainsRequest\"j\n" +
@@ -4057,7 +4175,7 @@ const file_hastore_proto_rawDesc = "" +
 	"\x06Unlink\x12\x19.hastore.v1.RemoveRequest\x1a\x11.hastore.v1.Empty\x125\n" +
 	"\x05Rmdir\x12\x19.hastore.v1.RemoveRequest\x1a\x11.hastore.v1.Empty\x128\n" +
 	"\x04Read\x12\x17.hastore.v1.ReadRequest\x1a\x15.hastore.v1.DataChunk0\x01\x124\n" +
-	"\x05Write\x12\x16.hastore.v1.WriteChunk\x1a\x11.hastore.v1.Inode(\x012\x99\x04\n" +
+	"\x05Write\x12\x16.hastore.v1.WriteChunk\x1a\x11.hastore.v1.Inode(\x012\xe5\x04\n" +
 	"\x04Mail\x12=\n" +
 	"\tAddDomain\x12\x1d.hastore.v1.MailDomainRequest\x1a\x11.hastore.v1.Empty\x12=\n" +
 	"\tDelDomain\x12\x1d.hastore.v1.MailDomainRequest\x1a\x11.hastore.v1.Empty\x12S\n" +
@@ -4066,7 +4184,8 @@ const file_hastore_proto_rawDesc = "" +
 	"\vSetPassword\x12\x1b.hastore.v1.MailUserRequest\x1a\x11.hastore.v1.Empty\x12:\n" +
 	"\bSetQuota\x12\x1b.hastore.v1.MailUserRequest\x1a\x11.hastore.v1.Empty\x129\n" +
 	"\aDelUser\x12\x1b.hastore.v1.MailUserRequest\x1a\x11.hastore.v1.Empty\x12M\n" +
-	"\tListUsers\x12 .hastore.v1.ListMailUsersRequest\x1a\x1e.hastore.v1.ListMailUsersReplyB\x19Z\x17hastore/proto/hastorepbb\x06proto3"
+	"\tListUsers\x12 .hastore.v1.ListMailUsersRequest\x1a\x1e.hastore.v1.ListMailUsersReply\x12J\n" +
+	"\x10ShareCredentials\x12#.hastore.v1.ShareCredentialsRequest\x1a\x11.hastore.v1.EmptyB\x19Z\x17hastore/proto/hastorepbb\x06proto3"
 
 var (
 	file_hastore_proto_rawDescOnce sync.Once
@@ -4081,66 +4200,68 @@ func file_hastore_proto_rawDescGZIP() []byte {
 }
 
 var file_hastore_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_hastore_proto_msgTypes = make([]protoimpl.MessageInfo, 57)
+var file_hastore_proto_msgTypes = make([]protoimpl.MessageInfo, 59)
 var file_hastore_proto_goTypes = []any{
-	(WriteHeader_Kind)(0),          // 0: hastore.v1.WriteHeader.Kind
-	(*Empty)(nil),                  // 1: hastore.v1.Empty
-	(*PutShardChunk)(nil),          // 2: hastore.v1.PutShardChunk
-	(*PutShardReply)(nil),          // 3: hastore.v1.PutShardReply
-	(*GetShardRequest)(nil),        // 4: hastore.v1.GetShardRequest
-	(*GetShardChunk)(nil),          // 5: hastore.v1.GetShardChunk
-	(*ShardRef)(nil),               // 6: hastore.v1.ShardRef
-	(*ListShardsRequest)(nil),      // 7: hastore.v1.ListShardsRequest
-	(*ShardInfo)(nil),              // 8: hastore.v1.ShardInfo
-	(*InfoRequest)(nil),            // 9: hastore.v1.InfoRequest
-	(*NodeInfo)(nil),               // 10: hastore.v1.NodeInfo
-	(*DataChunk)(nil),              // 11: hastore.v1.DataChunk
-	(*ObjectRef)(nil),              // 12: hastore.v1.ObjectRef
-	(*GetObjectRequest)(nil),       // 13: hastore.v1.GetObjectRequest
-	(*StatObjectRequest)(nil),      // 14: hastore.v1.StatObjectRequest
-	(*ObjectStat)(nil),             // 15: hastore.v1.ObjectStat
-	(*ShardPlacement)(nil),         // 16: hastore.v1.ShardPlacement
-	(*StatusRequest)(nil),          // 17: hastore.v1.StatusRequest
-	(*NodeStatus)(nil),             // 18: hastore.v1.NodeStatus
-	(*ClusterStatus)(nil),          // 19: hastore.v1.ClusterStatus
-	(*RemoveNodeRequest)(nil),      // 20: hastore.v1.RemoveNodeRequest
-	(*RunRequest)(nil),             // 21: hastore.v1.RunRequest
-	(*JoinRequest)(nil),            // 22: hastore.v1.JoinRequest
-	(*JoinReply)(nil),              // 23: hastore.v1.JoinReply
-	(*ProposeRequest)(nil),         // 24: hastore.v1.ProposeRequest
-	(*ProposeReply)(nil),           // 25: hastore.v1.ProposeReply
-	(*ReadIndexRequest)(nil),       // 26: hastore.v1.ReadIndexRequest
-	(*LeaderSlowRequest)(nil),      // 27: hastore.v1.LeaderSlowRequest
-	(*ReadIndexReply)(nil),         // 28: hastore.v1.ReadIndexReply
-	(*Progress)(nil),               // 29: hastore.v1.Progress
-	(*SiteRequest)(nil),            // 30: hastore.v1.SiteRequest
-	(*AddSiteRequest)(nil),         // 31: hastore.v1.AddSiteRequest
-	(*SiteInfo)(nil),               // 32: hastore.v1.SiteInfo
-	(*ListSitesRequest)(nil),       // 33: hastore.v1.ListSitesRequest
-	(*ListSitesReply)(nil),         // 34: hastore.v1.ListSitesReply
-	(*Inode)(nil),                  // 35: hastore.v1.Inode
-	(*LookupRequest)(nil),          // 36: hastore.v1.LookupRequest
-	(*InodeRequest)(nil),           // 37: hastore.v1.InodeRequest
-	(*WalkRequest)(nil),            // 38: hastore.v1.WalkRequest
-	(*ReadDirRequest)(nil),         // 39: hastore.v1.ReadDirRequest
-	(*DirEntries)(nil),             // 40: hastore.v1.DirEntries
-	(*DirEntry)(nil),               // 41: hastore.v1.DirEntry
-	(*CreateRequest)(nil),          // 42: hastore.v1.CreateRequest
-	(*ReadlinkReply)(nil),          // 43: hastore.v1.ReadlinkReply
-	(*SetattrRequest)(nil),         // 44: hastore.v1.SetattrRequest
-	(*RenameRequest)(nil),          // 45: hastore.v1.RenameRequest
-	(*RemoveRequest)(nil),          // 46: hastore.v1.RemoveRequest
-	(*ReadRequest)(nil),            // 47: hastore.v1.ReadRequest
-	(*WriteChunk)(nil),             // 48: hastore.v1.WriteChunk
-	(*WriteHeader)(nil),            // 49: hastore.v1.WriteHeader
-	(*MailDomainRequest)(nil),      // 50: hastore.v1.MailDomainRequest
-	(*ListMailDomainsRequest)(nil), // 51: hastore.v1.ListMailDomainsRequest
-	(*MailDomainInfo)(nil),         // 52: hastore.v1.MailDomainInfo
-	(*ListMailDomainsReply)(nil),   // 53: hastore.v1.ListMailDomainsReply
-	(*MailUserRequest)(nil),        // 54: hastore.v1.MailUserRequest
-	(*ListMailUsersRequest)(nil),   // 55: hastore.v1.ListMailUsersRequest
-	(*MailUserInfo)(nil),           // 56: hastore.v1.MailUserInfo
-	(*ListMailUsersReply)(nil),     // 57: hastore.v1.ListMailUsersReply
+	(WriteHeader_Kind)(0),           // 0: hastore.v1.WriteHeader.Kind
+	(*Empty)(nil),                   // 1: hastore.v1.Empty
+	(*PutShardChunk)(nil),           // 2: hastore.v1.PutShardChunk
+	(*PutShardReply)(nil),           // 3: hastore.v1.PutShardReply
+	(*GetShardRequest)(nil),         // 4: hastore.v1.GetShardRequest
+	(*GetShardChunk)(nil),           // 5: hastore.v1.GetShardChunk
+	(*ShardRef)(nil),                // 6: hastore.v1.ShardRef
+	(*ListShardsRequest)(nil),       // 7: hastore.v1.ListShardsRequest
+	(*ShardInfo)(nil),               // 8: hastore.v1.ShardInfo
+	(*InfoRequest)(nil),             // 9: hastore.v1.InfoRequest
+	(*NodeInfo)(nil),                // 10: hastore.v1.NodeInfo
+	(*DataChunk)(nil),               // 11: hastore.v1.DataChunk
+	(*ObjectRef)(nil),               // 12: hastore.v1.ObjectRef
+	(*GetObjectRequest)(nil),        // 13: hastore.v1.GetObjectRequest
+	(*StatObjectRequest)(nil),       // 14: hastore.v1.StatObjectRequest
+	(*ObjectStat)(nil),              // 15: hastore.v1.ObjectStat
+	(*ShardPlacement)(nil),          // 16: hastore.v1.ShardPlacement
+	(*StatusRequest)(nil),           // 17: hastore.v1.StatusRequest
+	(*NodeStatus)(nil),              // 18: hastore.v1.NodeStatus
+	(*ClusterStatus)(nil),           // 19: hastore.v1.ClusterStatus
+	(*RemoveNodeRequest)(nil),       // 20: hastore.v1.RemoveNodeRequest
+	(*RunRequest)(nil),              // 21: hastore.v1.RunRequest
+	(*JoinRequest)(nil),             // 22: hastore.v1.JoinRequest
+	(*JoinReply)(nil),               // 23: hastore.v1.JoinReply
+	(*ProposeRequest)(nil),          // 24: hastore.v1.ProposeRequest
+	(*ProposeReply)(nil),            // 25: hastore.v1.ProposeReply
+	(*ReadIndexRequest)(nil),        // 26: hastore.v1.ReadIndexRequest
+	(*LeaderSlowRequest)(nil),       // 27: hastore.v1.LeaderSlowRequest
+	(*ReadIndexReply)(nil),          // 28: hastore.v1.ReadIndexReply
+	(*Progress)(nil),                // 29: hastore.v1.Progress
+	(*SiteRequest)(nil),             // 30: hastore.v1.SiteRequest
+	(*AddSiteRequest)(nil),          // 31: hastore.v1.AddSiteRequest
+	(*SiteInfo)(nil),                // 32: hastore.v1.SiteInfo
+	(*ListSitesRequest)(nil),        // 33: hastore.v1.ListSitesRequest
+	(*ListSitesReply)(nil),          // 34: hastore.v1.ListSitesReply
+	(*Inode)(nil),                   // 35: hastore.v1.Inode
+	(*LookupRequest)(nil),           // 36: hastore.v1.LookupRequest
+	(*InodeRequest)(nil),            // 37: hastore.v1.InodeRequest
+	(*WalkRequest)(nil),             // 38: hastore.v1.WalkRequest
+	(*ReadDirRequest)(nil),          // 39: hastore.v1.ReadDirRequest
+	(*DirEntries)(nil),              // 40: hastore.v1.DirEntries
+	(*DirEntry)(nil),                // 41: hastore.v1.DirEntry
+	(*CreateRequest)(nil),           // 42: hastore.v1.CreateRequest
+	(*ReadlinkReply)(nil),           // 43: hastore.v1.ReadlinkReply
+	(*SetattrRequest)(nil),          // 44: hastore.v1.SetattrRequest
+	(*RenameRequest)(nil),           // 45: hastore.v1.RenameRequest
+	(*RemoveRequest)(nil),           // 46: hastore.v1.RemoveRequest
+	(*ReadRequest)(nil),             // 47: hastore.v1.ReadRequest
+	(*WriteChunk)(nil),              // 48: hastore.v1.WriteChunk
+	(*WriteHeader)(nil),             // 49: hastore.v1.WriteHeader
+	(*ShareCredentialsRequest)(nil), // 50: hastore.v1.ShareCredentialsRequest
+	(*SharedCredential)(nil),        // 51: hastore.v1.SharedCredential
+	(*MailDomainRequest)(nil),       // 52: hastore.v1.MailDomainRequest
+	(*ListMailDomainsRequest)(nil),  // 53: hastore.v1.ListMailDomainsRequest
+	(*MailDomainInfo)(nil),          // 54: hastore.v1.MailDomainInfo
+	(*ListMailDomainsReply)(nil),    // 55: hastore.v1.ListMailDomainsReply
+	(*MailUserRequest)(nil),         // 56: hastore.v1.MailUserRequest
+	(*ListMailUsersRequest)(nil),    // 57: hastore.v1.ListMailUsersRequest
+	(*MailUserInfo)(nil),            // 58: hastore.v1.MailUserInfo
+	(*ListMailUsersReply)(nil),      // 59: hastore.v1.ListMailUsersReply
 }
 var file_hastore_proto_depIdxs = []int32{
 	8,  // 0: hastore.v1.PutShardReply.shard:type_name -> hastore.v1.ShardInfo
@@ -4153,101 +4274,104 @@ var file_hastore_proto_depIdxs = []int32{
 	35, // 7: hastore.v1.DirEntry.attr:type_name -> hastore.v1.Inode
 	49, // 8: hastore.v1.WriteChunk.header:type_name -> hastore.v1.WriteHeader
 	0,  // 9: hastore.v1.WriteHeader.kind:type_name -> hastore.v1.WriteHeader.Kind
-	52, // 10: hastore.v1.ListMailDomainsReply.domains:type_name -> hastore.v1.MailDomainInfo
-	56, // 11: hastore.v1.ListMailUsersReply.users:type_name -> hastore.v1.MailUserInfo
-	2,  // 12: hastore.v1.Node.PutShard:input_type -> hastore.v1.PutShardChunk
-	4,  // 13: hastore.v1.Node.GetShard:input_type -> hastore.v1.GetShardRequest
-	6,  // 14: hastore.v1.Node.StatShard:input_type -> hastore.v1.ShardRef
-	6,  // 15: hastore.v1.Node.DeleteShard:input_type -> hastore.v1.ShardRef
-	7,  // 16: hastore.v1.Node.ListShards:input_type -> hastore.v1.ListShardsRequest
-	9,  // 17: hastore.v1.Node.Info:input_type -> hastore.v1.InfoRequest
-	11, // 18: hastore.v1.Cluster.PutObject:input_type -> hastore.v1.DataChunk
-	13, // 19: hastore.v1.Cluster.GetObject:input_type -> hastore.v1.GetObjectRequest
-	14, // 20: hastore.v1.Cluster.StatObject:input_type -> hastore.v1.StatObjectRequest
-	12, // 21: hastore.v1.Cluster.DeleteObject:input_type -> hastore.v1.ObjectRef
-	17, // 22: hastore.v1.Cluster.Status:input_type -> hastore.v1.StatusRequest
-	20, // 23: hastore.v1.Cluster.RemoveNode:input_type -> hastore.v1.RemoveNodeRequest
-	21, // 24: hastore.v1.Cluster.Repair:input_type -> hastore.v1.RunRequest
-	21, // 25: hastore.v1.Cluster.Scrub:input_type -> hastore.v1.RunRequest
-	22, // 26: hastore.v1.Cluster.Join:input_type -> hastore.v1.JoinRequest
-	24, // 27: hastore.v1.Cluster.Propose:input_type -> hastore.v1.ProposeRequest
-	26, // 28: hastore.v1.Cluster.ReadIndex:input_type -> hastore.v1.ReadIndexRequest
-	27, // 29: hastore.v1.Cluster.LeaderSlow:input_type -> hastore.v1.LeaderSlowRequest
-	31, // 30: hastore.v1.Sites.AddSite:input_type -> hastore.v1.AddSiteRequest
-	30, // 31: hastore.v1.Sites.DelSite:input_type -> hastore.v1.SiteRequest
-	33, // 32: hastore.v1.Sites.ListSites:input_type -> hastore.v1.ListSitesRequest
-	30, // 33: hastore.v1.Sites.Sync:input_type -> hastore.v1.SiteRequest
-	36, // 34: hastore.v1.Sites.Lookup:input_type -> hastore.v1.LookupRequest
-	37, // 35: hastore.v1.Sites.GetAttr:input_type -> hastore.v1.InodeRequest
-	38, // 36: hastore.v1.Sites.Walk:input_type -> hastore.v1.WalkRequest
-	39, // 37: hastore.v1.Sites.ReadDir:input_type -> hastore.v1.ReadDirRequest
-	42, // 38: hastore.v1.Sites.Mkdir:input_type -> hastore.v1.CreateRequest
-	42, // 39: hastore.v1.Sites.Create:input_type -> hastore.v1.CreateRequest
-	42, // 40: hastore.v1.Sites.Symlink:input_type -> hastore.v1.CreateRequest
-	37, // 41: hastore.v1.Sites.Readlink:input_type -> hastore.v1.InodeRequest
-	44, // 42: hastore.v1.Sites.Setattr:input_type -> hastore.v1.SetattrRequest
-	45, // 43: hastore.v1.Sites.Rename:input_type -> hastore.v1.RenameRequest
-	46, // 44: hastore.v1.Sites.Unlink:input_type -> hastore.v1.RemoveRequest
-	46, // 45: hastore.v1.Sites.Rmdir:input_type -> hastore.v1.RemoveRequest
-	47, // 46: hastore.v1.Sites.Read:input_type -> hastore.v1.ReadRequest
-	48, // 47: hastore.v1.Sites.Write:input_type -> hastore.v1.WriteChunk
-	50, // 48: hastore.v1.Mail.AddDomain:input_type -> hastore.v1.MailDomainRequest
-	50, // 49: hastore.v1.Mail.DelDomain:input_type -> hastore.v1.MailDomainRequest
-	51, // 50: hastore.v1.Mail.ListDomains:input_type -> hastore.v1.ListMailDomainsRequest
-	54, // 51: hastore.v1.Mail.AddUser:input_type -> hastore.v1.MailUserRequest
-	54, // 52: hastore.v1.Mail.SetPassword:input_type -> hastore.v1.MailUserRequest
-	54, // 53: hastore.v1.Mail.SetQuota:input_type -> hastore.v1.MailUserRequest
-	54, // 54: hastore.v1.Mail.DelUser:input_type -> hastore.v1.MailUserRequest
-	55, // 55: hastore.v1.Mail.ListUsers:input_type -> hastore.v1.ListMailUsersRequest
-	3,  // 56: hastore.v1.Node.PutShard:output_type -> hastore.v1.PutShardReply
-	5,  // 57: hastore.v1.Node.GetShard:output_type -> hastore.v1.GetShardChunk
-	8,  // 58: hastore.v1.Node.StatShard:output_type -> hastore.v1.ShardInfo
-	1,  // 59: hastore.v1.Node.DeleteShard:output_type -> hastore.v1.Empty
-	8,  // 60: hastore.v1.Node.ListShards:output_type -> hastore.v1.ShardInfo
-	10, // 61: hastore.v1.Node.Info:output_type -> hastore.v1.NodeInfo
-	12, // 62: hastore.v1.Cluster.PutObject:output_type -> hastore.v1.ObjectRef
-	11, // 63: hastore.v1.Cluster.GetObject:output_type -> hastore.v1.DataChunk
-	15, // 64: hastore.v1.Cluster.StatObject:output_type -> hastore.v1.ObjectStat
-	1,  // 65: hastore.v1.Cluster.DeleteObject:output_type -> hastore.v1.Empty
-	19, // 66: hastore.v1.Cluster.Status:output_type -> hastore.v1.ClusterStatus
-	29, // 67: hastore.v1.Cluster.RemoveNode:output_type -> hastore.v1.Progress
-	29, // 68: hastore.v1.Cluster.Repair:output_type -> hastore.v1.Progress
-	29, // 69: hastore.v1.Cluster.Scrub:output_type -> hastore.v1.Progress
-	23, // 70: hastore.v1.Cluster.Join:output_type -> hastore.v1.JoinReply
-	25, // 71: hastore.v1.Cluster.Propose:output_type -> hastore.v1.ProposeReply
-	28, // 72: hastore.v1.Cluster.ReadIndex:output_type -> hastore.v1.ReadIndexReply
-	1,  // 73: hastore.v1.Cluster.LeaderSlow:output_type -> hastore.v1.Empty
-	32, // 74: hastore.v1.Sites.AddSite:output_type -> hastore.v1.SiteInfo
-	1,  // 75: hastore.v1.Sites.DelSite:output_type -> hastore.v1.Empty
-	34, // 76: hastore.v1.Sites.ListSites:output_type -> hastore.v1.ListSitesReply
-	1,  // 77: hastore.v1.Sites.Sync:output_type -> hastore.v1.Empty
-	35, // 78: hastore.v1.Sites.Lookup:output_type -> hastore.v1.Inode
-	35, // 79: hastore.v1.Sites.GetAttr:output_type -> hastore.v1.Inode
-	35, // 80: hastore.v1.Sites.Walk:output_type -> hastore.v1.Inode
-	40, // 81: hastore.v1.Sites.ReadDir:output_type -> hastore.v1.DirEntries
-	35, // 82: hastore.v1.Sites.Mkdir:output_type -> hastore.v1.Inode
-	35, // 83: hastore.v1.Sites.Create:output_type -> hastore.v1.Inode
-	35, // 84: hastore.v1.Sites.Symlink:output_type -> hastore.v1.Inode
-	43, // 85: hastore.v1.Sites.Readlink:output_type -> hastore.v1.ReadlinkReply
-	35, // 86: hastore.v1.Sites.Setattr:output_type -> hastore.v1.Inode
-	1,  // 87: hastore.v1.Sites.Rename:output_type -> hastore.v1.Empty
-	1,  // 88: hastore.v1.Sites.Unlink:output_type -> hastore.v1.Empty
-	1,  // 89: hastore.v1.Sites.Rmdir:output_type -> hastore.v1.Empty
-	11, // 90: hastore.v1.Sites.Read:output_type -> hastore.v1.DataChunk
-	35, // 91: hastore.v1.Sites.Write:output_type -> hastore.v1.Inode
-	1,  // 92: hastore.v1.Mail.AddDomain:output_type -> hastore.v1.Empty
-	1,  // 93: hastore.v1.Mail.DelDomain:output_type -> hastore.v1.Empty
-	53, // 94: hastore.v1.Mail.ListDomains:output_type -> hastore.v1.ListMailDomainsReply
-	1,  // 95: hastore.v1.Mail.AddUser:output_type -> hastore.v1.Empty
-	1,  // 96: hastore.v1.Mail.SetPassword:output_type -> hastore.v1.Empty
-	1,  // 97: hastore.v1.Mail.SetQuota:output_type -> hastore.v1.Empty
-	1,  // 98: hastore.v1.Mail.DelUser:output_type -> hastore.v1.Empty
-	57, // 99: hastore.v1.Mail.ListUsers:output_type -> hastore.v1.ListMailUsersReply
-	56, // [56:100] is the sub-list for method output_type
-	12, // [12:56] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	51, // 10: hastore.v1.ShareCredentialsRequest.credentials:type_name -> hastore.v1.SharedCredential
+	54, // 11: hastore.v1.ListMailDomainsReply.domains:type_name -> hastore.v1.MailDomainInfo
+	58, // 12: hastore.v1.ListMailUsersReply.users:type_name -> hastore.v1.MailUserInfo
+	2,  // 13: hastore.v1.Node.PutShard:input_type -> hastore.v1.PutShardChunk
+	4,  // 14: hastore.v1.Node.GetShard:input_type -> hastore.v1.GetShardRequest
+	6,  // 15: hastore.v1.Node.StatShard:input_type -> hastore.v1.ShardRef
+	6,  // 16: hastore.v1.Node.DeleteShard:input_type -> hastore.v1.ShardRef
+	7,  // 17: hastore.v1.Node.ListShards:input_type -> hastore.v1.ListShardsRequest
+	9,  // 18: hastore.v1.Node.Info:input_type -> hastore.v1.InfoRequest
+	11, // 19: hastore.v1.Cluster.PutObject:input_type -> hastore.v1.DataChunk
+	13, // 20: hastore.v1.Cluster.GetObject:input_type -> hastore.v1.GetObjectRequest
+	14, // 21: hastore.v1.Cluster.StatObject:input_type -> hastore.v1.StatObjectRequest
+	12, // 22: hastore.v1.Cluster.DeleteObject:input_type -> hastore.v1.ObjectRef
+	17, // 23: hastore.v1.Cluster.Status:input_type -> hastore.v1.StatusRequest
+	20, // 24: hastore.v1.Cluster.RemoveNode:input_type -> hastore.v1.RemoveNodeRequest
+	21, // 25: hastore.v1.Cluster.Repair:input_type -> hastore.v1.RunRequest
+	21, // 26: hastore.v1.Cluster.Scrub:input_type -> hastore.v1.RunRequest
+	22, // 27: hastore.v1.Cluster.Join:input_type -> hastore.v1.JoinRequest
+	24, // 28: hastore.v1.Cluster.Propose:input_type -> hastore.v1.ProposeRequest
+	26, // 29: hastore.v1.Cluster.ReadIndex:input_type -> hastore.v1.ReadIndexRequest
+	27, // 30: hastore.v1.Cluster.LeaderSlow:input_type -> hastore.v1.LeaderSlowRequest
+	31, // 31: hastore.v1.Sites.AddSite:input_type -> hastore.v1.AddSiteRequest
+	30, // 32: hastore.v1.Sites.DelSite:input_type -> hastore.v1.SiteRequest
+	33, // 33: hastore.v1.Sites.ListSites:input_type -> hastore.v1.ListSitesRequest
+	30, // 34: hastore.v1.Sites.Sync:input_type -> hastore.v1.SiteRequest
+	36, // 35: hastore.v1.Sites.Lookup:input_type -> hastore.v1.LookupRequest
+	37, // 36: hastore.v1.Sites.GetAttr:input_type -> hastore.v1.InodeRequest
+	38, // 37: hastore.v1.Sites.Walk:input_type -> hastore.v1.WalkRequest
+	39, // 38: hastore.v1.Sites.ReadDir:input_type -> hastore.v1.ReadDirRequest
+	42, // 39: hastore.v1.Sites.Mkdir:input_type -> hastore.v1.CreateRequest
+	42, // 40: hastore.v1.Sites.Create:input_type -> hastore.v1.CreateRequest
+	42, // 41: hastore.v1.Sites.Symlink:input_type -> hastore.v1.CreateRequest
+	37, // 42: hastore.v1.Sites.Readlink:input_type -> hastore.v1.InodeRequest
+	44, // 43: hastore.v1.Sites.Setattr:input_type -> hastore.v1.SetattrRequest
+	45, // 44: hastore.v1.Sites.Rename:input_type -> hastore.v1.RenameRequest
+	46, // 45: hastore.v1.Sites.Unlink:input_type -> hastore.v1.RemoveRequest
+	46, // 46: hastore.v1.Sites.Rmdir:input_type -> hastore.v1.RemoveRequest
+	47, // 47: hastore.v1.Sites.Read:input_type -> hastore.v1.ReadRequest
+	48, // 48: hastore.v1.Sites.Write:input_type -> hastore.v1.WriteChunk
+	52, // 49: hastore.v1.Mail.AddDomain:input_type -> hastore.v1.MailDomainRequest
+	52, // 50: hastore.v1.Mail.DelDomain:input_type -> hastore.v1.MailDomainRequest
+	53, // 51: hastore.v1.Mail.ListDomains:input_type -> hastore.v1.ListMailDomainsRequest
+	56, // 52: hastore.v1.Mail.AddUser:input_type -> hastore.v1.MailUserRequest
+	56, // 53: hastore.v1.Mail.SetPassword:input_type -> hastore.v1.MailUserRequest
+	56, // 54: hastore.v1.Mail.SetQuota:input_type -> hastore.v1.MailUserRequest
+	56, // 55: hastore.v1.Mail.DelUser:input_type -> hastore.v1.MailUserRequest
+	57, // 56: hastore.v1.Mail.ListUsers:input_type -> hastore.v1.ListMailUsersRequest
+	50, // 57: hastore.v1.Mail.ShareCredentials:input_type -> hastore.v1.ShareCredentialsRequest
+	3,  // 58: hastore.v1.Node.PutShard:output_type -> hastore.v1.PutShardReply
+	5,  // 59: hastore.v1.Node.GetShard:output_type -> hastore.v1.GetShardChunk
+	8,  // 60: hastore.v1.Node.StatShard:output_type -> hastore.v1.ShardInfo
+	1,  // 61: hastore.v1.Node.DeleteShard:output_type -> hastore.v1.Empty
+	8,  // 62: hastore.v1.Node.ListShards:output_type -> hastore.v1.ShardInfo
+	10, // 63: hastore.v1.Node.Info:output_type -> hastore.v1.NodeInfo
+	12, // 64: hastore.v1.Cluster.PutObject:output_type -> hastore.v1.ObjectRef
+	11, // 65: hastore.v1.Cluster.GetObject:output_type -> hastore.v1.DataChunk
+	15, // 66: hastore.v1.Cluster.StatObject:output_type -> hastore.v1.ObjectStat
+	1,  // 67: hastore.v1.Cluster.DeleteObject:output_type -> hastore.v1.Empty
+	19, // 68: hastore.v1.Cluster.Status:output_type -> hastore.v1.ClusterStatus
+	29, // 69: hastore.v1.Cluster.RemoveNode:output_type -> hastore.v1.Progress
+	29, // 70: hastore.v1.Cluster.Repair:output_type -> hastore.v1.Progress
+	29, // 71: hastore.v1.Cluster.Scrub:output_type -> hastore.v1.Progress
+	23, // 72: hastore.v1.Cluster.Join:output_type -> hastore.v1.JoinReply
+	25, // 73: hastore.v1.Cluster.Propose:output_type -> hastore.v1.ProposeReply
+	28, // 74: hastore.v1.Cluster.ReadIndex:output_type -> hastore.v1.ReadIndexReply
+	1,  // 75: hastore.v1.Cluster.LeaderSlow:output_type -> hastore.v1.Empty
+	32, // 76: hastore.v1.Sites.AddSite:output_type -> hastore.v1.SiteInfo
+	1,  // 77: hastore.v1.Sites.DelSite:output_type -> hastore.v1.Empty
+	34, // 78: hastore.v1.Sites.ListSites:output_type -> hastore.v1.ListSitesReply
+	1,  // 79: hastore.v1.Sites.Sync:output_type -> hastore.v1.Empty
+	35, // 80: hastore.v1.Sites.Lookup:output_type -> hastore.v1.Inode
+	35, // 81: hastore.v1.Sites.GetAttr:output_type -> hastore.v1.Inode
+	35, // 82: hastore.v1.Sites.Walk:output_type -> hastore.v1.Inode
+	40, // 83: hastore.v1.Sites.ReadDir:output_type -> hastore.v1.DirEntries
+	35, // 84: hastore.v1.Sites.Mkdir:output_type -> hastore.v1.Inode
+	35, // 85: hastore.v1.Sites.Create:output_type -> hastore.v1.Inode
+	35, // 86: hastore.v1.Sites.Symlink:output_type -> hastore.v1.Inode
+	43, // 87: hastore.v1.Sites.Readlink:output_type -> hastore.v1.ReadlinkReply
+	35, // 88: hastore.v1.Sites.Setattr:output_type -> hastore.v1.Inode
+	1,  // 89: hastore.v1.Sites.Rename:output_type -> hastore.v1.Empty
+	1,  // 90: hastore.v1.Sites.Unlink:output_type -> hastore.v1.Empty
+	1,  // 91: hastore.v1.Sites.Rmdir:output_type -> hastore.v1.Empty
+	11, // 92: hastore.v1.Sites.Read:output_type -> hastore.v1.DataChunk
+	35, // 93: hastore.v1.Sites.Write:output_type -> hastore.v1.Inode
+	1,  // 94: hastore.v1.Mail.AddDomain:output_type -> hastore.v1.Empty
+	1,  // 95: hastore.v1.Mail.DelDomain:output_type -> hastore.v1.Empty
+	55, // 96: hastore.v1.Mail.ListDomains:output_type -> hastore.v1.ListMailDomainsReply
+	1,  // 97: hastore.v1.Mail.AddUser:output_type -> hastore.v1.Empty
+	1,  // 98: hastore.v1.Mail.SetPassword:output_type -> hastore.v1.Empty
+	1,  // 99: hastore.v1.Mail.SetQuota:output_type -> hastore.v1.Empty
+	1,  // 100: hastore.v1.Mail.DelUser:output_type -> hastore.v1.Empty
+	59, // 101: hastore.v1.Mail.ListUsers:output_type -> hastore.v1.ListMailUsersReply
+	1,  // 102: hastore.v1.Mail.ShareCredentials:output_type -> hastore.v1.Empty
+	58, // [58:103] is the sub-list for method output_type
+	13, // [13:58] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_hastore_proto_init() }
@@ -4261,7 +4385,7 @@ func file_hastore_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hastore_proto_rawDesc), len(file_hastore_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   57,
+			NumMessages:   59,
 			NumExtensions: 0,
 			NumServices:   4,
 		},

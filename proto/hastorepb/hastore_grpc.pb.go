@@ -1707,14 +1707,15 @@ var Sites_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
-	Mail_AddDomain_FullMethodName   = "/hastore.v1.Mail/AddDomain"
-	Mail_DelDomain_FullMethodName   = "/hastore.v1.Mail/DelDomain"
-	Mail_ListDomains_FullMethodName = "/hastore.v1.Mail/ListDomains"
-	Mail_AddUser_FullMethodName     = "/hastore.v1.Mail/AddUser"
-	Mail_SetPassword_FullMethodName = "/hastore.v1.Mail/SetPassword"
-	Mail_SetQuota_FullMethodName    = "/hastore.v1.Mail/SetQuota"
-	Mail_DelUser_FullMethodName     = "/hastore.v1.Mail/DelUser"
-	Mail_ListUsers_FullMethodName   = "/hastore.v1.Mail/ListUsers"
+	Mail_AddDomain_FullMethodName        = "/hastore.v1.Mail/AddDomain"
+	Mail_DelDomain_FullMethodName        = "/hastore.v1.Mail/DelDomain"
+	Mail_ListDomains_FullMethodName      = "/hastore.v1.Mail/ListDomains"
+	Mail_AddUser_FullMethodName          = "/hastore.v1.Mail/AddUser"
+	Mail_SetPassword_FullMethodName      = "/hastore.v1.Mail/SetPassword"
+	Mail_SetQuota_FullMethodName         = "/hastore.v1.Mail/SetQuota"
+	Mail_DelUser_FullMethodName          = "/hastore.v1.Mail/DelUser"
+	Mail_ListUsers_FullMethodName        = "/hastore.v1.Mail/ListUsers"
+	Mail_ShareCredentials_FullMethodName = "/hastore.v1.Mail/ShareCredentials"
 )
 
 // MailClient is the client API for Mail service.
@@ -1737,6 +1738,10 @@ type MailClient interface {
 	DelUser(ctx context.Context, in *MailUserRequest, opts ...grpc.CallOption) (*Empty, error)
 	// ListUsers lists the users of a domain, or of every domain.
 	ListUsers(ctx context.Context, in *ListMailUsersRequest, opts ...grpc.CallOption) (*ListMailUsersReply, error)
+	// ShareCredentials hands a peer the login-cache entries of passwords this
+	// node has just verified, so that a client failing over to the peer logs
+	// in without a second argon2id check. Node to node only, best effort.
+	ShareCredentials(ctx context.Context, in *ShareCredentialsRequest, opts ...grpc.CallOption) (*Empty, error)
 }
 
 type mailClient struct {
@@ -1827,6 +1832,16 @@ func (c *mailClient) ListUsers(ctx context.Context, in *ListMailUsersRequest, op
 	return out, nil
 }
 
+func (c *mailClient) ShareCredentials(ctx context.Context, in *ShareCredentialsRequest, opts ...grpc.CallOption) (*Empty, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Empty)
+	err := c.cc.Invoke(ctx, Mail_ShareCredentials_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // MailServer is the server API for Mail service.
 // All implementations must embed UnimplementedMailServer
 // for forward compatibility.
@@ -1847,6 +1862,10 @@ type MailServer interface {
 	DelUser(context.Context, *MailUserRequest) (*Empty, error)
 	// ListUsers lists the users of a domain, or of every domain.
 	ListUsers(context.Context, *ListMailUsersRequest) (*ListMailUsersReply, error)
+	// ShareCredentials hands a peer the login-cache entries of passwords this
+	// node has just verified, so that a client failing over to the peer logs
+	// in without a second argon2id check. Node to node only, best effort.
+	ShareCredentials(context.Context, *ShareCredentialsRequest) (*Empty, error)
 	mustEmbedUnimplementedMailServer()
 }
 
@@ -1880,6 +1899,9 @@ func (UnimplementedMailServer) DelUser(context.Context, *MailUserRequest) (*Empt
 }
 func (UnimplementedMailServer) ListUsers(context.Context, *ListMailUsersRequest) (*ListMailUsersReply, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListUsers not implemented")
+}
+func (UnimplementedMailServer) ShareCredentials(context.Context, *ShareCredentialsRequest) (*Empty, error) {
+	return nil, status.Error(codes.Unimplemented, "method ShareCredentials not implemented")
 }
 func (UnimplementedMailServer) mustEmbedUnimplementedMailServer() {}
 func (UnimplementedMailServer) testEmbeddedByValue()              {}
@@ -2046,6 +2068,24 @@ func _Mail_ListUsers_Handler(srv interface{}, ctx context.Context, dec func(inte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Mail_ShareCredentials_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ShareCredentialsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MailServer).ShareCredentials(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Mail_ShareCredentials_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MailServer).ShareCredentials(ctx, req.(*ShareCredentialsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Mail_ServiceDesc is the grpc.ServiceDesc for Mail service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -2084,6 +2124,10 @@ var Mail_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListUsers",
 			Handler:    _Mail_ListUsers_Handler,
+		},
+		{
+			MethodName: "ShareCredentials",
+			Handler:    _Mail_ShareCredentials_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

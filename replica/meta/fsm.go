@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 
 	"github.com/dgraph-io/badger/v4"
+	"github.com/dgraph-io/badger/v4/options"
 	"github.com/hashicorp/raft"
 
 	"hastore/storage"
@@ -59,6 +60,9 @@ type FSM struct {
 	subs  map[*Subscription]struct{}
 
 	discarded bool // state was thrown away at open; see doc.go
+
+	damaged  atomic.Bool // a read found the badger files damaged; see damagedRead
+	onDamage func(error) // set by Store before raft starts
 }
 
 var _ raft.BatchingFSM = (*FSM)(nil)
@@ -72,7 +76,8 @@ type dbHandle struct {
 	dir     string
 	refs    int
 	retired bool
-	remove  bool // delete dir after close (replaced generation)
+	remove  bool   // delete dir after close (replaced generation)
+	moveTo  string // with remove: rename dir here instead (damaged generation)
 }
 
 const (
@@ -98,7 +103,7 @@ func OpenFSM(dir string, opts FSMOptions) (*FSM, error) {
 		closedCh: make(chan struct{}),
 		subs:     make(map[*Subscription]struct{}),
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(dir, 0o700); err != nil { // the state holds password hashes
 		return nil, fmt.Errorf("meta: create FSM dir: %w", err)
 	}
 	gen, haveCurrent, err := readCurrent(dir)
@@ -128,6 +133,24 @@ func OpenFSM(dir string, opts FSMOptions) (*FSM, error) {
 		}
 	}
 	h, err := f.openGen(gen, fresh)
+	var applied uint64
+	if err == nil {
+		applied, err = readApplied(h.db)
+		if err != nil {
+			// Not Close: that would mark this unreadable state clean.
+			f.closeHandle(h)
+		}
+	}
+	if err != nil && !fresh {
+		// The state is derived from raft: a damaged generation is set
+		// aside and raft rebuilds the state from its snapshot and log,
+		// as after a crash.
+		if h, err = f.replaceDamaged(gen, err); err != nil {
+			return nil, err
+		}
+		gen++
+		fresh, applied = true, 0
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -140,12 +163,6 @@ func OpenFSM(dir string, opts FSMOptions) (*FSM, error) {
 	f.cur, f.gen = h, gen
 	if err := removeOtherGens(dir, gen); err != nil {
 		f.log.Warn("could not remove old FSM generations; they only waste space", "error", err)
-	}
-	applied, err := readApplied(h.db)
-	if err != nil {
-		// Not Close: that would mark this unreadable state clean.
-		f.closeHandle(h)
-		return nil, err
 	}
 	f.applied.Store(applied)
 	return f, nil
@@ -164,6 +181,10 @@ func (f *FSM) openGen(gen int, fresh bool) (*dbHandle, error) {
 	}
 	o := badger.DefaultOptions(path).
 		WithSyncWrites(false).
+		// Blocks are verified on every read, whole tables before open
+		// (see openBadger): a damaged file is then an error, not a
+		// panic or wrong metadata.
+		WithChecksumVerificationMode(options.OnBlockRead).
 		WithLogger(badgerLogger{f.log}).
 		WithMemTableSize(32 << 20).
 		WithNumMemtables(3).
@@ -173,7 +194,7 @@ func (f *FSM) openGen(gen int, fresh bool) (*dbHandle, error) {
 		o = f.opts.Badger(o)
 	}
 	o = o.WithDir(path).WithValueDir(path)
-	db, err := badger.Open(o)
+	db, err := openBadger(o, !fresh)
 	if err != nil {
 		return nil, fmt.Errorf("meta: open FSM badger at %s: %w", path, err)
 	}
@@ -214,7 +235,7 @@ func writeCurrent(dir string, gen int) error {
 }
 
 func writeFileSync(path string, data []byte) error {
-	fh, err := os.OpenFile(path, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o644)
+	fh, err := os.OpenFile(path, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
 	if err != nil {
 		return err
 	}
@@ -255,9 +276,13 @@ func removeOtherGens(dir string, keep int) error {
 	return errors.Join(errs...)
 }
 
-func readApplied(db *badger.DB) (uint64, error) {
-	var applied uint64
-	err := db.View(func(txn *badger.Txn) error {
+func readApplied(db *badger.DB) (applied uint64, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("meta: read FSM applied index: %w: %v", ErrDamaged, r)
+		}
+	}()
+	err = db.View(func(txn *badger.Txn) error {
 		item, err := txn.Get(keyApplied)
 		if errors.Is(err, badger.ErrKeyNotFound) {
 			return nil
@@ -274,7 +299,7 @@ func readApplied(db *badger.DB) (uint64, error) {
 		})
 	})
 	if err != nil {
-		return 0, fmt.Errorf("meta: read FSM applied index: %w", err)
+		return 0, fmt.Errorf("meta: read FSM applied index: %w: %v", ErrDamaged, err)
 	}
 	return applied, nil
 }
@@ -320,11 +345,17 @@ func (f *FSM) swap(h *dbHandle, gen int) error {
 
 func (f *FSM) closeHandle(h *dbHandle) {
 	err := h.db.Close()
-	if h.remove {
+	if h.remove && h.moveTo != "" {
+		if rerr := os.Rename(h.dir, h.moveTo); rerr != nil {
+			f.log.Warn("could not move the damaged FSM generation aside; deleting it", "dir", h.dir, "error", rerr)
+			h.moveTo = ""
+		}
+	}
+	if h.remove && h.moveTo == "" {
 		if rerr := os.RemoveAll(h.dir); rerr != nil {
 			f.log.Warn("could not remove replaced FSM generation; it only wastes space", "dir", h.dir, "error", rerr)
 		}
-	} else if err != nil {
+	} else if !h.remove && err != nil {
 		f.mu.Lock()
 		f.closeErr = err
 		f.mu.Unlock()
@@ -365,6 +396,11 @@ func (f *FSM) Close() error {
 	f.mu.Unlock()
 	if err != nil {
 		return fmt.Errorf("meta: close FSM badger: %w", err)
+	}
+	if f.damaged.Load() {
+		// No clean marker: the next open discards the state and raft
+		// rebuilds it.
+		return nil
 	}
 	if err := writeFileSync(filepath.Join(f.dir, cleanFile), nil); err != nil {
 		return fmt.Errorf("meta: record clean FSM shutdown (the next open will rebuild from raft): %w", err)
@@ -413,13 +449,22 @@ func (f *FSM) WaitApplied(ctx context.Context, index uint64) error {
 	}
 }
 
-func (f *FSM) view(fn func(txn *badger.Txn) error) error {
+func (f *FSM) view(fn func(txn *badger.Txn) error) (err error) {
 	h, err := f.acquire()
 	if err != nil {
 		return err
 	}
 	defer f.release(h)
-	return h.db.View(fn)
+	defer func() {
+		if r := recover(); r != nil {
+			err = f.damagedRead(r)
+		}
+	}()
+	err = h.db.View(fn)
+	if err != nil && badgerDamage(err) {
+		err = f.damagedRead(err)
+	}
+	return err
 }
 
 // Object returns the record of id; ok is false if there is none.

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -34,26 +35,34 @@ var (
 )
 
 func openLogStore(path string) (*logStore, error) {
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second, NoFreelistSync: true})
-	if err != nil {
-		return nil, fmt.Errorf("meta: open raft log %s: %w", path, err)
+	db, err := openBolt(path)
+	if errors.Is(err, bolt.ErrTimeout) {
+		return nil, fmt.Errorf("meta: open raft log %s: another process has it open (a second hastore on the same data directory?): %w", path, err)
 	}
-	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketLogs, bucketStable} {
-			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
 	if err != nil {
-		db.Close()
-		return nil, fmt.Errorf("meta: init raft log %s: %w", path, err)
+		return nil, damagedLogError(path, err)
+	}
+	err = guardBolt(func() error {
+		return db.Update(func(tx *bolt.Tx) error {
+			for _, b := range [][]byte{bucketLogs, bucketStable} {
+				if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	})
+	if err == nil {
+		err = verifyLog(db)
+	}
+	if err != nil {
+		_ = guardBolt(db.Close)
+		return nil, damagedLogError(path, err)
 	}
 	return &logStore{db: db}, nil
 }
 
-func (s *logStore) Close() error { return s.db.Close() }
+func (s *logStore) Close() error { return guardBolt(s.db.Close) }
 
 func indexKey(i uint64) []byte {
 	var k [8]byte
@@ -63,75 +72,89 @@ func indexKey(i uint64) []byte {
 
 func (s *logStore) FirstIndex() (uint64, error) {
 	var idx uint64
-	err := s.db.View(func(tx *bolt.Tx) error {
-		if k, _ := tx.Bucket(bucketLogs).Cursor().First(); k != nil {
-			idx = binary.BigEndian.Uint64(k)
-		}
-		return nil
+	err := guardBolt(func() error {
+		return s.db.View(func(tx *bolt.Tx) error {
+			if k, _ := tx.Bucket(bucketLogs).Cursor().First(); k != nil {
+				idx = binary.BigEndian.Uint64(k)
+			}
+			return nil
+		})
 	})
 	return idx, err
 }
 
 func (s *logStore) LastIndex() (uint64, error) {
 	var idx uint64
-	err := s.db.View(func(tx *bolt.Tx) error {
-		if k, _ := tx.Bucket(bucketLogs).Cursor().Last(); k != nil {
-			idx = binary.BigEndian.Uint64(k)
-		}
-		return nil
+	err := guardBolt(func() error {
+		return s.db.View(func(tx *bolt.Tx) error {
+			if k, _ := tx.Bucket(bucketLogs).Cursor().Last(); k != nil {
+				idx = binary.BigEndian.Uint64(k)
+			}
+			return nil
+		})
 	})
 	return idx, err
 }
 
 func (s *logStore) GetLog(index uint64, log *raft.Log) error {
-	return s.db.View(func(tx *bolt.Tx) error {
-		v := tx.Bucket(bucketLogs).Get(indexKey(index))
-		if v == nil {
-			return raft.ErrLogNotFound
-		}
-		return decodeLog(v, log)
+	return guardBolt(func() error {
+		return s.db.View(func(tx *bolt.Tx) error {
+			v := tx.Bucket(bucketLogs).Get(indexKey(index))
+			if v == nil {
+				return raft.ErrLogNotFound
+			}
+			return decodeLog(v, log)
+		})
 	})
 }
 
 func (s *logStore) StoreLog(log *raft.Log) error { return s.StoreLogs([]*raft.Log{log}) }
 
 func (s *logStore) StoreLogs(logs []*raft.Log) error {
-	return s.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketLogs)
-		for _, l := range logs {
-			if err := b.Put(indexKey(l.Index), encodeLog(l)); err != nil {
-				return err
+	return guardBolt(func() error {
+		return s.db.Update(func(tx *bolt.Tx) error {
+			b := tx.Bucket(bucketLogs)
+			for _, l := range logs {
+				if err := b.Put(indexKey(l.Index), encodeLog(l)); err != nil {
+					return err
+				}
 			}
-		}
-		return nil
+			return nil
+		})
 	})
 }
 
 func (s *logStore) DeleteRange(min, max uint64) error {
-	return s.db.Update(func(tx *bolt.Tx) error {
-		c := tx.Bucket(bucketLogs).Cursor()
-		for k, _ := c.Seek(indexKey(min)); k != nil && binary.BigEndian.Uint64(k) <= max; k, _ = c.Next() {
-			if err := c.Delete(); err != nil {
-				return err
+	return guardBolt(func() error {
+		return s.db.Update(func(tx *bolt.Tx) error {
+			c := tx.Bucket(bucketLogs).Cursor()
+			for k, _ := c.Seek(indexKey(min)); k != nil && binary.BigEndian.Uint64(k) <= max; k, _ = c.Next() {
+				if err := c.Delete(); err != nil {
+					return err
+				}
 			}
-		}
-		return nil
+			return nil
+		})
 	})
 }
 
 func (s *logStore) Set(key, val []byte) error {
-	return s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketStable).Put(key, val) })
+	return guardBolt(func() error {
+		return s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketStable).Put(key, val) })
+	})
 }
 
 func (s *logStore) Get(key []byte) ([]byte, error) {
 	var out []byte
-	err := s.db.View(func(tx *bolt.Tx) error {
-		v := tx.Bucket(bucketStable).Get(key)
-		if v == nil {
-			return errKeyNotFound
-		}
-		out = append([]byte(nil), v...)
-		return nil
+	err := guardBolt(func() error {
+		return s.db.View(func(tx *bolt.Tx) error {
+			v := tx.Bucket(bucketStable).Get(key)
+			if v == nil {
+				return errKeyNotFound
+			}
+			out = append([]byte(nil), v...)
+			return nil
+		})
 	})
 	return out, err
 }
@@ -151,10 +174,17 @@ func (s *logStore) GetUint64(key []byte) (uint64, error) {
 
 // The entry encoding: a format byte, then index, term, type, appended-at
 // (unix nanoseconds) as varints, then data and extensions length-prefixed.
-const logFormatV1 = 1
+// Format 2 appends a CRC-32C of everything before it: bbolt checksums only
+// its meta pages, and a flipped bit in an entry's data must not become a
+// different command applied on this node alone. Format 1 (no CRC) is still
+// read.
+const (
+	logFormatV1 = 1
+	logFormatV2 = 2
+)
 
 func encodeLog(l *raft.Log) []byte {
-	b := make([]byte, 0, 1+4*binary.MaxVarintLen64+2*binary.MaxVarintLen32+len(l.Data)+len(l.Extensions))
+	b := make([]byte, 0, 1+4*binary.MaxVarintLen64+2*binary.MaxVarintLen32+len(l.Data)+len(l.Extensions)+4)
 	b = append(b, logFormatV1)
 	b = binary.AppendUvarint(b, l.Index)
 	b = binary.AppendUvarint(b, l.Term)
@@ -167,13 +197,25 @@ func encodeLog(l *raft.Log) []byte {
 	b = binary.AppendUvarint(b, uint64(len(l.Data)))
 	b = append(b, l.Data...)
 	b = binary.AppendUvarint(b, uint64(len(l.Extensions)))
-	return append(b, l.Extensions...)
+	b = append(b, l.Extensions...)
+	b[0] = logFormatV2
+	return binary.LittleEndian.AppendUint32(b, crc32.Checksum(b, castagnoli))
 }
 
 func decodeLog(b []byte, l *raft.Log) error {
 	bad := func(what string) error { return fmt.Errorf("meta: raft log entry: bad %s", what) }
-	if len(b) == 0 || b[0] != logFormatV1 {
+	if len(b) == 0 || b[0] != logFormatV1 && b[0] != logFormatV2 {
 		return bad("format")
+	}
+	if b[0] == logFormatV2 {
+		if len(b) < 5 {
+			return bad("length")
+		}
+		n := len(b) - 4
+		if crc32.Checksum(b[:n], castagnoli) != binary.LittleEndian.Uint32(b[n:]) {
+			return fmt.Errorf("%w: raft log entry fails its checksum", ErrDamaged)
+		}
+		b = b[:n]
 	}
 	b = b[1:]
 	uv := func(what string) (uint64, error) {
@@ -224,4 +266,73 @@ func decodeLog(b []byte, l *raft.Log) error {
 		return bad("trailing bytes")
 	}
 	return nil
+}
+
+// openBolt opens the bbolt file, turning a panic (bbolt trusts its pages:
+// with NoFreelistSync it walks them all at open) into an error.
+func openBolt(path string) (db *bolt.DB, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			db, err = nil, fmt.Errorf("%w: bbolt panicked opening it: %v", ErrDamaged, r)
+		}
+	}()
+	return bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second, NoFreelistSync: true})
+}
+
+// guardBolt runs fn, turning a panic of bbolt reading a damaged page into
+// ErrDamaged. Raft calls the log store from its own goroutines, where a panic
+// would end the process.
+func guardBolt(fn func() error) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%w: raft log: bbolt failed reading a damaged page: %v", ErrDamaged, r)
+		}
+	}()
+	return fn()
+}
+
+// verifyLog reads every entry and the stable keys once at open, so that a
+// damaged log stops the node at start, with an explanation, rather than
+// raft panicking on the entry later ("failed to get log").
+func verifyLog(db *bolt.DB) error {
+	return guardBolt(func() error {
+		return db.View(func(tx *bolt.Tx) error {
+			var prev uint64
+			var l raft.Log
+			err := tx.Bucket(bucketLogs).ForEach(func(k, v []byte) error {
+				if len(k) != 8 {
+					return fmt.Errorf("%w: raft log key %x is not an index", ErrDamaged, k)
+				}
+				i := binary.BigEndian.Uint64(k)
+				if err := decodeLog(v, &l); err != nil {
+					return fmt.Errorf("%w: raft log entry %d: %v", ErrDamaged, i, err)
+				}
+				if l.Index != i || prev != 0 && i != prev+1 {
+					return fmt.Errorf("%w: raft log entry under key %d holds index %d (previous key %d)", ErrDamaged, i, l.Index, prev)
+				}
+				prev = i
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+			return tx.Bucket(bucketStable).ForEach(func(k, v []byte) error {
+				if len(v) > 1<<20 {
+					return fmt.Errorf("%w: raft stable key %q holds %d bytes", ErrDamaged, k, len(v))
+				}
+				return nil
+			})
+		})
+	})
+}
+
+// damagedLogError explains what to do about a raft log that cannot be
+// trusted. The node does not repair it by itself: the entries it holds may
+// be the ones that made a write durable on a quorum, so silently starting
+// without them could lose acknowledged writes if another node failed too.
+func damagedLogError(path string, err error) error {
+	return fmt.Errorf("meta: the raft log %s is damaged: %w. This node cannot start on it. "+
+		"If the other nodes have a quorum without this one (`hastore admin status` on another node shows a leader), "+
+		"stop this node, move its metadata directory aside (mv DATA/meta DATA/meta.corrupt) and start it again: it rejoins and catches up from the leader's snapshot. "+
+		"If they do not, do not do that: restore this node's disk or its metadata from a backup first", path, err)
 }

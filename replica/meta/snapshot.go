@@ -13,6 +13,8 @@ import (
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/hashicorp/raft"
+
+	"hastore/storage"
 )
 
 // Snapshot stream format (all of it streamed, never held in memory):
@@ -57,7 +59,7 @@ type fsmSnapshot struct {
 // Persist streams the captured state to sink. It runs concurrently with
 // Apply, which the read transaction does not see.
 func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
-	n, err := s.write(sink)
+	n, err := s.writeSafe(sink)
 	if err != nil {
 		_ = sink.Cancel()
 		return fmt.Errorf("meta: persist snapshot at index %d: %w", s.applied, err)
@@ -290,4 +292,27 @@ func unexpectedEOF(err error) error {
 		return io.ErrUnexpectedEOF
 	}
 	return err
+}
+
+// writeSafe is write, with a panic of badger reading damaged files turned
+// into an error: raft persists snapshots on a goroutine of its own, where a
+// panic would end the process. The snapshot is cancelled and the FSM rebuilt
+// (see damagedRead).
+func (s *fsmSnapshot) writeSafe(w io.Writer) (n int, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			n, err = 0, s.f.damagedRead(r)
+		}
+	}()
+	// Badger's iterators end quietly at a block that fails its checksum:
+	// a snapshot of damaged tables would be short, pass its CRC, and be
+	// restored here and sent to followers. The tables are checked first.
+	if verr := storage.VerifyTables(badger.DefaultOptions(s.h.dir).WithLogger(nil)); verr != nil && errors.Is(verr, storage.ErrCorrupt) {
+		return 0, s.f.damagedRead(verr)
+	}
+	n, err = s.write(w)
+	if err != nil && badgerDamage(err) {
+		err = s.f.damagedRead(err)
+	}
+	return n, err
 }

@@ -57,6 +57,9 @@ type Config struct {
 	SnapshotRetain    int
 	// Badger adjusts the FSM's badger options; see FSMOptions.Badger.
 	Badger func(badger.Options) badger.Options
+	// VerifyEvery is how often the FSM's tables are checked against their
+	// checksums while running (rebuild.go). Default 10 min; negative: never.
+	VerifyEvery time.Duration
 }
 
 // Store is one node's replica of the metadata: raft (a bbolt log, file
@@ -67,7 +70,10 @@ type Store struct {
 	raft  *raft.Raft
 	fsm   *FSM
 	wal   *logStore // the raft log and stable store (see logstore.go)
+	snaps raft.SnapshotStore
 	trans raft.Transport
+
+	applyMu sync.Mutex // raft's applies against live rebuilds of a damaged FSM (rebuild.go)
 
 	barrierTerm atomic.Uint64 // term in which this leader's FSM caught up
 	memberMu    sync.Mutex    // one membership change at a time
@@ -99,12 +105,23 @@ func Open(cfg Config) (_ *Store, err error) {
 	}()
 
 	raftDir := filepath.Join(cfg.Dir, "raft")
-	if err := os.MkdirAll(raftDir, 0o755); err != nil {
+	if err := os.MkdirAll(raftDir, 0o700); err != nil { // snapshots hold password hashes
 		return nil, fmt.Errorf("meta: open: create raft dir: %w", err)
+	}
+	// Raft and badger create their files 0644 and directories 0755 inside:
+	// this directory is what keeps the password hashes in them private,
+	// also where an older version made it 0755.
+	if err := os.Chmod(cfg.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("meta: open: making %s private: %w", cfg.Dir, err)
 	}
 	if s.fsm, err = OpenFSM(filepath.Join(cfg.Dir, "fsm"), FSMOptions{Logger: logger, OnApply: cfg.OnApply, Badger: cfg.Badger}); err != nil {
 		return nil, err
 	}
+	// A read that finds the FSM's files damaged after this is answered
+	// with ErrDamaged and the state is rebuilt from raft (rebuild.go); if
+	// that fails, the FSM is never marked clean again, so the next start
+	// rebuilds it.
+	s.fsm.onDamage = s.rebuildFSM
 	if s.wal, err = openLogStore(filepath.Join(raftDir, "log.db")); err != nil {
 		return nil, err
 	}
@@ -115,6 +132,10 @@ func Open(cfg Config) (_ *Store, err error) {
 	snaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.Dir, retain, newHCLog(logger, "raft-snapshots"))
 	if err != nil {
 		return nil, fmt.Errorf("meta: open snapshot store in %s: %w", cfg.Dir, err)
+	}
+	s.snaps = snaps
+	if err := s.checkSnapshots(cfg.Dir, snaps); err != nil {
+		return nil, err
 	}
 	hasState, err := raft.HasExistingState(s.wal, s.wal, snaps)
 	if err != nil {
@@ -152,8 +173,15 @@ func Open(cfg Config) (_ *Store, err error) {
 	if err := raft.ValidateConfig(rc); err != nil {
 		return nil, fmt.Errorf("meta: raft config: %w", err)
 	}
-	if s.raft, err = raft.NewRaft(rc, s.fsm, s.wal, s.wal, snaps, cfg.Transport); err != nil {
+	if s.raft, err = raft.NewRaft(rc, guardedFSM{s: s, mu: &s.applyMu}, s.wal, s.wal, snaps, cfg.Transport); err != nil {
 		return nil, fmt.Errorf("meta: start raft: %w", err)
+	}
+	verifyEvery := cfg.VerifyEvery
+	if verifyEvery == 0 {
+		verifyEvery = 10 * time.Minute
+	}
+	if verifyEvery > 0 {
+		go s.verifyLoop(verifyEvery)
 	}
 	if !hasState && len(cfg.Bootstrap) > 0 {
 		f := s.raft.BootstrapCluster(raft.Configuration{Servers: cfg.Bootstrap})
@@ -215,6 +243,10 @@ func (s *Store) closeParts() error {
 			errs = append(errs, fmt.Errorf("meta: shut down raft: %w", err))
 		}
 	}
+	// A live rebuild of a damaged FSM (rebuild.go) uses the log and the
+	// FSM: let it finish, and keep a later one out.
+	s.applyMu.Lock()
+	defer s.applyMu.Unlock()
 	if s.wal != nil {
 		if err := s.wal.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("meta: close raft log: %w", err))

@@ -9,6 +9,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 
@@ -16,6 +17,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/tap"
 )
 
 // MinKeyLen is the shortest cluster key accepted: 16 bytes (128 bits) if
@@ -27,8 +29,23 @@ const authMetadata = "hastore-auth"
 
 // LoadKey reads the cluster key from a file. Surrounding white space is
 // dropped so that a key written by an editor (with a final newline) works.
+// A file that group or others may read or write is refused: whoever reads
+// the key may act as a node (read every object, change every password).
 func LoadKey(path string) ([]byte, error) {
-	b, err := os.ReadFile(path)
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("transport: reading cluster key: %w", err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("transport: reading cluster key: %w", err)
+	}
+	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+		return nil, fmt.Errorf("transport: cluster key file %s has mode %#o, so users other than its owner can read or change it; "+
+			"anyone holding the key can act as a cluster node: run chmod 600 %s (and consider a new key if others had access)", path, perm, path)
+	}
+	b, err := io.ReadAll(io.LimitReader(f, 64<<10))
 	if err != nil {
 		return nil, fmt.Errorf("transport: reading cluster key: %w", err)
 	}
@@ -90,6 +107,10 @@ type authChecker struct{ token []byte }
 
 func (a authChecker) check(ctx context.Context) error {
 	md, _ := metadata.FromIncomingContext(ctx)
+	return a.checkMD(md)
+}
+
+func (a authChecker) checkMD(md metadata.MD) error {
 	got := md.Get(authMetadata)
 	if len(got) == 0 {
 		return status.Error(codes.Unauthenticated, "hastore: call carries no cluster key; the client must be given the cluster's key file")
@@ -98,6 +119,12 @@ func (a authChecker) check(ctx context.Context) error {
 		return status.Error(codes.Unauthenticated, "hastore: wrong cluster key; client and server were given different key files")
 	}
 	return nil
+}
+
+// tap runs on a call's headers before gRPC creates the call or reads its
+// request; an error refuses the call with its status.
+func (a authChecker) tap(ctx context.Context, info *tap.Info) (context.Context, error) {
+	return ctx, a.checkMD(info.Header)
 }
 
 func (a authChecker) unary(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {

@@ -23,6 +23,37 @@ type Config struct {
 	Faults *Faults
 	// Logger receives refused connections; nil means slog.Default().
 	Logger *slog.Logger
+	// MaxConns caps the connections open at once on the cluster port
+	// (gRPC and Raft together, counted before the key is proved); 0 means
+	// DefaultMaxConns, negative no cap.
+	MaxConns int
+	// MaxConnsPerIP caps one client address's (IPv6: /64's) connections;
+	// 0 means DefaultMaxConnsPerIP, negative no cap.
+	MaxConnsPerIP int
+}
+
+// The default caps of the cluster port. A node keeps one gRPC connection
+// to each peer and a few Raft ones (raft's pool of 3 plus a pipeline), an
+// admin tool one per node, and a web host one per node for every site it
+// mounts (a mount is a process): a web host with hundreds of sites needs
+// hundreds of connections from one address. A connection that has not
+// proved the key costs the node only its buffers (some tens of KiB), so the
+// caps are there to keep a stranger from taking every file descriptor,
+// not to ration peers.
+const (
+	DefaultMaxConns      = 4096
+	DefaultMaxConnsPerIP = 1024
+)
+
+func (c *Config) connLimits() (total, perIP int) {
+	total, perIP = c.MaxConns, c.MaxConnsPerIP
+	if total == 0 {
+		total = DefaultMaxConns
+	}
+	if perIP == 0 {
+		perIP = DefaultMaxConnsPerIP
+	}
+	return total, perIP
 }
 
 func (c *Config) logger() *slog.Logger {

@@ -100,6 +100,7 @@ func TestLoadKey(t *testing.T) {
 		name    string
 		content string // "" with noFile means no file at all
 		noFile  bool
+		mode    os.FileMode // 0 means 0600
 		want    string
 		wantErr string
 	}{
@@ -108,12 +109,21 @@ func TestLoadKey(t *testing.T) {
 		{name: "too short", content: "0123456789abcde\n", wantErr: "15 bytes, need at least 16"},
 		{name: "only white space", content: " \n\t\n", wantErr: "0 bytes"},
 		{name: "missing", noFile: true, wantErr: "no such file"},
+		{name: "group readable", content: "0123456789abcdef", mode: 0o640, wantErr: "mode 0640, so users other than its owner can read or change it"},
+		{name: "world readable", content: "0123456789abcdef", mode: 0o644, wantErr: "chmod 600"},
+		{name: "group writable", content: "0123456789abcdef", mode: 0o620, wantErr: "mode 0620"},
+		{name: "owner read only", content: "0123456789abcdef", mode: 0o400, want: "0123456789abcdef"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			path := filepath.Join(dir, strings.ReplaceAll(tc.name, " ", "_"))
 			if !tc.noFile {
 				if err := os.WriteFile(path, []byte(tc.content), 0o600); err != nil {
 					t.Fatal(err)
+				}
+				if tc.mode != 0 {
+					if err := os.Chmod(path, tc.mode); err != nil { // past the umask
+						t.Fatal(err)
+					}
 				}
 			}
 			key, err := LoadKey(path)

@@ -21,6 +21,12 @@ const (
 	// header (up to 4 MiB of block checksums for a 4 GiB payload in 4 KiB
 	// blocks) plus one chunk.
 	maxMsgSize = 16 << 20
+	// maxRecvMsgSize bounds what a server accepts in one message from a
+	// caller holding the key. The largest any client sends is a 1 MiB
+	// data chunk (shards, objects, site files) or a Raft command of at
+	// most 1 MiB (meta.MaxCommandSize), plus framing; the 16 MiB messages
+	// only ever travel from server to client (GetShard).
+	maxRecvMsgSize = 4 << 20
 
 	// A silent peer is declared dead keepaliveTime+keepaliveTimeout after
 	// its last frame; gRPC will not ping more often than every 10 s. Calls
@@ -28,6 +34,22 @@ const (
 	// keepaliveTimeout, so unacknowledged writes fail after 3 s.
 	keepaliveTime    = 10 * time.Second
 	keepaliveTimeout = 3 * time.Second
+
+	// maxStreams caps the calls one connection may have open at once. A
+	// node's Pool sends all its calls to a peer over one connection, and
+	// a gRPC client queues calls beyond the cap rather than failing them,
+	// so this costs a busy peer some waiting, never an error; it bounds
+	// what one connection can make the node hold (each call may buffer a
+	// message of up to maxRecvMsgSize).
+	maxStreams = 256
+	// maxHeaderList caps a call's metadata (gRPC's default is 16 MiB, all
+	// of which a stranger could make the node read before the key check).
+	// Ours carries a token and a few short fields.
+	maxHeaderList = 64 << 10
+	// connTimeout bounds the HTTP/2 handshake of a new gRPC connection
+	// (gRPC's default is 120 s); the mux has already bounded the TLS
+	// handshake and the protocol sniff by sniffTimeout.
+	connTimeout = 10 * time.Second
 )
 
 // newDialer returns a dialer whose connections the kernel probes after 2 s
@@ -41,23 +63,34 @@ func newDialer() *net.Dialer {
 }
 
 // NewGRPCServer returns a gRPC server that refuses calls without the
-// cluster key, pings its clients and accepts GetShard-sized messages. Serve
+// cluster key, pings its clients and sends GetShard-sized messages. Serve
 // it on [Mux.GRPC]; it speaks plaintext HTTP/2 because the mux has already
 // unwrapped TLS. opts are added after hastore's own, so interceptors in
 // them run after the key check.
+//
+// The key is checked in gRPC's InTapHandle, on a call's headers, before
+// the call exists: a call without the key is refused before a byte of its
+// request is read or buffered (an interceptor runs only after a unary
+// call's whole request, up to maxRecvMsgSize, has been read into memory). The
+// interceptors check again, which costs a comparison and keeps the rule if
+// the tap is ever dropped.
 func NewGRPCServer(cfg Config, opts ...grpc.ServerOption) (*grpc.Server, error) {
 	if err := cfg.check(); err != nil {
 		return nil, err
 	}
 	a := authChecker{token: []byte(grpcToken(cfg.Key))}
 	base := []grpc.ServerOption{
+		grpc.InTapHandle(a.tap),
+		grpc.MaxConcurrentStreams(maxStreams),
+		grpc.MaxHeaderListSize(maxHeaderList),
+		grpc.ConnectionTimeout(connTimeout),
 		grpc.ChainUnaryInterceptor(a.unary),
 		grpc.ChainStreamInterceptor(a.stream),
 		// Clients ping every keepaliveTime even when idle; the default
 		// policy (5 min, not without streams) would answer with GOAWAY.
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: keepaliveTime / 2, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: keepaliveTime, Timeout: keepaliveTimeout}),
-		grpc.MaxRecvMsgSize(maxMsgSize),
+		grpc.MaxRecvMsgSize(maxRecvMsgSize),
 		grpc.MaxSendMsgSize(maxMsgSize),
 	}
 	return grpc.NewServer(append(base, opts...)...), nil

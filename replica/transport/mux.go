@@ -16,6 +16,8 @@ import (
 
 	"github.com/hashicorp/raft"
 	"github.com/soheilhy/cmux"
+
+	"hastore/connlimit"
 )
 
 const (
@@ -65,13 +67,19 @@ func NewMux(l net.Listener, advertise string, cfg Config) (*Mux, error) {
 	} else if _, _, err := net.SplitHostPort(advertise); err != nil {
 		return nil, fmt.Errorf("transport: advertised address %q: %w", advertise, err)
 	}
+	log := cfg.logger()
+	// The cap goes under TLS: a refused connection costs no handshake.
+	total, perIP := cfg.connLimits()
+	l = connlimit.Listener(l, connlimit.Limits{Total: total, PerIP: perIP, Name: "cluster", Logger: log})
 	if cfg.ServerTLS != nil {
 		l = tls.NewListener(l, serverTLS(cfg.ServerTLS))
+	} else {
+		log.Warn("cluster port without TLS: the cluster token crosses the network in clear, and anyone who sees it can make cluster calls with it; give every node --tls-cert/--tls-key (see docs/security.md)", "addr", l.Addr())
 	}
 	m := &Mux{
 		root:   l,
 		cm:     cmux.New(l),
-		log:    cfg.logger(),
+		log:    log,
 		closed: make(chan struct{}),
 	}
 	m.grpc = newSubListener(l.Addr())

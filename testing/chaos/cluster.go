@@ -26,7 +26,8 @@ type node struct {
 	proxy                  *delayProxy
 	tmpfs                  bool // its data directory is its own tmpfs
 	smtp, lmtp, imap, http string
-	uid                    int // run as this uid (0: as ourselves)
+	imaps                  string // scale mode only (scale.go)
+	uid                    int    // run as this uid (0: as ourselves)
 	args                   []string
 	mu                     sync.Mutex
 	cmd                    *exec.Cmd
@@ -48,6 +49,10 @@ type cluster struct {
 	retired []*node
 	nextID  int           // number of the next fresh node ID (n<nextID>)
 	slots   []*delayProxy // per slot: a stable address forwarding to the slot's current node (for the FUSE mount)
+	// Scale mode (scale.go): the IMAPS certificate every node gets, and
+	// the cap on each node's address space (prlimit --as; 0: none).
+	imapsCert, imapsKey string
+	nodeAS              int64
 }
 
 // nodes returns the current members, slot by slot (a snapshot).
@@ -220,6 +225,7 @@ func (c *cluster) newNode(i, num int, a []string, how, arg string) *node {
 		"--smtp", nd.smtp, "--lmtp", nd.lmtp, "--imap", nd.imap, "--http", nd.http,
 		"--hostname", "mx" + strconv.Itoa(num) + ".chaos.test", "--allow-insecure-auth",
 		"--mail-max-connections-per-ip", "500"}
+	c.addIMAPS(nd)
 	return nd
 }
 
@@ -257,6 +263,9 @@ func (c *cluster) start(nd *node) {
 	}
 	fmt.Fprintf(logf, "==== chaos: starting %s at %s\n", nd.id, time.Now().UTC().Format(time.RFC3339Nano))
 	cmd := exec.Command(c.bin, nd.args...)
+	if c.nodeAS > 0 {
+		cmd = exec.Command("prlimit", append([]string{fmt.Sprintf("--as=%d", c.nodeAS), "--", c.bin}, nd.args...)...)
+	}
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.Env = append(os.Environ(), "HASTORE_ADDR=", "HASTORE_CLUSTER_KEY_FILE=", "HOME="+nd.dir)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}

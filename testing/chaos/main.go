@@ -87,6 +87,7 @@ package main
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/binary"
 	"flag"
 	"fmt"
@@ -98,6 +99,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"hastore/testing/idleload"
 )
 
 func main() {
@@ -111,6 +114,8 @@ func main() {
 	keep := flag.Bool("keep", false, "keep the data directory and logs")
 	attemptTO := flag.Duration("attempt-timeout", 4*time.Second, "a client gives up on a node after this long and tries the next")
 	opTO := flag.Duration("op-timeout", 10*time.Second, "an operation (with its failovers) that has not succeeded after this long counts as failed")
+	idleClients := flag.Int("idle-clients", 0, "scale mode: this many IMAPS clients in IDLE (10 per user) over every node through the faults (see scale.go)")
+	cpuHog := flag.Int("cpu-hog", 0, "busy-loop processes to run beside the cluster during the load")
 	flag.Parse()
 	if v := os.Getenv("CHAOS_DURATION"); v != "" && !isSet("duration") {
 		d, err := time.ParseDuration(v)
@@ -155,6 +160,10 @@ func main() {
 		fatalf("scheme %s tolerates no node loss", *scheme)
 	}
 	atCleanup(c.stopAll)
+	var scaleTLS *tls.Config
+	if *idleClients > 0 {
+		scaleTLS = enableIMAPS(c, work)
+	}
 	fw := &firewall{}
 	atCleanup(fw.healAll)
 
@@ -212,6 +221,20 @@ func main() {
 	}
 	s := setup(c, *seed)
 	s.attTO, s.opTO = *attemptTO, *opTO
+	if *cpuHog > 0 {
+		stopHogs, err := idleload.StartHogs(*cpuHog)
+		if err != nil {
+			fatalf("%v", err)
+		}
+		atCleanup(stopHogs)
+		logf("%d CPU hogs started", *cpuHog)
+	}
+	scaleCtx, scaleCancel := context.WithCancel(context.Background())
+	defer scaleCancel()
+	var scale *scaleLoad
+	if *idleClients > 0 {
+		scale = startScale(scaleCtx, c, *idleClients, scaleTLS)
+	}
 	if fs, err := startMount(c, work); err != nil {
 		skipped["FUSE writes"] = err.Error()
 		logf("SKIP FUSE load: %v", err)
@@ -263,6 +286,9 @@ func main() {
 			goW(func() { s.fuseWorker(ctx, w, *seed, 200*time.Millisecond) })
 		}
 	}
+	if scale != nil {
+		goW(func() { scale.deliverWorker(ctx, *seed) })
+	}
 	inj := &injector{c: c, fw: fw, seed: *seed, t0: t0}
 	stop := make(chan struct{})
 	injDone := make(chan struct{})
@@ -286,6 +312,10 @@ loop:
 	// (a FUSE call finishing, say) must not count as seconds without a
 	// successful operation.
 	loadEnd := time.Now()
+	if scale != nil {
+		scale.stop()
+		scaleCancel() // its clients would only add logins to the healing
+	}
 	wg.Wait()
 	logf("load stopped after %v; healing", loadEnd.Sub(t0).Round(time.Millisecond))
 
@@ -337,6 +367,9 @@ loop:
 	rep := s.report(t0, loadEnd, inj, v, lin, nHist, skipped, *seed, healTook, healErr)
 	rep.Scrub = finalScrub(c)
 	rep.print(os.Stdout)
+	if scale != nil {
+		scale.report(inj).print(os.Stdout)
+	}
 	if *jsonOut != "" {
 		if err := rep.writeJSON(*jsonOut); err != nil {
 			logf("json: %v", err)

@@ -55,7 +55,21 @@
 //     %c0%ae for ".").
 //
 // A malformed percent-escape ("%zz", a trailing "%") is 400 too, usually
-// from net/http itself. Dot-files are served (".well-known" must be).
+// from net/http itself.
+//
+// A request target in absolute form ("GET http://other.site/ HTTP/1.1") is
+// 400: net/http would take the site from it and drop the Host header, so a
+// front end routing or filtering by Host could be bypassed. Only proxies
+// are sent that form.
+//
+// # What is never served
+//
+// A path with a segment matching a pattern of [Options.Deny] (default
+// [DefaultDeny]: dot-files and dot-directories other than a top-level
+// /.well-known, PHP sources and includes, composer.json/lock, editor
+// backups and SQL dumps) is 404 without a look at the tree: the trees are
+// often the ones PHP runs from. Anything but a regular file or directory
+// (a device or FIFO the tree should not hold anyway) is never opened.
 //
 // # Errors from the trees
 //

@@ -46,6 +46,10 @@ type Options struct {
 	// bytes for this long. 0 means DefaultWriteIdleTimeout; negative
 	// disables it.
 	WriteIdleTimeout time.Duration
+	// Deny lists path.Match patterns; a request naming a path with a
+	// segment matching one is answered 404 without a look at the tree.
+	// nil means [DefaultDeny]; an empty, non-nil list serves everything.
+	Deny []string
 }
 
 type handler struct {
@@ -54,6 +58,7 @@ type handler struct {
 	cache     *cache // nil when disabled
 	smallFile int64
 	idle      time.Duration
+	deny      denyList
 }
 
 // Handler returns an http.Handler that serves the sites of s by Host header.
@@ -64,6 +69,7 @@ func Handler(s Sites, opts Options) http.Handler {
 		log:       opts.Logger,
 		smallFile: opts.SmallFile,
 		idle:      opts.WriteIdleTimeout,
+		deny:      newDenyList(opts.Deny),
 	}
 	if h.log == nil {
 		h.log = slog.Default()
@@ -179,6 +185,19 @@ func (h *handler) serve(q *request, raw, host string) {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		q.Header().Set("Allow", "GET, HEAD")
 		h.error(q, http.StatusMethodNotAllowed, nil)
+		return
+	}
+	if absoluteForm(r) {
+		// net/http takes the site from the target and drops the Host
+		// header: a front end that routes or filters by Host would be
+		// bypassed. Only proxies are sent this form, so refuse it.
+		h.error(q, http.StatusBadRequest, errAbsoluteForm)
+		return
+	}
+	if h.deny.denies(name) {
+		// 404, not 403: whether the tree holds a .git or a config.php
+		// is itself worth hiding.
+		h.error(q, http.StatusNotFound, nil)
 		return
 	}
 	ctx := withRequestStart(r.Context(), q.start)
@@ -441,6 +460,19 @@ func (h *handler) fail(q *request, err error) {
 		q.Header().Set("Retry-After", "1")
 		h.error(q, http.StatusServiceUnavailable, err)
 	}
+}
+
+var errAbsoluteForm = errors.New("absolute-form request target (as sent to a proxy) refused: the Host header names the site")
+
+// absoluteForm reports whether an HTTP/1 request's target was in absolute
+// form ("GET http://host/p HTTP/1.1"). HTTP/2 requests carry :authority and
+// a path, never this form.
+func absoluteForm(r *http.Request) bool {
+	if r.ProtoMajor != 1 {
+		return false
+	}
+	u := r.RequestURI
+	return u != "" && !strings.HasPrefix(u, "/") && u != "*" && r.URL != nil && r.URL.Host != ""
 }
 
 // rawPath returns the path of the request target exactly as the client sent

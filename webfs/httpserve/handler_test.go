@@ -175,7 +175,7 @@ func TestStatus(t *testing.T) {
 		{"encoded question mark", "GET", "/q%3F.txt", one, nil, want{200, "question mark\n", nil}},
 		{"unicode name", "GET", "/caf%C3%A9.html", one, nil, want{200, "caf\u00e9\n", nil}},
 		{"query ignored", "GET", "/a.txt?x=/../../etc/passwd", one, nil, want{200, "hello, a\n", nil}},
-		{"absolute form", "GET", "http://" + one + "/a.txt", one, nil, want{200, "hello, a\n", nil}},
+		{"absolute form", "GET", "http://" + one + "/a.txt", one, nil, want{400, "", nil}},
 		{"POST", "POST", "/a.txt", one, []string{"Content-Length: 0"}, want{405, "", map[string]string{"Allow": "GET, HEAD"}}},
 		{"PUT", "PUT", "/a.txt", one, []string{"Content-Length: 3"}, want{405, "", map[string]string{"Allow": "GET, HEAD"}}},
 		{"DELETE", "DELETE", "/a.txt", one, nil, want{405, "", map[string]string{"Allow": "GET, HEAD"}}},

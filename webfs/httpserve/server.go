@@ -1,9 +1,23 @@
 package httpserve
 
 import (
+	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"time"
+
+	"hastore/connlimit"
+)
+
+// Default connection caps of [Listen]. An idle keep-alive connection costs
+// a goroutine and its buffers (some 10–20 KiB), so 4096 of them stay well
+// under 100 MiB; 256 per client leaves room for an office behind one NAT
+// address (browsers open six connections per host) while one client cannot
+// take the whole server.
+const (
+	DefaultMaxConns      = 4096
+	DefaultMaxConnsPerIP = 256
 )
 
 // NewServer returns an http.Server for handler on addr with timeouts fit for
@@ -16,8 +30,10 @@ import (
 //   - No WriteTimeout, which would cut off large downloads on slow links;
 //     the Handler aborts a response instead when the client accepts nothing
 //     for Options.WriteIdleTimeout.
-//   - IdleTimeout 2 min for keep-alive connections; MaxHeaderBytes 64 KiB.
+//   - IdleTimeout 75 s for keep-alive connections (nginx's default);
+//     MaxHeaderBytes 64 KiB.
 //
+// Connections are capped by the listener: see [LimitListener].
 // The server's own errors go to slog.Default() at level Warn.
 func NewServer(addr string, handler http.Handler) *http.Server {
 	return &http.Server{
@@ -25,8 +41,38 @@ func NewServer(addr string, handler http.Handler) *http.Server {
 		Handler:           handler,
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
-		IdleTimeout:       2 * time.Minute,
+		IdleTimeout:       75 * time.Second,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(slog.Default().Handler(), slog.LevelWarn),
+	}
+}
+
+// LimitListener caps the connections l hands to the server: total in all,
+// perIP per client address (an IPv6 client by its /64); zero means the
+// default, negative no cap. A connection over a cap is answered "503
+// Service Unavailable" with Retry-After and closed, before its request is
+// read. Keep-alive connections count while they are open, idle or not.
+func LimitListener(l net.Listener, total, perIP int, log *slog.Logger) net.Listener {
+	if total == 0 {
+		total = DefaultMaxConns
+	}
+	if perIP == 0 {
+		perIP = DefaultMaxConnsPerIP
+	}
+	return connlimit.Listener(l, connlimit.Limits{Total: total, PerIP: perIP, Name: "http", Logger: log, Refuse: refuse503})
+}
+
+const busy = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nRetry-After: 5\r\nConnection: close\r\nContent-Length: 38\r\n\r\nToo many connections, try again later\n"
+
+func refuse503(c net.Conn) {
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(2 * time.Second))
+	// Read what the client has sent so far, so closing does not reset the
+	// connection (and the answer with it) over unread bytes.
+	go io.Copy(io.Discard, io.LimitReader(c, 64<<10))
+	io.WriteString(c, busy)
+	if tc, ok := c.(interface{ CloseWrite() error }); ok {
+		tc.CloseWrite()
+		time.Sleep(100 * time.Millisecond) // a moment for the client to read it
 	}
 }

@@ -1,0 +1,248 @@
+package mailbox
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"strings"
+	"time"
+)
+
+// Login results, as logged.
+const (
+	loginOK          = "ok"
+	loginBadPassword = "bad password"
+	loginUnknownUser = "unknown user"
+	loginDisabled    = "disabled"
+	loginThrottled   = "throttled"
+	loginTempFailure = "temporary failure"
+)
+
+// Authenticate checks a user's password for a login over protocol
+// ("imap", "submission", ... as logged); remote is the client's address
+// (nil if unknown), for the throttle. It returns the canonical address, or
+// ErrAuthFailed, ErrThrottled, ErrDisabled or ErrUnavailable (including a
+// login that waited too long for a hash slot: the client should retry).
+//
+// Every attempt is logged: user, client, protocol, result and whether the
+// password was checked against the login cache or hashed.
+func (s *Store) Authenticate(ctx context.Context, protocol, username, password string, remote net.IP) (addr string, err error) {
+	start := time.Now()
+	result, method := loginTempFailure, "-"
+	defer func() {
+		lvl := s.log.Info
+		if result == loginThrottled || result == loginTempFailure {
+			lvl = s.log.Warn
+		}
+		logUser := username
+		if len(logUser) > 320 { // a client chooses it; keep log lines bounded
+			logUser = logUser[:320] + "…"
+		}
+		args := []any{"proto", protocol, "user", logUser, "remote", remoteString(remote), "result", result, "method", method,
+			"ms", time.Since(start).Milliseconds()}
+		if err != nil && result == loginTempFailure {
+			args = append(args, "err", err)
+		}
+		lvl("login", args...)
+	}()
+
+	a, nerr := NormalizeAddress(username)
+	acct := a
+	if nerr != nil {
+		// Still counted per account name, so that malformed names cannot
+		// be used to dodge the account budgets.
+		acct = strings.ToLower(username)
+		if len(acct) > 320 {
+			acct = acct[:320]
+		}
+	}
+	tk, ok := s.thr.admit(addressKey(remote), acct)
+	if !ok {
+		result = loginThrottled
+		return "", ErrThrottled
+	}
+	res, method, disabled, err := s.verify(ctx, a, nerr == nil, password)
+	switch {
+	case err != nil:
+		tk.done(outcomeNone)
+		return "", err
+	case res != loginOK:
+		tk.done(outcomeFailed)
+		result = res
+		if d := s.thr.opt.FailDelay; d > 0 {
+			t := time.NewTimer(d)
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				t.Stop()
+			}
+		}
+		return "", ErrAuthFailed
+	}
+	tk.done(outcomeSuccess)
+	if disabled {
+		result = loginDisabled
+		return "", ErrDisabled
+	}
+	result = loginOK
+	return a, nil
+}
+
+// verifyPassword is VerifyPassword; tests wrap it to watch the hashing.
+var verifyPassword = VerifyPassword
+
+func remoteString(ip net.IP) string {
+	if ip == nil {
+		return "-"
+	}
+	return ip.String()
+}
+
+// verify checks password against the user's stored hash: against the
+// login cache first, then (in a hash slot) with the hash itself. Unknown
+// users cost a hash too. method is "cache" or "hash".
+func (s *Store) verify(ctx context.Context, addr string, valid bool, password string) (result, method string, disabled bool, err error) {
+	var hash string
+	found := false
+	if valid {
+		u, ok, err := s.view.User(addr)
+		if err == nil && !ok {
+			// A user created on another node a moment ago.
+			if err := s.catchUp(ctx); err != nil {
+				return "", "", false, err
+			}
+			u, ok, err = s.view.User(addr)
+		}
+		if err != nil {
+			return "", "", false, err
+		}
+		found, hash, disabled = ok, u.PasswordHash, u.Disabled
+	}
+	if !found || hash == "" {
+		err := s.slots.do(ctx, func() { _, _ = verifyPassword(s.dummyHash, password) })
+		return loginUnknownUser, "hash", false, err
+	}
+	var sum [32]byte
+	if s.creds.enabled() && len(password) <= MaxPassword {
+		sum = s.creds.mac(addr, hash, password)
+		if s.creds.hit(addr, sum, s.now()) {
+			return loginOK, "cache", disabled, nil
+		}
+	}
+	good, verr, cached, err := s.verifyOnce(ctx, addr, hash, password, sum)
+	if err != nil {
+		return "", "", false, err
+	}
+	if cached {
+		return loginOK, "cache", disabled, nil
+	}
+	if verr != nil {
+		s.log.Warn("password hash unusable; the user cannot log in until the password is set again", "user", addr, "err", verr)
+		return loginBadPassword, "hash", false, nil
+	}
+	if !good {
+		return loginBadPassword, "hash", false, nil
+	}
+	if s.creds.enabled() {
+		exp := s.now().Add(s.creds.ttl)
+		s.creds.put(addr, sum, exp, s.now())
+		if s.opt.ShareCredential != nil {
+			s.opt.ShareCredential(SharedCredential{User: addr, MAC: sum, Expires: exp})
+		}
+	}
+	return loginOK, "hash", disabled, nil
+}
+
+// verifyOnce hashes password against hash in a slot, sharing the one
+// computation among concurrent logins of the same credential (same user,
+// stored hash and password: the same sum). A login storm is mostly such
+// logins — every device of a user comes back at once after a node dies —
+// and without this each device would queue for its own 19 MiB, tens of
+// milliseconds hash, so the storm's length would grow with devices, not
+// users. The cache is asked again once a slot is ours: a peer may have
+// shared the entry while this login waited. cached reports that it had.
+//
+// With the cache off (sum is zero) every login hashes on its own.
+func (s *Store) verifyOnce(ctx context.Context, addr, hash, password string, sum [32]byte) (good bool, verr error, cached bool, err error) {
+	run := func() (bool, error, bool, error) {
+		var good, cached bool
+		var verr error
+		err := s.slots.do(ctx, func() {
+			if s.creds.enabled() && s.creds.hit(addr, sum, s.now()) {
+				cached = true
+				return
+			}
+			good, verr = verifyPassword(hash, password)
+		})
+		return good, verr, cached, err
+	}
+	if !s.creds.enabled() {
+		return run()
+	}
+	s.verifyMu.Lock()
+	if c, ok := s.verifying[sum]; ok {
+		s.verifyMu.Unlock()
+		select {
+		case <-c.done:
+		case <-ctx.Done():
+			return false, nil, false, fmt.Errorf("%w: waiting for this login's password check: %v", ErrUnavailable, ctx.Err())
+		}
+		if c.err != nil {
+			// The first login's wait was cut short (its context, say),
+			// which says nothing of this one's: check on our own.
+			return run()
+		}
+		// The first login cached a good password; this one is answered
+		// from that, as a cache hit.
+		return c.good, c.verr, c.cached || c.good, nil
+	}
+	c := &verifyCall{done: make(chan struct{})}
+	if s.verifying == nil {
+		s.verifying = make(map[[32]byte]*verifyCall)
+	}
+	s.verifying[sum] = c
+	s.verifyMu.Unlock()
+	c.good, c.verr, c.cached, c.err = run()
+	s.verifyMu.Lock()
+	delete(s.verifying, sum)
+	s.verifyMu.Unlock()
+	close(c.done)
+	return c.good, c.verr, c.cached, c.err
+}
+
+// verifyCall is one password check that concurrent logins share.
+type verifyCall struct {
+	done   chan struct{}
+	good   bool
+	verr   error
+	cached bool
+	err    error
+}
+
+// hashPassword hashes a new password in a hash slot.
+func (s *Store) hashPassword(ctx context.Context, password string) (string, error) {
+	var h string
+	var herr error
+	if err := s.slots.do(ctx, func() { h, herr = HashPassword(password, s.opt.Hash) }); err != nil {
+		return "", err
+	}
+	return h, herr
+}
+
+// AuthStats are counters of the password checks of one Store.
+type AuthStats struct {
+	Hashes       int64 // password hash computations run (verifications and new hashes)
+	HashPeak     int64 // most of them ever running at once
+	HashSlots    int   // the bound on that
+	CacheHits    int64 // logins answered by the login cache
+	CacheMisses  int64 // known users' logins the cache could not answer
+	CacheEntries int
+}
+
+// AuthStats returns the counters so far.
+func (s *Store) AuthStats() AuthStats {
+	return AuthStats{
+		Hashes: s.slots.runs.Load(), HashPeak: s.slots.peak.Load(), HashSlots: cap(s.slots.ch),
+		CacheHits: s.creds.hits.Load(), CacheMisses: s.creds.misses.Load(), CacheEntries: s.creds.len(),
+	}
+}

@@ -1,0 +1,71 @@
+package mailbox
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"sync/atomic"
+	"time"
+)
+
+// hashSlots bounds the password hash computations (argon2id or bcrypt,
+// verifications and new hashes) running at once on a node. Each argon2id
+// run holds Hash.Memory (19 MiB by default) for its tens of milliseconds,
+// so without a bound a login storm (a dead node's clients all coming back
+// here, or a guesser opening many connections) costs memory in proportion
+// to the number of simultaneous logins: 100 of them took a node from 100
+// MiB to 2 GiB. With the bound the memory is slots × Hash.Memory and the
+// excess waits its turn, in arrival order as far as the Go runtime's
+// channel queue goes; since the CPU is the real limit, more slots than
+// cores would not finish the storm any sooner.
+type hashSlots struct {
+	ch   chan struct{}
+	wait time.Duration
+
+	inUse atomic.Int64
+	peak  atomic.Int64 // most slots ever held at once
+	runs  atomic.Int64 // computations done
+}
+
+// defaultHashSlots is the number of cores Go may use, at least 2.
+func defaultHashSlots() int { return max(runtime.GOMAXPROCS(0), 2) }
+
+func newHashSlots(n int, wait time.Duration) *hashSlots {
+	if n <= 0 {
+		n = defaultHashSlots()
+	}
+	if wait <= 0 {
+		wait = 10 * time.Second
+	}
+	return &hashSlots{ch: make(chan struct{}, n), wait: wait}
+}
+
+// do runs fn in a slot, waiting for one at most the configured time (and
+// while ctx lasts). A wait cut short is ErrUnavailable: the client should
+// retry, as it is no judgement on its password.
+func (h *hashSlots) do(ctx context.Context, fn func()) error {
+	select {
+	case h.ch <- struct{}{}:
+	default:
+		t := time.NewTimer(h.wait)
+		select {
+		case h.ch <- struct{}{}:
+			t.Stop()
+		case <-t.C:
+			return fmt.Errorf("%w: every password-hashing slot (%d) stayed busy for %v; try again", ErrUnavailable, cap(h.ch), h.wait)
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("%w: waiting for a password-hashing slot: %v", ErrUnavailable, ctx.Err())
+		}
+	}
+	n := h.inUse.Add(1)
+	for p := h.peak.Load(); n > p && !h.peak.CompareAndSwap(p, n); p = h.peak.Load() {
+	}
+	defer func() {
+		h.inUse.Add(-1)
+		h.runs.Add(1)
+		<-h.ch
+	}()
+	fn()
+	return nil
+}
