@@ -48,7 +48,14 @@ type NodeConfig struct {
 	Cluster                 Options
 	// Storage tunes this node's shard store.
 	Storage storage.Options
-	// Meta adjusts the Raft configuration (timeouts for tests).
+	// Raft sets the Raft timeouts; zero fields take DefaultRaftTiming's.
+	Raft RaftTiming
+	// NoRequestIDs makes this node propose bare commands, without the
+	// request-ID envelope (meta.Request), and so not resend those whose
+	// outcome is unknown. Only for a rolling upgrade from a release that
+	// does not know the envelope: such nodes would not apply it.
+	NoRequestIDs bool
+	// Meta adjusts the Raft configuration last (for tests).
 	Meta   func(*meta.Config)
 	Logger *slog.Logger
 	// Faults, if set, lets tests cut this node off from chosen peers.
@@ -61,6 +68,76 @@ type NodeConfig struct {
 	// so they plug in here rather than being imported.
 	Register func(s grpc.ServiceRegistrar, n *Node)
 }
+
+// RaftTiming is the failure detection of the metadata Raft group.
+type RaftTiming struct {
+	// Heartbeat: a follower that has heard nothing from the leader for
+	// this long (checked every 1-2x Heartbeat, at random) calls an
+	// election; the leader sends a heartbeat every Heartbeat/10.
+	Heartbeat time.Duration
+	// Election: how long a candidate waits for votes before a new round.
+	Election time.Duration
+	// Lease: a leader that has heard from no quorum for this long steps
+	// down. It only bounds how long a cut-off leader keeps taking
+	// proposals that cannot commit; reads never rely on it (they confirm
+	// leadership with a quorum round, see meta.Store.LeaderCommitIndex).
+	Lease time.Duration
+}
+
+// DefaultRaftTiming holds on a busy host: the last defaults (300 ms, 300 ms,
+// 150 ms lease) saw 93 leader changes in 18 minutes with no node dying on
+// two cores at load 15-30, where a goroutine may wait hundreds of
+// milliseconds to run. A leader change costs every write and read barrier
+// in the cluster a stall, so a spurious one is worse than a slower
+// reaction to a real one:
+//
+//   - Lease 500 ms: a loaded leader whose followers' answers come late no
+//     longer steps down at the first 150 ms hiccup (each step-down is a
+//     leaderless second or more).
+//   - Heartbeat 1 s: a follower needs a full second of silence, and with
+//     pre-vote (on: raft.Config.PreVoteDisabled stays false, and our
+//     transport supports it) a majority must have lost the leader before
+//     anyone's term moves, so one starved follower cannot depose a healthy
+//     leader.
+//   - Election 1 s: raft's default.
+//
+// The price is detection: a follower checks every 1-2 s, and pre-vote waits
+// for the second follower, so a leader that silently hangs is replaced in
+// about 2-3 s. A leader that dies (its port refuses connections) is
+// noticed sooner: see watchLeaderConn.
+var DefaultRaftTiming = RaftTiming{Heartbeat: time.Second, Election: time.Second, Lease: 500 * time.Millisecond}
+
+func (t RaftTiming) withDefaults() RaftTiming {
+	d := DefaultRaftTiming
+	if t.Heartbeat > 0 {
+		d.Heartbeat = t.Heartbeat
+	}
+	if t.Election > 0 {
+		d.Election = t.Election
+	}
+	if t.Lease > 0 {
+		d.Lease = t.Lease
+	}
+	return d
+}
+
+// Validate reports timings Raft would refuse, in the flags' words.
+func (t RaftTiming) Validate() error {
+	t = t.withDefaults()
+	switch {
+	case t.Heartbeat < 10*time.Millisecond || t.Election < 10*time.Millisecond || t.Lease < 10*time.Millisecond:
+		return fmt.Errorf("raft timeouts must be at least 10ms (heartbeat %v, election %v, lease %v)", t.Heartbeat, t.Election, t.Lease)
+	case t.Lease > t.Heartbeat:
+		return fmt.Errorf("--raft-lease %v exceeds --raft-heartbeat %v; Raft needs lease <= heartbeat", t.Lease, t.Heartbeat)
+	case t.Election < t.Heartbeat:
+		return fmt.Errorf("--raft-election %v is below --raft-heartbeat %v; Raft needs election >= heartbeat", t.Election, t.Heartbeat)
+	}
+	return nil
+}
+
+// Pre-vote (DefaultRaftTiming relies on it) needs the transport's support;
+// raft turns it off, with a warning, for a transport without.
+var _ raft.WithPreVote = (*raft.NetworkTransport)(nil)
 
 // Node is one running hastore cluster member.
 type Node struct {
@@ -79,6 +156,9 @@ type Node struct {
 	raftTr  *raft.NetworkTransport
 	wg      sync.WaitGroup
 	slow    slowLeader
+	// raftLease is the leader lease in use, the floor of watchLeaderConn's
+	// heartbeat timeout (Raft wants heartbeat >= lease).
+	raftLease time.Duration
 }
 
 // StartNode opens the node's stores, starts serving on its cluster port and
@@ -105,6 +185,9 @@ func StartNode(cfg NodeConfig) (n *Node, err error) {
 	}
 	if cfg.ScrubEvery == 0 {
 		cfg.ScrubEvery = 24 * time.Hour
+	}
+	if err := cfg.Raft.Validate(); err != nil {
+		return nil, fmt.Errorf("node %s: %w", cfg.ID, err)
 	}
 	log := cfg.Logger.With("node", cfg.ID)
 	n = &Node{cfg: cfg, log: log}
@@ -166,24 +249,17 @@ func StartNode(cfg NodeConfig) (n *Node, err error) {
 	// 5 ms costs ~200 tiny RPCs a second per follower and takes that wait
 	// off every forwarded write.
 	mcfg.CommitTimeout = 5 * time.Millisecond
-	// Every write and every read barrier needs the leader, so how soon a
-	// lost one is replaced is how long the whole cluster stalls. Raft's
-	// defaults (1 s heartbeat timeout, randomised to 1–2 s, and 1 s
-	// elections) stall it 2–3 s. At 300 ms (the leader heartbeats every
-	// 30 ms) a follower notices within 0.3–0.6 s, and clients whose node
-	// died are served elsewhere within a second (the chaos run measures
-	// it); the chaos runs, with five nodes and their load on two cores,
-	// saw no election but those their faults caused. Nodes far apart
-	// would want the defaults back: see cfg.Meta.
-	mcfg.HeartbeatTimeout = 300 * time.Millisecond
-	mcfg.ElectionTimeout = 300 * time.Millisecond
-	mcfg.LeaderLeaseTimeout = 150 * time.Millisecond
+	// See DefaultRaftTiming for why these values. Nodes far apart (or a
+	// host busier still) want them longer; see --raft-*.
+	rt := cfg.Raft.withDefaults()
+	mcfg.HeartbeatTimeout, mcfg.ElectionTimeout, mcfg.LeaderLeaseTimeout = rt.Heartbeat, rt.Election, rt.Lease
 	if cfg.Meta != nil {
 		cfg.Meta(&mcfg)
 	}
 	if n.Meta, err = meta.Open(mcfg); err != nil {
 		return nil, err
 	}
+	n.raftLease = mcfg.LeaderLeaseTimeout
 	if n.pool, err = transport.NewPool(tcfg); err != nil {
 		return nil, err
 	}
@@ -195,7 +271,9 @@ func StartNode(cfg NodeConfig) (n *Node, err error) {
 	if n.Cluster, err = NewCluster(cfg.ID, n.Meta, &forwarder{n}, peers, n.Health, copt); err != nil {
 		return nil, err
 	}
-	if n.grpc, err = transport.NewGRPCServer(tcfg); err != nil {
+	// A client's request-ID header names the logical call whose
+	// proposals the forwarder then applies exactly once.
+	if n.grpc, err = transport.NewGRPCServer(tcfg, transport.RequestIDServerOptions()...); err != nil {
 		return nil, err
 	}
 	transport.NewNodeServer(cfg.ID, n.DB).Register(n.grpc)
@@ -208,6 +286,7 @@ func StartNode(cfg NodeConfig) (n *Node, err error) {
 	n.goRun(func() { n.Cluster.RunBackground(n.ctx, n.IsLeader, cfg.ScanEvery, cfg.ScrubEvery) })
 	n.goRun(n.keepMembership)
 	n.goRun(n.watchLeader)
+	n.goRun(n.watchLeaderConn)
 	n.goRun(n.checkStoreIdentity)
 	if cfg.Join != "" {
 		if err := n.joinCluster(); err != nil {
@@ -569,41 +648,136 @@ func (n *Node) Status(ctx context.Context) (ClusterStatus, error) {
 // when this node is not it.
 type forwarder struct{ n *Node }
 
-// leaderWait is how long a proposal or read barrier waits for a reachable
-// leader. An election takes under a second here (see the Raft timeouts in
-// StartNode); a node that finds none for longer is most likely cut off
-// from the majority, and its clients are better served by an error they
-// can take to another node than by hanging.
-const leaderWait = 2 * time.Second
+// How long a proposal is retried. A leader change makes a proposal's fate
+// unknown (raft's "leadership lost", a dropped connection to the leader, no
+// answer in time); the request ID (meta.Request) makes resending it safe,
+// so Propose resends the same envelope until it commits or fails for good:
+//
+//   - proposeBound caps the whole call when the caller's context has no
+//     earlier deadline. A leader change takes 1–3 s with the default Raft
+//     timeouts (see serve's --raft-* flags); 10 s rides out two of them
+//     back to back, or one on a loaded host, without the client noticing.
+//   - leaderWait caps the time without any reachable leader. A node cut
+//     off from the majority finds none once its heartbeat timeout passes;
+//     after 4 s (an election's worst case plus margin) it answers
+//     "unavailable" so that its clients move to another node, rather than
+//     holding them for the whole proposeBound.
+//   - attemptTimeout caps one try, so a call to a leader that hangs (cut
+//     off without a reset) is abandoned and resent, by then most likely to
+//     the next leader.
+const (
+	proposeBound   = 10 * time.Second
+	leaderWait     = 4 * time.Second
+	attemptTimeout = 3 * time.Second
+)
 
+// Propose puts cmd through Raft exactly once. It wraps cmd in a
+// meta.Request whose ID comes from the call's context (transport.
+// WithRequestID, set from a client's request-ID header, so a client
+// repeating a call on another node gets the first answer) or is new, and
+// resends that same envelope across leader changes and ambiguous failures
+// until it commits, a definite answer comes back, or the bounds above (or
+// ctx) end it. A command's own failure (not found, conflict, invalid,
+// aborted) is an answer and is never retried.
 func (f *forwarder) Propose(ctx context.Context, cmd meta.Command) (meta.Result, error) {
-	giveUp := time.Now().Add(leaderWait)
-	for {
-		res, err := f.n.Meta.Propose(ctx, cmd)
-		if !errors.Is(err, meta.ErrNotLeader) {
+	var prop meta.Command = cmd
+	var id meta.RequestID
+	if req, ok := cmd.(meta.Request); ok {
+		id = req.ID
+	} else if !f.n.cfg.NoRequestIDs {
+		id = requestIDFor(ctx)
+		prop = meta.Request{ID: id, At: time.Now().UnixNano(), Cmd: cmd}
+	}
+	data, err := meta.EncodeCommand(prop)
+	if err != nil {
+		return meta.Result{}, err
+	}
+	start := time.Now()
+	giveUp := start.Add(proposeBound)
+	var noLeaderSince time.Time
+	delay := 20 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		res, err, retry := f.attempt(ctx, prop, data)
+		if retry && id.IsZero() && !retryable(err) {
+			// A bare command (NoRequestIDs) may have been applied: only
+			// the caller can tell whether to try again.
 			return res, err
 		}
-		res, err = f.forward(ctx, cmd)
-		if err == nil || time.Now().After(giveUp) || ctx.Err() != nil || !retryable(err) {
+		if !retry {
+			if err == nil && attempt > 1 {
+				f.n.log.Debug("proposal committed after retries", "request", id, "attempts", attempt, "took", time.Since(start))
+			}
 			return res, err
 		}
-		// No leader yet, or leadership moved under us: wait for the
-		// election and try again (an election takes some 100 ms once a
-		// follower has noticed the loss; polling often finds the new
-		// leader soon after).
+		now := time.Now()
+		if errors.Is(err, errNoLeader) {
+			if noLeaderSince.IsZero() {
+				noLeaderSince = now
+			}
+		} else {
+			noLeaderSince = time.Time{}
+		}
+		if ctx.Err() != nil || now.After(giveUp) || (!noLeaderSince.IsZero() && now.Sub(noLeaderSince) > leaderWait) {
+			if errors.Is(err, errNoLeader) {
+				return res, err
+			}
+			return res, fmt.Errorf("%w: proposal %s not confirmed after %d attempts in %v: %w", ErrUnavailable, id, attempt, now.Sub(start).Round(time.Millisecond), err)
+		}
+		f.n.log.Debug("retrying proposal", "request", id, "attempt", attempt, "err", err)
+		// No leader yet, or leadership moved under us: poll for the next
+		// leader (an election takes some 100 ms once the followers have
+		// noticed the loss).
 		select {
 		case <-ctx.Done():
-			return res, ctx.Err()
-		case <-time.After(50 * time.Millisecond):
+			return res, fmt.Errorf("%w: proposal %s: %w", meta.ErrUnknownOutcome, id, ctx.Err())
+		case <-time.After(delay):
 		}
+		delay = min(2*delay, 200*time.Millisecond)
 	}
 }
 
+// WithRequestID returns ctx naming one logical call: the proposals a node
+// makes with it take request IDs derived from id and their order within
+// the call, so repeating the whole call (on any node, with the same id)
+// applies none of them twice. gRPC clients set the hastore-request-id
+// header instead (transport.WithOutgoingRequestID).
+func WithRequestID(ctx context.Context, id meta.RequestID) context.Context {
+	return transport.WithRequestID(ctx, id)
+}
+
+// requestIDFor returns the ID of the next proposal made under ctx: derived
+// from the logical call's ID if ctx names one, else new.
+func requestIDFor(ctx context.Context) meta.RequestID {
+	if base, seq, ok := transport.NextRequestID(ctx); ok {
+		return meta.RequestID(base).Sub(seq)
+	}
+	return meta.NewRequestID()
+}
+
+// attempt proposes once, locally or through the leader; retry says whether
+// the outcome is unknown or nothing was proposed, so the same envelope may
+// be sent again.
+func (f *forwarder) attempt(ctx context.Context, cmd meta.Command, data []byte) (res meta.Result, err error, retry bool) {
+	actx, cancel := context.WithTimeout(ctx, attemptTimeout)
+	defer cancel()
+	res, err = f.n.Meta.Propose(actx, cmd)
+	switch {
+	case err == nil:
+		return res, nil, false
+	case errors.Is(err, meta.ErrUnknownOutcome):
+		return res, err, true
+	case !errors.Is(err, meta.ErrNotLeader):
+		return res, err, false
+	}
+	res, err = f.forward(actx, data)
+	if err == nil || ctx.Err() != nil {
+		return res, err, false
+	}
+	return res, err, retryable(err) || retryAfterSend(err)
+}
+
 // retryable reports whether a failed proposal certainly did not reach a
-// leader, so that proposing again cannot apply the command twice. PutObject
-// and DecRef are not idempotent: a DecRef applied twice would free an
-// object still referenced. An error after the request may have been sent
-// (a dropped connection to the leader) is returned to the caller instead.
+// leader.
 func retryable(err error) bool {
 	if errors.Is(err, errNoLeader) || errors.Is(err, meta.ErrNotLeader) {
 		return true
@@ -611,16 +785,25 @@ func retryable(err error) bool {
 	return status.Code(err) == codes.FailedPrecondition // the peer was not the leader
 }
 
-func (f *forwarder) forward(ctx context.Context, cmd meta.Command) (meta.Result, error) {
-	b, err := meta.EncodeCommand(cmd)
-	if err != nil {
-		return meta.Result{}, err
+// retryAfterSend reports whether a forwarded proposal may or may not have
+// been applied: the connection to the leader failed, the leader lost its
+// leadership before the entry committed, or the try timed out. Resending
+// is safe only because the envelope's request ID makes the FSM apply it
+// once.
+func retryAfterSend(err error) bool {
+	switch status.Code(err) {
+	case codes.Unavailable, codes.Aborted, codes.DeadlineExceeded, codes.Canceled:
+		return true
 	}
+	return errors.Is(err, context.DeadlineExceeded)
+}
+
+func (f *forwarder) forward(ctx context.Context, data []byte) (meta.Result, error) {
 	c, err := f.n.leaderClient()
 	if err != nil {
 		return meta.Result{}, err
 	}
-	reply, err := c.Propose(ctx, &pb.ProposeRequest{Command: b})
+	reply, err := c.Propose(ctx, &pb.ProposeRequest{Command: data})
 	if err != nil {
 		return meta.Result{}, err
 	}

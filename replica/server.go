@@ -216,6 +216,11 @@ func (s *clusterServer) Propose(ctx context.Context, req *pb.ProposeRequest) (*p
 		if errors.Is(err, meta.ErrNotLeader) {
 			return nil, status.Error(codes.FailedPrecondition, err.Error())
 		}
+		if errors.Is(err, meta.ErrUnknownOutcome) || errors.Is(err, meta.ErrClosed) {
+			// Committed or not, nobody here knows: the forwarder resends
+			// the same request, which the FSM applies at most once.
+			return nil, status.Error(codes.Aborted, err.Error())
+		}
 		return &pb.ProposeReply{Error: err.Error()}, nil
 	}
 	return &pb.ProposeReply{Index: index, Result: res}, nil

@@ -15,7 +15,6 @@ import (
 
 	"golang.org/x/term"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/status"
 
 	pb "hastore/proto/hastorepb"
@@ -89,37 +88,13 @@ func (a *adminClient) each(fn func(pb.ClusterClient) error) error {
 
 func retryableCode(c string) bool { return c == "Unavailable" || c == "DeadlineExceeded" }
 
-// once sends a call that must not be repeated (dropping a reference twice
-// frees an object still in use) to the first node that accepts a
-// connection; a failure after that is reported, not retried elsewhere.
-func (a *adminClient) once(ctx context.Context, fn func(pb.ClusterClient) error) error {
-	var errs []error
-	for _, addr := range a.addrs {
-		c, err := a.conn(addr)
-		if err == nil {
-			cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-			for st := c.GetState(); st != connectivity.Ready; st = c.GetState() {
-				c.Connect()
-				if !c.WaitForStateChange(cctx, st) {
-					err = fmt.Errorf("cannot connect")
-					break
-				}
-			}
-			cancel()
-		}
-		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", addr, err))
-			continue
-		}
-		if err := fn(pb.NewClusterClient(c)); err != nil {
-			if s, ok := status.FromError(err); ok {
-				return errors.New(s.Message())
-			}
-			return err
-		}
-		return nil
-	}
-	return errors.Join(errs...)
+// singleProposal lists the admin calls whose server side makes exactly one
+// proposal decided by the call's arguments alone: the ones a request ID
+// makes exactly-once across retries on other nodes. (user del proposes in
+// steps decided by what it reads, so a retry must decide afresh.)
+var singleProposal = map[string]bool{
+	"domain add": true, "domain del": true,
+	"user add": true, "user passwd": true, "user quota": true,
 }
 
 func admin(args []string, stdin io.Reader, stdout io.Writer) error {
@@ -192,6 +167,12 @@ func admin(args []string, stdin io.Reader, stdout io.Writer) error {
 	case "site":
 		return a.site(ctx, rest[1:], stdout)
 	case "domain", "user":
+		if len(rest) > 1 && singleProposal[rest[0]+" "+rest[1]] {
+			// One logical call, one ID, kept when the mail client repeats
+			// the call on the next node: a user created by a try whose
+			// answer was lost is reported created, not "already exists".
+			ctx = transport.WithOutgoingRequestID(ctx, transport.NewRequestID())
+		}
 		return a.mail(ctx, rest, stdin, stdout)
 	}
 	return fmt.Errorf("unknown command %q; see 'hastore admin -h'", rest[0])
@@ -411,7 +392,11 @@ func (a *adminClient) object(ctx context.Context, verb string, args []string, st
 		if err != nil {
 			return err
 		}
-		return a.once(ctx, func(c pb.ClusterClient) error {
+		// Dropping a reference twice would free an object still in use:
+		// the request ID makes the cluster apply it once however many
+		// nodes the call is tried on.
+		ctx = transport.WithOutgoingRequestID(ctx, transport.NewRequestID())
+		return a.each(func(c pb.ClusterClient) error {
 			_, err := c.DeleteObject(ctx, &pb.ObjectRef{Id: id[:]})
 			return err
 		})

@@ -31,6 +31,8 @@ type nodeFlags struct {
 	scrubEvery   time.Duration
 	repairRate   int64
 	storeReserve int64
+	raft         replica.RaftTiming
+	requestIDs   bool
 }
 
 func (f *nodeFlags) register(fs *flag.FlagSet) {
@@ -46,6 +48,11 @@ func (f *nodeFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&f.scrubEvery, "scrub-interval", 24*time.Hour, "how often each node re-reads and verifies all its shards")
 	fs.Int64Var(&f.repairRate, "repair-rate", 64<<20, "bytes per second that repair and scrub may use")
 	fs.Int64Var(&f.storeReserve, "reserve", 0, "free disk bytes to keep back (0: sized from the store's settings)")
+	d := replica.DefaultRaftTiming
+	fs.DurationVar(&f.raft.Heartbeat, "raft-heartbeat", d.Heartbeat, "Raft heartbeat timeout: a follower that hears nothing from the leader for 1-2x this calls an election (the leader heartbeats 10x as often)")
+	fs.DurationVar(&f.raft.Election, "raft-election", d.Election, "Raft election timeout: how long a candidate waits for votes before trying again (>= --raft-heartbeat)")
+	fs.BoolVar(&f.requestIDs, "request-ids", true, "propose metadata changes under request IDs, so retries across leader changes apply once; false only while rolling an upgrade from a release without them")
+	fs.DurationVar(&f.raft.Lease, "raft-lease", d.Lease, "Raft leader lease: a leader that hears from no quorum for this long steps down (<= --raft-heartbeat)")
 }
 
 func (f *nodeFlags) logger() (*slog.Logger, error) {
@@ -70,6 +77,11 @@ func (f *nodeFlags) config(cfg *replica.NodeConfig) error {
 	cfg.Cluster = replica.Options{Scheme: scheme, SmallObject: small, Grace: f.grace, DownOut: f.downOut, RepairRate: f.repairRate}
 	cfg.Storage.Reserve = f.storeReserve
 	cfg.ScanEvery, cfg.ScrubEvery = f.scanEvery, f.scrubEvery
+	if err := f.raft.Validate(); err != nil {
+		return err
+	}
+	cfg.Raft = f.raft
+	cfg.NoRequestIDs = !f.requestIDs
 	if (f.tlsCert == "") != (f.tlsKey == "") {
 		return errors.New("--tls-cert and --tls-key go together")
 	}

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
+	"strings"
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/hashicorp/raft"
@@ -52,15 +54,17 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 		)
 		switch l.Type {
 		case raft.LogCommand:
-			cmd, res = st.applyEntry(l.Data)
+			cmd, res = st.applyEntry(l.Data, l.Index)
 		default:
 			// Configuration entries change nothing here, but recording their
 			// index keeps AppliedIndex close to raft's.
 			res = Result{Status: StatusOK}
 		}
-		res.Index = l.Index
-		for j := range res.Batch {
-			res.Batch[j].Index = l.Index
+		if res.Index == 0 { // a repeated Request keeps its first index
+			res.Index = l.Index
+			for j := range res.Batch {
+				res.Batch[j].Index = l.Index
+			}
 		}
 		st.endEntry(l.Index)
 		last = l.Index
@@ -104,14 +108,19 @@ type applyState struct {
 	idx     []uint64
 	cur     map[string]write
 	order   []string
+	// reqTimes holds every request-expiry key written in this raft batch,
+	// so that pruning sees them exactly as if earlier entries had been
+	// committed (raft batches differ between nodes and replays).
+	reqTimes map[string]struct{}
 }
 
 func newApplyState(db *badger.DB) *applyState {
 	return &applyState{
-		db:    db,
-		rd:    db.NewTransaction(false),
-		batch: make(map[string]write),
-		cur:   make(map[string]write),
+		db:       db,
+		rd:       db.NewTransaction(false),
+		batch:    make(map[string]write),
+		cur:      make(map[string]write),
+		reqTimes: make(map[string]struct{}),
 	}
 }
 
@@ -137,6 +146,58 @@ func (st *applyState) set(k string, w write) {
 		st.order = append(st.order, k)
 	}
 	st.cur[k] = w
+	if strings.HasPrefix(k, prefixReqTime) {
+		st.reqTimes[k] = struct{}{}
+	}
+}
+
+// pending returns the uncommitted write of k in this raft batch, if any.
+func (st *applyState) pending(k string) (write, bool) {
+	if w, ok := st.cur[k]; ok {
+		return w, true
+	}
+	w, ok := st.batch[k]
+	return w, ok
+}
+
+// keysBelow returns, in key order, up to limit existing keys under the
+// request-expiry prefix that sort before below, as the state after the
+// previous entry holds them (committed keys merged with this batch's
+// writes), whatever way raft grouped the entries.
+func (st *applyState) keysBelow(prefix string, below []byte, limit int) [][]byte {
+	var keys []string
+	it := st.rd.NewIterator(badger.IteratorOptions{Prefix: []byte(prefix)})
+	n := 0
+	for it.Rewind(); it.Valid() && n < limit; it.Next() {
+		k := it.Item().Key()
+		if bytes.Compare(k, below) >= 0 {
+			break
+		}
+		if w, ok := st.pending(string(k)); ok && w.del {
+			continue
+		}
+		keys = append(keys, string(k))
+		n++
+	}
+	it.Close()
+	for k := range st.reqTimes {
+		if !strings.HasPrefix(k, prefix) || k >= string(below) {
+			continue
+		}
+		if w, ok := st.pending(k); ok && !w.del {
+			keys = append(keys, k)
+		}
+	}
+	slices.Sort(keys)
+	keys = slices.Compact(keys)
+	if len(keys) > limit {
+		keys = keys[:limit]
+	}
+	out := make([][]byte, len(keys))
+	for i, k := range keys {
+		out[i] = []byte(k)
+	}
+	return out
 }
 
 func (st *applyState) rollback() {
@@ -215,10 +276,16 @@ func setWrite(txn *badger.Txn, k string, w write) error {
 	return txn.Set([]byte(k), w.val)
 }
 
-func (st *applyState) applyEntry(data []byte) (Command, Result) {
+// applyEntry applies one command entry. The command returned is the one to
+// report in the entry's Event: a Request's inner command, or nil when a
+// repeated Request changed nothing.
+func (st *applyState) applyEntry(data []byte, index uint64) (Command, Result) {
 	cmd, err := decodeCommand(data)
 	if err != nil {
 		return nil, Result{Status: StatusInvalid, Message: err.Error()}
+	}
+	if req, ok := cmd.(Request); ok {
+		return st.request(req, index)
 	}
 	return cmd, st.apply(cmd, false)
 }
@@ -248,6 +315,8 @@ func (st *applyState) apply(cmd Command, inBatch bool) Result {
 			return result(StatusInvalid, "batches do not nest")
 		}
 		return st.batchCmd(c)
+	case Request:
+		return result(StatusInvalid, "request %s: a request envelope goes only at the top of an entry", c.ID)
 	}
 	return result(StatusInvalid, "command type %s has no apply rule", cmd.Type())
 }

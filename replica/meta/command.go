@@ -48,6 +48,8 @@ func (t CommandType) String() string {
 		return "Batch"
 	case TypeTenantCheck:
 		return "TenantCheck"
+	case TypeRequest:
+		return "Request"
 	}
 	if name, ok := mailTypeName(t); ok {
 		return name
@@ -173,11 +175,26 @@ func (c Batch) encode(e *encoder) {
 const commandFormatV1 = 1
 
 // EncodeCommand encodes cmd as it goes into the raft log and over the
-// forwarding RPC. It fails for a nil command, a nested Batch or an encoding
-// over MaxCommandSize.
+// forwarding RPC. It fails for a nil command, a nested Batch or Request, a
+// Request inside a Batch or an encoding over MaxCommandSize (a Request's
+// envelope does not count).
 func EncodeCommand(cmd Command) ([]byte, error) {
 	if cmd == nil {
 		return nil, fmt.Errorf("%w: nil command", ErrInvalid)
+	}
+	limit := MaxCommandSize
+	if r, ok := cmd.(Request); ok {
+		if r.Cmd == nil {
+			return nil, fmt.Errorf("%w: request %s carries no command", ErrInvalid, r.ID)
+		}
+		if r.Cmd.Type() == TypeRequest {
+			return nil, fmt.Errorf("%w: request %s wraps a request; requests do not nest", ErrInvalid, r.ID)
+		}
+		inner, err := EncodeCommand(r.Cmd)
+		if err != nil {
+			return nil, err
+		}
+		limit = len(inner) + requestOverhead
 	}
 	if b, ok := cmd.(Batch); ok {
 		if len(b.Cmds) > MaxBatchCommands {
@@ -190,13 +207,16 @@ func EncodeCommand(cmd Command) ([]byte, error) {
 			if sub.Type() == TypeBatch {
 				return nil, fmt.Errorf("%w: batch command %d is a batch; batches do not nest", ErrInvalid, i)
 			}
+			if sub.Type() == TypeRequest {
+				return nil, fmt.Errorf("%w: batch command %d is a request; wrap the batch instead", ErrInvalid, i)
+			}
 		}
 	}
 	e := encoder{b: make([]byte, 0, 128)}
 	e.u8(commandFormatV1)
 	e.u8(uint8(cmd.Type()))
 	cmd.encode(&e)
-	if len(e.b) > MaxCommandSize {
+	if len(e.b) > limit {
 		return nil, fmt.Errorf("%w: %s encodes to %d bytes, over the %d-byte limit; split it", ErrInvalid, cmd.Type(), len(e.b), MaxCommandSize)
 	}
 	return e.b, nil
@@ -216,7 +236,7 @@ func DecodeCommand(b []byte) (Command, error) {
 // decodeCommand is DecodeCommand without the ErrInvalid wrapping, for Apply,
 // whose results carry the kind in their status.
 func decodeCommand(b []byte) (Command, error) {
-	if len(b) > MaxCommandSize {
+	if len(b) > MaxCommandSize+requestOverhead {
 		return nil, fmt.Errorf("command of %d bytes exceeds %d", len(b), MaxCommandSize)
 	}
 	d := decoder{b: b}
@@ -280,6 +300,11 @@ func decodeBody(d *decoder, inBatch bool) (Command, error) {
 		return c, nil
 	case TypeTenantCheck:
 		return decodeTenantCheck(d), nil
+	case TypeRequest:
+		if inBatch {
+			return nil, fmt.Errorf("request envelope inside a batch")
+		}
+		return decodeRequest(d)
 	case TypeBatch:
 		if inBatch {
 			return nil, fmt.Errorf("nested batch")

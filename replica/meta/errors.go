@@ -16,7 +16,8 @@ var (
 	ErrNotLeader = errors.New("meta: not the raft leader")
 	// ErrUnknownOutcome means the command was handed to raft but this node
 	// cannot tell whether it committed (deadline passed, leadership lost).
-	// Read the state before retrying: commands such as PutObject are not
+	// Propose the same Request (same ID) again: it applies at most once.
+	// A bare command is not protected: PutObject, for one, is not
 	// idempotent.
 	ErrUnknownOutcome = errors.New("meta: outcome of the proposal unknown")
 	// ErrNotFound means the object, node or key does not exist.

@@ -262,9 +262,11 @@ func (s *Store) closeParts() error {
 // the leader. The error is nil only for StatusOK (and for Batch, whose
 // sub-results carry their own statuses); otherwise it is Result.Err() or a
 // failure to apply at all:
-//   - ErrNotLeader (a *NotLeaderError): nothing was proposed; forward.
+//   - ErrNotLeader (a *NotLeaderError): nothing was proposed; forward (or,
+//     with no leader named, retry after the election or transfer).
 //   - ErrUnknownOutcome: the deadline passed or leadership was lost after
-//     the entry was handed to raft; it may still commit.
+//     the entry was handed to raft; it may still commit. Propose the same
+//     Request (same ID) again: it applies at most once.
 //   - ErrClosed.
 func (s *Store) Propose(ctx context.Context, cmd Command) (Result, error) {
 	data, err := EncodeCommand(cmd)
@@ -351,6 +353,10 @@ func (s *Store) raftErr(op string, err error) error {
 	switch {
 	case errors.Is(err, raft.ErrNotLeader):
 		return s.notLeader()
+	case errors.Is(err, raft.ErrLeadershipTransferInProgress):
+		// Raft refused the entry: nothing proposed. A leader is about to
+		// be elected; the caller retries like any "not the leader".
+		return &NotLeaderError{}
 	case errors.Is(err, raft.ErrLeadershipLost):
 		return fmt.Errorf("%w: %s: leadership lost before the entry committed", ErrUnknownOutcome, op)
 	case errors.Is(err, raft.ErrRaftShutdown):

@@ -109,8 +109,10 @@ type Node struct {
 // reads, in log order.
 type Event struct {
 	Index uint64
-	// Cmd is the applied command, or nil for an entry that did not decode
-	// (its Result says why) and for a restore.
+	// Cmd is the applied command (a Request's inner command), or nil for an
+	// entry that did not decode (its Result says why), for a repeated
+	// Request (nothing changed; Result is the first application's) and for
+	// a restore.
 	Cmd    Command
 	Result Result
 	// Restored is set when the FSM state was replaced wholesale from a
@@ -142,7 +144,7 @@ const (
 	prefixObject = "o/" // o/<32-byte blob ID>      → object record
 	prefixTenant = "t/" // t/<tenant>/<key>          → tenant value
 	prefixNode   = "n/" // n/<node ID>               → node record
-	prefixMeta   = "m/" // FSM bookkeeping, not user state
+	prefixMeta   = "m/" // FSM bookkeeping, not user state (incl. request memory, request.go)
 )
 
 var (

@@ -13,8 +13,12 @@ import (
 // client behind DNS round robin would: a call goes to the node that
 // answered last, and on to the next one when that node is unreachable
 // (codes.Unavailable). Any other error is the answer; a call that timed out
-// makes the next call start at the next node.  Only calls that are
-// safe to repeat may be made through it. Safe for concurrent use.
+// makes the next call start at the next node. Only calls that are safe
+// to repeat may be made through it: reads, and calls that change state
+// when their context carries a request ID (WithOutgoingRequestID), which
+// every try reuses since fn closes over the same context — the cluster
+// then applies the call's change once and answers a repeat with the first
+// result. Safe for concurrent use.
 type Failover[C any] struct {
 	clients []C
 	last    atomic.Uint32
