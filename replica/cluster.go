@@ -446,8 +446,11 @@ func joinErrs(m map[string]error) error {
 // not OK comes back as an error too. After it returns, this node has
 // applied the command, so local reads see it.
 //
-// Commands are not idempotent: after an error the command may or may not
-// have been applied; read before retrying.
+// The command goes out under one request ID (the caller's, if its context
+// carries one: [WithRequestID]) and is retried across leader changes and
+// lost answers until it commits once; after an error that is not a
+// verdict on the command (it did not reach a leader within the bound, or
+// the context ended) it may or may not have been applied.
 func (c *Cluster) Propose(ctx context.Context, cmd meta.Command) (meta.Result, error) {
 	return c.propose(ctx, cmd)
 }

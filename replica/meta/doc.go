@@ -96,8 +96,11 @@
 // answer with [DecodeResult]. Proposals are grouped by raft
 // (BatchApplyCh): concurrent proposals share a log write and an fsync;
 // [Batch] groups explicitly, optionally atomically. A proposal whose
-// context ends after it reached raft returns ErrUnknownOutcome: PutObject
-// and DecRef are not idempotent, so read before retrying.
+// context ends after it reached raft returns ErrUnknownOutcome. PutObject
+// and DecRef are not idempotent by themselves; wrapped in a [Request]
+// (an ID the state machine remembers for a while), a retry of the same
+// bytes applies once and answers the first result, which is how the
+// cluster layer retries across leader changes.
 //
 // # Membership
 //
