@@ -264,8 +264,14 @@ func TestMail(t *testing.T) {
 			t.Fatalf("ListDomains = %+v, %v", ds, err)
 		}
 		// Every node sees the accounts with SPECIAL-USE mailboxes.
+		// (A follower applies what the leader committed a moment later;
+		// on a loaded machine the moment can be long.)
 		for i := range e.stores {
 			mbs, _ := e.inboxAndAll(i, "alice@example.test")
+			for deadline := time.Now().Add(10 * time.Second); len(mbs) != 5 && time.Now().Before(deadline); {
+				time.Sleep(50 * time.Millisecond)
+				mbs, _ = e.inboxAndAll(i, "alice@example.test")
+			}
 			if len(mbs) != 5 {
 				t.Fatalf("node %d: alice has %d mailboxes", i, len(mbs))
 			}
