@@ -131,13 +131,19 @@ func (s *session) Mail(from string, opts *gosmtp.MailOptions) error {
 		// Local users send through submission: a local envelope sender
 		// on port 25 without AUTH is forged (or a forwarder keeping it:
 		// Config.AllowLocalSenders). The null sender (bounces) passes.
-		_, domain, ok := strings.Cut(strings.ToLower(from), "@")
-		if ok {
-			ctx, cancel := s.ctx()
-			local, err := s.srv.store.IsLocalDomain(ctx, domain)
-			cancel()
-			if err != nil {
-				return errTempFail
+		// The node's applied view, without a catch-up: most senders here
+		// are remote, and a Raft round for each MAIL FROM would cost every
+		// message (and fail it without a quorum); a domain added a moment
+		// ago may pass once.
+		if i := strings.LastIndexByte(from, '@'); i >= 0 {
+			local := false
+			if d, err := mailbox.NormalizeDomain(from[i+1:]); err == nil {
+				_, ok, err := s.srv.store.View().Domain(d)
+				if err != nil {
+					s.srv.log.Warn("reading the mail domains failed", "err", err, "remote", s.remote)
+					return errTempFail
+				}
+				local = ok
 			}
 			if local {
 				s.srv.log.Info("local sender without authentication refused", "from", from, "remote", s.remote)
