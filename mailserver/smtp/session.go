@@ -131,10 +131,10 @@ func (s *session) Mail(from string, opts *gosmtp.MailOptions) error {
 		// Local users send through submission: a local envelope sender
 		// on port 25 without AUTH is forged (or a forwarder keeping it:
 		// Config.AllowLocalSenders). The null sender (bounces) passes.
-		// The node's applied view, without a catch-up: most senders here
-		// are remote, and a Raft round for each MAIL FROM would cost every
-		// message (and fail it without a quorum); a domain added a moment
-		// ago may pass once.
+		// Judged on the node's applied view, without a catch-up: most
+		// senders here are remote, and a Raft round for each MAIL FROM
+		// would cost every message (and fail it without a quorum); a
+		// domain added a moment ago may pass once.
 		if i := strings.LastIndexByte(from, '@'); i >= 0 {
 			local := false
 			if d, err := mailbox.NormalizeDomain(from[i+1:]); err == nil {
