@@ -44,9 +44,12 @@ type Config struct {
 	SMTP, Submission, LMTP string
 	TLS                    *tls.Config // STARTTLS on SMTP and submission
 	AllowInsecureAuth      bool        // submission AUTH without TLS (development)
-	MaxMessageBytes        int64       // default 50 MiB
-	MaxConnections         int         // per listener; default 1000
-	MaxConnectionsPerIP    int         // per listener; default 10 (LMTP: none)
+	// AllowLocalSenders: the MX listener accepts local-domain envelope
+	// senders without AUTH (smtp.Config.AllowLocalSenders).
+	AllowLocalSenders   bool
+	MaxMessageBytes     int64 // default 50 MiB
+	MaxConnections      int   // per listener; default 1000
+	MaxConnectionsPerIP int   // per listener; default 10 (LMTP: none)
 	// SMTPTuning tunes what the listeners' smtp.Config leaves to
 	// defaults (memory and spool budgets, retry window); the fields set
 	// above win. The listeners share one memory and one spool budget.
@@ -97,6 +100,7 @@ func Start(n *replica.Node, cfg Config) (*Server, error) {
 		}
 		sc := tune
 		sc.Mode, sc.Hostname, sc.TLS, sc.AllowInsecureAuth = l.mode, cfg.Hostname, cfg.TLS, cfg.AllowInsecureAuth
+		sc.AllowLocalSenders = cfg.AllowLocalSenders
 		sc.MaxMessageBytes, sc.MaxConnections, sc.MaxConnectionsPerIP = cfg.MaxMessageBytes, cfg.MaxConnections, cfg.MaxConnectionsPerIP
 		sc.Logger = cfg.Logger.With("node", n.ID())
 		srv, err := smtp.Listen(l.addr, store, sc)

@@ -440,7 +440,7 @@ func TestMail(t *testing.T) {
 			t.Errorf("MAIL without AUTH: %+v", r.Messages[0].Mail)
 		}
 		r = e.run(t, session{Port: e.submission(1), StartTLS: true, Auth: good, Messages: []message{
-			{From: "alice@example.test", To: []string{"bob@example.test", "friend@remote.test"}, Data: body("internal", 200)},
+			{From: "alice@example.test", To: []string{"bob@example.test", "friend@remote.test"}, Data: strings.Replace(body("internal", 200), "From: sender@remote.test", "From: Alice <alice@example.test>", 1)},
 			{From: "bob@example.test", To: []string{"bob@example.test"}, Data: "x"},
 		}})
 		if !r.Auth.is(235, "2.7.0") && !r.Auth.is(235, "2.0.0") {

@@ -584,6 +584,8 @@ type deliveryFlags struct {
 	retryWindow time.Duration
 	dataMemory  string
 	spoolDir    string
+	// allowLocal: --smtp-allow-local-senders.
+	allowLocal bool
 }
 
 func (f *deliveryFlags) register(fs *flag.FlagSet) {
@@ -591,6 +593,10 @@ func (f *deliveryFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&f.retryWindow, "smtp-retry-window", 10*time.Minute,
 		"a message retried by its client to the same mailbox within this long is stored once (0: off; turn on only once every node runs this release)")
 	fs.StringVar(&f.dataMemory, "smtp-data-memory", "256M", "memory for messages being received and stored, across all SMTP/LMTP sessions (beyond: spooled to disk, or waiting)")
+	fs.BoolVar(&f.allowLocal, "smtp-allow-local-senders", false,
+		"accept on the SMTP (MX) port, without authentication, envelope senders (MAIL FROM) in this cluster's own mail domains; "+
+			"off, they are refused (550 5.7.1) because local users send through submission and such mail is usually forged. "+
+			"Turn on only if forwarders or mailing lists send you mail keeping a local envelope sender (SPF checking, not yet built, judges that case better)")
 	fs.StringVar(&f.spoolDir, "smtp-spool-dir", "", "directory for messages being received that do not fit in memory (default: the system's temporary directory)")
 }
 
@@ -607,6 +613,7 @@ func (f *deliveryFlags) apply(cfg *mailserver.Config) error {
 	}
 	cfg.SMTPTuning.DataMemory = mem
 	cfg.SMTPTuning.SpoolDir = f.spoolDir
+	cfg.AllowLocalSenders = f.allowLocal
 	cfg.SMTPTuning.RetryWindow = f.retryWindow
 	if f.retryWindow == 0 {
 		cfg.SMTPTuning.RetryWindow = -1 // smtp.Config: negative is off

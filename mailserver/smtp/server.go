@@ -59,6 +59,13 @@ type Config struct {
 	// AllowInsecureAuth lets submission clients authenticate without TLS
 	// (development only).
 	AllowInsecureAuth bool
+	// AllowLocalSenders lets MX clients use an envelope sender (MAIL
+	// FROM) in one of the cluster's local domains without AUTH. Off, such
+	// a sender is refused (550 5.7.1): mail from local users goes through
+	// submission, so a local sender arriving on port 25 is forged, unless
+	// a forwarder or mailing list keeps the original sender (turn it on
+	// for those sites; SPF checks judge that case better).
+	AllowLocalSenders bool
 	MaxMessageBytes   int64 // default 50 MiB
 	MaxRecipients     int   // per message; default 100 (LMTP: 1000)
 	MaxLineLength     int   // default 2000 (RFC 5321's 1000, doubled)

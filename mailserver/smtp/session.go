@@ -1,6 +1,7 @@
 package smtp
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -8,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/mail"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -27,7 +29,6 @@ var (
 	errAuthInvalid  = &gosmtp.SMTPError{Code: 535, EnhancedCode: gosmtp.EnhancedCode{5, 7, 8}, Message: "Authentication credentials invalid"}
 	errAuthThrottle = &gosmtp.SMTPError{Code: 454, EnhancedCode: gosmtp.EnhancedCode{4, 7, 0}, Message: "Too many failed logins, try again later"}
 	errAuthTemp     = &gosmtp.SMTPError{Code: 454, EnhancedCode: gosmtp.EnhancedCode{4, 7, 0}, Message: "Temporary authentication failure, try again later"}
-	errSenderNotOwn = &gosmtp.SMTPError{Code: 553, EnhancedCode: gosmtp.EnhancedCode{5, 7, 1}, Message: "Sender address not owned by the authenticated user"}
 	errBadAddress   = &gosmtp.SMTPError{Code: 501, EnhancedCode: gosmtp.EnhancedCode{5, 1, 3}, Message: "Bad recipient address syntax"}
 	errRelayDenied  = &gosmtp.SMTPError{Code: 554, EnhancedCode: gosmtp.EnhancedCode{5, 7, 1}, Message: "Relay access denied"}
 	errNoRemote     = &gosmtp.SMTPError{Code: 550, EnhancedCode: gosmtp.EnhancedCode{5, 7, 1}, Message: "Delivery to remote domains is not supported yet; only local recipients are accepted"}
@@ -117,12 +118,38 @@ func (s *session) closeWith(enhanced, text string) {
 func (s *session) Logout() error { return nil }
 
 func (s *session) Mail(from string, opts *gosmtp.MailOptions) error {
-	if s.srv.cfg.Mode == Submission {
+	switch {
+	case s.srv.cfg.Mode == Submission:
 		if s.user == "" {
 			return errAuthRequired
 		}
-		if from != "" && !strings.EqualFold(from, s.user) {
-			return errSenderNotOwn
+		if from != "" && !owns(s.user, from) {
+			s.srv.log.Info("sender not owned by the authenticated user", "user", s.user, "from", from, "remote", s.remote)
+			return senderNotOwn(from)
+		}
+	case s.srv.cfg.Mode == MX && from != "" && s.user == "" && !s.srv.cfg.AllowLocalSenders:
+		// Local users send through submission: a local envelope sender
+		// on port 25 without AUTH is forged (or a forwarder keeping it:
+		// Config.AllowLocalSenders). The null sender (bounces) passes.
+		// Judged on the node's applied view, without a catch-up: most
+		// senders here are remote, and a Raft round for each MAIL FROM
+		// would cost every message (and fail it without a quorum); a
+		// domain added a moment ago may pass once.
+		if i := strings.LastIndexByte(from, '@'); i >= 0 {
+			local := false
+			if d, err := mailbox.NormalizeDomain(from[i+1:]); err == nil {
+				_, ok, err := s.srv.store.View().Domain(d)
+				if err != nil {
+					s.srv.log.Warn("reading the mail domains failed", "err", err, "remote", s.remote)
+					return errTempFail
+				}
+				local = ok
+			}
+			if local {
+				s.srv.log.Info("local sender without authentication refused", "from", from, "remote", s.remote)
+				return &gosmtp.SMTPError{Code: 550, EnhancedCode: gosmtp.EnhancedCode{5, 7, 1},
+					Message: "<" + sanitize(from) + ">: sender address is local; send through submission (port 587) with authentication"}
+			}
 		}
 	}
 	s.Reset()
@@ -283,6 +310,11 @@ func (s *session) deliver(r io.Reader, allOrNothing bool) ([]mailbox.Outcome, *m
 	if err := s.receive(r, sp); err != nil {
 		return nil, nil, err
 	}
+	if cfg.Mode == Submission {
+		if err := s.checkHeaderFrom(sp); err != nil {
+			return nil, nil, err
+		}
+	}
 	ctx, cancel := s.ctx() // storing only: a slow sender does not eat into it
 	defer cancel()
 	msg, err := sp.message(ctx)
@@ -321,6 +353,66 @@ func (s *session) deliver(r io.Reader, allOrNothing bool) ([]mailbox.Outcome, *m
 	s.srv.log.Info("delivered", "from", s.from, "recipients", len(rcpts), "delivered", delivered, "retries", retries, "size", d.Size(),
 		"object", d.Object().String()[:16], "user", s.user, "remote", s.remote, "took", time.Since(start).Round(time.Millisecond))
 	return outs, d, nil
+}
+
+// maxHeaderCheck bounds how much of a submitted message is read to find
+// its header From.
+const maxHeaderCheck = 64 << 10
+
+// checkHeaderFrom refuses a submitted message whose header From: names
+// none of the authenticated user's addresses: what a reader sees as the
+// sender must be the user too, not only the envelope.
+func (s *session) checkHeaderFrom(sp *spool) error {
+	head, err := sp.head(maxHeaderCheck)
+	if err != nil {
+		s.srv.log.Error("reading a spooled message's header failed", "err", err, "remote", s.remote)
+		return errTempFail
+	}
+	refuse := func(why string) error {
+		s.srv.log.Info("submitted message refused: "+why, "user", s.user, "remote", s.remote)
+		return &gosmtp.SMTPError{Code: 550, EnhancedCode: gosmtp.EnhancedCode{5, 7, 1},
+			Message: "<" + s.user + ">: " + why}
+	}
+	// A header cut at maxHeaderCheck still parses up to there (EOF ends
+	// it); From: beyond it counts as missing.
+	msg, err := mail.ReadMessage(bytes.NewReader(head))
+	if err != nil {
+		return refuse("message header unreadable; a From: header with your address is required")
+	}
+	from := msg.Header.Get("From")
+	if from == "" {
+		return refuse("message has no From: header; one with your address is required")
+	}
+	list, err := msg.Header.AddressList("From")
+	if err != nil {
+		return refuse("message From: header unparsable; one with your address is required")
+	}
+	for _, a := range list {
+		if owns(s.user, a.Address) {
+			return nil
+		}
+	}
+	return refuse("header From: address not owned by the authenticated user")
+}
+
+// owns reports whether addr is user's address: the same, ignoring case, or
+// user's local part with a "+tag" (user+tag@domain).
+func owns(user, addr string) bool {
+	user, addr = strings.ToLower(user), strings.ToLower(addr)
+	if user == addr {
+		return true
+	}
+	ul, ud, ok1 := strings.Cut(user, "@")
+	i := strings.LastIndexByte(addr, '@')
+	if !ok1 || i < 0 || addr[i+1:] != ud {
+		return false
+	}
+	return strings.HasPrefix(addr[:i], ul+"+")
+}
+
+func senderNotOwn(from string) error {
+	return &gosmtp.SMTPError{Code: 553, EnhancedCode: gosmtp.EnhancedCode{5, 7, 1},
+		Message: "<" + sanitize(from) + ">: sender address not owned by the authenticated user"}
 }
 
 // refuse reads the rest of a message it will not take (with the same

@@ -219,6 +219,21 @@ func (s *spool) message(ctx context.Context) ([]byte, error) {
 	return b, nil
 }
 
+// head returns up to n bytes from the start of what was spooled (the
+// trace header first), for looking at the message's header without
+// holding the whole message.
+func (s *spool) head(n int) ([]byte, error) {
+	n = int(min(int64(n), s.size))
+	if s.f == nil {
+		return s.mem[:n], nil
+	}
+	b := make([]byte, n)
+	if _, err := s.f.ReadAt(b, 0); err != nil && !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("reading a spooled message: %w", err)
+	}
+	return b, nil
+}
+
 // close releases the memory charge and the spool file.
 func (s *spool) close() {
 	s.budget.release(s.held)
