@@ -137,7 +137,7 @@ func (t RaftTiming) Validate() error {
 
 // Pre-vote (DefaultRaftTiming relies on it) needs the transport's support;
 // raft turns it off, with a warning, for a transport without.
-var _ raft.WithPreVote = (*raft.NetworkTransport)(nil)
+var _ raft.WithPreVote = unpipelined{}
 
 // Node is one running hastore cluster member.
 type Node struct {
@@ -223,7 +223,7 @@ func StartNode(cfg NodeConfig) (n *Node, err error) {
 	}
 	n.raftTr = raft.NewNetworkTransport(n.mux.Raft(), 3, 10*time.Second, logWriter{log})
 
-	mcfg := meta.Config{NodeID: cfg.ID, Dir: filepath.Join(cfg.DataDir, "meta"), Transport: n.raftTr, Logger: log}
+	mcfg := meta.Config{NodeID: cfg.ID, Dir: filepath.Join(cfg.DataDir, "meta"), Transport: unpipelined{n.raftTr}, Logger: log}
 	if cfg.Join == "" {
 		ids := make([]string, 0, len(cfg.Peers))
 		for id := range cfg.Peers {
@@ -642,6 +642,25 @@ func (n *Node) Status(ctx context.Context) (ClusterStatus, error) {
 		st.Nodes = append(st.Nodes, ns)
 	}
 	return st, nil
+}
+
+// unpipelined is the Raft network transport without pipelined
+// replication. hashicorp/raft's pipeline (v1.8.0) can deadlock when a
+// follower rejects an append while the leader has more in flight:
+// pipelineDecode returns and stops reading the pipeline's done channel,
+// the decoder parks on it, the next send parks on the full in-progress
+// channel, and pipeline.Close, deferred in the very loop that is stuck,
+// never runs. The follower then gets heartbeats but no more log entries
+// for as long as the leader lives, and Raft's Shutdown waits forever for
+// the stuck goroutine (found here as a test whose cleanup hung for 15
+// minutes; grafana/pyroscope turned pipelining off for the same reason).
+// Replication without the pipeline sends one AppendEntries at a time per
+// follower, each carrying up to MaxAppendEntries entries, which a
+// cluster on one LAN hardly notices.
+type unpipelined struct{ *raft.NetworkTransport }
+
+func (unpipelined) AppendEntriesPipeline(raft.ServerID, raft.ServerAddress) (raft.AppendPipeline, error) {
+	return nil, raft.ErrPipelineReplicationNotSupported
 }
 
 // forwarder proposes on the local Raft node, and forwards to the leader
