@@ -179,10 +179,19 @@ func (s *Store) verifyOnce(ctx context.Context, addr, hash, password string, sum
 		case <-ctx.Done():
 			return false, nil, false, fmt.Errorf("%w: waiting for this login's password check: %v", ErrUnavailable, ctx.Err())
 		}
-		if c.err != nil {
-			// The first login's wait was cut short (its context, say),
-			// which says nothing of this one's: check on our own.
-			return run()
+		var busy slotsBusyError
+		switch {
+		case errors.As(c.err, &busy):
+			// This login waited as long as the first, in the same
+			// queue: it fails with it. Queueing again on its own would
+			// make it wait twice as long as the bound and, once each
+			// such login got a slot, hash the same password again.
+			return false, nil, false, c.err
+		case c.err != nil:
+			// The first login's wait was cut short by its context,
+			// which says nothing of this one's: check again, with any
+			// other logins of the credential.
+			return s.verifyOnce(ctx, addr, hash, password, sum)
 		}
 		// The first login cached a good password; this one is answered
 		// from that, as a cache hit.
@@ -323,6 +332,7 @@ type AuthStats struct {
 	CacheHits    int64 // logins answered by the login cache
 	CacheMisses  int64 // known users' logins the cache could not answer
 	CacheEntries int
+	SlotTimeouts int64 // logins refused because every hash slot stayed busy too long
 }
 
 // AuthStats returns the counters so far.
@@ -330,5 +340,6 @@ func (s *Store) AuthStats() AuthStats {
 	return AuthStats{
 		Hashes: s.slots.runs.Load(), HashPeak: s.slots.peak.Load(), HashSlots: cap(s.slots.ch),
 		CacheHits: s.creds.hits.Load(), CacheMisses: s.creds.misses.Load(), CacheEntries: s.creds.len(),
+		SlotTimeouts: s.slots.timeouts.Load(),
 	}
 }

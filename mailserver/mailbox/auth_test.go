@@ -628,3 +628,39 @@ func TestAuthWaitsForPeerHashing(t *testing.T) {
 		t.Errorf("%d hashes, want 2", n)
 	}
 }
+
+// Logins sharing a password check whose slot wait ran out fail with it:
+// the storm's slot queue holds one entry per credential, and none waits
+// twice the bound (or hashes the password again) on its own.
+func TestAuthSharedCheckFailsTogether(t *testing.T) {
+	e := startAuthEnv(t)
+	runs, _ := watchHashing(t)
+	s := e.store(1, Options{Throttle: noThrottle, HashSlots: 1, HashWait: 300 * time.Millisecond})
+	if err := s.CatchUp(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	held, release := make(chan struct{}), make(chan struct{})
+	defer close(release)
+	go func() {
+		_ = s.slots.do(e.ctx, func() bool { close(held); <-release; return false })
+	}()
+	<-held
+	const n = 5
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := s.Authenticate(e.ctx, "imap", testUser, testPass, ip(fmt.Sprintf("192.0.2.%d", i+1))); !errors.Is(err, ErrUnavailable) {
+				t.Errorf("login %d with every slot busy: %v", i, err)
+			}
+		}()
+	}
+	wg.Wait()
+	if st := s.AuthStats(); st.SlotTimeouts != 1 {
+		t.Errorf("%d slot waits ran out for %d logins of one credential, want 1", st.SlotTimeouts, n)
+	}
+	if n := runs.Load(); n != 0 {
+		t.Errorf("%d hashes with every slot busy", n)
+	}
+}

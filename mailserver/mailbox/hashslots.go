@@ -26,6 +26,9 @@ type hashSlots struct {
 	inUse atomic.Int64
 	peak  atomic.Int64 // most slots ever held at once
 	runs  atomic.Int64 // computations done (fn said it hashed)
+
+	timeouts atomic.Int64 // waits that ran out
+
 }
 
 // defaultHashSlots is the number of cores Go may use, at least 2.
@@ -68,7 +71,8 @@ func (h *hashSlots) doUnless(ctx context.Context, abort <-chan struct{}, fn func
 			t.Stop()
 			return errSlotNotNeeded
 		case <-t.C:
-			return fmt.Errorf("%w: every password-hashing slot (%d) stayed busy for %v; try again", ErrUnavailable, cap(h.ch), h.wait)
+			h.timeouts.Add(1)
+			return slotsBusyError{slots: cap(h.ch), wait: h.wait}
 		case <-ctx.Done():
 			t.Stop()
 			return fmt.Errorf("%w: waiting for a password-hashing slot: %v", ErrUnavailable, ctx.Err())
@@ -88,3 +92,15 @@ func (h *hashSlots) doUnless(ctx context.Context, abort <-chan struct{}, fn func
 	hashed = fn()
 	return nil
 }
+
+// slotsBusyError is a wait for a slot that ran out (an ErrUnavailable).
+type slotsBusyError struct {
+	slots int
+	wait  time.Duration
+}
+
+func (e slotsBusyError) Error() string {
+	return fmt.Sprintf("%v: every password-hashing slot (%d) stayed busy for %v; try again", ErrUnavailable, e.slots, e.wait)
+}
+
+func (e slotsBusyError) Unwrap() error { return ErrUnavailable }
