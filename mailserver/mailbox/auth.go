@@ -161,9 +161,11 @@ func (s *Store) verify(ctx context.Context, addr string, valid bool, password st
 // users. cached reports that the login was answered from the cache
 // instead (see checkShared).
 //
-// With the cache off (sum is zero) every login hashes on its own.
+// With the cache off, or a password too long to be one (sum is zero),
+// every login hashes on its own: a zero sum names no credential, so
+// logins must not share its check.
 func (s *Store) verifyOnce(ctx context.Context, addr, hash, password string, sum [32]byte) (good bool, verr error, cached bool, err error) {
-	if !s.creds.enabled() {
+	if !s.creds.enabled() || sum == ([32]byte{}) {
 		err := s.slots.do(ctx, func() bool {
 			good, verr = verifyPassword(hash, password)
 			return true
@@ -243,14 +245,15 @@ func (s *Store) checkShared(ctx context.Context, addr, hash, password string, su
 			return false, nil, true, nil
 		}
 		yield := false
+		var yieldUntil time.Time
 		err := s.slots.doUnless(ctx, verified, func() bool {
 			if s.creds.hit(addr, sum, s.now()) {
 				cached = true
 				return false
 			}
 			if !waited {
-				if _, ok := s.creds.peerHashingUntil(addr, sum, s.now()); ok {
-					yield = true
+				if until, ok := s.creds.peerHashingUntil(addr, sum, s.now()); ok {
+					yield, yieldUntil = true, until
 					return false
 				}
 			}
@@ -273,6 +276,12 @@ func (s *Store) checkShared(ctx context.Context, addr, hash, password string, su
 		case err != nil:
 			return false, nil, false, err
 		case yield:
+			// A peer started on it while this login queued: wait for
+			// it, once, outside the slot.
+			waited = true
+			if hit, err := s.waitPeer(ctx, addr, sum, yieldUntil); err != nil || hit {
+				return false, nil, hit, err
+			}
 			continue
 		}
 		return good, verr, cached, nil
