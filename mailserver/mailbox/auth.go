@@ -165,6 +165,12 @@ func (s *Store) verify(ctx context.Context, addr string, valid bool, password st
 // every login hashes on its own: a zero sum names no credential, so
 // logins must not share its check.
 func (s *Store) verifyOnce(ctx context.Context, addr, hash, password string, sum [32]byte) (good bool, verr error, cached bool, err error) {
+	return s.verifyShared(ctx, addr, hash, password, sum, true)
+}
+
+// verifyShared is verifyOnce; again says whether a login that shared a
+// check cut short may share the next one instead of failing with it.
+func (s *Store) verifyShared(ctx context.Context, addr, hash, password string, sum [32]byte, again bool) (good bool, verr error, cached bool, err error) {
 	if !s.creds.enabled() || sum == ([32]byte{}) {
 		err := s.slots.do(ctx, func() bool {
 			good, verr = verifyPassword(hash, password)
@@ -181,19 +187,19 @@ func (s *Store) verifyOnce(ctx context.Context, addr, hash, password string, sum
 		case <-ctx.Done():
 			return false, nil, false, fmt.Errorf("%w: waiting for this login's password check: %v", ErrUnavailable, ctx.Err())
 		}
-		var busy slotsBusyError
-		switch {
-		case errors.As(c.err, &busy):
-			// This login waited as long as the first, in the same
-			// queue: it fails with it. Queueing again on its own would
-			// make it wait twice as long as the bound and, once each
-			// such login got a slot, hash the same password again.
-			return false, nil, false, c.err
-		case c.err != nil:
-			// The first login's wait was cut short by its context,
-			// which says nothing of this one's: check again, with any
-			// other logins of the credential.
-			return s.verifyOnce(ctx, addr, hash, password, sum)
+		if c.err != nil {
+			// The first login's wait was cut short: by its context,
+			// which says nothing of this one's, or because the slots
+			// stayed busy, when this login joined it later and the
+			// client would rather wait (a mail client waits about a
+			// minute) than reconnect and start over. Try once more,
+			// together with the other logins of the credential: each
+			// queueing on its own would, once it got a slot, hash the
+			// same password again.
+			if !again {
+				return false, nil, false, c.err
+			}
+			return s.verifyShared(ctx, addr, hash, password, sum, false)
 		}
 		// The first login cached a good password; this one is answered
 		// from that, as a cache hit.
