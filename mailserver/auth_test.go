@@ -133,7 +133,7 @@ func TestLoginStormOneHashPerUserInCluster(t *testing.T) {
 	var stores []*mailbox.Store
 	for _, n := range c.Nodes {
 		stores = append(stores, mailserver.NewStore(n, mailbox.Options{
-			// Dear enough (a few hundred ms) that the other nodes' logins
+			// Dear enough (a hundred ms or so) that the other nodes' logins
 			// start while the first node hashes.
 			Hash:     mailbox.HashParams{Memory: 16 << 10, Time: 8, Threads: 1},
 			Throttle: mailbox.ThrottleOptions{FailDelay: -1},
@@ -162,10 +162,19 @@ func TestLoginStormOneHashPerUserInCluster(t *testing.T) {
 		}
 	}
 	// The first device reaches node 1 a moment before the others reach
-	// every node, as in a storm where some node always starts first.
+	// every node, as in a storm where some node always starts first: the
+	// others start once nodes 2 and 3 heard that node 1 is hashing.
 	wg.Add(1)
 	go login(stores[0], 0)
-	time.Sleep(30 * time.Millisecond)
+	for i, s := range stores[1:] {
+		deadline := time.Now().Add(10 * time.Second)
+		for s.AuthStats().PeerHashing == 0 && s.AuthStats().CacheEntries == 0 && time.Now().Before(deadline) {
+			time.Sleep(time.Millisecond)
+		}
+		if st := s.AuthStats(); st.PeerHashing == 0 {
+			t.Fatalf("node %d never heard that node 1 was hashing the password (%+v)", i+2, st)
+		}
+	}
 	for i := 1; i < 12; i++ {
 		wg.Add(1)
 		go login(stores[i%3], i)

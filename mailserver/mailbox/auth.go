@@ -348,6 +348,7 @@ type AuthStats struct {
 	CacheMisses  int64 // known users' logins the cache could not answer
 	CacheEntries int
 	SlotTimeouts int64 // logins refused because every hash slot stayed busy too long
+	PeerHashing  int   // credentials peers said they are hashing now (logins here wait for them)
 }
 
 // AuthStats returns the counters so far.
@@ -355,6 +356,6 @@ func (s *Store) AuthStats() AuthStats {
 	return AuthStats{
 		Hashes: s.slots.runs.Load(), HashPeak: s.slots.peak.Load(), HashSlots: cap(s.slots.ch),
 		CacheHits: s.creds.hits.Load(), CacheMisses: s.creds.misses.Load(), CacheEntries: s.creds.len(),
-		SlotTimeouts: s.slots.timeouts.Load(),
+		SlotTimeouts: s.slots.timeouts.Load(), PeerHashing: s.creds.peerLen(),
 	}
 }

@@ -237,6 +237,12 @@ func (c *credCache) peerStart(user string, sum [32]byte, until, now time.Time) {
 	c.peer[sum] = peerHashing{user: user, until: until}
 }
 
+func (c *credCache) peerLen() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.peer)
+}
+
 // peerEnd records that a peer stopped hashing sum without verifying it.
 func (c *credCache) peerEnd(user string, sum [32]byte) {
 	c.mu.Lock()
