@@ -3,7 +3,9 @@ package mailserver_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
+	"sync"
 	"testing"
 	"time"
 
@@ -117,5 +119,76 @@ func TestLoginCacheSharedAcrossNodes(t *testing.T) {
 	_, err = pb.NewMailClient(cc).ShareCredentials(ctx, &pb.ShareCredentialsRequest{Credentials: []*pb.SharedCredential{{User: user, Mac: make([]byte, 32), ExpiresUnixNano: time.Now().Add(time.Hour).UnixNano()}}})
 	if status.Code(err) != codes.Unauthenticated {
 		t.Errorf("ShareCredentials without the cluster key: %v", err)
+	}
+}
+
+// The devices of one user logging in at once on all three nodes (a login
+// storm: each node gets some of them) cost one password hash in the whole
+// cluster: the node that starts hashing says so, and the others wait for
+// its verified entry instead of hashing the same password.
+func TestLoginStormOneHashPerUserInCluster(t *testing.T) {
+	c := cluster.StartInProcess(t, cluster.Options{Nodes: 3, Node: func(cfg *replica.NodeConfig) { cfg.Register = mailserver.Register }})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var stores []*mailbox.Store
+	for _, n := range c.Nodes {
+		stores = append(stores, mailserver.NewStore(n, mailbox.Options{
+			// Dear enough (a hundred ms or so) that the other nodes' logins
+			// start while the first node hashes.
+			Hash:     mailbox.HashParams{Memory: 16 << 10, Time: 8, Threads: 1},
+			Throttle: mailbox.ThrottleOptions{FailDelay: -1},
+		}))
+	}
+	if err := stores[0].AddDomain(ctx, "example.test"); err != nil {
+		t.Fatal(err)
+	}
+	const user, pass = "dave@example.test", "dave-secret"
+	if err := stores[0].AddUser(ctx, user, pass, 0); err != nil {
+		t.Fatal(err)
+	}
+	var before int64
+	for _, s := range stores {
+		if err := s.CatchUp(ctx); err != nil {
+			t.Fatal(err)
+		}
+		before += s.AuthStats().Hashes
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 12)
+	login := func(s *mailbox.Store, i int) {
+		defer wg.Done()
+		if _, err := s.Authenticate(ctx, "imap", user, pass, net.ParseIP(fmt.Sprintf("192.0.2.%d", i+1))); err != nil {
+			errs <- err
+		}
+	}
+	// The first device reaches node 1 a moment before the others reach
+	// every node, as in a storm where some node always starts first: the
+	// others start once nodes 2 and 3 heard that node 1 is hashing.
+	wg.Add(1)
+	go login(stores[0], 0)
+	for i, s := range stores[1:] {
+		deadline := time.Now().Add(10 * time.Second)
+		for s.AuthStats().PeerHashing == 0 && s.AuthStats().CacheEntries == 0 && time.Now().Before(deadline) {
+			time.Sleep(time.Millisecond)
+		}
+		if st := s.AuthStats(); st.PeerHashing == 0 {
+			t.Fatalf("node %d never heard that node 1 was hashing the password (%+v)", i+2, st)
+		}
+	}
+	for i := 1; i < 12; i++ {
+		wg.Add(1)
+		go login(stores[i%3], i)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	var hashes int64
+	for _, s := range stores {
+		hashes += s.AuthStats().Hashes
+	}
+	if n := hashes - before; n != 1 {
+		t.Errorf("%d password hashes in the cluster for 12 concurrent logins of one user over 3 nodes, want 1", n)
 	}
 }

@@ -45,11 +45,17 @@ func lookupStore(n *replica.Node) *mailbox.Store {
 
 // Sharing is best effort: a lost batch costs the peer one argon2id run
 // per user when a client comes over, which is what it would cost without
-// sharing. So the queue is bounded and dropped when full, batches go out
-// after shareDelay (a login storm becomes a few RPCs, not one per login),
-// and a peer that does not answer within shareTimeout is skipped.
+// sharing (a lost CredHashing word the same; a lost verified entry or
+// CredReleased word makes a peer's login wait at most 2 s before hashing
+// itself). So the queue is bounded and dropped when full, batches go out
+// after shareDelay and whatever queued while one was being sent goes in
+// the next (a login storm becomes a stream of batches, not one RPC per
+// login), and a peer that does not answer within shareTimeout is skipped.
+// shareDelay is short because peers' logins wait on these words: an
+// argon2id check is tens of milliseconds, and a hashing word that comes
+// later than the hash would have finished there saves nothing.
 const (
-	shareDelay   = 50 * time.Millisecond
+	shareDelay   = 2 * time.Millisecond
 	shareTimeout = 2 * time.Second
 	shareMax     = 4096 // entries queued; also the largest batch
 )
@@ -97,7 +103,15 @@ func (s *sharer) run() {
 func (s *sharer) send(batch []mailbox.SharedCredential) {
 	req := &pb.ShareCredentialsRequest{}
 	for _, c := range batch {
-		req.Credentials = append(req.Credentials, &pb.SharedCredential{User: c.User, Mac: c.MAC[:], ExpiresUnixNano: c.Expires.UnixNano()})
+		e := &pb.SharedCredential{User: c.User, Mac: c.MAC[:], ExpiresUnixNano: c.Expires.UnixNano()}
+		switch c.State {
+		case mailbox.CredVerified:
+			req.Credentials = append(req.Credentials, e)
+		case mailbox.CredHashing:
+			req.Hashing = append(req.Hashing, e)
+		case mailbox.CredReleased:
+			req.Released = append(req.Released, e)
+		}
 	}
 	var wg sync.WaitGroup
 	for id, addr := range s.n.Members() {
@@ -119,21 +133,27 @@ func (s *sharer) send(batch []mailbox.SharedCredential) {
 	wg.Wait()
 }
 
-// ShareCredentials takes a peer's verified-login cache entries. Only
+// ShareCredentials takes a peer's verified-login cache entries and its
+// words on the credentials it is hashing. Only
 // nodes reach it: the cluster port checks the cluster key on every call.
 func (a *adminServer) ShareCredentials(_ context.Context, r *pb.ShareCredentialsRequest) (*pb.Empty, error) {
 	s := lookupStore(a.n)
 	if s == nil {
 		return &pb.Empty{}, nil // no mail model here yet: nothing to speed up
 	}
-	creds := make([]mailbox.SharedCredential, 0, len(r.GetCredentials()))
-	for _, c := range r.GetCredentials() {
-		if len(c.GetMac()) != 32 {
-			continue
+	creds := make([]mailbox.SharedCredential, 0, len(r.GetCredentials())+len(r.GetHashing())+len(r.GetReleased()))
+	for _, l := range []struct {
+		state mailbox.CredState
+		cs    []*pb.SharedCredential
+	}{{mailbox.CredVerified, r.GetCredentials()}, {mailbox.CredHashing, r.GetHashing()}, {mailbox.CredReleased, r.GetReleased()}} {
+		for _, c := range l.cs {
+			if len(c.GetMac()) != 32 {
+				continue
+			}
+			sc := mailbox.SharedCredential{User: c.GetUser(), Expires: time.Unix(0, c.GetExpiresUnixNano()), State: l.state}
+			copy(sc.MAC[:], c.GetMac())
+			creds = append(creds, sc)
 		}
-		sc := mailbox.SharedCredential{User: c.GetUser(), Expires: time.Unix(0, c.GetExpiresUnixNano())}
-		copy(sc.MAC[:], c.GetMac())
-		creds = append(creds, sc)
 	}
 	s.AcceptCredentials(creds)
 	return &pb.Empty{}, nil

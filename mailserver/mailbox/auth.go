@@ -2,6 +2,7 @@ package mailbox
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"strings"
@@ -119,7 +120,7 @@ func (s *Store) verify(ctx context.Context, addr string, valid bool, password st
 		found, hash, disabled = ok, u.PasswordHash, u.Disabled
 	}
 	if !found || hash == "" {
-		err := s.slots.do(ctx, func() { _, _ = verifyPassword(s.dummyHash, password) })
+		err := s.slots.do(ctx, func() bool { _, _ = verifyPassword(s.dummyHash, password); return true })
 		return loginUnknownUser, "hash", false, err
 	}
 	var sum [32]byte
@@ -146,9 +147,7 @@ func (s *Store) verify(ctx context.Context, addr string, valid bool, password st
 	if s.creds.enabled() {
 		exp := s.now().Add(s.creds.ttl)
 		s.creds.put(addr, sum, exp, s.now())
-		if s.opt.ShareCredential != nil {
-			s.opt.ShareCredential(SharedCredential{User: addr, MAC: sum, Expires: exp})
-		}
+		s.share(SharedCredential{User: addr, MAC: sum, Expires: exp})
 	}
 	return loginOK, "hash", disabled, nil
 }
@@ -159,26 +158,27 @@ func (s *Store) verify(ctx context.Context, addr string, valid bool, password st
 // logins — every device of a user comes back at once after a node dies —
 // and without this each device would queue for its own 19 MiB, tens of
 // milliseconds hash, so the storm's length would grow with devices, not
-// users. The cache is asked again once a slot is ours: a peer may have
-// shared the entry while this login waited. cached reports that it had.
+// users. cached reports that the login was answered from the cache
+// instead (see checkShared).
 //
-// With the cache off (sum is zero) every login hashes on its own.
+// With the cache off, or a password too long to be one (sum is zero),
+// every login hashes on its own: a zero sum names no credential, so
+// logins must not share its check.
 func (s *Store) verifyOnce(ctx context.Context, addr, hash, password string, sum [32]byte) (good bool, verr error, cached bool, err error) {
-	run := func() (bool, error, bool, error) {
-		var good, cached bool
-		var verr error
-		err := s.slots.do(ctx, func() {
-			if s.creds.enabled() && s.creds.hit(addr, sum, s.now()) {
-				cached = true
-				return
-			}
+	return s.verifyShared(ctx, addr, hash, password, sum, true)
+}
+
+// verifyShared is verifyOnce; again says whether a login that shared a
+// check cut short may share the next one instead of failing with it.
+func (s *Store) verifyShared(ctx context.Context, addr, hash, password string, sum [32]byte, again bool) (good bool, verr error, cached bool, err error) {
+	if !s.creds.enabled() || sum == ([32]byte{}) {
+		err := s.slots.do(ctx, func() bool {
 			good, verr = verifyPassword(hash, password)
+			return true
 		})
-		return good, verr, cached, err
+		return good, verr, false, err
 	}
-	if !s.creds.enabled() {
-		return run()
-	}
+	run := func() (bool, error, bool, error) { return s.checkShared(ctx, addr, hash, password, sum) }
 	s.verifyMu.Lock()
 	if c, ok := s.verifying[sum]; ok {
 		s.verifyMu.Unlock()
@@ -188,9 +188,18 @@ func (s *Store) verifyOnce(ctx context.Context, addr, hash, password string, sum
 			return false, nil, false, fmt.Errorf("%w: waiting for this login's password check: %v", ErrUnavailable, ctx.Err())
 		}
 		if c.err != nil {
-			// The first login's wait was cut short (its context, say),
-			// which says nothing of this one's: check on our own.
-			return run()
+			// The first login's wait was cut short: by its context,
+			// which says nothing of this one's, or because the slots
+			// stayed busy, when this login joined it later and the
+			// client would rather wait (a mail client waits about a
+			// minute) than reconnect and start over. Try once more,
+			// together with the other logins of the credential: each
+			// queueing on its own would, once it got a slot, hash the
+			// same password again.
+			if !again {
+				return false, nil, false, c.err
+			}
+			return s.verifyShared(ctx, addr, hash, password, sum, false)
 		}
 		// The first login cached a good password; this one is answered
 		// from that, as a cache hit.
@@ -210,6 +219,107 @@ func (s *Store) verifyOnce(ctx context.Context, addr, hash, password string, sum
 	return c.good, c.verr, c.cached, c.err
 }
 
+// checkShared is the one check of a credential on this node, in a slot,
+// with the cluster in mind: a user's devices land on every node at once,
+// and without care each node would hash the same password.
+//   - While it waits for a slot, the entry may arrive from a peer (or be
+//     put here): the login leaves the queue answered, as a cache hit.
+//   - Once a slot is ours the cache is asked again.
+//   - A peer that said it is hashing the same credential (CredHashing) is
+//     waited for, at most until its word runs out (peerHashWait), before
+//     the slot is taken or instead of using it; then the cache is asked,
+//     and only if it still has no answer is the password hashed here.
+//   - Before hashing, this node says so to its peers, and if the password
+//     proves wrong it says that too, so their waits end at once.
+//
+// A password no node verified is always hashed: words of peers only
+// delay a login, the cache alone answers one.
+func (s *Store) checkShared(ctx context.Context, addr, hash, password string, sum [32]byte) (good bool, verr error, cached bool, err error) {
+	waited := false
+	for {
+		if !waited {
+			if until, ok := s.creds.peerHashingUntil(addr, sum, s.now()); ok {
+				waited = true
+				if hit, err := s.waitPeer(ctx, addr, sum, until); err != nil || hit {
+					return false, nil, hit, err
+				}
+			}
+		}
+		verified, _, stop := s.creds.watch(sum)
+		if s.creds.hit(addr, sum, s.now()) { // came in before the watch
+			stop()
+			return false, nil, true, nil
+		}
+		yield := false
+		var yieldUntil time.Time
+		err := s.slots.doUnless(ctx, verified, func() bool {
+			if s.creds.hit(addr, sum, s.now()) {
+				cached = true
+				return false
+			}
+			if !waited {
+				if until, ok := s.creds.peerHashingUntil(addr, sum, s.now()); ok {
+					yield, yieldUntil = true, until
+					return false
+				}
+			}
+			s.share(SharedCredential{User: addr, MAC: sum, Expires: s.now().Add(peerHashWait), State: CredHashing})
+			good, verr = verifyPassword(hash, password)
+			if !good || verr != nil {
+				s.share(SharedCredential{User: addr, MAC: sum, State: CredReleased})
+			}
+			return true
+		})
+		stop()
+		switch {
+		case errors.Is(err, errSlotNotNeeded):
+			if s.creds.hit(addr, sum, s.now()) {
+				return false, nil, true, nil
+			}
+			// Put and dropped again (a password change at that moment):
+			// queue again.
+			continue
+		case err != nil:
+			return false, nil, false, err
+		case yield:
+			// A peer started on it while this login queued: wait for
+			// it, once, outside the slot.
+			waited = true
+			if hit, err := s.waitPeer(ctx, addr, sum, yieldUntil); err != nil || hit {
+				return false, nil, hit, err
+			}
+			continue
+		}
+		return good, verr, cached, nil
+	}
+}
+
+// waitPeer waits until a peer's word on sum runs out (until), news of it
+// comes or ctx ends, and reports whether the cache now answers the login.
+func (s *Store) waitPeer(ctx context.Context, addr string, sum [32]byte, until time.Time) (hit bool, err error) {
+	_, news, stop := s.creds.watch(sum)
+	defer stop()
+	if s.creds.hit(addr, sum, s.now()) { // came in before the watch
+		return true, nil
+	}
+	t := time.NewTimer(until.Sub(s.now()))
+	defer t.Stop()
+	select {
+	case <-news:
+	case <-t.C:
+	case <-ctx.Done():
+		return false, fmt.Errorf("%w: waiting for another node's check of this password: %v", ErrUnavailable, ctx.Err())
+	}
+	return s.creds.hit(addr, sum, s.now()), nil
+}
+
+// share hands c to the other nodes, if there are any.
+func (s *Store) share(c SharedCredential) {
+	if s.opt.ShareCredential != nil {
+		s.opt.ShareCredential(c)
+	}
+}
+
 // verifyCall is one password check that concurrent logins share.
 type verifyCall struct {
 	done   chan struct{}
@@ -223,7 +333,7 @@ type verifyCall struct {
 func (s *Store) hashPassword(ctx context.Context, password string) (string, error) {
 	var h string
 	var herr error
-	if err := s.slots.do(ctx, func() { h, herr = HashPassword(password, s.opt.Hash) }); err != nil {
+	if err := s.slots.do(ctx, func() bool { h, herr = HashPassword(password, s.opt.Hash); return true }); err != nil {
 		return "", err
 	}
 	return h, herr
@@ -237,6 +347,8 @@ type AuthStats struct {
 	CacheHits    int64 // logins answered by the login cache
 	CacheMisses  int64 // known users' logins the cache could not answer
 	CacheEntries int
+	SlotTimeouts int64 // logins refused because every hash slot stayed busy too long
+	PeerHashing  int   // credentials peers said they are hashing now (logins here wait for them)
 }
 
 // AuthStats returns the counters so far.
@@ -244,5 +356,6 @@ func (s *Store) AuthStats() AuthStats {
 	return AuthStats{
 		Hashes: s.slots.runs.Load(), HashPeak: s.slots.peak.Load(), HashSlots: cap(s.slots.ch),
 		CacheHits: s.creds.hits.Load(), CacheMisses: s.creds.misses.Load(), CacheEntries: s.creds.len(),
+		SlotTimeouts: s.slots.timeouts.Load(), PeerHashing: s.creds.peerLen(),
 	}
 }

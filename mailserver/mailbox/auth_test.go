@@ -520,3 +520,147 @@ func TestThrottleBudgets(t *testing.T) {
 		t.Error("IPv4-mapped address not treated as IPv4")
 	}
 }
+
+// credOf returns the login cache MAC of user's password as s computes it.
+func credOf(t *testing.T, s *Store, user, password string) [32]byte {
+	t.Helper()
+	u, ok, err := s.view.User(user)
+	if err != nil || !ok {
+		t.Fatalf("user %s: %v %v", user, ok, err)
+	}
+	return s.creds.mac(user, u.PasswordHash, password)
+}
+
+// A login queued for a hash slot in a storm is answered as soon as the
+// verified entry comes from a peer, without waiting for a slot.
+func TestAuthQueuedLoginAnsweredByPeerEntry(t *testing.T) {
+	e := startAuthEnv(t)
+	runs, _ := watchHashing(t)
+	s := e.store(1, Options{Throttle: noThrottle, HashSlots: 1, HashWait: time.Minute})
+	if err := s.CatchUp(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Another login holds the only slot until the end of the test.
+	held, release := make(chan struct{}), make(chan struct{})
+	defer close(release)
+	go func() {
+		_ = s.slots.do(e.ctx, func() bool { close(held); <-release; return false })
+	}()
+	<-held
+	done := make(chan error, 1)
+	go func() {
+		_, err := s.Authenticate(e.ctx, "imap", testUser, testPass, ip("192.0.2.1"))
+		done <- err
+	}()
+	time.Sleep(50 * time.Millisecond) // queued by now
+	s.AcceptCredentials([]SharedCredential{{User: testUser, MAC: credOf(t, s, testUser, testPass), Expires: time.Now().Add(time.Hour)}})
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the queued login still waits for a slot after a peer verified its password")
+	}
+	if n := runs.Load(); n != 0 {
+		t.Errorf("%d hashes, want 0", n)
+	}
+}
+
+// A peer's word that it is hashing a credential makes a login of the same
+// credential wait for its entry instead of hashing (one hash in the
+// cluster), a release ends the wait at once, and the word alone logs
+// nothing in: a wrong password is hashed and refused.
+func TestAuthWaitsForPeerHashing(t *testing.T) {
+	e := startAuthEnv(t)
+	runs, _ := watchHashing(t)
+	s := e.store(1, Options{Throttle: noThrottle})
+	if err := s.CatchUp(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	const wrong = "not-" + testPass
+	macs := map[string][32]byte{testPass: credOf(t, s, testUser, testPass), wrong: credOf(t, s, testUser, wrong)}
+	hashing := func(pass string) SharedCredential {
+		return SharedCredential{User: testUser, MAC: macs[pass], Expires: time.Now().Add(time.Hour), State: CredHashing}
+	}
+	login := func(pass string) (time.Duration, error) {
+		start := time.Now()
+		_, err := s.Authenticate(e.ctx, "imap", testUser, pass, ip("192.0.2.1"))
+		return time.Since(start), err
+	}
+
+	// Verified by the peer while this login waits: no hash here.
+	s.AcceptCredentials([]SharedCredential{hashing(testPass)})
+	go func() {
+		time.Sleep(200 * time.Millisecond)
+		v := hashing(testPass)
+		v.State = CredVerified
+		s.AcceptCredentials([]SharedCredential{v})
+	}()
+	if d, err := login(testPass); err != nil || d < 150*time.Millisecond || d > peerHashWait {
+		t.Errorf("login while a peer hashes it: %v after %v", err, d)
+	}
+	if n := runs.Load(); n != 0 {
+		t.Errorf("%d hashes for a login a peer verified, want 0", n)
+	}
+
+	// Released by the peer: hashed here at once, and refused.
+	s.AcceptCredentials([]SharedCredential{hashing(wrong)})
+	go func() {
+		time.Sleep(200 * time.Millisecond)
+		r := hashing(wrong)
+		r.State = CredReleased
+		s.AcceptCredentials([]SharedCredential{r})
+	}()
+	if d, err := login(wrong); !errors.Is(err, ErrAuthFailed) || d > peerHashWait {
+		t.Errorf("wrong password a peer released: %v after %v", err, d)
+	}
+	if n := runs.Load(); n != 1 {
+		t.Errorf("%d hashes after a released wrong password, want 1", n)
+	}
+
+	// A word never followed up: the wait is bounded, then hashed.
+	s.AcceptCredentials([]SharedCredential{hashing(wrong)})
+	if d, err := login(wrong); !errors.Is(err, ErrAuthFailed) || d < peerHashWait/2 || d > 2*peerHashWait {
+		t.Errorf("wrong password with a stale peer word: %v after %v", err, d)
+	}
+	if n := runs.Load(); n != 2 {
+		t.Errorf("%d hashes, want 2", n)
+	}
+}
+
+// Logins sharing a password check whose slot wait ran out try once more
+// together, then fail: the storm's slot queue holds one entry per
+// credential, and none queues (or hashes the password again) on its own.
+func TestAuthSharedCheckRetriesTogether(t *testing.T) {
+	e := startAuthEnv(t)
+	runs, _ := watchHashing(t)
+	s := e.store(1, Options{Throttle: noThrottle, HashSlots: 1, HashWait: 300 * time.Millisecond})
+	if err := s.CatchUp(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	held, release := make(chan struct{}), make(chan struct{})
+	defer close(release)
+	go func() {
+		_ = s.slots.do(e.ctx, func() bool { close(held); <-release; return false })
+	}()
+	<-held
+	const n = 5
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := s.Authenticate(e.ctx, "imap", testUser, testPass, ip(fmt.Sprintf("192.0.2.%d", i+1))); !errors.Is(err, ErrUnavailable) {
+				t.Errorf("login %d with every slot busy: %v", i, err)
+			}
+		}()
+	}
+	wg.Wait()
+	if st := s.AuthStats(); st.SlotTimeouts != 2 {
+		t.Errorf("%d slot waits ran out for %d logins of one credential, want 2 (the first and one retry)", st.SlotTimeouts, n)
+	}
+	if n := runs.Load(); n != 0 {
+		t.Errorf("%d hashes with every slot busy", n)
+	}
+}

@@ -32,11 +32,41 @@ import (
 // cluster gRPC channel): since every node derives the same K, the node a
 // client fails over to already knows its password.
 
-// SharedCredential is one login cache entry as nodes exchange it.
+// SharedCredential is one login cache entry as nodes exchange it, or
+// (State) word that a node is hashing a credential right now, or gave up.
 type SharedCredential struct {
 	User    string // canonical address
 	MAC     [32]byte
-	Expires time.Time
+	Expires time.Time // CredHashing: how long peers should wait for it
+	State   CredState
+}
+
+// CredState says what a SharedCredential is.
+type CredState int
+
+const (
+	// CredVerified: the password was verified; the entry logs it in.
+	CredVerified CredState = iota
+	// CredHashing: the sender is hashing this credential now. Peers with
+	// a login of the same MAC wait a moment (at most peerHashWait) for
+	// the verified entry instead of hashing it too: each device of a
+	// user lands on any node, so without this a storm costs every node
+	// one argon2id run per user. It logs nothing in.
+	CredHashing
+	// CredReleased: the sender's hashing of this credential ended without
+	// a verified entry (a wrong password, an error); peers waiting for it
+	// hash it themselves at once.
+	CredReleased
+)
+
+// peerHashWait bounds how long a login waits for a peer that said it was
+// hashing the same credential, before hashing it here.
+const peerHashWait = 2 * time.Second
+
+// peerHashing is a peer's CredHashing word.
+type peerHashing struct {
+	user  string
+	until time.Time
 }
 
 const credsPerUser = 4 // entries kept per user: a few devices, old and new passwords
@@ -51,9 +81,11 @@ type credCache struct {
 	ttl time.Duration
 	max int
 
-	mu sync.Mutex
-	m  map[string][]credEntry
-	n  int // entries in m
+	mu      sync.Mutex
+	m       map[string][]credEntry
+	n       int                      // entries in m
+	peer    map[[32]byte]peerHashing // credentials peers are hashing now
+	watches map[[32]byte]*credWatch  // logins waiting for news of a credential
 
 	hits, misses atomic.Int64
 }
@@ -66,7 +98,8 @@ func newCredCache(key []byte, ttl time.Duration, max int) *credCache {
 	} else {
 		key = append([]byte(nil), key...)
 	}
-	return &credCache{key: key, ttl: ttl, max: max, m: map[string][]credEntry{}}
+	return &credCache{key: key, ttl: ttl, max: max, m: map[string][]credEntry{},
+		peer: map[[32]byte]peerHashing{}, watches: map[[32]byte]*credWatch{}}
 }
 
 func (c *credCache) enabled() bool { return c.ttl > 0 }
@@ -132,6 +165,108 @@ func (c *credCache) put(user string, sum [32]byte, expires, now time.Time) {
 	}
 	c.n += len(live) + 1 - len(es)
 	c.m[user] = append(live, credEntry{mac: sum, expires: expires})
+	delete(c.peer, sum)
+	c.signalLocked(sum, true)
+}
+
+// credWatch is what logins waiting for news of a credential wait on.
+type credWatch struct {
+	verified chan struct{} // closed when an entry is put
+	news     chan struct{} // closed then, or when a peer releases it
+	n        int           // watchers
+}
+
+// watch returns channels closed when an entry with sum is put (verified)
+// or either that or a peer releasing it (news); call stop when done.
+func (c *credCache) watch(sum [32]byte) (verified, news <-chan struct{}, stop func()) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	w := c.watches[sum]
+	if w == nil {
+		w = &credWatch{verified: make(chan struct{}), news: make(chan struct{})}
+		c.watches[sum] = w
+	}
+	w.n++
+	return w.verified, w.news, func() {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if w.n--; w.n == 0 && c.watches[sum] == w {
+			delete(c.watches, sum)
+		}
+	}
+}
+
+// signalLocked tells sum's watchers; verified: an entry was put.
+func (c *credCache) signalLocked(sum [32]byte, verified bool) {
+	w := c.watches[sum]
+	if w == nil {
+		return
+	}
+	close(w.news)
+	if verified {
+		close(w.verified)
+		delete(c.watches, sum)
+		return
+	}
+	w.news = make(chan struct{}) // later watchers wait for later news
+}
+
+// peerStart records that a peer is hashing sum of user, until the
+// earlier of until and now+peerHashWait. The table is bounded like the
+// cache: when full of live words, new ones are ignored (the login then
+// hashes here, as it would without them).
+func (c *credCache) peerStart(user string, sum [32]byte, until, now time.Time) {
+	if lim := now.Add(peerHashWait); until.After(lim) {
+		until = lim
+	}
+	if !now.Before(until) {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.peer) >= c.max {
+		for k, p := range c.peer {
+			if !now.Before(p.until) {
+				delete(c.peer, k)
+			}
+		}
+		if len(c.peer) >= c.max {
+			return
+		}
+	}
+	c.peer[sum] = peerHashing{user: user, until: until}
+}
+
+func (c *credCache) peerLen() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.peer)
+}
+
+// peerEnd records that a peer stopped hashing sum without verifying it.
+func (c *credCache) peerEnd(user string, sum [32]byte) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if p, ok := c.peer[sum]; ok && p.user == user {
+		delete(c.peer, sum)
+		c.signalLocked(sum, false)
+	}
+}
+
+// peerHashingUntil reports whether a peer is hashing sum of user, and
+// until when this node waits for it.
+func (c *credCache) peerHashingUntil(user string, sum [32]byte, now time.Time) (time.Time, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	p, ok := c.peer[sum]
+	if !ok || p.user != user {
+		return time.Time{}, false
+	}
+	if !now.Before(p.until) {
+		delete(c.peer, sum)
+		return time.Time{}, false
+	}
+	return p.until, true
 }
 
 // makeRoomLocked drops expired entries, then arbitrary users' entries,
@@ -172,6 +307,7 @@ func (c *credCache) clear() {
 	c.mu.Lock()
 	clear(c.m)
 	c.n = 0
+	clear(c.peer)
 	c.mu.Unlock()
 }
 
@@ -181,13 +317,26 @@ func (c *credCache) len() int {
 	return c.n
 }
 
-// AcceptCredentials adds entries another node verified (see
-// SharedCredential). Entries of unknown shape are ignored.
+// AcceptCredentials adds entries another node verified, and its words
+// on credentials it is hashing (see SharedCredential). Entries of unknown
+// shape are ignored.
 func (s *Store) AcceptCredentials(creds []SharedCredential) {
+	if !s.creds.enabled() {
+		return
+	}
 	now := s.now()
 	for _, c := range creds {
-		if a, err := NormalizeAddress(c.User); err == nil && a == c.User {
+		a, err := NormalizeAddress(c.User)
+		if err != nil || a != c.User {
+			continue
+		}
+		switch c.State {
+		case CredVerified:
 			s.creds.put(c.User, c.MAC, c.Expires, now)
+		case CredHashing:
+			s.creds.peerStart(c.User, c.MAC, c.Expires, now)
+		case CredReleased:
+			s.creds.peerEnd(c.User, c.MAC)
 		}
 	}
 }

@@ -2,6 +2,7 @@ package mailbox
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"runtime"
 	"sync/atomic"
@@ -24,7 +25,10 @@ type hashSlots struct {
 
 	inUse atomic.Int64
 	peak  atomic.Int64 // most slots ever held at once
-	runs  atomic.Int64 // computations done
+	runs  atomic.Int64 // computations done (fn said it hashed)
+
+	timeouts atomic.Int64 // waits that ran out
+
 }
 
 // defaultHashSlots is the number of cores Go may use, at least 2.
@@ -40,10 +44,22 @@ func newHashSlots(n int, wait time.Duration) *hashSlots {
 	return &hashSlots{ch: make(chan struct{}, n), wait: wait}
 }
 
-// do runs fn in a slot, waiting for one at most the configured time (and
+// do runs fn in a slot (fn reports whether it did hash: the count of
+// computations leaves out logins a slot answered from the cache), waiting for one at most the configured time (and
 // while ctx lasts). A wait cut short is ErrUnavailable: the client should
 // retry, as it is no judgement on its password.
-func (h *hashSlots) do(ctx context.Context, fn func()) error {
+func (h *hashSlots) do(ctx context.Context, fn func() (hashed bool)) error {
+	return h.doUnless(ctx, nil, fn)
+}
+
+// errSlotNotNeeded is doUnless's answer when abort closed first.
+var errSlotNotNeeded = errors.New("password check answered while waiting for a hash slot")
+
+// doUnless is do, but gives up waiting with errSlotNotNeeded once abort
+// is closed: in a storm a login may wait seconds for a slot while its
+// answer arrives from a peer, and a slot it does not need is a hash
+// another login waits for.
+func (h *hashSlots) doUnless(ctx context.Context, abort <-chan struct{}, fn func() (hashed bool)) error {
 	select {
 	case h.ch <- struct{}{}:
 	default:
@@ -51,8 +67,12 @@ func (h *hashSlots) do(ctx context.Context, fn func()) error {
 		select {
 		case h.ch <- struct{}{}:
 			t.Stop()
+		case <-abort:
+			t.Stop()
+			return errSlotNotNeeded
 		case <-t.C:
-			return fmt.Errorf("%w: every password-hashing slot (%d) stayed busy for %v; try again", ErrUnavailable, cap(h.ch), h.wait)
+			h.timeouts.Add(1)
+			return slotsBusyError{slots: cap(h.ch), wait: h.wait}
 		case <-ctx.Done():
 			t.Stop()
 			return fmt.Errorf("%w: waiting for a password-hashing slot: %v", ErrUnavailable, ctx.Err())
@@ -61,11 +81,26 @@ func (h *hashSlots) do(ctx context.Context, fn func()) error {
 	n := h.inUse.Add(1)
 	for p := h.peak.Load(); n > p && !h.peak.CompareAndSwap(p, n); p = h.peak.Load() {
 	}
+	hashed := false
 	defer func() {
 		h.inUse.Add(-1)
-		h.runs.Add(1)
+		if hashed {
+			h.runs.Add(1)
+		}
 		<-h.ch
 	}()
-	fn()
+	hashed = fn()
 	return nil
 }
+
+// slotsBusyError is a wait for a slot that ran out (an ErrUnavailable).
+type slotsBusyError struct {
+	slots int
+	wait  time.Duration
+}
+
+func (e slotsBusyError) Error() string {
+	return fmt.Sprintf("%v: every password-hashing slot (%d) stayed busy for %v; try again", ErrUnavailable, e.slots, e.wait)
+}
+
+func (e slotsBusyError) Unwrap() error { return ErrUnavailable }

@@ -3322,8 +3322,18 @@ func (x *WriteHeader) GetNewIno() uint64 {
 // K derived from the cluster key, which only another node can recompute
 // from a password a client presents.
 type ShareCredentialsRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Credentials   []*SharedCredential    `protobuf:"bytes,1,rep,name=credentials,proto3" json:"credentials,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Credentials []*SharedCredential    `protobuf:"bytes,1,rep,name=credentials,proto3" json:"credentials,omitempty"`
+	// hashing are credentials (the same MACs) the sender has started to
+	// hash: a peer with a login of the same MAC waits a moment for the
+	// verified entry instead of hashing it too. They log nothing in, and
+	// are kept apart from credentials so that a node that does not know
+	// this field ignores them. expires_unix_nano is how long to wait
+	// (the receiver caps it at 2 s).
+	Hashing []*SharedCredential `protobuf:"bytes,2,rep,name=hashing,proto3" json:"hashing,omitempty"`
+	// released are credentials whose hashing ended without a verified
+	// entry (say a wrong password): peers waiting for them stop waiting.
+	Released      []*SharedCredential `protobuf:"bytes,3,rep,name=released,proto3" json:"released,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3361,6 +3371,20 @@ func (*ShareCredentialsRequest) Descriptor() ([]byte, []int) {
 func (x *ShareCredentialsRequest) GetCredentials() []*SharedCredential {
 	if x != nil {
 		return x.Credentials
+	}
+	return nil
+}
+
+func (x *ShareCredentialsRequest) GetHashing() []*SharedCredential {
+	if x != nil {
+		return x.Hashing
+	}
+	return nil
+}
+
+func (x *ShareCredentialsRequest) GetReleased() []*SharedCredential {
+	if x != nil {
+		return x.Released
 	}
 	return nil
 }
@@ -4099,9 +4123,11 @@ const file_hastore_proto_rawDesc = "" +
 	"\x04Kind\x12\v\n" +
 	"\aREPLACE\x10\x00\x12\a\n" +
 	"\x03PUT\x10\x01\x12\x06\n" +
-	"\x02AT\x10\x02\"Y\n" +
+	"\x02AT\x10\x02\"\xcb\x01\n" +
 	"\x17ShareCredentialsRequest\x12>\n" +
-	"\vcredentials\x18\x01 \x03(\v2\x1c.hastore.v1.SharedCredentialR\vcredentials\"d\n" +
+	"\vcredentials\x18\x01 \x03(\v2\x1c.hastore.v1.SharedCredentialR\vcredentials\x126\n" +
+	"\ahashing\x18\x02 \x03(\v2\x1c.hastore.v1.SharedCredentialR\ahashing\x128\n" +
+	"\breleased\x18\x03 \x03(\v2\x1c.hastore.v1.SharedCredentialR\breleased\"d\n" +
 	"\x10SharedCredential\x12\x12\n" +
 	"\x04user\x18\x01 \x01(\tR\x04user\x12\x10\n" +
 	"\x03mac\x18\x02 \x01(\fR\x03mac\x12*\n" +
@@ -4275,103 +4301,105 @@ var file_hastore_proto_depIdxs = []int32{
 	49, // 8: hastore.v1.WriteChunk.header:type_name -> hastore.v1.WriteHeader
 	0,  // 9: hastore.v1.WriteHeader.kind:type_name -> hastore.v1.WriteHeader.Kind
 	51, // 10: hastore.v1.ShareCredentialsRequest.credentials:type_name -> hastore.v1.SharedCredential
-	54, // 11: hastore.v1.ListMailDomainsReply.domains:type_name -> hastore.v1.MailDomainInfo
-	58, // 12: hastore.v1.ListMailUsersReply.users:type_name -> hastore.v1.MailUserInfo
-	2,  // 13: hastore.v1.Node.PutShard:input_type -> hastore.v1.PutShardChunk
-	4,  // 14: hastore.v1.Node.GetShard:input_type -> hastore.v1.GetShardRequest
-	6,  // 15: hastore.v1.Node.StatShard:input_type -> hastore.v1.ShardRef
-	6,  // 16: hastore.v1.Node.DeleteShard:input_type -> hastore.v1.ShardRef
-	7,  // 17: hastore.v1.Node.ListShards:input_type -> hastore.v1.ListShardsRequest
-	9,  // 18: hastore.v1.Node.Info:input_type -> hastore.v1.InfoRequest
-	11, // 19: hastore.v1.Cluster.PutObject:input_type -> hastore.v1.DataChunk
-	13, // 20: hastore.v1.Cluster.GetObject:input_type -> hastore.v1.GetObjectRequest
-	14, // 21: hastore.v1.Cluster.StatObject:input_type -> hastore.v1.StatObjectRequest
-	12, // 22: hastore.v1.Cluster.DeleteObject:input_type -> hastore.v1.ObjectRef
-	17, // 23: hastore.v1.Cluster.Status:input_type -> hastore.v1.StatusRequest
-	20, // 24: hastore.v1.Cluster.RemoveNode:input_type -> hastore.v1.RemoveNodeRequest
-	21, // 25: hastore.v1.Cluster.Repair:input_type -> hastore.v1.RunRequest
-	21, // 26: hastore.v1.Cluster.Scrub:input_type -> hastore.v1.RunRequest
-	22, // 27: hastore.v1.Cluster.Join:input_type -> hastore.v1.JoinRequest
-	24, // 28: hastore.v1.Cluster.Propose:input_type -> hastore.v1.ProposeRequest
-	26, // 29: hastore.v1.Cluster.ReadIndex:input_type -> hastore.v1.ReadIndexRequest
-	27, // 30: hastore.v1.Cluster.LeaderSlow:input_type -> hastore.v1.LeaderSlowRequest
-	31, // 31: hastore.v1.Sites.AddSite:input_type -> hastore.v1.AddSiteRequest
-	30, // 32: hastore.v1.Sites.DelSite:input_type -> hastore.v1.SiteRequest
-	33, // 33: hastore.v1.Sites.ListSites:input_type -> hastore.v1.ListSitesRequest
-	30, // 34: hastore.v1.Sites.Sync:input_type -> hastore.v1.SiteRequest
-	36, // 35: hastore.v1.Sites.Lookup:input_type -> hastore.v1.LookupRequest
-	37, // 36: hastore.v1.Sites.GetAttr:input_type -> hastore.v1.InodeRequest
-	38, // 37: hastore.v1.Sites.Walk:input_type -> hastore.v1.WalkRequest
-	39, // 38: hastore.v1.Sites.ReadDir:input_type -> hastore.v1.ReadDirRequest
-	42, // 39: hastore.v1.Sites.Mkdir:input_type -> hastore.v1.CreateRequest
-	42, // 40: hastore.v1.Sites.Create:input_type -> hastore.v1.CreateRequest
-	42, // 41: hastore.v1.Sites.Symlink:input_type -> hastore.v1.CreateRequest
-	37, // 42: hastore.v1.Sites.Readlink:input_type -> hastore.v1.InodeRequest
-	44, // 43: hastore.v1.Sites.Setattr:input_type -> hastore.v1.SetattrRequest
-	45, // 44: hastore.v1.Sites.Rename:input_type -> hastore.v1.RenameRequest
-	46, // 45: hastore.v1.Sites.Unlink:input_type -> hastore.v1.RemoveRequest
-	46, // 46: hastore.v1.Sites.Rmdir:input_type -> hastore.v1.RemoveRequest
-	47, // 47: hastore.v1.Sites.Read:input_type -> hastore.v1.ReadRequest
-	48, // 48: hastore.v1.Sites.Write:input_type -> hastore.v1.WriteChunk
-	52, // 49: hastore.v1.Mail.AddDomain:input_type -> hastore.v1.MailDomainRequest
-	52, // 50: hastore.v1.Mail.DelDomain:input_type -> hastore.v1.MailDomainRequest
-	53, // 51: hastore.v1.Mail.ListDomains:input_type -> hastore.v1.ListMailDomainsRequest
-	56, // 52: hastore.v1.Mail.AddUser:input_type -> hastore.v1.MailUserRequest
-	56, // 53: hastore.v1.Mail.SetPassword:input_type -> hastore.v1.MailUserRequest
-	56, // 54: hastore.v1.Mail.SetQuota:input_type -> hastore.v1.MailUserRequest
-	56, // 55: hastore.v1.Mail.DelUser:input_type -> hastore.v1.MailUserRequest
-	57, // 56: hastore.v1.Mail.ListUsers:input_type -> hastore.v1.ListMailUsersRequest
-	50, // 57: hastore.v1.Mail.ShareCredentials:input_type -> hastore.v1.ShareCredentialsRequest
-	3,  // 58: hastore.v1.Node.PutShard:output_type -> hastore.v1.PutShardReply
-	5,  // 59: hastore.v1.Node.GetShard:output_type -> hastore.v1.GetShardChunk
-	8,  // 60: hastore.v1.Node.StatShard:output_type -> hastore.v1.ShardInfo
-	1,  // 61: hastore.v1.Node.DeleteShard:output_type -> hastore.v1.Empty
-	8,  // 62: hastore.v1.Node.ListShards:output_type -> hastore.v1.ShardInfo
-	10, // 63: hastore.v1.Node.Info:output_type -> hastore.v1.NodeInfo
-	12, // 64: hastore.v1.Cluster.PutObject:output_type -> hastore.v1.ObjectRef
-	11, // 65: hastore.v1.Cluster.GetObject:output_type -> hastore.v1.DataChunk
-	15, // 66: hastore.v1.Cluster.StatObject:output_type -> hastore.v1.ObjectStat
-	1,  // 67: hastore.v1.Cluster.DeleteObject:output_type -> hastore.v1.Empty
-	19, // 68: hastore.v1.Cluster.Status:output_type -> hastore.v1.ClusterStatus
-	29, // 69: hastore.v1.Cluster.RemoveNode:output_type -> hastore.v1.Progress
-	29, // 70: hastore.v1.Cluster.Repair:output_type -> hastore.v1.Progress
-	29, // 71: hastore.v1.Cluster.Scrub:output_type -> hastore.v1.Progress
-	23, // 72: hastore.v1.Cluster.Join:output_type -> hastore.v1.JoinReply
-	25, // 73: hastore.v1.Cluster.Propose:output_type -> hastore.v1.ProposeReply
-	28, // 74: hastore.v1.Cluster.ReadIndex:output_type -> hastore.v1.ReadIndexReply
-	1,  // 75: hastore.v1.Cluster.LeaderSlow:output_type -> hastore.v1.Empty
-	32, // 76: hastore.v1.Sites.AddSite:output_type -> hastore.v1.SiteInfo
-	1,  // 77: hastore.v1.Sites.DelSite:output_type -> hastore.v1.Empty
-	34, // 78: hastore.v1.Sites.ListSites:output_type -> hastore.v1.ListSitesReply
-	1,  // 79: hastore.v1.Sites.Sync:output_type -> hastore.v1.Empty
-	35, // 80: hastore.v1.Sites.Lookup:output_type -> hastore.v1.Inode
-	35, // 81: hastore.v1.Sites.GetAttr:output_type -> hastore.v1.Inode
-	35, // 82: hastore.v1.Sites.Walk:output_type -> hastore.v1.Inode
-	40, // 83: hastore.v1.Sites.ReadDir:output_type -> hastore.v1.DirEntries
-	35, // 84: hastore.v1.Sites.Mkdir:output_type -> hastore.v1.Inode
-	35, // 85: hastore.v1.Sites.Create:output_type -> hastore.v1.Inode
-	35, // 86: hastore.v1.Sites.Symlink:output_type -> hastore.v1.Inode
-	43, // 87: hastore.v1.Sites.Readlink:output_type -> hastore.v1.ReadlinkReply
-	35, // 88: hastore.v1.Sites.Setattr:output_type -> hastore.v1.Inode
-	1,  // 89: hastore.v1.Sites.Rename:output_type -> hastore.v1.Empty
-	1,  // 90: hastore.v1.Sites.Unlink:output_type -> hastore.v1.Empty
-	1,  // 91: hastore.v1.Sites.Rmdir:output_type -> hastore.v1.Empty
-	11, // 92: hastore.v1.Sites.Read:output_type -> hastore.v1.DataChunk
-	35, // 93: hastore.v1.Sites.Write:output_type -> hastore.v1.Inode
-	1,  // 94: hastore.v1.Mail.AddDomain:output_type -> hastore.v1.Empty
-	1,  // 95: hastore.v1.Mail.DelDomain:output_type -> hastore.v1.Empty
-	55, // 96: hastore.v1.Mail.ListDomains:output_type -> hastore.v1.ListMailDomainsReply
-	1,  // 97: hastore.v1.Mail.AddUser:output_type -> hastore.v1.Empty
-	1,  // 98: hastore.v1.Mail.SetPassword:output_type -> hastore.v1.Empty
-	1,  // 99: hastore.v1.Mail.SetQuota:output_type -> hastore.v1.Empty
-	1,  // 100: hastore.v1.Mail.DelUser:output_type -> hastore.v1.Empty
-	59, // 101: hastore.v1.Mail.ListUsers:output_type -> hastore.v1.ListMailUsersReply
-	1,  // 102: hastore.v1.Mail.ShareCredentials:output_type -> hastore.v1.Empty
-	58, // [58:103] is the sub-list for method output_type
-	13, // [13:58] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	51, // 11: hastore.v1.ShareCredentialsRequest.hashing:type_name -> hastore.v1.SharedCredential
+	51, // 12: hastore.v1.ShareCredentialsRequest.released:type_name -> hastore.v1.SharedCredential
+	54, // 13: hastore.v1.ListMailDomainsReply.domains:type_name -> hastore.v1.MailDomainInfo
+	58, // 14: hastore.v1.ListMailUsersReply.users:type_name -> hastore.v1.MailUserInfo
+	2,  // 15: hastore.v1.Node.PutShard:input_type -> hastore.v1.PutShardChunk
+	4,  // 16: hastore.v1.Node.GetShard:input_type -> hastore.v1.GetShardRequest
+	6,  // 17: hastore.v1.Node.StatShard:input_type -> hastore.v1.ShardRef
+	6,  // 18: hastore.v1.Node.DeleteShard:input_type -> hastore.v1.ShardRef
+	7,  // 19: hastore.v1.Node.ListShards:input_type -> hastore.v1.ListShardsRequest
+	9,  // 20: hastore.v1.Node.Info:input_type -> hastore.v1.InfoRequest
+	11, // 21: hastore.v1.Cluster.PutObject:input_type -> hastore.v1.DataChunk
+	13, // 22: hastore.v1.Cluster.GetObject:input_type -> hastore.v1.GetObjectRequest
+	14, // 23: hastore.v1.Cluster.StatObject:input_type -> hastore.v1.StatObjectRequest
+	12, // 24: hastore.v1.Cluster.DeleteObject:input_type -> hastore.v1.ObjectRef
+	17, // 25: hastore.v1.Cluster.Status:input_type -> hastore.v1.StatusRequest
+	20, // 26: hastore.v1.Cluster.RemoveNode:input_type -> hastore.v1.RemoveNodeRequest
+	21, // 27: hastore.v1.Cluster.Repair:input_type -> hastore.v1.RunRequest
+	21, // 28: hastore.v1.Cluster.Scrub:input_type -> hastore.v1.RunRequest
+	22, // 29: hastore.v1.Cluster.Join:input_type -> hastore.v1.JoinRequest
+	24, // 30: hastore.v1.Cluster.Propose:input_type -> hastore.v1.ProposeRequest
+	26, // 31: hastore.v1.Cluster.ReadIndex:input_type -> hastore.v1.ReadIndexRequest
+	27, // 32: hastore.v1.Cluster.LeaderSlow:input_type -> hastore.v1.LeaderSlowRequest
+	31, // 33: hastore.v1.Sites.AddSite:input_type -> hastore.v1.AddSiteRequest
+	30, // 34: hastore.v1.Sites.DelSite:input_type -> hastore.v1.SiteRequest
+	33, // 35: hastore.v1.Sites.ListSites:input_type -> hastore.v1.ListSitesRequest
+	30, // 36: hastore.v1.Sites.Sync:input_type -> hastore.v1.SiteRequest
+	36, // 37: hastore.v1.Sites.Lookup:input_type -> hastore.v1.LookupRequest
+	37, // 38: hastore.v1.Sites.GetAttr:input_type -> hastore.v1.InodeRequest
+	38, // 39: hastore.v1.Sites.Walk:input_type -> hastore.v1.WalkRequest
+	39, // 40: hastore.v1.Sites.ReadDir:input_type -> hastore.v1.ReadDirRequest
+	42, // 41: hastore.v1.Sites.Mkdir:input_type -> hastore.v1.CreateRequest
+	42, // 42: hastore.v1.Sites.Create:input_type -> hastore.v1.CreateRequest
+	42, // 43: hastore.v1.Sites.Symlink:input_type -> hastore.v1.CreateRequest
+	37, // 44: hastore.v1.Sites.Readlink:input_type -> hastore.v1.InodeRequest
+	44, // 45: hastore.v1.Sites.Setattr:input_type -> hastore.v1.SetattrRequest
+	45, // 46: hastore.v1.Sites.Rename:input_type -> hastore.v1.RenameRequest
+	46, // 47: hastore.v1.Sites.Unlink:input_type -> hastore.v1.RemoveRequest
+	46, // 48: hastore.v1.Sites.Rmdir:input_type -> hastore.v1.RemoveRequest
+	47, // 49: hastore.v1.Sites.Read:input_type -> hastore.v1.ReadRequest
+	48, // 50: hastore.v1.Sites.Write:input_type -> hastore.v1.WriteChunk
+	52, // 51: hastore.v1.Mail.AddDomain:input_type -> hastore.v1.MailDomainRequest
+	52, // 52: hastore.v1.Mail.DelDomain:input_type -> hastore.v1.MailDomainRequest
+	53, // 53: hastore.v1.Mail.ListDomains:input_type -> hastore.v1.ListMailDomainsRequest
+	56, // 54: hastore.v1.Mail.AddUser:input_type -> hastore.v1.MailUserRequest
+	56, // 55: hastore.v1.Mail.SetPassword:input_type -> hastore.v1.MailUserRequest
+	56, // 56: hastore.v1.Mail.SetQuota:input_type -> hastore.v1.MailUserRequest
+	56, // 57: hastore.v1.Mail.DelUser:input_type -> hastore.v1.MailUserRequest
+	57, // 58: hastore.v1.Mail.ListUsers:input_type -> hastore.v1.ListMailUsersRequest
+	50, // 59: hastore.v1.Mail.ShareCredentials:input_type -> hastore.v1.ShareCredentialsRequest
+	3,  // 60: hastore.v1.Node.PutShard:output_type -> hastore.v1.PutShardReply
+	5,  // 61: hastore.v1.Node.GetShard:output_type -> hastore.v1.GetShardChunk
+	8,  // 62: hastore.v1.Node.StatShard:output_type -> hastore.v1.ShardInfo
+	1,  // 63: hastore.v1.Node.DeleteShard:output_type -> hastore.v1.Empty
+	8,  // 64: hastore.v1.Node.ListShards:output_type -> hastore.v1.ShardInfo
+	10, // 65: hastore.v1.Node.Info:output_type -> hastore.v1.NodeInfo
+	12, // 66: hastore.v1.Cluster.PutObject:output_type -> hastore.v1.ObjectRef
+	11, // 67: hastore.v1.Cluster.GetObject:output_type -> hastore.v1.DataChunk
+	15, // 68: hastore.v1.Cluster.StatObject:output_type -> hastore.v1.ObjectStat
+	1,  // 69: hastore.v1.Cluster.DeleteObject:output_type -> hastore.v1.Empty
+	19, // 70: hastore.v1.Cluster.Status:output_type -> hastore.v1.ClusterStatus
+	29, // 71: hastore.v1.Cluster.RemoveNode:output_type -> hastore.v1.Progress
+	29, // 72: hastore.v1.Cluster.Repair:output_type -> hastore.v1.Progress
+	29, // 73: hastore.v1.Cluster.Scrub:output_type -> hastore.v1.Progress
+	23, // 74: hastore.v1.Cluster.Join:output_type -> hastore.v1.JoinReply
+	25, // 75: hastore.v1.Cluster.Propose:output_type -> hastore.v1.ProposeReply
+	28, // 76: hastore.v1.Cluster.ReadIndex:output_type -> hastore.v1.ReadIndexReply
+	1,  // 77: hastore.v1.Cluster.LeaderSlow:output_type -> hastore.v1.Empty
+	32, // 78: hastore.v1.Sites.AddSite:output_type -> hastore.v1.SiteInfo
+	1,  // 79: hastore.v1.Sites.DelSite:output_type -> hastore.v1.Empty
+	34, // 80: hastore.v1.Sites.ListSites:output_type -> hastore.v1.ListSitesReply
+	1,  // 81: hastore.v1.Sites.Sync:output_type -> hastore.v1.Empty
+	35, // 82: hastore.v1.Sites.Lookup:output_type -> hastore.v1.Inode
+	35, // 83: hastore.v1.Sites.GetAttr:output_type -> hastore.v1.Inode
+	35, // 84: hastore.v1.Sites.Walk:output_type -> hastore.v1.Inode
+	40, // 85: hastore.v1.Sites.ReadDir:output_type -> hastore.v1.DirEntries
+	35, // 86: hastore.v1.Sites.Mkdir:output_type -> hastore.v1.Inode
+	35, // 87: hastore.v1.Sites.Create:output_type -> hastore.v1.Inode
+	35, // 88: hastore.v1.Sites.Symlink:output_type -> hastore.v1.Inode
+	43, // 89: hastore.v1.Sites.Readlink:output_type -> hastore.v1.ReadlinkReply
+	35, // 90: hastore.v1.Sites.Setattr:output_type -> hastore.v1.Inode
+	1,  // 91: hastore.v1.Sites.Rename:output_type -> hastore.v1.Empty
+	1,  // 92: hastore.v1.Sites.Unlink:output_type -> hastore.v1.Empty
+	1,  // 93: hastore.v1.Sites.Rmdir:output_type -> hastore.v1.Empty
+	11, // 94: hastore.v1.Sites.Read:output_type -> hastore.v1.DataChunk
+	35, // 95: hastore.v1.Sites.Write:output_type -> hastore.v1.Inode
+	1,  // 96: hastore.v1.Mail.AddDomain:output_type -> hastore.v1.Empty
+	1,  // 97: hastore.v1.Mail.DelDomain:output_type -> hastore.v1.Empty
+	55, // 98: hastore.v1.Mail.ListDomains:output_type -> hastore.v1.ListMailDomainsReply
+	1,  // 99: hastore.v1.Mail.AddUser:output_type -> hastore.v1.Empty
+	1,  // 100: hastore.v1.Mail.SetPassword:output_type -> hastore.v1.Empty
+	1,  // 101: hastore.v1.Mail.SetQuota:output_type -> hastore.v1.Empty
+	1,  // 102: hastore.v1.Mail.DelUser:output_type -> hastore.v1.Empty
+	59, // 103: hastore.v1.Mail.ListUsers:output_type -> hastore.v1.ListMailUsersReply
+	1,  // 104: hastore.v1.Mail.ShareCredentials:output_type -> hastore.v1.Empty
+	60, // [60:105] is the sub-list for method output_type
+	15, // [15:60] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_hastore_proto_init() }
