@@ -54,9 +54,9 @@ func (f *fakeCluster) WalkObjects(fn func(meta.Object) error) error {
 	}
 	return nil
 }
-func (f *fakeCluster) Nodes() ([]meta.Node, error)                  { return f.nodes, nil }
-func (f *fakeCluster) WaitApplied(context.Context, uint64) error    { return nil }
-func (f *fakeCluster) ReadIndex(context.Context) (uint64, error)    { return 0, nil }
+func (f *fakeCluster) Nodes() ([]meta.Node, error)               { return f.nodes, nil }
+func (f *fakeCluster) WaitApplied(context.Context, uint64) error { return nil }
+func (f *fakeCluster) ReadIndex(context.Context) (uint64, error) { return 0, nil }
 
 func (f *fakeCluster) Propose(ctx context.Context, cmd meta.Command) (meta.Result, error) {
 	f.mu.Lock()
@@ -100,8 +100,6 @@ func (f *fakeCluster) Propose(ctx context.Context, cmd meta.Command) (meta.Resul
 	return meta.Result{}, fmt.Errorf("fake proposer: %T not supported", cmd)
 }
 
-
-
 func (f *fakeCluster) Shards(node string) (ShardService, error) {
 	s, ok := f.shards[node]
 	if !ok {
@@ -111,8 +109,8 @@ func (f *fakeCluster) Shards(node string) (ShardService, error) {
 }
 
 type fakeShards struct {
-	mu   sync.Mutex
-	recs map[storage.ShardKey][]byte
+	mu        sync.Mutex
+	recs      map[storage.ShardKey][]byte
 	hang      bool // writes never answer until their context ends
 	hangReads bool // nor do reads
 }

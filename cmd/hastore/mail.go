@@ -134,7 +134,7 @@ func (f *mailFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&f.maxConns, "mail-max-connections", 1000, "connections per mail listener")
 	fs.IntVar(&f.maxConnsIP, "mail-max-connections-per-ip", 10, "connections per client address (IPv6: per /64) on SMTP and submission")
 	fs.IntVar(&f.hashSlots, "mail-hash-slots", 0, "password hashes (argon2id, 19 MiB each) computed at once on this node; logins beyond wait (default: the number of cores, at least 2)")
-	fs.DurationVar(&f.hashWait, "mail-hash-wait", 10*time.Second, "how long a login waits for a hash slot before a temporary failure the client retries")
+	fs.DurationVar(&f.hashWait, "mail-hash-wait", 30*time.Second, "how long a login waits for a hash slot before a temporary failure the client retries")
 	fs.DurationVar(&f.loginCache, "mail-login-cache-ttl", time.Hour, "how long a verified password is remembered (in memory only, shared with the other nodes) so re-logins skip argon2id; 0: off")
 	f.imapLimits.register(fs)
 	f.delivery.register(fs)

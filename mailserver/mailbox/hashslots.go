@@ -39,7 +39,7 @@ func newHashSlots(n int, wait time.Duration) *hashSlots {
 		n = defaultHashSlots()
 	}
 	if wait <= 0 {
-		wait = 10 * time.Second
+		wait = 30 * time.Second
 	}
 	return &hashSlots{ch: make(chan struct{}, n), wait: wait}
 }

@@ -35,7 +35,8 @@ type Options struct {
 	HashSlots int
 	// HashWait is how long a login waits for a hash slot before it gets a
 	// temporary failure (ErrUnavailable: IMAP NO [UNAVAILABLE], SMTP 454),
-	// which clients retry (default 10 s).
+	// which clients retry (default 30 s: a mail client waits about a minute for its
+	// LOGIN answer, and every failure costs it a reconnect).
 	HashWait time.Duration
 	// AuthCache is how long a verified password is remembered (default 1
 	// hour; negative: never). See credcache.go.
