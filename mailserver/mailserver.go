@@ -102,6 +102,11 @@ func Start(n *replica.Node, cfg Config) (*Server, error) {
 		sc.Mode, sc.Hostname, sc.TLS, sc.AllowInsecureAuth = l.mode, cfg.Hostname, cfg.TLS, cfg.AllowInsecureAuth
 		sc.AllowLocalSenders = cfg.AllowLocalSenders
 		sc.MaxMessageBytes, sc.MaxConnections, sc.MaxConnectionsPerIP = cfg.MaxMessageBytes, cfg.MaxConnections, cfg.MaxConnectionsPerIP
+		if l.mode == smtp.LMTP {
+			// The MTA in front is one address with many connections: the
+			// per-address cap (meant for the internet) does not apply.
+			sc.MaxConnectionsPerIP = -1
+		}
 		sc.Logger = cfg.Logger.With("node", n.ID())
 		srv, err := smtp.Listen(l.addr, store, sc)
 		if err != nil {

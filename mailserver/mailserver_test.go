@@ -427,6 +427,18 @@ func TestMail(t *testing.T) {
 				t.Fatalf("connection %d greeted %q, want %q", k+1, line, want)
 			}
 		}
+		// LMTP has no per-address cap: the MTA in front is one address
+		// with many connections.
+		for k := 0; k < 8; k++ {
+			c, err := net.Dial("tcp", e.srvs[2].Addrs()["lmtp"].String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			conns = append(conns, c)
+			if line, _ := bufio.NewReader(c).ReadString('\n'); !strings.HasPrefix(line, "220 ") {
+				t.Fatalf("LMTP connection %d greeted %q, want 220", k+1, line)
+			}
+		}
 	})
 
 	t.Run("submission", func(t *testing.T) {
