@@ -455,6 +455,59 @@ func (c *Cluster) Propose(ctx context.Context, cmd meta.Command) (meta.Result, e
 	return c.propose(ctx, cmd)
 }
 
+// ProposeOnce is Propose for a caller that must know whether the command
+// applied, because what it does next depends on it (drop the references
+// a failed change would have taken over, or plan the change again). The
+// command goes out under one request ID and, after an answer that is not a
+// verdict, is sent again under that same ID — the state machine applies
+// an ID once and answers a repeat with the first result — until a verdict
+// comes back or ctx ends. An error wrapping meta.ErrUnknownOutcome means
+// ctx ended first (or this node proposes bare commands, see
+// Config.NoRequestIDs, and the one try was lost): the command may still
+// apply, so the caller must neither redo it nor undo what it would use.
+func (c *Cluster) ProposeOnce(ctx context.Context, cmd meta.Command) (meta.Result, error) {
+	ided, ok := c.prop.(interface{ requestIDs() bool })
+	if !ok || !ided.requestIDs() {
+		res, err := c.propose(ctx, cmd)
+		if err != nil && !Judged(err) {
+			err = fmt.Errorf("%w: %w", meta.ErrUnknownOutcome, err)
+		}
+		return res, err
+	}
+	id := meta.NewRequestID()
+	delay := 50 * time.Millisecond
+	for {
+		// A fresh context naming id makes the first (and only) proposal
+		// under it take id itself, so every try is the same request.
+		res, err := c.propose(WithRequestID(ctx, id), cmd)
+		if err == nil || Judged(err) {
+			return res, err
+		}
+		if ctx.Err() != nil {
+			return res, fmt.Errorf("%w: request %s: %w", meta.ErrUnknownOutcome, id, err)
+		}
+		c.log.Debug("proposal outcome unknown; sending the same request again", "request", id, "err", err)
+		select {
+		case <-ctx.Done():
+			return res, fmt.Errorf("%w: request %s: %w", meta.ErrUnknownOutcome, id, err)
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, time.Second)
+	}
+}
+
+// Judged reports whether err from Propose is a verdict on the command
+// (not found, conflict, invalid, aborted): it was decided and changed
+// nothing. Any other error leaves the outcome open.
+func Judged(err error) bool {
+	for _, kind := range []error{meta.ErrNotFound, meta.ErrConflict, meta.ErrInvalid, meta.ErrAborted} {
+		if errors.Is(err, kind) {
+			return true
+		}
+	}
+	return false
+}
+
 // CatchUp waits until this node has applied every change committed
 // anywhere in the cluster before the call: after it, local metadata reads
 // reflect every acknowledged write (read-your-writes across nodes).
@@ -465,10 +518,8 @@ func (c *Cluster) CatchUp(ctx context.Context) error { return c.catchUp(ctx) }
 func (c *Cluster) propose(ctx context.Context, cmd meta.Command) (meta.Result, error) {
 	res, err := c.prop.Propose(ctx, cmd)
 	if err != nil {
-		for _, kind := range []error{meta.ErrNotFound, meta.ErrConflict, meta.ErrInvalid, meta.ErrAborted} {
-			if errors.Is(err, kind) {
-				return res, err // the command was judged, not lost
-			}
+		if Judged(err) {
+			return res, err // the command was judged, not lost
 		}
 		return res, fmt.Errorf("%w: metadata: %v", ErrUnavailable, err)
 	}

@@ -281,6 +281,9 @@ func (s *Site) editContent(ctx context.Context, op string, ino uint64, size, off
 			return nil
 		})
 		if err != nil {
+			if !outcomeKnown(err) {
+				return Attr{}, err
+			}
 			s.sites.release(nc.acquired)
 			if errors.Is(err, errContentChanged) && attempt < 10 {
 				continue

@@ -622,7 +622,7 @@ func (s *Site) SetContent(ctx context.Context, ino uint64, r io.Reader, mtime ti
 		out = a
 		return nil
 	})
-	if err != nil {
+	if err != nil && outcomeKnown(err) {
 		s.sites.release(nc.acquired)
 	}
 	return out, err
@@ -691,7 +691,7 @@ func (s *Site) PutFile(ctx context.Context, parent uint64, name string, r io.Rea
 		out = a
 		return nil
 	})
-	if err != nil {
+	if err != nil && outcomeKnown(err) {
 		s.sites.release(nc.acquired)
 	}
 	return out, err

@@ -9,6 +9,7 @@ import (
 	"syscall"
 	"time"
 
+	"hastore/replica"
 	"hastore/replica/meta"
 )
 
@@ -173,7 +174,7 @@ func (s *Sites) update(ctx context.Context, plan func(t *txn) error) error {
 			return nil
 		}
 		b, checks := t.batch()
-		res, err := s.c.Propose(ctx, b)
+		res, err := s.c.ProposeOnce(ctx, b)
 		if err == nil {
 			s.release(t.drop)
 			return nil
@@ -182,18 +183,20 @@ func (s *Sites) update(ctx context.Context, plan func(t *txn) error) error {
 		case errors.Is(err, meta.ErrAborted) && conflicted(res, checks):
 			// Lost to a concurrent change, which this node has applied
 			// by now (Propose returns after the local apply).
-		case errors.Is(err, meta.ErrAborted), errors.Is(err, meta.ErrInvalid):
+		case replica.Judged(err):
 			return fmt.Errorf("%w: metadata refused the change: %v", syscall.EIO, err)
 		default:
-			// Unknown outcome: find out whether it applied.
-			if cerr := s.catchUp(ctx); cerr != nil {
-				return fmt.Errorf("%w (and then: %v)", err, cerr)
-			}
-			caughtUp = true
-			if t.visible() {
+			// Outcome unknown (ctx ended first): the batch may still
+			// apply. Planning it again could apply its effect twice — a
+			// content replacement would then drop the very chunks it
+			// installed — so the txn ends here with an error saying the
+			// outcome is open; the caller keeps every reference the
+			// change may have handed over (a leak, never a loss).
+			if cerr := s.catchUp(ctx); cerr == nil && t.visible() {
 				s.release(t.drop)
 				return nil
 			}
+			return &unknownOutcomeError{err: err}
 		}
 		if attempt >= maxAttempts {
 			return fmt.Errorf("%w: gave up after %d conflicting attempts", syscall.EAGAIN, attempt)
@@ -203,6 +206,23 @@ func (s *Sites) update(ctx context.Context, plan func(t *txn) error) error {
 		time.Sleep(wait/2 + rand.N(wait))
 		wait = min(2*wait, 50*time.Millisecond)
 	}
+}
+
+// unknownOutcomeError ends an update whose batch may or may not have
+// applied. Its caller must not release references the batch would take
+// over; errors.Is(err, meta.ErrUnknownOutcome) holds for it.
+type unknownOutcomeError struct{ err error }
+
+func (e *unknownOutcomeError) Error() string {
+	return "metadata change outcome unknown (it may still apply): " + e.err.Error()
+}
+func (e *unknownOutcomeError) Unwrap() error { return e.err }
+
+// outcomeKnown reports whether an update that failed with err certainly
+// changed nothing, so that what it would have used may be released.
+func outcomeKnown(err error) bool {
+	var u *unknownOutcomeError
+	return !errors.As(err, &u)
 }
 
 // conflicted reports whether an aborted batch failed on one of its checks
