@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"runtime/debug"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -29,6 +31,50 @@ type hashSlots struct {
 
 	timeouts atomic.Int64 // waits that ran out
 
+	// After a burst of hashing the heap holds tens of MiB of freed
+	// argon2id blocks that the Go runtime returns to the OS only over
+	// minutes; a node that just took a login storm would sit at its peak
+	// RSS. Once no slot has been busy for releaseAfter and enough hashes
+	// ran since the last time, the free memory is handed back at once.
+	releaseMu    sync.Mutex
+	releaseTimer *time.Timer
+	sinceRelease int
+	releaseWait  time.Duration
+	release      func() // debug.FreeOSMemory; a test counts calls
+}
+
+const (
+	releaseAfter   = 3 * time.Second
+	releaseMinRuns = 16 // ≈ 300 MiB of argon2id blocks allocated and freed
+)
+
+// burstDone notes a finished hash and, when the slots fall idle after a
+// burst, schedules returning the freed memory to the OS.
+func (h *hashSlots) burstDone(hashed bool) {
+	h.releaseMu.Lock()
+	defer h.releaseMu.Unlock()
+	if hashed {
+		h.sinceRelease++
+	}
+	if h.sinceRelease < releaseMinRuns || h.inUse.Load() > 0 {
+		return
+	}
+	if h.releaseTimer != nil {
+		h.releaseTimer.Reset(h.releaseWait)
+		return
+	}
+	h.releaseTimer = time.AfterFunc(h.releaseWait, func() {
+		h.releaseMu.Lock()
+		busy := h.inUse.Load() > 0
+		if !busy {
+			h.sinceRelease = 0
+		}
+		h.releaseTimer = nil
+		h.releaseMu.Unlock()
+		if !busy {
+			h.release()
+		}
+	})
 }
 
 // defaultHashSlots is the number of cores Go may use, at least 2.
@@ -41,7 +87,7 @@ func newHashSlots(n int, wait time.Duration) *hashSlots {
 	if wait <= 0 {
 		wait = 30 * time.Second
 	}
-	return &hashSlots{ch: make(chan struct{}, n), wait: wait}
+	return &hashSlots{ch: make(chan struct{}, n), wait: wait, releaseWait: releaseAfter, release: debug.FreeOSMemory}
 }
 
 // do runs fn in a slot (fn reports whether it did hash: the count of
@@ -88,6 +134,7 @@ func (h *hashSlots) doUnless(ctx context.Context, abort <-chan struct{}, fn func
 			h.runs.Add(1)
 		}
 		<-h.ch
+		h.burstDone(hashed)
 	}()
 	hashed = fn()
 	return nil

@@ -13,10 +13,13 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"regexp"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -492,6 +495,9 @@ type deliveryStats struct {
 	Measured, Missed, Interrupted                    int
 	PushP50, PushP99, PushMax                        time.Duration
 	FirstErr                                         string
+	// Errors counts failures by their text (addresses and numbers
+	// blanked), so a run says why deliveries failed, not just the first.
+	Errors map[string]int `json:",omitempty"`
 }
 
 func summarize(ds []idleload.Delivery, _ time.Time) deliveryStats {
@@ -512,8 +518,14 @@ func summarize(ds []idleload.Delivery, _ time.Time) deliveryStats {
 		default:
 			s.NetErr++
 		}
-		if d.Err != nil && s.FirstErr == "" {
-			s.FirstErr = d.Err.Error()
+		if d.Err != nil {
+			if s.FirstErr == "" {
+				s.FirstErr = d.Err.Error()
+			}
+			if s.Errors == nil {
+				s.Errors = map[string]int{}
+			}
+			s.Errors[errClass(d.Err.Error())]++
 		}
 		if d.Measured {
 			s.Measured++
@@ -527,6 +539,12 @@ func summarize(ds []idleload.Delivery, _ time.Time) deliveryStats {
 	s.PushP50, s.PushP99, s.PushMax = idleload.Percentiles(push)
 	return s
 }
+
+// errClass blanks what differs between two instances of one failure
+// (ports, addresses, object IDs, durations) so they count together.
+var digitsRE = regexp.MustCompile(`[0-9a-f]{16,}|[0-9]+`)
+
+func errClass(s string) string { return trunc(digitsRE.ReplaceAllString(s, "N"), 140) }
 
 func pct(a, b int) string {
 	if b == 0 {
@@ -603,6 +621,15 @@ func printDeliveries(tw *tabwriter.Writer, phase string, s deliveryStats) {
 	fmt.Fprintf(tw, "%s\t451 / other 4xx / 5xx / network\t%d / %d / %d / %d\n", phase, s.Temp451, s.Temp, s.Perm, s.NetErr)
 	if s.FirstErr != "" {
 		fmt.Fprintf(tw, "%s\tfirst error\t%s\n", phase, trunc(s.FirstErr, 100))
+	}
+	classes := slices.Collect(maps.Keys(s.Errors))
+	slices.SortFunc(classes, func(a, b string) int { return s.Errors[b] - s.Errors[a] })
+	for i, c := range classes {
+		if i == 5 {
+			fmt.Fprintf(tw, "%s\terrors\t… %d more kinds\n", phase, len(classes)-i)
+			break
+		}
+		fmt.Fprintf(tw, "%s\terrors ×%d\t%s\n", phase, s.Errors[c], c)
 	}
 	fmt.Fprintf(tw, "%s\tMX failovers (connection refused)\t%d\n", phase, s.Failovers)
 	fmt.Fprintf(tw, "%s\tIDLE push 250→EXISTS on all devices p50 / p99 / max\t%v / %v / %v (%d measured)\n", phase,
