@@ -123,7 +123,9 @@ func Listen(store *mailbox.Store, cfg Config) (*Server, error) {
 		}
 		ln = s.guard(ln, l.tls)
 		if l.tls {
-			ln = tls.NewListener(ln, cfg.TLS)
+			// Handshakes a few at a time, so that a dead node's clients
+			// arriving at once do not starve this node's Raft heartbeats.
+			ln = connlimit.TLSListener(ln, cfg.TLS, connlimit.HandshakeLimits{Logger: s.log})
 		}
 		s.mu.Lock()
 		s.lns[l.name] = ln
