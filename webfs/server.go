@@ -152,7 +152,12 @@ type remoteErrno struct {
 func (e *remoteErrno) Error() string { return e.msg }
 func (e *remoteErrno) Unwrap() error { return e.errno }
 
+// site opens the site a request names, if the caller's credential
+// reaches it (a mount credential reaches only the sites it names).
 func (s *server) site(ctx context.Context, name string) (*Site, error) {
+	if err := transport.CheckSite(ctx, name); err != nil {
+		return nil, err
+	}
 	return s.sites.Site(ctx, name)
 }
 
@@ -177,6 +182,9 @@ func siteInfoPB(si *SiteInfo) *pb.SiteInfo {
 }
 
 func (s *server) AddSite(ctx context.Context, req *pb.AddSiteRequest) (*pb.SiteInfo, error) {
+	if err := transport.RequireUnscoped(ctx, "adding a site"); err != nil {
+		return nil, err
+	}
 	if err := s.sites.AddSite(ctx, req.GetSite(), req.GetAliases()); err != nil {
 		return nil, toStatus(err)
 	}
@@ -193,10 +201,16 @@ func (s *server) AddSite(ctx context.Context, req *pb.AddSiteRequest) (*pb.SiteI
 }
 
 func (s *server) DelSite(ctx context.Context, req *pb.SiteRequest) (*pb.Empty, error) {
+	if err := transport.RequireUnscoped(ctx, "deleting a site"); err != nil {
+		return nil, err
+	}
 	return &pb.Empty{}, toStatus(s.sites.DelSite(ctx, req.GetSite()))
 }
 
 func (s *server) ListSites(ctx context.Context, _ *pb.ListSitesRequest) (*pb.ListSitesReply, error) {
+	if err := transport.RequireUnscoped(ctx, "listing the sites"); err != nil {
+		return nil, err
+	}
 	sites, err := s.sites.ListSites(ctx)
 	if err != nil {
 		return nil, toStatus(err)
@@ -208,7 +222,10 @@ func (s *server) ListSites(ctx context.Context, _ *pb.ListSitesRequest) (*pb.Lis
 	return out, nil
 }
 
-func (s *server) Sync(ctx context.Context, _ *pb.SiteRequest) (*pb.Empty, error) {
+func (s *server) Sync(ctx context.Context, req *pb.SiteRequest) (*pb.Empty, error) {
+	if err := transport.CheckSite(ctx, req.GetSite()); err != nil {
+		return nil, err
+	}
 	return &pb.Empty{}, toStatus(s.sites.Sync(ctx))
 }
 

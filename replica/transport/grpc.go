@@ -78,8 +78,9 @@ func NewGRPCServer(cfg Config, opts ...grpc.ServerOption) (*grpc.Server, error) 
 	if err := cfg.check(); err != nil {
 		return nil, err
 	}
-	a := authChecker{token: []byte(grpcToken(cfg.Key))}
+	a := authChecker{token: []byte(grpcToken(cfg.Key)), tls: cfg.ServerTLS != nil, revoked: cfg.Revoked}
 	base := []grpc.ServerOption{
+		grpc.Creds(muxCreds{}),
 		grpc.InTapHandle(a.tap),
 		grpc.MaxConcurrentStreams(maxStreams),
 		grpc.MaxHeaderListSize(maxHeaderList),
@@ -105,14 +106,14 @@ func DialOptions(cfg Config) ([]grpc.DialOption, error) {
 	if err := cfg.check(); err != nil {
 		return nil, err
 	}
-	creds := insecure.NewCredentials()
+	// With TLS the client certificate authenticates; the cluster token
+	// is sent only to clusters running without TLS.
+	auth := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithPerRPCCredentials(keyCreds{token: grpcToken(cfg.Key)})}
 	if cfg.ClientTLS != nil {
-		creds = credentials.NewTLS(cfg.ClientTLS.Clone())
+		auth = []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(cfg.ClientTLS.Clone()))}
 	}
 	faults := cfg.Faults
-	return []grpc.DialOption{
-		grpc.WithTransportCredentials(creds),
-		grpc.WithPerRPCCredentials(keyCreds{token: grpcToken(cfg.Key)}),
+	return append(auth,
 		grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
 			return faults.dial(ctx, newDialer(), addr)
 		}),
@@ -124,7 +125,7 @@ func DialOptions(cfg Config) ([]grpc.DialOption, error) {
 			MinConnectTimeout: 5 * time.Second,
 		}),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMsgSize), grpc.MaxCallSendMsgSize(maxMsgSize)),
-	}, nil
+	), nil
 }
 
 // ErrPoolClosed is returned by a closed Pool.
