@@ -86,7 +86,16 @@ func (a *adminClient) each(fn func(pb.ClusterClient) error) error {
 		}
 		errs = append(errs, fmt.Errorf("%s: %w", addr, err))
 	}
-	return errors.Join(errs...)
+	return a.hint(errors.Join(errs...))
+}
+
+// hint adds, to a failure to reach any node with the cluster key, that a
+// cluster under TLS wants a credential instead.
+func (a *adminClient) hint(err error) error {
+	if err != nil && a.cfg.ClientTLS == nil {
+		return fmt.Errorf("%w\n(no node answered in plaintext: a cluster under TLS needs --cred DIR, an admin credential, instead of --cluster-key-file)", err)
+	}
+	return err
 }
 
 func retryableCode(c string) bool { return c == "Unavailable" || c == "DeadlineExceeded" }

@@ -131,7 +131,7 @@ func (a *adminClient) eachCreds(fn func(pb.CredsClient) error) error {
 		}
 		errs = append(errs, fmt.Errorf("%s: %w", addr, err))
 	}
-	return errors.Join(errs...)
+	return a.hint(errors.Join(errs...))
 }
 
 func (a *adminClient) cred(ctx context.Context, args []string, out io.Writer) error {

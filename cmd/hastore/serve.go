@@ -95,15 +95,16 @@ var errNoTLS = errors.New("the cluster port needs TLS: give --cred DIR (or --tls
 	"or --insecure to run in plaintext, where anyone on the network can read the traffic and replay its cluster token (tests and closed networks only)")
 
 func (f *nodeFlags) loadTLS(cfg *replica.NodeConfig) error {
+	cert, key, ca := f.tlsCert, f.tlsKey, f.tlsCA
 	if f.credDir != "" {
-		if f.tlsCert != "" || f.tlsKey != "" || f.tlsCA != "" {
+		if cert != "" || key != "" || ca != "" {
 			return errors.New("--cred replaces --tls-cert, --tls-key and --tls-ca: give one or the other")
 		}
-		f.tlsCert = filepath.Join(f.credDir, transport.CertFile)
-		f.tlsKey = filepath.Join(f.credDir, transport.KeyFile)
-		f.tlsCA = filepath.Join(f.credDir, transport.CAFile)
+		cert = filepath.Join(f.credDir, transport.CertFile)
+		key = filepath.Join(f.credDir, transport.KeyFile)
+		ca = filepath.Join(f.credDir, transport.CAFile)
 	}
-	some := f.tlsCert != "" || f.tlsKey != "" || f.tlsCA != ""
+	some := cert != "" || key != "" || ca != ""
 	if f.insecure {
 		if some {
 			return errors.New("--insecure and TLS flags exclude each other: drop --insecure to run under TLS")
@@ -113,11 +114,11 @@ func (f *nodeFlags) loadTLS(cfg *replica.NodeConfig) error {
 	if !some {
 		return errNoTLS
 	}
-	if f.tlsCert == "" || f.tlsKey == "" || f.tlsCA == "" {
+	if cert == "" || key == "" || ca == "" {
 		return errors.New("--tls-cert, --tls-key and --tls-ca go together (or --cred DIR holding all three)")
 	}
 	var err error
-	cfg.ServerTLS, cfg.ClientTLS, err = transport.LoadNodeTLS(f.tlsCert, f.tlsKey, f.tlsCA)
+	cfg.ServerTLS, cfg.ClientTLS, err = transport.LoadNodeTLS(cert, key, ca)
 	return err
 }
 
