@@ -316,3 +316,67 @@ func readFile(ctx context.Context, cc *grpc.ClientConn, site, name string) (stri
 	}
 	return string(b), nil
 }
+
+// TestProcMountCredential: `hastore mount` with a mount credential mounts
+// its site through FUSE and writes to it; the same credential cannot
+// mount another site.
+func TestProcMountCredential(t *testing.T) {
+	if f, err := os.OpenFile("/dev/fuse", os.O_RDWR, 0); err != nil {
+		t.Skipf("no FUSE here: %v", err)
+	} else {
+		f.Close()
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("mounting needs root here")
+	}
+	c := StartProcesses(t, ProcOptions{Nodes: 3, TLS: true})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	for _, site := range []string{"a.example", "b.example"} {
+		if out, errOut, err := c.Admin(ctx, "site", "add", site); err != nil {
+			t.Fatalf("site add %s: %v\n%s%s", site, err, out, errOut)
+		}
+	}
+	credDir := filepath.Join(t.TempDir(), "mount-a")
+	if out, errOut, err := c.Admin(ctx, "cred", "issue", "mount", "--site", "a.example", "--ca", c.CADir, "--out", credDir); err != nil {
+		t.Fatalf("cred issue: %v\n%s%s", err, out, errOut)
+	}
+	mount := func(site, mnt string) *exec.Cmd {
+		if err := os.MkdirAll(mnt, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command(c.Bin, "mount", "--addr", strings.Join(c.Addrs, ","), "--cred", credDir, "--site", site, mnt)
+		cmd.Env = append(os.Environ(), "HASTORE_ADDR=", "HASTORE_CLUSTER_KEY_FILE=", "HASTORE_CRED=")
+		return cmd
+	}
+	// Another site: refused before anything is mounted.
+	if out, err := mount("b.example", filepath.Join(t.TempDir(), "b")).CombinedOutput(); err == nil || !bytes.Contains(out, []byte("reaches sites a.example, not b.example")) {
+		t.Errorf("mounting b.example with a's credential: %v\n%s", err, out)
+	}
+	mnt := filepath.Join(t.TempDir(), "a")
+	cmd := mount("a.example", mnt)
+	var log bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &log, &log
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		exec.Command("fusermount3", "-u", mnt).Run()
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
+	deadline := time.Now().Add(30 * time.Second)
+	for !bytes.Contains(log.Bytes(), []byte("mounted on")) {
+		if time.Now().After(deadline) {
+			t.Fatalf("hastore mount did not come up:\n%s", log.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err := os.WriteFile(filepath.Join(mnt, "hello.txt"), []byte("through FUSE"), 0o644); err != nil {
+		t.Fatalf("writing through the mount: %v\n%s", err, log.String())
+	}
+	got, err := readFile(ctx, dial(t, c.ClientConfig(), c.Addrs[2]), "a.example", "hello.txt")
+	if err != nil || got != "through FUSE" {
+		t.Errorf("the admin reads %q, %v from a.example, want what the mount wrote", got, err)
+	}
+}
