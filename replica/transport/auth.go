@@ -232,6 +232,9 @@ func (a authChecker) checkToken(md metadata.MD) error {
 }
 
 func (a authChecker) check(ctx context.Context, method string) (context.Context, error) {
+	if _, ok := ctx.Value(tappedKey{}).(Identity); ok {
+		return ctx, nil // the tap authorised this very call
+	}
 	md, _ := metadata.FromIncomingContext(ctx)
 	id, err := a.authorize(ctx, method, md)
 	if err != nil {
@@ -242,10 +245,20 @@ func (a authChecker) check(ctx context.Context, method string) (context.Context,
 
 // tap runs on a call's headers before gRPC creates the call or reads its
 // request; an error refuses the call with its status.
+//
+// The identity it finds goes into the call's context, so that the
+// interceptors need not look up the revocation list a second time.
 func (a authChecker) tap(ctx context.Context, info *tap.Info) (context.Context, error) {
-	_, err := a.authorize(ctx, info.FullMethodName, info.Header)
-	return ctx, err
+	id, err := a.authorize(ctx, info.FullMethodName, info.Header)
+	if err != nil {
+		return ctx, err
+	}
+	ctx = context.WithValue(ctx, identityKey{}, id)
+	return context.WithValue(ctx, tappedKey{}, id), nil
 }
+
+// tappedKey marks a call the tap authorised.
+type tappedKey struct{}
 
 func (a authChecker) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 	ctx, err := a.check(ctx, info.FullMethod)

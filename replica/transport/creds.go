@@ -156,10 +156,28 @@ func readPrivate(path, what string) ([]byte, error) {
 	return b, nil
 }
 
-func readPool(path string) (*x509.CertPool, error) {
-	b, err := os.ReadFile(path)
+// readPublic reads a certificate file, refusing one that group or others
+// may change: whoever replaces ca.pem decides whom the node trusts.
+func readPublic(path, what string) ([]byte, error) {
+	f, err := os.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("transport: loading the cluster CA: %w", err)
+		return nil, fmt.Errorf("transport: loading %s: %w", what, err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("transport: loading %s: %w", what, err)
+	}
+	if perm := fi.Mode().Perm(); perm&0o022 != 0 {
+		return nil, fmt.Errorf("transport: %s %s has mode %#o, so users other than its owner can change it and choose whom this host trusts: run chmod 644 %s", what, path, perm, path)
+	}
+	return io.ReadAll(io.LimitReader(f, maxPEMSize))
+}
+
+func readPool(path string) (*x509.CertPool, error) {
+	b, err := readPublic(path, "the cluster CA certificate")
+	if err != nil {
+		return nil, err
 	}
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM(b) {
@@ -171,9 +189,9 @@ func readPool(path string) (*x509.CertPool, error) {
 // loadPair loads a certificate and its key (the key file checked as
 // readPrivate does) and reads the certificate's identity.
 func loadPair(certFile, keyFile string) (tls.Certificate, Identity, error) {
-	certPEM, err := os.ReadFile(certFile)
+	certPEM, err := readPublic(certFile, "certificate")
 	if err != nil {
-		return tls.Certificate{}, Identity{}, fmt.Errorf("transport: loading certificate: %w", err)
+		return tls.Certificate{}, Identity{}, err
 	}
 	keyPEM, err := readPrivate(keyFile, "private key file")
 	if err != nil {

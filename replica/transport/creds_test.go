@@ -271,6 +271,21 @@ func TestCredentialFiles(t *testing.T) {
 	if _, _, err := LoadCredential(dir); err == nil || !strings.Contains(err.Error(), "chmod 600") {
 		t.Errorf("LoadCredential with a 0644 key = %v, want a chmod 600 error", err)
 	}
+	if err := os.Chmod(filepath.Join(dir, KeyFile), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(filepath.Join(dir, CAFile), 0o666); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := LoadCredential(dir); err == nil || !strings.Contains(err.Error(), "chmod 644") {
+		t.Errorf("LoadCredential with a world-writable ca.pem = %v, want a chmod 644 error", err)
+	}
+	if err := os.Chmod(filepath.Join(dir, CAFile), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := LoadCredential(dir); err != nil {
+		t.Errorf("LoadCredential after the chmods: %v", err)
+	}
 	for _, bad := range []CredRequest{
 		{Role: RoleMount},
 		{Role: RoleNode},

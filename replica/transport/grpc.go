@@ -68,12 +68,14 @@ func newDialer() *net.Dialer {
 // unwrapped TLS. opts are added after hastore's own, so interceptors in
 // them run after the key check.
 //
-// The key is checked in gRPC's InTapHandle, on a call's headers, before
-// the call exists: a call without the key is refused before a byte of its
-// request is read or buffered (an interceptor runs only after a unary
-// call's whole request, up to maxRecvMsgSize, has been read into memory). The
-// interceptors check again, which costs a comparison and keeps the rule if
-// the tap is ever dropped.
+// The caller (its client certificate under TLS, the cluster token
+// without) is checked in gRPC's InTapHandle, on a call's headers, before
+// the call exists: a call that may not be made is refused before a byte of
+// its request is read or buffered (an interceptor runs only after a unary
+// call's whole request, up to maxRecvMsgSize, has been read into memory).
+// The interceptors check any call the tap did not mark as checked, which
+// keeps the rule if the tap is ever dropped, and put the caller's
+// [Identity] in the handler's context ([CallerIdentity], [CheckSite]).
 func NewGRPCServer(cfg Config, opts ...grpc.ServerOption) (*grpc.Server, error) {
 	if err := cfg.check(); err != nil {
 		return nil, err
