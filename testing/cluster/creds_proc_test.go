@@ -292,9 +292,13 @@ func writeFile(ctx context.Context, t *testing.T, cc *grpc.ClientConn, site, nam
 	return err
 }
 
-// readFile reads name in site's root.
+// readFile reads name in site's root, after a read barrier (what any node
+// acknowledged is seen).
 func readFile(ctx context.Context, cc *grpc.ClientConn, site, name string) (string, error) {
 	sc := pb.NewSitesClient(cc)
+	if _, err := sc.Sync(ctx, &pb.SiteRequest{Site: site}); err != nil {
+		return "", err
+	}
 	ino, err := sc.Walk(ctx, &pb.WalkRequest{Site: site, Path: name})
 	if err != nil {
 		return "", err
