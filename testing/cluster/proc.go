@@ -54,8 +54,8 @@ type Processes struct {
 	// admin credential.
 	CADir, CredDir string
 	IDs            []string
-	Addrs   []string
-	args    [][]string
+	Addrs          []string
+	args           [][]string
 
 	mu    sync.Mutex
 	procs []*proc // nil while stopped
