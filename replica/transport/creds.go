@@ -416,6 +416,11 @@ func (ca *CA) Issue(req CredRequest) (*Issued, error) {
 		URIs:         []*url.URL{{Scheme: uriScheme, Host: "role", Path: "/" + string(req.Role)}},
 	}
 	for _, s := range req.Sites {
+		// Site names are lowercase host names (webfs refuses others).
+		s = strings.ToLower(strings.TrimSpace(s))
+		if s == "" || strings.ContainsAny(s, "/ \t") {
+			return nil, fmt.Errorf("--site %q is not a site name", s)
+		}
 		tmpl.URIs = append(tmpl.URIs, &url.URL{Scheme: uriScheme, Host: "site", Path: "/" + s})
 	}
 	if req.Role == RoleNode {
