@@ -57,6 +57,10 @@ func ForNode(n *replica.Node) *Sites {
 	return s
 }
 
+// server serves the Sites service. Every handler that touches a site's
+// tree opens the site through s.site, which refuses sites the caller's
+// mount credential does not name; calls about no one site call
+// transport.RequireUnscoped. A new handler must do one or the other.
 type server struct {
 	pb.UnimplementedSitesServer
 	sites *Sites

@@ -150,7 +150,7 @@ type testNode struct {
 	store Store
 }
 
-func startNode(t *testing.T, id string, cfg Config, store Store) *testNode {
+func startNode(t testing.TB, id string, cfg Config, store Store) *testNode {
 	t.Helper()
 	if cfg.Logger == nil {
 		cfg.Logger = quiet
@@ -177,7 +177,7 @@ func startNode(t *testing.T, id string, cfg Config, store Store) *testNode {
 	return &testNode{addr: l.Addr().String(), cfg: cfg, mux: m, store: store}
 }
 
-func newPool(t *testing.T, cfg Config) *Pool {
+func newPool(t testing.TB, cfg Config) *Pool {
 	t.Helper()
 	p, err := NewPool(cfg)
 	if err != nil {
@@ -254,7 +254,7 @@ func tlsConfig(t *testing.T) Config {
 	return Config{Key: testKey, ServerTLS: server, ClientTLS: client}
 }
 
-func testCA(t *testing.T) *CA {
+func testCA(t testing.TB) *CA {
 	t.Helper()
 	ca, err := NewCA(filepath.Join(t.TempDir(), "ca"))
 	if err != nil {
@@ -264,7 +264,7 @@ func testCA(t *testing.T) *CA {
 }
 
 // issue issues a credential and writes it to a new directory.
-func issue(t *testing.T, ca *CA, req CredRequest) string {
+func issue(t testing.TB, ca *CA, req CredRequest) string {
 	t.Helper()
 	c, err := ca.Issue(req)
 	if err != nil {
