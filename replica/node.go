@@ -216,7 +216,7 @@ func StartNode(cfg NodeConfig) (n *Node, err error) {
 		return nil, fmt.Errorf("node %s: cluster port: %w", cfg.ID, err)
 	}
 	tcfg := transport.Config{Key: cfg.Key, ServerTLS: cfg.ServerTLS, ClientTLS: cfg.ClientTLS, Faults: cfg.Faults, Logger: log,
-		MaxConns: cfg.MaxConns, MaxConnsPerIP: cfg.MaxConnsPerIP}
+		MaxConns: cfg.MaxConns, MaxConnsPerIP: cfg.MaxConnsPerIP, Revoked: n.credRevoked}
 	if n.mux, err = transport.NewMux(l, cfg.Advertise, tcfg); err != nil {
 		l.Close()
 		return nil, err
@@ -278,6 +278,7 @@ func StartNode(cfg NodeConfig) (n *Node, err error) {
 	}
 	transport.NewNodeServer(cfg.ID, n.DB).Register(n.grpc)
 	pb.RegisterClusterServer(n.grpc, &clusterServer{n: n})
+	pb.RegisterCredsServer(n.grpc, &credsServer{n: n})
 	if cfg.Register != nil {
 		cfg.Register(n.grpc, n)
 	}

@@ -57,6 +57,10 @@ func ForNode(n *replica.Node) *Sites {
 	return s
 }
 
+// server serves the Sites service. Every handler that touches a site's
+// tree opens the site through s.site, which refuses sites the caller's
+// mount credential does not name; calls about no one site call
+// transport.RequireUnscoped. A new handler must do one or the other.
 type server struct {
 	pb.UnimplementedSitesServer
 	sites *Sites
@@ -152,7 +156,12 @@ type remoteErrno struct {
 func (e *remoteErrno) Error() string { return e.msg }
 func (e *remoteErrno) Unwrap() error { return e.errno }
 
+// site opens the site a request names, if the caller's credential
+// reaches it (a mount credential reaches only the sites it names).
 func (s *server) site(ctx context.Context, name string) (*Site, error) {
+	if err := transport.CheckSite(ctx, name); err != nil {
+		return nil, err
+	}
 	return s.sites.Site(ctx, name)
 }
 
@@ -177,6 +186,9 @@ func siteInfoPB(si *SiteInfo) *pb.SiteInfo {
 }
 
 func (s *server) AddSite(ctx context.Context, req *pb.AddSiteRequest) (*pb.SiteInfo, error) {
+	if err := transport.RequireUnscoped(ctx, "adding a site"); err != nil {
+		return nil, err
+	}
 	if err := s.sites.AddSite(ctx, req.GetSite(), req.GetAliases()); err != nil {
 		return nil, toStatus(err)
 	}
@@ -193,10 +205,16 @@ func (s *server) AddSite(ctx context.Context, req *pb.AddSiteRequest) (*pb.SiteI
 }
 
 func (s *server) DelSite(ctx context.Context, req *pb.SiteRequest) (*pb.Empty, error) {
+	if err := transport.RequireUnscoped(ctx, "deleting a site"); err != nil {
+		return nil, err
+	}
 	return &pb.Empty{}, toStatus(s.sites.DelSite(ctx, req.GetSite()))
 }
 
 func (s *server) ListSites(ctx context.Context, _ *pb.ListSitesRequest) (*pb.ListSitesReply, error) {
+	if err := transport.RequireUnscoped(ctx, "listing the sites"); err != nil {
+		return nil, err
+	}
 	sites, err := s.sites.ListSites(ctx)
 	if err != nil {
 		return nil, toStatus(err)
@@ -208,7 +226,10 @@ func (s *server) ListSites(ctx context.Context, _ *pb.ListSitesRequest) (*pb.Lis
 	return out, nil
 }
 
-func (s *server) Sync(ctx context.Context, _ *pb.SiteRequest) (*pb.Empty, error) {
+func (s *server) Sync(ctx context.Context, req *pb.SiteRequest) (*pb.Empty, error) {
+	if err := transport.CheckSite(ctx, req.GetSite()); err != nil {
+		return nil, err
+	}
 	return &pb.Empty{}, toStatus(s.sites.Sync(ctx))
 }
 

@@ -22,7 +22,7 @@ import (
 	"hastore/storage"
 )
 
-const adminUsage = `Usage: hastore admin [--addr ADDR,...] [--cluster-key-file KEY] <command>
+const adminUsage = `Usage: hastore admin [--addr ADDR,...] [--cred DIR | --cluster-key-file KEY] <command>
 
 Commands:
   status [--json]             nodes (up, raft role, disk), scheme, objects, under-replicated, repair/scrub
@@ -39,9 +39,12 @@ Commands:
   site put NAME LOCALDIR [--delete]  sync a local directory up (only what changed)
   site get NAME LOCALDIR      download a site's files
   site ls NAME [PATH]         list a directory of a site
-` + mailUsage + `  keygen                      print a new cluster secret
+` + mailUsage + credUsage + `  keygen                      print a new cluster secret
 
-HASTORE_ADDR and HASTORE_CLUSTER_KEY_FILE stand in for --addr and --cluster-key-file.
+--cred DIR is an admin credential (cert.pem, key.pem, ca.pem): the cluster
+is reached over mutual TLS. --cluster-key-file is for clusters started with
+--insecure only. HASTORE_ADDR, HASTORE_CRED and HASTORE_CLUSTER_KEY_FILE
+stand in for --addr, --cred and --cluster-key-file.
 `
 
 type adminClient struct {
@@ -83,7 +86,16 @@ func (a *adminClient) each(fn func(pb.ClusterClient) error) error {
 		}
 		errs = append(errs, fmt.Errorf("%s: %w", addr, err))
 	}
-	return errors.Join(errs...)
+	return a.hint(errors.Join(errs...))
+}
+
+// hint adds, to a failure to reach any node with the cluster key, that a
+// cluster under TLS wants a credential instead.
+func (a *adminClient) hint(err error) error {
+	if err != nil && a.cfg.ClientTLS == nil {
+		return fmt.Errorf("%w\n(no node answered in plaintext: a cluster under TLS needs --cred DIR, an admin credential, instead of --cluster-key-file)", err)
+	}
+	return err
 }
 
 func retryableCode(c string) bool { return c == "Unavailable" || c == "DeadlineExceeded" }
@@ -101,8 +113,8 @@ func admin(args []string, stdin io.Reader, stdout io.Writer) error {
 	fs := flag.NewFlagSet("admin", flag.ContinueOnError)
 	fs.Usage = func() { fmt.Fprint(fs.Output(), adminUsage) }
 	addr := fs.String("addr", os.Getenv("HASTORE_ADDR"), "cluster node addresses, comma-separated")
-	keyFile := fs.String("cluster-key-file", os.Getenv("HASTORE_CLUSTER_KEY_FILE"), "file holding the cluster secret")
-	tlsCA := fs.String("tls-ca", os.Getenv("HASTORE_TLS_CA"), "CA certificate of the cluster's TLS certificates (enables TLS)")
+	credDir := fs.String("cred", os.Getenv("HASTORE_CRED"), "admin credential directory (cert.pem, key.pem, ca.pem): mutual TLS")
+	keyFile := fs.String("cluster-key-file", os.Getenv("HASTORE_CLUSTER_KEY_FILE"), "file holding the cluster secret, for clusters run with --insecure (plaintext)")
 	timeout := fs.Duration("timeout", 0, "give up after this long (0: no limit)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -120,23 +132,15 @@ func admin(args []string, stdin io.Reader, stdout io.Writer) error {
 		_, err = fmt.Fprintf(stdout, "%s\n", key)
 		return err
 	}
-	if *addr == "" || *keyFile == "" {
-		return errors.New("--addr (or HASTORE_ADDR) and --cluster-key-file (or HASTORE_CLUSTER_KEY_FILE) are required")
+	offline := rest[0] == "cred" && len(rest) > 1 && (rest[1] == "ca" || rest[1] == "issue")
+	if offline && *addr == "" {
+		// Making a CA, or the first nodes' credentials before there is a
+		// cluster to record them in.
+		return credOffline(rest[1:], nil, stdout)
 	}
-	key, err := transport.LoadKey(*keyFile)
+	a, err := newAdminClient(*addr, *credDir, *keyFile)
 	if err != nil {
 		return err
-	}
-	a := &adminClient{cfg: transport.Config{Key: key}, conns: map[string]*grpc.ClientConn{}}
-	for _, s := range strings.Split(*addr, ",") {
-		if s = strings.TrimSpace(s); s != "" {
-			a.addrs = append(a.addrs, s)
-		}
-	}
-	if *tlsCA != "" {
-		if a.cfg.ClientTLS, err = transport.LoadClientTLS(*tlsCA, ""); err != nil {
-			return err
-		}
 	}
 	defer func() {
 		for _, c := range a.conns {
@@ -166,7 +170,12 @@ func admin(args []string, stdin io.Reader, stdout io.Writer) error {
 		return a.run(ctx, rest[0], rest[1:])
 	case "site":
 		return a.site(ctx, rest[1:], stdout)
+	case "cred":
+		return a.cred(ctx, rest[1:], stdout)
 	case "domain", "user":
+		if len(rest) > 1 && rest[0] == "user" && (rest[1] == "add" || rest[1] == "passwd") && a.cfg.ClientTLS == nil {
+			fmt.Fprintln(os.Stderr, "hastore admin: warning: this cluster runs without TLS (--insecure): the password crosses the network in clear")
+		}
 		if len(rest) > 1 && singleProposal[rest[0]+" "+rest[1]] {
 			// One logical call, one ID, kept when the mail client repeats
 			// the call on the next node: a user created by a try whose
@@ -176,6 +185,38 @@ func admin(args []string, stdin io.Reader, stdout io.Writer) error {
 		return a.mail(ctx, rest, stdin, stdout)
 	}
 	return fmt.Errorf("unknown command %q; see 'hastore admin -h'", rest[0])
+}
+
+// newAdminClient prepares connections to the nodes at addrs (comma-
+// separated) with an admin credential, or for an --insecure cluster with
+// the cluster key.
+func newAdminClient(addrs, credDir, keyFile string) (*adminClient, error) {
+	if addrs == "" {
+		return nil, errors.New("--addr (or HASTORE_ADDR) is required")
+	}
+	a := &adminClient{conns: map[string]*grpc.ClientConn{}}
+	for _, s := range strings.Split(addrs, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			a.addrs = append(a.addrs, s)
+		}
+	}
+	switch {
+	case credDir != "":
+		tc, _, err := transport.LoadCredential(credDir)
+		if err != nil {
+			return nil, err
+		}
+		a.cfg.ClientTLS = tc
+	case keyFile != "":
+		key, err := transport.LoadKey(keyFile)
+		if err != nil {
+			return nil, err
+		}
+		a.cfg.Key = key
+	default:
+		return nil, errors.New("--cred (or HASTORE_CRED) is required: an admin credential from 'hastore admin cred issue admin' (or, for a cluster run with --insecure, --cluster-key-file)")
+	}
+	return a, nil
 }
 
 func (a *adminClient) status(ctx context.Context, args []string, out io.Writer) error {

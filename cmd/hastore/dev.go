@@ -30,7 +30,7 @@ func dev(args []string) error {
 	httpBase := fs.Int("http-port", 8080, "HTTP port of node 1; node i uses http-port+i-1 (0: no HTTP)")
 	hf := &httpFlags{}
 	hf.register(fs)
-	clusterTLS := fs.Bool("cluster-tls", true, "put the cluster port under TLS with a certificate made once in --dir (false: plaintext, token in clear)")
+	clusterTLS := fs.Bool("cluster-tls", true, "run the cluster port under mutual TLS with a CA and credentials made once in --dir (false: plaintext, a replayable token in clear, like serve --insecure)")
 	nf.register(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -59,12 +59,18 @@ func dev(args []string) error {
 	if err != nil {
 		return err
 	}
-	tlsEnv := ""
-	if *clusterTLS && nf.tlsCert == "" {
-		if nf.tlsCert, nf.tlsKey, err = devClusterCert(dir); err != nil {
-			return fmt.Errorf("making the dev cluster's TLS certificate: %w", err)
+	credEnv := " HASTORE_CLUSTER_KEY_FILE=" + keyFile
+	credLines := ""
+	nf.insecure = !*clusterTLS
+	if *clusterTLS && nf.tlsCert == "" && nf.credDir == "" {
+		caDir, nodeDir, adminDir, err := devCreds(dir)
+		if err != nil {
+			return fmt.Errorf("making the dev cluster's credentials: %w", err)
 		}
-		tlsEnv = " HASTORE_TLS_CA=" + nf.tlsCert
+		nf.credDir = nodeDir
+		credEnv = " HASTORE_CRED=" + adminDir
+		credLines = fmt.Sprintf("  a mount credential for the dev site: bin/hastore admin cred issue mount --site %s --ca %s --out %s\n",
+			devSite, caDir, filepath.Join(dir, "mount-"+devSite))
 	}
 	peers := map[string]string{}
 	for i := 1; i <= nodes; i++ {
@@ -124,8 +130,8 @@ func dev(args []string) error {
 	}
 	fmt.Print(mailLines)
 	fmt.Print(webLines)
-	fmt.Printf("\nTry:\n  export HASTORE_ADDR=%s HASTORE_CLUSTER_KEY_FILE=%s%s\n", addrs, keyFile, tlsEnv)
-	fmt.Printf("  bin/hastore admin status\n  echo hello | bin/hastore admin object put -\n\nCtrl-C stops the cluster; its data stays in %s.\n", dir)
+	fmt.Printf("\nTry:\n  export HASTORE_ADDR=%s%s\n", addrs, credEnv)
+	fmt.Printf("  bin/hastore admin status\n  echo hello | bin/hastore admin object put -\n%s\nCtrl-C stops the cluster; its data stays in %s.\n", credLines, dir)
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 	<-sig

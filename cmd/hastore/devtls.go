@@ -9,32 +9,40 @@ import (
 	"hastore/replica/transport"
 )
 
-// devClusterCert returns the certificate and key `hastore dev` puts its
-// cluster port under, made once in dir: a self-signed certificate for
-// 127.0.0.1 and localhost that is also the CA clients trust
-// (--tls-ca / HASTORE_TLS_CA). With it the cluster token never crosses
-// even the loopback in clear, and the dev cluster runs the way a real one
-// should.
-func devClusterCert(dir string) (certFile, keyFile string, err error) {
-	certFile = filepath.Join(dir, "cluster-cert.pem")
-	keyFile = filepath.Join(dir, "cluster-cert.key")
-	_, errC := os.Stat(certFile)
-	_, errK := os.Stat(keyFile)
-	if errC == nil && errK == nil {
-		return certFile, keyFile, nil
+// devCreds returns the credentials `hastore dev` runs its cluster with,
+// made once under dir: a cluster CA (dir/ca), one node credential for
+// 127.0.0.1 and localhost that every dev node uses (dir/node) and an
+// admin credential (dir/admin, what HASTORE_CRED points at). The dev
+// cluster then runs the way a real one should: mutual TLS, no token on
+// the wire.
+func devCreds(dir string) (caDir, nodeDir, adminDir string, err error) {
+	caDir, nodeDir, adminDir = filepath.Join(dir, "ca"), filepath.Join(dir, "node"), filepath.Join(dir, "admin")
+	var ca *transport.CA
+	if _, err := os.Stat(filepath.Join(caDir, transport.CAFile)); errors.Is(err, fs.ErrNotExist) {
+		ca, err = transport.NewCA(caDir)
+		if err != nil {
+			return "", "", "", err
+		}
+	} else if ca, err = transport.LoadCA(caDir); err != nil {
+		return "", "", "", err
 	}
-	if !errors.Is(errC, fs.ErrNotExist) && errC != nil {
-		return "", "", errC
+	for _, c := range []struct {
+		dir string
+		req transport.CredRequest
+	}{
+		{nodeDir, transport.CredRequest{Role: transport.RoleNode, Hosts: []string{"127.0.0.1", "localhost"}}},
+		{adminDir, transport.CredRequest{Role: transport.RoleAdmin}},
+	} {
+		if _, err := os.Stat(filepath.Join(c.dir, transport.CertFile)); err == nil {
+			continue
+		}
+		issued, err := ca.Issue(c.req)
+		if err != nil {
+			return "", "", "", err
+		}
+		if err := ca.WriteCredential(c.dir, issued); err != nil {
+			return "", "", "", err
+		}
 	}
-	certPEM, keyPEM, err := transport.SelfSignedCert("127.0.0.1", "localhost")
-	if err != nil {
-		return "", "", err
-	}
-	if err := os.WriteFile(keyFile, keyPEM, 0o600); err != nil {
-		return "", "", err
-	}
-	if err := os.WriteFile(certFile, certPEM, 0o644); err != nil {
-		return "", "", err
-	}
-	return certFile, keyFile, nil
+	return caDir, nodeDir, adminDir, nil
 }

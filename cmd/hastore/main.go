@@ -13,11 +13,15 @@ import (
 const usage = `hastore — replicated, erasure-coded storage for mail and web hosting
 
 Usage:
-  hastore serve --node ID --data DIR --listen ADDR --peers ID=ADDR,... --cluster-key-file KEY [flags]
+  hastore serve --node ID --data DIR --listen ADDR --peers ID=ADDR,... --cluster-key-file KEY --cred DIR [flags]
   hastore dev [--dir DIR] [--nodes 3]
-  hastore admin [--addr ADDR,...] [--cluster-key-file KEY] <command> ...
-  hastore admin keygen
-  hastore mount --addr ADDR,... --cluster-key-file KEY --site NAME [flags] MOUNTPOINT
+  hastore admin [--addr ADDR,...] [--cred DIR] <command> ...
+  hastore admin keygen | cred ca --out DIR | cred issue KIND --ca DIR --out DIR
+  hastore mount --addr ADDR,... --cred DIR --site NAME [flags] MOUNTPOINT
+
+--cred DIR is a credential made by 'hastore admin cred issue' (node, admin or
+mount); the cluster port runs mutual TLS. 'serve --insecure' runs it in
+plaintext instead (tests and closed networks only).
 
 Run 'hastore <command> -h' for the flags of a command.
 `

@@ -21,15 +21,19 @@ import (
 	webfuse "hastore/webfs/fuse"
 )
 
-const mountUsage = `Usage: hastore mount --addr ADDR,... --cluster-key-file KEY --site NAME [flags] MOUNTPOINT
+const mountUsage = `Usage: hastore mount --addr ADDR,... --cred DIR --site NAME [flags] MOUNTPOINT
 
 Mounts a web site's files read-write with FUSE (for nginx, Apache or PHP on
 a web host). Writes are committed to the cluster when a file is closed or
 fsynced; changes made through other mounts or nodes show within the
 attribute timeout. When the node in use fails, the mount goes on through
 another one. SIGINT or SIGTERM commits what is buffered and unmounts.
-HASTORE_ADDR and HASTORE_CLUSTER_KEY_FILE stand in for --addr and
---cluster-key-file.
+
+--cred DIR is a mount credential for the site ('hastore admin cred issue
+mount --site NAME'): it reaches that site and nothing else of the cluster,
+so a web host holds no more than its own sites. --cluster-key-file is for
+clusters run with --insecure only. HASTORE_ADDR, HASTORE_CRED and
+HASTORE_CLUSTER_KEY_FILE stand in for --addr, --cred and --cluster-key-file.
 
 Flags:
 `
@@ -42,8 +46,8 @@ func mount(args []string) error {
 		fset.PrintDefaults()
 	}
 	addr := fset.String("addr", os.Getenv("HASTORE_ADDR"), "cluster node addresses, comma-separated (the mount fails over between them)")
-	keyFile := fset.String("cluster-key-file", os.Getenv("HASTORE_CLUSTER_KEY_FILE"), "file holding the cluster secret")
-	tlsCA := fset.String("tls-ca", os.Getenv("HASTORE_TLS_CA"), "CA certificate of the cluster's TLS certificates (enables TLS)")
+	credDir := fset.String("cred", os.Getenv("HASTORE_CRED"), "mount credential directory (cert.pem, key.pem, ca.pem) for the site: mutual TLS")
+	keyFile := fset.String("cluster-key-file", os.Getenv("HASTORE_CLUSTER_KEY_FILE"), "file holding the cluster secret, for clusters run with --insecure (plaintext)")
 	site := fset.String("site", "", "the site to mount")
 	attrTimeout := fset.Duration("attr-timeout", time.Second, "how long the kernel caches names and attributes: the longest a change made elsewhere stays unseen")
 	allowOther := fset.Bool("allow-other", false, "let other users (the web server's) use the mount; permissions are checked against the files' modes")
@@ -59,21 +63,30 @@ func mount(args []string) error {
 		return errors.New("want exactly one MOUNTPOINT")
 	}
 	mountpoint := pos[0]
-	if *addr == "" || *keyFile == "" || *site == "" {
-		return errors.New("--addr (or HASTORE_ADDR), --cluster-key-file (or HASTORE_CLUSTER_KEY_FILE) and --site are required")
+	if *addr == "" || *site == "" || (*credDir == "" && *keyFile == "") {
+		return errors.New("--addr (or HASTORE_ADDR), --cred (or HASTORE_CRED; --cluster-key-file for a cluster run with --insecure) and --site are required")
 	}
 	if err := webfuse.CheckMountpoint(mountpoint); err != nil {
 		return err
 	}
-	key, err := transport.LoadKey(*keyFile)
-	if err != nil {
-		return err
-	}
-	cfg := transport.Config{Key: key}
-	if *tlsCA != "" {
-		if cfg.ClientTLS, err = transport.LoadClientTLS(*tlsCA, ""); err != nil {
+	var cfg transport.Config
+	scoped := false // a mount credential: no Cluster calls (status, capacity)
+	if *credDir != "" {
+		tc, id, err := transport.LoadCredential(*credDir)
+		if err != nil {
 			return err
 		}
+		if !id.MaySite(*site) {
+			return fmt.Errorf("credential %s in %s reaches sites %s, not %s: issue one with 'hastore admin cred issue mount --site %s'",
+				id.ID, *credDir, strings.Join(id.Sites, ","), *site, *site)
+		}
+		cfg.ClientTLS, scoped = tc, id.Role == transport.RoleMount
+	} else {
+		key, err := transport.LoadKey(*keyFile)
+		if err != nil {
+			return err
+		}
+		cfg.Key = key
 	}
 	opts, err := transport.DialOptions(cfg)
 	if err != nil {
@@ -96,6 +109,12 @@ func mount(args []string) error {
 	if len(conns) == 0 {
 		return errors.New("--addr names no node")
 	}
+	statfs := clusterCapacity(conns)
+	if scoped {
+		// The cluster's status is not a mount credential's business:
+		// no leader preference, and statfs reports no capacity.
+		*preferLeader, statfs = false, nil
+	}
 	if *preferLeader {
 		conns, addrs = leaderFirst(conns, addrs)
 	}
@@ -105,7 +124,7 @@ func mount(args []string) error {
 		AttrTimeout: *attrTimeout,
 		AllowOther:  *allowOther,
 		RetryFor:    *retryFor,
-		Statfs:      clusterCapacity(conns),
+		Statfs:      statfs,
 		Logger:      logger,
 		Debug:       *debug,
 	})

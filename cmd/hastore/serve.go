@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -24,6 +25,8 @@ type nodeFlags struct {
 	tlsCert      string
 	tlsKey       string
 	tlsCA        string
+	credDir      string
+	insecure     bool
 	logLevel     string
 	grace        time.Duration
 	downOut      time.Duration
@@ -38,9 +41,10 @@ type nodeFlags struct {
 func (f *nodeFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.shards, "shards", "2+1", "erasure scheme K+M for new objects: any K of K+M shards rebuild an object")
 	fs.IntVar(&f.smallObject, "small-object", storage.DefaultSmallObject, "objects below this many bytes are stored as M+1 full copies")
-	fs.StringVar(&f.tlsCert, "tls-cert", "", "TLS certificate for the cluster port (PEM)")
-	fs.StringVar(&f.tlsKey, "tls-key", "", "TLS private key for the cluster port (PEM)")
-	fs.StringVar(&f.tlsCA, "tls-ca", "", "CA certificate that signed the nodes' certificates (default: the certificate itself)")
+	fs.StringVar(&f.tlsCert, "tls-cert", "", "this node's certificate (PEM, a node credential from 'hastore admin cred issue node')")
+	fs.StringVar(&f.tlsKey, "tls-key", "", "this node's private key (PEM, mode 0600)")
+	fs.StringVar(&f.tlsCA, "tls-ca", "", "the cluster CA's certificate (PEM): peers and clients must present certificates it signed")
+	fs.StringVar(&f.credDir, "cred", "", "node credential directory (cert.pem, key.pem, ca.pem as 'hastore admin cred issue node --out' writes it), instead of --tls-cert/--tls-key/--tls-ca")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.DurationVar(&f.grace, "grace", time.Hour, "how long shards of deleted objects and unfinished writes are kept before being collected")
 	fs.DurationVar(&f.downOut, "down-out", 10*time.Minute, "how long a node may be unreachable before its shards are rebuilt elsewhere")
@@ -82,15 +86,40 @@ func (f *nodeFlags) config(cfg *replica.NodeConfig) error {
 	}
 	cfg.Raft = f.raft
 	cfg.NoRequestIDs = !f.requestIDs
-	if (f.tlsCert == "") != (f.tlsKey == "") {
-		return errors.New("--tls-cert and --tls-key go together")
-	}
-	if f.tlsCert != "" {
-		if cfg.ServerTLS, cfg.ClientTLS, err = transport.LoadTLS(f.tlsCert, f.tlsKey, f.tlsCA, ""); err != nil {
-			return err
+	return f.loadTLS(cfg)
+}
+
+// errNoTLS is what a node started without TLS material says.
+var errNoTLS = errors.New("the cluster port needs TLS: give --cred DIR (or --tls-cert, --tls-key and --tls-ca), a node credential made with " +
+	"'hastore admin cred issue node --host HOST --ca CADIR --out DIR' (docs/operations.md, \"TLS and credentials\"); " +
+	"or --insecure to run in plaintext, where anyone on the network can read the traffic and replay its cluster token (tests and closed networks only)")
+
+func (f *nodeFlags) loadTLS(cfg *replica.NodeConfig) error {
+	cert, key, ca := f.tlsCert, f.tlsKey, f.tlsCA
+	if f.credDir != "" {
+		if cert != "" || key != "" || ca != "" {
+			return errors.New("--cred replaces --tls-cert, --tls-key and --tls-ca: give one or the other")
 		}
+		cert = filepath.Join(f.credDir, transport.CertFile)
+		key = filepath.Join(f.credDir, transport.KeyFile)
+		ca = filepath.Join(f.credDir, transport.CAFile)
 	}
-	return nil
+	some := cert != "" || key != "" || ca != ""
+	if f.insecure {
+		if some {
+			return errors.New("--insecure and TLS flags exclude each other: drop --insecure to run under TLS")
+		}
+		return nil
+	}
+	if !some {
+		return errNoTLS
+	}
+	if cert == "" || key == "" || ca == "" {
+		return errors.New("--tls-cert, --tls-key and --tls-ca go together (or --cred DIR holding all three)")
+	}
+	var err error
+	cfg.ServerTLS, cfg.ClientTLS, err = transport.LoadNodeTLS(cert, key, ca)
+	return err
 }
 
 // parsePeers parses "n1=host:port,n2=host:port".
@@ -126,6 +155,7 @@ func serve(args []string) error {
 	fs.StringVar(&peersFlag, "peers", "", "the initial cluster: ID=ADDR,... including this node")
 	fs.StringVar(&keyFile, "cluster-key-file", os.Getenv("HASTORE_CLUSTER_KEY_FILE"), "file holding the cluster secret ('hastore admin keygen' makes one)")
 	fs.StringVar(&joinTo, "join", "", "address of a node of an existing cluster to join")
+	fs.BoolVar(&nf.insecure, "insecure", false, "run the cluster port without TLS: traffic in clear, calls authenticated by a replayable token (tests and closed networks only)")
 	httpAddr := fs.String("http", "", "serve the stored web sites over HTTP on this address (by Host header), e.g. :80")
 	hf := &httpFlags{}
 	hf.register(fs)

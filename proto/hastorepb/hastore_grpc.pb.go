@@ -2133,3 +2133,189 @@ var Mail_ServiceDesc = grpc.ServiceDesc{
 	Streams:  []grpc.StreamDesc{},
 	Metadata: "hastore.proto",
 }
+
+const (
+	Creds_RecordCred_FullMethodName = "/hastore.v1.Creds/RecordCred"
+	Creds_ListCreds_FullMethodName  = "/hastore.v1.Creds/ListCreds"
+	Creds_RevokeCred_FullMethodName = "/hastore.v1.Creds/RevokeCred"
+)
+
+// CredsClient is the client API for Creds service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+type CredsClient interface {
+	// RecordCred records a newly issued credential.
+	RecordCred(ctx context.Context, in *CredRecord, opts ...grpc.CallOption) (*Empty, error)
+	// ListCreds lists the recorded credentials and every revoked ID.
+	ListCreds(ctx context.Context, in *ListCredsRequest, opts ...grpc.CallOption) (*ListCredsReply, error)
+	// RevokeCred revokes a credential by ID; NOT_FOUND if it was never
+	// recorded, unless force.
+	RevokeCred(ctx context.Context, in *RevokeCredRequest, opts ...grpc.CallOption) (*Empty, error)
+}
+
+type credsClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewCredsClient(cc grpc.ClientConnInterface) CredsClient {
+	return &credsClient{cc}
+}
+
+func (c *credsClient) RecordCred(ctx context.Context, in *CredRecord, opts ...grpc.CallOption) (*Empty, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Empty)
+	err := c.cc.Invoke(ctx, Creds_RecordCred_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *credsClient) ListCreds(ctx context.Context, in *ListCredsRequest, opts ...grpc.CallOption) (*ListCredsReply, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListCredsReply)
+	err := c.cc.Invoke(ctx, Creds_ListCreds_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *credsClient) RevokeCred(ctx context.Context, in *RevokeCredRequest, opts ...grpc.CallOption) (*Empty, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Empty)
+	err := c.cc.Invoke(ctx, Creds_RevokeCred_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// CredsServer is the server API for Creds service.
+// All implementations must embed UnimplementedCredsServer
+// for forward compatibility.
+type CredsServer interface {
+	// RecordCred records a newly issued credential.
+	RecordCred(context.Context, *CredRecord) (*Empty, error)
+	// ListCreds lists the recorded credentials and every revoked ID.
+	ListCreds(context.Context, *ListCredsRequest) (*ListCredsReply, error)
+	// RevokeCred revokes a credential by ID; NOT_FOUND if it was never
+	// recorded, unless force.
+	RevokeCred(context.Context, *RevokeCredRequest) (*Empty, error)
+	mustEmbedUnimplementedCredsServer()
+}
+
+// UnimplementedCredsServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedCredsServer struct{}
+
+func (UnimplementedCredsServer) RecordCred(context.Context, *CredRecord) (*Empty, error) {
+	return nil, status.Error(codes.Unimplemented, "method RecordCred not implemented")
+}
+func (UnimplementedCredsServer) ListCreds(context.Context, *ListCredsRequest) (*ListCredsReply, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListCreds not implemented")
+}
+func (UnimplementedCredsServer) RevokeCred(context.Context, *RevokeCredRequest) (*Empty, error) {
+	return nil, status.Error(codes.Unimplemented, "method RevokeCred not implemented")
+}
+func (UnimplementedCredsServer) mustEmbedUnimplementedCredsServer() {}
+func (UnimplementedCredsServer) testEmbeddedByValue()               {}
+
+// UnsafeCredsServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to CredsServer will
+// result in compilation errors.
+type UnsafeCredsServer interface {
+	mustEmbedUnimplementedCredsServer()
+}
+
+func RegisterCredsServer(s grpc.ServiceRegistrar, srv CredsServer) {
+	// If the following call panics, it indicates UnimplementedCredsServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&Creds_ServiceDesc, srv)
+}
+
+func _Creds_RecordCred_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CredRecord)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CredsServer).RecordCred(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Creds_RecordCred_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CredsServer).RecordCred(ctx, req.(*CredRecord))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Creds_ListCreds_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListCredsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CredsServer).ListCreds(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Creds_ListCreds_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CredsServer).ListCreds(ctx, req.(*ListCredsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Creds_RevokeCred_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RevokeCredRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CredsServer).RevokeCred(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Creds_RevokeCred_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CredsServer).RevokeCred(ctx, req.(*RevokeCredRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+// Creds_ServiceDesc is the grpc.ServiceDesc for Creds service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var Creds_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "hastore.v1.Creds",
+	HandlerType: (*CredsServer)(nil),
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "RecordCred",
+			Handler:    _Creds_RecordCred_Handler,
+		},
+		{
+			MethodName: "ListCreds",
+			Handler:    _Creds_ListCreds_Handler,
+		},
+		{
+			MethodName: "RevokeCred",
+			Handler:    _Creds_RevokeCred_Handler,
+		},
+	},
+	Streams:  []grpc.StreamDesc{},
+	Metadata: "hastore.proto",
+}

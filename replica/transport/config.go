@@ -11,14 +11,22 @@ import (
 // [NewGRPCServer]) and the client side ([Pool], [DialOptions],
 // [StreamLayer.Dial]). Only Key is required.
 type Config struct {
-	// Key is the cluster key ([LoadKey]), at least MinKeyLen bytes.
+	// Key is the cluster key ([LoadKey]), at least MinKeyLen bytes. A
+	// client with ClientTLS needs none: its certificate authenticates it.
 	Key []byte
 	// ServerTLS, if set, puts the whole cluster port under TLS. It must
-	// hold a certificate; see [LoadTLS].
+	// hold a certificate and should require client certificates; see
+	// [LoadNodeTLS]. Calls are then authorised by the client
+	// certificate's role (see [Role]), not by the cluster key.
 	ServerTLS *tls.Config
 	// ClientTLS, if set, is used to dial peers, gRPC and Raft alike. A
 	// cluster sets both or neither: the two sides must agree.
 	ClientTLS *tls.Config
+	// Revoked, if set, reports whether the credential with this ID has
+	// been revoked; every gRPC call under TLS asks it (it is called only
+	// once the gRPC server serves). An error refuses
+	// the call (UNAVAILABLE) unless the caller is a node.
+	Revoked func(id string) (bool, error)
 	// Faults, if set, is consulted by every dial; for tests.
 	Faults *Faults
 	// Logger receives refused connections; nil means slog.Default().
@@ -64,8 +72,10 @@ func (c *Config) logger() *slog.Logger {
 }
 
 func (c *Config) check() error {
-	if err := checkKey(c.Key); err != nil {
-		return fmt.Errorf("transport: %w", err)
+	if c.ClientTLS == nil || c.ServerTLS != nil || len(c.Key) > 0 {
+		if err := checkKey(c.Key); err != nil {
+			return fmt.Errorf("transport: %w", err)
+		}
 	}
 	if c.ServerTLS != nil && len(c.ServerTLS.Certificates) == 0 && c.ServerTLS.GetCertificate == nil && c.ServerTLS.GetConfigForClient == nil {
 		return fmt.Errorf("transport: server TLS configured without a certificate")

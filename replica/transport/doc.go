@@ -11,13 +11,22 @@
 //
 // # Authentication
 //
-// Every node and client holds the cluster key ([LoadKey], [GenerateKey]).
-// gRPC calls carry a token derived from it in metadata, checked by the
-// interceptors [NewGRPCServer] installs. A Raft connection proves the key
-// both ways with an HMAC challenge–response before [StreamLayer.Accept] or
-// [StreamLayer.Dial] return it, so a stranger can neither inject Raft
-// messages nor receive them. The key authenticates; it does not encrypt:
-// for confidentiality configure TLS ([LoadTLS]), which wraps the whole port.
+// A production cluster runs its port under mutual TLS: every node and
+// every client presents a certificate signed by the cluster CA ([NewCA],
+// [CA.Issue], [LoadNodeTLS], [LoadCredential]), and the certificate's role
+// decides what it may call — node (everything, Raft included), admin (the
+// operator's calls, not the node-to-node ones) or mount (the Sites
+// service, for the sites it names; see [CheckSite]). No token crosses the
+// wire, so there is nothing to replay; [Config.Revoked] lets the node
+// refuse revoked credentials on every call. A Raft connection, besides a
+// node certificate, proves the cluster key both ways with an HMAC
+// challenge–response before [StreamLayer.Accept] or [StreamLayer.Dial]
+// return it.
+//
+// A cluster started without TLS (hastore serve --insecure) authenticates
+// gRPC calls with a token derived from the cluster key ([LoadKey],
+// [GenerateKey]), which anyone who sees the traffic can replay: it is for
+// tests and closed networks only, and the node says so in its log.
 //
 // # Shards
 //

@@ -68,18 +68,21 @@ func newDialer() *net.Dialer {
 // unwrapped TLS. opts are added after hastore's own, so interceptors in
 // them run after the key check.
 //
-// The key is checked in gRPC's InTapHandle, on a call's headers, before
-// the call exists: a call without the key is refused before a byte of its
-// request is read or buffered (an interceptor runs only after a unary
-// call's whole request, up to maxRecvMsgSize, has been read into memory). The
-// interceptors check again, which costs a comparison and keeps the rule if
-// the tap is ever dropped.
+// The caller (its client certificate under TLS, the cluster token
+// without) is checked in gRPC's InTapHandle, on a call's headers, before
+// the call exists: a call that may not be made is refused before a byte of
+// its request is read or buffered (an interceptor runs only after a unary
+// call's whole request, up to maxRecvMsgSize, has been read into memory).
+// The interceptors check any call the tap did not mark as checked, which
+// keeps the rule if the tap is ever dropped, and put the caller's
+// [Identity] in the handler's context ([CallerIdentity], [CheckSite]).
 func NewGRPCServer(cfg Config, opts ...grpc.ServerOption) (*grpc.Server, error) {
 	if err := cfg.check(); err != nil {
 		return nil, err
 	}
-	a := authChecker{token: []byte(grpcToken(cfg.Key))}
+	a := authChecker{token: []byte(grpcToken(cfg.Key)), tls: cfg.ServerTLS != nil, revoked: cfg.Revoked}
 	base := []grpc.ServerOption{
+		grpc.Creds(muxCreds{}),
 		grpc.InTapHandle(a.tap),
 		grpc.MaxConcurrentStreams(maxStreams),
 		grpc.MaxHeaderListSize(maxHeaderList),
@@ -105,14 +108,14 @@ func DialOptions(cfg Config) ([]grpc.DialOption, error) {
 	if err := cfg.check(); err != nil {
 		return nil, err
 	}
-	creds := insecure.NewCredentials()
+	// With TLS the client certificate authenticates; the cluster token
+	// is sent only to clusters running without TLS.
+	auth := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithPerRPCCredentials(keyCreds{token: grpcToken(cfg.Key)})}
 	if cfg.ClientTLS != nil {
-		creds = credentials.NewTLS(cfg.ClientTLS.Clone())
+		auth = []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(cfg.ClientTLS.Clone()))}
 	}
 	faults := cfg.Faults
-	return []grpc.DialOption{
-		grpc.WithTransportCredentials(creds),
-		grpc.WithPerRPCCredentials(keyCreds{token: grpcToken(cfg.Key)}),
+	return append(auth,
 		grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
 			return faults.dial(ctx, newDialer(), addr)
 		}),
@@ -124,7 +127,7 @@ func DialOptions(cfg Config) ([]grpc.DialOption, error) {
 			MinConnectTimeout: 5 * time.Second,
 		}),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMsgSize), grpc.MaxCallSendMsgSize(maxMsgSize)),
-	}, nil
+	), nil
 }
 
 // ErrPoolClosed is returned by a closed Pool.

@@ -8,7 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"os"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -151,7 +150,7 @@ type testNode struct {
 	store Store
 }
 
-func startNode(t *testing.T, id string, cfg Config, store Store) *testNode {
+func startNode(t testing.TB, id string, cfg Config, store Store) *testNode {
 	t.Helper()
 	if cfg.Logger == nil {
 		cfg.Logger = quiet
@@ -178,7 +177,7 @@ func startNode(t *testing.T, id string, cfg Config, store Store) *testNode {
 	return &testNode{addr: l.Addr().String(), cfg: cfg, mux: m, store: store}
 }
 
-func newPool(t *testing.T, cfg Config) *Pool {
+func newPool(t testing.TB, cfg Config) *Pool {
 	t.Helper()
 	p, err := NewPool(cfg)
 	if err != nil {
@@ -242,27 +241,40 @@ func makeRecord(t *testing.T, size, blockSize int) []byte {
 	return rec
 }
 
-// tlsConfig writes a self-signed certificate for 127.0.0.1 and loads it
-// the way a node does from --tls-cert/--tls-key.
+// tlsConfig makes a cluster CA and a node credential for 127.0.0.1 and
+// loads them the way a node does from --tls-cert/--tls-key/--tls-ca.
 func tlsConfig(t *testing.T) Config {
 	t.Helper()
-	certPEM, keyPEM, err := SelfSignedCert("127.0.0.1", "localhost")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	if err := os.WriteFile(certFile, certPEM, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(keyFile, keyPEM, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	server, client, err := LoadTLS(certFile, keyFile, "", "")
+	ca := testCA(t)
+	dir := issue(t, ca, CredRequest{Role: RoleNode, Hosts: []string{"127.0.0.1", "localhost"}})
+	server, client, err := LoadNodeTLS(filepath.Join(dir, CertFile), filepath.Join(dir, KeyFile), filepath.Join(dir, CAFile))
 	if err != nil {
 		t.Fatal(err)
 	}
 	return Config{Key: testKey, ServerTLS: server, ClientTLS: client}
+}
+
+func testCA(t testing.TB) *CA {
+	t.Helper()
+	ca, err := NewCA(filepath.Join(t.TempDir(), "ca"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ca
+}
+
+// issue issues a credential and writes it to a new directory.
+func issue(t testing.TB, ca *CA, req CredRequest) string {
+	t.Helper()
+	c, err := ca.Issue(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(t.TempDir(), c.ID)
+	if err := ca.WriteCredential(dir, c); err != nil {
+		t.Fatal(err)
+	}
+	return dir
 }
 
 func ctxT(t *testing.T) context.Context {

@@ -74,7 +74,7 @@ func NewMux(l net.Listener, advertise string, cfg Config) (*Mux, error) {
 	if cfg.ServerTLS != nil {
 		l = tls.NewListener(l, serverTLS(cfg.ServerTLS))
 	} else {
-		log.Warn("cluster port without TLS: the cluster token crosses the network in clear, and anyone who sees it can make cluster calls with it; give every node --tls-cert/--tls-key (see docs/security.md)", "addr", l.Addr())
+		log.Warn("INSECURE: cluster port without TLS: traffic (objects, mail, password hashes) crosses the network in clear, and the cluster token in it lets whoever sees it make any cluster call; give every node --tls-cert/--tls-key/--tls-ca (see docs/security.md)", "addr", l.Addr())
 	}
 	m := &Mux{
 		root:   l,
@@ -87,6 +87,7 @@ func NewMux(l net.Listener, advertise string, cfg Config) (*Mux, error) {
 		subListener: newSubListener(tcpAddr(advertise)),
 		key:         cfg.Key,
 		clientTLS:   cfg.ClientTLS,
+		serverTLS:   cfg.ServerTLS != nil,
 		faults:      cfg.Faults,
 		log:         m.log,
 	}
@@ -230,6 +231,7 @@ type StreamLayer struct {
 	*subListener
 	key       []byte
 	clientTLS *tls.Config
+	serverTLS bool
 	faults    *Faults
 	log       *slog.Logger
 }
@@ -244,6 +246,11 @@ func (s *StreamLayer) Addr() net.Addr { return s.subListener.Addr() }
 func (s *StreamLayer) accept(c net.Conn) {
 	go func() {
 		c.SetDeadline(time.Now().Add(handshakeTimeout))
+		if err := s.checkPeer(c); err != nil {
+			s.log.Warn("refused Raft connection", "remote", c.RemoteAddr(), "err", err)
+			c.Close()
+			return
+		}
 		if err := serverHandshake(c, s.key); err != nil {
 			s.log.Warn("refused Raft connection", "remote", c.RemoteAddr(), "err", err)
 			c.Close()
@@ -252,6 +259,30 @@ func (s *StreamLayer) accept(c net.Conn) {
 		c.SetDeadline(time.Time{})
 		s.deliver(c)
 	}()
+}
+
+// checkPeer admits, under TLS, only Raft connections whose client
+// certificate is a node credential: admin and mount credentials never
+// reach Raft. (Revocation is not checked here: the revocation list lives
+// in the metadata Raft carries, and the dialer must also prove the
+// cluster key, which a node keeps apart from its certificate.)
+func (s *StreamLayer) checkPeer(c net.Conn) error {
+	if !s.serverTLS {
+		return nil
+	}
+	tc := tlsConn(c)
+	if tc == nil {
+		return errors.New("no TLS connection under a TLS port")
+	}
+	cs := tc.ConnectionState()
+	id, err := identityFromState(&cs)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrUnauthenticated, err)
+	}
+	if id.Role != RoleNode {
+		return fmt.Errorf("%w: a %s credential (%s) may not speak Raft", ErrUnauthenticated, id.Role, id.ID)
+	}
+	return nil
 }
 
 // Dial connects to a peer's cluster port and runs the key proof, all

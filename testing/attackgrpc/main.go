@@ -153,7 +153,7 @@ func startNode(bin string) (stop func(), addr string, pid int, err error) {
 	if err != nil {
 		return nil, "", 0, err
 	}
-	cmd := exec.Command(bin, "serve", "--node", "n1", "--data", filepath.Join(dir, "data"), "--listen", addr, "--cluster-key-file", keyFile)
+	cmd := exec.Command(bin, "serve", "--node", "n1", "--data", filepath.Join(dir, "data"), "--listen", addr, "--cluster-key-file", keyFile, "--insecure")
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		return nil, "", 0, fmt.Errorf("starting %s: %w", bin, err)

@@ -220,7 +220,7 @@ func (c *cluster) newNode(i, num int, a []string, how, arg string) *node {
 		nd.chown()
 	}
 	nd.args = []string{"serve", "--node", nd.id, "--data", nd.dir, "--listen", nd.cluster, "--advertise", nd.adv,
-		how, arg, "--cluster-key-file", nd.keyFile,
+		how, arg, "--cluster-key-file", nd.keyFile, "--insecure",
 		"--shards", c.scheme, "--repair-interval", "2s", "--down-out", "30s", "--grace", grace.String(),
 		"--smtp", nd.smtp, "--lmtp", nd.lmtp, "--imap", nd.imap, "--http", nd.http,
 		"--hostname", "mx" + strconv.Itoa(num) + ".chaos.test", "--allow-insecure-auth",

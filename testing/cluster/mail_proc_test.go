@@ -79,7 +79,7 @@ func startMailProcesses(t *testing.T) *mailCluster {
 		mp := mailPorts{port(free[4*i]), port(free[4*i+1]), port(free[4*i+2]), port(free[4*i+3])}
 		mc.ports = append(mc.ports, mp)
 		c.args = append(c.args, []string{"serve", "--node", id, "--data", c.DataDir(i), "--listen", c.Addrs[i],
-			"--peers", strings.Join(peers, ","), "--cluster-key-file", c.KeyFile,
+			"--peers", strings.Join(peers, ","), "--cluster-key-file", c.KeyFile, "--insecure",
 			"--shards", "2+1", "--repair-interval", "1s",
 			"--smtp", free[4*i], "--submission", free[4*i+1], "--lmtp", free[4*i+2], "--imap", free[4*i+3],
 			"--hostname", "mx" + strconv.Itoa(i+1) + ".test", "--allow-insecure-auth",
@@ -139,7 +139,7 @@ func (mc *mailCluster) waitPort(i, port int) {
 func (mc *mailCluster) adminStdin(ctx context.Context, stdin string, args ...string) (string, error) {
 	full := append([]string{"admin", "--addr", strings.Join(mc.Addrs, ","), "--cluster-key-file", mc.KeyFile}, args...)
 	cmd := exec.CommandContext(ctx, mc.Bin, full...)
-	cmd.Env = append(os.Environ(), "HASTORE_ADDR=", "HASTORE_CLUSTER_KEY_FILE=")
+	cmd.Env = append(os.Environ(), "HASTORE_ADDR=", "HASTORE_CLUSTER_KEY_FILE=", "HASTORE_CRED=")
 	cmd.Stdin = strings.NewReader(stdin)
 	var o, e bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &o, &e

@@ -34,6 +34,11 @@ type ProcOptions struct {
 	// NodeArgs, if set, adds node i's own flags (its own HTTP or mail
 	// ports, say).
 	NodeArgs func(i int) []string
+	// TLS runs the cluster as production does: a cluster CA, one node
+	// credential for 127.0.0.1 shared by the nodes, and an admin
+	// credential the harness's clients and Admin use. Without it the
+	// nodes run with --insecure and clients use the cluster key.
+	TLS bool
 }
 
 // Processes is a cluster of `hastore serve` processes of the real binary on
@@ -45,9 +50,12 @@ type Processes struct {
 	Dir     string
 	KeyFile string
 	Key     []byte
-	IDs     []string
-	Addrs   []string
-	args    [][]string
+	// CADir and CredDir, with ProcOptions.TLS, hold the cluster CA and the
+	// admin credential.
+	CADir, CredDir string
+	IDs            []string
+	Addrs          []string
+	args           [][]string
 
 	mu    sync.Mutex
 	procs []*proc // nil while stopped
@@ -165,10 +173,15 @@ func StartProcesses(t testing.TB, opt ProcOptions) *Processes {
 	for i, id := range c.IDs {
 		peers = append(peers, id+"="+c.Addrs[i])
 	}
+	security := []string{"--insecure"}
+	if opt.TLS {
+		security = []string{"--cred", c.makeCreds()}
+	}
 	for i, id := range c.IDs {
 		args := []string{"serve", "--node", id, "--data", c.DataDir(i), "--listen", c.Addrs[i],
 			"--peers", strings.Join(peers, ","), "--cluster-key-file", c.KeyFile,
 			"--shards", opt.Scheme, "--repair-interval", "1s"}
+		args = append(args, security...)
 		args = append(args, opt.ExtraArgs...)
 		if opt.NodeArgs != nil {
 			args = append(args, opt.NodeArgs(i)...)
@@ -183,6 +196,46 @@ func StartProcesses(t testing.TB, opt ProcOptions) *Processes {
 	}
 	c.WaitHealthy(60 * time.Second)
 	return c
+}
+
+// makeCreds makes the cluster CA, the admin credential (c.CredDir) and
+// the nodes' credential, whose directory it returns.
+func (c *Processes) makeCreds() string {
+	c.t.Helper()
+	c.CADir = filepath.Join(c.Dir, "ca")
+	ca, err := transport.NewCA(c.CADir)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	nodeDir := filepath.Join(c.Dir, "node-cred")
+	c.CredDir = filepath.Join(c.Dir, "admin-cred")
+	for dir, req := range map[string]transport.CredRequest{
+		nodeDir:   {Role: transport.RoleNode, Hosts: []string{"127.0.0.1"}},
+		c.CredDir: {Role: transport.RoleAdmin},
+	} {
+		issued, err := ca.Issue(req)
+		if err != nil {
+			c.t.Fatal(err)
+		}
+		if err := ca.WriteCredential(dir, issued); err != nil {
+			c.t.Fatal(err)
+		}
+	}
+	return nodeDir
+}
+
+// ClientConfig returns the transport configuration the harness's clients
+// use: the admin credential under TLS, the cluster key without.
+func (c *Processes) ClientConfig() transport.Config {
+	c.t.Helper()
+	if c.CredDir == "" {
+		return transport.Config{Key: c.Key}
+	}
+	tc, _, err := transport.LoadCredential(c.CredDir)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return transport.Config{ClientTLS: tc}
 }
 
 // DataDir returns node i's data directory.
@@ -307,7 +360,7 @@ func (c *Processes) Client(i int) pb.ClusterClient {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.conns[i] == nil {
-		opts, err := transport.DialOptions(transport.Config{Key: c.Key})
+		opts, err := transport.DialOptions(c.ClientConfig())
 		if err != nil {
 			c.t.Fatal(err)
 		}
@@ -415,14 +468,21 @@ func (c *Processes) WaitHealthy(timeout time.Duration) {
 // included, as an operator's configuration would list them) with the
 // cluster key file, and returns its stdout and stderr.
 func (c *Processes) Admin(ctx context.Context, args ...string) (stdout, stderr []byte, err error) {
+	if c.CredDir != "" {
+		return c.admin(ctx, append([]string{"--cred", c.CredDir}, args...))
+	}
 	return c.AdminWithKey(ctx, c.KeyFile, args...)
 }
 
 // AdminWithKey is Admin with another key file.
 func (c *Processes) AdminWithKey(ctx context.Context, keyFile string, args ...string) (stdout, stderr []byte, err error) {
-	full := append([]string{"admin", "--addr", strings.Join(c.Addrs, ","), "--cluster-key-file", keyFile}, args...)
+	return c.admin(ctx, append([]string{"--cluster-key-file", keyFile}, args...))
+}
+
+func (c *Processes) admin(ctx context.Context, args []string) (stdout, stderr []byte, err error) {
+	full := append([]string{"admin", "--addr", strings.Join(c.Addrs, ",")}, args...)
 	cmd := exec.CommandContext(ctx, c.Bin, full...)
-	cmd.Env = append(os.Environ(), "HASTORE_ADDR=", "HASTORE_CLUSTER_KEY_FILE=")
+	cmd.Env = append(os.Environ(), "HASTORE_ADDR=", "HASTORE_CLUSTER_KEY_FILE=", "HASTORE_CRED=")
 	var o, e bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &o, &e
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}

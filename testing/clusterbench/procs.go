@@ -22,7 +22,7 @@ func (n *node) start(bin, keyFile, peers, scheme string) error {
 		env = append(env, "HASTORE_BENCH_PPROF="+n.pprofAddr)
 	}
 	p, err := benchproc.Start("node "+n.id, n.logPath, env, bin, "serve", "--node", n.id, "--data", n.dir, "--listen", n.addr,
-		"--peers", peers, "--cluster-key-file", keyFile, "--shards", scheme, "--log-level", "warn")
+		"--peers", peers, "--cluster-key-file", keyFile, "--insecure", "--shards", scheme, "--log-level", "warn")
 	if err != nil {
 		return err
 	}

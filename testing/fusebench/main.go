@@ -325,7 +325,7 @@ func startCluster(bin, work string, n int) []string {
 			fatalf("%v", err)
 		}
 		cmd := exec.Command(bin, "serve", "--node", id, "--data", filepath.Join(work, id), "--listen", a,
-			"--peers", strings.Join(peers, ","), "--cluster-key-file", keyFile, "--shards", "2+1", "--log-level", "warn")
+			"--peers", strings.Join(peers, ","), "--cluster-key-file", keyFile, "--insecure", "--shards", "2+1", "--log-level", "warn")
 		cmd.Stdout, cmd.Stderr = logf, logf
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 		if err := cmd.Start(); err != nil {

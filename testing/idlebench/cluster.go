@@ -68,7 +68,7 @@ func startCluster(ctx context.Context, cfg config, work string) (*cluster, *tls.
 	benchproc.Progress("starting %d hastore serve processes (%s, shards %s) in %s", cfg.nodes, cfg.bin, cfg.shards, work)
 	for _, nd := range c.nodes {
 		argv := []string{cfg.bin, "serve", "--node", nd.id, "--data", filepath.Join(work, nd.id), "--listen", nd.cluster,
-			"--peers", strings.Join(peers, ","), "--cluster-key-file", c.keyFile, "--shards", cfg.shards,
+			"--peers", strings.Join(peers, ","), "--cluster-key-file", c.keyFile, "--insecure", "--shards", cfg.shards,
 			"--lmtp", nd.lmtp, "--imaps", nd.imaps, "--mail-tls-cert", certFile, "--mail-tls-key", keyPEM,
 			"--hostname", "localhost"}
 		argv = append(argv, strings.Fields(cfg.serveArgs)...)

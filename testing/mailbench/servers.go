@@ -78,7 +78,7 @@ func startHastore(ctx context.Context, cfg config, bin, work string) *target {
 		}
 		p, err := benchproc.Start("hastore node "+id, filepath.Join(work, id+".log"), env,
 			bin, "serve", "--node", id, "--data", filepath.Join(work, id), "--listen", addrs[i],
-			"--peers", strings.Join(peers, ","), "--cluster-key-file", keyFile, "--shards", cfg.scheme,
+			"--peers", strings.Join(peers, ","), "--cluster-key-file", keyFile, "--insecure", "--shards", cfg.scheme,
 			"--log-level", "warn", "--lmtp", lmtp, "--imap", imap, "--allow-insecure-auth", "--hostname", "localhost")
 		if err != nil {
 			benchproc.Fatalf("starting node %s: %v", id, err)
