@@ -2,6 +2,7 @@ package mailbox
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -53,7 +54,15 @@ type Options struct {
 	// verifying a password with its hash, to hand to the other nodes. It
 	// must not block.
 	ShareCredential func(SharedCredential)
-	Now             func() time.Time
+	// SubaddressSeparators are the characters that start a subaddress
+	// tag in a local part (user+tag@domain; default "+"; "+-" for both),
+	// NoSubaddress turns subaddressing off, and SubaddressFolder delivers
+	// a tagged message into the user's mailbox named like the tag if
+	// there is one (see route.go). Give every node the same values.
+	SubaddressSeparators string
+	NoSubaddress         bool
+	SubaddressFolder     bool
+	Now                  func() time.Time
 	Logger          *slog.Logger
 }
 
@@ -94,6 +103,9 @@ func New(c Cluster, r meta.TenantReader, opt Options) *Store {
 	}
 	if opt.AuthCacheEntries <= 0 {
 		opt.AuthCacheEntries = 100000
+	}
+	if opt.SubaddressSeparators == "" {
+		opt.SubaddressSeparators = "+"
 	}
 	if opt.Hash == (HashParams{}) {
 		opt.Hash = DefaultHashParams
@@ -166,7 +178,17 @@ func (s *Store) DeleteDomain(ctx context.Context, domain string) error {
 	if err != nil {
 		return err
 	}
-	_, err = s.c.Propose(ctx, meta.MailDomainDelete{Domain: d})
+	// Its aliases go with it, in the same entry: none can be added in
+	// between and outlive the domain.
+	res, err := s.c.Propose(ctx, meta.Batch{Atomic: true, Cmds: []meta.Command{meta.MailAliasDelete{Domain: d}, meta.MailDomainDelete{Domain: d}}})
+	if errors.Is(err, meta.ErrAborted) {
+		for _, r := range res.Batch {
+			if e := r.Err(); e != nil {
+				err = e
+				break
+			}
+		}
+	}
 	return proposeErr("delete domain "+d, err, ErrNotEmpty)
 }
 
