@@ -95,6 +95,7 @@ func retryableCode(c string) bool { return c == "Unavailable" || c == "DeadlineE
 var singleProposal = map[string]bool{
 	"domain add": true, "domain del": true,
 	"user add": true, "user passwd": true, "user quota": true,
+	"alias add": true, "alias del": true,
 }
 
 func admin(args []string, stdin io.Reader, stdout io.Writer) error {
@@ -166,7 +167,7 @@ func admin(args []string, stdin io.Reader, stdout io.Writer) error {
 		return a.run(ctx, rest[0], rest[1:])
 	case "site":
 		return a.site(ctx, rest[1:], stdout)
-	case "domain", "user":
+	case "domain", "user", "alias":
 		if len(rest) > 1 && singleProposal[rest[0]+" "+rest[1]] {
 			// One logical call, one ID, kept when the mail client repeats
 			// the call on the next node: a user created by a try whose

@@ -59,6 +59,30 @@ type mailFlags struct {
 	hashWait, loginCache   time.Duration
 	imapLimits             imapLimitFlags
 	delivery               deliveryFlags
+	routing                routingFlags
+}
+
+// routingFlags say how recipient addresses map to mailboxes beyond users
+// and aliases: subaddressing.
+type routingFlags struct {
+	registered bool // false: dev's literal, which takes the defaults
+	separators string
+	folder     bool
+}
+
+func (f *routingFlags) register(fs *flag.FlagSet) {
+	f.registered = true
+	fs.StringVar(&f.separators, "mail-subaddress-separator", "+",
+		"characters that start a subaddress tag: mail for user+tag@domain goes to user@domain (\"+-\" for both; empty: off). Same on every node")
+	fs.BoolVar(&f.folder, "mail-subaddress-folder", false,
+		"deliver user+tag@domain into the user's mailbox named tag if it exists (not Sent, Drafts, Trash, Junk), else INBOX. Same on every node")
+}
+
+func (f *routingFlags) apply(o *mailbox.Options) {
+	if !f.registered {
+		return
+	}
+	o.SubaddressSeparators, o.NoSubaddress, o.SubaddressFolder = f.separators, f.separators == "", f.folder
 }
 
 // imapLimitFlags bound what IMAP clients may hold: connections, time
@@ -138,6 +162,7 @@ func (f *mailFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&f.loginCache, "mail-login-cache-ttl", time.Hour, "how long a verified password is remembered (in memory only, shared with the other nodes) so re-logins skip argon2id; 0: off")
 	f.imapLimits.register(fs)
 	f.delivery.register(fs)
+	f.routing.register(fs)
 }
 
 func (f *mailFlags) any() bool {
@@ -205,7 +230,9 @@ func (f *mailFlags) start(n *replica.Node, log *slog.Logger) (*mailListeners, er
 	if ttl <= 0 {
 		ttl = -1 // off
 	}
-	cfg.Store = mailserver.NewStore(n, mailbox.Options{HashSlots: f.hashSlots, HashWait: f.hashWait, AuthCache: ttl, Logger: log.With("node", n.ID())})
+	opt := mailbox.Options{HashSlots: f.hashSlots, HashWait: f.hashWait, AuthCache: ttl, Logger: log.With("node", n.ID())}
+	f.routing.apply(&opt)
+	cfg.Store = mailserver.NewStore(n, opt)
 	smtpSrv, err := mailserver.Start(n, cfg)
 	if err != nil {
 		return nil, err
@@ -237,7 +264,8 @@ func (f *mailFlags) start(n *replica.Node, log *slog.Logger) (*mailListeners, er
 // devMail starts mail on every dev node — node 1 on SMTP 2525, submission
 // 2587, LMTP 2424, IMAP 1143, IMAPS 1993, node i on those plus 10·(i−1) — with a self-signed
 // certificate kept in dir, plaintext AUTH allowed (loopback only), and
-// domain example.test with user demo@example.test (password demo).
+// domain example.test with user demo@example.test (password demo), who is
+// also every domain's postmaster.
 func devMail(nodes []*replica.Node, dir string, log *slog.Logger) (summary string, stop func(), err error) {
 	certFile, keyFile := filepath.Join(dir, "mail-cert.pem"), filepath.Join(dir, "mail-key.pem")
 	if err := ensureSelfSigned(certFile, keyFile); err != nil {
@@ -282,7 +310,8 @@ func ensureDevMailUser(n *replica.Node) error {
 	if err := s.AddUser(ctx, "demo@example.test", "demo", 0); err != nil && !errors.Is(err, mailbox.ErrExists) {
 		return err
 	}
-	return nil
+	// Every domain's postmaster@ and abuse@ (RFC 5321 4.5.1) need a home.
+	return s.AddAlias(ctx, "postmaster@*", []string{"demo@example.test"})
 }
 
 // ensureSelfSigned writes a self-signed certificate for localhost and the
@@ -362,6 +391,11 @@ const mailUsage = `  domain add DOMAIN            make DOMAIN local: its users r
   user quota U@D SIZE          set a user's quota (e.g. 2G; 0 or none: no limit)
   user del U@D                 delete a user and all its mail
   user list [DOMAIN] [--json]  users with quota and usage
+  alias add ADDR TARGET...     deliver mail for ADDR to local TARGETs (users or aliases); ADDR is
+                               local@domain, @domain (catch-all) or 'local@*' (every local domain,
+                               e.g. 'postmaster@*'); adding to an existing alias adds targets
+  alias del ADDR [TARGET...]   remove targets from an alias, or the whole alias
+  alias list [DOMAIN|'*'] [--json]  aliases of a domain ('*': cluster-wide; none: all)
 `
 
 // mail runs `hastore admin domain ...` and `hastore admin user ...`
@@ -488,6 +522,55 @@ func (a *adminClient) mail(ctx context.Context, args []string, stdin io.Reader, 
 		}
 		fmt.Fprintf(stdout, "user %s deleted\n", pos[0])
 		return nil
+	case "alias add", "alias del":
+		if len(pos) < 1 || verb == "add" && len(pos) < 2 {
+			return fmt.Errorf("usage: hastore admin alias %s ADDR TARGET...", verb)
+		}
+		if verb == "add" {
+			if err := cl.AddAlias(ctx, pos[0], pos[1:]); err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "alias %s → %s\n", pos[0], strings.Join(pos[1:], ", "))
+			return nil
+		}
+		if err := cl.DelAlias(ctx, pos[0], pos[1:]); err != nil {
+			return err
+		}
+		if len(pos) == 1 {
+			fmt.Fprintf(stdout, "alias %s deleted\n", pos[0])
+		} else {
+			fmt.Fprintf(stdout, "alias %s: removed %s\n", pos[0], strings.Join(pos[1:], ", "))
+		}
+		return nil
+	case "alias list":
+		if len(pos) > 1 {
+			return errors.New("usage: hastore admin alias list [DOMAIN|'*'] [--json]")
+		}
+		domain := ""
+		if len(pos) == 1 {
+			domain = pos[0]
+		}
+		as, err := cl.ListAliases(ctx, domain)
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			type alias struct {
+				Address string   `json:"address"`
+				Targets []string `json:"targets"`
+			}
+			out := []alias{}
+			for _, a := range as {
+				out = append(out, alias{a.Address, a.Targets})
+			}
+			return printJSON(stdout, out)
+		}
+		tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "ALIAS\tTARGETS")
+		for _, a := range as {
+			fmt.Fprintf(tw, "%s\t%s\n", a.Address, strings.Join(a.Targets, ", "))
+		}
+		return tw.Flush()
 	case "user list":
 		if len(pos) > 1 {
 			return errors.New("usage: hastore admin user list [DOMAIN] [--json]")
