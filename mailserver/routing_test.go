@@ -271,7 +271,7 @@ func TestAliases(t *testing.T) {
 		e.admin(t, "alias "+addr, func(ctx context.Context) error { return e.env.admin.AddAlias(ctx, addr, targets) })
 	}
 	add("team@example.test", alice, bob)
-	add("team@example.test", carol)             // adds a target
+	add("team@example.test", carol)              // adds a target
 	add("all@example.test", "team@example.test") // nested
 	add("bob@example.test", bob, alice)          // bob keeps a copy, alice gets one
 	add("@other.test", carol)                    // catch-all
@@ -348,7 +348,9 @@ func TestAliases(t *testing.T) {
 	}
 
 	// Deleting targets, then aliases; deleting a domain takes its aliases.
-	e.admin(t, "del target", func(ctx context.Context) error { return e.env.admin.DelAlias(ctx, "team@example.test", []string{carol}) })
+	e.admin(t, "del target", func(ctx context.Context) error {
+		return e.env.admin.DelAlias(ctx, "team@example.test", []string{carol})
+	})
 	if err := e.env.admin.DelAlias(ctx, "team@example.test", []string{carol}); err == nil || !strings.Contains(err.Error(), "no target") {
 		t.Fatalf("deleting a missing target: %v", err)
 	}

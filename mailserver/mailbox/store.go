@@ -63,7 +63,7 @@ type Options struct {
 	NoSubaddress         bool
 	SubaddressFolder     bool
 	Now                  func() time.Time
-	Logger          *slog.Logger
+	Logger               *slog.Logger
 }
 
 // Store is the mail model of one node over the replicated store. It is
