@@ -178,9 +178,16 @@ func (s *Store) DeleteDomain(ctx context.Context, domain string) error {
 	if err != nil {
 		return err
 	}
-	// Its aliases go with it, in the same entry: none can be added in
-	// between and outlive the domain.
-	res, err := s.c.Propose(ctx, meta.Batch{Atomic: true, Cmds: []meta.Command{meta.MailAliasDelete{Domain: d}, meta.MailDomainDelete{Domain: d}}})
+	// Its aliases go with it, in the same entry, so that none added in
+	// between outlives the domain. Without any (seen here), the plain
+	// command that nodes of older releases know too.
+	var cmd meta.Command = meta.MailDomainDelete{Domain: d}
+	if as, err := s.view.Aliases(d); err != nil {
+		return err
+	} else if len(as) > 0 {
+		cmd = meta.Batch{Atomic: true, Cmds: []meta.Command{meta.MailAliasDelete{Domain: d}, meta.MailDomainDelete{Domain: d}}}
+	}
+	res, err := s.c.Propose(ctx, cmd)
 	if errors.Is(err, meta.ErrAborted) {
 		for _, r := range res.Batch {
 			if e := r.Err(); e != nil {
