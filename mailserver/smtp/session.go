@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/emersion/go-msgauth/dmarc"
 	"github.com/emersion/go-sasl"
 	gosmtp "github.com/emersion/go-smtp"
 
@@ -373,7 +374,8 @@ func (s *session) deliver(r io.Reader, allOrNothing bool) ([]mailbox.Outcome, *m
 		return nil, nil, s.refuse(r, errNoUser)
 	}
 	rcpts := s.unique()
-	sp := newSpool(cfg.Memory, cfg.Spool, cfg.SpoolDir, cfg.MessageInMemory, s.traceHeaders(rcpts), s.from)
+	trace := s.traceHeaders(rcpts)
+	sp := newSpool(cfg.Memory, cfg.Spool, cfg.SpoolDir, cfg.MessageInMemory, trace, s.from)
 	defer sp.close()
 	if err := s.receive(r, sp); err != nil {
 		return nil, nil, err
@@ -389,6 +391,16 @@ func (s *session) deliver(r io.Reader, allOrNothing bool) ([]mailbox.Outcome, *m
 	if err != nil {
 		s.srv.log.Warn("no memory to store a message in time", "size", sp.size, "err", err, "remote", s.remote)
 		return nil, nil, errBusy
+	}
+	var auth string
+	if cfg.Mode == MX && cfg.Checks != nil {
+		ar := cfg.Checks.check(ctx, cfg.Hostname, s.remote, s.conn.Hostname(), s.from, msg[len(trace):])
+		auth = string(ar.dmarc)
+		if ar.dmarc == "fail" && ar.policy == dmarc.PolicyReject && cfg.Checks.DMARCReject != nil && s.allDomains(cfg.Checks.DMARCReject) {
+			s.srv.log.Info("message refused: DMARC p=reject failed", "from", s.from, "header_from_domain", ar.fromDomain, "results", strings.TrimSpace(ar.header), "remote", s.remote)
+			return nil, nil, dmarcRefusal(ar.fromDomain)
+		}
+		msg = withAuthResults(msg, len(trace), cfg.Hostname, ar.header)
 	}
 	d := s.srv.store.NewDelivery()
 	for _, t := range s.targets(s.rcpts) {
@@ -419,8 +431,18 @@ func (s *session) deliver(r io.Reader, allOrNothing bool) ([]mailbox.Outcome, *m
 		}
 	}
 	s.srv.log.Info("delivered", "from", s.from, "recipients", len(rcpts), "mailboxes", len(outs), "delivered", delivered, "retries", retries, "size", d.Size(),
-		"object", d.Object().String()[:16], "user", s.user, "remote", s.remote, "took", time.Since(start).Round(time.Millisecond))
+		"object", d.Object().String()[:16], "user", s.user, "dmarc", auth, "remote", s.remote, "took", time.Since(start).Round(time.Millisecond))
 	return outs, d, nil
+}
+
+// allDomains reports whether fn holds for every recipient's domain.
+func (s *session) allDomains(fn func(domain string) bool) bool {
+	for _, r := range s.rcpts {
+		if !fn(domainOf(r.addr)) {
+			return false
+		}
+	}
+	return len(s.rcpts) > 0
 }
 
 // maxHeaderCheck bounds how much of a submitted message is read to find
