@@ -32,6 +32,7 @@ import (
 	"hastore/mailserver"
 	"hastore/mailserver/imap"
 	"hastore/mailserver/mailbox"
+	"hastore/mailserver/smtp"
 	"hastore/replica"
 )
 
@@ -669,6 +670,10 @@ type deliveryFlags struct {
 	spoolDir    string
 	// allowLocal: --smtp-allow-local-senders.
 	allowLocal bool
+	// SPF/DKIM/DMARC on the MX port.
+	checkSenders bool
+	dnsServer    string
+	dmarcReject  string
 }
 
 func (f *deliveryFlags) register(fs *flag.FlagSet) {
@@ -680,6 +685,11 @@ func (f *deliveryFlags) register(fs *flag.FlagSet) {
 		"accept on the SMTP (MX) port, without authentication, envelope senders (MAIL FROM) in this cluster's own mail domains; "+
 			"off, they are refused (550 5.7.1) because local users send through submission and such mail is usually forged. "+
 			"Turn on only if forwarders or mailing lists send you mail keeping a local envelope sender (SPF checking, not yet built, judges that case better)")
+	fs.BoolVar(&f.checkSenders, "smtp-check-senders", false,
+		"verify SPF, DKIM and DMARC of mail received on the SMTP (MX) port and record them in an Authentication-Results: header (needs DNS, see --mail-dns-server)")
+	fs.StringVar(&f.dnsServer, "mail-dns-server", "", "DNS server (host:port) for the sender checks (default: the system's resolver)")
+	fs.StringVar(&f.dmarcReject, "smtp-dmarc-reject", "",
+		"local domains (comma-separated, or *) whose incoming mail failing DMARC under the sender's p=reject is refused (550 5.7.1); others only get the header. Needs --smtp-check-senders; same on every node")
 	fs.StringVar(&f.spoolDir, "smtp-spool-dir", "", "directory for messages being received that do not fit in memory (default: the system's temporary directory)")
 }
 
@@ -697,6 +707,22 @@ func (f *deliveryFlags) apply(cfg *mailserver.Config) error {
 	cfg.SMTPTuning.DataMemory = mem
 	cfg.SMTPTuning.SpoolDir = f.spoolDir
 	cfg.AllowLocalSenders = f.allowLocal
+	if f.dmarcReject != "" && !f.checkSenders {
+		return errors.New("--smtp-dmarc-reject needs --smtp-check-senders")
+	}
+	if f.checkSenders {
+		chk := &smtp.SenderChecks{Resolver: smtp.NewResolver(f.dnsServer)}
+		reject := map[string]bool{}
+		for _, d := range strings.Split(f.dmarcReject, ",") {
+			if d = strings.TrimSuffix(strings.ToLower(strings.TrimSpace(d)), "."); d != "" {
+				reject[d] = true
+			}
+		}
+		if len(reject) > 0 {
+			chk.DMARCReject = func(d string) bool { return reject["*"] || reject[d] }
+		}
+		cfg.SMTPTuning.Checks = chk
+	}
 	cfg.SMTPTuning.RetryWindow = f.retryWindow
 	if f.retryWindow == 0 {
 		cfg.SMTPTuning.RetryWindow = -1 // smtp.Config: negative is off
