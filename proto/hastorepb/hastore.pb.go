@@ -4096,6 +4096,63 @@ func (x *ListMailAliasesReply) GetAliases() []*MailAliasInfo {
 	return nil
 }
 
+// MailDomainPolicy is a local domain's policy for incoming mail.
+type MailDomainPolicy struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// domain is the local domain.
+	Domain string `protobuf:"bytes,1,opt,name=domain,proto3" json:"domain,omitempty"`
+	// dmarc: "reject" refuses mail failing DMARC under the sender's
+	// p=reject, "none" only records it, "default" (or empty in a reply)
+	// follows the node's --smtp-dmarc-reject. Empty in a request: no change.
+	Dmarc         string `protobuf:"bytes,2,opt,name=dmarc,proto3" json:"dmarc,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MailDomainPolicy) Reset() {
+	*x = MailDomainPolicy{}
+	mi := &file_hastore_proto_msgTypes[63]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MailDomainPolicy) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MailDomainPolicy) ProtoMessage() {}
+
+func (x *MailDomainPolicy) ProtoReflect() protoreflect.Message {
+	mi := &file_hastore_proto_msgTypes[63]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MailDomainPolicy.ProtoReflect.Descriptor instead.
+func (*MailDomainPolicy) Descriptor() ([]byte, []int) {
+	return file_hastore_proto_rawDescGZIP(), []int{63}
+}
+
+func (x *MailDomainPolicy) GetDomain() string {
+	if x != nil {
+		return x.Domain
+	}
+	return ""
+}
+
+func (x *MailDomainPolicy) GetDmarc() string {
+	if x != nil {
+		return x.Dmarc
+	}
+	return ""
+}
+
 var File_hastore_proto protoreflect.FileDescriptor
 
 const file_hastore_proto_rawDesc = "" +
@@ -4370,7 +4427,10 @@ const file_hastore_proto_rawDesc = "" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x18\n" +
 	"\atargets\x18\x02 \x03(\tR\atargets\"K\n" +
 	"\x14ListMailAliasesReply\x123\n" +
-	"\aaliases\x18\x01 \x03(\v2\x19.hastore.v1.MailAliasInfoR\aaliases2\xff\x02\n" +
+	"\aaliases\x18\x01 \x03(\v2\x19.hastore.v1.MailAliasInfoR\aaliases\"@\n" +
+	"\x10MailDomainPolicy\x12\x16\n" +
+	"\x06domain\x18\x01 \x01(\tR\x06domain\x12\x14\n" +
+	"\x05dmarc\x18\x02 \x01(\tR\x05dmarc2\xff\x02\n" +
 	"\x04Node\x12B\n" +
 	"\bPutShard\x12\x19.hastore.v1.PutShardChunk\x1a\x19.hastore.v1.PutShardReply(\x01\x12D\n" +
 	"\bGetShard\x12\x1b.hastore.v1.GetShardRequest\x1a\x19.hastore.v1.GetShardChunk0\x01\x128\n" +
@@ -4413,7 +4473,7 @@ const file_hastore_proto_rawDesc = "" +
 	"\x06Unlink\x12\x19.hastore.v1.RemoveRequest\x1a\x11.hastore.v1.Empty\x125\n" +
 	"\x05Rmdir\x12\x19.hastore.v1.RemoveRequest\x1a\x11.hastore.v1.Empty\x128\n" +
 	"\x04Read\x12\x17.hastore.v1.ReadRequest\x1a\x15.hastore.v1.DataChunk0\x01\x124\n" +
-	"\x05Write\x12\x16.hastore.v1.WriteChunk\x1a\x11.hastore.v1.Inode(\x012\xb4\x06\n" +
+	"\x05Write\x12\x16.hastore.v1.WriteChunk\x1a\x11.hastore.v1.Inode(\x012\x80\a\n" +
 	"\x04Mail\x12=\n" +
 	"\tAddDomain\x12\x1d.hastore.v1.MailDomainRequest\x1a\x11.hastore.v1.Empty\x12=\n" +
 	"\tDelDomain\x12\x1d.hastore.v1.MailDomainRequest\x1a\x11.hastore.v1.Empty\x12S\n" +
@@ -4426,7 +4486,8 @@ const file_hastore_proto_rawDesc = "" +
 	"\x10ShareCredentials\x12#.hastore.v1.ShareCredentialsRequest\x1a\x11.hastore.v1.Empty\x12;\n" +
 	"\bAddAlias\x12\x1c.hastore.v1.MailAliasRequest\x1a\x11.hastore.v1.Empty\x12;\n" +
 	"\bDelAlias\x12\x1c.hastore.v1.MailAliasRequest\x1a\x11.hastore.v1.Empty\x12S\n" +
-	"\vListAliases\x12\".hastore.v1.ListMailAliasesRequest\x1a .hastore.v1.ListMailAliasesReplyB\x19Z\x17hastore/proto/hastorepbb\x06proto3"
+	"\vListAliases\x12\".hastore.v1.ListMailAliasesRequest\x1a .hastore.v1.ListMailAliasesReply\x12J\n" +
+	"\fDomainPolicy\x12\x1c.hastore.v1.MailDomainPolicy\x1a\x1c.hastore.v1.MailDomainPolicyB\x19Z\x17hastore/proto/hastorepbb\x06proto3"
 
 var (
 	file_hastore_proto_rawDescOnce sync.Once
@@ -4441,7 +4502,7 @@ func file_hastore_proto_rawDescGZIP() []byte {
 }
 
 var file_hastore_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_hastore_proto_msgTypes = make([]protoimpl.MessageInfo, 63)
+var file_hastore_proto_msgTypes = make([]protoimpl.MessageInfo, 64)
 var file_hastore_proto_goTypes = []any{
 	(WriteHeader_Kind)(0),           // 0: hastore.v1.WriteHeader.Kind
 	(*Empty)(nil),                   // 1: hastore.v1.Empty
@@ -4507,6 +4568,7 @@ var file_hastore_proto_goTypes = []any{
 	(*ListMailAliasesRequest)(nil),  // 61: hastore.v1.ListMailAliasesRequest
 	(*MailAliasInfo)(nil),           // 62: hastore.v1.MailAliasInfo
 	(*ListMailAliasesReply)(nil),    // 63: hastore.v1.ListMailAliasesReply
+	(*MailDomainPolicy)(nil),        // 64: hastore.v1.MailDomainPolicy
 }
 var file_hastore_proto_depIdxs = []int32{
 	8,  // 0: hastore.v1.PutShardReply.shard:type_name -> hastore.v1.ShardInfo
@@ -4573,56 +4635,58 @@ var file_hastore_proto_depIdxs = []int32{
 	60, // 61: hastore.v1.Mail.AddAlias:input_type -> hastore.v1.MailAliasRequest
 	60, // 62: hastore.v1.Mail.DelAlias:input_type -> hastore.v1.MailAliasRequest
 	61, // 63: hastore.v1.Mail.ListAliases:input_type -> hastore.v1.ListMailAliasesRequest
-	3,  // 64: hastore.v1.Node.PutShard:output_type -> hastore.v1.PutShardReply
-	5,  // 65: hastore.v1.Node.GetShard:output_type -> hastore.v1.GetShardChunk
-	8,  // 66: hastore.v1.Node.StatShard:output_type -> hastore.v1.ShardInfo
-	1,  // 67: hastore.v1.Node.DeleteShard:output_type -> hastore.v1.Empty
-	8,  // 68: hastore.v1.Node.ListShards:output_type -> hastore.v1.ShardInfo
-	10, // 69: hastore.v1.Node.Info:output_type -> hastore.v1.NodeInfo
-	12, // 70: hastore.v1.Cluster.PutObject:output_type -> hastore.v1.ObjectRef
-	11, // 71: hastore.v1.Cluster.GetObject:output_type -> hastore.v1.DataChunk
-	15, // 72: hastore.v1.Cluster.StatObject:output_type -> hastore.v1.ObjectStat
-	1,  // 73: hastore.v1.Cluster.DeleteObject:output_type -> hastore.v1.Empty
-	19, // 74: hastore.v1.Cluster.Status:output_type -> hastore.v1.ClusterStatus
-	29, // 75: hastore.v1.Cluster.RemoveNode:output_type -> hastore.v1.Progress
-	29, // 76: hastore.v1.Cluster.Repair:output_type -> hastore.v1.Progress
-	29, // 77: hastore.v1.Cluster.Scrub:output_type -> hastore.v1.Progress
-	23, // 78: hastore.v1.Cluster.Join:output_type -> hastore.v1.JoinReply
-	25, // 79: hastore.v1.Cluster.Propose:output_type -> hastore.v1.ProposeReply
-	28, // 80: hastore.v1.Cluster.ReadIndex:output_type -> hastore.v1.ReadIndexReply
-	1,  // 81: hastore.v1.Cluster.LeaderSlow:output_type -> hastore.v1.Empty
-	32, // 82: hastore.v1.Sites.AddSite:output_type -> hastore.v1.SiteInfo
-	1,  // 83: hastore.v1.Sites.DelSite:output_type -> hastore.v1.Empty
-	34, // 84: hastore.v1.Sites.ListSites:output_type -> hastore.v1.ListSitesReply
-	1,  // 85: hastore.v1.Sites.Sync:output_type -> hastore.v1.Empty
-	35, // 86: hastore.v1.Sites.Lookup:output_type -> hastore.v1.Inode
-	35, // 87: hastore.v1.Sites.GetAttr:output_type -> hastore.v1.Inode
-	35, // 88: hastore.v1.Sites.Walk:output_type -> hastore.v1.Inode
-	40, // 89: hastore.v1.Sites.ReadDir:output_type -> hastore.v1.DirEntries
-	35, // 90: hastore.v1.Sites.Mkdir:output_type -> hastore.v1.Inode
-	35, // 91: hastore.v1.Sites.Create:output_type -> hastore.v1.Inode
-	35, // 92: hastore.v1.Sites.Symlink:output_type -> hastore.v1.Inode
-	43, // 93: hastore.v1.Sites.Readlink:output_type -> hastore.v1.ReadlinkReply
-	35, // 94: hastore.v1.Sites.Setattr:output_type -> hastore.v1.Inode
-	1,  // 95: hastore.v1.Sites.Rename:output_type -> hastore.v1.Empty
-	1,  // 96: hastore.v1.Sites.Unlink:output_type -> hastore.v1.Empty
-	1,  // 97: hastore.v1.Sites.Rmdir:output_type -> hastore.v1.Empty
-	11, // 98: hastore.v1.Sites.Read:output_type -> hastore.v1.DataChunk
-	35, // 99: hastore.v1.Sites.Write:output_type -> hastore.v1.Inode
-	1,  // 100: hastore.v1.Mail.AddDomain:output_type -> hastore.v1.Empty
-	1,  // 101: hastore.v1.Mail.DelDomain:output_type -> hastore.v1.Empty
-	55, // 102: hastore.v1.Mail.ListDomains:output_type -> hastore.v1.ListMailDomainsReply
-	1,  // 103: hastore.v1.Mail.AddUser:output_type -> hastore.v1.Empty
-	1,  // 104: hastore.v1.Mail.SetPassword:output_type -> hastore.v1.Empty
-	1,  // 105: hastore.v1.Mail.SetQuota:output_type -> hastore.v1.Empty
-	1,  // 106: hastore.v1.Mail.DelUser:output_type -> hastore.v1.Empty
-	59, // 107: hastore.v1.Mail.ListUsers:output_type -> hastore.v1.ListMailUsersReply
-	1,  // 108: hastore.v1.Mail.ShareCredentials:output_type -> hastore.v1.Empty
-	1,  // 109: hastore.v1.Mail.AddAlias:output_type -> hastore.v1.Empty
-	1,  // 110: hastore.v1.Mail.DelAlias:output_type -> hastore.v1.Empty
-	63, // 111: hastore.v1.Mail.ListAliases:output_type -> hastore.v1.ListMailAliasesReply
-	64, // [64:112] is the sub-list for method output_type
-	16, // [16:64] is the sub-list for method input_type
+	64, // 64: hastore.v1.Mail.DomainPolicy:input_type -> hastore.v1.MailDomainPolicy
+	3,  // 65: hastore.v1.Node.PutShard:output_type -> hastore.v1.PutShardReply
+	5,  // 66: hastore.v1.Node.GetShard:output_type -> hastore.v1.GetShardChunk
+	8,  // 67: hastore.v1.Node.StatShard:output_type -> hastore.v1.ShardInfo
+	1,  // 68: hastore.v1.Node.DeleteShard:output_type -> hastore.v1.Empty
+	8,  // 69: hastore.v1.Node.ListShards:output_type -> hastore.v1.ShardInfo
+	10, // 70: hastore.v1.Node.Info:output_type -> hastore.v1.NodeInfo
+	12, // 71: hastore.v1.Cluster.PutObject:output_type -> hastore.v1.ObjectRef
+	11, // 72: hastore.v1.Cluster.GetObject:output_type -> hastore.v1.DataChunk
+	15, // 73: hastore.v1.Cluster.StatObject:output_type -> hastore.v1.ObjectStat
+	1,  // 74: hastore.v1.Cluster.DeleteObject:output_type -> hastore.v1.Empty
+	19, // 75: hastore.v1.Cluster.Status:output_type -> hastore.v1.ClusterStatus
+	29, // 76: hastore.v1.Cluster.RemoveNode:output_type -> hastore.v1.Progress
+	29, // 77: hastore.v1.Cluster.Repair:output_type -> hastore.v1.Progress
+	29, // 78: hastore.v1.Cluster.Scrub:output_type -> hastore.v1.Progress
+	23, // 79: hastore.v1.Cluster.Join:output_type -> hastore.v1.JoinReply
+	25, // 80: hastore.v1.Cluster.Propose:output_type -> hastore.v1.ProposeReply
+	28, // 81: hastore.v1.Cluster.ReadIndex:output_type -> hastore.v1.ReadIndexReply
+	1,  // 82: hastore.v1.Cluster.LeaderSlow:output_type -> hastore.v1.Empty
+	32, // 83: hastore.v1.Sites.AddSite:output_type -> hastore.v1.SiteInfo
+	1,  // 84: hastore.v1.Sites.DelSite:output_type -> hastore.v1.Empty
+	34, // 85: hastore.v1.Sites.ListSites:output_type -> hastore.v1.ListSitesReply
+	1,  // 86: hastore.v1.Sites.Sync:output_type -> hastore.v1.Empty
+	35, // 87: hastore.v1.Sites.Lookup:output_type -> hastore.v1.Inode
+	35, // 88: hastore.v1.Sites.GetAttr:output_type -> hastore.v1.Inode
+	35, // 89: hastore.v1.Sites.Walk:output_type -> hastore.v1.Inode
+	40, // 90: hastore.v1.Sites.ReadDir:output_type -> hastore.v1.DirEntries
+	35, // 91: hastore.v1.Sites.Mkdir:output_type -> hastore.v1.Inode
+	35, // 92: hastore.v1.Sites.Create:output_type -> hastore.v1.Inode
+	35, // 93: hastore.v1.Sites.Symlink:output_type -> hastore.v1.Inode
+	43, // 94: hastore.v1.Sites.Readlink:output_type -> hastore.v1.ReadlinkReply
+	35, // 95: hastore.v1.Sites.Setattr:output_type -> hastore.v1.Inode
+	1,  // 96: hastore.v1.Sites.Rename:output_type -> hastore.v1.Empty
+	1,  // 97: hastore.v1.Sites.Unlink:output_type -> hastore.v1.Empty
+	1,  // 98: hastore.v1.Sites.Rmdir:output_type -> hastore.v1.Empty
+	11, // 99: hastore.v1.Sites.Read:output_type -> hastore.v1.DataChunk
+	35, // 100: hastore.v1.Sites.Write:output_type -> hastore.v1.Inode
+	1,  // 101: hastore.v1.Mail.AddDomain:output_type -> hastore.v1.Empty
+	1,  // 102: hastore.v1.Mail.DelDomain:output_type -> hastore.v1.Empty
+	55, // 103: hastore.v1.Mail.ListDomains:output_type -> hastore.v1.ListMailDomainsReply
+	1,  // 104: hastore.v1.Mail.AddUser:output_type -> hastore.v1.Empty
+	1,  // 105: hastore.v1.Mail.SetPassword:output_type -> hastore.v1.Empty
+	1,  // 106: hastore.v1.Mail.SetQuota:output_type -> hastore.v1.Empty
+	1,  // 107: hastore.v1.Mail.DelUser:output_type -> hastore.v1.Empty
+	59, // 108: hastore.v1.Mail.ListUsers:output_type -> hastore.v1.ListMailUsersReply
+	1,  // 109: hastore.v1.Mail.ShareCredentials:output_type -> hastore.v1.Empty
+	1,  // 110: hastore.v1.Mail.AddAlias:output_type -> hastore.v1.Empty
+	1,  // 111: hastore.v1.Mail.DelAlias:output_type -> hastore.v1.Empty
+	63, // 112: hastore.v1.Mail.ListAliases:output_type -> hastore.v1.ListMailAliasesReply
+	64, // 113: hastore.v1.Mail.DomainPolicy:output_type -> hastore.v1.MailDomainPolicy
+	65, // [65:114] is the sub-list for method output_type
+	16, // [16:65] is the sub-list for method input_type
 	16, // [16:16] is the sub-list for extension type_name
 	16, // [16:16] is the sub-list for extension extendee
 	0,  // [0:16] is the sub-list for field type_name
@@ -4639,7 +4703,7 @@ func file_hastore_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hastore_proto_rawDesc), len(file_hastore_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   63,
+			NumMessages:   64,
 			NumExtensions: 0,
 			NumServices:   4,
 		},

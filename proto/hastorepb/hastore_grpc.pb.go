@@ -1719,6 +1719,7 @@ const (
 	Mail_AddAlias_FullMethodName         = "/hastore.v1.Mail/AddAlias"
 	Mail_DelAlias_FullMethodName         = "/hastore.v1.Mail/DelAlias"
 	Mail_ListAliases_FullMethodName      = "/hastore.v1.Mail/ListAliases"
+	Mail_DomainPolicy_FullMethodName     = "/hastore.v1.Mail/DomainPolicy"
 )
 
 // MailClient is the client API for Mail service.
@@ -1753,6 +1754,9 @@ type MailClient interface {
 	// ListAliases lists the aliases of a domain ("*": the cluster-wide ones;
 	// empty: all).
 	ListAliases(ctx context.Context, in *ListMailAliasesRequest, opts ...grpc.CallOption) (*ListMailAliasesReply, error)
+	// DomainPolicy sets (dmarc not empty) and returns a domain's policy for
+	// incoming mail.
+	DomainPolicy(ctx context.Context, in *MailDomainPolicy, opts ...grpc.CallOption) (*MailDomainPolicy, error)
 }
 
 type mailClient struct {
@@ -1883,6 +1887,16 @@ func (c *mailClient) ListAliases(ctx context.Context, in *ListMailAliasesRequest
 	return out, nil
 }
 
+func (c *mailClient) DomainPolicy(ctx context.Context, in *MailDomainPolicy, opts ...grpc.CallOption) (*MailDomainPolicy, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(MailDomainPolicy)
+	err := c.cc.Invoke(ctx, Mail_DomainPolicy_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // MailServer is the server API for Mail service.
 // All implementations must embed UnimplementedMailServer
 // for forward compatibility.
@@ -1915,6 +1929,9 @@ type MailServer interface {
 	// ListAliases lists the aliases of a domain ("*": the cluster-wide ones;
 	// empty: all).
 	ListAliases(context.Context, *ListMailAliasesRequest) (*ListMailAliasesReply, error)
+	// DomainPolicy sets (dmarc not empty) and returns a domain's policy for
+	// incoming mail.
+	DomainPolicy(context.Context, *MailDomainPolicy) (*MailDomainPolicy, error)
 	mustEmbedUnimplementedMailServer()
 }
 
@@ -1960,6 +1977,9 @@ func (UnimplementedMailServer) DelAlias(context.Context, *MailAliasRequest) (*Em
 }
 func (UnimplementedMailServer) ListAliases(context.Context, *ListMailAliasesRequest) (*ListMailAliasesReply, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListAliases not implemented")
+}
+func (UnimplementedMailServer) DomainPolicy(context.Context, *MailDomainPolicy) (*MailDomainPolicy, error) {
+	return nil, status.Error(codes.Unimplemented, "method DomainPolicy not implemented")
 }
 func (UnimplementedMailServer) mustEmbedUnimplementedMailServer() {}
 func (UnimplementedMailServer) testEmbeddedByValue()              {}
@@ -2198,6 +2218,24 @@ func _Mail_ListAliases_Handler(srv interface{}, ctx context.Context, dec func(in
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Mail_DomainPolicy_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(MailDomainPolicy)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MailServer).DomainPolicy(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Mail_DomainPolicy_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MailServer).DomainPolicy(ctx, req.(*MailDomainPolicy))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Mail_ServiceDesc is the grpc.ServiceDesc for Mail service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -2252,6 +2290,10 @@ var Mail_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListAliases",
 			Handler:    _Mail_ListAliases_Handler,
+		},
+		{
+			MethodName: "DomainPolicy",
+			Handler:    _Mail_DomainPolicy_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
