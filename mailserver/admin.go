@@ -122,6 +122,23 @@ func (a *adminServer) ListAliases(ctx context.Context, r *pb.ListMailAliasesRequ
 	return out, nil
 }
 
+func (a *adminServer) DomainPolicy(ctx context.Context, r *pb.MailDomainPolicy) (*pb.MailDomainPolicy, error) {
+	d, err := mailbox.NormalizeDomain(r.GetDomain())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	if r.GetDmarc() != "" {
+		if err := a.store().SetDMARCPolicy(ctx, d, r.GetDmarc()); err != nil {
+			return nil, toStatus(err)
+		}
+	}
+	p, err := a.store().CurrentDMARCPolicy(ctx, d)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &pb.MailDomainPolicy{Domain: d, Dmarc: p}, nil
+}
+
 // Client reaches the Mail admin service through any node of a cluster: a
 // call goes to the node that answered last, and on to the next one if that
 // node is unreachable (every call is safe to repeat). Errors carry the
@@ -274,6 +291,18 @@ func (c *Client) ListAliases(ctx context.Context, domain string) ([]Alias, error
 			out = append(out, Alias{Address: a.GetAddress(), Targets: a.GetTargets()})
 		}
 		return nil
+	})
+	return out, err
+}
+
+// DomainPolicy sets a domain's DMARC policy for incoming mail ("reject",
+// "none", "default"; "" leaves it) and returns the policy now in force.
+func (c *Client) DomainPolicy(ctx context.Context, domain, dmarc string) (string, error) {
+	var out string
+	err := c.call(ctx, func(n pb.MailClient) error {
+		r, err := n.DomainPolicy(ctx, &pb.MailDomainPolicy{Domain: domain, Dmarc: dmarc})
+		out = r.GetDmarc()
+		return err
 	})
 	return out, err
 }

@@ -18,6 +18,7 @@ import (
 	"hastore/mailserver"
 	"hastore/mailserver/imap"
 	"hastore/mailserver/mailbox"
+	"hastore/mailserver/smtp"
 	"hastore/replica"
 	"hastore/replica/transport"
 	"hastore/testing/cluster"
@@ -31,6 +32,11 @@ type routeEnv struct {
 }
 
 func startRouteEnv(t *testing.T, opt mailbox.Options) *routeEnv {
+	return startRouteEnvWith(t, opt, smtp.Config{})
+}
+
+// startRouteEnvWith is startRouteEnv with the listeners' tuning.
+func startRouteEnvWith(t *testing.T, opt mailbox.Options, tune smtp.Config) *routeEnv {
 	if _, err := exec.LookPath("python3"); err != nil {
 		t.Skip("python3 not installed")
 	}
@@ -41,7 +47,7 @@ func startRouteEnv(t *testing.T, opt mailbox.Options) *routeEnv {
 	for i, n := range e.c.Nodes {
 		st := mailserver.NewStore(n, opt) // the admin service uses it too
 		srv, err := mailserver.Start(n, mailserver.Config{
-			Hostname: fmt.Sprintf("mx%d.test", i+1), SMTP: "127.0.0.1:0", LMTP: "127.0.0.1:0", MaxConnectionsPerIP: 50, Store: st,
+			Hostname: fmt.Sprintf("mx%d.test", i+1), SMTP: "127.0.0.1:0", LMTP: "127.0.0.1:0", MaxConnectionsPerIP: 50, Store: st, SMTPTuning: tune,
 		})
 		if err != nil {
 			t.Fatal(err)
@@ -351,6 +357,8 @@ func TestAliases(t *testing.T) {
 	e.admin(t, "del target", func(ctx context.Context) error {
 		return e.env.admin.DelAlias(ctx, "team@example.test", []string{carol})
 	})
+	ctx, cancel = context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
 	if err := e.env.admin.DelAlias(ctx, "team@example.test", []string{carol}); err == nil || !strings.Contains(err.Error(), "no target") {
 		t.Fatalf("deleting a missing target: %v", err)
 	}

@@ -178,14 +178,21 @@ func (s *Store) DeleteDomain(ctx context.Context, domain string) error {
 	if err != nil {
 		return err
 	}
-	// Its aliases go with it, in the same entry, so that none added in
-	// between outlives the domain. Without any (seen here), the plain
-	// command that nodes of older releases know too.
-	var cmd meta.Command = meta.MailDomainDelete{Domain: d}
+	// Its aliases and policy go with it, in the same entry, so that no
+	// alias added in between outlives the domain. Without any (seen
+	// here), the plain command, which nodes of older releases know too.
+	var cmds []meta.Command
 	if as, err := s.view.Aliases(d); err != nil {
 		return err
 	} else if len(as) > 0 {
-		cmd = meta.Batch{Atomic: true, Cmds: []meta.Command{meta.MailAliasDelete{Domain: d}, meta.MailDomainDelete{Domain: d}}}
+		cmds = append(cmds, meta.MailAliasDelete{Domain: d})
+	}
+	if p, _ := s.DMARCPolicy(d); p != DMARCDefault {
+		cmds = append(cmds, meta.TenantDelete{Tenant: policyTenant, Key: d})
+	}
+	var cmd meta.Command = meta.MailDomainDelete{Domain: d}
+	if len(cmds) > 0 {
+		cmd = meta.Batch{Atomic: true, Cmds: append(cmds, cmd)}
 	}
 	res, err := s.c.Propose(ctx, cmd)
 	if errors.Is(err, meta.ErrAborted) {
