@@ -95,7 +95,7 @@ func retryableCode(c string) bool { return c == "Unavailable" || c == "DeadlineE
 var singleProposal = map[string]bool{
 	"domain add": true, "domain del": true,
 	"user add": true, "user passwd": true, "user quota": true,
-	"alias add": true, "alias del": true,
+	"alias add": true, "alias del": true, "domain policy": true,
 }
 
 func admin(args []string, stdin io.Reader, stdout io.Writer) error {

@@ -386,7 +386,11 @@ func parseSize(s string) (int64, error) {
 
 const mailUsage = `  domain add DOMAIN            make DOMAIN local: its users receive mail here
   domain list [--json]         the local domains
-  domain del DOMAIN            remove a domain without users
+  domain del DOMAIN            remove a domain without users (its aliases and policy go with it)
+  domain policy DOMAIN [dmarc=reject|none|default]
+                               show or set how mail to DOMAIN failing DMARC under the sender's
+                               p=reject is treated (needs --smtp-check-senders; default: the node's
+                               --smtp-dmarc-reject)
   user add U@D [--quota SIZE]  create a user (password read from stdin) with INBOX, Sent, Drafts, Trash, Junk
   user passwd U@D              set a user's password (read from stdin)
   user quota U@D SIZE          set a user's quota (e.g. 2G; 0 or none: no limit)
@@ -453,6 +457,24 @@ func (a *adminClient) mail(ctx context.Context, args []string, stdin io.Reader, 
 			return err
 		}
 		fmt.Fprintf(stdout, "domain %s deleted\n", pos[0])
+		return nil
+	case "domain policy":
+		if len(pos) < 1 || len(pos) > 2 {
+			return errors.New("usage: hastore admin domain policy DOMAIN [dmarc=reject|none|default]")
+		}
+		set := ""
+		if len(pos) == 2 {
+			v, ok := strings.CutPrefix(pos[1], "dmarc=")
+			if !ok {
+				return fmt.Errorf("domain policy: %q: want dmarc=reject, dmarc=none or dmarc=default", pos[1])
+			}
+			set = v
+		}
+		p, err := cl.DomainPolicy(ctx, pos[0], set)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "%s dmarc=%s\n", pos[0], p)
 		return nil
 	case "domain list":
 		ds, err := cl.ListDomains(ctx)
