@@ -346,6 +346,23 @@ func TestAliases(t *testing.T) {
 	wantLanded(t, "bob", e.landed(t, bob, "INBOX"), map[string][]string{"INBOX": {"team", "all", "to bob", "lmtp team", "carol full"}})
 	wantLanded(t, "carol", e.landed(t, carol, "INBOX"), map[string][]string{"INBOX": {"team", "all", "catch-all", "lmtp team"}})
 
+	// An alias tree wider than a resolution may look at is refused as a
+	// configuration error, not expanded.
+	var wide []string
+	for i := range 5 {
+		var ts []string
+		for j := range 1000 {
+			ts = append(ts, fmt.Sprintf("w%d.%d@example.test", i, j))
+		}
+		wide = append(wide, fmt.Sprintf("wide%d@example.test", i))
+		add(wide[i], ts...)
+	}
+	add("huge@example.test", wide...)
+	rc, _ = e.sendTo(t, 1, false, "huge", "huge@example.test")
+	wantReplies(t, "alias too wide", rc, "550 5.3.5")
+	rc, _ = e.sendTo(t, 1, false, "wide", "wide0@example.test")
+	wantReplies(t, "alias of 1,000 addresses without users", rc, "550 5.1.1")
+
 	// One body for every mailbox of a delivery: the same object.
 	_, am := e.inbox(t, 0, alice)
 	_, cm := e.inbox(t, 0, carol)
@@ -369,7 +386,7 @@ func TestAliases(t *testing.T) {
 	e.admin(t, "del carol", func(ctx context.Context) error { return e.env.admin.DelUser(ctx, carol) })
 	e.admin(t, "del other.test", func(ctx context.Context) error { return e.env.admin.DelDomain(ctx, "other.test") })
 	as := e.mustAliases(t, "")
-	if len(as) != 6+mailbox.MaxAliasDepth+1 {
+	if len(as) != 6+mailbox.MaxAliasDepth+1+6 {
 		t.Fatalf("aliases after deleting other.test: %v", as)
 	}
 	for _, a := range as {
