@@ -95,6 +95,9 @@ func (s *Store) Resolve(ctx context.Context, addr string, size int64) (Route, er
 	}
 	rt, err = s.resolve(a, size)
 	if err != nil {
+		if local, _, _ := strings.Cut(a, "@"); errors.Is(err, ErrNotFound) && (local == "postmaster" || local == "abuse") {
+			s.log.Warn("mail to "+local+"@ refused: nobody receives it (RFC 5321 requires postmaster@); set a cluster default: hastore admin alias add 'postmaster@*' USER@DOMAIN", "to", a)
+		}
 		return rt, err
 	}
 	if len(rt.Targets) == 0 {
