@@ -706,7 +706,7 @@ func (f *deliveryFlags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&f.allowLocal, "smtp-allow-local-senders", false,
 		"accept on the SMTP (MX) port, without authentication, envelope senders (MAIL FROM) in this cluster's own mail domains; "+
 			"off, they are refused (550 5.7.1) because local users send through submission and such mail is usually forged. "+
-			"Turn on only if forwarders or mailing lists send you mail keeping a local envelope sender (SPF checking, not yet built, judges that case better)")
+			"Turn on only if forwarders or mailing lists send you mail keeping a local envelope sender (--smtp-check-senders then records whether SPF and DMARC vouch for it)")
 	fs.BoolVar(&f.checkSenders, "smtp-check-senders", false,
 		"verify SPF, DKIM and DMARC of mail received on the SMTP (MX) port and record them in an Authentication-Results: header (needs DNS, see --mail-dns-server)")
 	fs.StringVar(&f.dnsServer, "mail-dns-server", "", "DNS server (host:port) for the sender checks (default: the system's resolver)")
