@@ -174,6 +174,11 @@ func (r *resolver) expand(addr, tag string, depth int) (found bool, via string, 
 		}
 		return found, via, err
 	}
+	// The defaults below are for local domains only: a target left in a
+	// domain deleted since is not someone's postmaster.
+	if _, ok, err := r.s.view.Domain(domain); err != nil || !ok {
+		return false, "", err
+	}
 	if ts, ok, err := r.s.view.Alias(local + "@" + meta.MailAliasAnyDomain); err != nil {
 		return false, "", err
 	} else if ok {
