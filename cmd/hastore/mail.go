@@ -547,7 +547,7 @@ func (a *adminClient) mail(ctx context.Context, args []string, stdin io.Reader, 
 		return nil
 	case "alias add", "alias del":
 		if len(pos) < 1 || verb == "add" && len(pos) < 2 {
-			return fmt.Errorf("usage: hastore admin alias %s ADDR TARGET...", verb)
+			return fmt.Errorf("usage: hastore admin alias %s ADDR TARGET [TARGET ...]", verb)
 		}
 		if verb == "add" {
 			if err := cl.AddAlias(ctx, pos[0], pos[1:]); err != nil {
