@@ -102,6 +102,43 @@ func (a *adminServer) ListUsers(ctx context.Context, r *pb.ListMailUsersRequest)
 	return out, nil
 }
 
+func (a *adminServer) AddAlias(ctx context.Context, r *pb.MailAliasRequest) (*pb.Empty, error) {
+	return &pb.Empty{}, toStatus(a.store().AddAlias(ctx, r.GetAddress(), r.GetTargets()))
+}
+
+func (a *adminServer) DelAlias(ctx context.Context, r *pb.MailAliasRequest) (*pb.Empty, error) {
+	return &pb.Empty{}, toStatus(a.store().DeleteAlias(ctx, r.GetAddress(), r.GetTargets()))
+}
+
+func (a *adminServer) ListAliases(ctx context.Context, r *pb.ListMailAliasesRequest) (*pb.ListMailAliasesReply, error) {
+	as, err := a.store().Aliases(ctx, r.GetDomain())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	out := &pb.ListMailAliasesReply{}
+	for _, x := range as {
+		out.Aliases = append(out.Aliases, &pb.MailAliasInfo{Address: x.Address, Targets: x.Targets})
+	}
+	return out, nil
+}
+
+func (a *adminServer) DomainPolicy(ctx context.Context, r *pb.MailDomainPolicy) (*pb.MailDomainPolicy, error) {
+	d, err := mailbox.NormalizeDomain(r.GetDomain())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	if r.GetDmarc() != "" {
+		if err := a.store().SetDMARCPolicy(ctx, d, r.GetDmarc()); err != nil {
+			return nil, toStatus(err)
+		}
+	}
+	p, err := a.store().CurrentDMARCPolicy(ctx, d)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &pb.MailDomainPolicy{Domain: d, Dmarc: p}, nil
+}
+
 // Client reaches the Mail admin service through any node of a cluster: a
 // call goes to the node that answered last, and on to the next one if that
 // node is unreachable (every call is safe to repeat). Errors carry the
@@ -214,6 +251,58 @@ func (c *Client) ListUsers(ctx context.Context, domain string) ([]UserInfo, erro
 				Messages: u.GetMessages(), Disabled: u.GetDisabled(), Created: u.GetCreatedUnixNano()})
 		}
 		return nil
+	})
+	return out, err
+}
+
+// Alias is an alias and its targets.
+type Alias struct {
+	Address string // local@domain, @domain (catch-all) or local@* (every domain)
+	Targets []string
+}
+
+// AddAlias adds local targets to an alias, creating it.
+func (c *Client) AddAlias(ctx context.Context, addr string, targets []string) error {
+	return c.call(ctx, func(n pb.MailClient) error {
+		_, err := n.AddAlias(ctx, &pb.MailAliasRequest{Address: addr, Targets: targets})
+		return err
+	})
+}
+
+// DelAlias removes targets from an alias, or the whole alias without any.
+func (c *Client) DelAlias(ctx context.Context, addr string, targets []string) error {
+	return c.call(ctx, func(n pb.MailClient) error {
+		_, err := n.DelAlias(ctx, &pb.MailAliasRequest{Address: addr, Targets: targets})
+		return err
+	})
+}
+
+// ListAliases lists the aliases of a domain ("*": the cluster-wide ones;
+// "": all).
+func (c *Client) ListAliases(ctx context.Context, domain string) ([]Alias, error) {
+	var out []Alias
+	err := c.call(ctx, func(n pb.MailClient) error {
+		r, err := n.ListAliases(ctx, &pb.ListMailAliasesRequest{Domain: domain})
+		if err != nil {
+			return err
+		}
+		out = out[:0]
+		for _, a := range r.GetAliases() {
+			out = append(out, Alias{Address: a.GetAddress(), Targets: a.GetTargets()})
+		}
+		return nil
+	})
+	return out, err
+}
+
+// DomainPolicy sets a domain's DMARC policy for incoming mail ("reject",
+// "none", "default"; "" leaves it) and returns the policy now in force.
+func (c *Client) DomainPolicy(ctx context.Context, domain, dmarc string) (string, error) {
+	var out string
+	err := c.call(ctx, func(n pb.MailClient) error {
+		r, err := n.DomainPolicy(ctx, &pb.MailDomainPolicy{Domain: domain, Dmarc: dmarc})
+		out = r.GetDmarc()
+		return err
 	})
 	return out, err
 }

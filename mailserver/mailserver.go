@@ -90,6 +90,23 @@ func Start(n *replica.Node, cfg Config) (*Server, error) {
 		}
 		tune.Spool = smtp.NewBudget(spool)
 	}
+	if tune.Checks != nil {
+		// A domain's own DMARC policy (replicated) wins over the node's.
+		chk := *tune.Checks
+		def := chk.DMARCReject
+		chk.DMARCReject = func(d string) bool {
+			switch p, err := store.DMARCPolicy(d); {
+			case err != nil:
+				cfg.Logger.Warn("reading a domain's DMARC policy failed; using the node's", "domain", d, "err", err)
+			case p == mailbox.DMARCReject:
+				return true
+			case p == mailbox.DMARCNone:
+				return false
+			}
+			return def != nil && def(d)
+		}
+		tune.Checks = &chk
+	}
 	for _, l := range []struct {
 		addr string
 		mode smtp.Mode

@@ -107,6 +107,7 @@ func retryableCode(c string) bool { return c == "Unavailable" || c == "DeadlineE
 var singleProposal = map[string]bool{
 	"domain add": true, "domain del": true,
 	"user add": true, "user passwd": true, "user quota": true,
+	"alias add": true, "alias del": true, "domain policy": true,
 }
 
 func admin(args []string, stdin io.Reader, stdout io.Writer) error {
@@ -172,7 +173,7 @@ func admin(args []string, stdin io.Reader, stdout io.Writer) error {
 		return a.site(ctx, rest[1:], stdout)
 	case "cred":
 		return a.cred(ctx, rest[1:], stdout)
-	case "domain", "user":
+	case "domain", "user", "alias":
 		if len(rest) > 1 && rest[0] == "user" && (rest[1] == "add" || rest[1] == "passwd") && a.cfg.ClientTLS == nil {
 			fmt.Fprintln(os.Stderr, "hastore admin: warning: this cluster runs without TLS (--insecure): the password crosses the network in clear")
 		}

@@ -32,6 +32,7 @@ import (
 	"hastore/mailserver"
 	"hastore/mailserver/imap"
 	"hastore/mailserver/mailbox"
+	"hastore/mailserver/smtp"
 	"hastore/replica"
 )
 
@@ -59,6 +60,30 @@ type mailFlags struct {
 	hashWait, loginCache   time.Duration
 	imapLimits             imapLimitFlags
 	delivery               deliveryFlags
+	routing                routingFlags
+}
+
+// routingFlags say how recipient addresses map to mailboxes beyond users
+// and aliases: subaddressing.
+type routingFlags struct {
+	registered bool // false: dev's literal, which takes the defaults
+	separators string
+	folder     bool
+}
+
+func (f *routingFlags) register(fs *flag.FlagSet) {
+	f.registered = true
+	fs.StringVar(&f.separators, "mail-subaddress-separator", "+",
+		"characters that start a subaddress tag: mail for user+tag@domain goes to user@domain (\"+-\" for both; empty: off). Same on every node")
+	fs.BoolVar(&f.folder, "mail-subaddress-folder", false,
+		"deliver user+tag@domain into the user's mailbox named tag if it exists (not Sent, Drafts, Trash, Junk), else INBOX. Same on every node")
+}
+
+func (f *routingFlags) apply(o *mailbox.Options) {
+	if !f.registered {
+		return
+	}
+	o.SubaddressSeparators, o.NoSubaddress, o.SubaddressFolder = f.separators, f.separators == "", f.folder
 }
 
 // imapLimitFlags bound what IMAP clients may hold: connections, time
@@ -138,6 +163,7 @@ func (f *mailFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&f.loginCache, "mail-login-cache-ttl", time.Hour, "how long a verified password is remembered (in memory only, shared with the other nodes) so re-logins skip argon2id; 0: off")
 	f.imapLimits.register(fs)
 	f.delivery.register(fs)
+	f.routing.register(fs)
 }
 
 func (f *mailFlags) any() bool {
@@ -205,7 +231,9 @@ func (f *mailFlags) start(n *replica.Node, log *slog.Logger) (*mailListeners, er
 	if ttl <= 0 {
 		ttl = -1 // off
 	}
-	cfg.Store = mailserver.NewStore(n, mailbox.Options{HashSlots: f.hashSlots, HashWait: f.hashWait, AuthCache: ttl, Logger: log.With("node", n.ID())})
+	opt := mailbox.Options{HashSlots: f.hashSlots, HashWait: f.hashWait, AuthCache: ttl, Logger: log.With("node", n.ID())}
+	f.routing.apply(&opt)
+	cfg.Store = mailserver.NewStore(n, opt)
 	smtpSrv, err := mailserver.Start(n, cfg)
 	if err != nil {
 		return nil, err
@@ -237,7 +265,8 @@ func (f *mailFlags) start(n *replica.Node, log *slog.Logger) (*mailListeners, er
 // devMail starts mail on every dev node — node 1 on SMTP 2525, submission
 // 2587, LMTP 2424, IMAP 1143, IMAPS 1993, node i on those plus 10·(i−1) — with a self-signed
 // certificate kept in dir, plaintext AUTH allowed (loopback only), and
-// domain example.test with user demo@example.test (password demo).
+// domain example.test with user demo@example.test (password demo), who is
+// also every domain's postmaster.
 func devMail(nodes []*replica.Node, dir string, log *slog.Logger) (summary string, stop func(), err error) {
 	certFile, keyFile := filepath.Join(dir, "mail-cert.pem"), filepath.Join(dir, "mail-key.pem")
 	if err := ensureSelfSigned(certFile, keyFile); err != nil {
@@ -282,7 +311,8 @@ func ensureDevMailUser(n *replica.Node) error {
 	if err := s.AddUser(ctx, "demo@example.test", "demo", 0); err != nil && !errors.Is(err, mailbox.ErrExists) {
 		return err
 	}
-	return nil
+	// Every domain's postmaster@ and abuse@ (RFC 5321 4.5.1) need a home.
+	return s.AddAlias(ctx, "postmaster@*", []string{"demo@example.test"})
 }
 
 // ensureSelfSigned writes a self-signed certificate for localhost and the
@@ -356,12 +386,21 @@ func parseSize(s string) (int64, error) {
 
 const mailUsage = `  domain add DOMAIN            make DOMAIN local: its users receive mail here
   domain list [--json]         the local domains
-  domain del DOMAIN            remove a domain without users
+  domain del DOMAIN            remove a domain without users (its aliases and policy go with it)
+  domain policy DOMAIN [dmarc=reject|none|default]
+                               show or set how mail to DOMAIN failing DMARC under the sender's
+                               p=reject is treated (needs --smtp-check-senders; default: the node's
+                               --smtp-dmarc-reject)
   user add U@D [--quota SIZE]  create a user (password read from stdin) with INBOX, Sent, Drafts, Trash, Junk
   user passwd U@D              set a user's password (read from stdin)
   user quota U@D SIZE          set a user's quota (e.g. 2G; 0 or none: no limit)
   user del U@D                 delete a user and all its mail
   user list [DOMAIN] [--json]  users with quota and usage
+  alias add ADDR TARGET...     deliver mail for ADDR to local TARGETs (users or aliases); ADDR is
+                               local@domain, @domain (catch-all) or 'local@*' (every local domain,
+                               e.g. 'postmaster@*'); adding to an existing alias adds targets
+  alias del ADDR [TARGET...]   remove targets from an alias, or the whole alias
+  alias list [DOMAIN|'*'] [--json]  aliases of a domain ('*': cluster-wide; none: all)
 `
 
 // mail runs `hastore admin domain ...` and `hastore admin user ...`
@@ -418,6 +457,24 @@ func (a *adminClient) mail(ctx context.Context, args []string, stdin io.Reader, 
 			return err
 		}
 		fmt.Fprintf(stdout, "domain %s deleted\n", pos[0])
+		return nil
+	case "domain policy":
+		if len(pos) < 1 || len(pos) > 2 {
+			return errors.New("usage: hastore admin domain policy DOMAIN [dmarc=reject|none|default]")
+		}
+		set := ""
+		if len(pos) == 2 {
+			v, ok := strings.CutPrefix(pos[1], "dmarc=")
+			if !ok {
+				return fmt.Errorf("domain policy: %q: want dmarc=reject, dmarc=none or dmarc=default", pos[1])
+			}
+			set = v
+		}
+		p, err := cl.DomainPolicy(ctx, pos[0], set)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "%s dmarc=%s\n", pos[0], p)
 		return nil
 	case "domain list":
 		ds, err := cl.ListDomains(ctx)
@@ -488,6 +545,55 @@ func (a *adminClient) mail(ctx context.Context, args []string, stdin io.Reader, 
 		}
 		fmt.Fprintf(stdout, "user %s deleted\n", pos[0])
 		return nil
+	case "alias add", "alias del":
+		if len(pos) < 1 || verb == "add" && len(pos) < 2 {
+			return fmt.Errorf("usage: hastore admin alias %s ADDR TARGET [TARGET ...]", verb)
+		}
+		if verb == "add" {
+			if err := cl.AddAlias(ctx, pos[0], pos[1:]); err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "alias %s → %s\n", pos[0], strings.Join(pos[1:], ", "))
+			return nil
+		}
+		if err := cl.DelAlias(ctx, pos[0], pos[1:]); err != nil {
+			return err
+		}
+		if len(pos) == 1 {
+			fmt.Fprintf(stdout, "alias %s deleted\n", pos[0])
+		} else {
+			fmt.Fprintf(stdout, "alias %s: removed %s\n", pos[0], strings.Join(pos[1:], ", "))
+		}
+		return nil
+	case "alias list":
+		if len(pos) > 1 {
+			return errors.New("usage: hastore admin alias list [DOMAIN|'*'] [--json]")
+		}
+		domain := ""
+		if len(pos) == 1 {
+			domain = pos[0]
+		}
+		as, err := cl.ListAliases(ctx, domain)
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			type alias struct {
+				Address string   `json:"address"`
+				Targets []string `json:"targets"`
+			}
+			out := []alias{}
+			for _, a := range as {
+				out = append(out, alias{a.Address, a.Targets})
+			}
+			return printJSON(stdout, out)
+		}
+		tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "ALIAS\tTARGETS")
+		for _, a := range as {
+			fmt.Fprintf(tw, "%s\t%s\n", a.Address, strings.Join(a.Targets, ", "))
+		}
+		return tw.Flush()
 	case "user list":
 		if len(pos) > 1 {
 			return errors.New("usage: hastore admin user list [DOMAIN] [--json]")
@@ -586,6 +692,10 @@ type deliveryFlags struct {
 	spoolDir    string
 	// allowLocal: --smtp-allow-local-senders.
 	allowLocal bool
+	// SPF/DKIM/DMARC on the MX port.
+	checkSenders bool
+	dnsServer    string
+	dmarcReject  string
 }
 
 func (f *deliveryFlags) register(fs *flag.FlagSet) {
@@ -596,7 +706,12 @@ func (f *deliveryFlags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&f.allowLocal, "smtp-allow-local-senders", false,
 		"accept on the SMTP (MX) port, without authentication, envelope senders (MAIL FROM) in this cluster's own mail domains; "+
 			"off, they are refused (550 5.7.1) because local users send through submission and such mail is usually forged. "+
-			"Turn on only if forwarders or mailing lists send you mail keeping a local envelope sender (SPF checking, not yet built, judges that case better)")
+			"Turn on only if forwarders or mailing lists send you mail keeping a local envelope sender (--smtp-check-senders then records whether SPF and DMARC vouch for it)")
+	fs.BoolVar(&f.checkSenders, "smtp-check-senders", false,
+		"verify SPF, DKIM and DMARC of mail received on the SMTP (MX) port and record them in an Authentication-Results: header (needs DNS, see --mail-dns-server)")
+	fs.StringVar(&f.dnsServer, "mail-dns-server", "", "DNS server (host:port) for the sender checks (default: the system's resolver)")
+	fs.StringVar(&f.dmarcReject, "smtp-dmarc-reject", "",
+		"local domains (comma-separated, or *) whose incoming mail failing DMARC under the sender's p=reject is refused (550 5.7.1); others only get the header. Needs --smtp-check-senders; same on every node")
 	fs.StringVar(&f.spoolDir, "smtp-spool-dir", "", "directory for messages being received that do not fit in memory (default: the system's temporary directory)")
 }
 
@@ -614,6 +729,22 @@ func (f *deliveryFlags) apply(cfg *mailserver.Config) error {
 	cfg.SMTPTuning.DataMemory = mem
 	cfg.SMTPTuning.SpoolDir = f.spoolDir
 	cfg.AllowLocalSenders = f.allowLocal
+	if f.dmarcReject != "" && !f.checkSenders {
+		return errors.New("--smtp-dmarc-reject needs --smtp-check-senders")
+	}
+	if f.checkSenders {
+		chk := &smtp.SenderChecks{Resolver: smtp.NewResolver(f.dnsServer)}
+		reject := map[string]bool{}
+		for _, d := range strings.Split(f.dmarcReject, ",") {
+			if d = strings.TrimSuffix(strings.ToLower(strings.TrimSpace(d)), "."); d != "" {
+				reject[d] = true
+			}
+		}
+		if len(reject) > 0 {
+			chk.DMARCReject = func(d string) bool { return reject["*"] || reject[d] }
+		}
+		cfg.SMTPTuning.Checks = chk
+	}
 	cfg.SMTPTuning.RetryWindow = f.retryWindow
 	if f.retryWindow == 0 {
 		cfg.SMTPTuning.RetryWindow = -1 // smtp.Config: negative is off

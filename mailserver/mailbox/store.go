@@ -2,6 +2,7 @@ package mailbox
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -53,8 +54,16 @@ type Options struct {
 	// verifying a password with its hash, to hand to the other nodes. It
 	// must not block.
 	ShareCredential func(SharedCredential)
-	Now             func() time.Time
-	Logger          *slog.Logger
+	// SubaddressSeparators are the characters that start a subaddress
+	// tag in a local part (user+tag@domain; default "+"; "+-" for both),
+	// NoSubaddress turns subaddressing off, and SubaddressFolder delivers
+	// a tagged message into the user's mailbox named like the tag if
+	// there is one (see route.go). Give every node the same values.
+	SubaddressSeparators string
+	NoSubaddress         bool
+	SubaddressFolder     bool
+	Now                  func() time.Time
+	Logger               *slog.Logger
 }
 
 // Store is the mail model of one node over the replicated store. It is
@@ -94,6 +103,9 @@ func New(c Cluster, r meta.TenantReader, opt Options) *Store {
 	}
 	if opt.AuthCacheEntries <= 0 {
 		opt.AuthCacheEntries = 100000
+	}
+	if opt.SubaddressSeparators == "" {
+		opt.SubaddressSeparators = "+"
 	}
 	if opt.Hash == (HashParams{}) {
 		opt.Hash = DefaultHashParams
@@ -166,7 +178,31 @@ func (s *Store) DeleteDomain(ctx context.Context, domain string) error {
 	if err != nil {
 		return err
 	}
-	_, err = s.c.Propose(ctx, meta.MailDomainDelete{Domain: d})
+	// Its aliases and policy go with it, in the same entry, so that no
+	// alias added in between outlives the domain. Without any (seen
+	// here), the plain command, which nodes of older releases know too.
+	var cmds []meta.Command
+	if as, err := s.view.Aliases(d); err != nil {
+		return err
+	} else if len(as) > 0 {
+		cmds = append(cmds, meta.MailAliasDelete{Domain: d})
+	}
+	if p, _ := s.DMARCPolicy(d); p != DMARCDefault {
+		cmds = append(cmds, meta.TenantDelete{Tenant: policyTenant, Key: d})
+	}
+	var cmd meta.Command = meta.MailDomainDelete{Domain: d}
+	if len(cmds) > 0 {
+		cmd = meta.Batch{Atomic: true, Cmds: append(cmds, cmd)}
+	}
+	res, err := s.c.Propose(ctx, cmd)
+	if errors.Is(err, meta.ErrAborted) {
+		for _, r := range res.Batch {
+			if e := r.Err(); e != nil {
+				err = e
+				break
+			}
+		}
+	}
 	return proposeErr("delete domain "+d, err, ErrNotEmpty)
 }
 

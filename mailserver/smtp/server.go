@@ -124,7 +124,12 @@ type Config struct {
 	// (default 10 minutes; negative: off). Every node must run a release
 	// that knows meta.MailDeliverOnce before it is on.
 	RetryWindow time.Duration
-	Logger      *slog.Logger
+	// Checks, on an MX listener, verifies SPF, DKIM and DMARC of each
+	// message and records them in an Authentication-Results: header (nil:
+	// off; the other modes never check: submission is authenticated, and
+	// an MTA in front of LMTP has checked).
+	Checks *SenderChecks
+	Logger *slog.Logger
 }
 
 func (c *Config) setDefaults() {

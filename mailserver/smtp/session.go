@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/emersion/go-msgauth/dmarc"
 	"github.com/emersion/go-sasl"
 	gosmtp "github.com/emersion/go-smtp"
 
@@ -40,6 +41,8 @@ var (
 	errTempFail     = &gosmtp.SMTPError{Code: 451, EnhancedCode: gosmtp.EnhancedCode{4, 3, 0}, Message: "Temporary storage failure, try again later"}
 	errStorageFull  = &gosmtp.SMTPError{Code: 452, EnhancedCode: gosmtp.EnhancedCode{4, 3, 1}, Message: "Insufficient system storage, try again later"}
 	errBusyNet      = &gosmtp.SMTPError{Code: 451, EnhancedCode: gosmtp.EnhancedCode{4, 7, 0}, Message: "Too many messages in progress from your network, try again later"}
+	errFanOut       = &gosmtp.SMTPError{Code: 550, EnhancedCode: gosmtp.EnhancedCode{5, 3, 5}, Message: "Alias expands to too many recipients; the postmaster must fix it"}
+	errTooManyRcpt  = &gosmtp.SMTPError{Code: 452, EnhancedCode: gosmtp.EnhancedCode{4, 5, 3}, Message: "Too many recipients; send the rest in another message"}
 	// errClosed is returned after the session answered 421 and closed the
 	// connection itself; go-smtp's attempt to write it fails.
 	errClosed = &gosmtp.SMTPError{Code: 421, EnhancedCode: gosmtp.EnhancedCode{4, 4, 2}, Message: "Closing connection"}
@@ -62,6 +65,8 @@ func smtpErr(err error) error {
 		return errNoUser
 	case errors.Is(err, mailbox.ErrDisabled):
 		return errDisabled
+	case errors.Is(err, mailbox.ErrFanOut):
+		return errFanOut
 	}
 	return errTempFail
 }
@@ -79,8 +84,9 @@ func (s *Server) newSession(c *gosmtp.Conn) (gosmtp.Session, error) {
 }
 
 type rcpt struct {
-	raw  string // as given to RCPT, for LMTP statuses
-	addr string // normalized
+	raw     string // as given to RCPT, for LMTP statuses
+	addr    string // normalized
+	targets []mailbox.Target
 }
 
 type session struct {
@@ -191,7 +197,11 @@ func (s *session) Rcpt(to string, _ *gosmtp.RcptOptions) error {
 		s.srv.log.Info("relay denied", "remote", s.remote, "from", s.from, "to", to)
 		return errRelayDenied
 	}
-	if err := s.srv.store.CheckRecipient(ctx, addr, s.size); err != nil {
+	rt, err := s.srv.store.Resolve(ctx, addr, s.size)
+	if err != nil {
+		if errors.Is(err, mailbox.ErrFanOut) {
+			s.srv.log.Warn("alias expands too widely: recipient refused; fix the alias", "to", addr, "err", err, "remote", s.remote)
+		}
 		if errors.Is(err, mailbox.ErrNotFound) {
 			s.unknown++
 			overIP := s.srv.unknown.add(ipKey(s.remote.String()), time.Now())
@@ -203,8 +213,31 @@ func (s *session) Rcpt(to string, _ *gosmtp.RcptOptions) error {
 		}
 		return smtpErr(err)
 	}
-	s.rcpts = append(s.rcpts, rcpt{raw: to, addr: addr})
+	for _, d := range rt.Dropped {
+		s.srv.log.Info("alias target cannot take the message; delivering to the others", "to", addr, "target", d.User, "why", d.Err, "remote", s.remote)
+	}
+	if n := len(s.targets(append(s.rcpts, rcpt{targets: rt.Targets}))); n > meta.MaxMailEntries {
+		return errTooManyRcpt
+	}
+	s.rcpts = append(s.rcpts, rcpt{raw: to, addr: addr, targets: rt.Targets})
 	return nil
+}
+
+// targets returns the mailboxes of rcpts without duplicates, in order: a
+// user reached by two recipients (or by an alias and directly) gets one
+// copy per mailbox.
+func (s *session) targets(rcpts []rcpt) []mailbox.Target {
+	seen := map[mailbox.Target]bool{}
+	var out []mailbox.Target
+	for _, r := range rcpts {
+		for _, t := range r.targets {
+			if !seen[t] {
+				seen[t] = true
+				out = append(out, t)
+			}
+		}
+	}
+	return out
 }
 
 // Data delivers to every recipient or to none: an SMTP client gets one
@@ -225,7 +258,7 @@ func (s *session) Data(r io.Reader) error {
 		case errors.Is(o.Err, mailbox.ErrAborted):
 			aborted = true
 		case o.Err != nil:
-			errs = append(errs, smtpErr(o.Err))
+			errs = append(errs, outcomeReply(o))
 		}
 	}
 	switch {
@@ -247,20 +280,56 @@ func stored(d *mailbox.Delivery) error {
 	return &gosmtp.SMTPError{Code: 250, EnhancedCode: gosmtp.EnhancedCode{2, 0, 0}, Message: "OK: stored as " + d.Object().String()[:16]}
 }
 
+// outcomeReply is the reply for one target's failed outcome. A
+// subaddress folder deleted since RCPT is a temporary failure: the retry
+// resolves to INBOX.
+func outcomeReply(o mailbox.Outcome) error {
+	if o.Code == meta.MailNoMailbox {
+		return errTempFail
+	}
+	return smtpErr(o.Err)
+}
+
 // LMTPData delivers to each recipient on its own and reports each status.
+// A recipient standing for several mailboxes (an alias) is answered 250 if
+// any took the message and none failed temporarily (those refusing it for
+// good are dropped, as at RCPT); a temporary failure is answered as such,
+// and the retry stores nothing twice where it landed already (the retry
+// memory, when on).
 func (s *session) LMTPData(r io.Reader, status gosmtp.StatusCollector) error {
 	outs, d, err := s.deliver(r, false)
 	if err != nil {
 		return err // the status of every recipient
 	}
-	byAddr := map[string]error{}
-	for i, a := range s.unique() {
-		if byAddr[a] = smtpErr(outs[i].Err); byAddr[a] == nil {
-			byAddr[a] = stored(d)
-		}
+	byTarget := map[mailbox.Target]mailbox.Outcome{}
+	for i, t := range s.targets(s.rcpts) {
+		byTarget[t] = outs[i]
 	}
 	for _, rc := range s.rcpts {
-		status.SetStatus(rc.raw, byAddr[rc.addr])
+		var first, temp error
+		ok := false
+		for _, t := range rc.targets {
+			o := byTarget[t]
+			if o.Err == nil {
+				ok = true
+				continue
+			}
+			e := outcomeReply(o)
+			if first == nil {
+				first = e
+			}
+			if se, isSMTP := e.(*gosmtp.SMTPError); isSMTP && se.Code/100 == 4 && temp == nil {
+				temp = e
+			}
+		}
+		switch {
+		case temp != nil:
+			status.SetStatus(rc.raw, temp)
+		case ok:
+			status.SetStatus(rc.raw, stored(d))
+		default:
+			status.SetStatus(rc.raw, first)
+		}
 	}
 	return nil
 }
@@ -305,7 +374,8 @@ func (s *session) deliver(r io.Reader, allOrNothing bool) ([]mailbox.Outcome, *m
 		return nil, nil, s.refuse(r, errNoUser)
 	}
 	rcpts := s.unique()
-	sp := newSpool(cfg.Memory, cfg.Spool, cfg.SpoolDir, cfg.MessageInMemory, s.traceHeaders(rcpts), s.from)
+	trace := s.traceHeaders(rcpts)
+	sp := newSpool(cfg.Memory, cfg.Spool, cfg.SpoolDir, cfg.MessageInMemory, trace, s.from)
 	defer sp.close()
 	if err := s.receive(r, sp); err != nil {
 		return nil, nil, err
@@ -322,9 +392,19 @@ func (s *session) deliver(r io.Reader, allOrNothing bool) ([]mailbox.Outcome, *m
 		s.srv.log.Warn("no memory to store a message in time", "size", sp.size, "err", err, "remote", s.remote)
 		return nil, nil, errBusy
 	}
+	var auth string
+	if cfg.Mode == MX && cfg.Checks != nil {
+		ar := cfg.Checks.check(ctx, cfg.Hostname, s.remote, s.conn.Hostname(), s.from, msg[len(trace):])
+		auth = string(ar.dmarc)
+		if ar.dmarc == "fail" && ar.policy == dmarc.PolicyReject && cfg.Checks.DMARCReject != nil && s.allDomains(cfg.Checks.DMARCReject) {
+			s.srv.log.Info("message refused: DMARC p=reject failed", "from", s.from, "header_from_domain", ar.fromDomain, "results", strings.TrimSpace(ar.header), "remote", s.remote)
+			return nil, nil, dmarcRefusal(ar.fromDomain)
+		}
+		msg = withAuthResults(msg, len(trace), cfg.Hostname, ar.header)
+	}
 	d := s.srv.store.NewDelivery()
-	for _, a := range rcpts {
-		if err := d.AddRecipient(mailbox.Recipient{Address: a}); err != nil {
+	for _, t := range s.targets(s.rcpts) {
+		if err := d.AddRecipient(mailbox.Recipient{Address: t.User, Mailbox: t.Mailbox}); err != nil {
 			return nil, nil, errBadAddress
 		}
 	}
@@ -350,9 +430,19 @@ func (s *session) deliver(r io.Reader, allOrNothing bool) ([]mailbox.Outcome, *m
 			retries++
 		}
 	}
-	s.srv.log.Info("delivered", "from", s.from, "recipients", len(rcpts), "delivered", delivered, "retries", retries, "size", d.Size(),
-		"object", d.Object().String()[:16], "user", s.user, "remote", s.remote, "took", time.Since(start).Round(time.Millisecond))
+	s.srv.log.Info("delivered", "from", s.from, "recipients", len(rcpts), "mailboxes", len(outs), "delivered", delivered, "retries", retries, "size", d.Size(),
+		"object", d.Object().String()[:16], "user", s.user, "dmarc", auth, "remote", s.remote, "took", time.Since(start).Round(time.Millisecond))
 	return outs, d, nil
+}
+
+// allDomains reports whether fn holds for every recipient's domain.
+func (s *session) allDomains(fn func(domain string) bool) bool {
+	for _, r := range s.rcpts {
+		if !fn(domainOf(r.addr)) {
+			return false
+		}
+	}
+	return len(s.rcpts) > 0
 }
 
 // maxHeaderCheck bounds how much of a submitted message is read to find

@@ -4129,6 +4129,265 @@ func (x *RevokeCredRequest) GetForce() bool {
 	return false
 }
 
+// MailAliasRequest names an alias and targets (AddAlias, DelAlias).
+type MailAliasRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// address is local@domain, @domain (catch-all) or local@* (every domain).
+	Address string `protobuf:"bytes,1,opt,name=address,proto3" json:"address,omitempty"`
+	// targets are local addresses (users or other aliases).
+	Targets       []string `protobuf:"bytes,2,rep,name=targets,proto3" json:"targets,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MailAliasRequest) Reset() {
+	*x = MailAliasRequest{}
+	mi := &file_hastore_proto_msgTypes[63]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MailAliasRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MailAliasRequest) ProtoMessage() {}
+
+func (x *MailAliasRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hastore_proto_msgTypes[63]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MailAliasRequest.ProtoReflect.Descriptor instead.
+func (*MailAliasRequest) Descriptor() ([]byte, []int) {
+	return file_hastore_proto_rawDescGZIP(), []int{63}
+}
+
+func (x *MailAliasRequest) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *MailAliasRequest) GetTargets() []string {
+	if x != nil {
+		return x.Targets
+	}
+	return nil
+}
+
+// ListMailAliasesRequest selects aliases by domain.
+type ListMailAliasesRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// domain is a local domain, "*" for the cluster-wide aliases, empty for all.
+	Domain        string `protobuf:"bytes,1,opt,name=domain,proto3" json:"domain,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListMailAliasesRequest) Reset() {
+	*x = ListMailAliasesRequest{}
+	mi := &file_hastore_proto_msgTypes[64]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListMailAliasesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListMailAliasesRequest) ProtoMessage() {}
+
+func (x *ListMailAliasesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hastore_proto_msgTypes[64]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListMailAliasesRequest.ProtoReflect.Descriptor instead.
+func (*ListMailAliasesRequest) Descriptor() ([]byte, []int) {
+	return file_hastore_proto_rawDescGZIP(), []int{64}
+}
+
+func (x *ListMailAliasesRequest) GetDomain() string {
+	if x != nil {
+		return x.Domain
+	}
+	return ""
+}
+
+// MailAliasInfo is one alias and its targets.
+type MailAliasInfo struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// address is as in MailAliasRequest.
+	Address string `protobuf:"bytes,1,opt,name=address,proto3" json:"address,omitempty"`
+	// targets are the alias's targets, sorted.
+	Targets       []string `protobuf:"bytes,2,rep,name=targets,proto3" json:"targets,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MailAliasInfo) Reset() {
+	*x = MailAliasInfo{}
+	mi := &file_hastore_proto_msgTypes[65]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MailAliasInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MailAliasInfo) ProtoMessage() {}
+
+func (x *MailAliasInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_hastore_proto_msgTypes[65]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MailAliasInfo.ProtoReflect.Descriptor instead.
+func (*MailAliasInfo) Descriptor() ([]byte, []int) {
+	return file_hastore_proto_rawDescGZIP(), []int{65}
+}
+
+func (x *MailAliasInfo) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *MailAliasInfo) GetTargets() []string {
+	if x != nil {
+		return x.Targets
+	}
+	return nil
+}
+
+// ListMailAliasesReply lists aliases by address.
+type ListMailAliasesReply struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// aliases are the aliases.
+	Aliases       []*MailAliasInfo `protobuf:"bytes,1,rep,name=aliases,proto3" json:"aliases,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListMailAliasesReply) Reset() {
+	*x = ListMailAliasesReply{}
+	mi := &file_hastore_proto_msgTypes[66]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListMailAliasesReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListMailAliasesReply) ProtoMessage() {}
+
+func (x *ListMailAliasesReply) ProtoReflect() protoreflect.Message {
+	mi := &file_hastore_proto_msgTypes[66]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListMailAliasesReply.ProtoReflect.Descriptor instead.
+func (*ListMailAliasesReply) Descriptor() ([]byte, []int) {
+	return file_hastore_proto_rawDescGZIP(), []int{66}
+}
+
+func (x *ListMailAliasesReply) GetAliases() []*MailAliasInfo {
+	if x != nil {
+		return x.Aliases
+	}
+	return nil
+}
+
+// MailDomainPolicy is a local domain's policy for incoming mail.
+type MailDomainPolicy struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// domain is the local domain.
+	Domain string `protobuf:"bytes,1,opt,name=domain,proto3" json:"domain,omitempty"`
+	// dmarc: "reject" refuses mail failing DMARC under the sender's
+	// p=reject, "none" only records it, "default" (or empty in a reply)
+	// follows the node's --smtp-dmarc-reject. Empty in a request: no change.
+	Dmarc         string `protobuf:"bytes,2,opt,name=dmarc,proto3" json:"dmarc,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MailDomainPolicy) Reset() {
+	*x = MailDomainPolicy{}
+	mi := &file_hastore_proto_msgTypes[67]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MailDomainPolicy) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MailDomainPolicy) ProtoMessage() {}
+
+func (x *MailDomainPolicy) ProtoReflect() protoreflect.Message {
+	mi := &file_hastore_proto_msgTypes[67]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MailDomainPolicy.ProtoReflect.Descriptor instead.
+func (*MailDomainPolicy) Descriptor() ([]byte, []int) {
+	return file_hastore_proto_rawDescGZIP(), []int{67}
+}
+
+func (x *MailDomainPolicy) GetDomain() string {
+	if x != nil {
+		return x.Domain
+	}
+	return ""
+}
+
+func (x *MailDomainPolicy) GetDmarc() string {
+	if x != nil {
+		return x.Dmarc
+	}
+	return ""
+}
+
 var File_hastore_proto protoreflect.FileDescriptor
 
 const file_hastore_proto_rawDesc = "" +
@@ -4408,7 +4667,20 @@ const file_hastore_proto_rawDesc = "" +
 	"\x05creds\x18\x01 \x03(\v2\x16.hastore.v1.CredRecordR\x05creds\"9\n" +
 	"\x11RevokeCredRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
-	"\x05force\x18\x02 \x01(\bR\x05force2\xff\x02\n" +
+	"\x05force\x18\x02 \x01(\bR\x05force\"F\n" +
+	"\x10MailAliasRequest\x12\x18\n" +
+	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x18\n" +
+	"\atargets\x18\x02 \x03(\tR\atargets\"0\n" +
+	"\x16ListMailAliasesRequest\x12\x16\n" +
+	"\x06domain\x18\x01 \x01(\tR\x06domain\"C\n" +
+	"\rMailAliasInfo\x12\x18\n" +
+	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x18\n" +
+	"\atargets\x18\x02 \x03(\tR\atargets\"K\n" +
+	"\x14ListMailAliasesReply\x123\n" +
+	"\aaliases\x18\x01 \x03(\v2\x19.hastore.v1.MailAliasInfoR\aaliases\"@\n" +
+	"\x10MailDomainPolicy\x12\x16\n" +
+	"\x06domain\x18\x01 \x01(\tR\x06domain\x12\x14\n" +
+	"\x05dmarc\x18\x02 \x01(\tR\x05dmarc2\xff\x02\n" +
 	"\x04Node\x12B\n" +
 	"\bPutShard\x12\x19.hastore.v1.PutShardChunk\x1a\x19.hastore.v1.PutShardReply(\x01\x12D\n" +
 	"\bGetShard\x12\x1b.hastore.v1.GetShardRequest\x1a\x19.hastore.v1.GetShardChunk0\x01\x128\n" +
@@ -4451,7 +4723,7 @@ const file_hastore_proto_rawDesc = "" +
 	"\x06Unlink\x12\x19.hastore.v1.RemoveRequest\x1a\x11.hastore.v1.Empty\x125\n" +
 	"\x05Rmdir\x12\x19.hastore.v1.RemoveRequest\x1a\x11.hastore.v1.Empty\x128\n" +
 	"\x04Read\x12\x17.hastore.v1.ReadRequest\x1a\x15.hastore.v1.DataChunk0\x01\x124\n" +
-	"\x05Write\x12\x16.hastore.v1.WriteChunk\x1a\x11.hastore.v1.Inode(\x012\xe5\x04\n" +
+	"\x05Write\x12\x16.hastore.v1.WriteChunk\x1a\x11.hastore.v1.Inode(\x012\x80\a\n" +
 	"\x04Mail\x12=\n" +
 	"\tAddDomain\x12\x1d.hastore.v1.MailDomainRequest\x1a\x11.hastore.v1.Empty\x12=\n" +
 	"\tDelDomain\x12\x1d.hastore.v1.MailDomainRequest\x1a\x11.hastore.v1.Empty\x12S\n" +
@@ -4461,7 +4733,11 @@ const file_hastore_proto_rawDesc = "" +
 	"\bSetQuota\x12\x1b.hastore.v1.MailUserRequest\x1a\x11.hastore.v1.Empty\x129\n" +
 	"\aDelUser\x12\x1b.hastore.v1.MailUserRequest\x1a\x11.hastore.v1.Empty\x12M\n" +
 	"\tListUsers\x12 .hastore.v1.ListMailUsersRequest\x1a\x1e.hastore.v1.ListMailUsersReply\x12J\n" +
-	"\x10ShareCredentials\x12#.hastore.v1.ShareCredentialsRequest\x1a\x11.hastore.v1.Empty2\xc7\x01\n" +
+	"\x10ShareCredentials\x12#.hastore.v1.ShareCredentialsRequest\x1a\x11.hastore.v1.Empty\x12;\n" +
+	"\bAddAlias\x12\x1c.hastore.v1.MailAliasRequest\x1a\x11.hastore.v1.Empty\x12;\n" +
+	"\bDelAlias\x12\x1c.hastore.v1.MailAliasRequest\x1a\x11.hastore.v1.Empty\x12S\n" +
+	"\vListAliases\x12\".hastore.v1.ListMailAliasesRequest\x1a .hastore.v1.ListMailAliasesReply\x12J\n" +
+	"\fDomainPolicy\x12\x1c.hastore.v1.MailDomainPolicy\x1a\x1c.hastore.v1.MailDomainPolicy2\xc7\x01\n" +
 	"\x05Creds\x127\n" +
 	"\n" +
 	"RecordCred\x12\x16.hastore.v1.CredRecord\x1a\x11.hastore.v1.Empty\x12E\n" +
@@ -4482,7 +4758,7 @@ func file_hastore_proto_rawDescGZIP() []byte {
 }
 
 var file_hastore_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_hastore_proto_msgTypes = make([]protoimpl.MessageInfo, 63)
+var file_hastore_proto_msgTypes = make([]protoimpl.MessageInfo, 68)
 var file_hastore_proto_goTypes = []any{
 	(WriteHeader_Kind)(0),           // 0: hastore.v1.WriteHeader.Kind
 	(*Empty)(nil),                   // 1: hastore.v1.Empty
@@ -4548,6 +4824,11 @@ var file_hastore_proto_goTypes = []any{
 	(*ListCredsRequest)(nil),        // 61: hastore.v1.ListCredsRequest
 	(*ListCredsReply)(nil),          // 62: hastore.v1.ListCredsReply
 	(*RevokeCredRequest)(nil),       // 63: hastore.v1.RevokeCredRequest
+	(*MailAliasRequest)(nil),        // 64: hastore.v1.MailAliasRequest
+	(*ListMailAliasesRequest)(nil),  // 65: hastore.v1.ListMailAliasesRequest
+	(*MailAliasInfo)(nil),           // 66: hastore.v1.MailAliasInfo
+	(*ListMailAliasesReply)(nil),    // 67: hastore.v1.ListMailAliasesReply
+	(*MailDomainPolicy)(nil),        // 68: hastore.v1.MailDomainPolicy
 }
 var file_hastore_proto_depIdxs = []int32{
 	8,  // 0: hastore.v1.PutShardReply.shard:type_name -> hastore.v1.ShardInfo
@@ -4566,107 +4847,116 @@ var file_hastore_proto_depIdxs = []int32{
 	54, // 13: hastore.v1.ListMailDomainsReply.domains:type_name -> hastore.v1.MailDomainInfo
 	58, // 14: hastore.v1.ListMailUsersReply.users:type_name -> hastore.v1.MailUserInfo
 	60, // 15: hastore.v1.ListCredsReply.creds:type_name -> hastore.v1.CredRecord
-	2,  // 16: hastore.v1.Node.PutShard:input_type -> hastore.v1.PutShardChunk
-	4,  // 17: hastore.v1.Node.GetShard:input_type -> hastore.v1.GetShardRequest
-	6,  // 18: hastore.v1.Node.StatShard:input_type -> hastore.v1.ShardRef
-	6,  // 19: hastore.v1.Node.DeleteShard:input_type -> hastore.v1.ShardRef
-	7,  // 20: hastore.v1.Node.ListShards:input_type -> hastore.v1.ListShardsRequest
-	9,  // 21: hastore.v1.Node.Info:input_type -> hastore.v1.InfoRequest
-	11, // 22: hastore.v1.Cluster.PutObject:input_type -> hastore.v1.DataChunk
-	13, // 23: hastore.v1.Cluster.GetObject:input_type -> hastore.v1.GetObjectRequest
-	14, // 24: hastore.v1.Cluster.StatObject:input_type -> hastore.v1.StatObjectRequest
-	12, // 25: hastore.v1.Cluster.DeleteObject:input_type -> hastore.v1.ObjectRef
-	17, // 26: hastore.v1.Cluster.Status:input_type -> hastore.v1.StatusRequest
-	20, // 27: hastore.v1.Cluster.RemoveNode:input_type -> hastore.v1.RemoveNodeRequest
-	21, // 28: hastore.v1.Cluster.Repair:input_type -> hastore.v1.RunRequest
-	21, // 29: hastore.v1.Cluster.Scrub:input_type -> hastore.v1.RunRequest
-	22, // 30: hastore.v1.Cluster.Join:input_type -> hastore.v1.JoinRequest
-	24, // 31: hastore.v1.Cluster.Propose:input_type -> hastore.v1.ProposeRequest
-	26, // 32: hastore.v1.Cluster.ReadIndex:input_type -> hastore.v1.ReadIndexRequest
-	27, // 33: hastore.v1.Cluster.LeaderSlow:input_type -> hastore.v1.LeaderSlowRequest
-	31, // 34: hastore.v1.Sites.AddSite:input_type -> hastore.v1.AddSiteRequest
-	30, // 35: hastore.v1.Sites.DelSite:input_type -> hastore.v1.SiteRequest
-	33, // 36: hastore.v1.Sites.ListSites:input_type -> hastore.v1.ListSitesRequest
-	30, // 37: hastore.v1.Sites.Sync:input_type -> hastore.v1.SiteRequest
-	36, // 38: hastore.v1.Sites.Lookup:input_type -> hastore.v1.LookupRequest
-	37, // 39: hastore.v1.Sites.GetAttr:input_type -> hastore.v1.InodeRequest
-	38, // 40: hastore.v1.Sites.Walk:input_type -> hastore.v1.WalkRequest
-	39, // 41: hastore.v1.Sites.ReadDir:input_type -> hastore.v1.ReadDirRequest
-	42, // 42: hastore.v1.Sites.Mkdir:input_type -> hastore.v1.CreateRequest
-	42, // 43: hastore.v1.Sites.Create:input_type -> hastore.v1.CreateRequest
-	42, // 44: hastore.v1.Sites.Symlink:input_type -> hastore.v1.CreateRequest
-	37, // 45: hastore.v1.Sites.Readlink:input_type -> hastore.v1.InodeRequest
-	44, // 46: hastore.v1.Sites.Setattr:input_type -> hastore.v1.SetattrRequest
-	45, // 47: hastore.v1.Sites.Rename:input_type -> hastore.v1.RenameRequest
-	46, // 48: hastore.v1.Sites.Unlink:input_type -> hastore.v1.RemoveRequest
-	46, // 49: hastore.v1.Sites.Rmdir:input_type -> hastore.v1.RemoveRequest
-	47, // 50: hastore.v1.Sites.Read:input_type -> hastore.v1.ReadRequest
-	48, // 51: hastore.v1.Sites.Write:input_type -> hastore.v1.WriteChunk
-	52, // 52: hastore.v1.Mail.AddDomain:input_type -> hastore.v1.MailDomainRequest
-	52, // 53: hastore.v1.Mail.DelDomain:input_type -> hastore.v1.MailDomainRequest
-	53, // 54: hastore.v1.Mail.ListDomains:input_type -> hastore.v1.ListMailDomainsRequest
-	56, // 55: hastore.v1.Mail.AddUser:input_type -> hastore.v1.MailUserRequest
-	56, // 56: hastore.v1.Mail.SetPassword:input_type -> hastore.v1.MailUserRequest
-	56, // 57: hastore.v1.Mail.SetQuota:input_type -> hastore.v1.MailUserRequest
-	56, // 58: hastore.v1.Mail.DelUser:input_type -> hastore.v1.MailUserRequest
-	57, // 59: hastore.v1.Mail.ListUsers:input_type -> hastore.v1.ListMailUsersRequest
-	50, // 60: hastore.v1.Mail.ShareCredentials:input_type -> hastore.v1.ShareCredentialsRequest
-	60, // 61: hastore.v1.Creds.RecordCred:input_type -> hastore.v1.CredRecord
-	61, // 62: hastore.v1.Creds.ListCreds:input_type -> hastore.v1.ListCredsRequest
-	63, // 63: hastore.v1.Creds.RevokeCred:input_type -> hastore.v1.RevokeCredRequest
-	3,  // 64: hastore.v1.Node.PutShard:output_type -> hastore.v1.PutShardReply
-	5,  // 65: hastore.v1.Node.GetShard:output_type -> hastore.v1.GetShardChunk
-	8,  // 66: hastore.v1.Node.StatShard:output_type -> hastore.v1.ShardInfo
-	1,  // 67: hastore.v1.Node.DeleteShard:output_type -> hastore.v1.Empty
-	8,  // 68: hastore.v1.Node.ListShards:output_type -> hastore.v1.ShardInfo
-	10, // 69: hastore.v1.Node.Info:output_type -> hastore.v1.NodeInfo
-	12, // 70: hastore.v1.Cluster.PutObject:output_type -> hastore.v1.ObjectRef
-	11, // 71: hastore.v1.Cluster.GetObject:output_type -> hastore.v1.DataChunk
-	15, // 72: hastore.v1.Cluster.StatObject:output_type -> hastore.v1.ObjectStat
-	1,  // 73: hastore.v1.Cluster.DeleteObject:output_type -> hastore.v1.Empty
-	19, // 74: hastore.v1.Cluster.Status:output_type -> hastore.v1.ClusterStatus
-	29, // 75: hastore.v1.Cluster.RemoveNode:output_type -> hastore.v1.Progress
-	29, // 76: hastore.v1.Cluster.Repair:output_type -> hastore.v1.Progress
-	29, // 77: hastore.v1.Cluster.Scrub:output_type -> hastore.v1.Progress
-	23, // 78: hastore.v1.Cluster.Join:output_type -> hastore.v1.JoinReply
-	25, // 79: hastore.v1.Cluster.Propose:output_type -> hastore.v1.ProposeReply
-	28, // 80: hastore.v1.Cluster.ReadIndex:output_type -> hastore.v1.ReadIndexReply
-	1,  // 81: hastore.v1.Cluster.LeaderSlow:output_type -> hastore.v1.Empty
-	32, // 82: hastore.v1.Sites.AddSite:output_type -> hastore.v1.SiteInfo
-	1,  // 83: hastore.v1.Sites.DelSite:output_type -> hastore.v1.Empty
-	34, // 84: hastore.v1.Sites.ListSites:output_type -> hastore.v1.ListSitesReply
-	1,  // 85: hastore.v1.Sites.Sync:output_type -> hastore.v1.Empty
-	35, // 86: hastore.v1.Sites.Lookup:output_type -> hastore.v1.Inode
-	35, // 87: hastore.v1.Sites.GetAttr:output_type -> hastore.v1.Inode
-	35, // 88: hastore.v1.Sites.Walk:output_type -> hastore.v1.Inode
-	40, // 89: hastore.v1.Sites.ReadDir:output_type -> hastore.v1.DirEntries
-	35, // 90: hastore.v1.Sites.Mkdir:output_type -> hastore.v1.Inode
-	35, // 91: hastore.v1.Sites.Create:output_type -> hastore.v1.Inode
-	35, // 92: hastore.v1.Sites.Symlink:output_type -> hastore.v1.Inode
-	43, // 93: hastore.v1.Sites.Readlink:output_type -> hastore.v1.ReadlinkReply
-	35, // 94: hastore.v1.Sites.Setattr:output_type -> hastore.v1.Inode
-	1,  // 95: hastore.v1.Sites.Rename:output_type -> hastore.v1.Empty
-	1,  // 96: hastore.v1.Sites.Unlink:output_type -> hastore.v1.Empty
-	1,  // 97: hastore.v1.Sites.Rmdir:output_type -> hastore.v1.Empty
-	11, // 98: hastore.v1.Sites.Read:output_type -> hastore.v1.DataChunk
-	35, // 99: hastore.v1.Sites.Write:output_type -> hastore.v1.Inode
-	1,  // 100: hastore.v1.Mail.AddDomain:output_type -> hastore.v1.Empty
-	1,  // 101: hastore.v1.Mail.DelDomain:output_type -> hastore.v1.Empty
-	55, // 102: hastore.v1.Mail.ListDomains:output_type -> hastore.v1.ListMailDomainsReply
-	1,  // 103: hastore.v1.Mail.AddUser:output_type -> hastore.v1.Empty
-	1,  // 104: hastore.v1.Mail.SetPassword:output_type -> hastore.v1.Empty
-	1,  // 105: hastore.v1.Mail.SetQuota:output_type -> hastore.v1.Empty
-	1,  // 106: hastore.v1.Mail.DelUser:output_type -> hastore.v1.Empty
-	59, // 107: hastore.v1.Mail.ListUsers:output_type -> hastore.v1.ListMailUsersReply
-	1,  // 108: hastore.v1.Mail.ShareCredentials:output_type -> hastore.v1.Empty
-	1,  // 109: hastore.v1.Creds.RecordCred:output_type -> hastore.v1.Empty
-	62, // 110: hastore.v1.Creds.ListCreds:output_type -> hastore.v1.ListCredsReply
-	1,  // 111: hastore.v1.Creds.RevokeCred:output_type -> hastore.v1.Empty
-	64, // [64:112] is the sub-list for method output_type
-	16, // [16:64] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	66, // 16: hastore.v1.ListMailAliasesReply.aliases:type_name -> hastore.v1.MailAliasInfo
+	2,  // 17: hastore.v1.Node.PutShard:input_type -> hastore.v1.PutShardChunk
+	4,  // 18: hastore.v1.Node.GetShard:input_type -> hastore.v1.GetShardRequest
+	6,  // 19: hastore.v1.Node.StatShard:input_type -> hastore.v1.ShardRef
+	6,  // 20: hastore.v1.Node.DeleteShard:input_type -> hastore.v1.ShardRef
+	7,  // 21: hastore.v1.Node.ListShards:input_type -> hastore.v1.ListShardsRequest
+	9,  // 22: hastore.v1.Node.Info:input_type -> hastore.v1.InfoRequest
+	11, // 23: hastore.v1.Cluster.PutObject:input_type -> hastore.v1.DataChunk
+	13, // 24: hastore.v1.Cluster.GetObject:input_type -> hastore.v1.GetObjectRequest
+	14, // 25: hastore.v1.Cluster.StatObject:input_type -> hastore.v1.StatObjectRequest
+	12, // 26: hastore.v1.Cluster.DeleteObject:input_type -> hastore.v1.ObjectRef
+	17, // 27: hastore.v1.Cluster.Status:input_type -> hastore.v1.StatusRequest
+	20, // 28: hastore.v1.Cluster.RemoveNode:input_type -> hastore.v1.RemoveNodeRequest
+	21, // 29: hastore.v1.Cluster.Repair:input_type -> hastore.v1.RunRequest
+	21, // 30: hastore.v1.Cluster.Scrub:input_type -> hastore.v1.RunRequest
+	22, // 31: hastore.v1.Cluster.Join:input_type -> hastore.v1.JoinRequest
+	24, // 32: hastore.v1.Cluster.Propose:input_type -> hastore.v1.ProposeRequest
+	26, // 33: hastore.v1.Cluster.ReadIndex:input_type -> hastore.v1.ReadIndexRequest
+	27, // 34: hastore.v1.Cluster.LeaderSlow:input_type -> hastore.v1.LeaderSlowRequest
+	31, // 35: hastore.v1.Sites.AddSite:input_type -> hastore.v1.AddSiteRequest
+	30, // 36: hastore.v1.Sites.DelSite:input_type -> hastore.v1.SiteRequest
+	33, // 37: hastore.v1.Sites.ListSites:input_type -> hastore.v1.ListSitesRequest
+	30, // 38: hastore.v1.Sites.Sync:input_type -> hastore.v1.SiteRequest
+	36, // 39: hastore.v1.Sites.Lookup:input_type -> hastore.v1.LookupRequest
+	37, // 40: hastore.v1.Sites.GetAttr:input_type -> hastore.v1.InodeRequest
+	38, // 41: hastore.v1.Sites.Walk:input_type -> hastore.v1.WalkRequest
+	39, // 42: hastore.v1.Sites.ReadDir:input_type -> hastore.v1.ReadDirRequest
+	42, // 43: hastore.v1.Sites.Mkdir:input_type -> hastore.v1.CreateRequest
+	42, // 44: hastore.v1.Sites.Create:input_type -> hastore.v1.CreateRequest
+	42, // 45: hastore.v1.Sites.Symlink:input_type -> hastore.v1.CreateRequest
+	37, // 46: hastore.v1.Sites.Readlink:input_type -> hastore.v1.InodeRequest
+	44, // 47: hastore.v1.Sites.Setattr:input_type -> hastore.v1.SetattrRequest
+	45, // 48: hastore.v1.Sites.Rename:input_type -> hastore.v1.RenameRequest
+	46, // 49: hastore.v1.Sites.Unlink:input_type -> hastore.v1.RemoveRequest
+	46, // 50: hastore.v1.Sites.Rmdir:input_type -> hastore.v1.RemoveRequest
+	47, // 51: hastore.v1.Sites.Read:input_type -> hastore.v1.ReadRequest
+	48, // 52: hastore.v1.Sites.Write:input_type -> hastore.v1.WriteChunk
+	52, // 53: hastore.v1.Mail.AddDomain:input_type -> hastore.v1.MailDomainRequest
+	52, // 54: hastore.v1.Mail.DelDomain:input_type -> hastore.v1.MailDomainRequest
+	53, // 55: hastore.v1.Mail.ListDomains:input_type -> hastore.v1.ListMailDomainsRequest
+	56, // 56: hastore.v1.Mail.AddUser:input_type -> hastore.v1.MailUserRequest
+	56, // 57: hastore.v1.Mail.SetPassword:input_type -> hastore.v1.MailUserRequest
+	56, // 58: hastore.v1.Mail.SetQuota:input_type -> hastore.v1.MailUserRequest
+	56, // 59: hastore.v1.Mail.DelUser:input_type -> hastore.v1.MailUserRequest
+	57, // 60: hastore.v1.Mail.ListUsers:input_type -> hastore.v1.ListMailUsersRequest
+	50, // 61: hastore.v1.Mail.ShareCredentials:input_type -> hastore.v1.ShareCredentialsRequest
+	64, // 62: hastore.v1.Mail.AddAlias:input_type -> hastore.v1.MailAliasRequest
+	64, // 63: hastore.v1.Mail.DelAlias:input_type -> hastore.v1.MailAliasRequest
+	65, // 64: hastore.v1.Mail.ListAliases:input_type -> hastore.v1.ListMailAliasesRequest
+	68, // 65: hastore.v1.Mail.DomainPolicy:input_type -> hastore.v1.MailDomainPolicy
+	60, // 66: hastore.v1.Creds.RecordCred:input_type -> hastore.v1.CredRecord
+	61, // 67: hastore.v1.Creds.ListCreds:input_type -> hastore.v1.ListCredsRequest
+	63, // 68: hastore.v1.Creds.RevokeCred:input_type -> hastore.v1.RevokeCredRequest
+	3,  // 69: hastore.v1.Node.PutShard:output_type -> hastore.v1.PutShardReply
+	5,  // 70: hastore.v1.Node.GetShard:output_type -> hastore.v1.GetShardChunk
+	8,  // 71: hastore.v1.Node.StatShard:output_type -> hastore.v1.ShardInfo
+	1,  // 72: hastore.v1.Node.DeleteShard:output_type -> hastore.v1.Empty
+	8,  // 73: hastore.v1.Node.ListShards:output_type -> hastore.v1.ShardInfo
+	10, // 74: hastore.v1.Node.Info:output_type -> hastore.v1.NodeInfo
+	12, // 75: hastore.v1.Cluster.PutObject:output_type -> hastore.v1.ObjectRef
+	11, // 76: hastore.v1.Cluster.GetObject:output_type -> hastore.v1.DataChunk
+	15, // 77: hastore.v1.Cluster.StatObject:output_type -> hastore.v1.ObjectStat
+	1,  // 78: hastore.v1.Cluster.DeleteObject:output_type -> hastore.v1.Empty
+	19, // 79: hastore.v1.Cluster.Status:output_type -> hastore.v1.ClusterStatus
+	29, // 80: hastore.v1.Cluster.RemoveNode:output_type -> hastore.v1.Progress
+	29, // 81: hastore.v1.Cluster.Repair:output_type -> hastore.v1.Progress
+	29, // 82: hastore.v1.Cluster.Scrub:output_type -> hastore.v1.Progress
+	23, // 83: hastore.v1.Cluster.Join:output_type -> hastore.v1.JoinReply
+	25, // 84: hastore.v1.Cluster.Propose:output_type -> hastore.v1.ProposeReply
+	28, // 85: hastore.v1.Cluster.ReadIndex:output_type -> hastore.v1.ReadIndexReply
+	1,  // 86: hastore.v1.Cluster.LeaderSlow:output_type -> hastore.v1.Empty
+	32, // 87: hastore.v1.Sites.AddSite:output_type -> hastore.v1.SiteInfo
+	1,  // 88: hastore.v1.Sites.DelSite:output_type -> hastore.v1.Empty
+	34, // 89: hastore.v1.Sites.ListSites:output_type -> hastore.v1.ListSitesReply
+	1,  // 90: hastore.v1.Sites.Sync:output_type -> hastore.v1.Empty
+	35, // 91: hastore.v1.Sites.Lookup:output_type -> hastore.v1.Inode
+	35, // 92: hastore.v1.Sites.GetAttr:output_type -> hastore.v1.Inode
+	35, // 93: hastore.v1.Sites.Walk:output_type -> hastore.v1.Inode
+	40, // 94: hastore.v1.Sites.ReadDir:output_type -> hastore.v1.DirEntries
+	35, // 95: hastore.v1.Sites.Mkdir:output_type -> hastore.v1.Inode
+	35, // 96: hastore.v1.Sites.Create:output_type -> hastore.v1.Inode
+	35, // 97: hastore.v1.Sites.Symlink:output_type -> hastore.v1.Inode
+	43, // 98: hastore.v1.Sites.Readlink:output_type -> hastore.v1.ReadlinkReply
+	35, // 99: hastore.v1.Sites.Setattr:output_type -> hastore.v1.Inode
+	1,  // 100: hastore.v1.Sites.Rename:output_type -> hastore.v1.Empty
+	1,  // 101: hastore.v1.Sites.Unlink:output_type -> hastore.v1.Empty
+	1,  // 102: hastore.v1.Sites.Rmdir:output_type -> hastore.v1.Empty
+	11, // 103: hastore.v1.Sites.Read:output_type -> hastore.v1.DataChunk
+	35, // 104: hastore.v1.Sites.Write:output_type -> hastore.v1.Inode
+	1,  // 105: hastore.v1.Mail.AddDomain:output_type -> hastore.v1.Empty
+	1,  // 106: hastore.v1.Mail.DelDomain:output_type -> hastore.v1.Empty
+	55, // 107: hastore.v1.Mail.ListDomains:output_type -> hastore.v1.ListMailDomainsReply
+	1,  // 108: hastore.v1.Mail.AddUser:output_type -> hastore.v1.Empty
+	1,  // 109: hastore.v1.Mail.SetPassword:output_type -> hastore.v1.Empty
+	1,  // 110: hastore.v1.Mail.SetQuota:output_type -> hastore.v1.Empty
+	1,  // 111: hastore.v1.Mail.DelUser:output_type -> hastore.v1.Empty
+	59, // 112: hastore.v1.Mail.ListUsers:output_type -> hastore.v1.ListMailUsersReply
+	1,  // 113: hastore.v1.Mail.ShareCredentials:output_type -> hastore.v1.Empty
+	1,  // 114: hastore.v1.Mail.AddAlias:output_type -> hastore.v1.Empty
+	1,  // 115: hastore.v1.Mail.DelAlias:output_type -> hastore.v1.Empty
+	67, // 116: hastore.v1.Mail.ListAliases:output_type -> hastore.v1.ListMailAliasesReply
+	68, // 117: hastore.v1.Mail.DomainPolicy:output_type -> hastore.v1.MailDomainPolicy
+	1,  // 118: hastore.v1.Creds.RecordCred:output_type -> hastore.v1.Empty
+	62, // 119: hastore.v1.Creds.ListCreds:output_type -> hastore.v1.ListCredsReply
+	1,  // 120: hastore.v1.Creds.RevokeCred:output_type -> hastore.v1.Empty
+	69, // [69:121] is the sub-list for method output_type
+	17, // [17:69] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_hastore_proto_init() }
@@ -4680,7 +4970,7 @@ func file_hastore_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hastore_proto_rawDesc), len(file_hastore_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   63,
+			NumMessages:   68,
 			NumExtensions: 0,
 			NumServices:   5,
 		},

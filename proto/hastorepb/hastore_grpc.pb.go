@@ -1716,6 +1716,10 @@ const (
 	Mail_DelUser_FullMethodName          = "/hastore.v1.Mail/DelUser"
 	Mail_ListUsers_FullMethodName        = "/hastore.v1.Mail/ListUsers"
 	Mail_ShareCredentials_FullMethodName = "/hastore.v1.Mail/ShareCredentials"
+	Mail_AddAlias_FullMethodName         = "/hastore.v1.Mail/AddAlias"
+	Mail_DelAlias_FullMethodName         = "/hastore.v1.Mail/DelAlias"
+	Mail_ListAliases_FullMethodName      = "/hastore.v1.Mail/ListAliases"
+	Mail_DomainPolicy_FullMethodName     = "/hastore.v1.Mail/DomainPolicy"
 )
 
 // MailClient is the client API for Mail service.
@@ -1742,6 +1746,17 @@ type MailClient interface {
 	// node has just verified, so that a client failing over to the peer logs
 	// in without a second argon2id check. Node to node only, best effort.
 	ShareCredentials(ctx context.Context, in *ShareCredentialsRequest, opts ...grpc.CallOption) (*Empty, error)
+	// AddAlias adds targets (local users or aliases) to an alias: an address,
+	// a catch-all "@domain", or "local@*" for every local domain.
+	AddAlias(ctx context.Context, in *MailAliasRequest, opts ...grpc.CallOption) (*Empty, error)
+	// DelAlias removes targets from an alias, or the whole alias without any.
+	DelAlias(ctx context.Context, in *MailAliasRequest, opts ...grpc.CallOption) (*Empty, error)
+	// ListAliases lists the aliases of a domain ("*": the cluster-wide ones;
+	// empty: all).
+	ListAliases(ctx context.Context, in *ListMailAliasesRequest, opts ...grpc.CallOption) (*ListMailAliasesReply, error)
+	// DomainPolicy sets (dmarc not empty) and returns a domain's policy for
+	// incoming mail.
+	DomainPolicy(ctx context.Context, in *MailDomainPolicy, opts ...grpc.CallOption) (*MailDomainPolicy, error)
 }
 
 type mailClient struct {
@@ -1842,6 +1857,46 @@ func (c *mailClient) ShareCredentials(ctx context.Context, in *ShareCredentialsR
 	return out, nil
 }
 
+func (c *mailClient) AddAlias(ctx context.Context, in *MailAliasRequest, opts ...grpc.CallOption) (*Empty, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Empty)
+	err := c.cc.Invoke(ctx, Mail_AddAlias_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *mailClient) DelAlias(ctx context.Context, in *MailAliasRequest, opts ...grpc.CallOption) (*Empty, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Empty)
+	err := c.cc.Invoke(ctx, Mail_DelAlias_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *mailClient) ListAliases(ctx context.Context, in *ListMailAliasesRequest, opts ...grpc.CallOption) (*ListMailAliasesReply, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListMailAliasesReply)
+	err := c.cc.Invoke(ctx, Mail_ListAliases_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *mailClient) DomainPolicy(ctx context.Context, in *MailDomainPolicy, opts ...grpc.CallOption) (*MailDomainPolicy, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(MailDomainPolicy)
+	err := c.cc.Invoke(ctx, Mail_DomainPolicy_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // MailServer is the server API for Mail service.
 // All implementations must embed UnimplementedMailServer
 // for forward compatibility.
@@ -1866,6 +1921,17 @@ type MailServer interface {
 	// node has just verified, so that a client failing over to the peer logs
 	// in without a second argon2id check. Node to node only, best effort.
 	ShareCredentials(context.Context, *ShareCredentialsRequest) (*Empty, error)
+	// AddAlias adds targets (local users or aliases) to an alias: an address,
+	// a catch-all "@domain", or "local@*" for every local domain.
+	AddAlias(context.Context, *MailAliasRequest) (*Empty, error)
+	// DelAlias removes targets from an alias, or the whole alias without any.
+	DelAlias(context.Context, *MailAliasRequest) (*Empty, error)
+	// ListAliases lists the aliases of a domain ("*": the cluster-wide ones;
+	// empty: all).
+	ListAliases(context.Context, *ListMailAliasesRequest) (*ListMailAliasesReply, error)
+	// DomainPolicy sets (dmarc not empty) and returns a domain's policy for
+	// incoming mail.
+	DomainPolicy(context.Context, *MailDomainPolicy) (*MailDomainPolicy, error)
 	mustEmbedUnimplementedMailServer()
 }
 
@@ -1902,6 +1968,18 @@ func (UnimplementedMailServer) ListUsers(context.Context, *ListMailUsersRequest)
 }
 func (UnimplementedMailServer) ShareCredentials(context.Context, *ShareCredentialsRequest) (*Empty, error) {
 	return nil, status.Error(codes.Unimplemented, "method ShareCredentials not implemented")
+}
+func (UnimplementedMailServer) AddAlias(context.Context, *MailAliasRequest) (*Empty, error) {
+	return nil, status.Error(codes.Unimplemented, "method AddAlias not implemented")
+}
+func (UnimplementedMailServer) DelAlias(context.Context, *MailAliasRequest) (*Empty, error) {
+	return nil, status.Error(codes.Unimplemented, "method DelAlias not implemented")
+}
+func (UnimplementedMailServer) ListAliases(context.Context, *ListMailAliasesRequest) (*ListMailAliasesReply, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListAliases not implemented")
+}
+func (UnimplementedMailServer) DomainPolicy(context.Context, *MailDomainPolicy) (*MailDomainPolicy, error) {
+	return nil, status.Error(codes.Unimplemented, "method DomainPolicy not implemented")
 }
 func (UnimplementedMailServer) mustEmbedUnimplementedMailServer() {}
 func (UnimplementedMailServer) testEmbeddedByValue()              {}
@@ -2086,6 +2164,78 @@ func _Mail_ShareCredentials_Handler(srv interface{}, ctx context.Context, dec fu
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Mail_AddAlias_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(MailAliasRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MailServer).AddAlias(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Mail_AddAlias_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MailServer).AddAlias(ctx, req.(*MailAliasRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Mail_DelAlias_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(MailAliasRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MailServer).DelAlias(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Mail_DelAlias_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MailServer).DelAlias(ctx, req.(*MailAliasRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Mail_ListAliases_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListMailAliasesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MailServer).ListAliases(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Mail_ListAliases_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MailServer).ListAliases(ctx, req.(*ListMailAliasesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Mail_DomainPolicy_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(MailDomainPolicy)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MailServer).DomainPolicy(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Mail_DomainPolicy_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MailServer).DomainPolicy(ctx, req.(*MailDomainPolicy))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Mail_ServiceDesc is the grpc.ServiceDesc for Mail service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -2128,6 +2278,22 @@ var Mail_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ShareCredentials",
 			Handler:    _Mail_ShareCredentials_Handler,
+		},
+		{
+			MethodName: "AddAlias",
+			Handler:    _Mail_AddAlias_Handler,
+		},
+		{
+			MethodName: "DelAlias",
+			Handler:    _Mail_DelAlias_Handler,
+		},
+		{
+			MethodName: "ListAliases",
+			Handler:    _Mail_ListAliases_Handler,
+		},
+		{
+			MethodName: "DomainPolicy",
+			Handler:    _Mail_DomainPolicy_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -115,7 +115,7 @@ func mailTypeName(t CommandType) (string, bool) {
 	case TypeMailDeliverOnce:
 		return "MailDeliverOnce", true
 	}
-	return "", false
+	return mailAliasTypeName(t) // mail_alias.go
 }
 
 // Mail tenants and limits. Like the other limits they are replicated
@@ -699,7 +699,7 @@ func decodeMailBody(d *decoder, t CommandType) (cmd Command, ok bool) {
 		c.Now = d.varint()
 		return c, true
 	}
-	return nil, false
+	return decodeMailAliasBody(d, t) // mail_alias.go
 }
 
 // decodeMailDeliver decodes MailDeliver's fields (also the head of
