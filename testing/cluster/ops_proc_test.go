@@ -1,0 +1,333 @@
+package cluster
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"hastore/replica/transport"
+)
+
+// scrape GETs url and returns the exposition's samples keyed by the series
+// as printed (name{label="value",...}), labels in the exposition's order.
+func scrape(t *testing.T, url string) (map[string]float64, error) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(resp.Body)
+		return nil, fmt.Errorf("GET %s: %s: %s", url, resp.Status, b)
+	}
+	out := map[string]float64{}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		if i < 0 {
+			continue
+		}
+		v, err := strconv.ParseFloat(line[i+1:], 64)
+		if err != nil {
+			return nil, fmt.Errorf("sample %q: %v", line, err)
+		}
+		out[line[:i]] = v
+	}
+	return out, sc.Err()
+}
+
+// get returns the status code and body of a GET.
+func get(url string) (int, string, error) {
+	resp, err := http.Get(url)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), err
+}
+
+// TestProcMetrics scrapes real nodes' metrics endpoints: the series an
+// operator alerts on are there, counters move with the work done, and
+// /readyz turns false on a node cut off from its quorum.
+func TestProcMetrics(t *testing.T) {
+	mports := FreePorts(t, 3)
+	c := StartProcesses(t, ProcOptions{NodeArgs: func(i int) []string { return []string{"--metrics", mports[i]} }})
+	url := func(i int, path string) string { return "http://" + mports[i] + path }
+
+	for i := range c.IDs {
+		code, body, err := get(url(i, "/healthz"))
+		if err != nil || code != 200 || strings.TrimSpace(body) != "ok" {
+			t.Fatalf("%s /healthz: %d %q %v", c.IDs[i], code, body, err)
+		}
+		Eventually(t, 30*time.Second, c.IDs[i]+" ready", func() error {
+			code, body, err := get(url(i, "/readyz"))
+			if err != nil || code != 200 {
+				return fmt.Errorf("/readyz: %d %q %v", code, body, err)
+			}
+			return nil
+		})
+	}
+
+	leader := c.Leader()
+	if leader < 0 {
+		t.Fatal("no leader")
+	}
+	lid := c.IDs[leader]
+	m, err := scrape(t, url(leader, "/metrics"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	series := func(name string, labels ...string) string {
+		return name + "{" + strings.Join(labels, ",") + "}"
+	}
+	want := map[string]float64{
+		series("hastore_raft_state", `node="`+lid+`"`, `state="leader"`):   1,
+		series("hastore_raft_state", `node="`+lid+`"`, `state="follower"`): 0,
+		series("hastore_raft_has_leader", `node="`+lid+`"`):                1,
+		series("hastore_raft_leader", `leader="`+lid+`"`, `node="`+lid+`"`): 1,
+		series("hastore_store_at_reserve", `node="`+lid+`"`):               0,
+	}
+	for _, id := range c.IDs {
+		want[series("hastore_member_up", `member="`+id+`"`, `node="`+lid+`"`)] = 1
+	}
+	for k, v := range want {
+		if got, ok := m[k]; !ok || got != v {
+			t.Errorf("%s = %v (present %v), want %v", k, got, ok, v)
+		}
+	}
+	for _, k := range []string{
+		series("hastore_raft_term", `node="`+lid+`"`),
+		series("hastore_store_reserve_bytes", `node="`+lid+`"`),
+		series("hastore_store_disk_free_bytes", `node="`+lid+`"`),
+		"go_goroutines", "process_resident_memory_bytes",
+	} {
+		if m[k] <= 0 {
+			t.Errorf("%s = %v, want > 0", k, m[k])
+		}
+	}
+
+	// Work done through the leader shows in its counters.
+	puts := series("hastore_object_ops_total", `op="put"`, `result="ok"`)
+	gets := series("hastore_object_ops_total", `op="get"`, `result="ok"`)
+	props := series("hastore_proposals_total", `result="ok"`)
+	objs := series("hastore_objects", `node="`+lid+`"`)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	const n = 5
+	for k := range n {
+		id, err := c.Put(ctx, leader, object{seed: uint64(k + 1), size: 100 << 10}.data())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Get(ctx, leader, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m2, err := scrape(t, url(leader, "/metrics"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{puts, gets} {
+		if d := m2[k] - m[k]; d != n {
+			t.Errorf("%s moved by %v after %d calls, want %d", k, d, n, n)
+		}
+	}
+	if d := m2[props] - m[props]; d < n {
+		t.Errorf("%s moved by %v after %d puts, want >= %d", props, d, n, n)
+	}
+	if d := m2[objs] - m[objs]; d != n {
+		t.Errorf("%s moved by %v after %d puts, want %d", objs, d, n, n)
+	}
+
+	// A node down: the others see it, and objects written meanwhile are
+	// under-replicated.
+	other := (leader + 1) % 3
+	down := (leader + 2) % 3
+	c.Kill(down)
+	Eventually(t, 30*time.Second, "the leader sees "+c.IDs[down]+" down", func() error {
+		m, err := scrape(t, url(leader, "/metrics"))
+		if err != nil {
+			return err
+		}
+		if k := series("hastore_member_up", `member="`+c.IDs[down]+`"`, `node="`+lid+`"`); m[k] != 0 {
+			return fmt.Errorf("%s = %v", k, m[k])
+		}
+		return nil
+	})
+	if _, err := c.Put(ctx, leader, object{seed: 99, size: 100 << 10}.data()); err != nil {
+		t.Fatal(err)
+	}
+	Eventually(t, 30*time.Second, "under-replicated counted", func() error {
+		m, err := scrape(t, url(leader, "/metrics"))
+		if err != nil {
+			return err
+		}
+		if k := series("hastore_objects_under_replicated", `node="`+lid+`"`); m[k] < 1 {
+			return fmt.Errorf("%s = %v", k, m[k])
+		}
+		return nil
+	})
+
+	// Quorum lost: the last node is not ready, and says why.
+	c.Kill(leader)
+	Eventually(t, 30*time.Second, c.IDs[other]+" not ready without a quorum", func() error {
+		code, body, err := get(url(other, "/readyz"))
+		if err != nil {
+			return err
+		}
+		if code != http.StatusServiceUnavailable || !strings.Contains(body, "no Raft leader") {
+			return fmt.Errorf("/readyz: %d %q", code, body)
+		}
+		return nil
+	})
+	m3, err := scrape(t, url(other, "/metrics"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k := series("hastore_raft_has_leader", `node="`+c.IDs[other]+`"`); m3[k] != 0 {
+		t.Errorf("%s = %v with no quorum", k, m3[k])
+	}
+	if code, _, err := get(url(other, "/healthz")); err != nil || code != 200 {
+		t.Errorf("/healthz of a live node without quorum: %d %v (want 200: the process is alive)", code, err)
+	}
+}
+
+// signal sends sig to node i's process (not its group).
+func (c *Processes) signal(t *testing.T, i int, sig syscall.Signal) {
+	t.Helper()
+	c.mu.Lock()
+	p := c.procs[i]
+	c.mu.Unlock()
+	if p == nil {
+		t.Fatalf("node %s is not running", c.IDs[i])
+	}
+	if err := p.cmd.Process.Signal(sig); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitLog waits for s to appear in node i's log.
+func (c *Processes) waitLog(t *testing.T, i int, s string) {
+	t.Helper()
+	Eventually(t, 20*time.Second, fmt.Sprintf("%q in %s's log", s, c.IDs[i]), func() error {
+		b, err := os.ReadFile(c.LogFile(i))
+		if err != nil {
+			return err
+		}
+		if !strings.Contains(string(b), s) {
+			return fmt.Errorf("not yet")
+		}
+		return nil
+	})
+}
+
+// TestProcSIGHUPReloads sends SIGHUP to a real node serving IMAPS: the node
+// lives on, a new connection gets the renewed certificate, a connection
+// made before keeps working, and the log level file is applied.
+func TestProcSIGHUPReloads(t *testing.T) {
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, "mail.crt"), filepath.Join(dir, "mail.key")
+	levelFile := filepath.Join(dir, "log-level")
+	writeCert := func() []byte {
+		certPEM, keyPEM, err := transport.SelfSignedCert("localhost", "127.0.0.1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Written aside and renamed, as certbot's deploy hooks do.
+		for _, f := range []struct {
+			name string
+			b    []byte
+		}{{keyFile, keyPEM}, {certFile, certPEM}} {
+			if err := os.WriteFile(f.name+".new", f.b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Rename(f.name+".new", f.name); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return certPEM
+	}
+	writeCert()
+	if err := os.WriteFile(levelFile, []byte("info\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	imaps := FreePorts(t, 1)[0]
+	c := StartProcesses(t, ProcOptions{Nodes: 1, ExtraArgs: []string{
+		"--imaps", imaps, "--mail-tls-cert", certFile, "--mail-tls-key", keyFile, "--log-level-file", levelFile,
+	}})
+
+	served := func(conn *tls.Conn) string {
+		return string(conn.ConnectionState().PeerCertificates[0].Raw)
+	}
+	dial := func() *tls.Conn {
+		t.Helper()
+		conn, err := tls.Dial("tcp", imaps, &tls.Config{InsecureSkipVerify: true}) // the test checks which certificate, not its chain
+		if err != nil {
+			t.Fatal(err)
+		}
+		line, err := bufio.NewReader(conn).ReadString('\n')
+		if err != nil || !strings.HasPrefix(line, "* OK") {
+			t.Fatalf("IMAPS greeting: %q %v", line, err)
+		}
+		return conn
+	}
+	before := dial()
+	defer before.Close()
+	first := served(before)
+
+	writeCert()
+	if err := os.WriteFile(levelFile, []byte("debug\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c.signal(t, 0, syscall.SIGHUP)
+	c.waitLog(t, 0, "SIGHUP: done")
+
+	c.checkAlive() // SIGHUP used to kill the node
+	after := dial()
+	defer after.Close()
+	if served(after) == first {
+		t.Error("after SIGHUP a new connection still gets the old certificate")
+	}
+	// The connection from before the reload still works.
+	br := bufio.NewReader(before)
+	if _, err := fmt.Fprintf(before, "a1 NOOP\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	if line, err := br.ReadString('\n'); err != nil || !strings.HasPrefix(line, "a1 OK") {
+		t.Errorf("a connection made before SIGHUP: NOOP answered %q %v", line, err)
+	}
+	for _, s := range []string{"SIGHUP: certificate reloaded", "listener=mail", "SIGHUP: log level changed", "to=DEBUG"} {
+		c.waitLog(t, 0, s)
+	}
+
+	// A broken certificate file keeps the old certificate in use.
+	if err := os.WriteFile(certFile, []byte("not a certificate"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c.signal(t, 0, syscall.SIGHUP)
+	c.waitLog(t, 0, "certificate not reloaded; the old one stays in use")
+	c.checkAlive()
+	again := dial()
+	defer again.Close()
+	if served(again) != served(after) {
+		t.Error("a failed reload changed the certificate served")
+	}
+	c.Stop(0) // and SIGTERM still shuts it down cleanly
+}
