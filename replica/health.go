@@ -358,3 +358,17 @@ func (n *Node) MetricsSnapshot() metrics.NodeSnapshot {
 	s.Repair, s.Scrub = pass(c.RepairProgress()), pass(c.ScrubProgress())
 	return s
 }
+
+// selfStatus fills in what only this node knows of itself: its disk
+// against its reserve and whether its shard store was replaced.
+func (n *Node) selfStatus(ns *NodeStatus) {
+	ns.Self = true
+	if u, err := n.DB.Usage(); err == nil {
+		ns.DiskUsed, ns.DiskFree = u.Bytes, u.DiskFree
+	} else {
+		ns.Error = err.Error()
+	}
+	ns.Reserve = n.DB.Reserve()
+	ns.StoreReplaced = n.Cluster.repair.storeReplaced.Load()
+	ns.LostObjects = int64(n.Cluster.repair.lost.len())
+}

@@ -176,7 +176,7 @@ func (f *mailFlags) config(log *slog.Logger) (mailserver.Config, error) {
 // mailListeners are a node's running SMTP/LMTP and IMAP listeners.
 type mailListeners struct {
 	smtp  *mailserver.Server
-	imap  *imap.Server    // nil when off
+	imap  *imap.Server   // nil when off
 	store *mailbox.Store // for the metrics
 }
 

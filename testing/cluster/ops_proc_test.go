@@ -4,10 +4,12 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -330,4 +332,105 @@ func TestProcSIGHUPReloads(t *testing.T) {
 		t.Error("a failed reload changed the certificate served")
 	}
 	c.Stop(0) // and SIGTERM still shuts it down cleanly
+}
+
+// adminStatus runs `hastore admin status` and returns its output and exit
+// code.
+func (c *Processes) adminStatus(t *testing.T, args ...string) (string, int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	out, _, err := c.Admin(ctx, append([]string{"status"}, args...)...)
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+		return string(out), 0
+	case errors.As(err, &ee):
+		return string(out), ee.ExitCode()
+	}
+	t.Fatal(err)
+	return "", -1
+}
+
+// waitStatus waits until admin status exits with code and prints want.
+func (c *Processes) waitStatus(t *testing.T, code int, want string) string {
+	t.Helper()
+	var out string
+	Eventually(t, 60*time.Second, fmt.Sprintf("admin status exit %d with %q", code, want), func() error {
+		var got int
+		out, got = c.adminStatus(t)
+		if code >= 0 && got != code || code < 0 && got != 0 && got != 2 || !strings.Contains(out, want) {
+			return fmt.Errorf("exit %d:\n%s", got, out)
+		}
+		return nil
+	})
+	return out
+}
+
+// TestProcAdminStatusExitCodes takes a real cluster through the states an
+// operator's check must tell apart: healthy (0), a wiped node rebuilding,
+// a node down (2), quorum lost (3), and a node at its disk reserve (2).
+func TestProcAdminStatusExitCodes(t *testing.T) {
+	c := StartProcesses(t, ProcOptions{})
+	c.waitStatus(t, 0, "healthy")
+	if _, code := c.adminStatus(t, "extra-arg"); code != 1 {
+		t.Errorf("status extra-arg exited %d, want 1 (refused)", code)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	for k := range 20 {
+		if _, err := c.Put(ctx, 0, object{seed: uint64(k + 1), size: 64 << 10}.data()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A wiped store: the node comes back empty; status says so.
+	c.Stop(2)
+	if err := os.RemoveAll(filepath.Join(c.DataDir(2), "shards")); err != nil {
+		t.Fatal(err)
+	}
+	c.Start(2)
+	c.waitStatus(t, -1, "replaced") // exit 2 while rebuilding, 0 once rebuilt: either
+	c.waitStatus(t, 0, "the shards it lacked were rebuilt")
+
+	c.Kill(1)
+	out := c.waitStatus(t, 2, "node n2 (")
+	if !strings.Contains(out, "is down or unreachable") {
+		t.Errorf("status with a node down does not say why:\n%s", out)
+	}
+	// --json exits 0 once it printed; the verdict is in the document.
+	var js struct {
+		Healthy  bool `json:"healthy"`
+		ExitCode int  `json:"exit_code"`
+		Problems []struct {
+			Code int    `json:"code"`
+			Text string `json:"text"`
+		} `json:"problems"`
+	}
+	if err := c.AdminJSON(ctx, &js, "status", "--json"); err != nil {
+		t.Fatal(err)
+	}
+	if js.Healthy || js.ExitCode != 2 || len(js.Problems) == 0 {
+		t.Errorf("status --json with a node down: %+v", js)
+	}
+	c.Kill(0)
+	c.waitStatus(t, 3, "no Raft leader")
+
+	// A node whose disk is down to its reserve (here: a reserve of 1.5
+	// times the free space; the store refuses to open below half of it).
+	var fs syscall.Statfs_t
+	if err := syscall.Statfs(t.TempDir(), &fs); err != nil {
+		t.Fatal(err)
+	}
+	reserve := int64(fs.Bavail) * int64(fs.Bsize) * 3 / 2
+	mport := FreePorts(t, 1)[0]
+	d := StartProcesses(t, ProcOptions{Nodes: 1, ExtraArgs: []string{"--reserve", strconv.FormatInt(reserve, 10), "--metrics", mport}})
+	out = d.waitStatus(t, 2, "at its disk reserve")
+	if !strings.Contains(out, "AT RESERVE") {
+		t.Errorf("the node table does not mark the node at its reserve:\n%s", out)
+	}
+	t.Logf("admin status of a node at its reserve:\n%s", out)
+	if code, body, err := get("http://" + mport + "/readyz"); err != nil || code != http.StatusServiceUnavailable || !strings.Contains(body, "disk at its reserve") {
+		t.Errorf("/readyz of a node at its reserve: %d %q %v", code, body, err)
+	}
 }
