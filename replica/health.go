@@ -140,13 +140,13 @@ func (h *Health) record(id string, u storage.Usage, err error) {
 	nh.probed = true
 	if err == nil {
 		if !nh.up {
-			h.log.Info("node reachable", "node", id)
+			h.log.Info("node reachable", "member", id)
 		}
 		nh.up, nh.usage, nh.lastErr, nh.downSince = true, u, "", time.Time{}
 		return
 	}
 	if nh.up || nh.downSince.IsZero() {
-		h.log.Warn("node unreachable", "node", id, "err", err)
+		h.log.Warn("node unreachable", "member", id, "err", err)
 		nh.downSince = h.now()
 	}
 	nh.up, nh.lastErr = false, err.Error()
