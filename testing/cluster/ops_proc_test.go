@@ -7,7 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/smtp"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -433,4 +435,170 @@ func TestProcAdminStatusExitCodes(t *testing.T) {
 	if code, body, err := get("http://" + mport + "/readyz"); err != nil || code != http.StatusServiceUnavailable || !strings.Contains(body, "disk at its reserve") {
 		t.Errorf("/readyz of a node at its reserve: %d %q %v", code, body, err)
 	}
+}
+
+// TestProcMailMetrics: deliveries, logins, the login cache, password
+// hashing and open IMAP and HTTP connections show on a real node's
+// metrics as they happen.
+func TestProcMailMetrics(t *testing.T) {
+	ports := FreePorts(t, 12)
+	c := StartProcesses(t, ProcOptions{NodeArgs: func(i int) []string {
+		return []string{"--metrics", ports[4*i], "--smtp", ports[4*i+1], "--imap", ports[4*i+2], "--http", ports[4*i+3],
+			"--allow-insecure-auth", "--hostname", "mx" + strconv.Itoa(i+1) + ".test"}
+	}})
+	metricsURL, smtpAddr, imapAddr, httpAddr := "http://"+ports[0]+"/metrics", ports[1], ports[2], ports[3]
+
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if _, _, err := c.Admin(ctx, "domain", "add", "example.test"); err != nil {
+		t.Fatal(err)
+	}
+	const pw = "a-Secret-password-1"
+	cmd := exec.CommandContext(ctx, c.Bin, "admin", "--addr", strings.Join(c.Addrs, ","), "--cluster-key-file", c.KeyFile, "user", "add", "bob@example.test")
+	cmd.Stdin = strings.NewReader(pw + "\n")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("user add: %v\n%s", err, out)
+	}
+	m0, err := scrape(t, metricsURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// Two messages over SMTP.
+	for k := range 2 {
+		msg := fmt.Sprintf("From: a@remote.test\r\nTo: bob@example.test\r\nSubject: m%d\r\n\r\nhello\r\n", k)
+		if err := smtpSend(smtpAddr, "a@remote.test", "bob@example.test", msg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// IMAP: a good login (hashed), a second one (from the cache), a bad
+	// one; the first connection stays open.
+	imapLogin := func(pass string) (net.Conn, string) {
+		t.Helper()
+		conn, err := net.DialTimeout("tcp", imapAddr, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = conn.SetDeadline(time.Now().Add(30 * time.Second))
+		br := bufio.NewReader(conn)
+		if _, err := br.ReadString('\n'); err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(conn, "a1 LOGIN bob@example.test %q\r\n", pass)
+		for {
+			line, err := br.ReadString('\n')
+			if err != nil {
+				t.Fatal(err)
+			}
+			if strings.HasPrefix(line, "a1 ") {
+				return conn, line
+			}
+		}
+	}
+	open, line := imapLogin(pw)
+	defer open.Close()
+	if !strings.HasPrefix(line, "a1 OK") {
+		t.Fatalf("IMAP login: %q", line)
+	}
+	c2, line := imapLogin(pw)
+	c2.Close()
+	if !strings.HasPrefix(line, "a1 OK") {
+		t.Fatalf("second IMAP login: %q", line)
+	}
+	c3, line := imapLogin("wrong-password")
+	c3.Close()
+	if !strings.HasPrefix(line, "a1 NO") {
+		t.Fatalf("IMAP login with a wrong password: %q", line)
+	}
+	// An idle HTTP connection.
+	hc, err := net.DialTimeout("tcp", httpAddr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hc.Close()
+
+	var m map[string]float64
+	Eventually(t, 20*time.Second, "mail metrics moved", func() error {
+		if m, err = scrape(t, metricsURL); err != nil {
+			return err
+		}
+		d := func(k string) float64 { return m[k] - m0[k] }
+		checks := []struct {
+			series string
+			min    float64
+		}{
+			{`hastore_mail_deliveries_total{mode="smtp",result="stored"}`, 2},
+			{`hastore_mail_delivered_recipients_total{mode="smtp"}`, 2},
+			{`hastore_logins_total{method="hash",proto="imap",result="ok"}`, 1},
+			{`hastore_logins_total{method="cache",proto="imap",result="ok"}`, 1},
+			{`hastore_login_cache_hits_total{node="n1"}`, 1},
+			{`hastore_password_hashes_total{node="n1"}`, 2}, // the first login and the wrong password
+		}
+		for _, ch := range checks {
+			if got := d(ch.series); got < ch.min {
+				return fmt.Errorf("%s moved by %v, want >= %v", ch.series, got, ch.min)
+			}
+		}
+		bad := 0.0
+		for k, v := range m {
+			if strings.HasPrefix(k, "hastore_logins_total{") && strings.Contains(k, `result="bad password"`) {
+				bad += v - m0[k]
+			}
+		}
+		if bad < 1 {
+			return fmt.Errorf("no bad-password login counted")
+		}
+		for _, k := range []string{`hastore_imap_connections{node="n1"}`, "hastore_http_connections", `hastore_hash_slots{node="n1"}`} {
+			if m[k] < 1 {
+				return fmt.Errorf("%s = %v, want >= 1", k, m[k])
+			}
+		}
+		return nil
+	})
+	if _, ok := m[`hastore_hash_slots_in_use{node="n1"}`]; !ok {
+		t.Error("hastore_hash_slots_in_use missing")
+	}
+	// Closed connections are no longer counted.
+	open.Close()
+	hc.Close()
+	Eventually(t, 20*time.Second, "connections closed", func() error {
+		if m, err = scrape(t, metricsURL); err != nil {
+			return err
+		}
+		for _, k := range []string{`hastore_imap_connections{node="n1"}`, "hastore_http_connections"} {
+			if m[k] != 0 {
+				return fmt.Errorf("%s = %v after closing", k, m[k])
+			}
+		}
+		return nil
+	})
+}
+
+// smtpSend delivers one message with a plain SMTP dialogue.
+func smtpSend(addr, from, to, msg string) error {
+	c, err := smtp.Dial(addr)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if err := c.Hello("client.test"); err != nil {
+		return err
+	}
+	if err := c.Mail(from); err != nil {
+		return err
+	}
+	if err := c.Rcpt(to); err != nil {
+		return err
+	}
+	w, err := c.Data()
+	if err != nil {
+		return err
+	}
+	if _, err := io.WriteString(w, msg); err != nil {
+		return err
+	}
+	if err := w.Close(); err != nil {
+		return err
+	}
+	return c.Quit()
 }
