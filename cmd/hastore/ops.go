@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"strings"
@@ -86,7 +87,12 @@ func (f *opsFlags) start(n *replica.Node, mail *mailListeners, log *slog.Logger)
 			}
 		}
 	}()
+	// Every listener is open: tell systemd (Type=notify) the service is up.
+	if err := sdNotify("READY=1\nSTATUS=serving"); err != nil {
+		log.Warn("could not tell systemd the node is ready", "err", err)
+	}
 	return func() {
+		_ = sdNotify("STOPPING=1")
 		close(done)
 		if srv != nil {
 			srv.Close()
@@ -115,6 +121,8 @@ var (
 // reload is what SIGHUP does: re-read every certificate file and the log
 // level file, and say what it did and what needs a restart.
 func (f *opsFlags) reload(log *slog.Logger) {
+	_ = sdNotify("RELOADING=1")
+	defer func() { _ = sdNotify("READY=1") }()
 	log.Info("SIGHUP: reloading certificates and the log level")
 	for _, c := range watchedCerts() {
 		changed, err := c.reload()
@@ -224,4 +232,24 @@ func (c *certWatch) notAfter() string {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	return c.cert.Leaf.NotAfter.UTC().Format(time.RFC3339)
+}
+
+// sdNotify sends state to systemd's notification socket when the service
+// runs as Type=notify (NOTIFY_SOCKET set), and does nothing otherwise. It
+// is the whole of the protocol hastore needs: one datagram per state.
+func sdNotify(state string) error {
+	addr := os.Getenv("NOTIFY_SOCKET")
+	if addr == "" {
+		return nil
+	}
+	if addr[0] == '@' { // an abstract socket
+		addr = "\x00" + addr[1:]
+	}
+	conn, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: addr, Net: "unixgram"})
+	if err != nil {
+		return fmt.Errorf("sd_notify %s: %w", state, err)
+	}
+	defer conn.Close()
+	_, err = conn.Write([]byte(state))
+	return err
 }

@@ -602,3 +602,41 @@ func smtpSend(addr, from, to, msg string) error {
 	}
 	return c.Quit()
 }
+
+// TestProcSDNotify: a node started by systemd as Type=notify says READY=1
+// once it serves, RELOADING=1 then READY=1 around SIGHUP, and STOPPING=1
+// on SIGTERM.
+func TestProcSDNotify(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "notify")
+	l, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	t.Setenv("NOTIFY_SOCKET", sock) // the nodes inherit the test's environment
+	c := StartProcesses(t, ProcOptions{Nodes: 1})
+	next := func() string {
+		t.Helper()
+		_ = l.SetReadDeadline(time.Now().Add(20 * time.Second))
+		buf := make([]byte, 4096)
+		n, err := l.Read(buf)
+		if err != nil {
+			t.Fatalf("waiting for an sd_notify message: %v", err)
+		}
+		return string(buf[:n])
+	}
+	if got := next(); !strings.HasPrefix(got, "READY=1") {
+		t.Fatalf("first notification %q, want READY=1", got)
+	}
+	c.signal(t, 0, syscall.SIGHUP)
+	if got := next(); got != "RELOADING=1" {
+		t.Errorf("on SIGHUP: %q, want RELOADING=1", got)
+	}
+	if got := next(); got != "READY=1" {
+		t.Errorf("after SIGHUP: %q, want READY=1", got)
+	}
+	c.Stop(0)
+	if got := next(); got != "STOPPING=1" {
+		t.Errorf("on SIGTERM: %q, want STOPPING=1", got)
+	}
+}
