@@ -223,7 +223,8 @@ func StartNode(cfg NodeConfig) (n *Node, err error) {
 	}
 	n.raftTr = raft.NewNetworkTransport(n.mux.Raft(), 3, 10*time.Second, logWriter{log})
 
-	mcfg := meta.Config{NodeID: cfg.ID, Dir: filepath.Join(cfg.DataDir, "meta"), Transport: unpipelined{n.raftTr}, Logger: log}
+	// meta adds node= itself; given log, every line of it said node= twice.
+	mcfg := meta.Config{NodeID: cfg.ID, Dir: filepath.Join(cfg.DataDir, "meta"), Transport: unpipelined{n.raftTr}, Logger: cfg.Logger}
 	if cfg.Join == "" {
 		ids := make([]string, 0, len(cfg.Peers))
 		for id := range cfg.Peers {
