@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -20,6 +21,7 @@ import (
 	"time"
 
 	"hastore/replica/transport"
+	"hastore/storage"
 )
 
 // scrape GETs url and returns the exposition's samples keyed by the series
@@ -639,4 +641,65 @@ func TestProcSDNotify(t *testing.T) {
 	if got := next(); got != "STOPPING=1" {
 		t.Errorf("on SIGTERM: %q, want STOPPING=1", got)
 	}
+}
+
+// TestProcMetricsCorruptShard: a shard corrupted on disk shows on the
+// reading node's metrics as a corrupt bad shard and a degraded read (the
+// read still returns the right bytes), and its repair is counted.
+func TestProcMetricsCorruptShard(t *testing.T) {
+	mports := FreePorts(t, 3)
+	c := StartProcesses(t, ProcOptions{NodeArgs: func(i int) []string { return []string{"--metrics", mports[i]} }})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	data := object{seed: 7, size: 300 << 10}.data() // erasure-coded, not small
+	id, err := c.Put(ctx, 0, data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := c.Stat(ctx, 0, id, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Corrupt data shard 0 on its node, and read through another node.
+	victim := -1
+	for _, sh := range st.Shards {
+		if sh.Index == 0 {
+			victim = c.Index(sh.Node)
+		}
+	}
+	if victim < 0 {
+		t.Fatalf("no node holds shard 0: %+v", st.Shards)
+	}
+	reader := (victim + 1) % 3
+	c.Stop(victim)
+	if err := CorruptShard(c.DataDir(victim), storage.ShardKey{Blob: id, Index: 0}); err != nil {
+		t.Fatal(err)
+	}
+	c.Start(victim)
+	c.WaitHealthy(60 * time.Second)
+
+	url := "http://" + mports[reader] + "/metrics"
+	m0, err := scrape(t, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := c.Get(ctx, reader, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, data) {
+		t.Fatal("the read returned other bytes")
+	}
+	Eventually(t, 30*time.Second, "bad shard, degraded read and repair counted", func() error {
+		m, err := scrape(t, url)
+		if err != nil {
+			return err
+		}
+		for _, k := range []string{`hastore_bad_shards_total{kind="corrupt"}`, "hastore_degraded_reads_total", `hastore_repair_objects_total{result="repaired"}`} {
+			if m[k]-m0[k] < 1 {
+				return fmt.Errorf("%s moved by %v", k, m[k]-m0[k])
+			}
+		}
+		return nil
+	})
 }
