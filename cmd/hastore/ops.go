@@ -45,7 +45,7 @@ func (f *opsFlags) register(fs *flag.FlagSet) {
 // prepare runs before the node starts: it takes SIGHUP over (so that from
 // now on it reloads instead of killing the process), makes the cluster
 // port's certificate reloadable and applies --log-level-file.
-func (f *opsFlags) prepare(cfg *replica.NodeConfig, certFile, keyFile string, log *slog.Logger) error {
+func (f *opsFlags) prepare(cfg *replica.NodeConfig, certFile, keyFile string) error {
 	hupOnce.Do(func() { signal.Notify(hup, syscall.SIGHUP) })
 	if f.logLevelFile != "" {
 		if _, err := readLogLevel(f.logLevelFile); err != nil {

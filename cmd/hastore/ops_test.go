@@ -39,7 +39,7 @@ func TestClusterCertReload(t *testing.T) {
 		t.Fatal(err)
 	}
 	f := &opsFlags{}
-	if err := f.prepare(&cfg, certFile, keyFile, slog.New(slog.DiscardHandler)); err != nil {
+	if err := f.prepare(&cfg, certFile, keyFile); err != nil {
 		t.Fatal(err)
 	}
 	if len(cfg.ServerTLS.Certificates) != 0 || cfg.ServerTLS.GetCertificate == nil {

@@ -167,7 +167,7 @@ func serve(args []string) error {
 		return err
 	}
 	lf.config(&cfg)
-	if err := of.prepare(&cfg, nf.tlsCert, nf.tlsKey, log); err != nil {
+	if err := of.prepare(&cfg, nf.tlsCert, nf.tlsKey); err != nil {
 		return err
 	}
 	cfg.Register = registerAll(webfs.Register, mailRegister)
