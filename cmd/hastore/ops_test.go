@@ -93,4 +93,3 @@ func TestClusterCertReload(t *testing.T) {
 		t.Fatalf("a failed reload changed the certificate: %v", err)
 	}
 }
-

@@ -104,11 +104,11 @@ func TestProcMetrics(t *testing.T) {
 		return name + "{" + strings.Join(labels, ",") + "}"
 	}
 	want := map[string]float64{
-		series("hastore_raft_state", `node="`+lid+`"`, `state="leader"`):   1,
-		series("hastore_raft_state", `node="`+lid+`"`, `state="follower"`): 0,
-		series("hastore_raft_has_leader", `node="`+lid+`"`):                1,
+		series("hastore_raft_state", `node="`+lid+`"`, `state="leader"`):    1,
+		series("hastore_raft_state", `node="`+lid+`"`, `state="follower"`):  0,
+		series("hastore_raft_has_leader", `node="`+lid+`"`):                 1,
 		series("hastore_raft_leader", `leader="`+lid+`"`, `node="`+lid+`"`): 1,
-		series("hastore_store_at_reserve", `node="`+lid+`"`):               0,
+		series("hastore_store_at_reserve", `node="`+lid+`"`):                0,
 	}
 	for _, id := range c.IDs {
 		want[series("hastore_member_up", `member="`+id+`"`, `node="`+lid+`"`)] = 1
