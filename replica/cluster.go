@@ -9,6 +9,7 @@ import (
 	"slices"
 	"time"
 
+	"hastore/metrics"
 	"hastore/replica/meta"
 	"hastore/replica/placement"
 	"hastore/storage"
@@ -158,10 +159,8 @@ func NewCluster(self string, md Metadata, prop Proposer, peers Peers, health *He
 // Scheme returns the erasure scheme new objects are written with.
 func (c *Cluster) Scheme() storage.Scheme { return c.opt.Scheme }
 
-// Put stores data and returns its ID. It returns only once every shard
-// written is fsynced on its node and the object's record is committed
-// through Raft; see docs for what happens with nodes down.
-func (c *Cluster) Put(ctx context.Context, data []byte) (storage.BlobID, error) {
+// put is Put (metrics.go), uncounted.
+func (c *Cluster) put(ctx context.Context, data []byte) (storage.BlobID, error) {
 	now := c.opt.Now()
 	id, recs, err := c.codec.Encode(data, now)
 	if err != nil {
@@ -516,7 +515,9 @@ func (c *Cluster) CatchUp(ctx context.Context) error { return c.catchUp(ctx) }
 // propose puts cmd through consensus and turns a failed result into an
 // error.
 func (c *Cluster) propose(ctx context.Context, cmd meta.Command) (meta.Result, error) {
+	start := time.Now()
 	res, err := c.prop.Propose(ctx, cmd)
+	metrics.ObserveProposal(start, err, Judged(err) || err == nil && res.Err() != nil)
 	if err != nil {
 		if Judged(err) {
 			return res, err // the command was judged, not lost

@@ -2,12 +2,17 @@ package replica
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"slices"
 	"sort"
 	"sync"
 	"time"
 
+	"github.com/hashicorp/raft"
+
+	"hastore/metrics"
 	"hastore/replica/meta"
 	"hastore/replica/placement"
 	"hastore/storage"
@@ -135,13 +140,13 @@ func (h *Health) record(id string, u storage.Usage, err error) {
 	nh.probed = true
 	if err == nil {
 		if !nh.up {
-			h.log.Info("node reachable", "node", id)
+			h.log.Info("node reachable", "member", id)
 		}
 		nh.up, nh.usage, nh.lastErr, nh.downSince = true, u, "", time.Time{}
 		return
 	}
 	if nh.up || nh.downSince.IsZero() {
-		h.log.Warn("node unreachable", "node", id, "err", err)
+		h.log.Warn("node unreachable", "member", id, "err", err)
 		nh.downSince = h.now()
 	}
 	nh.up, nh.lastErr = false, err.Error()
@@ -265,4 +270,105 @@ func (h *Health) Snapshot() []NodeHealth {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out
+}
+
+// Readiness thresholds: a node more than maxApplyLag committed entries
+// behind in applying them serves stale metadata for a noticeable while.
+const maxApplyLag = 1000
+
+// Ready reports nil when this node can serve clients: it is an active
+// member, knows a Raft leader, has applied (nearly) all it knows
+// committed, its shard store answers and its disk is above the reserve.
+// Otherwise the error says which of these failed, for /readyz and the
+// operator reading it.
+func (n *Node) Ready() error {
+	nodes, err := n.Meta.Nodes()
+	if err != nil {
+		return fmt.Errorf("reading membership: %w", err)
+	}
+	member := false
+	for _, m := range nodes {
+		if m.ID == n.cfg.ID {
+			if m.State != meta.NodeActive {
+				return fmt.Errorf("node %s was removed from the cluster", n.cfg.ID)
+			}
+			member = true
+		}
+	}
+	if !member {
+		return fmt.Errorf("node %s is not (yet) a member of the cluster", n.cfg.ID)
+	}
+	if _, leader := n.Meta.Leader(); leader == "" {
+		return errors.New("no Raft leader known: no quorum reachable, or an election under way")
+	}
+	r := n.Meta.Raft()
+	if commit, applied := r.CommitIndex(), n.Meta.AppliedIndex(); commit > applied+maxApplyLag {
+		return fmt.Errorf("catching up: %d committed metadata entries not applied yet", commit-applied)
+	}
+	u, err := n.DB.Usage()
+	if err != nil {
+		return fmt.Errorf("shard store: %w", err)
+	}
+	if res := n.DB.Reserve(); u.DiskFree <= res {
+		return fmt.Errorf("disk at its reserve: %d bytes free, %d kept back; new shards go to other nodes", u.DiskFree, res)
+	}
+	return nil
+}
+
+// MetricsSnapshot reports the node's state for the metrics endpoint.
+func (n *Node) MetricsSnapshot() metrics.NodeSnapshot {
+	r := n.Meta.Raft()
+	s := metrics.NodeSnapshot{
+		Node:         n.cfg.ID,
+		RaftState:    r.State().String(),
+		Term:         r.CurrentTerm(),
+		CommitIndex:  r.CommitIndex(),
+		AppliedIndex: n.Meta.AppliedIndex(),
+		LastContact:  -1,
+	}
+	_, s.Leader = n.Meta.Leader()
+	if r.State() != raft.Leader {
+		if t := r.LastContact(); !t.IsZero() {
+			s.LastContact = time.Since(t)
+		}
+	}
+	s.Objects, _ = n.Meta.ObjectCount()
+	c := n.Cluster
+	s.UnderReplicated = c.UnderReplicated()
+	s.RepairQueue = len(c.repair.queue)
+	s.LostHere = c.repair.lost.len()
+	s.StoreReplaced = c.repair.storeReplaced.Load()
+	if u, err := n.DB.Usage(); err == nil {
+		s.Store = metrics.StoreSnapshot{Shards: u.Shards, Used: u.Bytes, DiskFree: u.DiskFree, DiskTotal: u.DiskTotal}
+	}
+	s.Store.Reserve = n.DB.Reserve()
+	s.Store.Corruptions = n.DB.Corruptions()
+	st := n.DB.Stats()
+	s.Store.Puts, s.Store.Deletes, s.Store.Syncs = st.Puts, st.Deletes, st.Syncs
+	for _, h := range n.Health.Snapshot() {
+		if h.State != meta.NodeActive {
+			continue
+		}
+		up := h.Up || h.ID == n.cfg.ID
+		s.Members = append(s.Members, metrics.MemberSnapshot{ID: h.ID, Up: up, DiskFree: h.Usage.DiskFree})
+	}
+	pass := func(p Progress) metrics.PassSnapshot {
+		return metrics.PassSnapshot{Running: p.Phase == "running", Done: p.Done, Total: p.Total, Found: p.Found, Unfixed: p.Unfixed}
+	}
+	s.Repair, s.Scrub = pass(c.RepairProgress()), pass(c.ScrubProgress())
+	return s
+}
+
+// selfStatus fills in what only this node knows of itself: its disk
+// against its reserve and whether its shard store was replaced.
+func (n *Node) selfStatus(ns *NodeStatus) {
+	ns.Self = true
+	if u, err := n.DB.Usage(); err == nil {
+		ns.DiskUsed, ns.DiskFree = u.Bytes, u.DiskFree
+	} else {
+		ns.Error = err.Error()
+	}
+	ns.Reserve = n.DB.Reserve()
+	ns.StoreReplaced = n.Cluster.repair.storeReplaced.Load()
+	ns.LostObjects = int64(n.Cluster.repair.lost.len())
 }

@@ -83,6 +83,7 @@ func (n *Node) checkStoreIdentity() {
 	case known && string(recorded) != id:
 		n.log.Error("this node's shard store is not the one the cluster knows (wiped, replaced or moved aside after damage): rebuilding the shards it held from the other nodes",
 			"recorded", string(recorded), "store", id, "moved_aside", n.DB.MovedAside())
+		n.Cluster.repair.storeReplaced.Store(true)
 		n.rebuildLostShards(ctx)
 	case n.DB.Fresh():
 		n.rebuildLostShards(ctx)

@@ -223,7 +223,8 @@ func StartNode(cfg NodeConfig) (n *Node, err error) {
 	}
 	n.raftTr = raft.NewNetworkTransport(n.mux.Raft(), 3, 10*time.Second, logWriter{log})
 
-	mcfg := meta.Config{NodeID: cfg.ID, Dir: filepath.Join(cfg.DataDir, "meta"), Transport: unpipelined{n.raftTr}, Logger: log}
+	// meta adds node= itself; given log, every line of it said node= twice.
+	mcfg := meta.Config{NodeID: cfg.ID, Dir: filepath.Join(cfg.DataDir, "meta"), Transport: unpipelined{n.raftTr}, Logger: cfg.Logger}
 	if cfg.Join == "" {
 		ids := make([]string, 0, len(cfg.Peers))
 		for id := range cfg.Peers {
@@ -589,6 +590,11 @@ type NodeStatus struct {
 	Voter              bool
 	DiskUsed, DiskFree int64
 	Error              string
+	// Set in the answering node's own entry only (health.go selfStatus).
+	Self          bool
+	Reserve       int64
+	StoreReplaced bool
+	LostObjects   int64
 }
 
 // ClusterStatus is what `hastore admin status` shows.
@@ -633,9 +639,7 @@ func (n *Node) Status(ctx context.Context) (ClusterStatus, error) {
 		ns := NodeStatus{ID: h.ID, Address: h.Address, Up: h.Up || h.ID == n.cfg.ID, State: string(h.State),
 			RaftRole: roles[h.ID], Voter: voters[h.ID], DiskUsed: h.Usage.Bytes, DiskFree: h.Usage.DiskFree, Error: h.LastError}
 		if h.ID == n.cfg.ID {
-			if u, err := n.DB.Usage(); err == nil {
-				ns.DiskUsed, ns.DiskFree = u.Bytes, u.DiskFree
-			}
+			n.selfStatus(&ns)
 		}
 		if ns.RaftRole == "" {
 			ns.RaftRole = "none"

@@ -9,13 +9,13 @@ import (
 
 	"github.com/klauspost/reedsolomon"
 
+	"hastore/metrics"
 	"hastore/replica/meta"
 	"hastore/storage"
 )
 
-// Get returns the whole object, rebuilt from any k intact shards and checked
-// against its ID.
-func (c *Cluster) Get(ctx context.Context, id storage.BlobID) ([]byte, error) {
+// get is Get (metrics.go), uncounted.
+func (c *Cluster) get(ctx context.Context, id storage.BlobID) ([]byte, error) {
 	o, err := c.lookup(ctx, id)
 	if err != nil {
 		return nil, err
@@ -59,10 +59,8 @@ func (c *Cluster) getWhole(ctx context.Context, o meta.Object) ([]byte, error) {
 	return data, nil
 }
 
-// ReadAt returns bytes [off, off+n) of the object. Only the shards covering
-// the range are read; a missing or corrupt one is rebuilt from the same span
-// of k others.
-func (c *Cluster) ReadAt(ctx context.Context, id storage.BlobID, off, n int64) ([]byte, error) {
+// readAt is ReadAt (metrics.go), uncounted.
+func (c *Cluster) readAt(ctx context.Context, id storage.BlobID, off, n int64) ([]byte, error) {
 	o, err := c.lookup(ctx, id)
 	if err != nil {
 		return nil, err
@@ -280,6 +278,7 @@ func (c *Cluster) gather(ctx context.Context, o meta.Object, order []int, need i
 			node := o.Placement[r.index]
 			errs = append(errs, fmt.Errorf("shard %d on %s: %w", r.index, node, r.err))
 			if errors.Is(r.err, storage.ErrCorrupt) || errors.Is(r.err, storage.ErrNotFound) {
+				metrics.BadShards.WithLabelValues(badKind(r.err)).Inc()
 				bad = append(bad, r.index)
 				c.log.Warn("bad shard, rebuilding from others", "object", o.ID, "shard", r.index, "node", node, "err", r.err)
 			} else if ctx.Err() == nil {
@@ -287,11 +286,16 @@ func (c *Cluster) gather(ctx context.Context, o meta.Object, order []int, need i
 			}
 			start()
 		case <-hedge.C:
-			start()
+			if start() {
+				metrics.Hedges.Inc()
+			}
 			hedge.Reset(c.opt.HedgeAfter)
 		case <-ctx.Done():
 			return got, bad, ctx.Err()
 		}
+	}
+	if len(errs) > 0 {
+		metrics.DegradedReads.Inc()
 	}
 	return got, bad, nil
 }

@@ -158,7 +158,8 @@ func (s *clusterServer) Status(ctx context.Context, _ *pb.StatusRequest) (*pb.Cl
 		Repair: progressPB(st.Repair), Scrub: progressPB(st.Scrub)}
 	for _, n := range st.Nodes {
 		out.Nodes = append(out.Nodes, &pb.NodeStatus{Id: n.ID, Address: n.Address, Up: n.Up, RaftRole: n.RaftRole,
-			DiskUsed: n.DiskUsed, DiskFree: n.DiskFree, Voter: n.Voter})
+			DiskUsed: n.DiskUsed, DiskFree: n.DiskFree, Voter: n.Voter,
+			Self: n.Self, Reserve: n.Reserve, StoreReplaced: n.StoreReplaced, LostObjects: n.LostObjects})
 	}
 	return out, nil
 }

@@ -89,3 +89,7 @@ func human(n int64) string {
 	}
 	return fmt.Sprintf("%.1f %ciB", v/unit, "KMGTPE"[exp])
 }
+
+// Reserve returns the free disk bytes puts leave alone (Options.Reserve,
+// defaulted): at or below it the store refuses new shards.
+func (db *DB) Reserve() int64 { return db.opts.Reserve }

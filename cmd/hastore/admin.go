@@ -25,7 +25,9 @@ import (
 const adminUsage = `Usage: hastore admin [--addr ADDR,...] [--cred DIR | --cluster-key-file KEY] <command>
 
 Commands:
-  status [--json]             nodes (up, raft role, disk), scheme, objects, under-replicated, repair/scrub
+  status [--json]             nodes (up, raft role, disk against reserve, store), scheme, objects,
+                              under-replicated, repair/scrub; exit 0 healthy, 2 degraded, 3 no quorum
+                              (--json: exit 0 once printed; the verdict is in healthy/exit_code/problems)
   object put FILE|-           store a file, print its object ID
   object get ID               write the object's bytes to stdout
   object stat ID [--json]     size, scheme, where each shard lives and whether it verifies
@@ -220,25 +222,93 @@ func newAdminClient(addrs, credDir, keyFile string) (*adminClient, error) {
 	return a, nil
 }
 
+// Exit codes of `hastore admin status` (docs/operations.md), for scripts
+// and monitoring checks. 1 stays what every failed command exits with.
+const (
+	statusDegraded = 2 // serving, with less redundancy or room than configured
+	statusNoQuorum = 3 // no Raft leader: metadata changes, and so writes, fail
+)
+
+// statusProblem is one reason the cluster is not healthy.
+type statusProblem struct {
+	Code int    `json:"code"`
+	Text string `json:"text"`
+}
+
+// statusError carries status's exit code to main.
+type statusError struct {
+	code int
+	msg  string
+}
+
+func (e *statusError) Error() string { return e.msg }
+func (e *statusError) ExitCode() int { return e.code }
+
+// nodeView is what a node says of itself, asked directly.
+type nodeView struct {
+	self   *pb.NodeStatus // nil if the node could not be asked
+	leader string
+	err    error
+}
+
 func (a *adminClient) status(ctx context.Context, args []string, out io.Writer) error {
 	fs := flag.NewFlagSet("status", flag.ContinueOnError)
 	asJSON := fs.Bool("json", false, "print JSON")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("status takes no arguments (got %q)", fs.Args())
+	}
 	var st *pb.ClusterStatus
 	if err := a.each(func(c pb.ClusterClient) (err error) { st, err = c.Status(ctx, &pb.StatusRequest{}); return }); err != nil {
 		return err
 	}
+	// Each node up is asked for its own entry: only it knows its reserve
+	// and its store, and whether it sees the leader the others see.
+	views := map[string]nodeView{}
+	for _, n := range st.Nodes {
+		if !n.Up {
+			continue
+		}
+		v := nodeView{}
+		c, err := a.conn(n.Address)
+		if err == nil {
+			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			var own *pb.ClusterStatus
+			own, err = pb.NewClusterClient(c).Status(cctx, &pb.StatusRequest{})
+			cancel()
+			if err == nil {
+				v.leader = own.Leader
+				for _, m := range own.Nodes {
+					if m.Id == n.Id && m.Self {
+						v.self = m
+					}
+				}
+			}
+		}
+		v.err = err
+		views[n.Id] = v
+	}
+	problems, notes := statusProblems(st, views)
+	code := 0
+	for _, p := range problems {
+		code = max(code, p.Code)
+	}
 	if *asJSON {
 		type node struct {
-			ID       string `json:"id"`
-			Address  string `json:"address"`
-			Up       bool   `json:"up"`
-			RaftRole string `json:"raft_role"`
-			Voter    bool   `json:"voter"`
-			DiskUsed int64  `json:"disk_used"`
-			DiskFree int64  `json:"disk_free"`
+			ID            string `json:"id"`
+			Address       string `json:"address"`
+			Up            bool   `json:"up"`
+			RaftRole      string `json:"raft_role"`
+			Voter         bool   `json:"voter"`
+			DiskUsed      int64  `json:"disk_used"`
+			DiskFree      int64  `json:"disk_free"`
+			Reserve       int64  `json:"reserve,omitempty"`
+			AtReserve     bool   `json:"at_reserve"`
+			StoreReplaced bool   `json:"store_replaced"`
+			LostObjects   int64  `json:"lost_objects"`
+			LeaderSeen    string `json:"leader_seen,omitempty"`
 		}
 		type progress struct {
 			Phase    string `json:"phase"`
@@ -252,30 +322,127 @@ func (a *adminClient) status(ctx context.Context, args []string, out io.Writer) 
 			return progress{p.GetPhase(), p.GetDone(), p.GetTotal(), p.GetBytes(), p.GetFinished(), p.GetError()}
 		}
 		v := struct {
-			Nodes           []node   `json:"nodes"`
-			Scheme          string   `json:"scheme"`
-			Objects         int64    `json:"objects"`
-			UnderReplicated int64    `json:"under_replicated"`
-			Leader          string   `json:"leader"`
-			Repair          progress `json:"repair"`
-			Scrub           progress `json:"scrub"`
-		}{Scheme: st.Scheme, Objects: st.Objects, UnderReplicated: st.UnderReplicated, Leader: st.Leader, Repair: conv(st.Repair), Scrub: conv(st.Scrub), Nodes: []node{}}
+			Nodes           []node          `json:"nodes"`
+			Scheme          string          `json:"scheme"`
+			Objects         int64           `json:"objects"`
+			UnderReplicated int64           `json:"under_replicated"`
+			Leader          string          `json:"leader"`
+			Repair          progress        `json:"repair"`
+			Scrub           progress        `json:"scrub"`
+			Healthy         bool            `json:"healthy"`
+			ExitCode        int             `json:"exit_code"`
+			Problems        []statusProblem `json:"problems"`
+			Notes           []string        `json:"notes"`
+		}{Scheme: st.Scheme, Objects: st.Objects, UnderReplicated: st.UnderReplicated, Leader: st.Leader, Repair: conv(st.Repair), Scrub: conv(st.Scrub),
+			Nodes: []node{}, Healthy: code == 0, ExitCode: code, Problems: append([]statusProblem{}, problems...), Notes: append([]string{}, notes...)}
 		for _, n := range st.Nodes {
-			v.Nodes = append(v.Nodes, node{n.Id, n.Address, n.Up, n.RaftRole, n.Voter, n.DiskUsed, n.DiskFree})
+			nd := node{ID: n.Id, Address: n.Address, Up: n.Up, RaftRole: n.RaftRole, Voter: n.Voter, DiskUsed: n.DiskUsed, DiskFree: n.DiskFree}
+			if s := views[n.Id].self; s != nil {
+				nd.DiskUsed, nd.DiskFree, nd.Reserve = s.DiskUsed, s.DiskFree, s.Reserve
+				nd.AtReserve = s.Reserve > 0 && s.DiskFree <= s.Reserve
+				nd.StoreReplaced, nd.LostObjects = s.StoreReplaced, s.LostObjects
+				nd.LeaderSeen = views[n.Id].leader
+			}
+			v.Nodes = append(v.Nodes, nd)
 		}
 		enc := json.NewEncoder(out)
 		enc.SetIndent("", "  ")
+		// A program reading the JSON finds the verdict in it (healthy,
+		// exit_code, problems); the command succeeds once it printed it,
+		// so that callers tell "cluster degraded" from "no answer".
 		return enc.Encode(v)
 	}
-	fmt.Fprintf(out, "scheme %s   objects %d   under-replicated %d   leader %s\n\n", st.Scheme, st.Objects, st.UnderReplicated, st.Leader)
+	leader := st.Leader
+	if leader == "" {
+		leader = "NONE"
+	}
+	fmt.Fprintf(out, "scheme %s   objects %d   under-replicated %d   leader %s\n\n", st.Scheme, st.Objects, st.UnderReplicated, leader)
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "NODE\tADDRESS\tUP\tRAFT\tUSED\tFREE")
+	fmt.Fprintln(tw, "NODE\tADDRESS\tUP\tRAFT\tUSED\tFREE\tRESERVE\tSTORE")
 	for _, n := range st.Nodes {
-		fmt.Fprintf(tw, "%s\t%s\t%v\t%s\t%s\t%s\n", n.Id, n.Address, n.Up, n.RaftRole, bytesHuman(n.DiskUsed), bytesHuman(n.DiskFree))
+		used, free, reserve, store := bytesHuman(n.DiskUsed), bytesHuman(n.DiskFree), "?", "?"
+		if s := views[n.Id].self; s != nil {
+			used, free, reserve, store = bytesHuman(s.DiskUsed), bytesHuman(s.DiskFree), bytesHuman(s.Reserve), "ok"
+			if s.Reserve > 0 && s.DiskFree <= s.Reserve {
+				free += " (AT RESERVE)"
+			}
+			switch {
+			case s.StoreReplaced && s.LostObjects > 0:
+				store = fmt.Sprintf("replaced, %d objects to rebuild", s.LostObjects)
+			case s.StoreReplaced:
+				store = "replaced, rebuilt"
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%v\t%s\t%s\t%s\t%s\t%s\n", n.Id, n.Address, n.Up, n.RaftRole, used, free, reserve, store)
 	}
 	tw.Flush()
 	fmt.Fprintf(out, "\nrepair: %s\nscrub:  %s\n", progressLine(st.Repair), progressLine(st.Scrub))
-	return nil
+	for _, n := range notes {
+		fmt.Fprintf(out, "note: %s\n", n)
+	}
+	if len(problems) == 0 {
+		fmt.Fprintln(out, "\nhealthy")
+	} else {
+		fmt.Fprintln(out, "\nPROBLEMS:")
+		for _, p := range problems {
+			fmt.Fprintf(out, "  - %s\n", p.Text)
+		}
+	}
+	if code == 0 {
+		return nil
+	}
+	what := "degraded"
+	if code == statusNoQuorum {
+		what = "no quorum"
+	}
+	return &statusError{code: code, msg: fmt.Sprintf("cluster %s: %d problem(s), exit code %d", what, len(problems), code)}
+}
+
+// statusProblems judges a cluster status (and each node's own view): what
+// is wrong, with the exit code each problem calls for, and notes that are
+// worth knowing but not wrong.
+func statusProblems(st *pb.ClusterStatus, views map[string]nodeView) (problems []statusProblem, notes []string) {
+	add := func(code int, format string, args ...any) {
+		problems = append(problems, statusProblem{code, fmt.Sprintf(format, args...)})
+	}
+	if st.Leader == "" {
+		add(statusNoQuorum, "no Raft leader: a majority of the voting nodes is down or cut off (or an election is under way); writes and metadata changes fail until it is back")
+	}
+	for _, n := range st.Nodes {
+		if !n.Up {
+			add(statusDegraded, "node %s (%s) is down or unreachable from the node that answered; its shards are served from the others and are rebuilt elsewhere after --down-out", n.Id, n.Address)
+			continue
+		}
+		v, ok := views[n.Id]
+		if !ok {
+			continue
+		}
+		if v.err != nil {
+			notes = append(notes, fmt.Sprintf("could not ask node %s (%s) for its own view (disk reserve, store): %v", n.Id, n.Address, v.err))
+			continue
+		}
+		if v.self == nil {
+			notes = append(notes, fmt.Sprintf("node %s runs a release that does not report its own disk reserve and store", n.Id))
+			continue
+		}
+		s := v.self
+		if st.Leader != "" && v.leader == "" {
+			add(statusDegraded, "node %s knows no Raft leader: it is cut off from the quorum (network?) and cannot serve writes", n.Id)
+		}
+		if s.Reserve > 0 && s.DiskFree <= s.Reserve {
+			add(statusDegraded, "node %s is at its disk reserve (%s free, %s kept back): it takes no new shards, so new objects get fewer nodes; free space or add capacity", n.Id, bytesHuman(s.DiskFree), bytesHuman(s.Reserve))
+		}
+		switch {
+		case s.StoreReplaced && s.LostObjects > 0:
+			add(statusDegraded, "node %s started with a shard store the cluster did not know (wiped, new disk, or moved aside after damage): %d objects still miss their shard there and are being rebuilt", n.Id, s.LostObjects)
+		case s.StoreReplaced:
+			notes = append(notes, fmt.Sprintf("node %s started with a shard store the cluster did not know (wiped, new disk, or moved aside after damage); the shards it lacked were rebuilt", n.Id))
+		}
+	}
+	if st.UnderReplicated > 0 {
+		add(statusDegraded, "%d objects are under-replicated (a shard missing, misplaced or on an unreachable node); repair rebuilds them (see the repair line, or run 'hastore admin repair')", st.UnderReplicated)
+	}
+	return problems, notes
 }
 
 func progressLine(p *pb.Progress) string {

@@ -188,19 +188,22 @@ func (f *mailFlags) config(log *slog.Logger) (mailserver.Config, error) {
 		return cfg, errors.New("--mail-tls-cert and --mail-tls-key go together")
 	}
 	if f.cert != "" {
-		c, err := tls.LoadX509KeyPair(f.cert, f.key)
+		// Through GetCertificate, so that SIGHUP can swap in a renewed
+		// certificate without a restart (see ops.go).
+		c, err := watchCert("mail", f.cert, f.key)
 		if err != nil {
 			return cfg, fmt.Errorf("mail TLS: %w", err)
 		}
-		cfg.TLS = &tls.Config{Certificates: []tls.Certificate{c}, MinVersion: tls.VersionTLS12}
+		cfg.TLS = &tls.Config{GetCertificate: c.getCertificate, MinVersion: tls.VersionTLS12}
 	}
 	return cfg, nil
 }
 
 // mailListeners are a node's running SMTP/LMTP and IMAP listeners.
 type mailListeners struct {
-	smtp *mailserver.Server
-	imap *imap.Server // nil when off
+	smtp  *mailserver.Server
+	imap  *imap.Server   // nil when off
+	store *mailbox.Store // for the metrics
 }
 
 // Close stops IMAP (closing its connections) and the SMTP listeners.
@@ -238,7 +241,7 @@ func (f *mailFlags) start(n *replica.Node, log *slog.Logger) (*mailListeners, er
 	if err != nil {
 		return nil, err
 	}
-	m := &mailListeners{smtp: smtpSrv}
+	m := &mailListeners{smtp: smtpSrv, store: cfg.Store}
 	if f.imap != "" || f.imaps != "" {
 		icfg := imap.Config{
 			IMAP: f.imap, IMAPS: f.imaps, TLS: cfg.TLS, AllowInsecureAuth: f.insecureAuth,

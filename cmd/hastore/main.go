@@ -4,6 +4,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -53,6 +54,10 @@ func main() {
 	}
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "hastore %s: %v\n", os.Args[1], err)
+		var ec interface{ ExitCode() int } // admin status's documented codes
+		if errors.As(err, &ec) {
+			os.Exit(ec.ExitCode())
+		}
 		os.Exit(1)
 	}
 }

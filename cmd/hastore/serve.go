@@ -64,7 +64,7 @@ func (f *nodeFlags) logger() (*slog.Logger, error) {
 	if err := lvl.UnmarshalText([]byte(f.logLevel)); err != nil {
 		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", f.logLevel)
 	}
-	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl})), nil
+	return slog.New(newLogHandler(lvl)), nil
 }
 
 // config fills in the parts of a node's configuration that come from these
@@ -164,6 +164,8 @@ func serve(args []string) error {
 	nf.register(fs)
 	mf := &mailFlags{}
 	mf.register(fs)
+	of := &opsFlags{}
+	of.register(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -195,6 +197,9 @@ func serve(args []string) error {
 		return err
 	}
 	lf.config(&cfg)
+	if err := of.prepare(&cfg, nf.tlsCert, nf.tlsKey); err != nil {
+		return err
+	}
 	cfg.Register = registerAll(webfs.Register, mailRegister)
 	n, err := replica.StartNode(cfg)
 	if err != nil {
@@ -213,10 +218,18 @@ func serve(args []string) error {
 			return err
 		}
 	}
+	stopOps, err := of.start(n, mail, log)
+	if err != nil {
+		stopHTTP()
+		mail.Close()
+		n.Close()
+		return err
+	}
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 	s := <-sig
 	log.Info("shutting down", "signal", s.String())
+	stopOps()
 	stopHTTP()
 	mail.Close()
 	return n.Close()

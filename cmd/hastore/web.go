@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"time"
 
+	"hastore/metrics"
 	"hastore/replica"
 	"hastore/webfs"
 	"hastore/webfs/httpserve"
@@ -45,7 +46,7 @@ func startHTTP(addr string, n *replica.Node, log *slog.Logger, f *httpFlags) (st
 	hlog := log.With("component", "http")
 	h := httpserve.Handler(webfs.ForNode(n).HTTP(), httpserve.Options{Logger: hlog, Deny: deny})
 	srv := httpserve.NewServer(addr, h)
-	ll := httpserve.LimitListener(l, f.maxConns, f.maxConnsIP, hlog)
+	ll := httpserve.LimitListener(metrics.CountConns(l, metrics.HTTPConnections), f.maxConns, f.maxConnsIP, hlog)
 	go func() {
 		if err := srv.Serve(ll); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("http server stopped", "addr", addr, "err", err)

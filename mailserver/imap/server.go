@@ -152,6 +152,12 @@ func (s *Server) Addrs() map[string]net.Addr {
 	return out
 }
 
+// Connections returns the IMAP connections open now, both ports.
+func (s *Server) Connections() int {
+	n, _ := s.limit.Count(&net.TCPAddr{}) // no client: the total only
+	return n
+}
+
 // Close stops the listeners and closes every IMAP connection (the library
 // has no graceful Shutdown: clients reconnect, to this node or another).
 func (s *Server) Close() error {

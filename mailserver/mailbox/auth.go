@@ -344,6 +344,7 @@ type AuthStats struct {
 	Hashes       int64 // password hash computations run (verifications and new hashes)
 	HashPeak     int64 // most of them ever running at once
 	HashSlots    int   // the bound on that
+	HashInUse    int64 // of the slots, how many are computing now
 	CacheHits    int64 // logins answered by the login cache
 	CacheMisses  int64 // known users' logins the cache could not answer
 	CacheEntries int
@@ -354,7 +355,7 @@ type AuthStats struct {
 // AuthStats returns the counters so far.
 func (s *Store) AuthStats() AuthStats {
 	return AuthStats{
-		Hashes: s.slots.runs.Load(), HashPeak: s.slots.peak.Load(), HashSlots: cap(s.slots.ch),
+		Hashes: s.slots.runs.Load(), HashPeak: s.slots.peak.Load(), HashSlots: cap(s.slots.ch), HashInUse: s.slots.inUse.Load(),
 		CacheHits: s.creds.hits.Load(), CacheMisses: s.creds.misses.Load(), CacheEntries: s.creds.len(),
 		SlotTimeouts: s.slots.timeouts.Load(), PeerHashing: s.creds.peerLen(),
 	}

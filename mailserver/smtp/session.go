@@ -101,6 +101,10 @@ type session struct {
 	from  string
 	size  int64 // declared with MAIL FROM SIZE=, 0 if not
 	rcpts []rcpt
+	// msgID names the message being received: in its Received: header,
+	// the 250 reply ("stored as …") and every log line about it, so that
+	// a message is traced from its headers or the sender's log to ours.
+	msgID string
 }
 
 func (s *session) ctx() (context.Context, context.CancelFunc) {
@@ -247,7 +251,7 @@ func (s *session) targets(rcpts []rcpt) []mailbox.Target {
 // message temporarily for all, so none is bounced or gets it twice; the
 // client's retry is judged per recipient at RCPT again.
 func (s *session) Data(r io.Reader) error {
-	outs, d, err := s.deliver(r, true)
+	outs, _, err := s.deliver(r, true)
 	if err != nil {
 		return err
 	}
@@ -272,12 +276,13 @@ func (s *session) Data(r io.Reader) error {
 	default:
 		return errTempFail
 	}
-	return stored(d)
+	return stored(s.msgID)
 }
 
-// stored is the reply for a message stored durably in the mailboxes.
-func stored(d *mailbox.Delivery) error {
-	return &gosmtp.SMTPError{Code: 250, EnhancedCode: gosmtp.EnhancedCode{2, 0, 0}, Message: "OK: stored as " + d.Object().String()[:16]}
+// stored is the reply for a message stored durably in the mailboxes; id
+// is the one in its Received: header and in our log lines about it.
+func stored(id string) error {
+	return &gosmtp.SMTPError{Code: 250, EnhancedCode: gosmtp.EnhancedCode{2, 0, 0}, Message: "OK: stored as " + id}
 }
 
 // outcomeReply is the reply for one target's failed outcome. A
@@ -297,7 +302,7 @@ func outcomeReply(o mailbox.Outcome) error {
 // and the retry stores nothing twice where it landed already (the retry
 // memory, when on).
 func (s *session) LMTPData(r io.Reader, status gosmtp.StatusCollector) error {
-	outs, d, err := s.deliver(r, false)
+	outs, _, err := s.deliver(r, false)
 	if err != nil {
 		return err // the status of every recipient
 	}
@@ -326,7 +331,7 @@ func (s *session) LMTPData(r io.Reader, status gosmtp.StatusCollector) error {
 		case temp != nil:
 			status.SetStatus(rc.raw, temp)
 		case ok:
-			status.SetStatus(rc.raw, stored(d))
+			status.SetStatus(rc.raw, stored(s.msgID))
 		default:
 			status.SetStatus(rc.raw, first)
 		}
@@ -389,7 +394,7 @@ func (s *session) deliver(r io.Reader, allOrNothing bool) ([]mailbox.Outcome, *m
 	defer cancel()
 	msg, err := sp.message(ctx)
 	if err != nil {
-		s.srv.log.Warn("no memory to store a message in time", "size", sp.size, "err", err, "remote", s.remote)
+		s.srv.log.Warn("no memory to store a message in time", "size", sp.size, "err", err, "remote", s.remote, "msgid", s.msgID)
 		return nil, nil, errBusy
 	}
 	var auth string
@@ -412,13 +417,13 @@ func (s *session) deliver(r io.Reader, allOrNothing bool) ([]mailbox.Outcome, *m
 		d.SetRetryKey(sp.Digest(), cfg.RetryWindow)
 	}
 	if err := d.Body(ctx, msg, time.Time{}); err != nil {
-		s.srv.log.Warn("storing a message failed", "err", err, "remote", s.remote)
+		s.srv.log.Warn("storing a message failed", "err", err, "remote", s.remote, "msgid", s.msgID)
 		return nil, nil, errTempFail
 	}
 	outs, err := d.Commit(ctx, allOrNothing)
 	if err != nil {
 		d.Abort(ctx)
-		s.srv.log.Warn("committing a delivery failed", "err", err, "remote", s.remote)
+		s.srv.log.Warn("committing a delivery failed", "err", err, "remote", s.remote, "msgid", s.msgID)
 		return nil, nil, errTempFail
 	}
 	delivered, retries := 0, 0
@@ -431,7 +436,7 @@ func (s *session) deliver(r io.Reader, allOrNothing bool) ([]mailbox.Outcome, *m
 		}
 	}
 	s.srv.log.Info("delivered", "from", s.from, "recipients", len(rcpts), "mailboxes", len(outs), "delivered", delivered, "retries", retries, "size", d.Size(),
-		"object", d.Object().String()[:16], "user", s.user, "dmarc", auth, "remote", s.remote, "took", time.Since(start).Round(time.Millisecond))
+		"msgid", s.msgID, "object", d.Object().String(), "user", s.user, "dmarc", auth, "remote", s.remote, "took", time.Since(start).Round(time.Millisecond))
 	return outs, d, nil
 }
 
@@ -614,9 +619,10 @@ func (s *session) traceHeaders(rcpts []string) string {
 	}
 	var id [8]byte
 	_, _ = rand.Read(id[:])
+	s.msgID = hex.EncodeToString(id[:])
 	var b strings.Builder
 	fmt.Fprintf(&b, "Return-Path: <%s>\r\n", sanitize(s.from))
-	fmt.Fprintf(&b, "Received: from %s ([%s])\r\n\tby %s (hastore) with %s id %s", sanitize(s.conn.Hostname()), s.remote, s.srv.cfg.Hostname, proto, hex.EncodeToString(id[:]))
+	fmt.Fprintf(&b, "Received: from %s ([%s])\r\n\tby %s (hastore) with %s id %s", sanitize(s.conn.Hostname()), s.remote, s.srv.cfg.Hostname, proto, s.msgID)
 	if len(rcpts) == 1 {
 		fmt.Fprintf(&b, "\r\n\tfor <%s>", sanitize(rcpts[0]))
 	}

@@ -1149,7 +1149,20 @@ type NodeStatus struct {
 	// disk_free is the free bytes on the node's data disk.
 	DiskFree int64 `protobuf:"varint,6,opt,name=disk_free,json=diskFree,proto3" json:"disk_free,omitempty"`
 	// voter says whether the node votes in Raft elections.
-	Voter         bool `protobuf:"varint,7,opt,name=voter,proto3" json:"voter,omitempty"`
+	Voter bool `protobuf:"varint,7,opt,name=voter,proto3" json:"voter,omitempty"`
+	// reserve is the free disk bytes the node's store keeps back; at or
+	// below it the store takes no new shards. Set only by the node itself
+	// (0 in other nodes' views: ask that node).
+	Reserve int64 `protobuf:"varint,8,opt,name=reserve,proto3" json:"reserve,omitempty"`
+	// store_replaced says the node started with a shard store other than the
+	// one the cluster recorded for it (wiped, replaced or moved aside after
+	// damage). Set only by the node itself.
+	StoreReplaced bool `protobuf:"varint,9,opt,name=store_replaced,json=storeReplaced,proto3" json:"store_replaced,omitempty"`
+	// lost_objects is how many objects still miss a shard in the node's
+	// store after that, being rebuilt. Set only by the node itself.
+	LostObjects int64 `protobuf:"varint,10,opt,name=lost_objects,json=lostObjects,proto3" json:"lost_objects,omitempty"`
+	// self says this entry is the answering node's own.
+	Self          bool `protobuf:"varint,11,opt,name=self,proto3" json:"self,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1229,6 +1242,34 @@ func (x *NodeStatus) GetDiskFree() int64 {
 func (x *NodeStatus) GetVoter() bool {
 	if x != nil {
 		return x.Voter
+	}
+	return false
+}
+
+func (x *NodeStatus) GetReserve() int64 {
+	if x != nil {
+		return x.Reserve
+	}
+	return 0
+}
+
+func (x *NodeStatus) GetStoreReplaced() bool {
+	if x != nil {
+		return x.StoreReplaced
+	}
+	return false
+}
+
+func (x *NodeStatus) GetLostObjects() int64 {
+	if x != nil {
+		return x.LostObjects
+	}
+	return 0
+}
+
+func (x *NodeStatus) GetSelf() bool {
+	if x != nil {
+		return x.Self
 	}
 	return false
 }
@@ -4461,7 +4502,7 @@ const file_hastore_proto_rawDesc = "" +
 	"\x04node\x18\x02 \x01(\tR\x04node\x12\x14\n" +
 	"\x05state\x18\x03 \x01(\tR\x05state\x12\x16\n" +
 	"\x06detail\x18\x04 \x01(\tR\x06detail\"\x0f\n" +
-	"\rStatusRequest\"\xb3\x01\n" +
+	"\rStatusRequest\"\xab\x02\n" +
 	"\n" +
 	"NodeStatus\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
@@ -4470,7 +4511,12 @@ const file_hastore_proto_rawDesc = "" +
 	"\traft_role\x18\x04 \x01(\tR\braftRole\x12\x1b\n" +
 	"\tdisk_used\x18\x05 \x01(\x03R\bdiskUsed\x12\x1b\n" +
 	"\tdisk_free\x18\x06 \x01(\x03R\bdiskFree\x12\x14\n" +
-	"\x05voter\x18\a \x01(\bR\x05voter\"\x8c\x02\n" +
+	"\x05voter\x18\a \x01(\bR\x05voter\x12\x18\n" +
+	"\areserve\x18\b \x01(\x03R\areserve\x12%\n" +
+	"\x0estore_replaced\x18\t \x01(\bR\rstoreReplaced\x12!\n" +
+	"\flost_objects\x18\n" +
+	" \x01(\x03R\vlostObjects\x12\x12\n" +
+	"\x04self\x18\v \x01(\bR\x04self\"\x8c\x02\n" +
 	"\rClusterStatus\x12,\n" +
 	"\x05nodes\x18\x01 \x03(\v2\x16.hastore.v1.NodeStatusR\x05nodes\x12\x16\n" +
 	"\x06scheme\x18\x02 \x01(\tR\x06scheme\x12\x18\n" +
