@@ -35,9 +35,11 @@ func TestClusterCertReload(t *testing.T) {
 	firstPEM := write()
 	var cfg replica.NodeConfig
 	var err error
-	if cfg.ServerTLS, cfg.ClientTLS, err = transport.LoadTLS(certFile, keyFile, "", ""); err != nil {
+	pair, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
 		t.Fatal(err)
 	}
+	cfg.ServerTLS = &tls.Config{Certificates: []tls.Certificate{pair}}
 	f := &opsFlags{}
 	if err := f.prepare(&cfg, certFile, keyFile); err != nil {
 		t.Fatal(err)

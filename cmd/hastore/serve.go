@@ -94,6 +94,15 @@ var errNoTLS = errors.New("the cluster port needs TLS: give --cred DIR (or --tls
 	"'hastore admin cred issue node --host HOST --ca CADIR --out DIR' (docs/operations.md, \"TLS and credentials\"); " +
 	"or --insecure to run in plaintext, where anyone on the network can read the traffic and replay its cluster token (tests and closed networks only)")
 
+// certFiles returns the node certificate and key files in use: --cred's
+// or --tls-cert's and --tls-key's.
+func (f *nodeFlags) certFiles() (cert, key string) {
+	if f.credDir != "" {
+		return filepath.Join(f.credDir, transport.CertFile), filepath.Join(f.credDir, transport.KeyFile)
+	}
+	return f.tlsCert, f.tlsKey
+}
+
 func (f *nodeFlags) loadTLS(cfg *replica.NodeConfig) error {
 	cert, key, ca := f.tlsCert, f.tlsKey, f.tlsCA
 	if f.credDir != "" {
@@ -197,7 +206,8 @@ func serve(args []string) error {
 		return err
 	}
 	lf.config(&cfg)
-	if err := of.prepare(&cfg, nf.tlsCert, nf.tlsKey); err != nil {
+	certFile, keyFile := nf.certFiles()
+	if err := of.prepare(&cfg, certFile, keyFile); err != nil {
 		return err
 	}
 	cfg.Register = registerAll(webfs.Register, mailRegister)
