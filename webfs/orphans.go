@@ -186,26 +186,44 @@ func (s *Site) reapOrphans(ctx context.Context, grace time.Duration) (int, error
 		return 0, err
 	}
 	n := 0
-	for _, ino := range inos {
-		deleted := false
-		err := s.mutate(ctx, "reap", inoPath(ino), []uint64{ino}, func(t *txn, now time.Time) error {
-			deleted = false
-			if err := s.reapPlan(t, ino, now, grace); err != nil {
-				return err
+	for len(inos) > 0 {
+		// Several orphans per change (an rm -r leaves many at once);
+		// a conflict on one plans the batch again.
+		k, size := 0, 0
+		for k < len(inos) && k < reapBatch && size < reapBytes {
+			v, _, _ := s.sites.md.TenantGet(s.tenant, inoKey(inos[k]))
+			size += len(v)
+			k++
+		}
+		batch := inos[:k]
+		inos = inos[k:]
+		deleted := 0
+		err := s.mutate(ctx, "reap", s.name, batch, func(t *txn, now time.Time) error {
+			deleted = 0
+			for _, ino := range batch {
+				if err := s.reapPlan(t, ino, now, grace); err != nil {
+					return err
+				}
+				if _, still := t.get(s.tenant, orphanKey(ino)); !still {
+					deleted++
+				}
 			}
-			_, still := t.get(s.tenant, orphanKey(ino))
-			deleted = !still
 			return nil
 		})
 		if err != nil {
 			return n, err
 		}
-		if deleted {
-			n++
-		}
+		n += deleted
 	}
 	return n, nil
 }
+
+// reapBatch and reapBytes bound the orphans one reaping change deletes,
+// and the size of their inode records (each carried by a check).
+const (
+	reapBatch = 32
+	reapBytes = 256 << 10
+)
 
 // ReapOrphans deletes, in every site, the orphans older than grace that no
 // live mount holds (OrphanGrace in production; tests pass less). It
