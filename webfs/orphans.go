@@ -89,6 +89,17 @@ func (s *Site) Hold(ctx context.Context, holder uint64, inos []uint64) ([]uint64
 	if holder == 0 {
 		return nil, pathErr(op, s.name, fmt.Errorf("%w: holder 0", syscall.EINVAL))
 	}
+	// Only orphans matter: look them up here, so that the change checks
+	// a few records rather than one per open file (an orphan made after
+	// this read is held at the next renewal, well within the grace).
+	var orphans []uint64
+	for _, ino := range inos {
+		if _, ok, err := s.sites.md.TenantGet(s.tenant, orphanKey(ino)); err != nil {
+			return nil, pathErr(op, s.name, err)
+		} else if ok {
+			orphans = append(orphans, ino)
+		}
+	}
 	var held []uint64
 	err := s.mutate(ctx, op, s.name, nil, func(t *txn, now time.Time) error {
 		held = held[:0]
@@ -103,7 +114,7 @@ func (s *Site) Hold(ctx context.Context, holder uint64, inos []uint64) ([]uint64
 			t.put(s.tenant, key, encodeTime(until))
 		}
 		renew(mountsKey)
-		for _, ino := range inos {
+		for _, ino := range orphans {
 			if _, ok := t.get(s.tenant, orphanKey(ino)); !ok {
 				continue
 			}
