@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"syscall"
 	"testing"
+	"time"
 
 	"hastore/webfs"
 )
@@ -291,6 +292,25 @@ func TestOrphans(t *testing.T) {
 	}
 	if n := e.refsOf(t, y.Chunks); n != 0 {
 		t.Errorf("reaped orphan: %d references left", n)
+	}
+	// A mount that died holding an orphan: the hold ends with its lease.
+	w := mk("w")
+	if err := tr.Unlink(ctx, webfs.RootIno, "w"); err != nil {
+		t.Fatal(err)
+	}
+	if held, err := tr.Hold(ctx, holder+1, []uint64{w.Ino}); err != nil || len(held) != 1 {
+		t.Fatalf("hold: %v, %v", held, err)
+	}
+	if n, err := e.sites(0).ReapOrphans(ctx, 0); err != nil || n != 0 {
+		t.Fatalf("reaping a held orphan: %d, %v; want 0", n, err)
+	}
+	later := webfs.NewSites(e.c.Nodes[1].Cluster, e.c.Nodes[1].Meta)
+	webfs.SetClock(later, func() time.Time { return time.Now().Add(webfs.MountLease + time.Second) })
+	if n, err := later.ReapOrphans(ctx, webfs.OrphanGrace); err != nil || n != 1 {
+		t.Fatalf("reaping after the holder's lease ended: %d, %v; want 1", n, err)
+	}
+	if n := e.refsOf(t, w.Chunks); n != 0 {
+		t.Errorf("orphan of a dead mount: %d references left", n)
 	}
 	// Site deletion takes orphans with it.
 	z := mk("z")
