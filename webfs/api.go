@@ -27,6 +27,16 @@ type Tree interface {
 	Create(ctx context.Context, parent uint64, name string, na NewAttr) (Attr, error)
 	Symlink(ctx context.Context, parent uint64, name, target string, na NewAttr) (Attr, error)
 	Readlink(ctx context.Context, ino uint64) (string, error)
+	// Mknod makes a FIFO, socket or device node (typ: the type bits), or
+	// an empty regular file.
+	Mknod(ctx context.Context, parent uint64, name string, typ uint32, na NewAttr) (Attr, error)
+	// Link gives inode ino another name (a hard link).
+	Link(ctx context.Context, ino, newParent uint64, newName string) (Attr, error)
+	// Hold renews a mount's lease and holds those of inos that are
+	// orphans (unlinked while open); Release ends the hold on one. See
+	// orphans.go.
+	Hold(ctx context.Context, holder uint64, inos []uint64) ([]uint64, error)
+	Release(ctx context.Context, holder, ino uint64) error
 	Setattr(ctx context.Context, ino uint64, sa SetAttr) (Attr, error)
 	// Rename is atomic and replaces the target, as rename(2).
 	Rename(ctx context.Context, oldParent uint64, oldName string, newParent uint64, newName string) error

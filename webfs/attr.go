@@ -18,8 +18,22 @@ const (
 	ModeDir     uint32 = 0o040000
 	ModeRegular uint32 = 0o100000
 	ModeSymlink uint32 = 0o120000
+	ModeFifo    uint32 = 0o010000
+	ModeChar    uint32 = 0o020000
+	ModeBlock   uint32 = 0o060000
+	ModeSocket  uint32 = 0o140000
 	ModePerm    uint32 = 0o7777
 )
+
+// IsSpecialType reports whether typ (mode type bits) is a FIFO, socket or
+// device node: inodes that are only metadata, never content.
+func IsSpecialType(typ uint32) bool {
+	switch typ & ModeType {
+	case ModeFifo, ModeChar, ModeBlock, ModeSocket:
+		return true
+	}
+	return false
+}
 
 // RootIno is the inode number of every site's root directory.
 const RootIno uint64 = 1
@@ -62,12 +76,15 @@ type Chunk struct {
 // Attr is an inode: its attributes and, for a regular file, where its
 // content is. Times have nanosecond precision.
 type Attr struct {
-	Ino   uint64
-	Mode  uint32 // type and permission bits
-	Uid   uint32
-	Gid   uint32
-	Nlink uint32 // 1 for files and symlinks, 2 + subdirectories for directories
-	Size  int64  // content length; the target's length for a symlink
+	Ino  uint64
+	Mode uint32 // type and permission bits
+	Uid  uint32
+	Gid  uint32
+	// Nlink is the number of names of a file, symlink or special file
+	// (hard links; 0 for an orphan: unlinked while a mount has it open),
+	// and 2 + subdirectories for a directory.
+	Nlink uint32
+	Size  int64 // content length; the target's length for a symlink
 	Atime time.Time
 	Mtime time.Time
 	Ctime time.Time
@@ -77,6 +94,9 @@ type Attr struct {
 	Entries int64
 	// Target is a symlink's target.
 	Target string
+	// Rdev is a device node's device number (Linux encoding, as stat's
+	// st_rdev); 0 for every other type.
+	Rdev uint32
 	// ContentID identifies a regular file's content: equal content IDs
 	// mean equal bytes. It is the hex BLAKE3 hash of the content for files
 	// of at most one chunk, and a hash of the chunk IDs otherwise. Use it
@@ -94,6 +114,9 @@ func (a *Attr) IsDir() bool     { return a.Mode&ModeType == ModeDir }
 func (a *Attr) IsRegular() bool { return a.Mode&ModeType == ModeRegular }
 func (a *Attr) IsSymlink() bool { return a.Mode&ModeType == ModeSymlink }
 
+// IsSpecial reports whether the inode is a FIFO, socket or device node.
+func (a *Attr) IsSpecial() bool { return IsSpecialType(a.Mode) }
+
 // FileMode returns the mode as io/fs spells it.
 func (a *Attr) FileMode() fs.FileMode { return FileMode(a.Mode) }
 
@@ -105,6 +128,14 @@ func FileMode(mode uint32) fs.FileMode {
 		m |= fs.ModeDir
 	case ModeSymlink:
 		m |= fs.ModeSymlink
+	case ModeFifo:
+		m |= fs.ModeNamedPipe
+	case ModeSocket:
+		m |= fs.ModeSocket
+	case ModeChar:
+		m |= fs.ModeDevice | fs.ModeCharDevice
+	case ModeBlock:
+		m |= fs.ModeDevice
 	}
 	if mode&0o4000 != 0 {
 		m |= fs.ModeSetuid
@@ -142,6 +173,8 @@ type NewAttr struct {
 	// that retries a create after losing the answer passes the same
 	// number, so that finding its own earlier create is not EEXIST.
 	Ino uint64
+	// Rdev is the device number of a device node made by Mknod.
+	Rdev uint32
 }
 
 // SetAttrMask says which fields of a SetAttr apply.
@@ -172,13 +205,33 @@ type SetAttr struct {
 //
 //	i/<ino, 16 hex digits>          inode record
 //	d/<parent ino>/<name>           directory entry → type byte + child ino
+//	o/<ino>                         orphan: a file whose last name went
+//	                                while mounts were alive (orphans.go)
+//	h/<ino>/<holder, 16 hex>        a mount holds the orphan open, until
+//	m                               mounts of the site are alive until
 func inoKey(ino uint64) string { return fmt.Sprintf("i/%016x", ino) }
+
+func orphanKey(ino uint64) string { return fmt.Sprintf("o/%016x", ino) }
+
+func holdPrefix(ino uint64) string { return fmt.Sprintf("h/%016x/", ino) }
+
+func holdKey(ino, holder uint64) string { return fmt.Sprintf("h/%016x/%016x", ino, holder) }
+
+// mountsKey holds the time until which some mount of the site is alive.
+const mountsKey = "m"
 
 func dentryPrefix(parent uint64) string { return fmt.Sprintf("d/%016x/", parent) }
 
 func dentryKey(parent uint64, name string) string { return dentryPrefix(parent) + name }
 
-const inodeFormatV1 = 1
+// Inode record formats. v1 is every record of a cluster before special
+// files existed; v2 appends the device number. A record is written as v1
+// whenever it fits (every inode but a device node), so that nodes not yet
+// upgraded read all the rest and records compare equal across versions.
+const (
+	inodeFormatV1 = 1
+	inodeFormatV2 = 2
+)
 
 var errCorrupt = errors.New("webfs: corrupt record")
 
@@ -186,7 +239,11 @@ var errCorrupt = errors.New("webfs: corrupt record")
 // checks of a mutation compare records byte for byte).
 func encodeInode(a *Attr) []byte {
 	b := make([]byte, 0, 64+len(a.Target)+len(a.Inline)+len(a.Chunks)*40)
-	b = append(b, inodeFormatV1)
+	format := byte(inodeFormatV1)
+	if a.Rdev != 0 {
+		format = inodeFormatV2
+	}
+	b = append(b, format)
 	b = binary.AppendUvarint(b, uint64(a.Mode))
 	b = binary.AppendUvarint(b, uint64(a.Uid))
 	b = binary.AppendUvarint(b, uint64(a.Gid))
@@ -205,6 +262,9 @@ func encodeInode(a *Attr) []byte {
 	for _, c := range a.Chunks {
 		b = append(b, c.ID[:]...)
 		b = binary.AppendVarint(b, c.Len)
+	}
+	if format >= inodeFormatV2 {
+		b = binary.AppendUvarint(b, uint64(a.Rdev))
 	}
 	return b
 }
@@ -269,9 +329,10 @@ func (r *reader) bytes(max int) []byte {
 }
 
 func decodeInode(ino uint64, b []byte) (Attr, error) {
-	if len(b) == 0 || b[0] != inodeFormatV1 {
-		return Attr{}, fmt.Errorf("%w: inode %d: unknown format", errCorrupt, ino)
+	if len(b) == 0 || b[0] < inodeFormatV1 || b[0] > inodeFormatV2 {
+		return Attr{}, fmt.Errorf("%w: inode %d: unknown format (written by a newer hastore?)", errCorrupt, ino)
 	}
+	format := b[0]
 	r := reader{b: b[1:]}
 	a := Attr{Ino: ino}
 	a.Mode = uint32(r.uvarint())
@@ -303,6 +364,9 @@ func decodeInode(ino uint64, b []byte) (Attr, error) {
 			r.b = r.b[32:]
 			a.Chunks[i].Len = r.varint()
 		}
+	}
+	if format >= inodeFormatV2 {
+		a.Rdev = uint32(r.uvarint())
 	}
 	if r.err == nil && len(r.b) != 0 {
 		r.err = errCorrupt

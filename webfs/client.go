@@ -377,3 +377,37 @@ func (r *RemoteSite) WriteAt(ctx context.Context, ino uint64, off int64, data []
 	h := &pb.WriteHeader{Site: r.name, Kind: pb.WriteHeader_AT, Ino: ino, Offset: off}
 	return r.write(ctx, "write", inoPath(ino), h, bytesReader(data))
 }
+
+// Mknod makes a FIFO, socket or device node, or an empty regular file.
+func (r *RemoteSite) Mknod(ctx context.Context, parent uint64, name string, typ uint32, na NewAttr) (Attr, error) {
+	req := &pb.MknodRequest{Create: r.createReq(parent, name, na), Type: typ, Rdev: na.Rdev}
+	return r.attrCall(ctx, "mknod", name, func(n pb.SitesClient) (*pb.Inode, error) { return n.Mknod(ctx, req) })
+}
+
+// Link gives inode ino the name newParent/newName too. A repeat after a
+// lost answer is EEXIST; the caller judges (a mount looks the name up).
+func (r *RemoteSite) Link(ctx context.Context, ino, newParent uint64, newName string) (Attr, error) {
+	req := &pb.LinkRequest{Site: r.name, Ino: ino, NewParent: newParent, NewName: newName}
+	return r.attrCall(ctx, "link", newName, func(n pb.SitesClient) (*pb.Inode, error) { return n.Link(ctx, req) })
+}
+
+// Hold renews mount holder's lease and holds those of inos that are
+// orphans; see Site.Hold.
+func (r *RemoteSite) Hold(ctx context.Context, holder uint64, inos []uint64) ([]uint64, error) {
+	var held []uint64
+	err := r.c.call(ctx, func(n pb.SitesClient) error {
+		rep, err := n.Hold(ctx, &pb.HoldRequest{Site: r.name, Holder: holder, Inos: inos})
+		held = rep.GetHeld()
+		return err
+	})
+	return held, fromStatus("hold", r.name, err)
+}
+
+// Release ends mount holder's hold on orphan ino; see Site.Release.
+func (r *RemoteSite) Release(ctx context.Context, holder, ino uint64) error {
+	err := r.c.call(ctx, func(n pb.SitesClient) error {
+		_, err := n.Release(ctx, &pb.ReleaseRequest{Site: r.name, Holder: holder, Ino: ino})
+		return err
+	})
+	return fromStatus("release", inoPath(ino), err)
+}

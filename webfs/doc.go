@@ -1,7 +1,8 @@
-// Package webfs is the file trees of hosted web sites: a POSIX-like file
-// system per site (directories, regular files, symlinks; mode, uid, gid,
-// size, atime/mtime/ctime) kept in the cluster's replicated metadata, with
-// file content in content-addressed cluster objects. HTTP (webfs/httpserve)
+// Package webfs is the file trees of hosted web sites: a POSIX file
+// system per site (directories, regular files, symlinks, special files,
+// hard links; mode, uid, gid, size, atime/mtime/ctime) kept in the
+// cluster's replicated metadata, with file content in content-addressed
+// cluster objects. HTTP (webfs/httpserve)
 // serves it from every node; FUSE mounts and `hastore admin site` reach
 // it through the Sites gRPC service (server.go, client.go).
 //
@@ -17,11 +18,29 @@
 //
 //	i/<ino>               inode (16 hex digits): mode, uid, gid, nlink, size,
 //	                      times, parent (directories), entry count
-//	                      (directories), symlink target, and content: inline
-//	                      bytes for files of at most InlineMax (3 KiB), else
-//	                      a list of chunks {object ID, length}
+//	                      (directories), symlink target, device number
+//	                      (device nodes), and content: inline bytes for
+//	                      files of at most InlineMax (3 KiB), else a list
+//	                      of chunks {object ID, length}
 //	d/<parent>/<name>     directory entry → child's type and inode number
+//	o/<ino>               orphan: a file that lost its last name while a
+//	                      mount was alive, kept for open descriptors
+//	h/<ino>/<holder>      a mount holds orphan <ino> open, until a time
+//	m                     some mount of the site is alive until a time
 //
+// Inode records start with a format byte: 1 for every record written
+// before device nodes existed, 2 (1 plus the device number) for device
+// nodes only, so that a cluster being upgraded reads every record written
+// before, and nodes not yet upgraded read every record but device nodes'.
+//
+// Inode types: directories, regular files, symlinks, and FIFOs, UNIX
+// sockets, character and block devices — special files, stored as what
+// they are (type, mode, owner, times, device number) with no content.
+// HTTP answers 404 for them; a mount lists and stats them, and the kernel
+// serves FIFOs and sockets itself.
+//
+// A non-directory may have several names (hard links, Link): one inode
+// with a link count; its names' directory entries point at it.
 // The root directory is inode 1; other inode numbers are random 63-bit
 // numbers chosen by the proposer (or by a client, so that it can repeat a
 // create safely). Files are cut into ChunkSize (4 MiB) chunks stored with
@@ -90,9 +109,11 @@
 //
 // # Limits
 //
-// Files up to MaxFileSize (16 GiB). Hard links are not supported (nlink
-// is 1 for files). An inode is deleted when its last name goes, even if a
-// FUSE client still has it open. Concurrent changes of one directory
-// serialize: through one node they queue on a lock, across nodes they
-// retry.
+// Files up to MaxFileSize (16 GiB), LinkMax names per inode. An inode is
+// deleted when its last name goes — except a regular file while a mount
+// of the site is alive: it becomes an orphan, readable and writable by
+// inode number for the mounts' open descriptors, and is deleted after its
+// last holder releases it or its holders' leases end (orphans.go).
+// Concurrent changes of one directory serialize: through one node they
+// queue on a lock, across nodes they retry.
 package webfs

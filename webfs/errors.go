@@ -76,6 +76,7 @@ var errnoNames = map[syscall.Errno]string{
 	syscall.EIO:          "EIO",
 	syscall.EACCES:       "EACCES",
 	syscall.EPERM:        "EPERM",
+	syscall.EMLINK:       "EMLINK",
 }
 
 func errnoByName(name string) (syscall.Errno, bool) {

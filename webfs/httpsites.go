@@ -61,6 +61,10 @@ func (h httpSites) stat(ctx context.Context, site, name string) (Attr, error) {
 		return Attr{}, httpErr(name, err)
 	}
 	a, err := h.s.handle(site).walk(ctx, name, true, true)
+	if err == nil && a.IsSpecial() {
+		// FIFOs, sockets and device nodes exist for the mount only.
+		err = fmt.Errorf("%w: %s is a special file", syscall.ENOENT, name)
+	}
 	if err != nil {
 		return Attr{}, httpErr(name, err)
 	}

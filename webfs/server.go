@@ -48,6 +48,17 @@ func ForNode(n *replica.Node) *Sites {
 	if s == nil {
 		s = NewSites(n.Cluster, n.Meta)
 		nodes[k] = s
+		// The leader collects orphans; the loop ends with the node
+		// (it holds the node only weakly).
+		ctx, stop := context.WithCancel(context.Background())
+		go s.reapLoop(ctx, func() bool {
+			n := k.Value()
+			if n == nil {
+				stop()
+				return false
+			}
+			return n.IsLeader()
+		})
 		runtime.AddCleanup(n, func(k weak.Pointer[replica.Node]) {
 			nodesMu.Lock()
 			delete(nodes, k)
@@ -169,7 +180,7 @@ func attrPB(a *Attr) *pb.Inode {
 	return &pb.Inode{
 		Ino: a.Ino, Mode: a.Mode, Uid: a.Uid, Gid: a.Gid, Nlink: a.Nlink, Size: a.Size,
 		AtimeUnixNano: unixNano(a.Atime), MtimeUnixNano: unixNano(a.Mtime), CtimeUnixNano: unixNano(a.Ctime),
-		Parent: a.Parent, Target: a.Target, ContentId: a.ContentID,
+		Parent: a.Parent, Target: a.Target, ContentId: a.ContentID, Rdev: a.Rdev,
 	}
 }
 
@@ -177,7 +188,7 @@ func attrFromPB(p *pb.Inode) Attr {
 	return Attr{
 		Ino: p.GetIno(), Mode: p.GetMode(), Uid: p.GetUid(), Gid: p.GetGid(), Nlink: p.GetNlink(), Size: p.GetSize(),
 		Atime: fromUnixNano(p.GetAtimeUnixNano()), Mtime: fromUnixNano(p.GetMtimeUnixNano()), Ctime: fromUnixNano(p.GetCtimeUnixNano()),
-		Parent: p.GetParent(), Target: p.GetTarget(), ContentID: p.GetContentId(),
+		Parent: p.GetParent(), Target: p.GetTarget(), ContentID: p.GetContentId(), Rdev: p.GetRdev(),
 	}
 }
 
@@ -489,4 +500,49 @@ func (r *chunkReader) Read(p []byte) (int, error) {
 	n := copy(p, r.buf)
 	r.buf = r.buf[n:]
 	return n, nil
+}
+
+func (s *server) Mknod(ctx context.Context, req *pb.MknodRequest) (*pb.Inode, error) {
+	c := req.GetCreate()
+	if c == nil {
+		return nil, status.Error(codes.InvalidArgument, "mknod: no create fields")
+	}
+	return s.create(ctx, c, func(st *Site, na NewAttr) (Attr, error) {
+		na.Rdev = req.GetRdev()
+		return st.Mknod(ctx, c.GetParent(), c.GetName(), req.GetType(), na)
+	})
+}
+
+func (s *server) Link(ctx context.Context, req *pb.LinkRequest) (*pb.Inode, error) {
+	st, err := s.site(ctx, req.GetSite())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return inode(st.Link(ctx, req.GetIno(), req.GetNewParent(), req.GetNewName()))
+}
+
+// maxHold bounds the inodes of one Hold.
+const maxHold = 1 << 16
+
+func (s *server) Hold(ctx context.Context, req *pb.HoldRequest) (*pb.HoldReply, error) {
+	if len(req.GetInos()) > maxHold {
+		return nil, status.Errorf(codes.InvalidArgument, "hold: %d inodes in one call, at most %d", len(req.GetInos()), maxHold)
+	}
+	st, err := s.site(ctx, req.GetSite())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	held, err := st.Hold(ctx, req.GetHolder(), req.GetInos())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &pb.HoldReply{Held: held}, nil
+}
+
+func (s *server) Release(ctx context.Context, req *pb.ReleaseRequest) (*pb.Empty, error) {
+	st, err := s.site(ctx, req.GetSite())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &pb.Empty{}, toStatus(st.Release(ctx, req.GetHolder(), req.GetIno()))
 }

@@ -339,6 +339,22 @@ func (s *Site) Symlink(ctx context.Context, parent uint64, name, target string, 
 	return s.create(ctx, "symlink", parent, name, ModeSymlink, target, na)
 }
 
+// Mknod creates a FIFO, UNIX socket, character or block device node —
+// stored as metadata only, never with content — or, for ModeRegular, an
+// empty regular file; typ is the type bits (EINVAL for others), na.Mode
+// the permissions and na.Rdev a device node's number. EEXIST if the name
+// is taken.
+func (s *Site) Mknod(ctx context.Context, parent uint64, name string, typ uint32, na NewAttr) (Attr, error) {
+	typ &= ModeType
+	if typ != ModeRegular && !IsSpecialType(typ) {
+		return Attr{}, pathErr("mknod", name, fmt.Errorf("%w: mknod of file type %#o", syscall.EINVAL, typ))
+	}
+	if typ != ModeChar && typ != ModeBlock {
+		na.Rdev = 0
+	}
+	return s.create(ctx, "mknod", parent, name, typ, "", na)
+}
+
 func (s *Site) create(ctx context.Context, op string, parent uint64, name string, typ uint32, target string, na NewAttr) (Attr, error) {
 	if err := checkName(name); err != nil {
 		return Attr{}, pathErr(op, name, err)
@@ -372,6 +388,9 @@ func (s *Site) create(ctx context.Context, op string, parent uint64, name string
 		if typ == ModeSymlink {
 			a.Target, a.Size = target, int64(len(target))
 		}
+		if typ == ModeChar || typ == ModeBlock {
+			a.Rdev = na.Rdev
+		}
 		s.putInode(t, &a)
 		s.putDentry(t, parent, name, &a)
 		addEntry(&p, &a, now)
@@ -394,9 +413,11 @@ func newInode(ino uint64, typ uint32, na NewAttr, now time.Time) Attr {
 	return a
 }
 
-// Unlink removes a name that is not a directory (EISDIR if it is), and
-// the inode with it; the content's chunk references are dropped after the
-// change committed.
+// Unlink removes a name that is not a directory (EISDIR if it is). The
+// inode loses a link; with its last link it is deleted and the content's
+// chunk references are dropped after the change committed — unless a
+// mount of the site is alive, which may hold the file open: then the
+// inode becomes an orphan, kept for open descriptors (see orphans.go).
 func (s *Site) Unlink(ctx context.Context, parent uint64, name string) error {
 	return s.remove(ctx, "unlink", parent, name, false)
 }
@@ -436,11 +457,80 @@ func (s *Site) remove(ctx context.Context, op string, parent uint64, name string
 			return syscall.ENOTEMPTY
 		}
 		t.del(s.tenant, dentryKey(parent, name))
-		s.delInode(t, &a)
+		if a.IsDir() {
+			s.delInode(t, &a)
+		} else {
+			s.dropLink(t, &a, now)
+		}
 		removeEntry(&p, &a, now)
 		s.putInode(t, &p)
 		return nil
 	})
+}
+
+// Link gives the inode ino another name, newParent/newName (link(2)):
+// one inode, one content, its link count raised. EPERM for a directory,
+// ENOENT for an inode without names (an orphan), EEXIST if the name is
+// taken, EMLINK past LinkMax links.
+func (s *Site) Link(ctx context.Context, ino, newParent uint64, newName string) (Attr, error) {
+	const op = "link"
+	if err := checkName(newName); err != nil {
+		return Attr{}, pathErr(op, newName, err)
+	}
+	var out Attr
+	err := s.mutate(ctx, op, newName, []uint64{ino, newParent}, func(t *txn, now time.Time) error {
+		a, err := s.mustInode(t, ino)
+		if err != nil {
+			return err
+		}
+		switch {
+		case a.IsDir():
+			return fmt.Errorf("%w: hard links to directories are not allowed", syscall.EPERM)
+		case a.Nlink == 0:
+			return fmt.Errorf("%w: the file has no name left", syscall.ENOENT)
+		case a.Nlink >= LinkMax:
+			return syscall.EMLINK
+		}
+		p, err := s.dirInode(t, newParent)
+		if err != nil {
+			return err
+		}
+		if _, _, ok, err := s.dentry(t, newParent, newName); err != nil {
+			return err
+		} else if ok {
+			return syscall.EEXIST
+		}
+		a.Nlink++
+		a.Ctime = now
+		s.putInode(t, &a)
+		s.putDentry(t, newParent, newName, &a)
+		addEntry(&p, &a, now)
+		s.putInode(t, &p)
+		out = a
+		return nil
+	})
+	return out, err
+}
+
+// LinkMax is the most names one inode may have (LINK_MAX).
+const LinkMax = 65000
+
+// dropLink removes one link of a non-directory a (its name has been
+// removed by the caller): the inode is kept with one link less, or with
+// its last link deleted (content dropped after the commit), or made an
+// orphan if mounts may hold it open.
+func (s *Site) dropLink(t *txn, a *Attr, now time.Time) {
+	if a.Nlink > 1 {
+		a.Nlink--
+		a.Ctime = now
+		s.putInode(t, a)
+		return
+	}
+	if a.IsRegular() && s.mountsAlive(t, now) {
+		s.orphan(t, a, now)
+		return
+	}
+	s.delInode(t, a)
 }
 
 // Rename moves oldParent/oldName to newParent/newName atomically,
@@ -512,7 +602,11 @@ func (s *Site) Rename(ctx context.Context, oldParent uint64, oldName string, new
 			case dst.IsDir() && dst.Entries > 0:
 				return syscall.ENOTEMPTY
 			}
-			s.delInode(t, &dst)
+			if dst.IsDir() {
+				s.delInode(t, &dst)
+			} else {
+				s.dropLink(t, &dst, now)
+			}
 			np, _ := s.mustInode(t, newParent)
 			removeEntry(&np, &dst, now)
 			s.putInode(t, &np)
@@ -674,8 +768,9 @@ func (s *Site) PutFile(ctx context.Context, parent uint64, name string, r io.Rea
 				out = a
 				return nil
 			}
-			// Anything else (a symlink) is replaced by a new file.
-			s.delInode(t, &a)
+			// Anything else (a symlink, a special file) is replaced by
+			// a new file.
+			s.dropLink(t, &a, now)
 			removeEntry(&p, &a, now)
 		}
 		ino, err = s.newIno(t, na.Ino)

@@ -2180,7 +2180,9 @@ type Inode struct {
 	// target is a symlink's target.
 	Target string `protobuf:"bytes,11,opt,name=target,proto3" json:"target,omitempty"`
 	// content_id identifies a regular file's content (equal IDs, equal bytes).
-	ContentId     string `protobuf:"bytes,12,opt,name=content_id,json=contentId,proto3" json:"content_id,omitempty"`
+	ContentId string `protobuf:"bytes,12,opt,name=content_id,json=contentId,proto3" json:"content_id,omitempty"`
+	// rdev is a device node's device number (st_rdev).
+	Rdev          uint32 `protobuf:"varint,13,opt,name=rdev,proto3" json:"rdev,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2297,6 +2299,13 @@ func (x *Inode) GetContentId() string {
 		return x.ContentId
 	}
 	return ""
+}
+
+func (x *Inode) GetRdev() uint32 {
+	if x != nil {
+		return x.Rdev
+	}
+	return 0
 }
 
 // LookupRequest names a name in a directory.
@@ -4429,6 +4438,318 @@ func (x *MailDomainPolicy) GetDmarc() string {
 	return ""
 }
 
+// MknodRequest creates a special file.
+type MknodRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// create names it, with permissions, owner and inode number.
+	Create *CreateRequest `protobuf:"bytes,1,opt,name=create,proto3" json:"create,omitempty"`
+	// type is the file type bits of st_mode (S_IFIFO, S_IFSOCK, S_IFCHR,
+	// S_IFBLK or S_IFREG).
+	Type uint32 `protobuf:"varint,2,opt,name=type,proto3" json:"type,omitempty"`
+	// rdev is a device node's device number.
+	Rdev          uint32 `protobuf:"varint,3,opt,name=rdev,proto3" json:"rdev,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MknodRequest) Reset() {
+	*x = MknodRequest{}
+	mi := &file_hastore_proto_msgTypes[68]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MknodRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MknodRequest) ProtoMessage() {}
+
+func (x *MknodRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hastore_proto_msgTypes[68]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MknodRequest.ProtoReflect.Descriptor instead.
+func (*MknodRequest) Descriptor() ([]byte, []int) {
+	return file_hastore_proto_rawDescGZIP(), []int{68}
+}
+
+func (x *MknodRequest) GetCreate() *CreateRequest {
+	if x != nil {
+		return x.Create
+	}
+	return nil
+}
+
+func (x *MknodRequest) GetType() uint32 {
+	if x != nil {
+		return x.Type
+	}
+	return 0
+}
+
+func (x *MknodRequest) GetRdev() uint32 {
+	if x != nil {
+		return x.Rdev
+	}
+	return 0
+}
+
+// LinkRequest names an inode and its new name.
+type LinkRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// site is the site's name.
+	Site string `protobuf:"bytes,1,opt,name=site,proto3" json:"site,omitempty"`
+	// ino is the inode to link.
+	Ino uint64 `protobuf:"varint,2,opt,name=ino,proto3" json:"ino,omitempty"`
+	// new_parent is the directory of the new name.
+	NewParent uint64 `protobuf:"varint,3,opt,name=new_parent,json=newParent,proto3" json:"new_parent,omitempty"`
+	// new_name is the new name.
+	NewName       string `protobuf:"bytes,4,opt,name=new_name,json=newName,proto3" json:"new_name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LinkRequest) Reset() {
+	*x = LinkRequest{}
+	mi := &file_hastore_proto_msgTypes[69]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LinkRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LinkRequest) ProtoMessage() {}
+
+func (x *LinkRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hastore_proto_msgTypes[69]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LinkRequest.ProtoReflect.Descriptor instead.
+func (*LinkRequest) Descriptor() ([]byte, []int) {
+	return file_hastore_proto_rawDescGZIP(), []int{69}
+}
+
+func (x *LinkRequest) GetSite() string {
+	if x != nil {
+		return x.Site
+	}
+	return ""
+}
+
+func (x *LinkRequest) GetIno() uint64 {
+	if x != nil {
+		return x.Ino
+	}
+	return 0
+}
+
+func (x *LinkRequest) GetNewParent() uint64 {
+	if x != nil {
+		return x.NewParent
+	}
+	return 0
+}
+
+func (x *LinkRequest) GetNewName() string {
+	if x != nil {
+		return x.NewName
+	}
+	return ""
+}
+
+// HoldRequest renews a mount's lease.
+type HoldRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// site is the site's name.
+	Site string `protobuf:"bytes,1,opt,name=site,proto3" json:"site,omitempty"`
+	// holder is the mount's random nonzero ID.
+	Holder uint64 `protobuf:"varint,2,opt,name=holder,proto3" json:"holder,omitempty"`
+	// inos are the inodes the mount has open.
+	Inos          []uint64 `protobuf:"varint,3,rep,packed,name=inos,proto3" json:"inos,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HoldRequest) Reset() {
+	*x = HoldRequest{}
+	mi := &file_hastore_proto_msgTypes[70]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HoldRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HoldRequest) ProtoMessage() {}
+
+func (x *HoldRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hastore_proto_msgTypes[70]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HoldRequest.ProtoReflect.Descriptor instead.
+func (*HoldRequest) Descriptor() ([]byte, []int) {
+	return file_hastore_proto_rawDescGZIP(), []int{70}
+}
+
+func (x *HoldRequest) GetSite() string {
+	if x != nil {
+		return x.Site
+	}
+	return ""
+}
+
+func (x *HoldRequest) GetHolder() uint64 {
+	if x != nil {
+		return x.Holder
+	}
+	return 0
+}
+
+func (x *HoldRequest) GetInos() []uint64 {
+	if x != nil {
+		return x.Inos
+	}
+	return nil
+}
+
+// HoldReply lists the inodes held.
+type HoldReply struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// held are those of the request's inodes that are orphans, now held.
+	Held          []uint64 `protobuf:"varint,1,rep,packed,name=held,proto3" json:"held,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HoldReply) Reset() {
+	*x = HoldReply{}
+	mi := &file_hastore_proto_msgTypes[71]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HoldReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HoldReply) ProtoMessage() {}
+
+func (x *HoldReply) ProtoReflect() protoreflect.Message {
+	mi := &file_hastore_proto_msgTypes[71]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HoldReply.ProtoReflect.Descriptor instead.
+func (*HoldReply) Descriptor() ([]byte, []int) {
+	return file_hastore_proto_rawDescGZIP(), []int{71}
+}
+
+func (x *HoldReply) GetHeld() []uint64 {
+	if x != nil {
+		return x.Held
+	}
+	return nil
+}
+
+// ReleaseRequest ends a mount's hold on an orphan.
+type ReleaseRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// site is the site's name.
+	Site string `protobuf:"bytes,1,opt,name=site,proto3" json:"site,omitempty"`
+	// holder is the mount's ID.
+	Holder uint64 `protobuf:"varint,2,opt,name=holder,proto3" json:"holder,omitempty"`
+	// ino is the orphan.
+	Ino           uint64 `protobuf:"varint,3,opt,name=ino,proto3" json:"ino,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReleaseRequest) Reset() {
+	*x = ReleaseRequest{}
+	mi := &file_hastore_proto_msgTypes[72]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReleaseRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReleaseRequest) ProtoMessage() {}
+
+func (x *ReleaseRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hastore_proto_msgTypes[72]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReleaseRequest.ProtoReflect.Descriptor instead.
+func (*ReleaseRequest) Descriptor() ([]byte, []int) {
+	return file_hastore_proto_rawDescGZIP(), []int{72}
+}
+
+func (x *ReleaseRequest) GetSite() string {
+	if x != nil {
+		return x.Site
+	}
+	return ""
+}
+
+func (x *ReleaseRequest) GetHolder() uint64 {
+	if x != nil {
+		return x.Holder
+	}
+	return 0
+}
+
+func (x *ReleaseRequest) GetIno() uint64 {
+	if x != nil {
+		return x.Ino
+	}
+	return 0
+}
+
 var File_hastore_proto protoreflect.FileDescriptor
 
 const file_hastore_proto_rawDesc = "" +
@@ -4565,7 +4886,7 @@ const file_hastore_proto_rawDesc = "" +
 	"\x11created_unix_nano\x18\x03 \x01(\x03R\x0fcreatedUnixNano\"\x12\n" +
 	"\x10ListSitesRequest\"<\n" +
 	"\x0eListSitesReply\x12*\n" +
-	"\x05sites\x18\x01 \x03(\v2\x14.hastore.v1.SiteInfoR\x05sites\"\xc2\x02\n" +
+	"\x05sites\x18\x01 \x03(\v2\x14.hastore.v1.SiteInfoR\x05sites\"\xd6\x02\n" +
 	"\x05Inode\x12\x10\n" +
 	"\x03ino\x18\x01 \x01(\x04R\x03ino\x12\x12\n" +
 	"\x04mode\x18\x02 \x01(\rR\x04mode\x12\x10\n" +
@@ -4580,7 +4901,8 @@ const file_hastore_proto_rawDesc = "" +
 	" \x01(\x04R\x06parent\x12\x16\n" +
 	"\x06target\x18\v \x01(\tR\x06target\x12\x1d\n" +
 	"\n" +
-	"content_id\x18\f \x01(\tR\tcontentId\"O\n" +
+	"content_id\x18\f \x01(\tR\tcontentId\x12\x12\n" +
+	"\x04rdev\x18\r \x01(\rR\x04rdev\"O\n" +
 	"\rLookupRequest\x12\x12\n" +
 	"\x04site\x18\x01 \x01(\tR\x04site\x12\x16\n" +
 	"\x06parent\x18\x02 \x01(\x04R\x06parent\x12\x12\n" +
@@ -4726,7 +5048,27 @@ const file_hastore_proto_rawDesc = "" +
 	"\aaliases\x18\x01 \x03(\v2\x19.hastore.v1.MailAliasInfoR\aaliases\"@\n" +
 	"\x10MailDomainPolicy\x12\x16\n" +
 	"\x06domain\x18\x01 \x01(\tR\x06domain\x12\x14\n" +
-	"\x05dmarc\x18\x02 \x01(\tR\x05dmarc2\xff\x02\n" +
+	"\x05dmarc\x18\x02 \x01(\tR\x05dmarc\"i\n" +
+	"\fMknodRequest\x121\n" +
+	"\x06create\x18\x01 \x01(\v2\x19.hastore.v1.CreateRequestR\x06create\x12\x12\n" +
+	"\x04type\x18\x02 \x01(\rR\x04type\x12\x12\n" +
+	"\x04rdev\x18\x03 \x01(\rR\x04rdev\"m\n" +
+	"\vLinkRequest\x12\x12\n" +
+	"\x04site\x18\x01 \x01(\tR\x04site\x12\x10\n" +
+	"\x03ino\x18\x02 \x01(\x04R\x03ino\x12\x1d\n" +
+	"\n" +
+	"new_parent\x18\x03 \x01(\x04R\tnewParent\x12\x19\n" +
+	"\bnew_name\x18\x04 \x01(\tR\anewName\"M\n" +
+	"\vHoldRequest\x12\x12\n" +
+	"\x04site\x18\x01 \x01(\tR\x04site\x12\x16\n" +
+	"\x06holder\x18\x02 \x01(\x04R\x06holder\x12\x12\n" +
+	"\x04inos\x18\x03 \x03(\x04R\x04inos\"\x1f\n" +
+	"\tHoldReply\x12\x12\n" +
+	"\x04held\x18\x01 \x03(\x04R\x04held\"N\n" +
+	"\x0eReleaseRequest\x12\x12\n" +
+	"\x04site\x18\x01 \x01(\tR\x04site\x12\x16\n" +
+	"\x06holder\x18\x02 \x01(\x04R\x06holder\x12\x10\n" +
+	"\x03ino\x18\x03 \x01(\x04R\x03ino2\xff\x02\n" +
 	"\x04Node\x12B\n" +
 	"\bPutShard\x12\x19.hastore.v1.PutShardChunk\x1a\x19.hastore.v1.PutShardReply(\x01\x12D\n" +
 	"\bGetShard\x12\x1b.hastore.v1.GetShardRequest\x1a\x19.hastore.v1.GetShardChunk0\x01\x128\n" +
@@ -4750,7 +5092,7 @@ const file_hastore_proto_rawDesc = "" +
 	"\aPropose\x12\x1a.hastore.v1.ProposeRequest\x1a\x18.hastore.v1.ProposeReply\x12E\n" +
 	"\tReadIndex\x12\x1c.hastore.v1.ReadIndexRequest\x1a\x1a.hastore.v1.ReadIndexReply\x12>\n" +
 	"\n" +
-	"LeaderSlow\x12\x1d.hastore.v1.LeaderSlowRequest\x1a\x11.hastore.v1.Empty2\x95\b\n" +
+	"LeaderSlow\x12\x1d.hastore.v1.LeaderSlowRequest\x1a\x11.hastore.v1.Empty2\xf1\t\n" +
 	"\x05Sites\x12;\n" +
 	"\aAddSite\x12\x1a.hastore.v1.AddSiteRequest\x1a\x14.hastore.v1.SiteInfo\x125\n" +
 	"\aDelSite\x12\x17.hastore.v1.SiteRequest\x1a\x11.hastore.v1.Empty\x12E\n" +
@@ -4769,7 +5111,11 @@ const file_hastore_proto_rawDesc = "" +
 	"\x06Unlink\x12\x19.hastore.v1.RemoveRequest\x1a\x11.hastore.v1.Empty\x125\n" +
 	"\x05Rmdir\x12\x19.hastore.v1.RemoveRequest\x1a\x11.hastore.v1.Empty\x128\n" +
 	"\x04Read\x12\x17.hastore.v1.ReadRequest\x1a\x15.hastore.v1.DataChunk0\x01\x124\n" +
-	"\x05Write\x12\x16.hastore.v1.WriteChunk\x1a\x11.hastore.v1.Inode(\x012\x80\a\n" +
+	"\x05Write\x12\x16.hastore.v1.WriteChunk\x1a\x11.hastore.v1.Inode(\x01\x124\n" +
+	"\x05Mknod\x12\x18.hastore.v1.MknodRequest\x1a\x11.hastore.v1.Inode\x122\n" +
+	"\x04Link\x12\x17.hastore.v1.LinkRequest\x1a\x11.hastore.v1.Inode\x126\n" +
+	"\x04Hold\x12\x17.hastore.v1.HoldRequest\x1a\x15.hastore.v1.HoldReply\x128\n" +
+	"\aRelease\x12\x1a.hastore.v1.ReleaseRequest\x1a\x11.hastore.v1.Empty2\x80\a\n" +
 	"\x04Mail\x12=\n" +
 	"\tAddDomain\x12\x1d.hastore.v1.MailDomainRequest\x1a\x11.hastore.v1.Empty\x12=\n" +
 	"\tDelDomain\x12\x1d.hastore.v1.MailDomainRequest\x1a\x11.hastore.v1.Empty\x12S\n" +
@@ -4804,7 +5150,7 @@ func file_hastore_proto_rawDescGZIP() []byte {
 }
 
 var file_hastore_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_hastore_proto_msgTypes = make([]protoimpl.MessageInfo, 68)
+var file_hastore_proto_msgTypes = make([]protoimpl.MessageInfo, 73)
 var file_hastore_proto_goTypes = []any{
 	(WriteHeader_Kind)(0),           // 0: hastore.v1.WriteHeader.Kind
 	(*Empty)(nil),                   // 1: hastore.v1.Empty
@@ -4875,6 +5221,11 @@ var file_hastore_proto_goTypes = []any{
 	(*MailAliasInfo)(nil),           // 66: hastore.v1.MailAliasInfo
 	(*ListMailAliasesReply)(nil),    // 67: hastore.v1.ListMailAliasesReply
 	(*MailDomainPolicy)(nil),        // 68: hastore.v1.MailDomainPolicy
+	(*MknodRequest)(nil),            // 69: hastore.v1.MknodRequest
+	(*LinkRequest)(nil),             // 70: hastore.v1.LinkRequest
+	(*HoldRequest)(nil),             // 71: hastore.v1.HoldRequest
+	(*HoldReply)(nil),               // 72: hastore.v1.HoldReply
+	(*ReleaseRequest)(nil),          // 73: hastore.v1.ReleaseRequest
 }
 var file_hastore_proto_depIdxs = []int32{
 	8,  // 0: hastore.v1.PutShardReply.shard:type_name -> hastore.v1.ShardInfo
@@ -4894,115 +5245,124 @@ var file_hastore_proto_depIdxs = []int32{
 	58, // 14: hastore.v1.ListMailUsersReply.users:type_name -> hastore.v1.MailUserInfo
 	60, // 15: hastore.v1.ListCredsReply.creds:type_name -> hastore.v1.CredRecord
 	66, // 16: hastore.v1.ListMailAliasesReply.aliases:type_name -> hastore.v1.MailAliasInfo
-	2,  // 17: hastore.v1.Node.PutShard:input_type -> hastore.v1.PutShardChunk
-	4,  // 18: hastore.v1.Node.GetShard:input_type -> hastore.v1.GetShardRequest
-	6,  // 19: hastore.v1.Node.StatShard:input_type -> hastore.v1.ShardRef
-	6,  // 20: hastore.v1.Node.DeleteShard:input_type -> hastore.v1.ShardRef
-	7,  // 21: hastore.v1.Node.ListShards:input_type -> hastore.v1.ListShardsRequest
-	9,  // 22: hastore.v1.Node.Info:input_type -> hastore.v1.InfoRequest
-	11, // 23: hastore.v1.Cluster.PutObject:input_type -> hastore.v1.DataChunk
-	13, // 24: hastore.v1.Cluster.GetObject:input_type -> hastore.v1.GetObjectRequest
-	14, // 25: hastore.v1.Cluster.StatObject:input_type -> hastore.v1.StatObjectRequest
-	12, // 26: hastore.v1.Cluster.DeleteObject:input_type -> hastore.v1.ObjectRef
-	17, // 27: hastore.v1.Cluster.Status:input_type -> hastore.v1.StatusRequest
-	20, // 28: hastore.v1.Cluster.RemoveNode:input_type -> hastore.v1.RemoveNodeRequest
-	21, // 29: hastore.v1.Cluster.Repair:input_type -> hastore.v1.RunRequest
-	21, // 30: hastore.v1.Cluster.Scrub:input_type -> hastore.v1.RunRequest
-	22, // 31: hastore.v1.Cluster.Join:input_type -> hastore.v1.JoinRequest
-	24, // 32: hastore.v1.Cluster.Propose:input_type -> hastore.v1.ProposeRequest
-	26, // 33: hastore.v1.Cluster.ReadIndex:input_type -> hastore.v1.ReadIndexRequest
-	27, // 34: hastore.v1.Cluster.LeaderSlow:input_type -> hastore.v1.LeaderSlowRequest
-	31, // 35: hastore.v1.Sites.AddSite:input_type -> hastore.v1.AddSiteRequest
-	30, // 36: hastore.v1.Sites.DelSite:input_type -> hastore.v1.SiteRequest
-	33, // 37: hastore.v1.Sites.ListSites:input_type -> hastore.v1.ListSitesRequest
-	30, // 38: hastore.v1.Sites.Sync:input_type -> hastore.v1.SiteRequest
-	36, // 39: hastore.v1.Sites.Lookup:input_type -> hastore.v1.LookupRequest
-	37, // 40: hastore.v1.Sites.GetAttr:input_type -> hastore.v1.InodeRequest
-	38, // 41: hastore.v1.Sites.Walk:input_type -> hastore.v1.WalkRequest
-	39, // 42: hastore.v1.Sites.ReadDir:input_type -> hastore.v1.ReadDirRequest
-	42, // 43: hastore.v1.Sites.Mkdir:input_type -> hastore.v1.CreateRequest
-	42, // 44: hastore.v1.Sites.Create:input_type -> hastore.v1.CreateRequest
-	42, // 45: hastore.v1.Sites.Symlink:input_type -> hastore.v1.CreateRequest
-	37, // 46: hastore.v1.Sites.Readlink:input_type -> hastore.v1.InodeRequest
-	44, // 47: hastore.v1.Sites.Setattr:input_type -> hastore.v1.SetattrRequest
-	45, // 48: hastore.v1.Sites.Rename:input_type -> hastore.v1.RenameRequest
-	46, // 49: hastore.v1.Sites.Unlink:input_type -> hastore.v1.RemoveRequest
-	46, // 50: hastore.v1.Sites.Rmdir:input_type -> hastore.v1.RemoveRequest
-	47, // 51: hastore.v1.Sites.Read:input_type -> hastore.v1.ReadRequest
-	48, // 52: hastore.v1.Sites.Write:input_type -> hastore.v1.WriteChunk
-	52, // 53: hastore.v1.Mail.AddDomain:input_type -> hastore.v1.MailDomainRequest
-	52, // 54: hastore.v1.Mail.DelDomain:input_type -> hastore.v1.MailDomainRequest
-	53, // 55: hastore.v1.Mail.ListDomains:input_type -> hastore.v1.ListMailDomainsRequest
-	56, // 56: hastore.v1.Mail.AddUser:input_type -> hastore.v1.MailUserRequest
-	56, // 57: hastore.v1.Mail.SetPassword:input_type -> hastore.v1.MailUserRequest
-	56, // 58: hastore.v1.Mail.SetQuota:input_type -> hastore.v1.MailUserRequest
-	56, // 59: hastore.v1.Mail.DelUser:input_type -> hastore.v1.MailUserRequest
-	57, // 60: hastore.v1.Mail.ListUsers:input_type -> hastore.v1.ListMailUsersRequest
-	50, // 61: hastore.v1.Mail.ShareCredentials:input_type -> hastore.v1.ShareCredentialsRequest
-	64, // 62: hastore.v1.Mail.AddAlias:input_type -> hastore.v1.MailAliasRequest
-	64, // 63: hastore.v1.Mail.DelAlias:input_type -> hastore.v1.MailAliasRequest
-	65, // 64: hastore.v1.Mail.ListAliases:input_type -> hastore.v1.ListMailAliasesRequest
-	68, // 65: hastore.v1.Mail.DomainPolicy:input_type -> hastore.v1.MailDomainPolicy
-	60, // 66: hastore.v1.Creds.RecordCred:input_type -> hastore.v1.CredRecord
-	61, // 67: hastore.v1.Creds.ListCreds:input_type -> hastore.v1.ListCredsRequest
-	63, // 68: hastore.v1.Creds.RevokeCred:input_type -> hastore.v1.RevokeCredRequest
-	3,  // 69: hastore.v1.Node.PutShard:output_type -> hastore.v1.PutShardReply
-	5,  // 70: hastore.v1.Node.GetShard:output_type -> hastore.v1.GetShardChunk
-	8,  // 71: hastore.v1.Node.StatShard:output_type -> hastore.v1.ShardInfo
-	1,  // 72: hastore.v1.Node.DeleteShard:output_type -> hastore.v1.Empty
-	8,  // 73: hastore.v1.Node.ListShards:output_type -> hastore.v1.ShardInfo
-	10, // 74: hastore.v1.Node.Info:output_type -> hastore.v1.NodeInfo
-	12, // 75: hastore.v1.Cluster.PutObject:output_type -> hastore.v1.ObjectRef
-	11, // 76: hastore.v1.Cluster.GetObject:output_type -> hastore.v1.DataChunk
-	15, // 77: hastore.v1.Cluster.StatObject:output_type -> hastore.v1.ObjectStat
-	1,  // 78: hastore.v1.Cluster.DeleteObject:output_type -> hastore.v1.Empty
-	19, // 79: hastore.v1.Cluster.Status:output_type -> hastore.v1.ClusterStatus
-	29, // 80: hastore.v1.Cluster.RemoveNode:output_type -> hastore.v1.Progress
-	29, // 81: hastore.v1.Cluster.Repair:output_type -> hastore.v1.Progress
-	29, // 82: hastore.v1.Cluster.Scrub:output_type -> hastore.v1.Progress
-	23, // 83: hastore.v1.Cluster.Join:output_type -> hastore.v1.JoinReply
-	25, // 84: hastore.v1.Cluster.Propose:output_type -> hastore.v1.ProposeReply
-	28, // 85: hastore.v1.Cluster.ReadIndex:output_type -> hastore.v1.ReadIndexReply
-	1,  // 86: hastore.v1.Cluster.LeaderSlow:output_type -> hastore.v1.Empty
-	32, // 87: hastore.v1.Sites.AddSite:output_type -> hastore.v1.SiteInfo
-	1,  // 88: hastore.v1.Sites.DelSite:output_type -> hastore.v1.Empty
-	34, // 89: hastore.v1.Sites.ListSites:output_type -> hastore.v1.ListSitesReply
-	1,  // 90: hastore.v1.Sites.Sync:output_type -> hastore.v1.Empty
-	35, // 91: hastore.v1.Sites.Lookup:output_type -> hastore.v1.Inode
-	35, // 92: hastore.v1.Sites.GetAttr:output_type -> hastore.v1.Inode
-	35, // 93: hastore.v1.Sites.Walk:output_type -> hastore.v1.Inode
-	40, // 94: hastore.v1.Sites.ReadDir:output_type -> hastore.v1.DirEntries
-	35, // 95: hastore.v1.Sites.Mkdir:output_type -> hastore.v1.Inode
-	35, // 96: hastore.v1.Sites.Create:output_type -> hastore.v1.Inode
-	35, // 97: hastore.v1.Sites.Symlink:output_type -> hastore.v1.Inode
-	43, // 98: hastore.v1.Sites.Readlink:output_type -> hastore.v1.ReadlinkReply
-	35, // 99: hastore.v1.Sites.Setattr:output_type -> hastore.v1.Inode
-	1,  // 100: hastore.v1.Sites.Rename:output_type -> hastore.v1.Empty
-	1,  // 101: hastore.v1.Sites.Unlink:output_type -> hastore.v1.Empty
-	1,  // 102: hastore.v1.Sites.Rmdir:output_type -> hastore.v1.Empty
-	11, // 103: hastore.v1.Sites.Read:output_type -> hastore.v1.DataChunk
-	35, // 104: hastore.v1.Sites.Write:output_type -> hastore.v1.Inode
-	1,  // 105: hastore.v1.Mail.AddDomain:output_type -> hastore.v1.Empty
-	1,  // 106: hastore.v1.Mail.DelDomain:output_type -> hastore.v1.Empty
-	55, // 107: hastore.v1.Mail.ListDomains:output_type -> hastore.v1.ListMailDomainsReply
-	1,  // 108: hastore.v1.Mail.AddUser:output_type -> hastore.v1.Empty
-	1,  // 109: hastore.v1.Mail.SetPassword:output_type -> hastore.v1.Empty
-	1,  // 110: hastore.v1.Mail.SetQuota:output_type -> hastore.v1.Empty
-	1,  // 111: hastore.v1.Mail.DelUser:output_type -> hastore.v1.Empty
-	59, // 112: hastore.v1.Mail.ListUsers:output_type -> hastore.v1.ListMailUsersReply
-	1,  // 113: hastore.v1.Mail.ShareCredentials:output_type -> hastore.v1.Empty
-	1,  // 114: hastore.v1.Mail.AddAlias:output_type -> hastore.v1.Empty
-	1,  // 115: hastore.v1.Mail.DelAlias:output_type -> hastore.v1.Empty
-	67, // 116: hastore.v1.Mail.ListAliases:output_type -> hastore.v1.ListMailAliasesReply
-	68, // 117: hastore.v1.Mail.DomainPolicy:output_type -> hastore.v1.MailDomainPolicy
-	1,  // 118: hastore.v1.Creds.RecordCred:output_type -> hastore.v1.Empty
-	62, // 119: hastore.v1.Creds.ListCreds:output_type -> hastore.v1.ListCredsReply
-	1,  // 120: hastore.v1.Creds.RevokeCred:output_type -> hastore.v1.Empty
-	69, // [69:121] is the sub-list for method output_type
-	17, // [17:69] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	42, // 17: hastore.v1.MknodRequest.create:type_name -> hastore.v1.CreateRequest
+	2,  // 18: hastore.v1.Node.PutShard:input_type -> hastore.v1.PutShardChunk
+	4,  // 19: hastore.v1.Node.GetShard:input_type -> hastore.v1.GetShardRequest
+	6,  // 20: hastore.v1.Node.StatShard:input_type -> hastore.v1.ShardRef
+	6,  // 21: hastore.v1.Node.DeleteShard:input_type -> hastore.v1.ShardRef
+	7,  // 22: hastore.v1.Node.ListShards:input_type -> hastore.v1.ListShardsRequest
+	9,  // 23: hastore.v1.Node.Info:input_type -> hastore.v1.InfoRequest
+	11, // 24: hastore.v1.Cluster.PutObject:input_type -> hastore.v1.DataChunk
+	13, // 25: hastore.v1.Cluster.GetObject:input_type -> hastore.v1.GetObjectRequest
+	14, // 26: hastore.v1.Cluster.StatObject:input_type -> hastore.v1.StatObjectRequest
+	12, // 27: hastore.v1.Cluster.DeleteObject:input_type -> hastore.v1.ObjectRef
+	17, // 28: hastore.v1.Cluster.Status:input_type -> hastore.v1.StatusRequest
+	20, // 29: hastore.v1.Cluster.RemoveNode:input_type -> hastore.v1.RemoveNodeRequest
+	21, // 30: hastore.v1.Cluster.Repair:input_type -> hastore.v1.RunRequest
+	21, // 31: hastore.v1.Cluster.Scrub:input_type -> hastore.v1.RunRequest
+	22, // 32: hastore.v1.Cluster.Join:input_type -> hastore.v1.JoinRequest
+	24, // 33: hastore.v1.Cluster.Propose:input_type -> hastore.v1.ProposeRequest
+	26, // 34: hastore.v1.Cluster.ReadIndex:input_type -> hastore.v1.ReadIndexRequest
+	27, // 35: hastore.v1.Cluster.LeaderSlow:input_type -> hastore.v1.LeaderSlowRequest
+	31, // 36: hastore.v1.Sites.AddSite:input_type -> hastore.v1.AddSiteRequest
+	30, // 37: hastore.v1.Sites.DelSite:input_type -> hastore.v1.SiteRequest
+	33, // 38: hastore.v1.Sites.ListSites:input_type -> hastore.v1.ListSitesRequest
+	30, // 39: hastore.v1.Sites.Sync:input_type -> hastore.v1.SiteRequest
+	36, // 40: hastore.v1.Sites.Lookup:input_type -> hastore.v1.LookupRequest
+	37, // 41: hastore.v1.Sites.GetAttr:input_type -> hastore.v1.InodeRequest
+	38, // 42: hastore.v1.Sites.Walk:input_type -> hastore.v1.WalkRequest
+	39, // 43: hastore.v1.Sites.ReadDir:input_type -> hastore.v1.ReadDirRequest
+	42, // 44: hastore.v1.Sites.Mkdir:input_type -> hastore.v1.CreateRequest
+	42, // 45: hastore.v1.Sites.Create:input_type -> hastore.v1.CreateRequest
+	42, // 46: hastore.v1.Sites.Symlink:input_type -> hastore.v1.CreateRequest
+	37, // 47: hastore.v1.Sites.Readlink:input_type -> hastore.v1.InodeRequest
+	44, // 48: hastore.v1.Sites.Setattr:input_type -> hastore.v1.SetattrRequest
+	45, // 49: hastore.v1.Sites.Rename:input_type -> hastore.v1.RenameRequest
+	46, // 50: hastore.v1.Sites.Unlink:input_type -> hastore.v1.RemoveRequest
+	46, // 51: hastore.v1.Sites.Rmdir:input_type -> hastore.v1.RemoveRequest
+	47, // 52: hastore.v1.Sites.Read:input_type -> hastore.v1.ReadRequest
+	48, // 53: hastore.v1.Sites.Write:input_type -> hastore.v1.WriteChunk
+	69, // 54: hastore.v1.Sites.Mknod:input_type -> hastore.v1.MknodRequest
+	70, // 55: hastore.v1.Sites.Link:input_type -> hastore.v1.LinkRequest
+	71, // 56: hastore.v1.Sites.Hold:input_type -> hastore.v1.HoldRequest
+	73, // 57: hastore.v1.Sites.Release:input_type -> hastore.v1.ReleaseRequest
+	52, // 58: hastore.v1.Mail.AddDomain:input_type -> hastore.v1.MailDomainRequest
+	52, // 59: hastore.v1.Mail.DelDomain:input_type -> hastore.v1.MailDomainRequest
+	53, // 60: hastore.v1.Mail.ListDomains:input_type -> hastore.v1.ListMailDomainsRequest
+	56, // 61: hastore.v1.Mail.AddUser:input_type -> hastore.v1.MailUserRequest
+	56, // 62: hastore.v1.Mail.SetPassword:input_type -> hastore.v1.MailUserRequest
+	56, // 63: hastore.v1.Mail.SetQuota:input_type -> hastore.v1.MailUserRequest
+	56, // 64: hastore.v1.Mail.DelUser:input_type -> hastore.v1.MailUserRequest
+	57, // 65: hastore.v1.Mail.ListUsers:input_type -> hastore.v1.ListMailUsersRequest
+	50, // 66: hastore.v1.Mail.ShareCredentials:input_type -> hastore.v1.ShareCredentialsRequest
+	64, // 67: hastore.v1.Mail.AddAlias:input_type -> hastore.v1.MailAliasRequest
+	64, // 68: hastore.v1.Mail.DelAlias:input_type -> hastore.v1.MailAliasRequest
+	65, // 69: hastore.v1.Mail.ListAliases:input_type -> hastore.v1.ListMailAliasesRequest
+	68, // 70: hastore.v1.Mail.DomainPolicy:input_type -> hastore.v1.MailDomainPolicy
+	60, // 71: hastore.v1.Creds.RecordCred:input_type -> hastore.v1.CredRecord
+	61, // 72: hastore.v1.Creds.ListCreds:input_type -> hastore.v1.ListCredsRequest
+	63, // 73: hastore.v1.Creds.RevokeCred:input_type -> hastore.v1.RevokeCredRequest
+	3,  // 74: hastore.v1.Node.PutShard:output_type -> hastore.v1.PutShardReply
+	5,  // 75: hastore.v1.Node.GetShard:output_type -> hastore.v1.GetShardChunk
+	8,  // 76: hastore.v1.Node.StatShard:output_type -> hastore.v1.ShardInfo
+	1,  // 77: hastore.v1.Node.DeleteShard:output_type -> hastore.v1.Empty
+	8,  // 78: hastore.v1.Node.ListShards:output_type -> hastore.v1.ShardInfo
+	10, // 79: hastore.v1.Node.Info:output_type -> hastore.v1.NodeInfo
+	12, // 80: hastore.v1.Cluster.PutObject:output_type -> hastore.v1.ObjectRef
+	11, // 81: hastore.v1.Cluster.GetObject:output_type -> hastore.v1.DataChunk
+	15, // 82: hastore.v1.Cluster.StatObject:output_type -> hastore.v1.ObjectStat
+	1,  // 83: hastore.v1.Cluster.DeleteObject:output_type -> hastore.v1.Empty
+	19, // 84: hastore.v1.Cluster.Status:output_type -> hastore.v1.ClusterStatus
+	29, // 85: hastore.v1.Cluster.RemoveNode:output_type -> hastore.v1.Progress
+	29, // 86: hastore.v1.Cluster.Repair:output_type -> hastore.v1.Progress
+	29, // 87: hastore.v1.Cluster.Scrub:output_type -> hastore.v1.Progress
+	23, // 88: hastore.v1.Cluster.Join:output_type -> hastore.v1.JoinReply
+	25, // 89: hastore.v1.Cluster.Propose:output_type -> hastore.v1.ProposeReply
+	28, // 90: hastore.v1.Cluster.ReadIndex:output_type -> hastore.v1.ReadIndexReply
+	1,  // 91: hastore.v1.Cluster.LeaderSlow:output_type -> hastore.v1.Empty
+	32, // 92: hastore.v1.Sites.AddSite:output_type -> hastore.v1.SiteInfo
+	1,  // 93: hastore.v1.Sites.DelSite:output_type -> hastore.v1.Empty
+	34, // 94: hastore.v1.Sites.ListSites:output_type -> hastore.v1.ListSitesReply
+	1,  // 95: hastore.v1.Sites.Sync:output_type -> hastore.v1.Empty
+	35, // 96: hastore.v1.Sites.Lookup:output_type -> hastore.v1.Inode
+	35, // 97: hastore.v1.Sites.GetAttr:output_type -> hastore.v1.Inode
+	35, // 98: hastore.v1.Sites.Walk:output_type -> hastore.v1.Inode
+	40, // 99: hastore.v1.Sites.ReadDir:output_type -> hastore.v1.DirEntries
+	35, // 100: hastore.v1.Sites.Mkdir:output_type -> hastore.v1.Inode
+	35, // 101: hastore.v1.Sites.Create:output_type -> hastore.v1.Inode
+	35, // 102: hastore.v1.Sites.Symlink:output_type -> hastore.v1.Inode
+	43, // 103: hastore.v1.Sites.Readlink:output_type -> hastore.v1.ReadlinkReply
+	35, // 104: hastore.v1.Sites.Setattr:output_type -> hastore.v1.Inode
+	1,  // 105: hastore.v1.Sites.Rename:output_type -> hastore.v1.Empty
+	1,  // 106: hastore.v1.Sites.Unlink:output_type -> hastore.v1.Empty
+	1,  // 107: hastore.v1.Sites.Rmdir:output_type -> hastore.v1.Empty
+	11, // 108: hastore.v1.Sites.Read:output_type -> hastore.v1.DataChunk
+	35, // 109: hastore.v1.Sites.Write:output_type -> hastore.v1.Inode
+	35, // 110: hastore.v1.Sites.Mknod:output_type -> hastore.v1.Inode
+	35, // 111: hastore.v1.Sites.Link:output_type -> hastore.v1.Inode
+	72, // 112: hastore.v1.Sites.Hold:output_type -> hastore.v1.HoldReply
+	1,  // 113: hastore.v1.Sites.Release:output_type -> hastore.v1.Empty
+	1,  // 114: hastore.v1.Mail.AddDomain:output_type -> hastore.v1.Empty
+	1,  // 115: hastore.v1.Mail.DelDomain:output_type -> hastore.v1.Empty
+	55, // 116: hastore.v1.Mail.ListDomains:output_type -> hastore.v1.ListMailDomainsReply
+	1,  // 117: hastore.v1.Mail.AddUser:output_type -> hastore.v1.Empty
+	1,  // 118: hastore.v1.Mail.SetPassword:output_type -> hastore.v1.Empty
+	1,  // 119: hastore.v1.Mail.SetQuota:output_type -> hastore.v1.Empty
+	1,  // 120: hastore.v1.Mail.DelUser:output_type -> hastore.v1.Empty
+	59, // 121: hastore.v1.Mail.ListUsers:output_type -> hastore.v1.ListMailUsersReply
+	1,  // 122: hastore.v1.Mail.ShareCredentials:output_type -> hastore.v1.Empty
+	1,  // 123: hastore.v1.Mail.AddAlias:output_type -> hastore.v1.Empty
+	1,  // 124: hastore.v1.Mail.DelAlias:output_type -> hastore.v1.Empty
+	67, // 125: hastore.v1.Mail.ListAliases:output_type -> hastore.v1.ListMailAliasesReply
+	68, // 126: hastore.v1.Mail.DomainPolicy:output_type -> hastore.v1.MailDomainPolicy
+	1,  // 127: hastore.v1.Creds.RecordCred:output_type -> hastore.v1.Empty
+	62, // 128: hastore.v1.Creds.ListCreds:output_type -> hastore.v1.ListCredsReply
+	1,  // 129: hastore.v1.Creds.RevokeCred:output_type -> hastore.v1.Empty
+	74, // [74:130] is the sub-list for method output_type
+	18, // [18:74] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_hastore_proto_init() }
@@ -5016,7 +5376,7 @@ func file_hastore_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hastore_proto_rawDesc), len(file_hastore_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   68,
+			NumMessages:   73,
 			NumExtensions: 0,
 			NumServices:   5,
 		},

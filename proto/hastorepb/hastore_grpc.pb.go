@@ -937,6 +937,10 @@ const (
 	Sites_Rmdir_FullMethodName     = "/hastore.v1.Sites/Rmdir"
 	Sites_Read_FullMethodName      = "/hastore.v1.Sites/Read"
 	Sites_Write_FullMethodName     = "/hastore.v1.Sites/Write"
+	Sites_Mknod_FullMethodName     = "/hastore.v1.Sites/Mknod"
+	Sites_Link_FullMethodName      = "/hastore.v1.Sites/Link"
+	Sites_Hold_FullMethodName      = "/hastore.v1.Sites/Hold"
+	Sites_Release_FullMethodName   = "/hastore.v1.Sites/Release"
 )
 
 // SitesClient is the client API for Sites service.
@@ -981,6 +985,16 @@ type SitesClient interface {
 	// Write stores content: the first message carries the header, every
 	// message may carry data. The content is committed when the stream ends.
 	Write(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[WriteChunk, Inode], error)
+	// Mknod creates a FIFO, UNIX socket or device node (metadata only), or
+	// an empty regular file.
+	Mknod(ctx context.Context, in *MknodRequest, opts ...grpc.CallOption) (*Inode, error)
+	// Link gives an inode another name (a hard link).
+	Link(ctx context.Context, in *LinkRequest, opts ...grpc.CallOption) (*Inode, error)
+	// Hold renews a mount's lease on a site and holds the listed inodes
+	// that are orphans (unlinked while open) until Release or the lease ends.
+	Hold(ctx context.Context, in *HoldRequest, opts ...grpc.CallOption) (*HoldReply, error)
+	// Release ends a mount's hold on an orphan; the last one frees it.
+	Release(ctx context.Context, in *ReleaseRequest, opts ...grpc.CallOption) (*Empty, error)
 }
 
 type sitesClient struct {
@@ -1192,6 +1206,46 @@ func (c *sitesClient) Write(ctx context.Context, opts ...grpc.CallOption) (grpc.
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Sites_WriteClient = grpc.ClientStreamingClient[WriteChunk, Inode]
 
+func (c *sitesClient) Mknod(ctx context.Context, in *MknodRequest, opts ...grpc.CallOption) (*Inode, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Inode)
+	err := c.cc.Invoke(ctx, Sites_Mknod_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *sitesClient) Link(ctx context.Context, in *LinkRequest, opts ...grpc.CallOption) (*Inode, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Inode)
+	err := c.cc.Invoke(ctx, Sites_Link_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *sitesClient) Hold(ctx context.Context, in *HoldRequest, opts ...grpc.CallOption) (*HoldReply, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(HoldReply)
+	err := c.cc.Invoke(ctx, Sites_Hold_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *sitesClient) Release(ctx context.Context, in *ReleaseRequest, opts ...grpc.CallOption) (*Empty, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Empty)
+	err := c.cc.Invoke(ctx, Sites_Release_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // SitesServer is the server API for Sites service.
 // All implementations must embed UnimplementedSitesServer
 // for forward compatibility.
@@ -1234,6 +1288,16 @@ type SitesServer interface {
 	// Write stores content: the first message carries the header, every
 	// message may carry data. The content is committed when the stream ends.
 	Write(grpc.ClientStreamingServer[WriteChunk, Inode]) error
+	// Mknod creates a FIFO, UNIX socket or device node (metadata only), or
+	// an empty regular file.
+	Mknod(context.Context, *MknodRequest) (*Inode, error)
+	// Link gives an inode another name (a hard link).
+	Link(context.Context, *LinkRequest) (*Inode, error)
+	// Hold renews a mount's lease on a site and holds the listed inodes
+	// that are orphans (unlinked while open) until Release or the lease ends.
+	Hold(context.Context, *HoldRequest) (*HoldReply, error)
+	// Release ends a mount's hold on an orphan; the last one frees it.
+	Release(context.Context, *ReleaseRequest) (*Empty, error)
 	mustEmbedUnimplementedSitesServer()
 }
 
@@ -1297,6 +1361,18 @@ func (UnimplementedSitesServer) Read(*ReadRequest, grpc.ServerStreamingServer[Da
 }
 func (UnimplementedSitesServer) Write(grpc.ClientStreamingServer[WriteChunk, Inode]) error {
 	return status.Error(codes.Unimplemented, "method Write not implemented")
+}
+func (UnimplementedSitesServer) Mknod(context.Context, *MknodRequest) (*Inode, error) {
+	return nil, status.Error(codes.Unimplemented, "method Mknod not implemented")
+}
+func (UnimplementedSitesServer) Link(context.Context, *LinkRequest) (*Inode, error) {
+	return nil, status.Error(codes.Unimplemented, "method Link not implemented")
+}
+func (UnimplementedSitesServer) Hold(context.Context, *HoldRequest) (*HoldReply, error) {
+	return nil, status.Error(codes.Unimplemented, "method Hold not implemented")
+}
+func (UnimplementedSitesServer) Release(context.Context, *ReleaseRequest) (*Empty, error) {
+	return nil, status.Error(codes.Unimplemented, "method Release not implemented")
 }
 func (UnimplementedSitesServer) mustEmbedUnimplementedSitesServer() {}
 func (UnimplementedSitesServer) testEmbeddedByValue()               {}
@@ -1618,6 +1694,78 @@ func _Sites_Write_Handler(srv interface{}, stream grpc.ServerStream) error {
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Sites_WriteServer = grpc.ClientStreamingServer[WriteChunk, Inode]
 
+func _Sites_Mknod_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(MknodRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SitesServer).Mknod(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Sites_Mknod_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SitesServer).Mknod(ctx, req.(*MknodRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Sites_Link_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(LinkRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SitesServer).Link(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Sites_Link_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SitesServer).Link(ctx, req.(*LinkRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Sites_Hold_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(HoldRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SitesServer).Hold(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Sites_Hold_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SitesServer).Hold(ctx, req.(*HoldRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Sites_Release_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReleaseRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SitesServer).Release(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Sites_Release_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SitesServer).Release(ctx, req.(*ReleaseRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Sites_ServiceDesc is the grpc.ServiceDesc for Sites service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1684,6 +1832,22 @@ var Sites_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Rmdir",
 			Handler:    _Sites_Rmdir_Handler,
+		},
+		{
+			MethodName: "Mknod",
+			Handler:    _Sites_Mknod_Handler,
+		},
+		{
+			MethodName: "Link",
+			Handler:    _Sites_Link_Handler,
+		},
+		{
+			MethodName: "Hold",
+			Handler:    _Sites_Hold_Handler,
+		},
+		{
+			MethodName: "Release",
+			Handler:    _Sites_Release_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

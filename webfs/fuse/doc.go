@@ -7,11 +7,12 @@
 // # Inodes and names
 //
 // Kernel inode numbers are the site's inode numbers. Lookup, create,
-// mkdir, symlink, rename, unlink and rmdir are one call each to the
-// cluster, and each change is one atomic, durable metadata change there
-// when the call returns. Names over NAME_MAX (255) bytes, and new names
-// whose path from the site's root would pass PATH_MAX (4096), are
-// ENAMETOOLONG. Modes are stored exactly as the kernel hands them over
+// mkdir, mknod, symlink, link, rename, unlink and rmdir are one call each
+// to the cluster, and each change is one atomic, durable metadata change
+// there when the call returns. Names over NAME_MAX (255) bytes are
+// ENAMETOOLONG; PATH_MAX bounds each path handed to a system call (the
+// kernel checks it), not a file's depth. Modes are stored exactly as the
+// kernel hands them over
 // (it has applied the umask; set-group-ID directories pass their group
 // on), and the mount always uses default_permissions, so the kernel
 // checks access against the stored modes, owners and groups — with
@@ -19,9 +20,33 @@
 // let it see. rename(2) replaces atomically; renameat2 with
 // RENAME_NOREPLACE or RENAME_EXCHANGE answers ENOSYS, which the kernel
 // turns into EINVAL for this and every later flagged rename (callers
-// such as mv fall back to rename(2)). Hard links, device files,
-// O_TMPFILE and extended attributes are not supported (ENOTSUP), as in
-// the site tree.
+// such as mv fall back to rename(2)). O_TMPFILE and extended attributes
+// are not supported (ENOTSUP), as in the site tree.
+//
+// # Special files, hard links, files removed while open
+//
+// mkfifo, mknod and bind(2) of a UNIX socket make FIFOs, device nodes
+// and sockets in the site (metadata only; HTTP never serves them). The
+// kernel serves FIFOs and sockets itself, between processes of the same
+// host; the mount is nodev, so a device node opens no device. link(2)
+// makes a hard link: one inode with a link count that every name and
+// every mount shows.
+//
+// A regular file whose last name goes (unlink, or rename over it) while
+// it is open stays readable and writable through its open descriptors
+// until they close, in this mount and every other: the cluster keeps it
+// as an orphan while any mount is alive (webfs/orphans.go). The mount
+// takes a lease on the site when it starts and renews it every
+// Options.RenewEvery (webfs.MountRenew, 10 s) with the list of inodes it
+// has open; the cluster holds those that are orphans for it. When its own
+// unlink or rename removes a name of a file open here it holds the file
+// at once, and when the last handle of a held orphan closes it releases
+// it. An orphan is freed OrphanGrace (30 s) after it lost its name at the
+// earliest, once no hold on it is live; a mount that dies without
+// releasing loses its holds when its lease ends (MountLease, 60 s), and
+// the Raft leader's reaper frees them then. A mount that cannot reach the
+// cluster for longer than the grace may lose an orphan it had not held
+// yet; its reads then fail (ENOENT or ESTALE).
 //
 // # Writes
 //
@@ -83,9 +108,8 @@
 //
 // # Limits
 //
-// An inode is deleted in the cluster when its last name goes, even while
-// it is open here: writes buffered for it are dropped (with a log line)
-// and reads fail. Writes through a shared writable mmap are committed at
+// An orphan collected while a handle still had it (see above) drops the
+// writes buffered for it, with a log line. Writes through a shared writable mmap are committed at
 // the next flush, fsync or release, or at unmount. Locks (flock, fcntl)
 // are local to the host.
 package fuse

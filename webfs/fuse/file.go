@@ -49,6 +49,9 @@ func writable(flags uint32) bool {
 
 // openLocked makes a handle; n.mu is held.
 func (n *node) openLocked(flags uint32) *handle {
+	if n.handles == 0 {
+		n.fsys.opened(n, true)
+	}
 	n.handles++
 	return &handle{n: n, write: writable(flags)}
 }
@@ -235,7 +238,13 @@ func (h *handle) Release(ctx context.Context) syscall.Errno {
 		// The kernel does not wait for this answer: the writes stay
 		// buffered and are tried again on the next close, fsync or
 		// unmount.
-		n.fsys.logf("committing %s when it was closed: %v", n.Path(nil), err)
+		n.fsys.logf("committing %s when it was closed: %v", n.name(), err)
+	}
+	if n.handles == 0 {
+		n.fsys.opened(n, false)
+		// An orphan held for this mount is released once its writes
+		// are in.
+		n.fsys.release(n)
 	}
 	h.mu.Lock()
 	h.win = nil
@@ -284,7 +293,7 @@ func (n *node) commitLocked() error {
 			// The file was removed (here or through another mount)
 			// while it was open: as with a local file, what was
 			// written to it goes with it, and close succeeds.
-			n.fsys.logf("%s was removed while open; dropping the %d bytes written to it since", n.Path(nil), d.size)
+			n.fsys.logf("%s was removed while open and is gone; dropping the %d bytes written to it since", n.name(), d.size)
 			n.dropDirtyLocked()
 			return nil
 		}

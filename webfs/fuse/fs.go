@@ -49,6 +49,10 @@ type Options struct {
 	Logger *log.Logger
 	// Debug logs every FUSE request.
 	Debug bool
+	// RenewEvery is how often the mount renews its lease on the site,
+	// which keeps files removed while open here (see posix.go). Default
+	// webfs.MountRenew; it must stay well below webfs.OrphanGrace.
+	RenewEvery time.Duration
 }
 
 // Capacity is what statfs reports, in bytes.
@@ -68,6 +72,9 @@ func (o *Options) defaults() {
 	}
 	if o.Logger == nil {
 		o.Logger = log.Default()
+	}
+	if o.RenewEvery <= 0 || o.RenewEvery > webfs.MountRenew {
+		o.RenewEvery = webfs.MountRenew
 	}
 }
 
@@ -99,6 +106,10 @@ type FS struct {
 
 	mu    sync.Mutex
 	dirty map[*node]bool // nodes with uncommitted writes
+	open  map[*node]bool // regular files with open handles
+	// holder identifies this mount to the cluster's holds on files
+	// removed while open.
+	holder uint64
 
 	failovers atomic.Int64 // calls that a node failed, carried on by another
 
@@ -110,7 +121,7 @@ type FS struct {
 // New returns the file system of tree; Mount mounts one.
 func New(tree webfs.Tree, opt Options) *FS {
 	opt.defaults()
-	f := &FS{tree: tree, opt: opt, dirty: map[*node]bool{}}
+	f := &FS{tree: tree, opt: opt, dirty: map[*node]bool{}, open: map[*node]bool{}, holder: newHolder()}
 	f.ctx, f.cancel = context.WithCancel(context.Background())
 	f.root = &node{fsys: f, ino: webfs.RootIno}
 	return f
@@ -256,6 +267,11 @@ func Mount(mountpoint string, tree webfs.Tree, opt Options) (*Server, error) {
 		return nil, fmt.Errorf("site %s: %w", tree.Name(), err)
 	}
 	f.root.attr, f.root.attrAt = ra, time.Now()
+	// The lease is in place before anything can be opened, so that a
+	// file removed while open here is kept from the start.
+	if err := f.hold(nil); err != nil {
+		f.logf("taking the mount's lease: %v; files removed while open may lose their content until it succeeds", err)
+	}
 	timeout := f.opt.AttrTimeout
 	name := f.opt.FsName
 	if name == "" {
@@ -296,6 +312,7 @@ func Mount(mountpoint string, tree webfs.Tree, opt Options) (*Server, error) {
 		return nil, fmt.Errorf("mounting on %s: %w", mountpoint, err)
 	}
 	go srv.Serve()
+	go f.holdLoop()
 	if err := srv.WaitMount(); err != nil {
 		srv.Unmount()
 		f.cancel()
@@ -323,6 +340,7 @@ func (s *Server) Unmount() error {
 	if err := s.FS.Commit(); err != nil && cerr == nil {
 		cerr = err
 	}
+	s.FS.releaseAll()
 	s.once.Do(s.FS.cancel)
 	if cerr != nil {
 		return fmt.Errorf("unmounted, but writes could not be committed: %w", cerr)

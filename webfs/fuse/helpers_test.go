@@ -145,7 +145,12 @@ type testCluster struct {
 
 func startCluster(t *testing.T) *testCluster {
 	t.Helper()
-	c := &testCluster{Processes: cluster.StartProcesses(t, cluster.ProcOptions{})}
+	return startClusterWith(t, cluster.ProcOptions{})
+}
+
+func startClusterWith(t *testing.T, po cluster.ProcOptions) *testCluster {
+	t.Helper()
+	c := &testCluster{Processes: cluster.StartProcesses(t, po)}
 	opts, err := transport.DialOptions(transport.Config{Key: c.Key})
 	if err != nil {
 		t.Fatal(err)

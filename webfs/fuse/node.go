@@ -4,6 +4,7 @@ import (
 	"context"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -28,6 +29,9 @@ type node struct {
 	cachedID string
 	d        *dirty // writes not committed yet
 	handles  int    // open file handles
+	// held: the cluster keeps this file, which lost its last name, for
+	// this mount's handles (posix.go).
+	held atomic.Bool
 }
 
 var (
@@ -63,6 +67,7 @@ func fillAttr(a *webfs.Attr, out *gofuse.Attr) {
 	out.Ino = a.Ino
 	out.Mode = a.Mode
 	out.Nlink = a.Nlink
+	out.Rdev = a.Rdev
 	out.Owner = gofuse.Owner{Uid: a.Uid, Gid: a.Gid}
 	out.Size = uint64(a.Size)
 	if a.IsSymlink() {
@@ -273,13 +278,14 @@ func (n *node) noopLocked(sa webfs.SetAttr) bool {
 // creation through another node finds the first attempt as its own.
 func newIno() uint64 { return max(rand.Uint64()>>1, webfs.RootIno+1) }
 
-// checkNew checks a new name: NAME_MAX, and PATH_MAX for its path from
-// the site's root.
+// checkNew checks a new name: NAME_MAX. PATH_MAX bounds each path handed
+// to a system call (the kernel checks it), not a file's path from the
+// site's root: as on a local file system, a tree may grow deeper through
+// relative paths (*at calls, chdir), and renames make deep trees anyway.
+// Files whose path from the root is over PATH_MAX exist for the mount
+// only (HTTP paths and Walk are bounded by it).
 func (n *node) checkNew(name string) syscall.Errno {
 	if len(name) > webfs.NameMax {
-		return syscall.ENAMETOOLONG
-	}
-	if p := n.Path(nil); len(p)+1+len(name) > webfs.PathMax {
 		return syscall.ENAMETOOLONG
 	}
 	return 0
@@ -424,6 +430,7 @@ func (n *node) Rmdir(ctx context.Context, name string) syscall.Errno {
 }
 
 func (n *node) remove(op, name string, fn func(ctx context.Context, parent uint64, name string) error) syscall.Errno {
+	victim := n.GetChild(name)
 	maybeDone, err := n.fsys.call(op, metaTimeout, func(ctx context.Context) error {
 		return fn(ctx, n.ino, name)
 	})
@@ -438,20 +445,38 @@ func (n *node) remove(op, name string, fn func(ctx context.Context, parent uint6
 	n.mu.Lock()
 	n.attrAt = time.Time{}
 	n.mu.Unlock()
-	if ch := n.GetChild(name); ch != nil {
+	if ch := victim; ch != nil {
 		if cn, ok := ch.Operations().(*node); ok {
-			cn.mu.Lock()
-			if cn.d != nil && cn.handles == 0 {
-				// Nothing can commit these writes any more.
-				cn.d.close()
-				cn.d = nil
-				n.fsys.markDirty(cn, false)
-			}
-			cn.attr.Nlink = 0
-			cn.mu.Unlock()
+			n.fsys.lostName(cn)
 		}
 	}
 	return 0
+}
+
+// lostName updates cn, which lost a name through this mount: one link
+// less; with the last one gone, writes buffered for it are dropped if no
+// handle can commit them, and if it is open here the cluster is asked to
+// keep it for the handles.
+func (f *FS) lostName(cn *node) {
+	cn.mu.Lock()
+	if cn.attr.Nlink > 0 {
+		cn.attr.Nlink--
+	}
+	cn.attrAt = time.Time{}
+	last := cn.attr.Nlink == 0
+	open := cn.handles > 0
+	if last && cn.d != nil && !open {
+		// Nothing can commit these writes any more.
+		cn.d.close()
+		cn.d = nil
+		f.markDirty(cn, false)
+	}
+	cn.mu.Unlock()
+	if open && !cn.IsDir() {
+		// The count here may be stale (links made elsewhere): ask
+		// whether it is an orphan now; the cluster holds it if so.
+		f.holdNow(cn)
+	}
 }
 
 // RENAME_NOREPLACE and RENAME_WHITEOUT, flags of renameat2(2).
@@ -476,6 +501,7 @@ func (n *node) Rename(ctx context.Context, name string, newParent fusefs.InodeEm
 		return e
 	}
 	var srcIno uint64
+	victim := np.GetChild(newName)
 	if ch := n.GetChild(name); ch != nil {
 		srcIno = ch.StableAttr().Ino
 		if cn, ok := ch.Operations().(*node); ok {
@@ -511,6 +537,13 @@ func (n *node) Rename(ctx context.Context, name string, newParent fusefs.InodeEm
 		p.mu.Lock()
 		p.attrAt = time.Time{}
 		p.mu.Unlock()
+	}
+	if victim != nil && victim.StableAttr().Ino != srcIno && !victim.IsDir() {
+		if vn, ok := victim.Operations().(*node); ok {
+			// Replaced: the old file lost this name (the atomic
+			// deploy: readers of the old file keep reading it).
+			n.fsys.lostName(vn)
+		}
 	}
 	return 0
 }
