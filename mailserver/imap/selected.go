@@ -34,6 +34,11 @@ type selected struct {
 	reportedUntil uint64
 	// saved is the last SEARCH RETURN (SAVE) result (SEARCHRES "$").
 	saved imap.UIDSet
+	// keywords are those the client was told of in FLAGS (keywords.go).
+	keywords []string
+	// keywordsUntold: a STORE of this session added to keywords; the
+	// next poll announces them.
+	keywordsUntold bool
 }
 
 // own makes uids the session's own before a change.
@@ -209,9 +214,15 @@ func (s *session) poll(w *imapserver.UpdateWriter, allowExpunge bool) error {
 			sel.reported = nil
 		}
 	}()
+	if err := sel.announceKeywords(w, nil); err != nil {
+		return err
+	}
 	for _, ev := range sel.pending {
 		switch ev.Kind {
 		case mailbox.EventAppend:
+			if err := sel.announceKeywords(w, ev.Flags); err != nil {
+				return err
+			}
 			if n := len(sel.uids); n == 0 || ev.UID > sel.uids[n-1] {
 				sel.own()
 				sel.uids = append(sel.uids, ev.UID)
@@ -220,6 +231,9 @@ func (s *session) poll(w *imapserver.UpdateWriter, allowExpunge bool) error {
 		case mailbox.EventFlags:
 			if i, ok := sel.find(ev.UID); ok && ev.ModSeq > sel.reported[ev.UID] {
 				if err := flush(); err != nil {
+					return err
+				}
+				if err := sel.announceKeywords(w, ev.Flags); err != nil {
 					return err
 				}
 				if err := w.WriteMessageFlags(uint32(i+1), imap.UID(ev.UID), imapFlags(ev.Flags)); err != nil {
@@ -297,6 +311,11 @@ func (s *session) resync(w *imapserver.UpdateWriter) error {
 	}
 	if grown {
 		if err := w.WriteNumMessages(uint32(len(sel.uids))); err != nil {
+			return err
+		}
+	}
+	for _, r := range now {
+		if err := sel.announceKeywords(w, r.flags); err != nil {
 			return err
 		}
 	}

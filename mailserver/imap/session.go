@@ -535,13 +535,9 @@ func (s *session) Select(name string, options *imap.SelectOptions) (*imap.Select
 	if n := len(sel.uids); n > 0 && sel.uids[n-1] >= uidNext {
 		uidNext = sel.uids[n-1] + 1
 	}
-	perm := []imap.Flag{imap.FlagSeen, imap.FlagAnswered, imap.FlagFlagged, imap.FlagDeleted, imap.FlagDraft, imap.FlagWildcard}
-	if options.ReadOnly {
-		perm = nil
-	}
 	return &imap.SelectData{
-		Flags:             []imap.Flag{imap.FlagSeen, imap.FlagAnswered, imap.FlagFlagged, imap.FlagDeleted, imap.FlagDraft},
-		PermanentFlags:    perm,
+		Flags:             sel.flags(),
+		PermanentFlags:    sel.permanentFlags(),
 		NumMessages:       uint32(len(sel.uids)),
 		FirstUnseenSeqNum: first,
 		UIDNext:           imap.UID(uidNext),
@@ -561,6 +557,7 @@ func (s *session) open(id uint64, readOnly bool, sizeHint uint32) (*selected, ui
 	var firstUnseen uint32
 	err = s.store().EachMessage(s.user, id, func(m meta.MailMessage) error {
 		sel.uids = append(sel.uids, m.UID)
+		sel.addKeywords(m.Flags)
 		if firstUnseen == 0 && !hasFlag(m.Flags, meta.FlagSeen) {
 			firstUnseen = uint32(len(sel.uids))
 		}
@@ -684,6 +681,11 @@ func (s *session) Store(w *imapserver.FetchWriter, numSet imap.NumSet, flags *im
 	out, index, err := s.store().StoreFlagsIndex(c, s.user, sel.id, uids, op, fl)
 	if err != nil {
 		return imapErr(err)
+	}
+	for _, o := range out {
+		if o.Code == meta.MailOK && sel.addKeywords(o.Flags) {
+			sel.keywordsUntold = true
+		}
 	}
 	_, byUID := numSet.(imap.UIDSet)
 	for i, o := range out {

@@ -305,6 +305,9 @@ def sc_stress():
         if line.startswith(tag):
             assert b"OK" in line, line
             break
+        if line.startswith(b"* FLAGS (") or line.startswith(b"* OK [PERMANENTFLAGS ("):
+            assert b"$Seen2" in line, line  # the new keyword announced
+            continue
         mo = re.match(rb"\* (\d+) (EXISTS|EXPUNGE|FETCH)", line)
         assert mo, line
         k = int(mo.group(1))
