@@ -21,6 +21,7 @@ func TestProtocol(t *testing.T) {
 		}
 		return rc
 	}
+	t.Run("move-within", func(t *testing.T) { testMoveWithin(t, login(t)) })
 	t.Run("keywords", func(t *testing.T) { testKeywords(t, login(t), login(t)) })
 }
 
@@ -108,5 +109,46 @@ func testKeywords(t *testing.T, a, b *rawClient) {
 	lines, _ = a.collect("n", "NOOP")
 	if l := find(lines, "* FLAGS "); l != `* FLAGS (`+sys+` $Label1 $Junk $Forwarded)` {
 		t.Errorf("after APPEND with $Forwarded: %q", lines)
+	}
+}
+
+// testMoveWithin: MOVE to the selected mailbox itself (RFC 6851 allows it):
+// new UIDs, the old ones expunged, flags kept.
+func testMoveWithin(t *testing.T, rc *rawClient) {
+	if l := rc.cmd("c", "CREATE Renum"); !strings.HasPrefix(l, "c OK") {
+		t.Fatalf("CREATE: %q", l)
+	}
+	rc.appendMsg("Renum", `\Flagged`, "one")
+	rc.appendMsg("Renum", "", "two")
+	if l := rc.cmd("s", "SELECT Renum"); !strings.HasPrefix(l, "s OK") {
+		t.Fatalf("SELECT: %q", l)
+	}
+	lines, done := rc.collect("m", "UID MOVE 1 Renum")
+	t.Logf("UID MOVE 1 Renum: %q %q", lines, done)
+	if !strings.HasPrefix(done, "m OK") {
+		t.Fatalf("UID MOVE into the same mailbox: %q, want OK", done)
+	}
+	var copyUID, expunge, exists bool
+	for _, l := range lines {
+		copyUID = copyUID || strings.HasPrefix(l, "* OK [COPYUID ") && strings.HasSuffix(strings.Fields(l)[4], "1") && strings.Fields(l)[5] == "3]"
+		expunge = expunge || l == "* 1 EXPUNGE"
+		exists = exists || l == "* 3 EXISTS" && !expunge // the copy, before the original goes
+	}
+	if !copyUID || !expunge || !exists {
+		t.Errorf("UID MOVE 1 Renum: %q, want COPYUID ... 1 3, * 3 EXISTS, * 1 EXPUNGE", lines)
+	}
+	lines, _ = rc.collect("f", "UID FETCH 1:* (UID FLAGS)")
+	got := strings.Join(lines, "\n")
+	if !strings.Contains(got, "UID 2 ") || !strings.Contains(got, "UID 3 ") || strings.Contains(got, "UID 1 ") ||
+		!strings.Contains(got, `\Flagged`) || len(lines) != 2 {
+		t.Errorf("after the move: %q, want UIDs 2 and 3, 3 \\Flagged", lines)
+	}
+	// Plain MOVE by sequence number, of everything.
+	if _, done := rc.collect("m2", "MOVE 1:* Renum"); !strings.HasPrefix(done, "m2 OK") {
+		t.Fatalf("MOVE 1:* Renum: %q", done)
+	}
+	lines, _ = rc.collect("f2", "UID FETCH 1:* (UID)")
+	if got := strings.Join(lines, "\n"); len(lines) != 2 || !strings.Contains(got, "UID 4") || !strings.Contains(got, "UID 5") {
+		t.Errorf("after MOVE 1:*: %q, want UIDs 4 and 5", lines)
 	}
 }

@@ -718,12 +718,69 @@ func (s *session) Move(w *imapserver.MoveWriter, numSet imap.NumSet, dest string
 	if s.mb.readOnly {
 		return errReadOnly
 	}
+	dst, err := s.mailbox(dest)
+	if err != nil {
+		return no(imap.ResponseCodeTryCreate, "No such mailbox")
+	}
+	if dst.ID == s.mb.id {
+		return s.moveWithin(w, numSet)
+	}
 	data, err := s.copy(numSet, dest, true)
 	if err != nil {
 		return err
 	}
 	// The EXPUNGEs follow from the Poll after the command.
 	return w.WriteCopyData(data)
+}
+
+// moveWithin moves messages to the mailbox they are in: new UIDs at the
+// end, the old ones expunged (RFC 6851 allows it; clients use it to
+// renumber). The metadata's move refuses one mailbox, so it is a copy then
+// an expunge of the originals; if the expunge fails, the copies are
+// expunged instead, so the mailbox is as before and the answer NO. The
+// copies count against the quota until the originals go.
+func (s *session) moveWithin(w *imapserver.MoveWriter, numSet imap.NumSet) error {
+	sel := s.mb
+	data, err := s.copy(numSet, sel.name, false)
+	if err != nil || data == nil {
+		return err
+	}
+	srcUIDs, _ := data.SourceUIDs.Nums()
+	c, cancel := ctx()
+	defer cancel()
+	out, index, err := s.store().ExpungeIndex(c, s.user, sel.id, uidList(srcUIDs))
+	if err == nil {
+		for _, o := range out {
+			if o.Code != meta.MailOK && o.Code != meta.MailNoMessage {
+				err = fmt.Errorf("expunging message %d after copying it: %v", o.UID, o.Code)
+				break
+			}
+		}
+	}
+	if err != nil {
+		dstUIDs, _ := data.DestUIDs.Nums()
+		uc, ucancel := context.WithTimeout(context.Background(), opTimeout)
+		defer ucancel()
+		if _, idx, uerr := s.store().ExpungeIndex(uc, s.user, sel.id, uidList(dstUIDs)); uerr != nil {
+			s.srv.log.Error("imap: MOVE within a mailbox left copies behind", "user", s.user, "mailbox", sel.name, "copies", data.DestUIDs.String(), "err", uerr)
+		} else {
+			_ = s.store().WaitEvents(uc, idx)
+		}
+		return imapErr(err)
+	}
+	if err := s.store().WaitEvents(c, index); err != nil {
+		return imapErr(err)
+	}
+	// The EXPUNGEs and EXISTS follow from the Poll after the command.
+	return w.WriteCopyData(data)
+}
+
+func uidList(uids []imap.UID) []uint32 {
+	out := make([]uint32, len(uids))
+	for i, u := range uids {
+		out[i] = uint32(u)
+	}
+	return out
 }
 
 func (s *session) copy(numSet imap.NumSet, dest string, move bool) (*imap.CopyData, error) {
