@@ -23,6 +23,18 @@
 //   - EXAMINE is enforced here: STORE, EXPUNGE, MOVE answer NO [READ-ONLY],
 //     CLOSE expunges nothing, and BODY[] does not set \Seen.
 //   - No Shutdown in the library: Server.Close closes every connection.
+//   - FLAGS and PERMANENTFLAGS list the keywords in use in the mailbox;
+//     a keyword new to a session is announced with FLAGS from Poll (the
+//     library writes FLAGS only there, so after a STORE's FETCH responses;
+//     it cannot write an unsolicited PERMANENTFLAGS, whose \* covers it).
+//   - \Recent is kept per node (recent.go): the first session on the node
+//     to see a message (SELECT, or the first told of new mail) has it
+//     \Recent; sessions on two nodes may both have it, as RFC 3501 allows
+//     when the server cannot tell which was first. A mailbox the node has
+//     not seen since it started counts the mail after its last \Seen
+//     message as recent.
+//   - MOVE into the selected mailbox is a copy then an expunge of the
+//     originals (the metadata's move refuses one mailbox).
 //
 // # Limits (against idle and hostile clients)
 //

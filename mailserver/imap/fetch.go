@@ -24,6 +24,7 @@ import (
 func (s *session) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, options *imap.FetchOptions) error {
 	s.touch()
 	sel := s.mb
+	s.fetchRev2 = s.rev2()
 	idx := sel.resolve(numSet)
 	markSeen := false
 	for _, bs := range options.BodySection {
@@ -81,7 +82,7 @@ func (s *session) fetchOne(c context.Context, w *imapserver.FetchResponseWriter,
 		w.WriteUID(imap.UID(m.UID))
 	}
 	if options.Flags || flagsChanged {
-		w.WriteFlags(imapFlags(m.Flags))
+		w.WriteFlags(s.flagsOf(m.UID, m.Flags, s.fetchRev2))
 	}
 	if options.InternalDate {
 		w.WriteInternalDate(time.Unix(0, m.InternalDate).In(time.FixedZone("", int(m.Zone))))

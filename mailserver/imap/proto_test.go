@@ -23,6 +23,7 @@ func TestProtocol(t *testing.T) {
 	}
 	t.Run("move-within", func(t *testing.T) { testMoveWithin(t, login(t)) })
 	t.Run("keywords", func(t *testing.T) { testKeywords(t, login(t), login(t)) })
+	t.Run("recent", func(t *testing.T) { testRecent(t, login(t), login(t), login(t)) })
 }
 
 // collect sends a tagged command and returns its untagged responses and
@@ -150,5 +151,71 @@ func testMoveWithin(t *testing.T, rc *rawClient) {
 	lines, _ = rc.collect("f2", "UID FETCH 1:* (UID)")
 	if got := strings.Join(lines, "\n"); len(lines) != 2 || !strings.Contains(got, "UID 4") || !strings.Contains(got, "UID 5") {
 		t.Errorf("after MOVE 1:*: %q, want UIDs 4 and 5", lines)
+	}
+}
+
+// testRecent: \Recent (RFC 3501 2.3.2): the first session to see a message
+// (SELECT, or the one told of a new message first) has it \Recent, others
+// do not; EXAMINE and STATUS only look; SEARCH RECENT/NEW/OLD follow.
+func testRecent(t *testing.T, a, b, c *rawClient) {
+	if l := c.cmd("c", "CREATE Rec"); !strings.HasPrefix(l, "c OK") {
+		t.Fatalf("CREATE: %q", l)
+	}
+	c.appendMsg("Rec", `\Seen`, "read")
+	c.appendMsg("Rec", "", "unread")
+	// Nobody on this node looked at Rec yet: mail after the last \Seen
+	// message is recent.
+	lines, _ := c.collect("st", "STATUS Rec (RECENT MESSAGES)")
+	if l := find(lines, "* STATUS"); !strings.Contains(l, "RECENT 1") {
+		t.Errorf("STATUS before any SELECT: %q, want RECENT 1", lines)
+	}
+	lines, _ = a.collect("s", "SELECT Rec")
+	if find(lines, "* 1 RECENT") == "" {
+		t.Errorf("first SELECT: %q, want * 1 RECENT", lines)
+	}
+	lines, _ = a.collect("f", "FETCH 1:* (FLAGS)")
+	if len(lines) != 2 || strings.Contains(lines[0], `\Recent`) || !strings.Contains(lines[1], `\Recent`) {
+		t.Errorf("FETCH FLAGS: %q, want \\Recent on 2 only", lines)
+	}
+	for _, q := range []struct{ key, want string }{{"RECENT", "* SEARCH 2"}, {"NEW", "* SEARCH 2"}, {"OLD", "* SEARCH 1"}} {
+		if lines, _ = a.collect("q", "SEARCH "+q.key); find(lines, "* SEARCH") != q.want {
+			t.Errorf("SEARCH %s: %q, want %q", q.key, lines, q.want)
+		}
+	}
+	// A second session: the first claimed them.
+	if lines, _ = b.collect("s", "SELECT Rec"); find(lines, "* 0 RECENT") == "" {
+		t.Errorf("second SELECT: %q, want * 0 RECENT", lines)
+	}
+	if lines, _ = c.collect("st", "STATUS Rec (RECENT)"); !strings.Contains(find(lines, "* STATUS"), "RECENT 0") {
+		t.Errorf("STATUS after SELECT: %q, want RECENT 0", lines)
+	}
+	// New mail: recent for the session told of it first.
+	c.appendMsg("Rec", "", "new")
+	if lines, _ = c.collect("st", "STATUS Rec (RECENT)"); !strings.Contains(find(lines, "* STATUS"), "RECENT 1") {
+		t.Errorf("STATUS after new mail: %q, want RECENT 1", lines)
+	}
+	if lines, _ = c.collect("e", "EXAMINE Rec"); find(lines, "* 1 RECENT") == "" {
+		t.Errorf("EXAMINE after new mail: %q, want * 1 RECENT", lines)
+	}
+	lines, _ = a.collect("n", "NOOP")
+	if find(lines, "* 3 EXISTS") == "" || find(lines, "* 2 RECENT") == "" {
+		t.Errorf("NOOP of the first session: %q, want * 3 EXISTS, * 2 RECENT", lines)
+	}
+	if lines, _ = a.collect("f", "FETCH 3 (FLAGS)"); !strings.Contains(find(lines, "* 3 FETCH"), `\Recent`) {
+		t.Errorf("FETCH 3 FLAGS in the first session: %q, want \\Recent", lines)
+	}
+	lines, _ = b.collect("n", "NOOP")
+	if find(lines, "* 3 EXISTS") == "" || find(lines, "RECENT") != "" && find(lines, "* 0 RECENT") == "" {
+		t.Errorf("NOOP of the second session: %q, want * 3 EXISTS and nothing recent", lines)
+	}
+	if lines, _ = b.collect("f", "FETCH 1:* (FLAGS)"); strings.Contains(strings.Join(lines, " "), `\Recent`) {
+		t.Errorf("FETCH FLAGS in the second session: %q, want no \\Recent", lines)
+	}
+	// \Recent cannot be stored.
+	if _, done := b.collect("x", `STORE 1 +FLAGS (\Recent)`); !strings.HasPrefix(done, "x OK") {
+		t.Errorf("STORE +FLAGS (\\Recent): %q", done)
+	}
+	if lines, _ = b.collect("f", "FETCH 1 (FLAGS)"); strings.Contains(strings.Join(lines, " "), `\Recent`) {
+		t.Errorf("after STORE +FLAGS (\\Recent): %q", lines)
 	}
 }

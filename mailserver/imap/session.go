@@ -28,6 +28,9 @@ type session struct {
 	remote net.IP
 	user   string
 	mb     *selected
+	// fetchRev2: the FETCH under way is for an IMAP4rev2 client (no
+	// \Recent).
+	fetchRev2 bool
 	// touched is set by every command that reaches the session; a Poll
 	// that finds it unset followed NOOP/CHECK (or CAPABILITY...), which
 	// gets a read-index catch-up (DESIGN-NOTES 5).
@@ -239,7 +242,11 @@ func (s *session) Delete(name string) error {
 	}
 	c, cancel := ctx()
 	defer cancel()
-	return imapErr(s.store().DeleteMailbox(c, s.user, mb.ID))
+	err = s.store().DeleteMailbox(c, s.user, mb.ID)
+	if err == nil {
+		s.srv.recent.forget(recentKey{s.user, mb.ID})
+	}
+	return imapErr(err)
 }
 
 func (s *session) Rename(oldName, newName string, _ *imap.RenameOptions) error {
@@ -390,7 +397,10 @@ func (s *session) status(mb *meta.Mailbox, options *imap.StatusOptions) (*imap.S
 		d.NumUnseen = &n
 	}
 	if options.NumRecent {
-		var n uint32
+		n, err := s.statusRecent(mb)
+		if err != nil {
+			return nil, imapErr(err)
+		}
 		d.NumRecent = &n
 	}
 	if options.Size {
@@ -539,6 +549,7 @@ func (s *session) Select(name string, options *imap.SelectOptions) (*imap.Select
 		Flags:             sel.flags(),
 		PermanentFlags:    sel.permanentFlags(),
 		NumMessages:       uint32(len(sel.uids)),
+		NumRecent:         sel.recent.told,
 		FirstUnseenSeqNum: first,
 		UIDNext:           imap.UID(uidNext),
 		UIDValidity:       mb.UIDValidity,
@@ -554,10 +565,13 @@ func (s *session) open(id uint64, readOnly bool, sizeHint uint32) (*selected, ui
 		return nil, 0, err
 	}
 	sel := &selected{id: id, readOnly: readOnly, w: w, uids: make([]uint32, 0, min(sizeHint+16, 1<<20))}
-	var firstUnseen uint32
+	var firstUnseen, lastSeen uint32
 	err = s.store().EachMessage(s.user, id, func(m meta.MailMessage) error {
 		sel.uids = append(sel.uids, m.UID)
 		sel.addKeywords(m.Flags)
+		if hasFlag(m.Flags, meta.FlagSeen) {
+			lastSeen = m.UID
+		}
 		if firstUnseen == 0 && !hasFlag(m.Flags, meta.FlagSeen) {
 			firstUnseen = uint32(len(sel.uids))
 		}
@@ -567,6 +581,19 @@ func (s *session) open(id uint64, readOnly bool, sizeHint uint32) (*selected, ui
 		w.Close()
 		return nil, 0, err
 	}
+	// SELECT claims the messages above the node's \Recent boundary;
+	// EXAMINE only looks (RFC 3501 6.3.2).
+	var top uint32
+	if n := len(sel.uids); n > 0 {
+		top = sel.uids[n-1]
+	}
+	claim := top
+	if readOnly {
+		claim = 0
+	}
+	sel.recent.above = s.srv.recent.boundary(recentKey{s.user, id}, lastSeen, claim)
+	sel.recent.top = top
+	sel.recent.told = sel.recentCount()
 	sel.share()
 	return sel, firstUnseen, nil
 }
@@ -688,6 +715,7 @@ func (s *session) Store(w *imapserver.FetchWriter, numSet imap.NumSet, flags *im
 		}
 	}
 	_, byUID := numSet.(imap.UIDSet)
+	rev2 := s.rev2()
 	for i, o := range out {
 		if o.Code != meta.MailOK {
 			continue
@@ -700,7 +728,7 @@ func (s *session) Store(w *imapserver.FetchWriter, numSet imap.NumSet, flags *im
 		if byUID {
 			rw.WriteUID(imap.UID(o.UID))
 		}
-		rw.WriteFlags(imapFlags(o.Flags))
+		rw.WriteFlags(s.flagsOf(o.UID, o.Flags, rev2))
 		if err := rw.Close(); err != nil {
 			return err
 		}
