@@ -24,6 +24,7 @@ func TestProtocol(t *testing.T) {
 	t.Run("move-within", func(t *testing.T) { testMoveWithin(t, login(t)) })
 	t.Run("keywords", func(t *testing.T) { testKeywords(t, login(t), login(t)) })
 	t.Run("recent", func(t *testing.T) { testRecent(t, login(t), login(t), login(t)) })
+	t.Run("binary", func(t *testing.T) { testBinary(t, login(t)) })
 }
 
 // collect sends a tagged command and returns its untagged responses and
@@ -217,5 +218,54 @@ func testRecent(t *testing.T, a, b, c *rawClient) {
 	}
 	if lines, _ = b.collect("f", "FETCH 1 (FLAGS)"); strings.Contains(strings.Join(lines, " "), `\Recent`) {
 		t.Errorf("after STORE +FLAGS (\\Recent): %q", lines)
+	}
+}
+
+// testBinary: BINARY (RFC 3516): base64 with blanks inside its lines
+// decodes, and a part that cannot be decoded answers NO without a FETCH
+// line. (A partial reply lacks its "<origin>": go-imap's writer omits it,
+// so only the octets are checked here.)
+func testBinary(t *testing.T, rc *rawClient) {
+	msg := "From: a@guard.test\r\nSubject: bin\r\nMIME-Version: 1.0\r\n" +
+		"Content-Type: multipart/mixed; boundary=b\r\n\r\n" +
+		"--b\r\nContent-Type: text/plain\r\nContent-Transfer-Encoding: base64\r\n\r\n" +
+		"aGVs bG8g\td29y\r\nbGQ=\r\n" + // "hello world" with a space and a tab inside
+		"--b--\r\n"
+	if l := rc.cmd("c", "CREATE Bin"); !strings.HasPrefix(l, "c OK") {
+		t.Fatalf("CREATE: %q", l)
+	}
+	rc.send(fmt.Sprintf("ap APPEND Bin {%d+}\r\n%s\r\n", len(msg), msg))
+	if l := rc.until("ap "); !strings.HasPrefix(l, "ap OK") {
+		t.Fatalf("APPEND: %q", l)
+	}
+	rc.cmd("s", "SELECT Bin")
+	for _, c := range []struct{ cmd, want string }{
+		{"FETCH 1 (BINARY.PEEK[1])", "* 1 FETCH (BINARY[1] ~{11}\r\nhello world)"},
+		{"FETCH 1 (BINARY.PEEK[1]<6.5>)", "* 1 FETCH (BINARY[1] ~{5}\r\nworld)"},
+		{"FETCH 1 (BINARY.SIZE[1])", "* 1 FETCH (BINARY.SIZE[1] 11)"},
+	} {
+		rc.send("f " + c.cmd + "\r\n")
+		var got strings.Builder
+		for {
+			l := rc.line()
+			if strings.HasPrefix(l, "f ") {
+				if !strings.HasPrefix(l, "f OK") {
+					t.Errorf("%s: %q", c.cmd, l)
+				}
+				break
+			}
+			got.WriteString(l)
+		}
+		if g := strings.TrimRight(got.String(), "\r\n"); g != c.want {
+			t.Errorf("%s: %q, want %q", c.cmd, g, c.want)
+		}
+	}
+	// A part that cannot be decoded: NO, and no empty "* 1 FETCH ()".
+	bad := strings.Replace(msg, "aGVs bG8g", "aG@@", 1)
+	rc.send(fmt.Sprintf("ap APPEND Bin {%d+}\r\n%s\r\n", len(bad), bad))
+	rc.until("ap ")
+	lines, done := rc.collect("f", "FETCH 2 (BINARY.PEEK[1])")
+	if !strings.HasPrefix(done, "f NO [PARSE]") || len(lines) != 0 {
+		t.Errorf("FETCH BINARY of bad base64: %q %q, want NO [PARSE] and no FETCH line", lines, done)
 	}
 }
