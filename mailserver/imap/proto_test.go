@@ -21,6 +21,8 @@ func TestProtocol(t *testing.T) {
 		}
 		return rc
 	}
+	t.Run("list-delimiter", func(t *testing.T) { testListDelimiter(t, login(t)) })
+	t.Run("list-subscribed", func(t *testing.T) { testListSubscribed(t, login(t)) })
 	t.Run("move-within", func(t *testing.T) { testMoveWithin(t, login(t)) })
 	t.Run("keywords", func(t *testing.T) { testKeywords(t, login(t), login(t)) })
 	t.Run("recent", func(t *testing.T) { testRecent(t, login(t), login(t), login(t)) })
@@ -38,6 +40,30 @@ func (rc *rawClient) collect(tag, command string) (untagged []string, done strin
 			return untagged, strings.TrimRight(l, "\r\n")
 		}
 		untagged = append(untagged, strings.TrimRight(l, "\r\n"))
+	}
+}
+
+// testListDelimiter: LIST "" "" is how clients learn the hierarchy
+// delimiter (RFC 3501 6.3.8, RFC 9051 6.3.9).
+func testListDelimiter(t *testing.T, rc *rawClient) {
+	for _, cmd := range []string{`LIST "" ""`, `LIST "INBOX" ""`} {
+		lines, done := rc.collect("a", cmd)
+		if !strings.HasPrefix(done, "a OK") {
+			t.Fatalf("%s: %q", cmd, done)
+		}
+		if len(lines) != 1 || lines[0] != `* LIST (\Noselect) "/" ""` {
+			t.Errorf(`%s: %q, want one "* LIST (\Noselect) "/" """`, cmd, lines)
+		}
+	}
+	// Other patterns still list mailboxes, not the delimiter line.
+	lines, _ := rc.collect("b", `LIST "" "*"`)
+	if len(lines) == 0 || !strings.Contains(strings.Join(lines, "\n"), `"INBOX"`) && !strings.Contains(strings.Join(lines, "\n"), ` INBOX`) {
+		t.Errorf(`LIST "" "*": %q, want INBOX`, lines)
+	}
+	for _, l := range lines {
+		if strings.HasSuffix(l, ` ""`) {
+			t.Errorf(`LIST "" "*" lists the root: %q`, l)
+		}
 	}
 }
 
@@ -268,4 +294,49 @@ func testBinary(t *testing.T, rc *rawClient) {
 	if !strings.HasPrefix(done, "f NO [PARSE]") || len(lines) != 0 {
 		t.Errorf("FETCH BINARY of bad base64: %q %q, want NO [PARSE] and no FETCH line", lines, done)
 	}
+}
+
+// testListSubscribed: a mailbox not subscribed itself but with a subscribed
+// descendant is listed by LIST (SUBSCRIBED RECURSIVEMATCH) with CHILDINFO
+// ("SUBSCRIBED") (RFC 5258 3.5), not by LIST (SUBSCRIBED). (LSUB's rule
+// for it, \Noselect when "%" stops short, RFC 3501 6.3.9, is not here:
+// go-imap's server hands LSUB to the session exactly as LIST (SUBSCRIBED).)
+func testListSubscribed(t *testing.T, rc *rawClient) {
+	for _, c := range []string{"CREATE Lp", "CREATE Lp/c1", "CREATE Lp/c1/deep", "CREATE Lq", "SUBSCRIBE Lp/c1/deep", "SUBSCRIBE Lq"} {
+		if l := rc.cmd("c", c); !strings.HasPrefix(l, "c OK") {
+			t.Fatalf("%s: %q", c, l)
+		}
+	}
+	for _, q := range []struct {
+		cmd  string
+		want []string
+	}{
+		{`LIST (SUBSCRIBED) "" "L%"`, []string{`* LIST (\HasNoChildren \Subscribed) "/" Lq`}},
+		{`LIST (SUBSCRIBED RECURSIVEMATCH) "" "L%"`, []string{
+			`* LIST (\HasChildren) "/" Lp ("CHILDINFO" ("SUBSCRIBED"))`,
+			`* LIST (\HasNoChildren \Subscribed) "/" Lq`}},
+	} {
+		lines, done := rc.collect("l", q.cmd)
+		if !strings.HasPrefix(done, "l OK") {
+			t.Errorf("%s: %q", q.cmd, done)
+			continue
+		}
+		// Attributes other than those named are not checked: compare
+		// with the attribute lists normalised.
+		if strings.Join(norm(lines), "\n") != strings.Join(norm(q.want), "\n") {
+			t.Errorf("%s:\n got %q\nwant %q", q.cmd, lines, q.want)
+		}
+	}
+}
+
+// norm drops quotes around mailbox names, so "Lq" and Lq compare equal.
+func norm(lines []string) []string {
+	out := make([]string, len(lines))
+	for i, l := range lines {
+		if j := strings.LastIndex(l, `"/" `); j >= 0 {
+			l = l[:j+4] + strings.ReplaceAll(l[j+4:], `"`, ``)
+		}
+		out[i] = l
+	}
+	return out
 }

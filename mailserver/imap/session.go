@@ -280,8 +280,11 @@ func (s *session) Unsubscribe(name string) error {
 
 func (s *session) List(w *imapserver.ListWriter, ref string, patterns []string, options *imap.ListOptions) error {
 	s.touch()
-	if len(patterns) == 1 && patterns[0] == "" {
-		// The hierarchy delimiter request.
+	if len(patterns) == 0 || len(patterns) == 1 && patterns[0] == "" {
+		// The hierarchy delimiter request, LIST "" "" (RFC 3501 6.3.8):
+		// go-imap's parser drops an empty pattern, so LIST's comes as
+		// none (a LIST-EXTENDED list of only empty ones is refused
+		// there); LSUB's comes as one empty pattern.
 		return w.WriteList(&imap.ListData{Attrs: []imap.MailboxAttr{imap.MailboxAttrNoSelect}, Delim: meta.MailboxDelim, Mailbox: ""})
 	}
 	boxes, err := s.store().Mailboxes(s.user)
@@ -296,10 +299,22 @@ func (s *session) List(w *imapserver.ListWriter, ref string, patterns []string, 
 	for i := range boxes {
 		exists[boxes[i].Name] = &boxes[i]
 	}
-	var names []string
+	var names, sortedSubs []string
 	if options.SelectSubscribed {
+		// The subscribed mailboxes and, for RECURSIVEMATCH, their
+		// ancestors, listed with CHILDINFO (RFC 5258 3.5).
+		anc := map[string]bool{}
 		for n := range subs {
 			names = append(names, n)
+			if options.SelectRecursiveMatch {
+				sortedSubs = append(sortedSubs, n)
+			}
+			for i := 0; options.SelectRecursiveMatch && i < len(n); i++ {
+				if p := n[:i]; n[i] == meta.MailboxDelim && !subs[p] && !anc[p] {
+					anc[p] = true
+					names = append(names, p)
+				}
+			}
 		}
 	} else {
 		// Every existing mailbox, and the missing parents of any (a
@@ -316,6 +331,7 @@ func (s *session) List(w *imapserver.ListWriter, ref string, patterns []string, 
 		}
 	}
 	sort.Strings(names)
+	sort.Strings(sortedSubs)
 	for _, name := range names {
 		match := false
 		for _, p := range patterns {
@@ -332,6 +348,9 @@ func (s *session) List(w *imapserver.ListWriter, ref string, patterns []string, 
 			continue
 		}
 		data := &imap.ListData{Delim: meta.MailboxDelim, Mailbox: name}
+		if options.SelectRecursiveMatch && subscribedBelow(sortedSubs, name) {
+			data.ChildInfo = &imap.ListDataChildInfo{Subscribed: true}
+		}
 		if mb == nil {
 			data.Attrs = append(data.Attrs, imap.MailboxAttrNonExistent)
 			if hasChildren(boxes, name) {
@@ -362,6 +381,14 @@ func (s *session) List(w *imapserver.ListWriter, ref string, patterns []string, 
 		}
 	}
 	return nil
+}
+
+// subscribedBelow reports whether name has a subscribed descendant;
+// sortedSubs is the subscribed names in order.
+func subscribedBelow(sortedSubs []string, name string) bool {
+	prefix := name + string(meta.MailboxDelim)
+	i := sort.SearchStrings(sortedSubs, prefix)
+	return i < len(sortedSubs) && strings.HasPrefix(sortedSubs[i], prefix)
 }
 
 func hasChildren(boxes []meta.Mailbox, name string) bool {
