@@ -369,6 +369,8 @@ def sc_examine():
 
 def sc_mailboxes():
     m = imaps(2)
+    # The hierarchy delimiter (RFC 3501 6.3.8), as clients ask it first.
+    assert ok(m.list('""', '""')) == [b'(\\Noselect) "/" ""'], m.list('""', '""')
     lst = [l.decode() for l in ok(m.list())]
     for want in ['\\Sent', '\\Drafts', '\\Trash', '\\Junk']:
         assert any(want in l for l in lst), (want, lst)
