@@ -23,6 +23,18 @@
 //   - EXAMINE is enforced here: STORE, EXPUNGE, MOVE answer NO [READ-ONLY],
 //     CLOSE expunges nothing, and BODY[] does not set \Seen.
 //   - No Shutdown in the library: Server.Close closes every connection.
+//   - FLAGS and PERMANENTFLAGS list the keywords in use in the mailbox;
+//     a keyword new to a session is announced with FLAGS from Poll (the
+//     library writes FLAGS only there, so after a STORE's FETCH responses;
+//     it cannot write an unsolicited PERMANENTFLAGS, whose \* covers it).
+//   - \Recent is kept per node (recent.go): the first session on the node
+//     to see a message (SELECT, or the first told of new mail) has it
+//     \Recent; sessions on two nodes may both have it, as RFC 3501 allows
+//     when the server cannot tell which was first. A mailbox the node has
+//     not seen since it started counts the mail after its last \Seen
+//     message as recent.
+//   - MOVE into the selected mailbox is a copy then an expunge of the
+//     originals (the metadata's move refuses one mailbox).
 //
 // # Limits (against idle and hostile clients)
 //
@@ -57,12 +69,19 @@
 // record of the session's own flag changes are dropped once consumed.
 //
 // Malformed input the library's decoder rejects with a plain error (an
-// invalid sequence number such as "SEARCH 0", bad modified UTF-7 in a
-// mailbox name) is answered NO [SERVERBUG] by the library's command loop
-// before this package sees the command; it needs a library fix.
+// invalid sequence number such as "SEARCH 0" or "STORE 0", bad modified
+// UTF-7 in any mailbox name or LIST/LSUB pattern, a bad SEARCH date) is
+// answered NO [SERVERBUG] by the library's command loop before this
+// package sees the command; it needs a protocol layer of our own.
 //
 // Not supported (library limits): CONDSTORE/QRESYNC, QUOTA (APPEND and
 // COPY over quota answer NO [OVERQUOTA]), ID (the library answers BAD, and
-// BYE before login). BINARY[]<partial> responses lack the "<offset>"
-// (the library's writer omits it).
+// BYE before login), SEARCHRES (the library answers RETURN (SAVE) alone
+// with ESEARCH ALL, which RFC 5182 forbids). BINARY[]<partial> responses
+// lack the "<offset>" (the library's writer omits it). LSUB's "%" rule
+// (RFC 3501 6.3.9: a parent of a subscribed mailbox that "%" stops short
+// of listed \Noselect) is not applied: the library hands LSUB to the
+// session exactly as LIST (SUBSCRIBED), where it would be wrong. A STORE's
+// new keyword is announced with FLAGS after its FETCH responses, and
+// never with an unsolicited PERMANENTFLAGS (no writer for either).
 package imap

@@ -24,6 +24,7 @@ import (
 func (s *session) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, options *imap.FetchOptions) error {
 	s.touch()
 	sel := s.mb
+	s.fetchRev2 = s.rev2()
 	idx := sel.resolve(numSet)
 	markSeen := false
 	for _, bs := range options.BodySection {
@@ -67,11 +68,49 @@ func (s *session) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, options *
 		if f, ok := seen[m.UID]; ok {
 			m.Flags = f
 		}
-		return s.fetchOne(c, w.CreateMessage(uint32(i+1)), m, options, seen[m.UID] != nil)
+		create := func() *imapserver.FetchResponseWriter { return w.CreateMessage(uint32(i + 1)) }
+		return s.fetchOne(c, create, m, options, seen[m.UID] != nil)
 	}))
 }
 
-func (s *session) fetchOne(c context.Context, w *imapserver.FetchResponseWriter, m meta.MailMessage, options *imap.FetchOptions, flagsChanged bool) (err error) {
+// fetchOne answers one message. Everything that can fail (the sections'
+// reads, a part that cannot be decoded) is done before create starts the
+// response: go-imap's writer puts out "* n FETCH (" at once, so a failure
+// after it would leave an empty or truncated FETCH line before the NO.
+// One message's sections are held at once, as one of them was before.
+func (s *session) fetchOne(c context.Context, create func() *imapserver.FetchResponseWriter, m meta.MailMessage, options *imap.FetchOptions, flagsChanged bool) (err error) {
+	var info *mailbox.Info
+	if options.Envelope || options.BodyStructure != nil || len(options.BodySection) > 0 || len(options.BinarySection) > 0 || len(options.BinarySectionSize) > 0 {
+		info, err = s.store().Info(s.user, s.mb.id, m.UID)
+		if err != nil {
+			// No info (should not happen): the whole message as one part.
+			info = &mailbox.Info{Body: mailbox.Part{End: m.Size, Type: "text", Subtype: "plain"}}
+		}
+	}
+	bodies := make([][]byte, len(options.BodySection))
+	for i, bs := range options.BodySection {
+		if bodies[i], err = s.section(c, m, info, bs); err != nil {
+			return err
+		}
+	}
+	binaries := make([][]byte, len(options.BinarySection))
+	for i, bs := range options.BinarySection {
+		b, err := s.binary(c, m, info, bs.Part)
+		if err != nil {
+			return err
+		}
+		binaries[i] = partial(b, bs.Partial)
+	}
+	binarySizes := make([]uint32, len(options.BinarySectionSize))
+	for i, bs := range options.BinarySectionSize {
+		b, err := s.binary(c, m, info, bs.Part)
+		if err != nil {
+			return err
+		}
+		binarySizes[i] = uint32(min(len(b), 1<<32-1))
+	}
+
+	w := create()
 	defer func() {
 		if cerr := w.Close(); err == nil {
 			err = cerr
@@ -81,7 +120,7 @@ func (s *session) fetchOne(c context.Context, w *imapserver.FetchResponseWriter,
 		w.WriteUID(imap.UID(m.UID))
 	}
 	if options.Flags || flagsChanged {
-		w.WriteFlags(imapFlags(m.Flags))
+		w.WriteFlags(s.flagsOf(m.UID, m.Flags, s.fetchRev2))
 	}
 	if options.InternalDate {
 		w.WriteInternalDate(time.Unix(0, m.InternalDate).In(time.FixedZone("", int(m.Zone))))
@@ -89,57 +128,34 @@ func (s *session) fetchOne(c context.Context, w *imapserver.FetchResponseWriter,
 	if options.RFC822Size {
 		w.WriteRFC822Size(m.Size)
 	}
-	var info *mailbox.Info
-	if options.Envelope || options.BodyStructure != nil || len(options.BodySection) > 0 || len(options.BinarySection) > 0 || len(options.BinarySectionSize) > 0 {
-		info, err = s.store().Info(s.user, s.mb.id, m.UID)
-		if err != nil {
-			// No info (should not happen): the whole message as one part.
-			info = &mailbox.Info{Body: mailbox.Part{End: m.Size, Type: "text", Subtype: "plain"}}
-		}
-	}
 	if options.Envelope {
 		w.WriteEnvelope(envelope(&info.Envelope))
 	}
 	if options.BodyStructure != nil {
 		w.WriteBodyStructure(bodyStructure(&info.Body))
 	}
-	for _, bs := range options.BodySection {
-		b, err := s.section(c, m, info, bs)
-		if err != nil {
+	for i, bs := range options.BodySection {
+		if err := writeLiteral(w.WriteBodySection(bs, int64(len(bodies[i]))), bodies[i]); err != nil {
 			return err
-		}
-		wc := w.WriteBodySection(bs, int64(len(b)))
-		_, werr := wc.Write(b)
-		if cerr := wc.Close(); werr == nil {
-			werr = cerr
-		}
-		if werr != nil {
-			return werr
 		}
 	}
-	for _, bs := range options.BinarySection {
-		b, err := s.binary(c, m, info, bs.Part)
-		if err != nil {
+	for i, bs := range options.BinarySection {
+		if err := writeLiteral(w.WriteBinarySection(bs, int64(len(binaries[i]))), binaries[i]); err != nil {
 			return err
-		}
-		b = partial(b, bs.Partial)
-		wc := w.WriteBinarySection(bs, int64(len(b)))
-		_, werr := wc.Write(b)
-		if cerr := wc.Close(); werr == nil {
-			werr = cerr
-		}
-		if werr != nil {
-			return werr
 		}
 	}
-	for _, bs := range options.BinarySectionSize {
-		b, err := s.binary(c, m, info, bs.Part)
-		if err != nil {
-			return err
-		}
-		w.WriteBinarySectionSize(bs, uint32(min(len(b), 1<<32-1)))
+	for i, bs := range options.BinarySectionSize {
+		w.WriteBinarySectionSize(bs, binarySizes[i])
 	}
 	return nil
+}
+
+func writeLiteral(wc io.WriteCloser, b []byte) error {
+	_, err := wc.Write(b)
+	if cerr := wc.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // binary returns a part with its content transfer encoding undone (RFC
@@ -162,7 +178,9 @@ func (s *session) binary(c context.Context, m meta.MailMessage, info *mailbox.In
 	case "", "7bit", "8bit", "binary":
 		return raw, nil
 	case "base64":
-		r = base64.NewDecoder(base64.StdEncoding, bytes.NewReader(raw))
+		// Spaces and tabs inside base64 lines occur in the wild and
+		// other servers skip them; the decoder itself skips only CR/LF.
+		r = base64.NewDecoder(base64.StdEncoding, bytes.NewReader(stripBlanks(raw)))
 	case "quoted-printable":
 		r = quotedprintable.NewReader(bytes.NewReader(raw))
 	default:
@@ -173,6 +191,21 @@ func (s *session) binary(c context.Context, m meta.MailMessage, info *mailbox.In
 		return nil, no(imap.ResponseCodeParse, "Cannot decode part %v: %v", path, err)
 	}
 	return b, nil
+}
+
+// stripBlanks returns b without spaces and tabs (a copy only if it has
+// any).
+func stripBlanks(b []byte) []byte {
+	if bytes.IndexAny(b, " \t") < 0 {
+		return b
+	}
+	out := make([]byte, 0, len(b))
+	for _, c := range b {
+		if c != ' ' && c != '\t' {
+			out = append(out, c)
+		}
+	}
+	return out
 }
 
 // findPart resolves a part path (RFC 3501 6.4.5): a multipart's children

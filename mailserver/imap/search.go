@@ -184,12 +184,12 @@ func (s *session) match(c context.Context, cand *candidate, cr *imap.SearchCrite
 		}
 	}
 	for _, f := range cr.Flag {
-		if !hasFlag(m.Flags, string(f)) {
+		if isRecentFlag(f) && !s.mb.recent.has(m.UID) || !isRecentFlag(f) && !hasFlag(m.Flags, string(f)) {
 			return false
 		}
 	}
 	for _, f := range cr.NotFlag {
-		if hasFlag(m.Flags, string(f)) {
+		if isRecentFlag(f) && s.mb.recent.has(m.UID) || !isRecentFlag(f) && hasFlag(m.Flags, string(f)) {
 			return false
 		}
 	}

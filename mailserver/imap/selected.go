@@ -34,6 +34,13 @@ type selected struct {
 	reportedUntil uint64
 	// saved is the last SEARCH RETURN (SAVE) result (SEARCHRES "$").
 	saved imap.UIDSet
+	// keywords are those the client was told of in FLAGS (keywords.go).
+	keywords []string
+	// keywordsUntold: a STORE of this session added to keywords; the
+	// next poll announces them.
+	keywordsUntold bool
+	// recent is what is \Recent for this session (recent.go).
+	recent sessionRecent
 }
 
 // own makes uids the session's own before a change.
@@ -192,11 +199,18 @@ func (s *session) poll(w *imapserver.UpdateWriter, allowExpunge bool) error {
 	flush := func() error {
 		if exists {
 			exists = false
-			return w.WriteNumMessages(uint32(len(sel.uids)))
+			if err := w.WriteNumMessages(uint32(len(sel.uids))); err != nil {
+				return err
+			}
+			if n := sel.recentCount(); n != sel.recent.told {
+				sel.recent.told = n
+				return w.WriteNumRecent(n)
+			}
 		}
 		return nil
 	}
 	done := 0
+	rev2 := s.rev2()
 	defer func() {
 		if sel.pending = sel.pending[done:]; len(sel.pending) > 0 {
 			return
@@ -209,12 +223,19 @@ func (s *session) poll(w *imapserver.UpdateWriter, allowExpunge bool) error {
 			sel.reported = nil
 		}
 	}()
+	if err := sel.announceKeywords(w, nil); err != nil {
+		return err
+	}
 	for _, ev := range sel.pending {
 		switch ev.Kind {
 		case mailbox.EventAppend:
+			if err := sel.announceKeywords(w, ev.Flags); err != nil {
+				return err
+			}
 			if n := len(sel.uids); n == 0 || ev.UID > sel.uids[n-1] {
 				sel.own()
 				sel.uids = append(sel.uids, ev.UID)
+				s.arrival(ev.UID)
 				exists = true
 			}
 		case mailbox.EventFlags:
@@ -222,7 +243,10 @@ func (s *session) poll(w *imapserver.UpdateWriter, allowExpunge bool) error {
 				if err := flush(); err != nil {
 					return err
 				}
-				if err := w.WriteMessageFlags(uint32(i+1), imap.UID(ev.UID), imapFlags(ev.Flags)); err != nil {
+				if err := sel.announceKeywords(w, ev.Flags); err != nil {
+					return err
+				}
+				if err := w.WriteMessageFlags(uint32(i+1), imap.UID(ev.UID), s.flagsOf(ev.UID, ev.Flags, rev2)); err != nil {
 					return err
 				}
 			}
@@ -240,6 +264,7 @@ func (s *session) poll(w *imapserver.UpdateWriter, allowExpunge bool) error {
 			sel.own()
 			sel.uids = append(sel.uids[:i], sel.uids[i+1:]...)
 			delete(sel.reported, ev.UID)
+			sel.recent.drop(ev.UID)
 			if err := w.WriteExpunge(uint32(i + 1)); err != nil {
 				return err
 			}
@@ -300,9 +325,15 @@ func (s *session) resync(w *imapserver.UpdateWriter) error {
 			return err
 		}
 	}
+	rev2 := s.rev2()
+	for _, r := range now {
+		if err := sel.announceKeywords(w, r.flags); err != nil {
+			return err
+		}
+	}
 	for _, r := range now {
 		if i, ok := sel.find(r.uid); ok {
-			if err := w.WriteMessageFlags(uint32(i+1), imap.UID(r.uid), imapFlags(r.flags)); err != nil {
+			if err := w.WriteMessageFlags(uint32(i+1), imap.UID(r.uid), s.flagsOf(r.uid, r.flags, rev2)); err != nil {
 				return err
 			}
 		}

@@ -64,6 +64,7 @@ type Server struct {
 	srv    *imapserver.Server
 	limit  *connlimit.Limiter
 	append *budget
+	recent *recentBook
 
 	mu  sync.Mutex
 	lns map[string]net.Listener
@@ -96,7 +97,8 @@ func Listen(store *mailbox.Store, cfg Config) (*Server, error) {
 		return nil, errors.New("imap: implicit TLS needs a certificate")
 	}
 	s := &Server{store: store, cfg: cfg, log: cfg.Logger.With("component", "imap"), lns: map[string]net.Listener{},
-		limit: connlimit.NewLimiter(cfg.MaxConnections, cfg.MaxConnectionsPerIP), append: newBudget(cfg.MaxAppendBuffer)}
+		limit: connlimit.NewLimiter(cfg.MaxConnections, cfg.MaxConnectionsPerIP), append: newBudget(cfg.MaxAppendBuffer),
+		recent: newRecentBook()}
 	s.srv = imapserver.New(&imapserver.Options{
 		NewSession: s.newSession,
 		Caps: imap.CapSet{

@@ -28,6 +28,9 @@ type session struct {
 	remote net.IP
 	user   string
 	mb     *selected
+	// fetchRev2: the FETCH under way is for an IMAP4rev2 client (no
+	// \Recent).
+	fetchRev2 bool
 	// touched is set by every command that reaches the session; a Poll
 	// that finds it unset followed NOOP/CHECK (or CAPABILITY...), which
 	// gets a read-index catch-up (DESIGN-NOTES 5).
@@ -239,7 +242,11 @@ func (s *session) Delete(name string) error {
 	}
 	c, cancel := ctx()
 	defer cancel()
-	return imapErr(s.store().DeleteMailbox(c, s.user, mb.ID))
+	err = s.store().DeleteMailbox(c, s.user, mb.ID)
+	if err == nil {
+		s.srv.recent.forget(recentKey{s.user, mb.ID})
+	}
+	return imapErr(err)
 }
 
 func (s *session) Rename(oldName, newName string, _ *imap.RenameOptions) error {
@@ -273,8 +280,11 @@ func (s *session) Unsubscribe(name string) error {
 
 func (s *session) List(w *imapserver.ListWriter, ref string, patterns []string, options *imap.ListOptions) error {
 	s.touch()
-	if len(patterns) == 1 && patterns[0] == "" {
-		// The hierarchy delimiter request.
+	if len(patterns) == 0 || len(patterns) == 1 && patterns[0] == "" {
+		// The hierarchy delimiter request, LIST "" "" (RFC 3501 6.3.8):
+		// go-imap's parser drops an empty pattern, so LIST's comes as
+		// none (a LIST-EXTENDED list of only empty ones is refused
+		// there); LSUB's comes as one empty pattern.
 		return w.WriteList(&imap.ListData{Attrs: []imap.MailboxAttr{imap.MailboxAttrNoSelect}, Delim: meta.MailboxDelim, Mailbox: ""})
 	}
 	boxes, err := s.store().Mailboxes(s.user)
@@ -289,10 +299,22 @@ func (s *session) List(w *imapserver.ListWriter, ref string, patterns []string, 
 	for i := range boxes {
 		exists[boxes[i].Name] = &boxes[i]
 	}
-	var names []string
+	var names, sortedSubs []string
 	if options.SelectSubscribed {
+		// The subscribed mailboxes and, for RECURSIVEMATCH, their
+		// ancestors, listed with CHILDINFO (RFC 5258 3.5).
+		anc := map[string]bool{}
 		for n := range subs {
 			names = append(names, n)
+			if options.SelectRecursiveMatch {
+				sortedSubs = append(sortedSubs, n)
+			}
+			for i := 0; options.SelectRecursiveMatch && i < len(n); i++ {
+				if p := n[:i]; n[i] == meta.MailboxDelim && !subs[p] && !anc[p] {
+					anc[p] = true
+					names = append(names, p)
+				}
+			}
 		}
 	} else {
 		// Every existing mailbox, and the missing parents of any (a
@@ -309,6 +331,7 @@ func (s *session) List(w *imapserver.ListWriter, ref string, patterns []string, 
 		}
 	}
 	sort.Strings(names)
+	sort.Strings(sortedSubs)
 	for _, name := range names {
 		match := false
 		for _, p := range patterns {
@@ -325,6 +348,9 @@ func (s *session) List(w *imapserver.ListWriter, ref string, patterns []string, 
 			continue
 		}
 		data := &imap.ListData{Delim: meta.MailboxDelim, Mailbox: name}
+		if options.SelectRecursiveMatch && subscribedBelow(sortedSubs, name) {
+			data.ChildInfo = &imap.ListDataChildInfo{Subscribed: true}
+		}
 		if mb == nil {
 			data.Attrs = append(data.Attrs, imap.MailboxAttrNonExistent)
 			if hasChildren(boxes, name) {
@@ -355,6 +381,14 @@ func (s *session) List(w *imapserver.ListWriter, ref string, patterns []string, 
 		}
 	}
 	return nil
+}
+
+// subscribedBelow reports whether name has a subscribed descendant;
+// sortedSubs is the subscribed names in order.
+func subscribedBelow(sortedSubs []string, name string) bool {
+	prefix := name + string(meta.MailboxDelim)
+	i := sort.SearchStrings(sortedSubs, prefix)
+	return i < len(sortedSubs) && strings.HasPrefix(sortedSubs[i], prefix)
 }
 
 func hasChildren(boxes []meta.Mailbox, name string) bool {
@@ -390,7 +424,10 @@ func (s *session) status(mb *meta.Mailbox, options *imap.StatusOptions) (*imap.S
 		d.NumUnseen = &n
 	}
 	if options.NumRecent {
-		var n uint32
+		n, err := s.statusRecent(mb)
+		if err != nil {
+			return nil, imapErr(err)
+		}
 		d.NumRecent = &n
 	}
 	if options.Size {
@@ -535,14 +572,11 @@ func (s *session) Select(name string, options *imap.SelectOptions) (*imap.Select
 	if n := len(sel.uids); n > 0 && sel.uids[n-1] >= uidNext {
 		uidNext = sel.uids[n-1] + 1
 	}
-	perm := []imap.Flag{imap.FlagSeen, imap.FlagAnswered, imap.FlagFlagged, imap.FlagDeleted, imap.FlagDraft, imap.FlagWildcard}
-	if options.ReadOnly {
-		perm = nil
-	}
 	return &imap.SelectData{
-		Flags:             []imap.Flag{imap.FlagSeen, imap.FlagAnswered, imap.FlagFlagged, imap.FlagDeleted, imap.FlagDraft},
-		PermanentFlags:    perm,
+		Flags:             sel.flags(),
+		PermanentFlags:    sel.permanentFlags(),
 		NumMessages:       uint32(len(sel.uids)),
+		NumRecent:         sel.recent.told,
 		FirstUnseenSeqNum: first,
 		UIDNext:           imap.UID(uidNext),
 		UIDValidity:       mb.UIDValidity,
@@ -558,9 +592,13 @@ func (s *session) open(id uint64, readOnly bool, sizeHint uint32) (*selected, ui
 		return nil, 0, err
 	}
 	sel := &selected{id: id, readOnly: readOnly, w: w, uids: make([]uint32, 0, min(sizeHint+16, 1<<20))}
-	var firstUnseen uint32
+	var firstUnseen, lastSeen uint32
 	err = s.store().EachMessage(s.user, id, func(m meta.MailMessage) error {
 		sel.uids = append(sel.uids, m.UID)
+		sel.addKeywords(m.Flags)
+		if hasFlag(m.Flags, meta.FlagSeen) {
+			lastSeen = m.UID
+		}
 		if firstUnseen == 0 && !hasFlag(m.Flags, meta.FlagSeen) {
 			firstUnseen = uint32(len(sel.uids))
 		}
@@ -570,6 +608,19 @@ func (s *session) open(id uint64, readOnly bool, sizeHint uint32) (*selected, ui
 		w.Close()
 		return nil, 0, err
 	}
+	// SELECT claims the messages above the node's \Recent boundary;
+	// EXAMINE only looks (RFC 3501 6.3.2).
+	var top uint32
+	if n := len(sel.uids); n > 0 {
+		top = sel.uids[n-1]
+	}
+	claim := top
+	if readOnly {
+		claim = 0
+	}
+	sel.recent.above = s.srv.recent.boundary(recentKey{s.user, id}, lastSeen, claim)
+	sel.recent.top = top
+	sel.recent.told = sel.recentCount()
 	sel.share()
 	return sel, firstUnseen, nil
 }
@@ -685,7 +736,13 @@ func (s *session) Store(w *imapserver.FetchWriter, numSet imap.NumSet, flags *im
 	if err != nil {
 		return imapErr(err)
 	}
+	for _, o := range out {
+		if o.Code == meta.MailOK && sel.addKeywords(o.Flags) {
+			sel.keywordsUntold = true
+		}
+	}
 	_, byUID := numSet.(imap.UIDSet)
+	rev2 := s.rev2()
 	for i, o := range out {
 		if o.Code != meta.MailOK {
 			continue
@@ -698,7 +755,7 @@ func (s *session) Store(w *imapserver.FetchWriter, numSet imap.NumSet, flags *im
 		if byUID {
 			rw.WriteUID(imap.UID(o.UID))
 		}
-		rw.WriteFlags(imapFlags(o.Flags))
+		rw.WriteFlags(s.flagsOf(o.UID, o.Flags, rev2))
 		if err := rw.Close(); err != nil {
 			return err
 		}
@@ -716,12 +773,69 @@ func (s *session) Move(w *imapserver.MoveWriter, numSet imap.NumSet, dest string
 	if s.mb.readOnly {
 		return errReadOnly
 	}
+	dst, err := s.mailbox(dest)
+	if err != nil {
+		return no(imap.ResponseCodeTryCreate, "No such mailbox")
+	}
+	if dst.ID == s.mb.id {
+		return s.moveWithin(w, numSet)
+	}
 	data, err := s.copy(numSet, dest, true)
 	if err != nil {
 		return err
 	}
 	// The EXPUNGEs follow from the Poll after the command.
 	return w.WriteCopyData(data)
+}
+
+// moveWithin moves messages to the mailbox they are in: new UIDs at the
+// end, the old ones expunged (RFC 6851 allows it; clients use it to
+// renumber). The metadata's move refuses one mailbox, so it is a copy then
+// an expunge of the originals; if the expunge fails, the copies are
+// expunged instead, so the mailbox is as before and the answer NO. The
+// copies count against the quota until the originals go.
+func (s *session) moveWithin(w *imapserver.MoveWriter, numSet imap.NumSet) error {
+	sel := s.mb
+	data, err := s.copy(numSet, sel.name, false)
+	if err != nil || data == nil {
+		return err
+	}
+	srcUIDs, _ := data.SourceUIDs.Nums()
+	c, cancel := ctx()
+	defer cancel()
+	out, index, err := s.store().ExpungeIndex(c, s.user, sel.id, uidList(srcUIDs))
+	if err == nil {
+		for _, o := range out {
+			if o.Code != meta.MailOK && o.Code != meta.MailNoMessage {
+				err = fmt.Errorf("expunging message %d after copying it: %v", o.UID, o.Code)
+				break
+			}
+		}
+	}
+	if err != nil {
+		dstUIDs, _ := data.DestUIDs.Nums()
+		uc, ucancel := context.WithTimeout(context.Background(), opTimeout)
+		defer ucancel()
+		if _, idx, uerr := s.store().ExpungeIndex(uc, s.user, sel.id, uidList(dstUIDs)); uerr != nil {
+			s.srv.log.Error("imap: MOVE within a mailbox left copies behind", "user", s.user, "mailbox", sel.name, "copies", data.DestUIDs.String(), "err", uerr)
+		} else {
+			_ = s.store().WaitEvents(uc, idx)
+		}
+		return imapErr(err)
+	}
+	if err := s.store().WaitEvents(c, index); err != nil {
+		return imapErr(err)
+	}
+	// The EXPUNGEs and EXISTS follow from the Poll after the command.
+	return w.WriteCopyData(data)
+}
+
+func uidList(uids []imap.UID) []uint32 {
+	out := make([]uint32, len(uids))
+	for i, u := range uids {
+		out[i] = uint32(u)
+	}
+	return out
 }
 
 func (s *session) copy(numSet imap.NumSet, dest string, move bool) (*imap.CopyData, error) {

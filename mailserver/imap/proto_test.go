@@ -1,0 +1,342 @@
+package imap_test
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+
+	"hastore/mailserver/imap"
+)
+
+// TestProtocol checks protocol details clients rely on (issue 12) over a
+// real connection to a node of an in-process cluster.
+func TestProtocol(t *testing.T) {
+	e := startGuardEnv(t)
+	plain, _ := e.listen(t, imap.Config{})
+	login := func(t *testing.T) *rawClient {
+		rc := dialFrom(t, "127.0.0.1", plain, false)
+		rc.line()
+		if l := rc.cmd("l", "LOGIN g@guard.test pw"); !strings.HasPrefix(l, "l OK") {
+			t.Fatalf("LOGIN: %q", l)
+		}
+		return rc
+	}
+	t.Run("list-delimiter", func(t *testing.T) { testListDelimiter(t, login(t)) })
+	t.Run("list-subscribed", func(t *testing.T) { testListSubscribed(t, login(t)) })
+	t.Run("move-within", func(t *testing.T) { testMoveWithin(t, login(t)) })
+	t.Run("keywords", func(t *testing.T) { testKeywords(t, login(t), login(t)) })
+	t.Run("recent", func(t *testing.T) { testRecent(t, login(t), login(t), login(t)) })
+	t.Run("binary", func(t *testing.T) { testBinary(t, login(t)) })
+}
+
+// collect sends a tagged command and returns its untagged responses and
+// the tagged answer.
+func (rc *rawClient) collect(tag, command string) (untagged []string, done string) {
+	rc.t.Helper()
+	rc.send(tag + " " + command + "\r\n")
+	for {
+		l := rc.line()
+		if strings.HasPrefix(l, tag+" ") {
+			return untagged, strings.TrimRight(l, "\r\n")
+		}
+		untagged = append(untagged, strings.TrimRight(l, "\r\n"))
+	}
+}
+
+// testListDelimiter: LIST "" "" is how clients learn the hierarchy
+// delimiter (RFC 3501 6.3.8, RFC 9051 6.3.9).
+func testListDelimiter(t *testing.T, rc *rawClient) {
+	for _, cmd := range []string{`LIST "" ""`, `LIST "INBOX" ""`} {
+		lines, done := rc.collect("a", cmd)
+		if !strings.HasPrefix(done, "a OK") {
+			t.Fatalf("%s: %q", cmd, done)
+		}
+		if len(lines) != 1 || lines[0] != `* LIST (\Noselect) "/" ""` {
+			t.Errorf(`%s: %q, want one "* LIST (\Noselect) "/" """`, cmd, lines)
+		}
+	}
+	// Other patterns still list mailboxes, not the delimiter line.
+	lines, _ := rc.collect("b", `LIST "" "*"`)
+	if len(lines) == 0 || !strings.Contains(strings.Join(lines, "\n"), `"INBOX"`) && !strings.Contains(strings.Join(lines, "\n"), ` INBOX`) {
+		t.Errorf(`LIST "" "*": %q, want INBOX`, lines)
+	}
+	for _, l := range lines {
+		if strings.HasSuffix(l, ` ""`) {
+			t.Errorf(`LIST "" "*" lists the root: %q`, l)
+		}
+	}
+}
+
+// appendMsg appends a small message to mailbox with flags.
+func (rc *rawClient) appendMsg(mailbox, flags, subject string) {
+	rc.t.Helper()
+	msg := "From: a@guard.test\r\nSubject: " + subject + "\r\n\r\nbody\r\n"
+	rc.send(fmt.Sprintf("ap APPEND %s (%s) {%d+}\r\n%s\r\n", mailbox, flags, len(msg), msg))
+	if l := rc.until("ap "); !strings.HasPrefix(l, "ap OK") {
+		rc.t.Fatalf("APPEND to %s: %q", mailbox, l)
+	}
+}
+
+// find returns the first line with prefix, or "".
+func find(lines []string, prefix string) string {
+	for _, l := range lines {
+		if strings.HasPrefix(l, prefix) {
+			return l
+		}
+	}
+	return ""
+}
+
+// testKeywords: FLAGS and PERMANENTFLAGS list the keywords in use in the
+// mailbox (and \* to say any can be stored), and a new keyword, set by
+// this session or another, or on a new message, is announced with FLAGS.
+func testKeywords(t *testing.T, a, b *rawClient) {
+	if l := a.cmd("c", "CREATE Kw"); !strings.HasPrefix(l, "c OK") {
+		t.Fatalf("CREATE: %q", l)
+	}
+	a.appendMsg("Kw", `$Label1 \Seen`, "one")
+	a.appendMsg("Kw", "", "two")
+	const sys = `\Seen \Answered \Flagged \Deleted \Draft`
+	lines, done := a.collect("s", "SELECT Kw")
+	if !strings.HasPrefix(done, "s OK") {
+		t.Fatalf("SELECT: %q", done)
+	}
+	if l := find(lines, "* FLAGS "); l != `* FLAGS (`+sys+` $Label1)` {
+		t.Errorf("SELECT: %q, want the keyword in FLAGS", l)
+	}
+	if l := find(lines, "* OK [PERMANENTFLAGS "); !strings.HasPrefix(l, `* OK [PERMANENTFLAGS (`+sys+` $Label1 \*)]`) {
+		t.Errorf("SELECT: %q, want the keyword and \\* in PERMANENTFLAGS", l)
+	}
+	lines, _ = b.collect("e", "EXAMINE Kw")
+	if l := find(lines, "* FLAGS "); l != `* FLAGS (`+sys+` $Label1)` {
+		t.Errorf("EXAMINE: %q, want the keyword in FLAGS", l)
+	}
+
+	// A STORE of a new keyword announces it before its OK. go-imap's
+	// server writes FLAGS only from the Poll after the command, so it
+	// follows the FETCH; PERMANENTFLAGS already has \*.
+	lines, done = a.collect("st", "STORE 2 +FLAGS ($Junk)")
+	t.Logf("STORE 2 +FLAGS ($Junk): %q %q", lines, done)
+	if l := find(lines, "* FLAGS "); l != `* FLAGS (`+sys+` $Label1 $Junk)` || find(lines, "* 2 FETCH") == "" {
+		t.Errorf("STORE of a new keyword: %q, want its FETCH and FLAGS with it", lines)
+	}
+	// Once told, not again.
+	if lines, _ = a.collect("st2", "STORE 1 +FLAGS ($junk)"); find(lines, "* FLAGS") != "" {
+		t.Errorf("STORE of a known keyword: %q, FLAGS again", lines)
+	}
+	// The other session hears of it (no PERMANENTFLAGS: it is read-only).
+	lines, _ = b.collect("n", "NOOP")
+	if l := find(lines, "* FLAGS "); l != `* FLAGS (`+sys+` $Label1 $Junk)` {
+		t.Errorf("other session after STORE: %q, want FLAGS with $Junk", lines)
+	}
+	if l := find(lines, "* OK [PERMANENTFLAGS"); l != "" {
+		t.Errorf("read-only session: %q", l)
+	}
+	// A new message with a new keyword.
+	b.appendMsg("Kw", "$Forwarded", "three")
+	lines, _ = a.collect("n", "NOOP")
+	if l := find(lines, "* FLAGS "); l != `* FLAGS (`+sys+` $Label1 $Junk $Forwarded)` {
+		t.Errorf("after APPEND with $Forwarded: %q", lines)
+	}
+}
+
+// testMoveWithin: MOVE to the selected mailbox itself (RFC 6851 allows it):
+// new UIDs, the old ones expunged, flags kept.
+func testMoveWithin(t *testing.T, rc *rawClient) {
+	if l := rc.cmd("c", "CREATE Renum"); !strings.HasPrefix(l, "c OK") {
+		t.Fatalf("CREATE: %q", l)
+	}
+	rc.appendMsg("Renum", `\Flagged`, "one")
+	rc.appendMsg("Renum", "", "two")
+	if l := rc.cmd("s", "SELECT Renum"); !strings.HasPrefix(l, "s OK") {
+		t.Fatalf("SELECT: %q", l)
+	}
+	lines, done := rc.collect("m", "UID MOVE 1 Renum")
+	t.Logf("UID MOVE 1 Renum: %q %q", lines, done)
+	if !strings.HasPrefix(done, "m OK") {
+		t.Fatalf("UID MOVE into the same mailbox: %q, want OK", done)
+	}
+	var copyUID, expunge, exists bool
+	for _, l := range lines {
+		copyUID = copyUID || strings.HasPrefix(l, "* OK [COPYUID ") && strings.HasSuffix(strings.Fields(l)[4], "1") && strings.Fields(l)[5] == "3]"
+		expunge = expunge || l == "* 1 EXPUNGE"
+		exists = exists || l == "* 3 EXISTS" && !expunge // the copy, before the original goes
+	}
+	if !copyUID || !expunge || !exists {
+		t.Errorf("UID MOVE 1 Renum: %q, want COPYUID ... 1 3, * 3 EXISTS, * 1 EXPUNGE", lines)
+	}
+	lines, _ = rc.collect("f", "UID FETCH 1:* (UID FLAGS)")
+	got := strings.Join(lines, "\n")
+	if !strings.Contains(got, "UID 2 ") || !strings.Contains(got, "UID 3 ") || strings.Contains(got, "UID 1 ") ||
+		!strings.Contains(got, `\Flagged`) || len(lines) != 2 {
+		t.Errorf("after the move: %q, want UIDs 2 and 3, 3 \\Flagged", lines)
+	}
+	// Plain MOVE by sequence number, of everything.
+	if _, done := rc.collect("m2", "MOVE 1:* Renum"); !strings.HasPrefix(done, "m2 OK") {
+		t.Fatalf("MOVE 1:* Renum: %q", done)
+	}
+	lines, _ = rc.collect("f2", "UID FETCH 1:* (UID)")
+	if got := strings.Join(lines, "\n"); len(lines) != 2 || !strings.Contains(got, "UID 4") || !strings.Contains(got, "UID 5") {
+		t.Errorf("after MOVE 1:*: %q, want UIDs 4 and 5", lines)
+	}
+}
+
+// testRecent: \Recent (RFC 3501 2.3.2): the first session to see a message
+// (SELECT, or the one told of a new message first) has it \Recent, others
+// do not; EXAMINE and STATUS only look; SEARCH RECENT/NEW/OLD follow.
+func testRecent(t *testing.T, a, b, c *rawClient) {
+	if l := c.cmd("c", "CREATE Rec"); !strings.HasPrefix(l, "c OK") {
+		t.Fatalf("CREATE: %q", l)
+	}
+	c.appendMsg("Rec", `\Seen`, "read")
+	c.appendMsg("Rec", "", "unread")
+	// Nobody on this node looked at Rec yet: mail after the last \Seen
+	// message is recent.
+	lines, _ := c.collect("st", "STATUS Rec (RECENT MESSAGES)")
+	if l := find(lines, "* STATUS"); !strings.Contains(l, "RECENT 1") {
+		t.Errorf("STATUS before any SELECT: %q, want RECENT 1", lines)
+	}
+	lines, _ = a.collect("s", "SELECT Rec")
+	if find(lines, "* 1 RECENT") == "" {
+		t.Errorf("first SELECT: %q, want * 1 RECENT", lines)
+	}
+	lines, _ = a.collect("f", "FETCH 1:* (FLAGS)")
+	if len(lines) != 2 || strings.Contains(lines[0], `\Recent`) || !strings.Contains(lines[1], `\Recent`) {
+		t.Errorf("FETCH FLAGS: %q, want \\Recent on 2 only", lines)
+	}
+	for _, q := range []struct{ key, want string }{{"RECENT", "* SEARCH 2"}, {"NEW", "* SEARCH 2"}, {"OLD", "* SEARCH 1"}} {
+		if lines, _ = a.collect("q", "SEARCH "+q.key); find(lines, "* SEARCH") != q.want {
+			t.Errorf("SEARCH %s: %q, want %q", q.key, lines, q.want)
+		}
+	}
+	// A second session: the first claimed them.
+	if lines, _ = b.collect("s", "SELECT Rec"); find(lines, "* 0 RECENT") == "" {
+		t.Errorf("second SELECT: %q, want * 0 RECENT", lines)
+	}
+	if lines, _ = c.collect("st", "STATUS Rec (RECENT)"); !strings.Contains(find(lines, "* STATUS"), "RECENT 0") {
+		t.Errorf("STATUS after SELECT: %q, want RECENT 0", lines)
+	}
+	// New mail: recent for the session told of it first.
+	c.appendMsg("Rec", "", "new")
+	if lines, _ = c.collect("st", "STATUS Rec (RECENT)"); !strings.Contains(find(lines, "* STATUS"), "RECENT 1") {
+		t.Errorf("STATUS after new mail: %q, want RECENT 1", lines)
+	}
+	if lines, _ = c.collect("e", "EXAMINE Rec"); find(lines, "* 1 RECENT") == "" {
+		t.Errorf("EXAMINE after new mail: %q, want * 1 RECENT", lines)
+	}
+	lines, _ = a.collect("n", "NOOP")
+	if find(lines, "* 3 EXISTS") == "" || find(lines, "* 2 RECENT") == "" {
+		t.Errorf("NOOP of the first session: %q, want * 3 EXISTS, * 2 RECENT", lines)
+	}
+	if lines, _ = a.collect("f", "FETCH 3 (FLAGS)"); !strings.Contains(find(lines, "* 3 FETCH"), `\Recent`) {
+		t.Errorf("FETCH 3 FLAGS in the first session: %q, want \\Recent", lines)
+	}
+	lines, _ = b.collect("n", "NOOP")
+	if find(lines, "* 3 EXISTS") == "" || find(lines, "RECENT") != "" && find(lines, "* 0 RECENT") == "" {
+		t.Errorf("NOOP of the second session: %q, want * 3 EXISTS and nothing recent", lines)
+	}
+	if lines, _ = b.collect("f", "FETCH 1:* (FLAGS)"); strings.Contains(strings.Join(lines, " "), `\Recent`) {
+		t.Errorf("FETCH FLAGS in the second session: %q, want no \\Recent", lines)
+	}
+	// \Recent cannot be stored.
+	if _, done := b.collect("x", `STORE 1 +FLAGS (\Recent)`); !strings.HasPrefix(done, "x OK") {
+		t.Errorf("STORE +FLAGS (\\Recent): %q", done)
+	}
+	if lines, _ = b.collect("f", "FETCH 1 (FLAGS)"); strings.Contains(strings.Join(lines, " "), `\Recent`) {
+		t.Errorf("after STORE +FLAGS (\\Recent): %q", lines)
+	}
+}
+
+// testBinary: BINARY (RFC 3516): base64 with blanks inside its lines
+// decodes, and a part that cannot be decoded answers NO without a FETCH
+// line. (A partial reply lacks its "<origin>": go-imap's writer omits it,
+// so only the octets are checked here.)
+func testBinary(t *testing.T, rc *rawClient) {
+	msg := "From: a@guard.test\r\nSubject: bin\r\nMIME-Version: 1.0\r\n" +
+		"Content-Type: multipart/mixed; boundary=b\r\n\r\n" +
+		"--b\r\nContent-Type: text/plain\r\nContent-Transfer-Encoding: base64\r\n\r\n" +
+		"aGVs bG8g\td29y\r\nbGQ=\r\n" + // "hello world" with a space and a tab inside
+		"--b--\r\n"
+	if l := rc.cmd("c", "CREATE Bin"); !strings.HasPrefix(l, "c OK") {
+		t.Fatalf("CREATE: %q", l)
+	}
+	rc.send(fmt.Sprintf("ap APPEND Bin {%d+}\r\n%s\r\n", len(msg), msg))
+	if l := rc.until("ap "); !strings.HasPrefix(l, "ap OK") {
+		t.Fatalf("APPEND: %q", l)
+	}
+	rc.cmd("s", "SELECT Bin")
+	for _, c := range []struct{ cmd, want string }{
+		{"FETCH 1 (BINARY.PEEK[1])", "* 1 FETCH (BINARY[1] ~{11}\r\nhello world)"},
+		{"FETCH 1 (BINARY.PEEK[1]<6.5>)", "* 1 FETCH (BINARY[1] ~{5}\r\nworld)"},
+		{"FETCH 1 (BINARY.SIZE[1])", "* 1 FETCH (BINARY.SIZE[1] 11)"},
+	} {
+		rc.send("f " + c.cmd + "\r\n")
+		var got strings.Builder
+		for {
+			l := rc.line()
+			if strings.HasPrefix(l, "f ") {
+				if !strings.HasPrefix(l, "f OK") {
+					t.Errorf("%s: %q", c.cmd, l)
+				}
+				break
+			}
+			got.WriteString(l)
+		}
+		if g := strings.TrimRight(got.String(), "\r\n"); g != c.want {
+			t.Errorf("%s: %q, want %q", c.cmd, g, c.want)
+		}
+	}
+	// A part that cannot be decoded: NO, and no empty "* 1 FETCH ()".
+	bad := strings.Replace(msg, "aGVs bG8g", "aG@@", 1)
+	rc.send(fmt.Sprintf("ap APPEND Bin {%d+}\r\n%s\r\n", len(bad), bad))
+	rc.until("ap ")
+	lines, done := rc.collect("f", "FETCH 2 (BINARY.PEEK[1])")
+	if !strings.HasPrefix(done, "f NO [PARSE]") || len(lines) != 0 {
+		t.Errorf("FETCH BINARY of bad base64: %q %q, want NO [PARSE] and no FETCH line", lines, done)
+	}
+}
+
+// testListSubscribed: a mailbox not subscribed itself but with a subscribed
+// descendant is listed by LIST (SUBSCRIBED RECURSIVEMATCH) with CHILDINFO
+// ("SUBSCRIBED") (RFC 5258 3.5), not by LIST (SUBSCRIBED). (LSUB's rule
+// for it, \Noselect when "%" stops short, RFC 3501 6.3.9, is not here:
+// go-imap's server hands LSUB to the session exactly as LIST (SUBSCRIBED).)
+func testListSubscribed(t *testing.T, rc *rawClient) {
+	for _, c := range []string{"CREATE Lp", "CREATE Lp/c1", "CREATE Lp/c1/deep", "CREATE Lq", "SUBSCRIBE Lp/c1/deep", "SUBSCRIBE Lq"} {
+		if l := rc.cmd("c", c); !strings.HasPrefix(l, "c OK") {
+			t.Fatalf("%s: %q", c, l)
+		}
+	}
+	for _, q := range []struct {
+		cmd  string
+		want []string
+	}{
+		{`LIST (SUBSCRIBED) "" "L%"`, []string{`* LIST (\HasNoChildren \Subscribed) "/" Lq`}},
+		{`LIST (SUBSCRIBED RECURSIVEMATCH) "" "L%"`, []string{
+			`* LIST (\HasChildren) "/" Lp ("CHILDINFO" ("SUBSCRIBED"))`,
+			`* LIST (\HasNoChildren \Subscribed) "/" Lq`}},
+	} {
+		lines, done := rc.collect("l", q.cmd)
+		if !strings.HasPrefix(done, "l OK") {
+			t.Errorf("%s: %q", q.cmd, done)
+			continue
+		}
+		// Attributes other than those named are not checked: compare
+		// with the attribute lists normalised.
+		if strings.Join(norm(lines), "\n") != strings.Join(norm(q.want), "\n") {
+			t.Errorf("%s:\n got %q\nwant %q", q.cmd, lines, q.want)
+		}
+	}
+}
+
+// norm drops quotes around mailbox names, so "Lq" and Lq compare equal.
+func norm(lines []string) []string {
+	out := make([]string, len(lines))
+	for i, l := range lines {
+		if j := strings.LastIndex(l, `"/" `); j >= 0 {
+			l = l[:j+4] + strings.ReplaceAll(l[j+4:], `"`, ``)
+		}
+		out[i] = l
+	}
+	return out
+}
