@@ -3894,6 +3894,170 @@ func (x *ListMailUsersReply) GetUsers() []*MailUserInfo {
 	return nil
 }
 
+// ContentRefsReply is what ContentRefs found.
+type ContentRefsReply struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// inodes is how many inodes were examined.
+	Inodes int64 `protobuf:"varint,1,opt,name=inodes,proto3" json:"inodes,omitempty"`
+	// chunks is how many chunk references they hold (repeats counted).
+	Chunks int64 `protobuf:"varint,2,opt,name=chunks,proto3" json:"chunks,omitempty"`
+	// objects is how many distinct objects those name.
+	Objects int64 `protobuf:"varint,3,opt,name=objects,proto3" json:"objects,omitempty"`
+	// problems are the objects short of references (at most 100).
+	Problems []*RefProblem `protobuf:"bytes,4,rep,name=problems,proto3" json:"problems,omitempty"`
+	// more_problems is how many problems were left out of problems.
+	MoreProblems  int64 `protobuf:"varint,5,opt,name=more_problems,json=moreProblems,proto3" json:"more_problems,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ContentRefsReply) Reset() {
+	*x = ContentRefsReply{}
+	mi := &file_hastore_proto_msgTypes[59]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ContentRefsReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ContentRefsReply) ProtoMessage() {}
+
+func (x *ContentRefsReply) ProtoReflect() protoreflect.Message {
+	mi := &file_hastore_proto_msgTypes[59]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ContentRefsReply.ProtoReflect.Descriptor instead.
+func (*ContentRefsReply) Descriptor() ([]byte, []int) {
+	return file_hastore_proto_rawDescGZIP(), []int{59}
+}
+
+func (x *ContentRefsReply) GetInodes() int64 {
+	if x != nil {
+		return x.Inodes
+	}
+	return 0
+}
+
+func (x *ContentRefsReply) GetChunks() int64 {
+	if x != nil {
+		return x.Chunks
+	}
+	return 0
+}
+
+func (x *ContentRefsReply) GetObjects() int64 {
+	if x != nil {
+		return x.Objects
+	}
+	return 0
+}
+
+func (x *ContentRefsReply) GetProblems() []*RefProblem {
+	if x != nil {
+		return x.Problems
+	}
+	return nil
+}
+
+func (x *ContentRefsReply) GetMoreProblems() int64 {
+	if x != nil {
+		return x.MoreProblems
+	}
+	return 0
+}
+
+// RefProblem is a content object with fewer references than uses.
+type RefProblem struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// ino is an inode using the object.
+	Ino uint64 `protobuf:"varint,1,opt,name=ino,proto3" json:"ino,omitempty"`
+	// object is the object's ID.
+	Object []byte `protobuf:"bytes,2,opt,name=object,proto3" json:"object,omitempty"`
+	// refs is the record's reference count; 0: no record, or a tombstone.
+	Refs int64 `protobuf:"varint,3,opt,name=refs,proto3" json:"refs,omitempty"`
+	// used is how many chunk references the site's inodes hold to it.
+	Used int64 `protobuf:"varint,4,opt,name=used,proto3" json:"used,omitempty"`
+	// error is set when the record could not be read (refs is then 0).
+	Error         string `protobuf:"bytes,5,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RefProblem) Reset() {
+	*x = RefProblem{}
+	mi := &file_hastore_proto_msgTypes[60]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RefProblem) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RefProblem) ProtoMessage() {}
+
+func (x *RefProblem) ProtoReflect() protoreflect.Message {
+	mi := &file_hastore_proto_msgTypes[60]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RefProblem.ProtoReflect.Descriptor instead.
+func (*RefProblem) Descriptor() ([]byte, []int) {
+	return file_hastore_proto_rawDescGZIP(), []int{60}
+}
+
+func (x *RefProblem) GetIno() uint64 {
+	if x != nil {
+		return x.Ino
+	}
+	return 0
+}
+
+func (x *RefProblem) GetObject() []byte {
+	if x != nil {
+		return x.Object
+	}
+	return nil
+}
+
+func (x *RefProblem) GetRefs() int64 {
+	if x != nil {
+		return x.Refs
+	}
+	return 0
+}
+
+func (x *RefProblem) GetUsed() int64 {
+	if x != nil {
+		return x.Used
+	}
+	return 0
+}
+
+func (x *RefProblem) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
 var File_hastore_proto protoreflect.FileDescriptor
 
 const file_hastore_proto_rawDesc = "" +
@@ -4158,7 +4322,20 @@ const file_hastore_proto_rawDesc = "" +
 	"\bdisabled\x18\x05 \x01(\bR\bdisabled\x12*\n" +
 	"\x11created_unix_nano\x18\x06 \x01(\x03R\x0fcreatedUnixNano\"D\n" +
 	"\x12ListMailUsersReply\x12.\n" +
-	"\x05users\x18\x01 \x03(\v2\x18.hastore.v1.MailUserInfoR\x05users2\xff\x02\n" +
+	"\x05users\x18\x01 \x03(\v2\x18.hastore.v1.MailUserInfoR\x05users\"\xb5\x01\n" +
+	"\x10ContentRefsReply\x12\x16\n" +
+	"\x06inodes\x18\x01 \x01(\x03R\x06inodes\x12\x16\n" +
+	"\x06chunks\x18\x02 \x01(\x03R\x06chunks\x12\x18\n" +
+	"\aobjects\x18\x03 \x01(\x03R\aobjects\x122\n" +
+	"\bproblems\x18\x04 \x03(\v2\x16.hastore.v1.RefProblemR\bproblems\x12#\n" +
+	"\rmore_problems\x18\x05 \x01(\x03R\fmoreProblems\"t\n" +
+	"\n" +
+	"RefProblem\x12\x10\n" +
+	"\x03ino\x18\x01 \x01(\x04R\x03ino\x12\x16\n" +
+	"\x06object\x18\x02 \x01(\fR\x06object\x12\x12\n" +
+	"\x04refs\x18\x03 \x01(\x03R\x04refs\x12\x12\n" +
+	"\x04used\x18\x04 \x01(\x03R\x04used\x12\x14\n" +
+	"\x05error\x18\x05 \x01(\tR\x05error2\xff\x02\n" +
 	"\x04Node\x12B\n" +
 	"\bPutShard\x12\x19.hastore.v1.PutShardChunk\x1a\x19.hastore.v1.PutShardReply(\x01\x12D\n" +
 	"\bGetShard\x12\x1b.hastore.v1.GetShardRequest\x1a\x19.hastore.v1.GetShardChunk0\x01\x128\n" +
@@ -4211,7 +4388,9 @@ const file_hastore_proto_rawDesc = "" +
 	"\bSetQuota\x12\x1b.hastore.v1.MailUserRequest\x1a\x11.hastore.v1.Empty\x129\n" +
 	"\aDelUser\x12\x1b.hastore.v1.MailUserRequest\x1a\x11.hastore.v1.Empty\x12M\n" +
 	"\tListUsers\x12 .hastore.v1.ListMailUsersRequest\x1a\x1e.hastore.v1.ListMailUsersReply\x12J\n" +
-	"\x10ShareCredentials\x12#.hastore.v1.ShareCredentialsRequest\x1a\x11.hastore.v1.EmptyB\x19Z\x17hastore/proto/hastorepbb\x06proto3"
+	"\x10ShareCredentials\x12#.hastore.v1.ShareCredentialsRequest\x1a\x11.hastore.v1.Empty2Q\n" +
+	"\tSiteAudit\x12D\n" +
+	"\vContentRefs\x12\x17.hastore.v1.SiteRequest\x1a\x1c.hastore.v1.ContentRefsReplyB\x19Z\x17hastore/proto/hastorepbb\x06proto3"
 
 var (
 	file_hastore_proto_rawDescOnce sync.Once
@@ -4226,7 +4405,7 @@ func file_hastore_proto_rawDescGZIP() []byte {
 }
 
 var file_hastore_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_hastore_proto_msgTypes = make([]protoimpl.MessageInfo, 59)
+var file_hastore_proto_msgTypes = make([]protoimpl.MessageInfo, 61)
 var file_hastore_proto_goTypes = []any{
 	(WriteHeader_Kind)(0),           // 0: hastore.v1.WriteHeader.Kind
 	(*Empty)(nil),                   // 1: hastore.v1.Empty
@@ -4288,6 +4467,8 @@ var file_hastore_proto_goTypes = []any{
 	(*ListMailUsersRequest)(nil),    // 57: hastore.v1.ListMailUsersRequest
 	(*MailUserInfo)(nil),            // 58: hastore.v1.MailUserInfo
 	(*ListMailUsersReply)(nil),      // 59: hastore.v1.ListMailUsersReply
+	(*ContentRefsReply)(nil),        // 60: hastore.v1.ContentRefsReply
+	(*RefProblem)(nil),              // 61: hastore.v1.RefProblem
 }
 var file_hastore_proto_depIdxs = []int32{
 	8,  // 0: hastore.v1.PutShardReply.shard:type_name -> hastore.v1.ShardInfo
@@ -4305,101 +4486,104 @@ var file_hastore_proto_depIdxs = []int32{
 	51, // 12: hastore.v1.ShareCredentialsRequest.released:type_name -> hastore.v1.SharedCredential
 	54, // 13: hastore.v1.ListMailDomainsReply.domains:type_name -> hastore.v1.MailDomainInfo
 	58, // 14: hastore.v1.ListMailUsersReply.users:type_name -> hastore.v1.MailUserInfo
-	2,  // 15: hastore.v1.Node.PutShard:input_type -> hastore.v1.PutShardChunk
-	4,  // 16: hastore.v1.Node.GetShard:input_type -> hastore.v1.GetShardRequest
-	6,  // 17: hastore.v1.Node.StatShard:input_type -> hastore.v1.ShardRef
-	6,  // 18: hastore.v1.Node.DeleteShard:input_type -> hastore.v1.ShardRef
-	7,  // 19: hastore.v1.Node.ListShards:input_type -> hastore.v1.ListShardsRequest
-	9,  // 20: hastore.v1.Node.Info:input_type -> hastore.v1.InfoRequest
-	11, // 21: hastore.v1.Cluster.PutObject:input_type -> hastore.v1.DataChunk
-	13, // 22: hastore.v1.Cluster.GetObject:input_type -> hastore.v1.GetObjectRequest
-	14, // 23: hastore.v1.Cluster.StatObject:input_type -> hastore.v1.StatObjectRequest
-	12, // 24: hastore.v1.Cluster.DeleteObject:input_type -> hastore.v1.ObjectRef
-	17, // 25: hastore.v1.Cluster.Status:input_type -> hastore.v1.StatusRequest
-	20, // 26: hastore.v1.Cluster.RemoveNode:input_type -> hastore.v1.RemoveNodeRequest
-	21, // 27: hastore.v1.Cluster.Repair:input_type -> hastore.v1.RunRequest
-	21, // 28: hastore.v1.Cluster.Scrub:input_type -> hastore.v1.RunRequest
-	22, // 29: hastore.v1.Cluster.Join:input_type -> hastore.v1.JoinRequest
-	24, // 30: hastore.v1.Cluster.Propose:input_type -> hastore.v1.ProposeRequest
-	26, // 31: hastore.v1.Cluster.ReadIndex:input_type -> hastore.v1.ReadIndexRequest
-	27, // 32: hastore.v1.Cluster.LeaderSlow:input_type -> hastore.v1.LeaderSlowRequest
-	31, // 33: hastore.v1.Sites.AddSite:input_type -> hastore.v1.AddSiteRequest
-	30, // 34: hastore.v1.Sites.DelSite:input_type -> hastore.v1.SiteRequest
-	33, // 35: hastore.v1.Sites.ListSites:input_type -> hastore.v1.ListSitesRequest
-	30, // 36: hastore.v1.Sites.Sync:input_type -> hastore.v1.SiteRequest
-	36, // 37: hastore.v1.Sites.Lookup:input_type -> hastore.v1.LookupRequest
-	37, // 38: hastore.v1.Sites.GetAttr:input_type -> hastore.v1.InodeRequest
-	38, // 39: hastore.v1.Sites.Walk:input_type -> hastore.v1.WalkRequest
-	39, // 40: hastore.v1.Sites.ReadDir:input_type -> hastore.v1.ReadDirRequest
-	42, // 41: hastore.v1.Sites.Mkdir:input_type -> hastore.v1.CreateRequest
-	42, // 42: hastore.v1.Sites.Create:input_type -> hastore.v1.CreateRequest
-	42, // 43: hastore.v1.Sites.Symlink:input_type -> hastore.v1.CreateRequest
-	37, // 44: hastore.v1.Sites.Readlink:input_type -> hastore.v1.InodeRequest
-	44, // 45: hastore.v1.Sites.Setattr:input_type -> hastore.v1.SetattrRequest
-	45, // 46: hastore.v1.Sites.Rename:input_type -> hastore.v1.RenameRequest
-	46, // 47: hastore.v1.Sites.Unlink:input_type -> hastore.v1.RemoveRequest
-	46, // 48: hastore.v1.Sites.Rmdir:input_type -> hastore.v1.RemoveRequest
-	47, // 49: hastore.v1.Sites.Read:input_type -> hastore.v1.ReadRequest
-	48, // 50: hastore.v1.Sites.Write:input_type -> hastore.v1.WriteChunk
-	52, // 51: hastore.v1.Mail.AddDomain:input_type -> hastore.v1.MailDomainRequest
-	52, // 52: hastore.v1.Mail.DelDomain:input_type -> hastore.v1.MailDomainRequest
-	53, // 53: hastore.v1.Mail.ListDomains:input_type -> hastore.v1.ListMailDomainsRequest
-	56, // 54: hastore.v1.Mail.AddUser:input_type -> hastore.v1.MailUserRequest
-	56, // 55: hastore.v1.Mail.SetPassword:input_type -> hastore.v1.MailUserRequest
-	56, // 56: hastore.v1.Mail.SetQuota:input_type -> hastore.v1.MailUserRequest
-	56, // 57: hastore.v1.Mail.DelUser:input_type -> hastore.v1.MailUserRequest
-	57, // 58: hastore.v1.Mail.ListUsers:input_type -> hastore.v1.ListMailUsersRequest
-	50, // 59: hastore.v1.Mail.ShareCredentials:input_type -> hastore.v1.ShareCredentialsRequest
-	3,  // 60: hastore.v1.Node.PutShard:output_type -> hastore.v1.PutShardReply
-	5,  // 61: hastore.v1.Node.GetShard:output_type -> hastore.v1.GetShardChunk
-	8,  // 62: hastore.v1.Node.StatShard:output_type -> hastore.v1.ShardInfo
-	1,  // 63: hastore.v1.Node.DeleteShard:output_type -> hastore.v1.Empty
-	8,  // 64: hastore.v1.Node.ListShards:output_type -> hastore.v1.ShardInfo
-	10, // 65: hastore.v1.Node.Info:output_type -> hastore.v1.NodeInfo
-	12, // 66: hastore.v1.Cluster.PutObject:output_type -> hastore.v1.ObjectRef
-	11, // 67: hastore.v1.Cluster.GetObject:output_type -> hastore.v1.DataChunk
-	15, // 68: hastore.v1.Cluster.StatObject:output_type -> hastore.v1.ObjectStat
-	1,  // 69: hastore.v1.Cluster.DeleteObject:output_type -> hastore.v1.Empty
-	19, // 70: hastore.v1.Cluster.Status:output_type -> hastore.v1.ClusterStatus
-	29, // 71: hastore.v1.Cluster.RemoveNode:output_type -> hastore.v1.Progress
-	29, // 72: hastore.v1.Cluster.Repair:output_type -> hastore.v1.Progress
-	29, // 73: hastore.v1.Cluster.Scrub:output_type -> hastore.v1.Progress
-	23, // 74: hastore.v1.Cluster.Join:output_type -> hastore.v1.JoinReply
-	25, // 75: hastore.v1.Cluster.Propose:output_type -> hastore.v1.ProposeReply
-	28, // 76: hastore.v1.Cluster.ReadIndex:output_type -> hastore.v1.ReadIndexReply
-	1,  // 77: hastore.v1.Cluster.LeaderSlow:output_type -> hastore.v1.Empty
-	32, // 78: hastore.v1.Sites.AddSite:output_type -> hastore.v1.SiteInfo
-	1,  // 79: hastore.v1.Sites.DelSite:output_type -> hastore.v1.Empty
-	34, // 80: hastore.v1.Sites.ListSites:output_type -> hastore.v1.ListSitesReply
-	1,  // 81: hastore.v1.Sites.Sync:output_type -> hastore.v1.Empty
-	35, // 82: hastore.v1.Sites.Lookup:output_type -> hastore.v1.Inode
-	35, // 83: hastore.v1.Sites.GetAttr:output_type -> hastore.v1.Inode
-	35, // 84: hastore.v1.Sites.Walk:output_type -> hastore.v1.Inode
-	40, // 85: hastore.v1.Sites.ReadDir:output_type -> hastore.v1.DirEntries
-	35, // 86: hastore.v1.Sites.Mkdir:output_type -> hastore.v1.Inode
-	35, // 87: hastore.v1.Sites.Create:output_type -> hastore.v1.Inode
-	35, // 88: hastore.v1.Sites.Symlink:output_type -> hastore.v1.Inode
-	43, // 89: hastore.v1.Sites.Readlink:output_type -> hastore.v1.ReadlinkReply
-	35, // 90: hastore.v1.Sites.Setattr:output_type -> hastore.v1.Inode
-	1,  // 91: hastore.v1.Sites.Rename:output_type -> hastore.v1.Empty
-	1,  // 92: hastore.v1.Sites.Unlink:output_type -> hastore.v1.Empty
-	1,  // 93: hastore.v1.Sites.Rmdir:output_type -> hastore.v1.Empty
-	11, // 94: hastore.v1.Sites.Read:output_type -> hastore.v1.DataChunk
-	35, // 95: hastore.v1.Sites.Write:output_type -> hastore.v1.Inode
-	1,  // 96: hastore.v1.Mail.AddDomain:output_type -> hastore.v1.Empty
-	1,  // 97: hastore.v1.Mail.DelDomain:output_type -> hastore.v1.Empty
-	55, // 98: hastore.v1.Mail.ListDomains:output_type -> hastore.v1.ListMailDomainsReply
-	1,  // 99: hastore.v1.Mail.AddUser:output_type -> hastore.v1.Empty
-	1,  // 100: hastore.v1.Mail.SetPassword:output_type -> hastore.v1.Empty
-	1,  // 101: hastore.v1.Mail.SetQuota:output_type -> hastore.v1.Empty
-	1,  // 102: hastore.v1.Mail.DelUser:output_type -> hastore.v1.Empty
-	59, // 103: hastore.v1.Mail.ListUsers:output_type -> hastore.v1.ListMailUsersReply
-	1,  // 104: hastore.v1.Mail.ShareCredentials:output_type -> hastore.v1.Empty
-	60, // [60:105] is the sub-list for method output_type
-	15, // [15:60] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	61, // 15: hastore.v1.ContentRefsReply.problems:type_name -> hastore.v1.RefProblem
+	2,  // 16: hastore.v1.Node.PutShard:input_type -> hastore.v1.PutShardChunk
+	4,  // 17: hastore.v1.Node.GetShard:input_type -> hastore.v1.GetShardRequest
+	6,  // 18: hastore.v1.Node.StatShard:input_type -> hastore.v1.ShardRef
+	6,  // 19: hastore.v1.Node.DeleteShard:input_type -> hastore.v1.ShardRef
+	7,  // 20: hastore.v1.Node.ListShards:input_type -> hastore.v1.ListShardsRequest
+	9,  // 21: hastore.v1.Node.Info:input_type -> hastore.v1.InfoRequest
+	11, // 22: hastore.v1.Cluster.PutObject:input_type -> hastore.v1.DataChunk
+	13, // 23: hastore.v1.Cluster.GetObject:input_type -> hastore.v1.GetObjectRequest
+	14, // 24: hastore.v1.Cluster.StatObject:input_type -> hastore.v1.StatObjectRequest
+	12, // 25: hastore.v1.Cluster.DeleteObject:input_type -> hastore.v1.ObjectRef
+	17, // 26: hastore.v1.Cluster.Status:input_type -> hastore.v1.StatusRequest
+	20, // 27: hastore.v1.Cluster.RemoveNode:input_type -> hastore.v1.RemoveNodeRequest
+	21, // 28: hastore.v1.Cluster.Repair:input_type -> hastore.v1.RunRequest
+	21, // 29: hastore.v1.Cluster.Scrub:input_type -> hastore.v1.RunRequest
+	22, // 30: hastore.v1.Cluster.Join:input_type -> hastore.v1.JoinRequest
+	24, // 31: hastore.v1.Cluster.Propose:input_type -> hastore.v1.ProposeRequest
+	26, // 32: hastore.v1.Cluster.ReadIndex:input_type -> hastore.v1.ReadIndexRequest
+	27, // 33: hastore.v1.Cluster.LeaderSlow:input_type -> hastore.v1.LeaderSlowRequest
+	31, // 34: hastore.v1.Sites.AddSite:input_type -> hastore.v1.AddSiteRequest
+	30, // 35: hastore.v1.Sites.DelSite:input_type -> hastore.v1.SiteRequest
+	33, // 36: hastore.v1.Sites.ListSites:input_type -> hastore.v1.ListSitesRequest
+	30, // 37: hastore.v1.Sites.Sync:input_type -> hastore.v1.SiteRequest
+	36, // 38: hastore.v1.Sites.Lookup:input_type -> hastore.v1.LookupRequest
+	37, // 39: hastore.v1.Sites.GetAttr:input_type -> hastore.v1.InodeRequest
+	38, // 40: hastore.v1.Sites.Walk:input_type -> hastore.v1.WalkRequest
+	39, // 41: hastore.v1.Sites.ReadDir:input_type -> hastore.v1.ReadDirRequest
+	42, // 42: hastore.v1.Sites.Mkdir:input_type -> hastore.v1.CreateRequest
+	42, // 43: hastore.v1.Sites.Create:input_type -> hastore.v1.CreateRequest
+	42, // 44: hastore.v1.Sites.Symlink:input_type -> hastore.v1.CreateRequest
+	37, // 45: hastore.v1.Sites.Readlink:input_type -> hastore.v1.InodeRequest
+	44, // 46: hastore.v1.Sites.Setattr:input_type -> hastore.v1.SetattrRequest
+	45, // 47: hastore.v1.Sites.Rename:input_type -> hastore.v1.RenameRequest
+	46, // 48: hastore.v1.Sites.Unlink:input_type -> hastore.v1.RemoveRequest
+	46, // 49: hastore.v1.Sites.Rmdir:input_type -> hastore.v1.RemoveRequest
+	47, // 50: hastore.v1.Sites.Read:input_type -> hastore.v1.ReadRequest
+	48, // 51: hastore.v1.Sites.Write:input_type -> hastore.v1.WriteChunk
+	52, // 52: hastore.v1.Mail.AddDomain:input_type -> hastore.v1.MailDomainRequest
+	52, // 53: hastore.v1.Mail.DelDomain:input_type -> hastore.v1.MailDomainRequest
+	53, // 54: hastore.v1.Mail.ListDomains:input_type -> hastore.v1.ListMailDomainsRequest
+	56, // 55: hastore.v1.Mail.AddUser:input_type -> hastore.v1.MailUserRequest
+	56, // 56: hastore.v1.Mail.SetPassword:input_type -> hastore.v1.MailUserRequest
+	56, // 57: hastore.v1.Mail.SetQuota:input_type -> hastore.v1.MailUserRequest
+	56, // 58: hastore.v1.Mail.DelUser:input_type -> hastore.v1.MailUserRequest
+	57, // 59: hastore.v1.Mail.ListUsers:input_type -> hastore.v1.ListMailUsersRequest
+	50, // 60: hastore.v1.Mail.ShareCredentials:input_type -> hastore.v1.ShareCredentialsRequest
+	30, // 61: hastore.v1.SiteAudit.ContentRefs:input_type -> hastore.v1.SiteRequest
+	3,  // 62: hastore.v1.Node.PutShard:output_type -> hastore.v1.PutShardReply
+	5,  // 63: hastore.v1.Node.GetShard:output_type -> hastore.v1.GetShardChunk
+	8,  // 64: hastore.v1.Node.StatShard:output_type -> hastore.v1.ShardInfo
+	1,  // 65: hastore.v1.Node.DeleteShard:output_type -> hastore.v1.Empty
+	8,  // 66: hastore.v1.Node.ListShards:output_type -> hastore.v1.ShardInfo
+	10, // 67: hastore.v1.Node.Info:output_type -> hastore.v1.NodeInfo
+	12, // 68: hastore.v1.Cluster.PutObject:output_type -> hastore.v1.ObjectRef
+	11, // 69: hastore.v1.Cluster.GetObject:output_type -> hastore.v1.DataChunk
+	15, // 70: hastore.v1.Cluster.StatObject:output_type -> hastore.v1.ObjectStat
+	1,  // 71: hastore.v1.Cluster.DeleteObject:output_type -> hastore.v1.Empty
+	19, // 72: hastore.v1.Cluster.Status:output_type -> hastore.v1.ClusterStatus
+	29, // 73: hastore.v1.Cluster.RemoveNode:output_type -> hastore.v1.Progress
+	29, // 74: hastore.v1.Cluster.Repair:output_type -> hastore.v1.Progress
+	29, // 75: hastore.v1.Cluster.Scrub:output_type -> hastore.v1.Progress
+	23, // 76: hastore.v1.Cluster.Join:output_type -> hastore.v1.JoinReply
+	25, // 77: hastore.v1.Cluster.Propose:output_type -> hastore.v1.ProposeReply
+	28, // 78: hastore.v1.Cluster.ReadIndex:output_type -> hastore.v1.ReadIndexReply
+	1,  // 79: hastore.v1.Cluster.LeaderSlow:output_type -> hastore.v1.Empty
+	32, // 80: hastore.v1.Sites.AddSite:output_type -> hastore.v1.SiteInfo
+	1,  // 81: hastore.v1.Sites.DelSite:output_type -> hastore.v1.Empty
+	34, // 82: hastore.v1.Sites.ListSites:output_type -> hastore.v1.ListSitesReply
+	1,  // 83: hastore.v1.Sites.Sync:output_type -> hastore.v1.Empty
+	35, // 84: hastore.v1.Sites.Lookup:output_type -> hastore.v1.Inode
+	35, // 85: hastore.v1.Sites.GetAttr:output_type -> hastore.v1.Inode
+	35, // 86: hastore.v1.Sites.Walk:output_type -> hastore.v1.Inode
+	40, // 87: hastore.v1.Sites.ReadDir:output_type -> hastore.v1.DirEntries
+	35, // 88: hastore.v1.Sites.Mkdir:output_type -> hastore.v1.Inode
+	35, // 89: hastore.v1.Sites.Create:output_type -> hastore.v1.Inode
+	35, // 90: hastore.v1.Sites.Symlink:output_type -> hastore.v1.Inode
+	43, // 91: hastore.v1.Sites.Readlink:output_type -> hastore.v1.ReadlinkReply
+	35, // 92: hastore.v1.Sites.Setattr:output_type -> hastore.v1.Inode
+	1,  // 93: hastore.v1.Sites.Rename:output_type -> hastore.v1.Empty
+	1,  // 94: hastore.v1.Sites.Unlink:output_type -> hastore.v1.Empty
+	1,  // 95: hastore.v1.Sites.Rmdir:output_type -> hastore.v1.Empty
+	11, // 96: hastore.v1.Sites.Read:output_type -> hastore.v1.DataChunk
+	35, // 97: hastore.v1.Sites.Write:output_type -> hastore.v1.Inode
+	1,  // 98: hastore.v1.Mail.AddDomain:output_type -> hastore.v1.Empty
+	1,  // 99: hastore.v1.Mail.DelDomain:output_type -> hastore.v1.Empty
+	55, // 100: hastore.v1.Mail.ListDomains:output_type -> hastore.v1.ListMailDomainsReply
+	1,  // 101: hastore.v1.Mail.AddUser:output_type -> hastore.v1.Empty
+	1,  // 102: hastore.v1.Mail.SetPassword:output_type -> hastore.v1.Empty
+	1,  // 103: hastore.v1.Mail.SetQuota:output_type -> hastore.v1.Empty
+	1,  // 104: hastore.v1.Mail.DelUser:output_type -> hastore.v1.Empty
+	59, // 105: hastore.v1.Mail.ListUsers:output_type -> hastore.v1.ListMailUsersReply
+	1,  // 106: hastore.v1.Mail.ShareCredentials:output_type -> hastore.v1.Empty
+	60, // 107: hastore.v1.SiteAudit.ContentRefs:output_type -> hastore.v1.ContentRefsReply
+	62, // [62:108] is the sub-list for method output_type
+	16, // [16:62] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_hastore_proto_init() }
@@ -4413,9 +4597,9 @@ func file_hastore_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hastore_proto_rawDesc), len(file_hastore_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   59,
+			NumMessages:   61,
 			NumExtensions: 0,
-			NumServices:   4,
+			NumServices:   5,
 		},
 		GoTypes:           file_hastore_proto_goTypes,
 		DependencyIndexes: file_hastore_proto_depIdxs,
