@@ -461,20 +461,25 @@ func (c *Cluster) Propose(ctx context.Context, cmd meta.Command) (meta.Result, e
 // command goes out under one request ID and, after an answer that is not a
 // verdict, is sent again under that same ID — the state machine applies
 // an ID once and answers a repeat with the first result — until a verdict
-// comes back or ctx ends. An error wrapping meta.ErrUnknownOutcome means
-// ctx ended first (or this node proposes bare commands, see
-// Config.NoRequestIDs, and the one try was lost): the command may still
-// apply, so the caller must neither redo it nor undo what it would use.
+// comes back or ctx ends. An error wrapping meta.ErrUnknownOutcome (an
+// *UnknownOutcomeError) means ctx ended first (or this node proposes bare
+// commands, see Config.NoRequestIDs, and the one try was lost): the
+// command may still apply, so the caller must neither redo it nor undo
+// what it would use — until Settle tells how it ended.
 func (c *Cluster) ProposeOnce(ctx context.Context, cmd meta.Command) (meta.Result, error) {
-	ided, ok := c.prop.(interface{ requestIDs() bool })
-	if !ok || !ided.requestIDs() {
+	ided, ok := c.prop.(RequestIDProposer)
+	if !ok || !ided.RequestIDs() {
 		res, err := c.propose(ctx, cmd)
 		if err != nil && !Judged(err) {
-			err = fmt.Errorf("%w: %w", meta.ErrUnknownOutcome, err)
+			err = &UnknownOutcomeError{cmd: cmd, err: err}
 		}
 		return res, err
 	}
-	id := meta.NewRequestID()
+	return c.proposeAs(ctx, meta.NewRequestID(), cmd)
+}
+
+// proposeAs sends cmd under request ID id until a verdict or ctx ends.
+func (c *Cluster) proposeAs(ctx context.Context, id meta.RequestID, cmd meta.Command) (meta.Result, error) {
 	delay := 50 * time.Millisecond
 	for {
 		// A fresh context naming id makes the first (and only) proposal
@@ -484,17 +489,59 @@ func (c *Cluster) ProposeOnce(ctx context.Context, cmd meta.Command) (meta.Resul
 			return res, err
 		}
 		if ctx.Err() != nil {
-			return res, fmt.Errorf("%w: request %s: %w", meta.ErrUnknownOutcome, id, err)
+			return res, &UnknownOutcomeError{ID: id, cmd: cmd, err: err}
 		}
 		c.log.Debug("proposal outcome unknown; sending the same request again", "request", id, "err", err)
 		select {
 		case <-ctx.Done():
-			return res, fmt.Errorf("%w: request %s: %w", meta.ErrUnknownOutcome, id, err)
+			return res, &UnknownOutcomeError{ID: id, cmd: cmd, err: err}
 		case <-time.After(delay):
 		}
 		delay = min(2*delay, time.Second)
 	}
 }
+
+// Settle finds out how a proposal of unknown outcome ended by sending the
+// same request again until a verdict comes back or ctx ends: nil if it
+// applied (now, if it had never reached a leader: a command that checks
+// what it changes, like an atomic meta.Batch, cannot apply stale), a
+// verdict (Judged) if it did not, or another *UnknownOutcomeError. A
+// proposal sent without a request ID cannot be settled: Settle returns
+// its error at once.
+func (c *Cluster) Settle(ctx context.Context, u *UnknownOutcomeError) (meta.Result, error) {
+	if u.ID.IsZero() {
+		return meta.Result{}, u
+	}
+	return c.proposeAs(ctx, u.ID, u.cmd)
+}
+
+// RequestIDProposer is a Proposer that proposes under the request ID its
+// context names (WithRequestID), so that sending a command again with the
+// same ID applies it at most once. RequestIDs reports whether it does so
+// now (a node may be configured to propose bare commands).
+type RequestIDProposer interface {
+	Proposer
+	RequestIDs() bool
+}
+
+// UnknownOutcomeError is the error of a proposal that may or may not have
+// applied (ProposeOnce); errors.Is(err, meta.ErrUnknownOutcome) holds.
+type UnknownOutcomeError struct {
+	// ID is the request ID it went out under; zero if it went out bare,
+	// and then it cannot be settled.
+	ID  meta.RequestID
+	cmd meta.Command
+	err error
+}
+
+func (e *UnknownOutcomeError) Error() string {
+	if e.ID.IsZero() {
+		return fmt.Sprintf("%v: %v", meta.ErrUnknownOutcome, e.err)
+	}
+	return fmt.Sprintf("%v: request %s: %v", meta.ErrUnknownOutcome, e.ID, e.err)
+}
+
+func (e *UnknownOutcomeError) Unwrap() []error { return []error{meta.ErrUnknownOutcome, e.err} }
 
 // Judged reports whether err from Propose is a verdict on the command
 // (not found, conflict, invalid, aborted): it was decided and changed

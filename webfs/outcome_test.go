@@ -6,27 +6,37 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"reflect"
 	"sync"
 	"testing"
 	"time"
 
 	"hastore/replica"
 	"hastore/replica/meta"
+	"hastore/storage"
 	"hastore/webfs"
 )
 
 // lateProposer is a node's proposal path with one metadata batch made to
-// commit late: the caller is told the outcome is unknown, and the batch
-// commits afterwards anyway — what a forwarder that keeps retrying a
-// proposal after the caller's attempt ended does for real.
+// commit late, or not at all: the caller is told the outcome is unknown,
+// and the batch commits afterwards anyway — what a forwarder that keeps
+// retrying a proposal after the caller's attempt ended does for real.
 type lateProposer struct {
 	n *replica.Node
 
-	mu    sync.Mutex
-	armed string // "" or how the next batch is delayed: ctxEnd, replan
-	// next is closed when the batch after the delayed one is proposed.
-	next   chan struct{}
-	landed chan error // the delayed batch's own outcome, once known
+	mu  sync.Mutex
+	ids bool // proposals keep the request ID their context names
+	// how the next batch is delayed: ctxEnd, replan, lost; "" none.
+	armed string
+	// next is closed when a batch after the delayed one is proposed; it
+	// then waits until the delayed one has landed.
+	next       chan struct{}
+	landed     chan struct{} // closed when the delayed batch has committed
+	landedErr  error
+	held       meta.Command  // lost: sending this batch again waits for hold
+	hold       chan struct{} // closed by the test
+	puts       []storage.BlobID
+	settledErr error
 }
 
 // Timings of the delayed batch.
@@ -35,24 +45,59 @@ const (
 	// just after.
 	ctxEnd = "context ends first"
 	// replan: the caller gets an unknown outcome at once; the batch
-	// commits when the caller proposes its next batch (a change planned
-	// again), or after a moment if there is none.
+	// commits when the caller proposes its next batch (the same one again,
+	// or a change planned again), or after a moment if there is none.
 	replan = "commits while planned again"
+	// lost: the caller's context ends and the batch never reached the
+	// leader; sending it again waits for hold.
+	lost = "lost, then overtaken"
 )
 
-func (p *lateProposer) arm(how string) chan error {
+func (p *lateProposer) RequestIDs() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.armed, p.next, p.landed = how, make(chan struct{}), make(chan error, 1)
-	return p.landed
+	return p.ids
+}
+
+func (p *lateProposer) arm(how string, ids bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.armed, p.ids, p.held, p.puts = how, ids, nil, nil
+	p.next, p.landed, p.hold = make(chan struct{}), make(chan struct{}), make(chan struct{})
+	if how == lost {
+		p.next = nil
+	}
+}
+
+// land commits a delayed batch in the background, under the caller's
+// request ID (if its context names one).
+func (p *lateProposer) land(ctx context.Context, cmd meta.Command, after <-chan struct{}, wait time.Duration) {
+	landed := p.landed
+	go func() {
+		select {
+		case <-after:
+		case <-time.After(wait):
+		}
+		_, err := p.n.Cluster.Propose(context.WithoutCancel(ctx), cmd)
+		p.mu.Lock()
+		p.landedErr = err
+		p.mu.Unlock()
+		close(landed)
+	}()
 }
 
 func (p *lateProposer) Propose(ctx context.Context, cmd meta.Command) (meta.Result, error) {
 	p.mu.Lock()
-	how, next, landed := p.armed, p.next, p.landed
+	how, next, landed, held, hold := p.armed, p.next, p.landed, p.held, p.hold
 	_, isBatch := cmd.(meta.Batch)
-	if isBatch {
+	if isBatch && how != "" {
 		p.armed = ""
+		if how == lost {
+			p.held = cmd
+		}
+	}
+	if po, ok := cmd.(meta.PutObject); ok {
+		p.puts = append(p.puts, po.Object.ID)
 	}
 	p.mu.Unlock()
 	if !isBatch {
@@ -61,31 +106,31 @@ func (p *lateProposer) Propose(ctx context.Context, cmd meta.Command) (meta.Resu
 	switch how {
 	case ctxEnd:
 		<-ctx.Done()
-		go func() {
-			time.Sleep(20 * time.Millisecond)
-			_, err := p.n.Cluster.Propose(context.Background(), cmd)
-			landed <- err
-		}()
+		p.land(ctx, cmd, nil, 20*time.Millisecond)
 		return meta.Result{}, fmt.Errorf("forwarding the proposal: %w", ctx.Err())
 	case replan:
-		go func() {
-			select {
-			case <-next:
-			case <-time.After(300 * time.Millisecond):
-			}
-			_, err := p.n.Cluster.Propose(context.Background(), cmd)
-			landed <- err
-		}()
+		p.land(ctx, cmd, next, 300*time.Millisecond)
 		return meta.Result{}, errors.New("forwarding the proposal: connection reset")
+	case lost:
+		<-ctx.Done()
+		return meta.Result{}, fmt.Errorf("forwarding the proposal: %w", ctx.Err())
+	}
+	if held != nil && reflect.DeepEqual(cmd, held) {
+		select {
+		case <-hold:
+		case <-ctx.Done():
+			return meta.Result{}, fmt.Errorf("forwarding the proposal: %w", ctx.Err())
+		}
 	}
 	if next != nil {
+		p.mu.Lock()
 		select {
 		case <-next:
 		default:
 			close(next)
-			err := <-landed // let the late batch go first
-			landed <- err
 		}
+		p.mu.Unlock()
+		<-landed // the late batch goes first
 	}
 	return p.n.Cluster.Propose(ctx, cmd)
 }
@@ -98,14 +143,30 @@ func (p *lateProposer) ReadIndex(ctx context.Context) (uint64, error) {
 	return p.n.Meta.AppliedIndex(), nil
 }
 
+// eventually polls cond for up to 15 s.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(15 * time.Second); !cond(); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("after 15 s: %s", what)
+		}
+	}
+}
+
 // TestLateCommitKeepsContent: a content change whose metadata batch commits
 // after its caller was told the outcome is unknown — its context ended, or
 // the answer was lost and the batch lands while the change would be planned
 // again — leaves the file readable with the new content on every node: the
-// chunks the batch installs keep their references (the old content's may
-// leak, never the reverse). Before, the writer released the new chunks on
-// the error, or planned the change again on top of itself and dropped
-// them, and the acknowledged-elsewhere file read as 'stale file handle'.
+// chunks the batch installs keep their references. Before 17eeb58 the
+// writer released the new chunks on the error, or planned the change again
+// on top of itself and dropped them, and the file read as 'stale file
+// handle' everywhere.
+//
+// With request IDs (every node but one rolling an upgrade) the outcome is
+// then settled in the background, and the references that outcome frees
+// are released rather than leaked: the replaced content's when the batch
+// applied; the new content's when the batch never did and another change
+// overtook it (lost).
 func TestLateCommitKeepsContent(t *testing.T) {
 	e := newEnv(t)
 	n := e.c.Nodes[1]
@@ -116,8 +177,11 @@ func TestLateCommitKeepsContent(t *testing.T) {
 	}
 	lateSites := webfs.NewSites(c, n.Meta)
 	e.addSite(t, "late.test")
+	var rngMu sync.Mutex
 	rng := rand.New(rand.NewPCG(7, 8))
 	random := func(n int) []byte {
+		rngMu.Lock()
+		defer rngMu.Unlock()
 		b := make([]byte, n)
 		for i := range b {
 			b[i] = byte(rng.Uint32())
@@ -142,66 +206,132 @@ func TestLateCommitKeepsContent(t *testing.T) {
 			return data, err
 		},
 	}
+	type tc struct {
+		op, how string
+		ids     bool
+	}
+	var cases []tc
 	for _, op := range []string{"write", "put", "setcontent"} {
-		for _, how := range []string{ctxEnd, replan} {
-			t.Run(op+"/"+how, func(t *testing.T) {
-				ctx := ctxT(t)
-				s0, err := e.sites(0).Site(ctx, "late.test")
+		for _, ids := range []bool{false, true} {
+			for _, how := range []string{ctxEnd, replan} {
+				cases = append(cases, tc{op, how, ids})
+			}
+		}
+	}
+	// Only a content edit hands settle the chunks it would take over;
+	// PutFile and SetContent leave them leaked when overtaken.
+	cases = append(cases, tc{"write", lost, true})
+	for _, tc := range cases {
+		t.Run(fmt.Sprintf("%s/%s/ids=%v", tc.op, tc.how, tc.ids), func(t *testing.T) {
+			ctx := ctxT(t)
+			s0, err := e.sites(0).Site(ctx, "late.test")
+			if err != nil {
+				t.Fatal(err)
+			}
+			old := random(200 << 10)
+			a, err := s0.PutFile(ctx, webfs.RootIno, "tmp", bytes.NewReader(old), webfs.NewAttr{Mode: 0o644})
+			if err != nil {
+				t.Fatal(err)
+			}
+			name := fmt.Sprint(a.Ino)
+			if err := s0.Rename(ctx, webfs.RootIno, "tmp", webfs.RootIno, name); err != nil {
+				t.Fatal(err)
+			}
+			ls, err := lateSites.Site(ctx, "late.test")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := ls.Sync(ctx); err != nil {
+				t.Fatal(err)
+			}
+			late.arm(tc.how, tc.ids)
+			ectx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			want, err := edits[tc.op](ectx, ls, a.Ino, old)
+			cancel()
+			switch {
+			case tc.ids && tc.how == replan:
+				// Sent again under its ID, the batch gets its first answer.
 				if err != nil {
+					t.Errorf("edit: %v", err)
+				}
+			case err == nil:
+				t.Error("the edit succeeded although its batch's outcome was unknown")
+			default:
+				t.Logf("edit: %v", err)
+			}
+			if tc.how == lost {
+				// Another writer overtakes the lost batch, which then
+				// aborts when settle sends it again.
+				want = random(100 << 10)
+				if _, err := s0.PutFile(ctx, webfs.RootIno, name, bytes.NewReader(want), webfs.NewAttr{Mode: 0o644}); err != nil {
 					t.Fatal(err)
 				}
-				old := random(200 << 10)
-				a, err := s0.PutFile(ctx, webfs.RootIno, "tmp", bytes.NewReader(old), webfs.NewAttr{Mode: 0o644})
+				close(late.hold)
+			} else {
+				<-late.landed
+				late.mu.Lock()
+				err := late.landedErr
+				late.mu.Unlock()
 				if err != nil {
-					t.Fatal(err)
-				}
-				name := fmt.Sprint(a.Ino)
-				if err := s0.Rename(ctx, webfs.RootIno, "tmp", webfs.RootIno, name); err != nil {
-					t.Fatal(err)
-				}
-				ls, err := lateSites.Site(ctx, "late.test")
-				if err != nil {
-					t.Fatal(err)
-				}
-				if err := ls.Sync(ctx); err != nil {
-					t.Fatal(err)
-				}
-				landed := late.arm(how)
-				ectx, cancel := context.WithTimeout(ctx, 2*time.Second)
-				want, err := edits[op](ectx, ls, a.Ino, old)
-				cancel()
-				if err == nil {
-					t.Error("the edit succeeded although its batch's outcome was unknown")
-				} else {
-					t.Logf("edit: %v", err)
-				}
-				if err := <-landed; err != nil {
 					t.Fatalf("the late batch did not commit: %v", err)
 				}
-				for i := range 3 {
-					s, err := e.sites(i).Site(ctx, "late.test")
-					if err != nil {
-						t.Fatal(err)
-					}
-					if err := s.Sync(ctx); err != nil {
-						t.Fatal(err)
-					}
-					ino, st, err := s.Walk(ctx, "/"+name)
-					if err != nil {
-						t.Fatal(err)
-					}
-					got, err := s.ReadAt(ctx, ino, 0, st.Size+1)
-					if err != nil {
-						t.Fatalf("node %d: reading the file after the late commit: %v", i, err)
-					}
-					mustEqual(t, fmt.Sprintf("node %d content", i), got, want)
-					for _, ch := range st.Chunks {
-						if r := e.refs(t, ch.ID); r < 1 {
-							t.Fatalf("chunk %s of the file has %d references", ch.ID, r)
-						}
+			}
+			var final webfs.Attr
+			for i := range 3 {
+				s, err := e.sites(i).Site(ctx, "late.test")
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := s.Sync(ctx); err != nil {
+					t.Fatal(err)
+				}
+				ino, st, err := s.Walk(ctx, "/"+name)
+				if err != nil {
+					t.Fatal(err)
+				}
+				got, err := s.ReadAt(ctx, ino, 0, st.Size+1)
+				if err != nil {
+					t.Fatalf("node %d: reading the file after the late commit: %v", i, err)
+				}
+				mustEqual(t, fmt.Sprintf("node %d content", i), got, want)
+				for _, ch := range st.Chunks {
+					if r := e.refs(t, ch.ID); r < 1 {
+						t.Fatalf("chunk %s of the file has %d references", ch.ID, r)
 					}
 				}
-			})
-		}
+				final = st
+			}
+			if !tc.ids {
+				return // the unsettled references leak
+			}
+			inUse := map[webfs.ObjectID]bool{}
+			for _, ch := range final.Chunks {
+				inUse[ch.ID] = true
+			}
+			var freed []webfs.ObjectID
+			switch tc.how {
+			case lost:
+				late.mu.Lock()
+				for _, id := range late.puts {
+					freed = append(freed, webfs.ObjectID(id))
+				}
+				late.mu.Unlock()
+				if len(freed) == 0 {
+					t.Fatal("the edit stored no chunk")
+				}
+			default:
+				for _, ch := range a.Chunks {
+					freed = append(freed, ch.ID)
+				}
+			}
+			for _, id := range freed {
+				if inUse[id] {
+					continue
+				}
+				eventually(t, fmt.Sprintf("object %s, no longer used, still has references", id), func() bool {
+					return e.refs(t, id) == 0
+				})
+			}
+		})
 	}
 }
