@@ -176,6 +176,14 @@ func (c *Cluster) Put(ctx context.Context, data []byte) (storage.BlobID, error) 
 		if err != nil {
 			return storage.BlobID{}, err
 		}
+		if res.Revived {
+			// Its last reference went just before ours came: a tombstone
+			// is not repaired, so make it whole as the full path does.
+			if err := c.reviveRepair(ctx, res.Object); err != nil {
+				return storage.BlobID{}, err
+			}
+			return id, nil
+		}
 		if !res.Created {
 			return id, nil
 		}
