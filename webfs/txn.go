@@ -191,7 +191,16 @@ func (s *Sites) update(ctx context.Context, plan func(t *txn) error) error {
 			// say) would pass for this one, and both would drop.
 			var u *replica.UnknownOutcomeError
 			if errors.As(err, &u) {
-				go s.settle(u, t.drop, t.take)
+				select {
+				case s.settling <- struct{}{}:
+					go func() {
+						defer func() { <-s.settling }()
+						s.settle(u, t.drop, t.take)
+					}()
+				default:
+					s.Log.Warn("webfs: too many metadata changes of unknown outcome being settled; this one's content references leak",
+						"dropped", len(t.drop), "taken", len(t.take))
+				}
 			}
 			return &unknownOutcomeError{err: err}
 		}
@@ -206,8 +215,12 @@ func (s *Sites) update(ctx context.Context, plan func(t *txn) error) error {
 }
 
 // settleFor bounds how long settle keeps asking how a batch of unknown
-// outcome ended (well inside meta.RequestWindow).
-const settleFor = 2 * time.Minute
+// outcome ended (well inside meta.RequestWindow); maxSettling bounds how
+// many batches (and so how much memory) are being settled at once.
+const (
+	settleFor   = 2 * time.Minute
+	maxSettling = 256
+)
 
 // settle finds out, in the background, how a batch of unknown outcome
 // ended and releases the references that outcome frees: those the batch
