@@ -17,6 +17,9 @@ type RefAudit struct {
 	Inodes  int64 // inodes examined
 	Chunks  int64 // chunk references they hold, repeats counted
 	Objects int64 // distinct objects those name
+	// Surplus counts the objects with more references than the site
+	// uses: used elsewhere too (another site, mail), or leaked.
+	Surplus int64
 	// Problems are the objects with fewer references than uses, by ID.
 	Problems []RefProblem
 }
@@ -83,6 +86,8 @@ func (s *Sites) ContentRefs(ctx context.Context, site string) (RefAudit, error) 
 			out.Problems = append(out.Problems, RefProblem{Ino: user[id], Object: id, Used: n, Err: err})
 		case o.Refs < n:
 			out.Problems = append(out.Problems, RefProblem{Ino: user[id], Object: id, Refs: o.Refs, Used: n})
+		case o.Refs > n:
+			out.Surplus++
 		}
 	}
 	slices.SortFunc(out.Problems, func(a, b RefProblem) int { return bytes.Compare(a.Object[:], b.Object[:]) })
@@ -103,7 +108,7 @@ func (a *auditServer) ContentRefs(ctx context.Context, req *pb.SiteRequest) (*pb
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	out := &pb.ContentRefsReply{Inodes: r.Inodes, Chunks: r.Chunks, Objects: r.Objects}
+	out := &pb.ContentRefsReply{Inodes: r.Inodes, Chunks: r.Chunks, Objects: r.Objects, Surplus: r.Surplus}
 	for i, p := range r.Problems {
 		if i >= maxProblems {
 			out.MoreProblems = int64(len(r.Problems) - i)

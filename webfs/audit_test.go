@@ -54,8 +54,18 @@ func TestContentRefs(t *testing.T) {
 		return r
 	}
 	r := audit()
-	if r.Inodes != 5 || r.Chunks != 3 || r.Objects != 2 || len(r.Problems) != 0 {
+	if r.Inodes != 5 || r.Chunks != 3 || r.Objects != 2 || len(r.Problems) != 0 || r.Surplus != 0 {
 		t.Fatalf("healthy site: %v", r)
+	}
+	// A reference the site does not use (a leak, or another user).
+	if _, err := e.c.Nodes[1].Cluster.Put(ctx, own); err != nil {
+		t.Fatal(err)
+	}
+	if r = audit(); r.Surplus != 1 || len(r.Problems) != 0 {
+		t.Fatalf("with a surplus reference: %v", r)
+	}
+	if err := e.c.Nodes[0].Cluster.Delete(ctx, [32]byte(chunks[2])); err != nil {
+		t.Fatal(err)
 	}
 	// Drop a reference the tree still counts on, as a double release would.
 	for _, id := range []webfs.ObjectID{chunks[0], chunks[2]} {

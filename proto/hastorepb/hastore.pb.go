@@ -3906,7 +3906,10 @@ type ContentRefsReply struct {
 	// problems are the objects short of references (at most 100).
 	Problems []*RefProblem `protobuf:"bytes,4,rep,name=problems,proto3" json:"problems,omitempty"`
 	// more_problems is how many problems were left out of problems.
-	MoreProblems  int64 `protobuf:"varint,5,opt,name=more_problems,json=moreProblems,proto3" json:"more_problems,omitempty"`
+	MoreProblems int64 `protobuf:"varint,5,opt,name=more_problems,json=moreProblems,proto3" json:"more_problems,omitempty"`
+	// surplus is how many of the objects hold more references than the
+	// site uses: used elsewhere too (another site, mail), or leaked.
+	Surplus       int64 `protobuf:"varint,6,opt,name=surplus,proto3" json:"surplus,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3972,6 +3975,13 @@ func (x *ContentRefsReply) GetProblems() []*RefProblem {
 func (x *ContentRefsReply) GetMoreProblems() int64 {
 	if x != nil {
 		return x.MoreProblems
+	}
+	return 0
+}
+
+func (x *ContentRefsReply) GetSurplus() int64 {
+	if x != nil {
+		return x.Surplus
 	}
 	return 0
 }
@@ -4322,13 +4332,14 @@ const file_hastore_proto_rawDesc = "" +
 	"\bdisabled\x18\x05 \x01(\bR\bdisabled\x12*\n" +
 	"\x11created_unix_nano\x18\x06 \x01(\x03R\x0fcreatedUnixNano\"D\n" +
 	"\x12ListMailUsersReply\x12.\n" +
-	"\x05users\x18\x01 \x03(\v2\x18.hastore.v1.MailUserInfoR\x05users\"\xb5\x01\n" +
+	"\x05users\x18\x01 \x03(\v2\x18.hastore.v1.MailUserInfoR\x05users\"\xcf\x01\n" +
 	"\x10ContentRefsReply\x12\x16\n" +
 	"\x06inodes\x18\x01 \x01(\x03R\x06inodes\x12\x16\n" +
 	"\x06chunks\x18\x02 \x01(\x03R\x06chunks\x12\x18\n" +
 	"\aobjects\x18\x03 \x01(\x03R\aobjects\x122\n" +
 	"\bproblems\x18\x04 \x03(\v2\x16.hastore.v1.RefProblemR\bproblems\x12#\n" +
-	"\rmore_problems\x18\x05 \x01(\x03R\fmoreProblems\"t\n" +
+	"\rmore_problems\x18\x05 \x01(\x03R\fmoreProblems\x12\x18\n" +
+	"\asurplus\x18\x06 \x01(\x03R\asurplus\"t\n" +
 	"\n" +
 	"RefProblem\x12\x10\n" +
 	"\x03ino\x18\x01 \x01(\x04R\x03ino\x12\x16\n" +

@@ -94,7 +94,8 @@ func auditNode(nd *node, problems map[string]string) (string, error) {
 			problems[id] = d
 		}
 	}
-	line := fmt.Sprintf("%s: %d inodes, %d chunk references to %d objects, %d short", nd.id, r.Inodes, r.Chunks, r.Objects, len(r.Problems)+int(r.MoreProblems))
+	line := fmt.Sprintf("%s: %d inodes, %d chunk references to %d objects, %d short, %d with surplus references (leaked)",
+		nd.id, r.Inodes, r.Chunks, r.Objects, len(r.Problems)+int(r.MoreProblems), r.Surplus)
 	if r.MoreProblems > 0 {
 		problems[fmt.Sprintf("~more on %s", nd.id)] = fmt.Sprintf("%d more on %s not listed", r.MoreProblems, nd.id)
 	}
