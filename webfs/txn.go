@@ -19,8 +19,11 @@ import (
 // txn read — value for value, or absence — and then writes. If anything it
 // read changed in between, the batch aborts as a whole and the txn is
 // planned again on fresh state. Because every key written was read (and so
-// checked), two proposals of the same txn can never both apply: retrying
-// after an unknown outcome is safe. This makes each mutation serializable.
+// checked), two proposals of the same txn can never both apply, and a late
+// one cannot apply stale. This makes each mutation serializable. Planning
+// it again after an unknown outcome is NOT safe, though: the second plan
+// may build on the first one's late commit and drop what it installed
+// (see update).
 type txn struct {
 	md     MetaReader
 	reads  map[tkey]readVal
@@ -135,7 +138,10 @@ const maxAttempts = 40
 // it: if what plan read has changed meanwhile, or this node may be behind
 // the cluster, it plans again first, so that ENOENT or EEXIST is never the
 // artefact of a stale replica. After the commit the txn's dropped object
-// references are released.
+// references are released. If the commit's outcome is unknown (ctx ended
+// first) update returns an error for which outcomeKnown is false: the
+// caller must then release nothing, and the references are settled in the
+// background (those in t.drop if the batch applied, those in t.take if not).
 func (s *Sites) update(ctx context.Context, plan func(t *txn) error) error {
 	caughtUp := false
 	wait := time.Millisecond
