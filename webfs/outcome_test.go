@@ -36,7 +36,10 @@ type lateProposer struct {
 	held       meta.Command  // lost: sending this batch again waits for hold
 	hold       chan struct{} // closed by the test
 	puts       []storage.BlobID
-	settledErr error
+	// skip is how many batches pass before the armed one; before runs
+	// (once) just before the delayed batch's caller gets its error.
+	skip   int
+	before func()
 }
 
 // Timings of the delayed batch.
@@ -62,7 +65,7 @@ func (p *lateProposer) RequestIDs() bool {
 func (p *lateProposer) arm(how string, ids bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.armed, p.ids, p.held, p.puts = how, ids, nil, nil
+	p.armed, p.ids, p.held, p.puts, p.skip, p.before = how, ids, nil, nil, 0, nil
 	p.next, p.landed, p.hold = make(chan struct{}), make(chan struct{}), make(chan struct{})
 	if how == lost {
 		p.next = nil
@@ -90,6 +93,11 @@ func (p *lateProposer) Propose(ctx context.Context, cmd meta.Command) (meta.Resu
 	p.mu.Lock()
 	how, next, landed, held, hold := p.armed, p.next, p.landed, p.held, p.hold
 	_, isBatch := cmd.(meta.Batch)
+	if isBatch && how != "" && p.skip > 0 {
+		p.skip--
+		p.mu.Unlock()
+		return p.n.Cluster.Propose(ctx, cmd)
+	}
 	if isBatch && how != "" {
 		p.armed = ""
 		if how == lost {
@@ -110,6 +118,13 @@ func (p *lateProposer) Propose(ctx context.Context, cmd meta.Command) (meta.Resu
 		return meta.Result{}, fmt.Errorf("forwarding the proposal: %w", ctx.Err())
 	case replan:
 		p.land(ctx, cmd, next, 300*time.Millisecond)
+		p.mu.Lock()
+		before := p.before
+		p.before = nil
+		p.mu.Unlock()
+		if before != nil {
+			before()
+		}
 		return meta.Result{}, errors.New("forwarding the proposal: connection reset")
 	case lost:
 		<-ctx.Done()
@@ -333,5 +348,62 @@ func TestLateCommitKeepsContent(t *testing.T) {
 				})
 			}
 		})
+	}
+}
+
+// TestDelSiteTwiceDropsOnce: a site deleted from two nodes at once — the
+// first node's batch of tree records is in flight, its outcome unknown,
+// when the second node deletes the same records — drops each content
+// reference once. Identical content in another site, stored once with two
+// references, stays readable. Before, the first node took "its deletions
+// are visible" for "its batch applied" and dropped the references again.
+func TestDelSiteTwiceDropsOnce(t *testing.T) {
+	e := newEnv(t)
+	ctx := ctxT(t)
+	n := e.c.Nodes[1]
+	late := &lateProposer{n: n}
+	c, err := replica.NewCluster(n.ID(), n.Meta, late, n.Peers, n.Health, replica.Options{Scheme: n.Cluster.Scheme()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lateSites := webfs.NewSites(c, n.Meta)
+	data := bytes.Repeat([]byte("the same page in two sites "), 2000)
+	for _, name := range []string{"gone.test", "kept.test"} {
+		s := e.addSite(t, name)
+		if _, err := s.PutFile(ctx, webfs.RootIno, "index.html", bytes.NewReader(data), webfs.NewAttr{Mode: 0o644}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := lateSites.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	late.arm(replan, false)
+	late.mu.Lock()
+	late.skip = 1 // the registry change; then the tree records' batch
+	late.before = func() {
+		if err := e.sites(0).DelSite(ctx, "gone.test"); err != nil {
+			t.Errorf("deleting the site from node 0: %v", err)
+		}
+	}
+	late.mu.Unlock()
+	err = lateSites.DelSite(ctx, "gone.test")
+	t.Logf("deleting the site from node 1: %v", err)
+	<-late.landed
+	kept, err := e.sites(2).Site(ctx, "kept.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := kept.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	r, err := e.sites(2).ContentRefs(ctx, "kept.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Problems) != 0 || r.Objects != 1 {
+		t.Errorf("kept.test after deleting gone.test twice: %+v", r)
+	}
+	if got, err := read(ctx, kept, "/index.html"); err != nil || got != string(data) {
+		t.Errorf("kept.test/index.html: %d bytes, %v", len(got), err)
 	}
 }
