@@ -139,6 +139,8 @@ type Cluster struct {
 	health *Health
 	log    *slog.Logger
 	repair *repairer
+	// orphans bounds the failed puts whose reference is being settled.
+	orphans chan struct{}
 }
 
 // NewCluster returns the data path of node self.
@@ -149,7 +151,8 @@ func NewCluster(self string, md Metadata, prop Proposer, peers Peers, health *He
 	}
 	c := &Cluster{
 		self: self, opt: opt, meta: md, prop: prop, peers: peers, health: health, log: opt.Logger,
-		codec: storage.Codec{Scheme: opt.Scheme, SmallObject: opt.SmallObject},
+		codec:   storage.Codec{Scheme: opt.Scheme, SmallObject: opt.SmallObject},
+		orphans: make(chan struct{}, 256),
 	}
 	c.repair = newRepairer(c)
 	return c, nil
@@ -172,7 +175,7 @@ func (c *Cluster) Put(ctx context.Context, data []byte) (storage.BlobID, error) 
 		// cannot be purged before this proposal lands (that takes a DecRef
 		// and a whole grace period), so its shards are there. A tombstone
 		// takes the full path: its shards may be going.
-		res, err := c.propose(ctx, meta.PutObject{Object: o, Now: now.UnixNano()})
+		res, err := c.proposeRef(ctx, meta.PutObject{Object: o, Now: now.UnixNano()})
 		if err != nil {
 			return storage.BlobID{}, err
 		}
@@ -199,10 +202,10 @@ func (c *Cluster) Put(ctx context.Context, data []byte) (storage.BlobID, error) 
 	if err != nil {
 		return storage.BlobID{}, err
 	}
-	res, err := c.propose(ctx, meta.PutObject{Object: obj, Now: now.UnixNano()})
+	res, err := c.proposeRef(ctx, meta.PutObject{Object: obj, Now: now.UnixNano()})
 	if err != nil {
 		// The shards are orphans now; the collector removes them after
-		// the grace period.
+		// the grace period (the reference, if taken, is dropped again).
 		return storage.BlobID{}, fmt.Errorf("committing object %s: %w", id, err)
 	}
 	if res.Revived {
@@ -220,6 +223,47 @@ func (c *Cluster) Put(ctx context.Context, data []byte) (storage.BlobID, error) 
 		c.repair.enqueue(id)
 	}
 	return id, nil
+}
+
+// proposeRef proposes the PutObject of a Put. When its outcome is unknown
+// Put fails, so a reference it may still take belongs to no one: it is
+// settled in the background and dropped again if it was taken (a leak
+// otherwise — the caller, told the put failed, never releases it).
+func (c *Cluster) proposeRef(ctx context.Context, cmd meta.PutObject) (meta.Result, error) {
+	ided, ok := c.prop.(RequestIDProposer)
+	if !ok || !ided.RequestIDs() {
+		return c.propose(ctx, cmd)
+	}
+	rid := newRequestID(ctx)
+	res, err := c.propose(WithRequestID(ctx, rid), cmd)
+	if err != nil && !Judged(err) {
+		go c.dropOrphanRef(&UnknownOutcomeError{ID: rid, cmd: cmd, err: err})
+	}
+	return res, err
+}
+
+// dropOrphanRef settles the PutObject of a failed Put and, if it took a
+// reference, drops it.
+func (c *Cluster) dropOrphanRef(u *UnknownOutcomeError) {
+	id := u.cmd.(meta.PutObject).Object.ID
+	select {
+	case c.orphans <- struct{}{}:
+		defer func() { <-c.orphans }()
+	default:
+		c.log.Warn("too many failed puts being settled; this one's reference may leak", "object", id)
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if _, err := c.Settle(ctx, u); err != nil {
+		if !Judged(err) {
+			c.log.Warn("a failed put's reference: outcome still unknown; it may leak", "object", id, "err", err)
+		}
+		return
+	}
+	if err := c.Delete(ctx, id); err != nil {
+		c.log.Warn("a failed put's reference could not be dropped; it leaks", "object", id, "err", err)
+	}
 }
 
 // reviveRepair rebuilds the shards of a revived object that are unplaced
@@ -483,8 +527,13 @@ func (c *Cluster) ProposeOnce(ctx context.Context, cmd meta.Command) (meta.Resul
 		}
 		return res, err
 	}
-	return c.proposeAs(ctx, meta.NewRequestID(), cmd)
+	return c.proposeAs(ctx, newRequestID(ctx), cmd)
 }
+
+// newRequestID returns the ID for a proposal that may be sent again: the
+// next one derived from the logical call ctx names (so that a client
+// repeating the whole call still applies it once), else a new one.
+func newRequestID(ctx context.Context) meta.RequestID { return requestIDFor(ctx) }
 
 // proposeAs sends cmd under request ID id until a verdict or ctx ends.
 func (c *Cluster) proposeAs(ctx context.Context, id meta.RequestID, cmd meta.Command) (meta.Result, error) {

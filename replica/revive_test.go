@@ -3,10 +3,14 @@ package replica
 import (
 	"bytes"
 	"context"
+	"errors"
 	"slices"
+	"sync"
 	"testing"
+	"time"
 
 	"hastore/replica/meta"
+	"hastore/replica/transport"
 	"hastore/storage"
 )
 
@@ -68,6 +72,98 @@ func TestDedupPutRevivesTombstone(t *testing.T) {
 	}
 	got, err := c.Get(ctx, id)
 	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("read back: %v", err)
+	}
+}
+
+// idProposer is fakeCluster's proposer with request IDs: a repeat of an ID
+// gets the first answer. loseNext answers to PutObject are lost after the
+// command applied (a leader that committed, then lost its connection).
+type idProposer struct {
+	*fakeCluster
+	idMu     sync.Mutex
+	seen     map[meta.RequestID]meta.Result
+	loseNext int
+}
+
+func (p *idProposer) RequestIDs() bool { return true }
+
+func (p *idProposer) Propose(ctx context.Context, cmd meta.Command) (meta.Result, error) {
+	base, seq, ok := transport.NextRequestID(ctx)
+	if !ok {
+		return p.fakeCluster.Propose(ctx, cmd)
+	}
+	id := meta.RequestID(base).Sub(seq)
+	p.idMu.Lock()
+	if r, ok := p.seen[id]; ok {
+		p.idMu.Unlock()
+		return r, r.Err()
+	}
+	_, isPut := cmd.(meta.PutObject)
+	lose := isPut && p.loseNext > 0
+	if lose {
+		p.loseNext--
+	}
+	p.idMu.Unlock()
+	res, err := p.fakeCluster.Propose(ctx, cmd)
+	if err == nil {
+		p.idMu.Lock()
+		p.seen[id] = res
+		p.idMu.Unlock()
+	}
+	if lose {
+		return meta.Result{}, errors.New("connection to the leader reset")
+	}
+	return res, err
+}
+
+// A put whose reference was taken but whose answer was lost fails, and
+// the reference it took — the caller's to drop, had it known — is settled
+// and dropped in the background instead of leaking: both for new content
+// and for content already stored.
+func TestFailedPutDropsItsReference(t *testing.T) {
+	f := newFakeCluster(3)
+	p := &idProposer{fakeCluster: f, seen: map[meta.RequestID]meta.Result{}}
+	h := NewHealth("n1", f, f, nil)
+	h.ProbeAll(context.Background())
+	c, err := NewCluster("n1", f, p, f, h, Options{Scheme: storage.Scheme{K: 2, M: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	refs := func(id storage.BlobID) int64 {
+		o, _, _ := f.Object(id)
+		return o.Refs
+	}
+	waitRefs := func(id storage.BlobID, want int64) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); refs(id) != want; time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("object %s: %d references, want %d", id, refs(id), want)
+			}
+		}
+	}
+	data := bytes.Repeat([]byte("lost answer "), 20000)
+	p.loseNext = 1
+	if _, err := c.Put(ctx, data); err == nil {
+		t.Fatal("a put whose answer was lost succeeded")
+	}
+	id, _, err := c.codec.Encode(data, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitRefs(id, 0)
+	// Known content: the put only adds a reference.
+	if _, err := c.Put(ctx, data); err != nil {
+		t.Fatal(err)
+	}
+	waitRefs(id, 1)
+	p.loseNext = 1
+	if _, err := c.Put(ctx, data); err == nil {
+		t.Fatal("a put whose answer was lost succeeded")
+	}
+	waitRefs(id, 1)
+	if got, err := c.Get(ctx, id); err != nil || !bytes.Equal(got, data) {
 		t.Fatalf("read back: %v", err)
 	}
 }
