@@ -513,11 +513,13 @@ func (c *Cluster) Propose(ctx context.Context, cmd meta.Command) (meta.Result, e
 // command goes out under one request ID and, after an answer that is not a
 // verdict, is sent again under that same ID — the state machine applies
 // an ID once and answers a repeat with the first result — until a verdict
-// comes back or ctx ends. An error wrapping meta.ErrUnknownOutcome (an
-// *UnknownOutcomeError) means ctx ended first (or this node proposes bare
-// commands, see Config.NoRequestIDs, and the one try was lost): the
-// command may still apply, so the caller must neither redo it nor undo
-// what it would use — until Settle tells how it ended.
+// comes back, ctx ends or proposeOnceBound passes (a caller without a
+// deadline is not held for as long as the cluster has no leader). An
+// error wrapping meta.ErrUnknownOutcome (an *UnknownOutcomeError) means
+// that happened first (or this node proposes bare commands, see
+// Config.NoRequestIDs, and the one try was lost): the command may still
+// apply, so the caller must neither redo it nor undo what it would use —
+// until Settle tells how it ended.
 func (c *Cluster) ProposeOnce(ctx context.Context, cmd meta.Command) (meta.Result, error) {
 	ided, ok := c.prop.(RequestIDProposer)
 	if !ok || !ided.RequestIDs() {
@@ -527,8 +529,14 @@ func (c *Cluster) ProposeOnce(ctx context.Context, cmd meta.Command) (meta.Resul
 		}
 		return res, err
 	}
+	ctx, cancel := context.WithTimeout(ctx, proposeOnceBound)
+	defer cancel()
 	return c.proposeAs(ctx, newRequestID(ctx), cmd)
 }
+
+// proposeOnceBound is how long ProposeOnce keeps sending a command again:
+// three times the forwarder's own bound, so a leader change or two fit.
+var proposeOnceBound = 3 * proposeBound
 
 // newRequestID returns the ID for a proposal that may be sent again: the
 // next one derived from the logical call ctx names (so that a client

@@ -167,3 +167,30 @@ func TestFailedPutDropsItsReference(t *testing.T) {
 		t.Fatalf("read back: %v", err)
 	}
 }
+
+// unsureProposer applies nothing and never gives a verdict (a cluster
+// without a leader).
+type unsureProposer struct{ *fakeCluster }
+
+func (unsureProposer) RequestIDs() bool { return true }
+func (unsureProposer) Propose(ctx context.Context, cmd meta.Command) (meta.Result, error) {
+	return meta.Result{}, errors.New("no leader")
+}
+
+// ProposeOnce gives up after its bound even for a caller without a
+// deadline, with an error of unknown outcome that Settle can take up.
+func TestProposeOnceBounded(t *testing.T) {
+	defer func(d time.Duration) { proposeOnceBound = d }(proposeOnceBound)
+	proposeOnceBound = 300 * time.Millisecond
+	f := newFakeCluster(3)
+	h := NewHealth("n1", f, f, nil)
+	c, err := NewCluster("n1", f, unsureProposer{f}, f, h, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.ProposeOnce(context.Background(), meta.DecRef{ID: storage.BlobID{1}, Now: 1})
+	var u *UnknownOutcomeError
+	if !errors.As(err, &u) || u.ID.IsZero() || !errors.Is(err, meta.ErrUnknownOutcome) {
+		t.Fatalf("got %v, want an unknown outcome with a request ID", err)
+	}
+}
