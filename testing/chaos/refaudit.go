@@ -37,9 +37,7 @@ func (s *state) auditRefs(v *verdict) {
 		v.Errors = append(v.Errors, fmt.Sprintf("reference audit: no node answered: %v", errs))
 		return
 	}
-	for _, e := range errs {
-		v.RefAudit = append(v.RefAudit, e)
-	}
+	v.RefAudit = append(v.RefAudit, errs...)
 	v.RefProblems = len(problems)
 	keys := make([]string, 0, len(problems))
 	for k := range problems {
