@@ -140,6 +140,8 @@ type Cluster struct {
 	health *Health
 	log    *slog.Logger
 	repair *repairer
+	// orphans bounds the failed puts whose reference is being settled.
+	orphans chan struct{}
 }
 
 // NewCluster returns the data path of node self.
@@ -150,7 +152,8 @@ func NewCluster(self string, md Metadata, prop Proposer, peers Peers, health *He
 	}
 	c := &Cluster{
 		self: self, opt: opt, meta: md, prop: prop, peers: peers, health: health, log: opt.Logger,
-		codec: storage.Codec{Scheme: opt.Scheme, SmallObject: opt.SmallObject},
+		codec:   storage.Codec{Scheme: opt.Scheme, SmallObject: opt.SmallObject},
+		orphans: make(chan struct{}, 256),
 	}
 	c.repair = newRepairer(c)
 	return c, nil
@@ -171,9 +174,17 @@ func (c *Cluster) put(ctx context.Context, data []byte) (storage.BlobID, error) 
 		// cannot be purged before this proposal lands (that takes a DecRef
 		// and a whole grace period), so its shards are there. A tombstone
 		// takes the full path: its shards may be going.
-		res, err := c.propose(ctx, meta.PutObject{Object: o, Now: now.UnixNano()})
+		res, err := c.proposeRef(ctx, meta.PutObject{Object: o, Now: now.UnixNano()})
 		if err != nil {
 			return storage.BlobID{}, err
+		}
+		if res.Revived {
+			// Its last reference went just before ours came: a tombstone
+			// is not repaired, so make it whole as the full path does.
+			if err := c.reviveRepair(ctx, res.Object); err != nil {
+				return storage.BlobID{}, err
+			}
+			return id, nil
 		}
 		if !res.Created {
 			return id, nil
@@ -190,10 +201,10 @@ func (c *Cluster) put(ctx context.Context, data []byte) (storage.BlobID, error) 
 	if err != nil {
 		return storage.BlobID{}, err
 	}
-	res, err := c.propose(ctx, meta.PutObject{Object: obj, Now: now.UnixNano()})
+	res, err := c.proposeRef(ctx, meta.PutObject{Object: obj, Now: now.UnixNano()})
 	if err != nil {
 		// The shards are orphans now; the collector removes them after
-		// the grace period.
+		// the grace period (the reference, if taken, is dropped again).
 		return storage.BlobID{}, fmt.Errorf("committing object %s: %w", id, err)
 	}
 	if res.Revived {
@@ -211,6 +222,47 @@ func (c *Cluster) put(ctx context.Context, data []byte) (storage.BlobID, error) 
 		c.repair.enqueue(id)
 	}
 	return id, nil
+}
+
+// proposeRef proposes the PutObject of a Put. When its outcome is unknown
+// Put fails, so a reference it may still take belongs to no one: it is
+// settled in the background and dropped again if it was taken (a leak
+// otherwise — the caller, told the put failed, never releases it).
+func (c *Cluster) proposeRef(ctx context.Context, cmd meta.PutObject) (meta.Result, error) {
+	ided, ok := c.prop.(RequestIDProposer)
+	if !ok || !ided.RequestIDs() {
+		return c.propose(ctx, cmd)
+	}
+	rid := newRequestID(ctx)
+	res, err := c.propose(WithRequestID(ctx, rid), cmd)
+	if err != nil && !Judged(err) {
+		go c.dropOrphanRef(&UnknownOutcomeError{ID: rid, cmd: cmd, err: err})
+	}
+	return res, err
+}
+
+// dropOrphanRef settles the PutObject of a failed Put and, if it took a
+// reference, drops it.
+func (c *Cluster) dropOrphanRef(u *UnknownOutcomeError) {
+	id := u.cmd.(meta.PutObject).Object.ID
+	select {
+	case c.orphans <- struct{}{}:
+		defer func() { <-c.orphans }()
+	default:
+		c.log.Warn("too many failed puts being settled; this one's reference may leak", "object", id)
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if _, err := c.Settle(ctx, u); err != nil {
+		if !Judged(err) {
+			c.log.Warn("a failed put's reference: outcome still unknown; it may leak", "object", id, "err", err)
+		}
+		return
+	}
+	if err := c.Delete(ctx, id); err != nil {
+		c.log.Warn("a failed put's reference could not be dropped; it leaks", "object", id, "err", err)
+	}
 }
 
 // reviveRepair rebuilds the shards of a revived object that are unplaced
@@ -460,20 +512,38 @@ func (c *Cluster) Propose(ctx context.Context, cmd meta.Command) (meta.Result, e
 // command goes out under one request ID and, after an answer that is not a
 // verdict, is sent again under that same ID — the state machine applies
 // an ID once and answers a repeat with the first result — until a verdict
-// comes back or ctx ends. An error wrapping meta.ErrUnknownOutcome means
-// ctx ended first (or this node proposes bare commands, see
+// comes back, ctx ends or proposeOnceBound passes (a caller without a
+// deadline is not held for as long as the cluster has no leader). An
+// error wrapping meta.ErrUnknownOutcome (an *UnknownOutcomeError) means
+// that happened first (or this node proposes bare commands, see
 // Config.NoRequestIDs, and the one try was lost): the command may still
-// apply, so the caller must neither redo it nor undo what it would use.
+// apply, so the caller must neither redo it nor undo what it would use —
+// until Settle tells how it ended.
 func (c *Cluster) ProposeOnce(ctx context.Context, cmd meta.Command) (meta.Result, error) {
-	ided, ok := c.prop.(interface{ requestIDs() bool })
-	if !ok || !ided.requestIDs() {
+	ided, ok := c.prop.(RequestIDProposer)
+	if !ok || !ided.RequestIDs() {
 		res, err := c.propose(ctx, cmd)
 		if err != nil && !Judged(err) {
-			err = fmt.Errorf("%w: %w", meta.ErrUnknownOutcome, err)
+			err = &UnknownOutcomeError{cmd: cmd, err: err}
 		}
 		return res, err
 	}
-	id := meta.NewRequestID()
+	ctx, cancel := context.WithTimeout(ctx, proposeOnceBound)
+	defer cancel()
+	return c.proposeAs(ctx, newRequestID(ctx), cmd)
+}
+
+// proposeOnceBound is how long ProposeOnce keeps sending a command again:
+// three times the forwarder's own bound, so a leader change or two fit.
+var proposeOnceBound = 3 * proposeBound
+
+// newRequestID returns the ID for a proposal that may be sent again: the
+// next one derived from the logical call ctx names (so that a client
+// repeating the whole call still applies it once), else a new one.
+func newRequestID(ctx context.Context) meta.RequestID { return requestIDFor(ctx) }
+
+// proposeAs sends cmd under request ID id until a verdict or ctx ends.
+func (c *Cluster) proposeAs(ctx context.Context, id meta.RequestID, cmd meta.Command) (meta.Result, error) {
 	delay := 50 * time.Millisecond
 	for {
 		// A fresh context naming id makes the first (and only) proposal
@@ -483,17 +553,59 @@ func (c *Cluster) ProposeOnce(ctx context.Context, cmd meta.Command) (meta.Resul
 			return res, err
 		}
 		if ctx.Err() != nil {
-			return res, fmt.Errorf("%w: request %s: %w", meta.ErrUnknownOutcome, id, err)
+			return res, &UnknownOutcomeError{ID: id, cmd: cmd, err: err}
 		}
 		c.log.Debug("proposal outcome unknown; sending the same request again", "request", id, "err", err)
 		select {
 		case <-ctx.Done():
-			return res, fmt.Errorf("%w: request %s: %w", meta.ErrUnknownOutcome, id, err)
+			return res, &UnknownOutcomeError{ID: id, cmd: cmd, err: err}
 		case <-time.After(delay):
 		}
 		delay = min(2*delay, time.Second)
 	}
 }
+
+// Settle finds out how a proposal of unknown outcome ended by sending the
+// same request again until a verdict comes back or ctx ends: nil if it
+// applied (now, if it had never reached a leader: a command that checks
+// what it changes, like an atomic meta.Batch, cannot apply stale), a
+// verdict (Judged) if it did not, or another *UnknownOutcomeError. A
+// proposal sent without a request ID cannot be settled: Settle returns
+// its error at once.
+func (c *Cluster) Settle(ctx context.Context, u *UnknownOutcomeError) (meta.Result, error) {
+	if u.ID.IsZero() {
+		return meta.Result{}, u
+	}
+	return c.proposeAs(ctx, u.ID, u.cmd)
+}
+
+// RequestIDProposer is a Proposer that proposes under the request ID its
+// context names (WithRequestID), so that sending a command again with the
+// same ID applies it at most once. RequestIDs reports whether it does so
+// now (a node may be configured to propose bare commands).
+type RequestIDProposer interface {
+	Proposer
+	RequestIDs() bool
+}
+
+// UnknownOutcomeError is the error of a proposal that may or may not have
+// applied (ProposeOnce); errors.Is(err, meta.ErrUnknownOutcome) holds.
+type UnknownOutcomeError struct {
+	// ID is the request ID it went out under; zero if it went out bare,
+	// and then it cannot be settled.
+	ID  meta.RequestID
+	cmd meta.Command
+	err error
+}
+
+func (e *UnknownOutcomeError) Error() string {
+	if e.ID.IsZero() {
+		return fmt.Sprintf("%v: %v", meta.ErrUnknownOutcome, e.err)
+	}
+	return fmt.Sprintf("%v: request %s: %v", meta.ErrUnknownOutcome, e.ID, e.err)
+}
+
+func (e *UnknownOutcomeError) Unwrap() []error { return []error{meta.ErrUnknownOutcome, e.err} }
 
 // Judged reports whether err from Propose is a verdict on the command
 // (not found, conflict, invalid, aborted): it was decided and changed

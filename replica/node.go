@@ -760,9 +760,9 @@ func (f *forwarder) Propose(ctx context.Context, cmd meta.Command) (meta.Result,
 	}
 }
 
-// requestIDs reports whether this node wraps proposals in request
+// RequestIDs reports whether this node wraps proposals in request
 // envelopes, so that sending one again cannot apply it twice.
-func (f *forwarder) requestIDs() bool { return !f.n.cfg.NoRequestIDs }
+func (f *forwarder) RequestIDs() bool { return !f.n.cfg.NoRequestIDs }
 
 // WithRequestID returns ctx naming one logical call: the proposals a node
 // makes with it take request IDs derived from id and their order within

@@ -274,6 +274,7 @@ func (s *Site) editContent(ctx context.Context, op string, ino uint64, size, off
 					t.drop = append(t.drop, c.ID)
 				}
 			}
+			t.take = nc.acquired
 			nc.apply(&a)
 			mutate(&a, now)
 			s.putInode(t, &a)

@@ -27,9 +27,10 @@ func Register(s grpc.ServiceRegistrar, n *replica.Node) {
 	RegisterSites(s, ForNode(n))
 }
 
-// RegisterSites adds the Sites gRPC service serving sites.
+// RegisterSites adds the Sites and SiteAudit gRPC services serving sites.
 func RegisterSites(s grpc.ServiceRegistrar, sites *Sites) {
 	pb.RegisterSitesServer(s, &server{sites: sites})
+	pb.RegisterSiteAuditServer(s, &auditServer{sites: sites})
 }
 
 var (

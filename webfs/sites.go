@@ -50,6 +50,8 @@ type Sites struct {
 	// not be dropped after a commit). Default: discarded.
 	Log  *slog.Logger
 	sync barrier
+	// settling holds a token per batch of unknown outcome being settled.
+	settling chan struct{}
 
 	mu   sync.Mutex
 	open map[string]*Site
@@ -58,7 +60,8 @@ type Sites struct {
 // NewSites returns the sites of the cluster c whose metadata md reads;
 // on a node, NewSites(n.Cluster, n.Meta).
 func NewSites(c *replica.Cluster, md MetaReader) *Sites {
-	s := &Sites{c: c, md: md, now: time.Now, Log: slog.New(slog.DiscardHandler), open: map[string]*Site{}}
+	s := &Sites{c: c, md: md, now: time.Now, Log: slog.New(slog.DiscardHandler), open: map[string]*Site{},
+		settling: make(chan struct{}, maxSettling)}
 	s.sync.run = c.CatchUp
 	return s
 }

@@ -708,6 +708,7 @@ func (s *Site) SetContent(ctx context.Context, ino uint64, r io.Reader, mtime ti
 			t.drop = append(t.drop, c.ID)
 		}
 		nc.apply(&a)
+		t.take = nc.acquired
 		a.Mtime, a.Ctime = now, now
 		if !mtime.IsZero() {
 			a.Mtime = mtime
@@ -758,6 +759,7 @@ func (s *Site) PutFile(ctx context.Context, parent uint64, name string, r io.Rea
 					t.drop = append(t.drop, c.ID)
 				}
 				nc.apply(&a)
+				t.take = nc.acquired
 				a.Mode = ModeRegular | na.Mode&ModePerm
 				a.Uid, a.Gid = na.Uid, na.Gid
 				a.Mtime, a.Ctime = now, now
@@ -779,6 +781,7 @@ func (s *Site) PutFile(ctx context.Context, parent uint64, name string, r io.Rea
 		}
 		a := newInode(ino, ModeRegular, na, now)
 		nc.apply(&a)
+		t.take = nc.acquired
 		s.putInode(t, &a)
 		s.putDentry(t, parent, name, &a)
 		addEntry(&p, &a, now)

@@ -19,8 +19,11 @@ import (
 // txn read — value for value, or absence — and then writes. If anything it
 // read changed in between, the batch aborts as a whole and the txn is
 // planned again on fresh state. Because every key written was read (and so
-// checked), two proposals of the same txn can never both apply: retrying
-// after an unknown outcome is safe. This makes each mutation serializable.
+// checked), two proposals of the same txn can never both apply, and a late
+// one cannot apply stale. This makes each mutation serializable. Planning
+// it again after an unknown outcome is NOT safe, though: the second plan
+// may build on the first one's late commit and drop what it installed
+// (see update).
 type txn struct {
 	md     MetaReader
 	reads  map[tkey]readVal
@@ -30,6 +33,10 @@ type txn struct {
 	// drop lists object references to release once the txn committed:
 	// chunks of content the txn replaced or deleted.
 	drop []ObjectID
+	// take lists the object references the txn's writes take over from
+	// the caller (new content's chunks): if the txn's outcome is unknown
+	// and it turns out not to have applied, settle releases them.
+	take []ObjectID
 	err  error // a read failed; the plan's outcome is meaningless
 }
 
@@ -120,19 +127,6 @@ func (t *txn) stale() bool {
 	return false
 }
 
-// visible reports whether the txn's writes are all in the local state,
-// i.e. whether a proposal whose outcome is unknown did apply.
-func (t *txn) visible() bool {
-	for _, k := range t.worder {
-		w := t.writes[k]
-		v, ok, err := t.md.TenantGet(k.tenant, k.key)
-		if err != nil || ok == w.del || (ok && !bytes.Equal(v, w.v)) {
-			return false
-		}
-	}
-	return true
-}
-
 // maxAttempts bounds how often a mutation is planned again after losing to
 // concurrent changes; then it fails with EAGAIN.
 const maxAttempts = 40
@@ -144,7 +138,10 @@ const maxAttempts = 40
 // it: if what plan read has changed meanwhile, or this node may be behind
 // the cluster, it plans again first, so that ENOENT or EEXIST is never the
 // artefact of a stale replica. After the commit the txn's dropped object
-// references are released.
+// references are released. If the commit's outcome is unknown (ctx ended
+// first) update returns an error for which outcomeKnown is false: the
+// caller must then release nothing, and the references are settled in the
+// background (those in t.drop if the batch applied, those in t.take if not).
 func (s *Sites) update(ctx context.Context, plan func(t *txn) error) error {
 	caughtUp := false
 	wait := time.Millisecond
@@ -189,12 +186,27 @@ func (s *Sites) update(ctx context.Context, plan func(t *txn) error) error {
 			// Outcome unknown (ctx ended first): the batch may still
 			// apply. Planning it again could apply its effect twice — a
 			// content replacement would then drop the very chunks it
-			// installed — so the txn ends here with an error saying the
-			// outcome is open; the caller keeps every reference the
-			// change may have handed over (a leak, never a loss).
-			if cerr := s.catchUp(ctx); cerr == nil && t.visible() {
-				s.release(t.drop)
-				return nil
+			// installed — and releasing what it drops, or what it would
+			// take over, could free chunks in use. So the txn ends here
+			// with an error saying the outcome is open, the caller keeps
+			// every reference, and settle releases the right ones once
+			// the outcome is known (or they leak: never a loss).
+			//
+			// Not "check whether the writes are visible": another txn
+			// making the same writes (a second DelSite of the same keys,
+			// say) would pass for this one, and both would drop.
+			var u *replica.UnknownOutcomeError
+			if errors.As(err, &u) {
+				select {
+				case s.settling <- struct{}{}:
+					go func() {
+						defer func() { <-s.settling }()
+						s.settle(u, t.drop, t.take)
+					}()
+				default:
+					s.Log.Warn("webfs: too many metadata changes of unknown outcome being settled; this one's content references leak",
+						"dropped", len(t.drop), "taken", len(t.take))
+				}
 			}
 			return &unknownOutcomeError{err: err}
 		}
@@ -205,6 +217,35 @@ func (s *Sites) update(ctx context.Context, plan func(t *txn) error) error {
 		// do not keep colliding.
 		time.Sleep(wait/2 + rand.N(wait))
 		wait = min(2*wait, 50*time.Millisecond)
+	}
+}
+
+// settleFor bounds how long settle keeps asking how a batch of unknown
+// outcome ended (well inside meta.RequestWindow); maxSettling bounds how
+// many batches (and so how much memory) are being settled at once.
+const (
+	settleFor   = 2 * time.Minute
+	maxSettling = 256
+)
+
+// settle finds out, in the background, how a batch of unknown outcome
+// ended and releases the references that outcome frees: those the batch
+// dropped if it applied, those it would have taken over if it did not.
+// Until then (and for ever, if it cannot tell) they leak.
+func (s *Sites) settle(u *replica.UnknownOutcomeError, drop, take []ObjectID) {
+	ctx, cancel := context.WithTimeout(context.Background(), settleFor)
+	defer cancel()
+	_, err := s.c.Settle(ctx, u)
+	switch {
+	case err == nil:
+		s.release(drop)
+	case replica.Judged(err):
+		s.release(take)
+	default:
+		if len(drop)+len(take) > 0 {
+			s.Log.Warn("webfs: outcome of a metadata change still unknown; its content references leak",
+				"dropped", len(drop), "taken", len(take), "err", err)
+		}
 	}
 }
 

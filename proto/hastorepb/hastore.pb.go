@@ -4750,6 +4750,180 @@ func (x *ReleaseRequest) GetIno() uint64 {
 	return 0
 }
 
+// ContentRefsReply is what ContentRefs found.
+type ContentRefsReply struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// inodes is how many inodes were examined.
+	Inodes int64 `protobuf:"varint,1,opt,name=inodes,proto3" json:"inodes,omitempty"`
+	// chunks is how many chunk references they hold (repeats counted).
+	Chunks int64 `protobuf:"varint,2,opt,name=chunks,proto3" json:"chunks,omitempty"`
+	// objects is how many distinct objects those name.
+	Objects int64 `protobuf:"varint,3,opt,name=objects,proto3" json:"objects,omitempty"`
+	// problems are the objects short of references (at most 100).
+	Problems []*RefProblem `protobuf:"bytes,4,rep,name=problems,proto3" json:"problems,omitempty"`
+	// more_problems is how many problems were left out of problems.
+	MoreProblems int64 `protobuf:"varint,5,opt,name=more_problems,json=moreProblems,proto3" json:"more_problems,omitempty"`
+	// surplus is how many of the objects hold more references than the
+	// site uses: used elsewhere too (another site, mail), or leaked.
+	Surplus       int64 `protobuf:"varint,6,opt,name=surplus,proto3" json:"surplus,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ContentRefsReply) Reset() {
+	*x = ContentRefsReply{}
+	mi := &file_hastore_proto_msgTypes[73]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ContentRefsReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ContentRefsReply) ProtoMessage() {}
+
+func (x *ContentRefsReply) ProtoReflect() protoreflect.Message {
+	mi := &file_hastore_proto_msgTypes[73]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ContentRefsReply.ProtoReflect.Descriptor instead.
+func (*ContentRefsReply) Descriptor() ([]byte, []int) {
+	return file_hastore_proto_rawDescGZIP(), []int{73}
+}
+
+func (x *ContentRefsReply) GetInodes() int64 {
+	if x != nil {
+		return x.Inodes
+	}
+	return 0
+}
+
+func (x *ContentRefsReply) GetChunks() int64 {
+	if x != nil {
+		return x.Chunks
+	}
+	return 0
+}
+
+func (x *ContentRefsReply) GetObjects() int64 {
+	if x != nil {
+		return x.Objects
+	}
+	return 0
+}
+
+func (x *ContentRefsReply) GetProblems() []*RefProblem {
+	if x != nil {
+		return x.Problems
+	}
+	return nil
+}
+
+func (x *ContentRefsReply) GetMoreProblems() int64 {
+	if x != nil {
+		return x.MoreProblems
+	}
+	return 0
+}
+
+func (x *ContentRefsReply) GetSurplus() int64 {
+	if x != nil {
+		return x.Surplus
+	}
+	return 0
+}
+
+// RefProblem is a content object with fewer references than uses.
+type RefProblem struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// ino is an inode using the object.
+	Ino uint64 `protobuf:"varint,1,opt,name=ino,proto3" json:"ino,omitempty"`
+	// object is the object's ID.
+	Object []byte `protobuf:"bytes,2,opt,name=object,proto3" json:"object,omitempty"`
+	// refs is the record's reference count; 0: no record, or a tombstone.
+	Refs int64 `protobuf:"varint,3,opt,name=refs,proto3" json:"refs,omitempty"`
+	// used is how many chunk references the site's inodes hold to it.
+	Used int64 `protobuf:"varint,4,opt,name=used,proto3" json:"used,omitempty"`
+	// error is set when the record could not be read (refs is then 0).
+	Error         string `protobuf:"bytes,5,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RefProblem) Reset() {
+	*x = RefProblem{}
+	mi := &file_hastore_proto_msgTypes[74]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RefProblem) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RefProblem) ProtoMessage() {}
+
+func (x *RefProblem) ProtoReflect() protoreflect.Message {
+	mi := &file_hastore_proto_msgTypes[74]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RefProblem.ProtoReflect.Descriptor instead.
+func (*RefProblem) Descriptor() ([]byte, []int) {
+	return file_hastore_proto_rawDescGZIP(), []int{74}
+}
+
+func (x *RefProblem) GetIno() uint64 {
+	if x != nil {
+		return x.Ino
+	}
+	return 0
+}
+
+func (x *RefProblem) GetObject() []byte {
+	if x != nil {
+		return x.Object
+	}
+	return nil
+}
+
+func (x *RefProblem) GetRefs() int64 {
+	if x != nil {
+		return x.Refs
+	}
+	return 0
+}
+
+func (x *RefProblem) GetUsed() int64 {
+	if x != nil {
+		return x.Used
+	}
+	return 0
+}
+
+func (x *RefProblem) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
 var File_hastore_proto protoreflect.FileDescriptor
 
 const file_hastore_proto_rawDesc = "" +
@@ -5068,7 +5242,21 @@ const file_hastore_proto_rawDesc = "" +
 	"\x0eReleaseRequest\x12\x12\n" +
 	"\x04site\x18\x01 \x01(\tR\x04site\x12\x16\n" +
 	"\x06holder\x18\x02 \x01(\x04R\x06holder\x12\x10\n" +
-	"\x03ino\x18\x03 \x01(\x04R\x03ino2\xff\x02\n" +
+	"\x03ino\x18\x03 \x01(\x04R\x03ino\"\xcf\x01\n" +
+	"\x10ContentRefsReply\x12\x16\n" +
+	"\x06inodes\x18\x01 \x01(\x03R\x06inodes\x12\x16\n" +
+	"\x06chunks\x18\x02 \x01(\x03R\x06chunks\x12\x18\n" +
+	"\aobjects\x18\x03 \x01(\x03R\aobjects\x122\n" +
+	"\bproblems\x18\x04 \x03(\v2\x16.hastore.v1.RefProblemR\bproblems\x12#\n" +
+	"\rmore_problems\x18\x05 \x01(\x03R\fmoreProblems\x12\x18\n" +
+	"\asurplus\x18\x06 \x01(\x03R\asurplus\"t\n" +
+	"\n" +
+	"RefProblem\x12\x10\n" +
+	"\x03ino\x18\x01 \x01(\x04R\x03ino\x12\x16\n" +
+	"\x06object\x18\x02 \x01(\fR\x06object\x12\x12\n" +
+	"\x04refs\x18\x03 \x01(\x03R\x04refs\x12\x12\n" +
+	"\x04used\x18\x04 \x01(\x03R\x04used\x12\x14\n" +
+	"\x05error\x18\x05 \x01(\tR\x05error2\xff\x02\n" +
 	"\x04Node\x12B\n" +
 	"\bPutShard\x12\x19.hastore.v1.PutShardChunk\x1a\x19.hastore.v1.PutShardReply(\x01\x12D\n" +
 	"\bGetShard\x12\x1b.hastore.v1.GetShardRequest\x1a\x19.hastore.v1.GetShardChunk0\x01\x128\n" +
@@ -5135,7 +5323,9 @@ const file_hastore_proto_rawDesc = "" +
 	"RecordCred\x12\x16.hastore.v1.CredRecord\x1a\x11.hastore.v1.Empty\x12E\n" +
 	"\tListCreds\x12\x1c.hastore.v1.ListCredsRequest\x1a\x1a.hastore.v1.ListCredsReply\x12>\n" +
 	"\n" +
-	"RevokeCred\x12\x1d.hastore.v1.RevokeCredRequest\x1a\x11.hastore.v1.EmptyB\x19Z\x17hastore/proto/hastorepbb\x06proto3"
+	"RevokeCred\x12\x1d.hastore.v1.RevokeCredRequest\x1a\x11.hastore.v1.Empty2Q\n" +
+	"\tSiteAudit\x12D\n" +
+	"\vContentRefs\x12\x17.hastore.v1.SiteRequest\x1a\x1c.hastore.v1.ContentRefsReplyB\x19Z\x17hastore/proto/hastorepbb\x06proto3"
 
 var (
 	file_hastore_proto_rawDescOnce sync.Once
@@ -5150,7 +5340,7 @@ func file_hastore_proto_rawDescGZIP() []byte {
 }
 
 var file_hastore_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_hastore_proto_msgTypes = make([]protoimpl.MessageInfo, 73)
+var file_hastore_proto_msgTypes = make([]protoimpl.MessageInfo, 75)
 var file_hastore_proto_goTypes = []any{
 	(WriteHeader_Kind)(0),           // 0: hastore.v1.WriteHeader.Kind
 	(*Empty)(nil),                   // 1: hastore.v1.Empty
@@ -5226,6 +5416,8 @@ var file_hastore_proto_goTypes = []any{
 	(*HoldRequest)(nil),             // 71: hastore.v1.HoldRequest
 	(*HoldReply)(nil),               // 72: hastore.v1.HoldReply
 	(*ReleaseRequest)(nil),          // 73: hastore.v1.ReleaseRequest
+	(*ContentRefsReply)(nil),        // 74: hastore.v1.ContentRefsReply
+	(*RefProblem)(nil),              // 75: hastore.v1.RefProblem
 }
 var file_hastore_proto_depIdxs = []int32{
 	8,  // 0: hastore.v1.PutShardReply.shard:type_name -> hastore.v1.ShardInfo
@@ -5246,123 +5438,126 @@ var file_hastore_proto_depIdxs = []int32{
 	60, // 15: hastore.v1.ListCredsReply.creds:type_name -> hastore.v1.CredRecord
 	66, // 16: hastore.v1.ListMailAliasesReply.aliases:type_name -> hastore.v1.MailAliasInfo
 	42, // 17: hastore.v1.MknodRequest.create:type_name -> hastore.v1.CreateRequest
-	2,  // 18: hastore.v1.Node.PutShard:input_type -> hastore.v1.PutShardChunk
-	4,  // 19: hastore.v1.Node.GetShard:input_type -> hastore.v1.GetShardRequest
-	6,  // 20: hastore.v1.Node.StatShard:input_type -> hastore.v1.ShardRef
-	6,  // 21: hastore.v1.Node.DeleteShard:input_type -> hastore.v1.ShardRef
-	7,  // 22: hastore.v1.Node.ListShards:input_type -> hastore.v1.ListShardsRequest
-	9,  // 23: hastore.v1.Node.Info:input_type -> hastore.v1.InfoRequest
-	11, // 24: hastore.v1.Cluster.PutObject:input_type -> hastore.v1.DataChunk
-	13, // 25: hastore.v1.Cluster.GetObject:input_type -> hastore.v1.GetObjectRequest
-	14, // 26: hastore.v1.Cluster.StatObject:input_type -> hastore.v1.StatObjectRequest
-	12, // 27: hastore.v1.Cluster.DeleteObject:input_type -> hastore.v1.ObjectRef
-	17, // 28: hastore.v1.Cluster.Status:input_type -> hastore.v1.StatusRequest
-	20, // 29: hastore.v1.Cluster.RemoveNode:input_type -> hastore.v1.RemoveNodeRequest
-	21, // 30: hastore.v1.Cluster.Repair:input_type -> hastore.v1.RunRequest
-	21, // 31: hastore.v1.Cluster.Scrub:input_type -> hastore.v1.RunRequest
-	22, // 32: hastore.v1.Cluster.Join:input_type -> hastore.v1.JoinRequest
-	24, // 33: hastore.v1.Cluster.Propose:input_type -> hastore.v1.ProposeRequest
-	26, // 34: hastore.v1.Cluster.ReadIndex:input_type -> hastore.v1.ReadIndexRequest
-	27, // 35: hastore.v1.Cluster.LeaderSlow:input_type -> hastore.v1.LeaderSlowRequest
-	31, // 36: hastore.v1.Sites.AddSite:input_type -> hastore.v1.AddSiteRequest
-	30, // 37: hastore.v1.Sites.DelSite:input_type -> hastore.v1.SiteRequest
-	33, // 38: hastore.v1.Sites.ListSites:input_type -> hastore.v1.ListSitesRequest
-	30, // 39: hastore.v1.Sites.Sync:input_type -> hastore.v1.SiteRequest
-	36, // 40: hastore.v1.Sites.Lookup:input_type -> hastore.v1.LookupRequest
-	37, // 41: hastore.v1.Sites.GetAttr:input_type -> hastore.v1.InodeRequest
-	38, // 42: hastore.v1.Sites.Walk:input_type -> hastore.v1.WalkRequest
-	39, // 43: hastore.v1.Sites.ReadDir:input_type -> hastore.v1.ReadDirRequest
-	42, // 44: hastore.v1.Sites.Mkdir:input_type -> hastore.v1.CreateRequest
-	42, // 45: hastore.v1.Sites.Create:input_type -> hastore.v1.CreateRequest
-	42, // 46: hastore.v1.Sites.Symlink:input_type -> hastore.v1.CreateRequest
-	37, // 47: hastore.v1.Sites.Readlink:input_type -> hastore.v1.InodeRequest
-	44, // 48: hastore.v1.Sites.Setattr:input_type -> hastore.v1.SetattrRequest
-	45, // 49: hastore.v1.Sites.Rename:input_type -> hastore.v1.RenameRequest
-	46, // 50: hastore.v1.Sites.Unlink:input_type -> hastore.v1.RemoveRequest
-	46, // 51: hastore.v1.Sites.Rmdir:input_type -> hastore.v1.RemoveRequest
-	47, // 52: hastore.v1.Sites.Read:input_type -> hastore.v1.ReadRequest
-	48, // 53: hastore.v1.Sites.Write:input_type -> hastore.v1.WriteChunk
-	69, // 54: hastore.v1.Sites.Mknod:input_type -> hastore.v1.MknodRequest
-	70, // 55: hastore.v1.Sites.Link:input_type -> hastore.v1.LinkRequest
-	71, // 56: hastore.v1.Sites.Hold:input_type -> hastore.v1.HoldRequest
-	73, // 57: hastore.v1.Sites.Release:input_type -> hastore.v1.ReleaseRequest
-	52, // 58: hastore.v1.Mail.AddDomain:input_type -> hastore.v1.MailDomainRequest
-	52, // 59: hastore.v1.Mail.DelDomain:input_type -> hastore.v1.MailDomainRequest
-	53, // 60: hastore.v1.Mail.ListDomains:input_type -> hastore.v1.ListMailDomainsRequest
-	56, // 61: hastore.v1.Mail.AddUser:input_type -> hastore.v1.MailUserRequest
-	56, // 62: hastore.v1.Mail.SetPassword:input_type -> hastore.v1.MailUserRequest
-	56, // 63: hastore.v1.Mail.SetQuota:input_type -> hastore.v1.MailUserRequest
-	56, // 64: hastore.v1.Mail.DelUser:input_type -> hastore.v1.MailUserRequest
-	57, // 65: hastore.v1.Mail.ListUsers:input_type -> hastore.v1.ListMailUsersRequest
-	50, // 66: hastore.v1.Mail.ShareCredentials:input_type -> hastore.v1.ShareCredentialsRequest
-	64, // 67: hastore.v1.Mail.AddAlias:input_type -> hastore.v1.MailAliasRequest
-	64, // 68: hastore.v1.Mail.DelAlias:input_type -> hastore.v1.MailAliasRequest
-	65, // 69: hastore.v1.Mail.ListAliases:input_type -> hastore.v1.ListMailAliasesRequest
-	68, // 70: hastore.v1.Mail.DomainPolicy:input_type -> hastore.v1.MailDomainPolicy
-	60, // 71: hastore.v1.Creds.RecordCred:input_type -> hastore.v1.CredRecord
-	61, // 72: hastore.v1.Creds.ListCreds:input_type -> hastore.v1.ListCredsRequest
-	63, // 73: hastore.v1.Creds.RevokeCred:input_type -> hastore.v1.RevokeCredRequest
-	3,  // 74: hastore.v1.Node.PutShard:output_type -> hastore.v1.PutShardReply
-	5,  // 75: hastore.v1.Node.GetShard:output_type -> hastore.v1.GetShardChunk
-	8,  // 76: hastore.v1.Node.StatShard:output_type -> hastore.v1.ShardInfo
-	1,  // 77: hastore.v1.Node.DeleteShard:output_type -> hastore.v1.Empty
-	8,  // 78: hastore.v1.Node.ListShards:output_type -> hastore.v1.ShardInfo
-	10, // 79: hastore.v1.Node.Info:output_type -> hastore.v1.NodeInfo
-	12, // 80: hastore.v1.Cluster.PutObject:output_type -> hastore.v1.ObjectRef
-	11, // 81: hastore.v1.Cluster.GetObject:output_type -> hastore.v1.DataChunk
-	15, // 82: hastore.v1.Cluster.StatObject:output_type -> hastore.v1.ObjectStat
-	1,  // 83: hastore.v1.Cluster.DeleteObject:output_type -> hastore.v1.Empty
-	19, // 84: hastore.v1.Cluster.Status:output_type -> hastore.v1.ClusterStatus
-	29, // 85: hastore.v1.Cluster.RemoveNode:output_type -> hastore.v1.Progress
-	29, // 86: hastore.v1.Cluster.Repair:output_type -> hastore.v1.Progress
-	29, // 87: hastore.v1.Cluster.Scrub:output_type -> hastore.v1.Progress
-	23, // 88: hastore.v1.Cluster.Join:output_type -> hastore.v1.JoinReply
-	25, // 89: hastore.v1.Cluster.Propose:output_type -> hastore.v1.ProposeReply
-	28, // 90: hastore.v1.Cluster.ReadIndex:output_type -> hastore.v1.ReadIndexReply
-	1,  // 91: hastore.v1.Cluster.LeaderSlow:output_type -> hastore.v1.Empty
-	32, // 92: hastore.v1.Sites.AddSite:output_type -> hastore.v1.SiteInfo
-	1,  // 93: hastore.v1.Sites.DelSite:output_type -> hastore.v1.Empty
-	34, // 94: hastore.v1.Sites.ListSites:output_type -> hastore.v1.ListSitesReply
-	1,  // 95: hastore.v1.Sites.Sync:output_type -> hastore.v1.Empty
-	35, // 96: hastore.v1.Sites.Lookup:output_type -> hastore.v1.Inode
-	35, // 97: hastore.v1.Sites.GetAttr:output_type -> hastore.v1.Inode
-	35, // 98: hastore.v1.Sites.Walk:output_type -> hastore.v1.Inode
-	40, // 99: hastore.v1.Sites.ReadDir:output_type -> hastore.v1.DirEntries
-	35, // 100: hastore.v1.Sites.Mkdir:output_type -> hastore.v1.Inode
-	35, // 101: hastore.v1.Sites.Create:output_type -> hastore.v1.Inode
-	35, // 102: hastore.v1.Sites.Symlink:output_type -> hastore.v1.Inode
-	43, // 103: hastore.v1.Sites.Readlink:output_type -> hastore.v1.ReadlinkReply
-	35, // 104: hastore.v1.Sites.Setattr:output_type -> hastore.v1.Inode
-	1,  // 105: hastore.v1.Sites.Rename:output_type -> hastore.v1.Empty
-	1,  // 106: hastore.v1.Sites.Unlink:output_type -> hastore.v1.Empty
-	1,  // 107: hastore.v1.Sites.Rmdir:output_type -> hastore.v1.Empty
-	11, // 108: hastore.v1.Sites.Read:output_type -> hastore.v1.DataChunk
-	35, // 109: hastore.v1.Sites.Write:output_type -> hastore.v1.Inode
-	35, // 110: hastore.v1.Sites.Mknod:output_type -> hastore.v1.Inode
-	35, // 111: hastore.v1.Sites.Link:output_type -> hastore.v1.Inode
-	72, // 112: hastore.v1.Sites.Hold:output_type -> hastore.v1.HoldReply
-	1,  // 113: hastore.v1.Sites.Release:output_type -> hastore.v1.Empty
-	1,  // 114: hastore.v1.Mail.AddDomain:output_type -> hastore.v1.Empty
-	1,  // 115: hastore.v1.Mail.DelDomain:output_type -> hastore.v1.Empty
-	55, // 116: hastore.v1.Mail.ListDomains:output_type -> hastore.v1.ListMailDomainsReply
-	1,  // 117: hastore.v1.Mail.AddUser:output_type -> hastore.v1.Empty
-	1,  // 118: hastore.v1.Mail.SetPassword:output_type -> hastore.v1.Empty
-	1,  // 119: hastore.v1.Mail.SetQuota:output_type -> hastore.v1.Empty
-	1,  // 120: hastore.v1.Mail.DelUser:output_type -> hastore.v1.Empty
-	59, // 121: hastore.v1.Mail.ListUsers:output_type -> hastore.v1.ListMailUsersReply
-	1,  // 122: hastore.v1.Mail.ShareCredentials:output_type -> hastore.v1.Empty
-	1,  // 123: hastore.v1.Mail.AddAlias:output_type -> hastore.v1.Empty
-	1,  // 124: hastore.v1.Mail.DelAlias:output_type -> hastore.v1.Empty
-	67, // 125: hastore.v1.Mail.ListAliases:output_type -> hastore.v1.ListMailAliasesReply
-	68, // 126: hastore.v1.Mail.DomainPolicy:output_type -> hastore.v1.MailDomainPolicy
-	1,  // 127: hastore.v1.Creds.RecordCred:output_type -> hastore.v1.Empty
-	62, // 128: hastore.v1.Creds.ListCreds:output_type -> hastore.v1.ListCredsReply
-	1,  // 129: hastore.v1.Creds.RevokeCred:output_type -> hastore.v1.Empty
-	74, // [74:130] is the sub-list for method output_type
-	18, // [18:74] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	75, // 18: hastore.v1.ContentRefsReply.problems:type_name -> hastore.v1.RefProblem
+	2,  // 19: hastore.v1.Node.PutShard:input_type -> hastore.v1.PutShardChunk
+	4,  // 20: hastore.v1.Node.GetShard:input_type -> hastore.v1.GetShardRequest
+	6,  // 21: hastore.v1.Node.StatShard:input_type -> hastore.v1.ShardRef
+	6,  // 22: hastore.v1.Node.DeleteShard:input_type -> hastore.v1.ShardRef
+	7,  // 23: hastore.v1.Node.ListShards:input_type -> hastore.v1.ListShardsRequest
+	9,  // 24: hastore.v1.Node.Info:input_type -> hastore.v1.InfoRequest
+	11, // 25: hastore.v1.Cluster.PutObject:input_type -> hastore.v1.DataChunk
+	13, // 26: hastore.v1.Cluster.GetObject:input_type -> hastore.v1.GetObjectRequest
+	14, // 27: hastore.v1.Cluster.StatObject:input_type -> hastore.v1.StatObjectRequest
+	12, // 28: hastore.v1.Cluster.DeleteObject:input_type -> hastore.v1.ObjectRef
+	17, // 29: hastore.v1.Cluster.Status:input_type -> hastore.v1.StatusRequest
+	20, // 30: hastore.v1.Cluster.RemoveNode:input_type -> hastore.v1.RemoveNodeRequest
+	21, // 31: hastore.v1.Cluster.Repair:input_type -> hastore.v1.RunRequest
+	21, // 32: hastore.v1.Cluster.Scrub:input_type -> hastore.v1.RunRequest
+	22, // 33: hastore.v1.Cluster.Join:input_type -> hastore.v1.JoinRequest
+	24, // 34: hastore.v1.Cluster.Propose:input_type -> hastore.v1.ProposeRequest
+	26, // 35: hastore.v1.Cluster.ReadIndex:input_type -> hastore.v1.ReadIndexRequest
+	27, // 36: hastore.v1.Cluster.LeaderSlow:input_type -> hastore.v1.LeaderSlowRequest
+	31, // 37: hastore.v1.Sites.AddSite:input_type -> hastore.v1.AddSiteRequest
+	30, // 38: hastore.v1.Sites.DelSite:input_type -> hastore.v1.SiteRequest
+	33, // 39: hastore.v1.Sites.ListSites:input_type -> hastore.v1.ListSitesRequest
+	30, // 40: hastore.v1.Sites.Sync:input_type -> hastore.v1.SiteRequest
+	36, // 41: hastore.v1.Sites.Lookup:input_type -> hastore.v1.LookupRequest
+	37, // 42: hastore.v1.Sites.GetAttr:input_type -> hastore.v1.InodeRequest
+	38, // 43: hastore.v1.Sites.Walk:input_type -> hastore.v1.WalkRequest
+	39, // 44: hastore.v1.Sites.ReadDir:input_type -> hastore.v1.ReadDirRequest
+	42, // 45: hastore.v1.Sites.Mkdir:input_type -> hastore.v1.CreateRequest
+	42, // 46: hastore.v1.Sites.Create:input_type -> hastore.v1.CreateRequest
+	42, // 47: hastore.v1.Sites.Symlink:input_type -> hastore.v1.CreateRequest
+	37, // 48: hastore.v1.Sites.Readlink:input_type -> hastore.v1.InodeRequest
+	44, // 49: hastore.v1.Sites.Setattr:input_type -> hastore.v1.SetattrRequest
+	45, // 50: hastore.v1.Sites.Rename:input_type -> hastore.v1.RenameRequest
+	46, // 51: hastore.v1.Sites.Unlink:input_type -> hastore.v1.RemoveRequest
+	46, // 52: hastore.v1.Sites.Rmdir:input_type -> hastore.v1.RemoveRequest
+	47, // 53: hastore.v1.Sites.Read:input_type -> hastore.v1.ReadRequest
+	48, // 54: hastore.v1.Sites.Write:input_type -> hastore.v1.WriteChunk
+	69, // 55: hastore.v1.Sites.Mknod:input_type -> hastore.v1.MknodRequest
+	70, // 56: hastore.v1.Sites.Link:input_type -> hastore.v1.LinkRequest
+	71, // 57: hastore.v1.Sites.Hold:input_type -> hastore.v1.HoldRequest
+	73, // 58: hastore.v1.Sites.Release:input_type -> hastore.v1.ReleaseRequest
+	52, // 59: hastore.v1.Mail.AddDomain:input_type -> hastore.v1.MailDomainRequest
+	52, // 60: hastore.v1.Mail.DelDomain:input_type -> hastore.v1.MailDomainRequest
+	53, // 61: hastore.v1.Mail.ListDomains:input_type -> hastore.v1.ListMailDomainsRequest
+	56, // 62: hastore.v1.Mail.AddUser:input_type -> hastore.v1.MailUserRequest
+	56, // 63: hastore.v1.Mail.SetPassword:input_type -> hastore.v1.MailUserRequest
+	56, // 64: hastore.v1.Mail.SetQuota:input_type -> hastore.v1.MailUserRequest
+	56, // 65: hastore.v1.Mail.DelUser:input_type -> hastore.v1.MailUserRequest
+	57, // 66: hastore.v1.Mail.ListUsers:input_type -> hastore.v1.ListMailUsersRequest
+	50, // 67: hastore.v1.Mail.ShareCredentials:input_type -> hastore.v1.ShareCredentialsRequest
+	64, // 68: hastore.v1.Mail.AddAlias:input_type -> hastore.v1.MailAliasRequest
+	64, // 69: hastore.v1.Mail.DelAlias:input_type -> hastore.v1.MailAliasRequest
+	65, // 70: hastore.v1.Mail.ListAliases:input_type -> hastore.v1.ListMailAliasesRequest
+	68, // 71: hastore.v1.Mail.DomainPolicy:input_type -> hastore.v1.MailDomainPolicy
+	60, // 72: hastore.v1.Creds.RecordCred:input_type -> hastore.v1.CredRecord
+	61, // 73: hastore.v1.Creds.ListCreds:input_type -> hastore.v1.ListCredsRequest
+	63, // 74: hastore.v1.Creds.RevokeCred:input_type -> hastore.v1.RevokeCredRequest
+	30, // 75: hastore.v1.SiteAudit.ContentRefs:input_type -> hastore.v1.SiteRequest
+	3,  // 76: hastore.v1.Node.PutShard:output_type -> hastore.v1.PutShardReply
+	5,  // 77: hastore.v1.Node.GetShard:output_type -> hastore.v1.GetShardChunk
+	8,  // 78: hastore.v1.Node.StatShard:output_type -> hastore.v1.ShardInfo
+	1,  // 79: hastore.v1.Node.DeleteShard:output_type -> hastore.v1.Empty
+	8,  // 80: hastore.v1.Node.ListShards:output_type -> hastore.v1.ShardInfo
+	10, // 81: hastore.v1.Node.Info:output_type -> hastore.v1.NodeInfo
+	12, // 82: hastore.v1.Cluster.PutObject:output_type -> hastore.v1.ObjectRef
+	11, // 83: hastore.v1.Cluster.GetObject:output_type -> hastore.v1.DataChunk
+	15, // 84: hastore.v1.Cluster.StatObject:output_type -> hastore.v1.ObjectStat
+	1,  // 85: hastore.v1.Cluster.DeleteObject:output_type -> hastore.v1.Empty
+	19, // 86: hastore.v1.Cluster.Status:output_type -> hastore.v1.ClusterStatus
+	29, // 87: hastore.v1.Cluster.RemoveNode:output_type -> hastore.v1.Progress
+	29, // 88: hastore.v1.Cluster.Repair:output_type -> hastore.v1.Progress
+	29, // 89: hastore.v1.Cluster.Scrub:output_type -> hastore.v1.Progress
+	23, // 90: hastore.v1.Cluster.Join:output_type -> hastore.v1.JoinReply
+	25, // 91: hastore.v1.Cluster.Propose:output_type -> hastore.v1.ProposeReply
+	28, // 92: hastore.v1.Cluster.ReadIndex:output_type -> hastore.v1.ReadIndexReply
+	1,  // 93: hastore.v1.Cluster.LeaderSlow:output_type -> hastore.v1.Empty
+	32, // 94: hastore.v1.Sites.AddSite:output_type -> hastore.v1.SiteInfo
+	1,  // 95: hastore.v1.Sites.DelSite:output_type -> hastore.v1.Empty
+	34, // 96: hastore.v1.Sites.ListSites:output_type -> hastore.v1.ListSitesReply
+	1,  // 97: hastore.v1.Sites.Sync:output_type -> hastore.v1.Empty
+	35, // 98: hastore.v1.Sites.Lookup:output_type -> hastore.v1.Inode
+	35, // 99: hastore.v1.Sites.GetAttr:output_type -> hastore.v1.Inode
+	35, // 100: hastore.v1.Sites.Walk:output_type -> hastore.v1.Inode
+	40, // 101: hastore.v1.Sites.ReadDir:output_type -> hastore.v1.DirEntries
+	35, // 102: hastore.v1.Sites.Mkdir:output_type -> hastore.v1.Inode
+	35, // 103: hastore.v1.Sites.Create:output_type -> hastore.v1.Inode
+	35, // 104: hastore.v1.Sites.Symlink:output_type -> hastore.v1.Inode
+	43, // 105: hastore.v1.Sites.Readlink:output_type -> hastore.v1.ReadlinkReply
+	35, // 106: hastore.v1.Sites.Setattr:output_type -> hastore.v1.Inode
+	1,  // 107: hastore.v1.Sites.Rename:output_type -> hastore.v1.Empty
+	1,  // 108: hastore.v1.Sites.Unlink:output_type -> hastore.v1.Empty
+	1,  // 109: hastore.v1.Sites.Rmdir:output_type -> hastore.v1.Empty
+	11, // 110: hastore.v1.Sites.Read:output_type -> hastore.v1.DataChunk
+	35, // 111: hastore.v1.Sites.Write:output_type -> hastore.v1.Inode
+	35, // 112: hastore.v1.Sites.Mknod:output_type -> hastore.v1.Inode
+	35, // 113: hastore.v1.Sites.Link:output_type -> hastore.v1.Inode
+	72, // 114: hastore.v1.Sites.Hold:output_type -> hastore.v1.HoldReply
+	1,  // 115: hastore.v1.Sites.Release:output_type -> hastore.v1.Empty
+	1,  // 116: hastore.v1.Mail.AddDomain:output_type -> hastore.v1.Empty
+	1,  // 117: hastore.v1.Mail.DelDomain:output_type -> hastore.v1.Empty
+	55, // 118: hastore.v1.Mail.ListDomains:output_type -> hastore.v1.ListMailDomainsReply
+	1,  // 119: hastore.v1.Mail.AddUser:output_type -> hastore.v1.Empty
+	1,  // 120: hastore.v1.Mail.SetPassword:output_type -> hastore.v1.Empty
+	1,  // 121: hastore.v1.Mail.SetQuota:output_type -> hastore.v1.Empty
+	1,  // 122: hastore.v1.Mail.DelUser:output_type -> hastore.v1.Empty
+	59, // 123: hastore.v1.Mail.ListUsers:output_type -> hastore.v1.ListMailUsersReply
+	1,  // 124: hastore.v1.Mail.ShareCredentials:output_type -> hastore.v1.Empty
+	1,  // 125: hastore.v1.Mail.AddAlias:output_type -> hastore.v1.Empty
+	1,  // 126: hastore.v1.Mail.DelAlias:output_type -> hastore.v1.Empty
+	67, // 127: hastore.v1.Mail.ListAliases:output_type -> hastore.v1.ListMailAliasesReply
+	68, // 128: hastore.v1.Mail.DomainPolicy:output_type -> hastore.v1.MailDomainPolicy
+	1,  // 129: hastore.v1.Creds.RecordCred:output_type -> hastore.v1.Empty
+	62, // 130: hastore.v1.Creds.ListCreds:output_type -> hastore.v1.ListCredsReply
+	1,  // 131: hastore.v1.Creds.RevokeCred:output_type -> hastore.v1.Empty
+	74, // 132: hastore.v1.SiteAudit.ContentRefs:output_type -> hastore.v1.ContentRefsReply
+	76, // [76:133] is the sub-list for method output_type
+	19, // [19:76] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_hastore_proto_init() }
@@ -5376,9 +5571,9 @@ func file_hastore_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hastore_proto_rawDesc), len(file_hastore_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   73,
+			NumMessages:   75,
 			NumExtensions: 0,
-			NumServices:   5,
+			NumServices:   6,
 		},
 		GoTypes:           file_hastore_proto_goTypes,
 		DependencyIndexes: file_hastore_proto_depIdxs,

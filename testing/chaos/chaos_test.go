@@ -113,7 +113,7 @@ func TestChaos60s(t *testing.T) {
 	if strings.HasPrefix(last, "chaos: acked=0 ") {
 		t.Errorf("nothing was acknowledged: %s", last)
 	}
-	for _, want := range []string{" lost=0 ", " corrupt=0 ", " duplicate=0 ", " linearizable=yes"} {
+	for _, want := range []string{" lost=0 ", " corrupt=0 ", " duplicate=0 ", " refshort=0 ", " linearizable=yes"} {
 		if !strings.Contains(last+" ", want) {
 			t.Errorf("verdict (seed %d) lacks %q: %s", seed, strings.TrimSpace(want), last)
 		}

@@ -75,10 +75,12 @@
 // blue, imap green, lmtp orange, smtp purple, idle grey, fuse cyan) with fault starts in red and
 // heals in green. The last line is
 //
-//	chaos: acked=N lost=N corrupt=N duplicate=N availability=P% linearizable=yes|no
+//	chaos: acked=N lost=N corrupt=N duplicate=N refshort=N availability=P% linearizable=yes|no
 //
-// and the exit status is 1 if anything was lost, corrupt, duplicated, a UID
-// reused or the history not linearizable (2 if the harness itself failed).
+// (refshort: content objects of the site with fewer references than its
+// inodes use them) and the exit status is 1 if anything was lost, corrupt,
+// duplicated, short of references, a UID reused or the history not
+// linearizable (2 if the harness itself failed).
 // It stops the nodes, removes its iptables rules, unmounts its tmpfs and
 // deletes its temporary directory on exit and on Ctrl-C (-keep keeps the
 // data and node logs).
@@ -383,9 +385,9 @@ loop:
 			logf("chart: %s (ops/s: http blue, imap green, lmtp orange, smtp purple, idle grey, fuse cyan; red line = fault start, green = healed; ticks every 10 s)", abs)
 		}
 	}
-	fmt.Printf("chaos: acked=%d lost=%d corrupt=%d duplicate=%d availability=%.4f%% linearizable=%s\n",
-		v.Acked, v.Lost, rep.Corrupt, v.Duplicate, rep.Availability, yesNo(lin == "yes"))
-	bad := v.Lost > 0 || rep.Corrupt > 0 || v.Duplicate > 0 || lin != "yes" || len(v.Reused) > 0 ||
+	fmt.Printf("chaos: acked=%d lost=%d corrupt=%d duplicate=%d refshort=%d availability=%.4f%% linearizable=%s\n",
+		v.Acked, v.Lost, rep.Corrupt, v.Duplicate, v.RefProblems, rep.Availability, yesNo(lin == "yes"))
+	bad := v.Lost > 0 || rep.Corrupt > 0 || v.Duplicate > 0 || v.RefProblems > 0 || lin != "yes" || len(v.Reused) > 0 ||
 		healErr != nil || v.FinalHTTPBad > 0 || len(v.Errors) > 0
 	if bad && !*keep {
 		// keep the node logs for a look

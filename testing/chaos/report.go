@@ -314,6 +314,12 @@ func (r *report) print(w io.Writer) {
 			fmt.Fprintf(w, "  %s\n", x)
 		}
 	}
+	fmt.Fprintf(w, "content references: %d object(s) short\n", v.RefProblems)
+	for _, l := range [][]string{v.RefAudit, v.RefProblemList} {
+		for _, x := range l {
+			fmt.Fprintf(w, "  %s\n", x)
+		}
+	}
 	if r.Scrub != "" {
 		fmt.Fprintf(w, "final scrub: %s\n", r.Scrub)
 	}

@@ -25,6 +25,11 @@ type verdict struct {
 	FuseAcked     int      `json:"fuse_files_acked"` // also counted in Acked
 	FuseLost      int      `json:"fuse_files_lost"`  // also counted in Lost
 	FuseMountBad  int      `json:"fuse_final_mount_read_failures"`
+	// The chaos site's content references (auditRefs): objects with
+	// fewer references than uses, and each node's summary.
+	RefProblems    int      `json:"ref_problems"`
+	RefProblemList []string `json:"ref_problem_list,omitempty"`
+	RefAudit       []string `json:"ref_audit,omitempty"`
 }
 
 // withAnyNode runs fn on the nodes in turn until one succeeds.
@@ -172,6 +177,7 @@ func (s *state) verify() verdict {
 		cancel()
 	}
 	s.verifyFuse(&v)
+	s.auditRefs(&v)
 	s.uidMu.Lock()
 	v.Reused = append(v.Reused, s.reused...)
 	s.uidMu.Unlock()
