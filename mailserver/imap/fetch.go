@@ -196,7 +196,7 @@ func (s *session) binary(c context.Context, m meta.MailMessage, info *mailbox.In
 // stripBlanks returns b without spaces and tabs (a copy only if it has
 // any).
 func stripBlanks(b []byte) []byte {
-	if bytes.IndexAny(b, " \t") < 0 {
+	if !bytes.ContainsAny(b, " \t") {
 		return b
 	}
 	out := make([]byte, 0, len(b))
