@@ -212,6 +212,14 @@ func TestProcHTTPSBySNI(t *testing.T) {
 		if err == nil {
 			t.Errorf("curl site b trusting only site a's certificate succeeded: %s", out)
 		}
+		// A name without a certificate: curl says why (docs/operations.md
+		// quotes this).
+		out, err = exec.CommandContext(ctx, "curl", "-sS", "-k",
+			"--resolve", "www.unknown.test:"+port+":127.0.0.1", "https://www.unknown.test:"+port+"/").CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "unrecognized name") {
+			t.Errorf("curl www.unknown.test: %v %s, want a failure naming the unrecognized name alert", err, out)
+		}
+		t.Logf("curl www.unknown.test: %s", out)
 	} else {
 		t.Log("curl not installed: checked with Go's client only")
 	}
