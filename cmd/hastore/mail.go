@@ -52,6 +52,7 @@ type mailFlags struct {
 	smtp, submission, lmtp string
 	imap, imaps            string
 	cert, key              string
+	certDir                string
 	hostname               string
 	maxMessage             string
 	insecureAuth           bool
@@ -153,6 +154,7 @@ func (f *mailFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.imaps, "imaps", "", "IMAP over implicit TLS listen address (needs --mail-tls-cert), e.g. :993 (empty: off)")
 	fs.StringVar(&f.cert, "mail-tls-cert", "", "certificate for STARTTLS on the mail ports (PEM)")
 	fs.StringVar(&f.key, "mail-tls-key", "", "private key for STARTTLS on the mail ports (PEM)")
+	fs.StringVar(&f.certDir, "mail-tls-cert-dir", "", "directory of per-host-name certificates for the mail ports, chosen by the name the client asks for (SNI), laid out as --https-cert-dir; clients asking no name or another one get --mail-tls-cert, or without it the certificate for --hostname; re-read on SIGHUP")
 	fs.StringVar(&f.hostname, "hostname", "", "host name in mail greetings and Received: headers (default: the system's)")
 	fs.StringVar(&f.maxMessage, "max-message-size", "50M", "largest message accepted (bytes, or with K, M, G)")
 	fs.BoolVar(&f.insecureAuth, "allow-insecure-auth", false, "allow submission AUTH and IMAP LOGIN without TLS (development only)")
@@ -187,6 +189,7 @@ func (f *mailFlags) config(log *slog.Logger) (mailserver.Config, error) {
 	if (f.cert == "") != (f.key == "") {
 		return cfg, errors.New("--mail-tls-cert and --mail-tls-key go together")
 	}
+	var def func(*tls.ClientHelloInfo) (*tls.Certificate, error)
 	if f.cert != "" {
 		// Through GetCertificate, so that SIGHUP can swap in a renewed
 		// certificate without a restart (see ops.go).
@@ -194,7 +197,32 @@ func (f *mailFlags) config(log *slog.Logger) (mailserver.Config, error) {
 		if err != nil {
 			return cfg, fmt.Errorf("mail TLS: %w", err)
 		}
-		cfg.TLS = &tls.Config{GetCertificate: c.getCertificate, MinVersion: tls.VersionTLS12}
+		def = c.getCertificate
+	}
+	if f.certDir != "" {
+		d, err := watchCertDir("mail", f.certDir, log)
+		if err != nil {
+			return cfg, fmt.Errorf("--mail-tls-cert-dir: %w", err)
+		}
+		if def == nil {
+			// Many MTAs send no SNI with STARTTLS: they need a default, and
+			// the name the node greets with is the one they were sent to.
+			host := cfg.Hostname
+			if d.lookup(host) == nil {
+				return cfg, fmt.Errorf("--mail-tls-cert-dir %s has no certificate for --hostname %q, which clients sending no name (most MTAs) would get: add one, or give --mail-tls-cert and --mail-tls-key as the default", f.certDir, host)
+			}
+			def = func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+				if c := d.lookup(host); c != nil {
+					return c, nil
+				}
+				return nil, fmt.Errorf("no certificate for --hostname %s in %s any more", host, f.certDir)
+			}
+		}
+		d.fallback = def
+		def = d.getCertificate
+	}
+	if def != nil {
+		cfg.TLS = &tls.Config{GetCertificate: def, MinVersion: tls.VersionTLS12}
 	}
 	return cfg, nil
 }
@@ -228,7 +256,7 @@ func (f *mailFlags) start(n *replica.Node, log *slog.Logger) (*mailListeners, er
 		return nil, err
 	}
 	if f.imaps != "" && cfg.TLS == nil {
-		return nil, errors.New("--imaps needs --mail-tls-cert and --mail-tls-key")
+		return nil, errors.New("--imaps needs --mail-tls-cert and --mail-tls-key, or --mail-tls-cert-dir")
 	}
 	ttl := f.loginCache
 	if ttl <= 0 {

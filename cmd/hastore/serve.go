@@ -168,6 +168,7 @@ func serve(args []string) error {
 	httpAddr := fs.String("http", "", "serve the stored web sites over HTTP on this address (by Host header), e.g. :80")
 	hf := &httpFlags{}
 	hf.register(fs)
+	hf.registerHTTPS(fs)
 	lf := &clusterLimitFlags{}
 	lf.register(fs)
 	nf.register(fs)
@@ -221,7 +222,7 @@ func serve(args []string) error {
 		return err
 	}
 	stopHTTP := func() {}
-	if *httpAddr != "" {
+	if *httpAddr != "" || hf.https != "" || hf.certDir != "" {
 		if stopHTTP, err = startHTTP(*httpAddr, n, log, hf); err != nil {
 			mail.Close()
 			n.Close()

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -20,6 +21,7 @@ import (
 type httpFlags struct {
 	maxConns, maxConnsIP int
 	deny                 string
+	https, certDir       string // serve only: see registerHTTPS
 }
 
 func (f *httpFlags) register(fs *flag.FlagSet) {
@@ -28,8 +30,15 @@ func (f *httpFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.deny, "http-deny", "default", "path segments never served over HTTP (404): comma-separated patterns; 'default' is dot-files but /.well-known, *.php, *.inc, composer.*, backups (see docs/security.md); 'none' serves everything")
 }
 
-// startHTTP serves the sites stored in the cluster over HTTP on addr, from
-// node n. It returns once the port is open; stop shuts the server down,
+// registerHTTPS registers serve's HTTPS flags (dev serves plain HTTP only).
+func (f *httpFlags) registerHTTPS(fs *flag.FlagSet) {
+	fs.StringVar(&f.https, "https", "", "serve the stored web sites over HTTPS (HTTP/2 and HTTP/1.1) on this address, e.g. :443; certificates chosen by SNI from --https-cert-dir; the --http-max-connections caps count HTTP and HTTPS together")
+	fs.StringVar(&f.certDir, "https-cert-dir", "", "directory of the sites' certificates: NAME.crt + NAME.key pairs or certbot's NAME/fullchain.pem + NAME/privkey.pem, each serving the host names it is valid for; re-read on SIGHUP (docs/operations.md, \"HTTPS and certificates\")")
+}
+
+// startHTTP serves the sites stored in the cluster over HTTP on addr and,
+// if f.https is set, over HTTPS there, from node n; either address may be
+// empty. It returns once the ports are open; stop shuts the server down,
 // letting requests in flight finish for a few seconds.
 func startHTTP(addr string, n *replica.Node, log *slog.Logger, f *httpFlags) (stop func(), err error) {
 	if f == nil {
@@ -39,20 +48,63 @@ func startHTTP(addr string, n *replica.Node, log *slog.Logger, f *httpFlags) (st
 	if err != nil {
 		return nil, fmt.Errorf("--http-deny: %w", err)
 	}
-	l, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("--http %s: %w", addr, err)
+	if f.certDir != "" && f.https == "" {
+		return nil, errors.New("--https-cert-dir without --https: give the HTTPS address too, e.g. --https :443")
+	}
+	var tlsCfg *tls.Config
+	if f.https != "" {
+		if f.certDir == "" {
+			return nil, errNoHTTPSCertDir
+		}
+		// Unknown names fail the handshake (unrecognized_name) rather than
+		// get some default certificate: that one would fail the browser's
+		// name check anyway, and would show every stranger asking by IP
+		// address which customers' domains this cluster hosts.
+		d, err := watchCertDir("https", f.certDir, log)
+		if err != nil {
+			return nil, fmt.Errorf("--https-cert-dir: %w", err)
+		}
+		tlsCfg = httpserve.TLSConfig(d.getCertificate)
 	}
 	hlog := log.With("component", "http")
 	h := httpserve.Handler(webfs.ForNode(n).HTTP(), httpserve.Options{Logger: hlog, Deny: deny})
 	srv := httpserve.NewServer(addr, h)
-	ll := httpserve.LimitListener(metrics.CountConns(l, metrics.HTTPConnections), f.maxConns, f.maxConnsIP, hlog)
-	go func() {
-		if err := srv.Serve(ll); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Error("http server stopped", "addr", addr, "err", err)
+	caps := httpserve.NewCaps(f.maxConns, f.maxConnsIP, hlog)
+	type port struct {
+		flag, addr string
+		tls        *tls.Config
+		l          net.Listener
+	}
+	ports := []*port{{flag: "http", addr: addr}, {flag: "https", addr: f.https, tls: tlsCfg}}
+	for i, p := range ports {
+		if p.addr == "" {
+			continue
 		}
-	}()
-	log.Info("serving sites over HTTP", "addr", l.Addr().String())
+		if p.l, err = net.Listen("tcp", p.addr); err != nil {
+			for _, q := range ports[:i] {
+				if q.l != nil {
+					q.l.Close()
+				}
+			}
+			return nil, fmt.Errorf("--%s %s: %w", p.flag, p.addr, err)
+		}
+	}
+	for _, p := range ports {
+		if p.l == nil {
+			continue
+		}
+		cl := metrics.CountConns(p.l, metrics.HTTPConnections)
+		ll, what := caps.Listener(cl), "HTTP"
+		if p.tls != nil {
+			ll, what = caps.TLSListener(cl, p.tls), "HTTPS"
+		}
+		go func() {
+			if err := srv.Serve(ll); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error(what+" server stopped", "addr", p.addr, "err", err)
+			}
+		}()
+		log.Info("serving sites over "+what, "addr", p.l.Addr().String())
+	}
 	return func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()

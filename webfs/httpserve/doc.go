@@ -106,4 +106,13 @@
 // logged with status 499, as nginx does. A response whose client accepts no
 // bytes for [Options.WriteIdleTimeout] is aborted; see [NewServer] for the
 // server's own timeouts.
+//
+// # HTTPS
+//
+// The same Handler serves HTTPS: [TLSConfig] (certificate chosen by the
+// caller's GetCertificate, by SNI; HTTP/2 offered by ALPN) and
+// [Caps.TLSListener], which caps connections before their handshake and
+// runs handshakes a few at a time. One [Caps] budget covers a node's HTTP
+// and HTTPS ports. Over HTTP/2 the site is named by :authority, which
+// net/http puts where Host would be, so routing is the same.
 package httpserve

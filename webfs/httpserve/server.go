@@ -1,6 +1,7 @@
 package httpserve
 
 import (
+	"crypto/tls"
 	"io"
 	"log/slog"
 	"net"
@@ -44,6 +45,27 @@ func NewServer(addr string, handler http.Handler) *http.Server {
 		IdleTimeout:       75 * time.Second,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(slog.Default().Handler(), slog.LevelWarn),
+		// One HTTP/2 connection carries this many requests at once, where
+		// an HTTP/1.1 one carries one: the connection caps bound requests
+		// in flight only to this multiple. 100 is RFC 9113's floor for
+		// what a client may count on; nginx allows 128.
+		HTTP2: &http.HTTP2Config{MaxConcurrentStreams: MaxStreams},
+	}
+}
+
+// MaxStreams is the HTTP/2 requests one connection may have open at once.
+const MaxStreams = 100
+
+// TLSConfig returns the TLS configuration of an HTTPS port choosing its
+// certificate with getCert (by SNI): TLS 1.2 and up, HTTP/2 offered
+// before HTTP/1.1. Serve the [TLSListener] it is given to with
+// http.Server.Serve and a nil Server.TLSConfig: net/http then speaks
+// HTTP/2 on connections that negotiated it.
+func TLSConfig(getCert func(*tls.ClientHelloInfo) (*tls.Certificate, error)) *tls.Config {
+	return &tls.Config{
+		GetCertificate: getCert,
+		MinVersion:     tls.VersionTLS12,
+		NextProtos:     []string{"h2", "http/1.1"},
 	}
 }
 
@@ -53,13 +75,44 @@ func NewServer(addr string, handler http.Handler) *http.Server {
 // Service Unavailable" with Retry-After and closed, before its request is
 // read. Keep-alive connections count while they are open, idle or not.
 func LimitListener(l net.Listener, total, perIP int, log *slog.Logger) net.Listener {
+	return NewCaps(total, perIP, log).Listener(l)
+}
+
+// Caps is one connection budget for a node's HTTP and HTTPS ports: a
+// client's connections count against the same caps on either, as a
+// browser moved from http:// to https:// is the same client.
+type Caps struct {
+	lim *connlimit.Limiter
+	log *slog.Logger
+}
+
+// NewCaps returns a budget of total connections and perIP per client
+// address (an IPv6 client by its /64); zero means the default, negative
+// no cap.
+func NewCaps(total, perIP int, log *slog.Logger) *Caps {
 	if total == 0 {
 		total = DefaultMaxConns
 	}
 	if perIP == 0 {
 		perIP = DefaultMaxConnsPerIP
 	}
-	return connlimit.Listener(l, connlimit.Limits{Total: total, PerIP: perIP, Name: "http", Logger: log, Refuse: refuse503})
+	return &Caps{lim: connlimit.NewLimiter(total, perIP), log: log}
+}
+
+// Listener caps plain HTTP connections of l; see [LimitListener].
+func (c *Caps) Listener(l net.Listener) net.Listener {
+	return connlimit.Listener(l, connlimit.Limits{Shared: c.lim, Name: "http", Logger: c.log, Refuse: refuse503})
+}
+
+// TLSListener caps the connections of l like [Caps.Listener], then does
+// their TLS handshakes with cfg through [connlimit.TLSListener] (a few at
+// a time, so a storm of handshakes cannot starve the node's Raft
+// heartbeats), handing the server *tls.Conn with the handshake done. A
+// connection over a cap is closed without a word: answering it would
+// cost the very handshake the cap is there to spare.
+func (c *Caps) TLSListener(l net.Listener, cfg *tls.Config) net.Listener {
+	capped := connlimit.Listener(l, connlimit.Limits{Shared: c.lim, Name: "http", Logger: c.log})
+	return connlimit.TLSListener(capped, cfg, connlimit.HandshakeLimits{Logger: c.log})
 }
 
 const busy = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nRetry-After: 5\r\nConnection: close\r\nContent-Length: 38\r\n\r\nToo many connections, try again later\n"
