@@ -402,3 +402,13 @@ func (s *Store) RestoreBackup(ctx context.Context, backupPath, tmpDir string, fo
 	s.log.Info("restored backup", "index", index, "objects", st.Objects, "tenant_keys", st.TenantKeys, "tombstoned", st.Tombstoned)
 	return st, nil
 }
+
+// IsMonotonic makes the raft log a raft.MonotonicLogStore: after a user
+// snapshot restore (RestoreBackup) on the leader and after installing a
+// snapshot on a follower, raft then deletes every older entry instead of
+// keeping some below a hole in the indexes. The log must stay contiguous:
+// verifyLog refuses to open a log with a hole (the node would not start
+// again after a restore).
+func (s *logStore) IsMonotonic() bool { return true }
+
+var _ raft.MonotonicLogStore = (*logStore)(nil)
