@@ -111,17 +111,16 @@ func (mc *mailCluster) lmtpDeliver(i int, to []string, msg []byte) error {
 	return c.Quit()
 }
 
-func (mc *mailCluster) imapLogin(t *testing.T, i int, user string) *imapclient.Client {
-	t.Helper()
+func (mc *mailCluster) imapLogin(i int, user string) (*imapclient.Client, error) {
 	c, err := imapclient.DialInsecure("127.0.0.1:"+strconv.Itoa(mc.ports[i].IMAP), nil)
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	if err := c.Login(user+"@example.test", mc.pw[user]).Wait(); err != nil {
 		c.Close()
-		t.Fatalf("IMAP login %s on node %d: %v", user, i, err)
+		return nil, fmt.Errorf("IMAP login %s on node %d: %w", user, i, err)
 	}
-	return c
+	return c, nil
 }
 
 type dumpedMsg struct {
@@ -136,19 +135,21 @@ type dumpedBox struct {
 }
 
 // dumpMail reads every mailbox of user over IMAP from node i.
-func (mc *mailCluster) dumpMail(t *testing.T, i int, user string) map[string]dumpedBox {
-	t.Helper()
-	c := mc.imapLogin(t, i, user)
+func (mc *mailCluster) dumpMail(i int, user string) (map[string]dumpedBox, error) {
+	c, err := mc.imapLogin(i, user)
+	if err != nil {
+		return nil, err
+	}
 	defer c.Close()
 	list, err := c.List("", "*", nil).Collect()
 	if err != nil {
-		t.Fatalf("LIST %s: %v", user, err)
+		return nil, fmt.Errorf("LIST %s: %w", user, err)
 	}
 	out := map[string]dumpedBox{}
 	for _, l := range list {
 		sel, err := c.Select(l.Mailbox, &imap.SelectOptions{ReadOnly: true}).Wait()
 		if err != nil {
-			t.Fatalf("SELECT %s %q: %v", user, l.Mailbox, err)
+			return nil, fmt.Errorf("SELECT %s %q: %w", user, l.Mailbox, err)
 		}
 		box := dumpedBox{UIDValidity: sel.UIDValidity}
 		if sel.NumMessages > 0 {
@@ -156,7 +157,7 @@ func (mc *mailCluster) dumpMail(t *testing.T, i int, user string) map[string]dum
 			all.AddRange(1, 0)
 			msgs, err := c.Fetch(all, &imap.FetchOptions{UID: true, Flags: true, BodySection: []*imap.FetchItemBodySection{{Peek: true}}}).Collect()
 			if err != nil {
-				t.Fatalf("FETCH %s %q: %v", user, l.Mailbox, err)
+				return nil, fmt.Errorf("FETCH %s %q: %w", user, l.Mailbox, err)
 			}
 			for _, m := range msgs {
 				var flags []string
@@ -174,7 +175,7 @@ func (mc *mailCluster) dumpMail(t *testing.T, i int, user string) map[string]dum
 		}
 		out[l.Mailbox] = box
 	}
-	return out
+	return out, nil
 }
 
 func testMessage(rng *rand.Rand, token string, size int) []byte {
@@ -279,7 +280,10 @@ func TestProcBackupRestore(t *testing.T) {
 		}
 	}
 	{
-		c := src.imapLogin(t, 1, "alice")
+		c, err := src.imapLogin(1, "alice")
+		if err != nil {
+			t.Fatal(err)
+		}
 		if err := c.Create("Archive", nil).Wait(); err != nil {
 			t.Fatal(err)
 		}
@@ -384,11 +388,17 @@ func TestProcBackupRestore(t *testing.T) {
 	// Mail: every mailbox of the restored cluster is the source's as of
 	// the snapshot, read through every node.
 	for _, u := range users {
-		want := src.dumpMail(t, 0, u)
+		want, err := src.dumpMail(0, u)
+		if err != nil {
+			t.Fatal(err)
+		}
 		for node := range 3 {
 			var got map[string]dumpedBox
 			Eventually(t, 30*time.Second, "restored mail readable on node "+strconv.Itoa(node), func() error {
-				got = dst.dumpMail(t, node, u)
+				var err error
+				if got, err = dst.dumpMail(node, u); err != nil {
+					return err
+				}
 				if len(got) != len(want) {
 					return fmt.Errorf("%s has mailboxes %v on node %d, want %d", u, slices.Sorted(mapKeys(got)), node, len(want))
 				}
@@ -429,6 +439,31 @@ func TestProcBackupRestore(t *testing.T) {
 				}
 			}
 		}
+	}
+
+	// A restored node starts again (its raft log has no hole below the
+	// restored index) and serves the same mail.
+	dst.Stop(2)
+	dst.Start(2)
+	dst.WaitHealthy(60 * time.Second)
+	dst.waitPort(2, dst.ports[2].IMAP)
+	for _, u := range users {
+		want, err := dst.dumpMail(0, u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		Eventually(t, 30*time.Second, "mail on the restarted node", func() error {
+			got, err := dst.dumpMail(2, u)
+			if err != nil {
+				return err
+			}
+			for name, wb := range want {
+				if gb := got[name]; gb.UIDValidity != wb.UIDValidity || len(gb.Msgs) != len(wb.Msgs) {
+					return fmt.Errorf("%s %q on the restarted node: %d messages, %d elsewhere", u, name, len(gb.Msgs), len(wb.Msgs))
+				}
+			}
+			return nil
+		})
 	}
 
 	// The site, byte for byte, from both clusters.
