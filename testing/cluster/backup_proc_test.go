@@ -26,6 +26,7 @@ import (
 	"github.com/emersion/go-smtp"
 	"google.golang.org/grpc"
 
+	pb "hastore/proto/hastorepb"
 	"hastore/replica/transport"
 )
 
@@ -481,6 +482,27 @@ func TestProcBackupRestore(t *testing.T) {
 	for p, b := range wantTree {
 		if !bytes.Equal(dstTree[p], b) {
 			t.Fatalf("site file %s: %d bytes restored differ from the %d uploaded", p, len(dstTree[p]), len(b))
+		}
+	}
+
+	// The site's reference audit (SiteAudit.ContentRefs) finds every
+	// chunk of every file covered by its object's count, on every node.
+	for node := range 3 {
+		opts, err := transport.DialOptions(dst.ClientConfig())
+		if err != nil {
+			t.Fatal(err)
+		}
+		cc, err := grpc.NewClient("passthrough:///"+dst.Addrs[node], opts...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := pb.NewSiteAuditClient(cc).ContentRefs(ctx, &pb.SiteRequest{Site: site})
+		cc.Close()
+		if err != nil {
+			t.Fatalf("ContentRefs on restored node %d: %v", node, err)
+		}
+		if len(r.Problems) > 0 || r.Chunks == 0 {
+			t.Fatalf("ContentRefs on restored node %d: %d chunks, problems %v", node, r.Chunks, r.Problems)
 		}
 	}
 
