@@ -280,6 +280,7 @@ func StartNode(cfg NodeConfig) (n *Node, err error) {
 	transport.NewNodeServer(cfg.ID, n.DB).Register(n.grpc)
 	pb.RegisterClusterServer(n.grpc, &clusterServer{n: n})
 	pb.RegisterCredsServer(n.grpc, &credsServer{n: n})
+	pb.RegisterBackupServer(n.grpc, &backupServer{n: n})
 	if cfg.Register != nil {
 		cfg.Register(n.grpc, n)
 	}

@@ -4924,6 +4924,303 @@ func (x *RefProblem) GetError() string {
 	return ""
 }
 
+// BackupSnapshotRequest asks for the metadata snapshot.
+type BackupSnapshotRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BackupSnapshotRequest) Reset() {
+	*x = BackupSnapshotRequest{}
+	mi := &file_hastore_proto_msgTypes[75]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BackupSnapshotRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BackupSnapshotRequest) ProtoMessage() {}
+
+func (x *BackupSnapshotRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hastore_proto_msgTypes[75]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BackupSnapshotRequest.ProtoReflect.Descriptor instead.
+func (*BackupSnapshotRequest) Descriptor() ([]byte, []int) {
+	return file_hastore_proto_rawDescGZIP(), []int{75}
+}
+
+// BackupSnapshotChunk is the next piece of the snapshot; the first one
+// also carries what it describes.
+type BackupSnapshotChunk struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// applied_index is the Raft index the snapshot is as of (first chunk).
+	AppliedIndex uint64 `protobuf:"varint,1,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
+	// scheme is the cluster's erasure scheme for new objects, "K+M" (first chunk).
+	Scheme string `protobuf:"bytes,2,opt,name=scheme,proto3" json:"scheme,omitempty"`
+	// node is the ID of the node that took it (first chunk).
+	Node string `protobuf:"bytes,3,opt,name=node,proto3" json:"node,omitempty"`
+	// data is the next bytes of the snapshot stream.
+	Data          []byte `protobuf:"bytes,4,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BackupSnapshotChunk) Reset() {
+	*x = BackupSnapshotChunk{}
+	mi := &file_hastore_proto_msgTypes[76]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BackupSnapshotChunk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BackupSnapshotChunk) ProtoMessage() {}
+
+func (x *BackupSnapshotChunk) ProtoReflect() protoreflect.Message {
+	mi := &file_hastore_proto_msgTypes[76]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BackupSnapshotChunk.ProtoReflect.Descriptor instead.
+func (*BackupSnapshotChunk) Descriptor() ([]byte, []int) {
+	return file_hastore_proto_rawDescGZIP(), []int{76}
+}
+
+func (x *BackupSnapshotChunk) GetAppliedIndex() uint64 {
+	if x != nil {
+		return x.AppliedIndex
+	}
+	return 0
+}
+
+func (x *BackupSnapshotChunk) GetScheme() string {
+	if x != nil {
+		return x.Scheme
+	}
+	return ""
+}
+
+func (x *BackupSnapshotChunk) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *BackupSnapshotChunk) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+// BackupObjectRequest names an object to back up.
+type BackupObjectRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// id is the object's 32-byte ID.
+	Id            []byte `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BackupObjectRequest) Reset() {
+	*x = BackupObjectRequest{}
+	mi := &file_hastore_proto_msgTypes[77]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BackupObjectRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BackupObjectRequest) ProtoMessage() {}
+
+func (x *BackupObjectRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hastore_proto_msgTypes[77]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BackupObjectRequest.ProtoReflect.Descriptor instead.
+func (*BackupObjectRequest) Descriptor() ([]byte, []int) {
+	return file_hastore_proto_rawDescGZIP(), []int{77}
+}
+
+func (x *BackupObjectRequest) GetId() []byte {
+	if x != nil {
+		return x.Id
+	}
+	return nil
+}
+
+// RestoreChunk is the next piece of the backup's metadata snapshot; the
+// first one carries the options.
+type RestoreChunk struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// check_only: no data; only answer whether the cluster may be restored
+	// into (FAILED_PRECONDITION if it holds tenant data and force is unset).
+	CheckOnly bool `protobuf:"varint,1,opt,name=check_only,json=checkOnly,proto3" json:"check_only,omitempty"`
+	// force restores over tenant data, which is replaced.
+	Force bool `protobuf:"varint,2,opt,name=force,proto3" json:"force,omitempty"`
+	// data is the next bytes of the snapshot stream.
+	Data          []byte `protobuf:"bytes,3,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RestoreChunk) Reset() {
+	*x = RestoreChunk{}
+	mi := &file_hastore_proto_msgTypes[78]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RestoreChunk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RestoreChunk) ProtoMessage() {}
+
+func (x *RestoreChunk) ProtoReflect() protoreflect.Message {
+	mi := &file_hastore_proto_msgTypes[78]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RestoreChunk.ProtoReflect.Descriptor instead.
+func (*RestoreChunk) Descriptor() ([]byte, []int) {
+	return file_hastore_proto_rawDescGZIP(), []int{78}
+}
+
+func (x *RestoreChunk) GetCheckOnly() bool {
+	if x != nil {
+		return x.CheckOnly
+	}
+	return false
+}
+
+func (x *RestoreChunk) GetForce() bool {
+	if x != nil {
+		return x.Force
+	}
+	return false
+}
+
+func (x *RestoreChunk) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+// RestoreReply says what the restore installed.
+type RestoreReply struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// index is the Raft index of the restored state.
+	Index uint64 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	// objects is how many live object records it holds.
+	Objects int64 `protobuf:"varint,2,opt,name=objects,proto3" json:"objects,omitempty"`
+	// tenant_keys is how many tenant records it holds.
+	TenantKeys int64 `protobuf:"varint,3,opt,name=tenant_keys,json=tenantKeys,proto3" json:"tenant_keys,omitempty"`
+	// tombstoned is how many objects of this cluster no restored record
+	// references; they are deleted after the grace period.
+	Tombstoned    int64 `protobuf:"varint,4,opt,name=tombstoned,proto3" json:"tombstoned,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RestoreReply) Reset() {
+	*x = RestoreReply{}
+	mi := &file_hastore_proto_msgTypes[79]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RestoreReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RestoreReply) ProtoMessage() {}
+
+func (x *RestoreReply) ProtoReflect() protoreflect.Message {
+	mi := &file_hastore_proto_msgTypes[79]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RestoreReply.ProtoReflect.Descriptor instead.
+func (*RestoreReply) Descriptor() ([]byte, []int) {
+	return file_hastore_proto_rawDescGZIP(), []int{79}
+}
+
+func (x *RestoreReply) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *RestoreReply) GetObjects() int64 {
+	if x != nil {
+		return x.Objects
+	}
+	return 0
+}
+
+func (x *RestoreReply) GetTenantKeys() int64 {
+	if x != nil {
+		return x.TenantKeys
+	}
+	return 0
+}
+
+func (x *RestoreReply) GetTombstoned() int64 {
+	if x != nil {
+		return x.Tombstoned
+	}
+	return 0
+}
+
 var File_hastore_proto protoreflect.FileDescriptor
 
 const file_hastore_proto_rawDesc = "" +
@@ -5256,7 +5553,28 @@ const file_hastore_proto_rawDesc = "" +
 	"\x06object\x18\x02 \x01(\fR\x06object\x12\x12\n" +
 	"\x04refs\x18\x03 \x01(\x03R\x04refs\x12\x12\n" +
 	"\x04used\x18\x04 \x01(\x03R\x04used\x12\x14\n" +
-	"\x05error\x18\x05 \x01(\tR\x05error2\xff\x02\n" +
+	"\x05error\x18\x05 \x01(\tR\x05error\"\x17\n" +
+	"\x15BackupSnapshotRequest\"z\n" +
+	"\x13BackupSnapshotChunk\x12#\n" +
+	"\rapplied_index\x18\x01 \x01(\x04R\fappliedIndex\x12\x16\n" +
+	"\x06scheme\x18\x02 \x01(\tR\x06scheme\x12\x12\n" +
+	"\x04node\x18\x03 \x01(\tR\x04node\x12\x12\n" +
+	"\x04data\x18\x04 \x01(\fR\x04data\"%\n" +
+	"\x13BackupObjectRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\fR\x02id\"W\n" +
+	"\fRestoreChunk\x12\x1d\n" +
+	"\n" +
+	"check_only\x18\x01 \x01(\bR\tcheckOnly\x12\x14\n" +
+	"\x05force\x18\x02 \x01(\bR\x05force\x12\x12\n" +
+	"\x04data\x18\x03 \x01(\fR\x04data\"\x7f\n" +
+	"\fRestoreReply\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\x04R\x05index\x12\x18\n" +
+	"\aobjects\x18\x02 \x01(\x03R\aobjects\x12\x1f\n" +
+	"\vtenant_keys\x18\x03 \x01(\x03R\n" +
+	"tenantKeys\x12\x1e\n" +
+	"\n" +
+	"tombstoned\x18\x04 \x01(\x03R\n" +
+	"tombstoned2\xff\x02\n" +
 	"\x04Node\x12B\n" +
 	"\bPutShard\x12\x19.hastore.v1.PutShardChunk\x1a\x19.hastore.v1.PutShardReply(\x01\x12D\n" +
 	"\bGetShard\x12\x1b.hastore.v1.GetShardRequest\x1a\x19.hastore.v1.GetShardChunk0\x01\x128\n" +
@@ -5325,7 +5643,11 @@ const file_hastore_proto_rawDesc = "" +
 	"\n" +
 	"RevokeCred\x12\x1d.hastore.v1.RevokeCredRequest\x1a\x11.hastore.v1.Empty2Q\n" +
 	"\tSiteAudit\x12D\n" +
-	"\vContentRefs\x12\x17.hastore.v1.SiteRequest\x1a\x1c.hastore.v1.ContentRefsReplyB\x19Z\x17hastore/proto/hastorepbb\x06proto3"
+	"\vContentRefs\x12\x17.hastore.v1.SiteRequest\x1a\x1c.hastore.v1.ContentRefsReply2\xe2\x01\n" +
+	"\x06Backup\x12P\n" +
+	"\bSnapshot\x12!.hastore.v1.BackupSnapshotRequest\x1a\x1f.hastore.v1.BackupSnapshotChunk0\x01\x12E\n" +
+	"\tGetObject\x12\x1f.hastore.v1.BackupObjectRequest\x1a\x15.hastore.v1.DataChunk0\x01\x12?\n" +
+	"\aRestore\x12\x18.hastore.v1.RestoreChunk\x1a\x18.hastore.v1.RestoreReply(\x01B\x19Z\x17hastore/proto/hastorepbb\x06proto3"
 
 var (
 	file_hastore_proto_rawDescOnce sync.Once
@@ -5340,7 +5662,7 @@ func file_hastore_proto_rawDescGZIP() []byte {
 }
 
 var file_hastore_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_hastore_proto_msgTypes = make([]protoimpl.MessageInfo, 75)
+var file_hastore_proto_msgTypes = make([]protoimpl.MessageInfo, 80)
 var file_hastore_proto_goTypes = []any{
 	(WriteHeader_Kind)(0),           // 0: hastore.v1.WriteHeader.Kind
 	(*Empty)(nil),                   // 1: hastore.v1.Empty
@@ -5418,6 +5740,11 @@ var file_hastore_proto_goTypes = []any{
 	(*ReleaseRequest)(nil),          // 73: hastore.v1.ReleaseRequest
 	(*ContentRefsReply)(nil),        // 74: hastore.v1.ContentRefsReply
 	(*RefProblem)(nil),              // 75: hastore.v1.RefProblem
+	(*BackupSnapshotRequest)(nil),   // 76: hastore.v1.BackupSnapshotRequest
+	(*BackupSnapshotChunk)(nil),     // 77: hastore.v1.BackupSnapshotChunk
+	(*BackupObjectRequest)(nil),     // 78: hastore.v1.BackupObjectRequest
+	(*RestoreChunk)(nil),            // 79: hastore.v1.RestoreChunk
+	(*RestoreReply)(nil),            // 80: hastore.v1.RestoreReply
 }
 var file_hastore_proto_depIdxs = []int32{
 	8,  // 0: hastore.v1.PutShardReply.shard:type_name -> hastore.v1.ShardInfo
@@ -5496,65 +5823,71 @@ var file_hastore_proto_depIdxs = []int32{
 	61, // 73: hastore.v1.Creds.ListCreds:input_type -> hastore.v1.ListCredsRequest
 	63, // 74: hastore.v1.Creds.RevokeCred:input_type -> hastore.v1.RevokeCredRequest
 	30, // 75: hastore.v1.SiteAudit.ContentRefs:input_type -> hastore.v1.SiteRequest
-	3,  // 76: hastore.v1.Node.PutShard:output_type -> hastore.v1.PutShardReply
-	5,  // 77: hastore.v1.Node.GetShard:output_type -> hastore.v1.GetShardChunk
-	8,  // 78: hastore.v1.Node.StatShard:output_type -> hastore.v1.ShardInfo
-	1,  // 79: hastore.v1.Node.DeleteShard:output_type -> hastore.v1.Empty
-	8,  // 80: hastore.v1.Node.ListShards:output_type -> hastore.v1.ShardInfo
-	10, // 81: hastore.v1.Node.Info:output_type -> hastore.v1.NodeInfo
-	12, // 82: hastore.v1.Cluster.PutObject:output_type -> hastore.v1.ObjectRef
-	11, // 83: hastore.v1.Cluster.GetObject:output_type -> hastore.v1.DataChunk
-	15, // 84: hastore.v1.Cluster.StatObject:output_type -> hastore.v1.ObjectStat
-	1,  // 85: hastore.v1.Cluster.DeleteObject:output_type -> hastore.v1.Empty
-	19, // 86: hastore.v1.Cluster.Status:output_type -> hastore.v1.ClusterStatus
-	29, // 87: hastore.v1.Cluster.RemoveNode:output_type -> hastore.v1.Progress
-	29, // 88: hastore.v1.Cluster.Repair:output_type -> hastore.v1.Progress
-	29, // 89: hastore.v1.Cluster.Scrub:output_type -> hastore.v1.Progress
-	23, // 90: hastore.v1.Cluster.Join:output_type -> hastore.v1.JoinReply
-	25, // 91: hastore.v1.Cluster.Propose:output_type -> hastore.v1.ProposeReply
-	28, // 92: hastore.v1.Cluster.ReadIndex:output_type -> hastore.v1.ReadIndexReply
-	1,  // 93: hastore.v1.Cluster.LeaderSlow:output_type -> hastore.v1.Empty
-	32, // 94: hastore.v1.Sites.AddSite:output_type -> hastore.v1.SiteInfo
-	1,  // 95: hastore.v1.Sites.DelSite:output_type -> hastore.v1.Empty
-	34, // 96: hastore.v1.Sites.ListSites:output_type -> hastore.v1.ListSitesReply
-	1,  // 97: hastore.v1.Sites.Sync:output_type -> hastore.v1.Empty
-	35, // 98: hastore.v1.Sites.Lookup:output_type -> hastore.v1.Inode
-	35, // 99: hastore.v1.Sites.GetAttr:output_type -> hastore.v1.Inode
-	35, // 100: hastore.v1.Sites.Walk:output_type -> hastore.v1.Inode
-	40, // 101: hastore.v1.Sites.ReadDir:output_type -> hastore.v1.DirEntries
-	35, // 102: hastore.v1.Sites.Mkdir:output_type -> hastore.v1.Inode
-	35, // 103: hastore.v1.Sites.Create:output_type -> hastore.v1.Inode
-	35, // 104: hastore.v1.Sites.Symlink:output_type -> hastore.v1.Inode
-	43, // 105: hastore.v1.Sites.Readlink:output_type -> hastore.v1.ReadlinkReply
-	35, // 106: hastore.v1.Sites.Setattr:output_type -> hastore.v1.Inode
-	1,  // 107: hastore.v1.Sites.Rename:output_type -> hastore.v1.Empty
-	1,  // 108: hastore.v1.Sites.Unlink:output_type -> hastore.v1.Empty
-	1,  // 109: hastore.v1.Sites.Rmdir:output_type -> hastore.v1.Empty
-	11, // 110: hastore.v1.Sites.Read:output_type -> hastore.v1.DataChunk
-	35, // 111: hastore.v1.Sites.Write:output_type -> hastore.v1.Inode
-	35, // 112: hastore.v1.Sites.Mknod:output_type -> hastore.v1.Inode
-	35, // 113: hastore.v1.Sites.Link:output_type -> hastore.v1.Inode
-	72, // 114: hastore.v1.Sites.Hold:output_type -> hastore.v1.HoldReply
-	1,  // 115: hastore.v1.Sites.Release:output_type -> hastore.v1.Empty
-	1,  // 116: hastore.v1.Mail.AddDomain:output_type -> hastore.v1.Empty
-	1,  // 117: hastore.v1.Mail.DelDomain:output_type -> hastore.v1.Empty
-	55, // 118: hastore.v1.Mail.ListDomains:output_type -> hastore.v1.ListMailDomainsReply
-	1,  // 119: hastore.v1.Mail.AddUser:output_type -> hastore.v1.Empty
-	1,  // 120: hastore.v1.Mail.SetPassword:output_type -> hastore.v1.Empty
-	1,  // 121: hastore.v1.Mail.SetQuota:output_type -> hastore.v1.Empty
-	1,  // 122: hastore.v1.Mail.DelUser:output_type -> hastore.v1.Empty
-	59, // 123: hastore.v1.Mail.ListUsers:output_type -> hastore.v1.ListMailUsersReply
-	1,  // 124: hastore.v1.Mail.ShareCredentials:output_type -> hastore.v1.Empty
-	1,  // 125: hastore.v1.Mail.AddAlias:output_type -> hastore.v1.Empty
-	1,  // 126: hastore.v1.Mail.DelAlias:output_type -> hastore.v1.Empty
-	67, // 127: hastore.v1.Mail.ListAliases:output_type -> hastore.v1.ListMailAliasesReply
-	68, // 128: hastore.v1.Mail.DomainPolicy:output_type -> hastore.v1.MailDomainPolicy
-	1,  // 129: hastore.v1.Creds.RecordCred:output_type -> hastore.v1.Empty
-	62, // 130: hastore.v1.Creds.ListCreds:output_type -> hastore.v1.ListCredsReply
-	1,  // 131: hastore.v1.Creds.RevokeCred:output_type -> hastore.v1.Empty
-	74, // 132: hastore.v1.SiteAudit.ContentRefs:output_type -> hastore.v1.ContentRefsReply
-	76, // [76:133] is the sub-list for method output_type
-	19, // [19:76] is the sub-list for method input_type
+	76, // 76: hastore.v1.Backup.Snapshot:input_type -> hastore.v1.BackupSnapshotRequest
+	78, // 77: hastore.v1.Backup.GetObject:input_type -> hastore.v1.BackupObjectRequest
+	79, // 78: hastore.v1.Backup.Restore:input_type -> hastore.v1.RestoreChunk
+	3,  // 79: hastore.v1.Node.PutShard:output_type -> hastore.v1.PutShardReply
+	5,  // 80: hastore.v1.Node.GetShard:output_type -> hastore.v1.GetShardChunk
+	8,  // 81: hastore.v1.Node.StatShard:output_type -> hastore.v1.ShardInfo
+	1,  // 82: hastore.v1.Node.DeleteShard:output_type -> hastore.v1.Empty
+	8,  // 83: hastore.v1.Node.ListShards:output_type -> hastore.v1.ShardInfo
+	10, // 84: hastore.v1.Node.Info:output_type -> hastore.v1.NodeInfo
+	12, // 85: hastore.v1.Cluster.PutObject:output_type -> hastore.v1.ObjectRef
+	11, // 86: hastore.v1.Cluster.GetObject:output_type -> hastore.v1.DataChunk
+	15, // 87: hastore.v1.Cluster.StatObject:output_type -> hastore.v1.ObjectStat
+	1,  // 88: hastore.v1.Cluster.DeleteObject:output_type -> hastore.v1.Empty
+	19, // 89: hastore.v1.Cluster.Status:output_type -> hastore.v1.ClusterStatus
+	29, // 90: hastore.v1.Cluster.RemoveNode:output_type -> hastore.v1.Progress
+	29, // 91: hastore.v1.Cluster.Repair:output_type -> hastore.v1.Progress
+	29, // 92: hastore.v1.Cluster.Scrub:output_type -> hastore.v1.Progress
+	23, // 93: hastore.v1.Cluster.Join:output_type -> hastore.v1.JoinReply
+	25, // 94: hastore.v1.Cluster.Propose:output_type -> hastore.v1.ProposeReply
+	28, // 95: hastore.v1.Cluster.ReadIndex:output_type -> hastore.v1.ReadIndexReply
+	1,  // 96: hastore.v1.Cluster.LeaderSlow:output_type -> hastore.v1.Empty
+	32, // 97: hastore.v1.Sites.AddSite:output_type -> hastore.v1.SiteInfo
+	1,  // 98: hastore.v1.Sites.DelSite:output_type -> hastore.v1.Empty
+	34, // 99: hastore.v1.Sites.ListSites:output_type -> hastore.v1.ListSitesReply
+	1,  // 100: hastore.v1.Sites.Sync:output_type -> hastore.v1.Empty
+	35, // 101: hastore.v1.Sites.Lookup:output_type -> hastore.v1.Inode
+	35, // 102: hastore.v1.Sites.GetAttr:output_type -> hastore.v1.Inode
+	35, // 103: hastore.v1.Sites.Walk:output_type -> hastore.v1.Inode
+	40, // 104: hastore.v1.Sites.ReadDir:output_type -> hastore.v1.DirEntries
+	35, // 105: hastore.v1.Sites.Mkdir:output_type -> hastore.v1.Inode
+	35, // 106: hastore.v1.Sites.Create:output_type -> hastore.v1.Inode
+	35, // 107: hastore.v1.Sites.Symlink:output_type -> hastore.v1.Inode
+	43, // 108: hastore.v1.Sites.Readlink:output_type -> hastore.v1.ReadlinkReply
+	35, // 109: hastore.v1.Sites.Setattr:output_type -> hastore.v1.Inode
+	1,  // 110: hastore.v1.Sites.Rename:output_type -> hastore.v1.Empty
+	1,  // 111: hastore.v1.Sites.Unlink:output_type -> hastore.v1.Empty
+	1,  // 112: hastore.v1.Sites.Rmdir:output_type -> hastore.v1.Empty
+	11, // 113: hastore.v1.Sites.Read:output_type -> hastore.v1.DataChunk
+	35, // 114: hastore.v1.Sites.Write:output_type -> hastore.v1.Inode
+	35, // 115: hastore.v1.Sites.Mknod:output_type -> hastore.v1.Inode
+	35, // 116: hastore.v1.Sites.Link:output_type -> hastore.v1.Inode
+	72, // 117: hastore.v1.Sites.Hold:output_type -> hastore.v1.HoldReply
+	1,  // 118: hastore.v1.Sites.Release:output_type -> hastore.v1.Empty
+	1,  // 119: hastore.v1.Mail.AddDomain:output_type -> hastore.v1.Empty
+	1,  // 120: hastore.v1.Mail.DelDomain:output_type -> hastore.v1.Empty
+	55, // 121: hastore.v1.Mail.ListDomains:output_type -> hastore.v1.ListMailDomainsReply
+	1,  // 122: hastore.v1.Mail.AddUser:output_type -> hastore.v1.Empty
+	1,  // 123: hastore.v1.Mail.SetPassword:output_type -> hastore.v1.Empty
+	1,  // 124: hastore.v1.Mail.SetQuota:output_type -> hastore.v1.Empty
+	1,  // 125: hastore.v1.Mail.DelUser:output_type -> hastore.v1.Empty
+	59, // 126: hastore.v1.Mail.ListUsers:output_type -> hastore.v1.ListMailUsersReply
+	1,  // 127: hastore.v1.Mail.ShareCredentials:output_type -> hastore.v1.Empty
+	1,  // 128: hastore.v1.Mail.AddAlias:output_type -> hastore.v1.Empty
+	1,  // 129: hastore.v1.Mail.DelAlias:output_type -> hastore.v1.Empty
+	67, // 130: hastore.v1.Mail.ListAliases:output_type -> hastore.v1.ListMailAliasesReply
+	68, // 131: hastore.v1.Mail.DomainPolicy:output_type -> hastore.v1.MailDomainPolicy
+	1,  // 132: hastore.v1.Creds.RecordCred:output_type -> hastore.v1.Empty
+	62, // 133: hastore.v1.Creds.ListCreds:output_type -> hastore.v1.ListCredsReply
+	1,  // 134: hastore.v1.Creds.RevokeCred:output_type -> hastore.v1.Empty
+	74, // 135: hastore.v1.SiteAudit.ContentRefs:output_type -> hastore.v1.ContentRefsReply
+	77, // 136: hastore.v1.Backup.Snapshot:output_type -> hastore.v1.BackupSnapshotChunk
+	11, // 137: hastore.v1.Backup.GetObject:output_type -> hastore.v1.DataChunk
+	80, // 138: hastore.v1.Backup.Restore:output_type -> hastore.v1.RestoreReply
+	79, // [79:139] is the sub-list for method output_type
+	19, // [19:79] is the sub-list for method input_type
 	19, // [19:19] is the sub-list for extension type_name
 	19, // [19:19] is the sub-list for extension extendee
 	0,  // [0:19] is the sub-list for field type_name
@@ -5571,9 +5904,9 @@ func file_hastore_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hastore_proto_rawDesc), len(file_hastore_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   75,
+			NumMessages:   80,
 			NumExtensions: 0,
-			NumServices:   6,
+			NumServices:   7,
 		},
 		GoTypes:           file_hastore_proto_goTypes,
 		DependencyIndexes: file_hastore_proto_depIdxs,

@@ -2765,3 +2765,204 @@ var SiteAudit_ServiceDesc = grpc.ServiceDesc{
 	Streams:  []grpc.StreamDesc{},
 	Metadata: "hastore.proto",
 }
+
+const (
+	Backup_Snapshot_FullMethodName  = "/hastore.v1.Backup/Snapshot"
+	Backup_GetObject_FullMethodName = "/hastore.v1.Backup/GetObject"
+	Backup_Restore_FullMethodName   = "/hastore.v1.Backup/Restore"
+)
+
+// BackupClient is the client API for Backup service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+type BackupClient interface {
+	// Snapshot streams the whole metadata (object records, tenants,
+	// membership) as of one applied Raft index, in the format of the
+	// metadata's Raft snapshots. The node first catches up with the leader,
+	// so every write acknowledged before the call is in it.
+	Snapshot(ctx context.Context, in *BackupSnapshotRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[BackupSnapshotChunk], error)
+	// GetObject streams a whole object through the verified read path. An
+	// object deleted since the snapshot is still read while its shards are
+	// kept (the cluster's grace period, default 1h).
+	GetObject(ctx context.Context, in *BackupObjectRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[DataChunk], error)
+	// Restore replaces the metadata of this cluster with a backup's, through
+	// Raft's snapshot restore on the leader (so every node installs it); the
+	// backup's objects must have been put first. Only the leader serves it
+	// (UNAVAILABLE elsewhere). A cluster holding tenant data is refused
+	// (FAILED_PRECONDITION) unless force is set.
+	Restore(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[RestoreChunk, RestoreReply], error)
+}
+
+type backupClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewBackupClient(cc grpc.ClientConnInterface) BackupClient {
+	return &backupClient{cc}
+}
+
+func (c *backupClient) Snapshot(ctx context.Context, in *BackupSnapshotRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[BackupSnapshotChunk], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Backup_ServiceDesc.Streams[0], Backup_Snapshot_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[BackupSnapshotRequest, BackupSnapshotChunk]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Backup_SnapshotClient = grpc.ServerStreamingClient[BackupSnapshotChunk]
+
+func (c *backupClient) GetObject(ctx context.Context, in *BackupObjectRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[DataChunk], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Backup_ServiceDesc.Streams[1], Backup_GetObject_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[BackupObjectRequest, DataChunk]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Backup_GetObjectClient = grpc.ServerStreamingClient[DataChunk]
+
+func (c *backupClient) Restore(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[RestoreChunk, RestoreReply], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Backup_ServiceDesc.Streams[2], Backup_Restore_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[RestoreChunk, RestoreReply]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Backup_RestoreClient = grpc.ClientStreamingClient[RestoreChunk, RestoreReply]
+
+// BackupServer is the server API for Backup service.
+// All implementations must embed UnimplementedBackupServer
+// for forward compatibility.
+type BackupServer interface {
+	// Snapshot streams the whole metadata (object records, tenants,
+	// membership) as of one applied Raft index, in the format of the
+	// metadata's Raft snapshots. The node first catches up with the leader,
+	// so every write acknowledged before the call is in it.
+	Snapshot(*BackupSnapshotRequest, grpc.ServerStreamingServer[BackupSnapshotChunk]) error
+	// GetObject streams a whole object through the verified read path. An
+	// object deleted since the snapshot is still read while its shards are
+	// kept (the cluster's grace period, default 1h).
+	GetObject(*BackupObjectRequest, grpc.ServerStreamingServer[DataChunk]) error
+	// Restore replaces the metadata of this cluster with a backup's, through
+	// Raft's snapshot restore on the leader (so every node installs it); the
+	// backup's objects must have been put first. Only the leader serves it
+	// (UNAVAILABLE elsewhere). A cluster holding tenant data is refused
+	// (FAILED_PRECONDITION) unless force is set.
+	Restore(grpc.ClientStreamingServer[RestoreChunk, RestoreReply]) error
+	mustEmbedUnimplementedBackupServer()
+}
+
+// UnimplementedBackupServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedBackupServer struct{}
+
+func (UnimplementedBackupServer) Snapshot(*BackupSnapshotRequest, grpc.ServerStreamingServer[BackupSnapshotChunk]) error {
+	return status.Error(codes.Unimplemented, "method Snapshot not implemented")
+}
+func (UnimplementedBackupServer) GetObject(*BackupObjectRequest, grpc.ServerStreamingServer[DataChunk]) error {
+	return status.Error(codes.Unimplemented, "method GetObject not implemented")
+}
+func (UnimplementedBackupServer) Restore(grpc.ClientStreamingServer[RestoreChunk, RestoreReply]) error {
+	return status.Error(codes.Unimplemented, "method Restore not implemented")
+}
+func (UnimplementedBackupServer) mustEmbedUnimplementedBackupServer() {}
+func (UnimplementedBackupServer) testEmbeddedByValue()                {}
+
+// UnsafeBackupServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to BackupServer will
+// result in compilation errors.
+type UnsafeBackupServer interface {
+	mustEmbedUnimplementedBackupServer()
+}
+
+func RegisterBackupServer(s grpc.ServiceRegistrar, srv BackupServer) {
+	// If the following call panics, it indicates UnimplementedBackupServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&Backup_ServiceDesc, srv)
+}
+
+func _Backup_Snapshot_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(BackupSnapshotRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(BackupServer).Snapshot(m, &grpc.GenericServerStream[BackupSnapshotRequest, BackupSnapshotChunk]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Backup_SnapshotServer = grpc.ServerStreamingServer[BackupSnapshotChunk]
+
+func _Backup_GetObject_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(BackupObjectRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(BackupServer).GetObject(m, &grpc.GenericServerStream[BackupObjectRequest, DataChunk]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Backup_GetObjectServer = grpc.ServerStreamingServer[DataChunk]
+
+func _Backup_Restore_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(BackupServer).Restore(&grpc.GenericServerStream[RestoreChunk, RestoreReply]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Backup_RestoreServer = grpc.ClientStreamingServer[RestoreChunk, RestoreReply]
+
+// Backup_ServiceDesc is the grpc.ServiceDesc for Backup service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var Backup_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "hastore.v1.Backup",
+	HandlerType: (*BackupServer)(nil),
+	Methods:     []grpc.MethodDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "Snapshot",
+			Handler:       _Backup_Snapshot_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "GetObject",
+			Handler:       _Backup_GetObject_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "Restore",
+			Handler:       _Backup_Restore_Handler,
+			ClientStreams: true,
+		},
+	},
+	Metadata: "hastore.proto",
+}
