@@ -74,11 +74,17 @@ func (a *adminClient) conn(addr string) (*grpc.ClientConn, error) {
 // each tries the call on every address in turn until one answers, as a
 // client behind DNS round robin would.
 func (a *adminClient) each(fn func(pb.ClusterClient) error) error {
+	return a.eachConn(func(c *grpc.ClientConn) error { return fn(pb.NewClusterClient(c)) })
+}
+
+// eachConn is each for any service: fn gets the connection to one node
+// after another until one answers or refuses for good.
+func (a *adminClient) eachConn(fn func(*grpc.ClientConn) error) error {
 	var errs []error
 	for _, addr := range a.addrs {
 		c, err := a.conn(addr)
 		if err == nil {
-			err = fn(pb.NewClusterClient(c))
+			err = fn(c)
 		}
 		if err == nil {
 			return nil

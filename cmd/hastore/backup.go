@@ -18,7 +18,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/status"
 
 	pb "hastore/proto/hastorepb"
 	"hastore/replica/meta"
@@ -76,21 +75,7 @@ func objectPath(dir, id string) string { return filepath.Join(dir, "objects", id
 // each, but for the Backup service. Unavailable (not the leader, no
 // quorum) moves on to the next node.
 func (a *adminClient) backupCall(fn func(pb.BackupClient) error) error {
-	var errs []error
-	for _, addr := range a.addrs {
-		c, err := a.conn(addr)
-		if err == nil {
-			err = fn(pb.NewBackupClient(c))
-		}
-		if err == nil {
-			return nil
-		}
-		if s, ok := status.FromError(err); ok && !retryableCode(s.Code().String()) {
-			return errors.New(s.Message())
-		}
-		errs = append(errs, fmt.Errorf("%s: %w", addr, err))
-	}
-	return a.hint(errors.Join(errs...))
+	return a.eachConn(func(c *grpc.ClientConn) error { return fn(pb.NewBackupClient(c)) })
 }
 
 // dialAll opens a connection to every node before workers share a.conns.

@@ -13,7 +13,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"google.golang.org/grpc/status"
+	"google.golang.org/grpc"
 
 	pb "hastore/proto/hastorepb"
 	"hastore/replica/transport"
@@ -117,21 +117,7 @@ func credIssue(args []string, a *adminClient, out io.Writer) error {
 }
 
 func (a *adminClient) eachCreds(fn func(pb.CredsClient) error) error {
-	var errs []error
-	for _, addr := range a.addrs {
-		c, err := a.conn(addr)
-		if err == nil {
-			err = fn(pb.NewCredsClient(c))
-		}
-		if err == nil {
-			return nil
-		}
-		if s, ok := status.FromError(err); ok && !retryableCode(s.Code().String()) {
-			return errors.New(s.Message())
-		}
-		errs = append(errs, fmt.Errorf("%s: %w", addr, err))
-	}
-	return a.hint(errors.Join(errs...))
+	return a.eachConn(func(c *grpc.ClientConn) error { return fn(pb.NewCredsClient(c)) })
 }
 
 func (a *adminClient) cred(ctx context.Context, args []string, out io.Writer) error {
