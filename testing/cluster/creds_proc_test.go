@@ -16,6 +16,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -359,8 +360,8 @@ func TestProcMountCredential(t *testing.T) {
 	}
 	mnt := filepath.Join(t.TempDir(), "a")
 	cmd := mount("a.example", mnt)
-	var log bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &log, &log
+	log := &lockedBuffer{}
+	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -384,3 +385,24 @@ func TestProcMountCredential(t *testing.T) {
 		t.Errorf("the admin reads %q, %v from a.example, want what the mount wrote", got, err)
 	}
 }
+
+// lockedBuffer is a bytes.Buffer that a child process's output can be
+// written into while the test reads it.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) Bytes() []byte {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return bytes.Clone(b.buf.Bytes())
+}
+
+func (b *lockedBuffer) String() string { return string(b.Bytes()) }
