@@ -141,8 +141,9 @@ lease = "250ms"
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	exited := make(chan error, 1)
-	go func() { <-logs.done; exited <- cmd.Wait() }()
+	exited := make(chan struct{}) // closed once serve has exited, with exitErr
+	var exitErr error
+	go func() { <-logs.done; exitErr = cmd.Wait(); close(exited) }()
 	t.Cleanup(func() {
 		_ = cmd.Process.Kill()
 		<-exited
@@ -150,8 +151,8 @@ lease = "250ms"
 	alive := func() {
 		t.Helper()
 		select {
-		case err := <-exited:
-			t.Fatalf("serve exited: %v\n%s", err, strings.Join(logs.snapshot(), "\n"))
+		case <-exited:
+			t.Fatalf("serve exited: %v\n%s", exitErr, strings.Join(logs.snapshot(), "\n"))
 		default:
 		}
 	}
@@ -228,9 +229,9 @@ lease = "250ms"
 		t.Fatal(err)
 	}
 	select {
-	case err := <-exited:
-		if err != nil {
-			t.Fatalf("serve after SIGTERM: %v", err)
+	case <-exited:
+		if exitErr != nil {
+			t.Fatalf("serve after SIGTERM: %v", exitErr)
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("serve did not exit within 30 s of SIGTERM")
