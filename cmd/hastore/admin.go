@@ -107,7 +107,7 @@ func (a *adminClient) hint(err error) error {
 			"give --cred DIR or set HASTORE_CRED=DIR, an admin credential made with 'hastore admin cred issue admin --ca CADIR --out DIR' " +
 			"(docs/operations.md, \"TLS and credentials\"); --cluster-key-file is for clusters run with --insecure only", err}
 	case a.cfg.ClientTLS != nil && tlsToPlaintext(msg):
-		return &tlsMismatch{"the cluster runs without TLS (serve --insecure) and this client spoke TLS: " +
+		return &tlsMismatch{"the node dropped this client's TLS handshake: if the cluster runs without TLS (serve --insecure), " +
 			"use --cluster-key-file KEY (or HASTORE_CLUSTER_KEY_FILE) instead of --cred / HASTORE_CRED", err}
 	}
 	return err
@@ -132,10 +132,14 @@ func plaintextToTLS(msg string) bool {
 	return false
 }
 
-// tlsToPlaintext tells a TLS client's failure at a plaintext port.
+// tlsToPlaintext tells a TLS client's failure at a plaintext port, which
+// drops the connection on the ClientHello it cannot read.
 func tlsToPlaintext(msg string) bool {
-	return strings.Contains(msg, "first record does not look like a TLS handshake") ||
-		strings.Contains(msg, "tls: oversized record")
+	if strings.Contains(msg, "first record does not look like a TLS handshake") || strings.Contains(msg, "tls: oversized record") {
+		return true
+	}
+	return strings.Contains(msg, "authentication handshake failed") &&
+		(strings.Contains(msg, "connection reset by peer") || strings.HasSuffix(strings.TrimRight(msg, `"`), "EOF"))
 }
 
 func retryableCode(c string) bool { return c == "Unavailable" || c == "DeadlineExceeded" }

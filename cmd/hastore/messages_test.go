@@ -8,10 +8,12 @@ import (
 	"errors"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"hastore/replica/transport"
 	"hastore/testing/cluster"
 )
 
@@ -98,5 +100,29 @@ func TestAdminMessages(t *testing.T) {
 	out, err := run(cred, "site", "list")
 	if err != nil || strings.Contains(out, "other.example.test") {
 		t.Fatalf("site list after the refusals: %v\n%s", err, out)
+	}
+}
+
+// TestAdminCredAgainstInsecureCluster: an admin credential used on a
+// cluster run with --insecure is told to use the cluster key instead.
+func TestAdminCredAgainstInsecureCluster(t *testing.T) {
+	c := cluster.StartProcesses(t, cluster.ProcOptions{Nodes: 1, Scheme: "1+0"})
+	ca, err := transport.NewCA(filepath.Join(c.Dir, "ca"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	issued, err := ca.Issue(transport.CredRequest{Role: transport.RoleAdmin})
+	if err != nil {
+		t.Fatal(err)
+	}
+	credDir := filepath.Join(c.Dir, "admin")
+	if err := ca.WriteCredential(credDir, issued); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(c.Bin, "admin", "--addr", c.Addrs[0], "--cred", credDir, "status")
+	cmd.Env = append(os.Environ(), "HASTORE_ADDR=", "HASTORE_CRED=", "HASTORE_CLUSTER_KEY_FILE=")
+	out, err := cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "if the cluster runs without TLS (serve --insecure), use --cluster-key-file") || !strings.Contains(string(out), "--cluster-key-file") {
+		t.Fatalf("admin --cred against an --insecure cluster: %v\n%s", err, out)
 	}
 }
