@@ -3,6 +3,7 @@ package mailserver
 import (
 	"context"
 	"errors"
+	"strings"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -54,7 +55,17 @@ func toStatus(err error) error {
 }
 
 func (a *adminServer) AddDomain(ctx context.Context, r *pb.MailDomainRequest) (*pb.Empty, error) {
-	return &pb.Empty{}, toStatus(a.store().AddDomain(ctx, r.GetDomain()))
+	// A single-label name ("example", "localhost") is no domain mail from
+	// the Internet can reach: refused here, where an operator adds one.
+	if d, err := mailbox.NormalizeDomain(r.GetDomain()); err == nil && !strings.Contains(d, ".") {
+		return nil, status.Errorf(codes.InvalidArgument,
+			"domain %q has a single label: a mail domain needs at least two, as in %s.com or %s.example.net (its MX record points at the cluster)", d, d, d)
+	}
+	err := a.store().AddDomain(ctx, r.GetDomain())
+	if errors.Is(err, mailbox.ErrExists) {
+		return nil, status.Errorf(codes.AlreadyExists, "domain %q already exists; nothing was changed ('hastore admin domain list' shows the domains)", r.GetDomain())
+	}
+	return &pb.Empty{}, toStatus(err)
 }
 
 func (a *adminServer) DelDomain(ctx context.Context, r *pb.MailDomainRequest) (*pb.Empty, error) {
@@ -86,7 +97,15 @@ func (a *adminServer) SetQuota(ctx context.Context, r *pb.MailUserRequest) (*pb.
 }
 
 func (a *adminServer) DelUser(ctx context.Context, r *pb.MailUserRequest) (*pb.Empty, error) {
-	return &pb.Empty{}, toStatus(a.store().DeleteUser(ctx, r.GetAddress()))
+	err := a.store().DeleteUser(ctx, r.GetAddress())
+	if errors.Is(err, mailbox.ErrNotFound) {
+		domain := r.GetAddress()
+		if i := strings.LastIndexByte(domain, '@'); i >= 0 {
+			domain = domain[i+1:]
+		}
+		return nil, status.Errorf(codes.NotFound, "there is no user %q; nothing was deleted ('hastore admin user list %s' shows the domain's users)", r.GetAddress(), domain)
+	}
+	return &pb.Empty{}, toStatus(err)
 }
 
 func (a *adminServer) ListUsers(ctx context.Context, r *pb.ListMailUsersRequest) (*pb.ListMailUsersReply, error) {

@@ -15,6 +15,7 @@ import (
 
 	"golang.org/x/term"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	pb "hastore/proto/hastorepb"
@@ -94,16 +95,57 @@ func (a *adminClient) eachConn(fn func(*grpc.ClientConn) error) error {
 		}
 		errs = append(errs, fmt.Errorf("%s: %w", addr, err))
 	}
-	return a.hint(errors.Join(errs...))
+	return errors.Join(errs...)
 }
 
-// hint adds, to a failure to reach any node with the cluster key, that a
-// cluster under TLS wants a credential instead.
+// hint replaces the failure to reach any node when the client and the
+// cluster disagree on TLS, which gRPC reports only as a broken connection
+// ("error reading server preface: EOF"), by what to do about it.
 func (a *adminClient) hint(err error) error {
-	if err != nil && a.cfg.ClientTLS == nil {
-		return fmt.Errorf("%w\n(no node answered in plaintext: a cluster under TLS needs --cred DIR, an admin credential, instead of --cluster-key-file)", err)
+	var done *tlsMismatch
+	if err == nil || errors.As(err, &done) {
+		return err
+	}
+	msg := err.Error()
+	switch {
+	case a.cfg.ClientTLS == nil && plaintextToTLS(msg):
+		return &tlsMismatch{"the cluster runs TLS on its port and this client spoke plaintext, having no admin credential: " +
+			"give --cred DIR or set HASTORE_CRED=DIR, an admin credential made with 'hastore admin cred issue admin --ca CADIR --out DIR' " +
+			"(docs/operations.md, \"TLS and credentials\"); --cluster-key-file is for clusters run with --insecure only", err}
+	case a.cfg.ClientTLS != nil && tlsToPlaintext(msg):
+		return &tlsMismatch{"the node dropped this client's TLS handshake: if the cluster runs without TLS (serve --insecure), " +
+			"use --cluster-key-file KEY (or HASTORE_CLUSTER_KEY_FILE) instead of --cred / HASTORE_CRED", err}
 	}
 	return err
+}
+
+// tlsMismatch is a failure hint explained: what to do, then what gRPC said.
+type tlsMismatch struct {
+	what string
+	err  error
+}
+
+func (e *tlsMismatch) Error() string { return e.what + "\n(" + e.err.Error() + ")" }
+func (e *tlsMismatch) Unwrap() error { return e.err }
+
+// plaintextToTLS tells gRPC's failures of a plaintext client at a TLS port.
+func plaintextToTLS(msg string) bool {
+	for _, s := range []string{"server preface", "frame too large", "http2: failed reading the frame payload"} {
+		if strings.Contains(msg, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// tlsToPlaintext tells a TLS client's failure at a plaintext port, which
+// drops the connection on the ClientHello it cannot read.
+func tlsToPlaintext(msg string) bool {
+	if strings.Contains(msg, "first record does not look like a TLS handshake") || strings.Contains(msg, "tls: oversized record") {
+		return true
+	}
+	return strings.Contains(msg, "authentication handshake failed") &&
+		(strings.Contains(msg, "connection reset by peer") || strings.HasSuffix(strings.TrimRight(msg, `"`), "EOF"))
 }
 
 func retryableCode(c string) bool { return c == "Unavailable" || c == "DeadlineExceeded" }
@@ -156,10 +198,15 @@ func admin(args []string, stdin io.Reader, stdout io.Writer) error {
 			c.Close()
 		}
 	}()
+	return a.hint(a.command(rest, *timeout, stdin, stdout))
+}
+
+// command runs one admin command that reaches the cluster.
+func (a *adminClient) command(rest []string, timeout time.Duration, stdin io.Reader, stdout io.Writer) error {
 	ctx := context.Background()
-	if *timeout > 0 {
+	if timeout > 0 {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, *timeout)
+		ctx, cancel = context.WithTimeout(ctx, timeout)
 		defer cancel()
 	}
 	switch rest[0] {
@@ -687,10 +734,13 @@ func drain(stream grpc.ServerStreamingClient[pb.Progress], bar *progressBar) (*p
 func (a *adminClient) removeNode(ctx context.Context, id string) error {
 	return a.each(func(c pb.ClusterClient) error {
 		stream, err := c.RemoveNode(ctx, &pb.RemoveNodeRequest{Id: id})
-		if err != nil {
-			return err
+		var last *pb.Progress
+		if err == nil {
+			last, err = drain(stream, newProgressBar("remove "+id))
 		}
-		last, err := drain(stream, newProgressBar("remove "+id))
+		if status.Code(err) == codes.NotFound {
+			return status.Error(codes.NotFound, a.unknownNode(ctx, c, id))
+		}
 		if err != nil {
 			return err
 		}
@@ -700,6 +750,20 @@ func (a *adminClient) removeNode(ctx context.Context, id string) error {
 		fmt.Fprintf(os.Stderr, "node %s removed; its data is protected elsewhere\n", id)
 		return nil
 	})
+}
+
+// unknownNode says that the cluster has no node id, and which it has.
+func (a *adminClient) unknownNode(ctx context.Context, c pb.ClusterClient, id string) string {
+	msg := fmt.Sprintf("node remove: the cluster has no node %q; nothing was changed", id)
+	st, err := c.Status(ctx, &pb.StatusRequest{})
+	if err != nil {
+		return msg + " (see 'hastore admin status' for its nodes)"
+	}
+	var ids []string
+	for _, n := range st.Nodes {
+		ids = append(ids, n.Id)
+	}
+	return fmt.Sprintf("%s; its nodes are %s (IDs as 'hastore admin status' shows them)", msg, strings.Join(ids, ", "))
 }
 
 // run starts a repair pass (on one node: repair is cluster-wide) or a scrub

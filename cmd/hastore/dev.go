@@ -59,6 +59,7 @@ func dev(args []string) error {
 	if err != nil {
 		return err
 	}
+	raiseFileLimit()
 	credEnv := " HASTORE_CLUSTER_KEY_FILE=" + keyFile
 	credLines := ""
 	nf.insecure = !*clusterTLS

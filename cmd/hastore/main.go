@@ -32,10 +32,6 @@ func main() {
 		fmt.Fprint(os.Stderr, usage)
 		os.Exit(2)
 	}
-	switch os.Args[1] {
-	case "serve", "dev", "mount":
-		raiseFileLimit()
-	}
 	var err error
 	switch cmd, args := os.Args[1], os.Args[2:]; cmd {
 	case "serve":
@@ -66,7 +62,9 @@ func main() {
 // what it is: a node holds a descriptor per client connection (tens of
 // thousands of IMAP clients), and running out stops it accepting on every
 // port. (Go's runtime already sets the soft limit to hard−1 at start; the
-// mail listeners check their caps against the result.)
+// mail listeners check their caps against the result.) serve, dev and
+// mount call it once their log is set up, so that its line comes out in
+// the --log-format chosen.
 func raiseFileLimit() {
 	var rl syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log"
+	"log/slog"
 	"os"
 	"os/signal"
 	"strconv"
@@ -54,10 +55,22 @@ func mount(args []string) error {
 	retryFor := fset.Duration("retry-for", 2*time.Minute, "how long to retry while no node of the cluster can answer before failing a call with EIO")
 	preferLeader := fset.Bool("prefer-leader", true, "talk to the Raft leader first if it is among --addr (a change through another node takes longer to be acknowledged)")
 	debug := fset.Bool("debug", false, "log every FUSE request")
+	logFormat := fset.String("log-format", "text", "text (timestamped lines) or json (one JSON object a line, for a log collector)")
 	pos, err := mountArgs(fset, args)
 	if err != nil {
 		return err
 	}
+	jsonLog, err := jsonLogs(*logFormat)
+	if err != nil {
+		return err
+	}
+	logger := log.New(os.Stderr, "", log.LstdFlags)
+	if jsonLog {
+		h := slog.NewJSONHandler(os.Stderr, nil)
+		slog.SetDefault(slog.New(h))
+		logger = slog.NewLogLogger(h, slog.LevelInfo)
+	}
+	raiseFileLimit()
 	if len(pos) != 1 {
 		fset.Usage()
 		return errors.New("want exactly one MOUNTPOINT")
@@ -118,7 +131,6 @@ func mount(args []string) error {
 	if *preferLeader {
 		conns, addrs = leaderFirst(conns, addrs)
 	}
-	logger := log.New(os.Stderr, "", log.LstdFlags)
 	tree := webfuse.NewClient(conns...).Site(*site)
 	srv, err := webfuse.Mount(mountpoint, tree, webfuse.Options{
 		AttrTimeout: *attrTimeout,

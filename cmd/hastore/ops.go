@@ -23,11 +23,16 @@ import (
 // (--log-level-file).
 var logLevel = new(slog.LevelVar)
 
-// newLogHandler is the handler of serve's and dev's logs: text on stderr
-// at logLevel, with the login and delivery lines counted for the metrics.
-func newLogHandler(lvl slog.Level) slog.Handler {
+// newLogHandler is the handler of serve's and dev's logs: text (or JSON)
+// on stderr at logLevel, with the login and delivery lines counted for the
+// metrics.
+func newLogHandler(lvl slog.Level, json bool) slog.Handler {
 	logLevel.Set(lvl)
-	return metrics.CountLogs(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: logLevel}))
+	opts := &slog.HandlerOptions{Level: logLevel}
+	if json {
+		return metrics.CountLogs(slog.NewJSONHandler(os.Stderr, opts))
+	}
+	return metrics.CountLogs(slog.NewTextHandler(os.Stderr, opts))
 }
 
 // opsFlags are serve's operations flags: the metrics listener and what
@@ -35,6 +40,8 @@ func newLogHandler(lvl slog.Level) slog.Handler {
 type opsFlags struct {
 	metrics      string
 	logLevelFile string
+	// onReload, if set, runs first on SIGHUP (serve's --config re-read).
+	onReload func(*slog.Logger)
 }
 
 func (f *opsFlags) register(fs *flag.FlagSet) {
@@ -124,6 +131,9 @@ func (f *opsFlags) reload(log *slog.Logger) {
 	_ = sdNotify("RELOADING=1")
 	defer func() { _ = sdNotify("READY=1") }()
 	log.Info("SIGHUP: reloading certificates and the log level")
+	if f.onReload != nil {
+		f.onReload(log)
+	}
 	for _, c := range watchedCerts() {
 		changed, err := c.reload()
 		switch {

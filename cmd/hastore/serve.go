@@ -28,6 +28,7 @@ type nodeFlags struct {
 	credDir      string
 	insecure     bool
 	logLevel     string
+	logFormat    string
 	grace        time.Duration
 	downOut      time.Duration
 	scanEvery    time.Duration
@@ -46,6 +47,7 @@ func (f *nodeFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.tlsCA, "tls-ca", "", "the cluster CA's certificate (PEM): peers and clients must present certificates it signed")
 	fs.StringVar(&f.credDir, "cred", "", "node credential directory (cert.pem, key.pem, ca.pem as 'hastore admin cred issue node --out' writes it), instead of --tls-cert/--tls-key/--tls-ca")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&f.logFormat, "log-format", "text", "text (key=value lines) or json (one JSON object a line, for a log collector)")
 	fs.DurationVar(&f.grace, "grace", time.Hour, "how long shards of deleted objects and unfinished writes are kept before being collected")
 	fs.DurationVar(&f.downOut, "down-out", 10*time.Minute, "how long a node may be unreachable before its shards are rebuilt elsewhere")
 	fs.DurationVar(&f.scanEvery, "repair-interval", 30*time.Second, "how often the leader scans all objects for repair")
@@ -64,7 +66,26 @@ func (f *nodeFlags) logger() (*slog.Logger, error) {
 	if err := lvl.UnmarshalText([]byte(f.logLevel)); err != nil {
 		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", f.logLevel)
 	}
-	return slog.New(newLogHandler(lvl)), nil
+	json, err := jsonLogs(f.logFormat)
+	if err != nil {
+		return nil, err
+	}
+	log := slog.New(newLogHandler(lvl, json))
+	// Libraries logging through slog's default or package log (the HTTP
+	// server's errors) then come out in the same format.
+	slog.SetDefault(log)
+	return log, nil
+}
+
+// jsonLogs parses --log-format.
+func jsonLogs(format string) (bool, error) {
+	switch format {
+	case "text":
+		return false, nil
+	case "json":
+		return true, nil
+	}
+	return false, fmt.Errorf("--log-format %q: want text or json", format)
 }
 
 // config fills in the parts of a node's configuration that come from these
@@ -150,39 +171,75 @@ func parsePeers(s string) (map[string]string, error) {
 	return peers, nil
 }
 
-func serve(args []string) error {
+// serveOpts are serve's settings, filled by its flags and --config.
+type serveOpts struct {
+	fs                       *flag.FlagSet
+	nf                       nodeFlags
+	id, dataDir, listen, adv string
+	peers, keyFile, joinTo   string
+	httpAddr                 string
+	hf                       httpFlags
+	lf                       clusterLimitFlags
+	mf                       mailFlags
+	of                       opsFlags
+	config                   string
+	overridden               []string // --config keys the command line overrides
+}
+
+// newServeFlags registers every flag of serve. The config file's keys are
+// these flags' names, so a new flag is a new key with nothing else to do.
+func newServeFlags() (*flag.FlagSet, *serveOpts) {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	var (
-		nf                         nodeFlags
-		id, dataDir, listen, adv   string
-		peersFlag, keyFile, joinTo string
-	)
-	fs.StringVar(&id, "node", "", "this node's ID (stable for its lifetime), e.g. n1")
-	fs.StringVar(&dataDir, "data", "", "data directory (shards and metadata)")
-	fs.StringVar(&listen, "listen", "", "the one cluster port: gRPC and Raft, e.g. 127.0.0.1:7101")
-	fs.StringVar(&adv, "advertise", "", "address other nodes reach this one at (default: --listen)")
-	fs.StringVar(&peersFlag, "peers", "", "the initial cluster: ID=ADDR,... including this node")
-	fs.StringVar(&keyFile, "cluster-key-file", os.Getenv("HASTORE_CLUSTER_KEY_FILE"), "file holding the cluster secret ('hastore admin keygen' makes one)")
-	fs.StringVar(&joinTo, "join", "", "address of a node of an existing cluster to join")
-	fs.BoolVar(&nf.insecure, "insecure", false, "run the cluster port without TLS: traffic in clear, calls authenticated by a replayable token (tests and closed networks only)")
-	httpAddr := fs.String("http", "", "serve the stored web sites over HTTP on this address (by Host header), e.g. :80")
-	hf := &httpFlags{}
-	hf.register(fs)
-	hf.registerHTTPS(fs)
-	lf := &clusterLimitFlags{}
-	lf.register(fs)
-	nf.register(fs)
-	mf := &mailFlags{}
-	mf.register(fs)
-	of := &opsFlags{}
-	of.register(fs)
+	o := &serveOpts{fs: fs}
+	fs.StringVar(&o.config, "config", "", "TOML file of serve's settings: every flag name is a key (e.g. node = \"n1\", log-level = \"debug\"); flags given on the command line override it; SIGHUP re-reads it (docs/operations.md, \"Configuration file\")")
+	fs.StringVar(&o.id, "node", "", "this node's ID (stable for its lifetime), e.g. n1")
+	fs.StringVar(&o.dataDir, "data", "", "data directory (shards and metadata)")
+	fs.StringVar(&o.listen, "listen", "", "the one cluster port: gRPC and Raft, e.g. 127.0.0.1:7101")
+	fs.StringVar(&o.adv, "advertise", "", "address other nodes reach this one at (default: --listen)")
+	fs.StringVar(&o.peers, "peers", "", "the initial cluster: ID=ADDR,... including this node")
+	fs.StringVar(&o.keyFile, "cluster-key-file", os.Getenv("HASTORE_CLUSTER_KEY_FILE"), "file holding the cluster secret ('hastore admin keygen' makes one)")
+	fs.StringVar(&o.joinTo, "join", "", "address of a node of an existing cluster to join")
+	fs.BoolVar(&o.nf.insecure, "insecure", false, "run the cluster port without TLS: traffic in clear, calls authenticated by a replayable token (tests and closed networks only)")
+	fs.StringVar(&o.httpAddr, "http", "", "serve the stored web sites over HTTP on this address (by Host header), e.g. :80")
+	o.hf.register(fs)
+	o.hf.registerHTTPS(fs)
+	o.lf.register(fs)
+	o.nf.register(fs)
+	o.mf.register(fs)
+	o.of.register(fs)
+	return fs, o
+}
+
+// parseServe reads serve's settings: the command line, and under it the
+// file --config names.
+func parseServe(args []string) (*serveOpts, error) {
+	fs, o := newServeFlags()
 	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("serve takes no arguments, only flags (got %q)", fs.Args())
+	}
+	if o.config != "" {
+		var err error
+		if o.overridden, err = applyConfig(fs, o.config); err != nil {
+			return nil, err
+		}
+	}
+	return o, nil
+}
+
+func serve(args []string) error {
+	o, err := parseServe(args)
+	if err != nil {
 		return err
 	}
+	nf, id, dataDir, listen, adv, keyFile, joinTo := &o.nf, o.id, o.dataDir, o.listen, o.adv, o.keyFile, o.joinTo
+	hf, lf, mf, of := &o.hf, &o.lf, &o.mf, &o.of
 	if id == "" || dataDir == "" || listen == "" || keyFile == "" {
-		return errors.New("--node, --data, --listen and --cluster-key-file are required")
+		return errors.New("--node, --data, --listen and --cluster-key-file are required (on the command line or as node, data, listen and cluster-key-file in --config)")
 	}
-	peers, err := parsePeers(peersFlag)
+	peers, err := parsePeers(o.peers)
 	if err != nil {
 		return err
 	}
@@ -201,6 +258,12 @@ func serve(args []string) error {
 	log, err := nf.logger()
 	if err != nil {
 		return err
+	}
+	raiseFileLimit()
+	if o.config != "" {
+		log.Info("settings read from the config file", "config", o.config, "overridden_by_command_line", strings.Join(o.overridden, ","))
+		live := &liveConfig{args: args, path: o.config, applied: flagValues(o.fs)}
+		of.onReload = live.reload
 	}
 	cfg := replica.NodeConfig{ID: id, DataDir: dataDir, Listen: listen, Advertise: adv, Peers: peers, Join: joinTo, Key: key, Logger: log}
 	if err := nf.config(&cfg); err != nil {
@@ -222,8 +285,8 @@ func serve(args []string) error {
 		return err
 	}
 	stopHTTP := func() {}
-	if *httpAddr != "" || hf.https != "" || hf.certDir != "" {
-		if stopHTTP, err = startHTTP(*httpAddr, n, log, hf); err != nil {
+	if o.httpAddr != "" || hf.https != "" || hf.certDir != "" {
+		if stopHTTP, err = startHTTP(o.httpAddr, n, log, hf); err != nil {
 			mail.Close()
 			n.Close()
 			return err

@@ -65,7 +65,7 @@ func (a *adminClient) site(ctx context.Context, args []string, stdout io.Writer)
 			return err
 		}
 		if err := cl.AddSite(ctx, pos[0], aliases); err != nil {
-			return err
+			return siteAddError(pos[0], err)
 		}
 		fmt.Fprintf(stdout, "site %s added\n", pos[0])
 		return nil
@@ -83,6 +83,9 @@ func (a *adminClient) site(ctx context.Context, args []string, stdout io.Writer)
 			return err
 		}
 		if err := cl.DelSite(ctx, pos[0]); err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return fmt.Errorf("site del: there is no site %q; nothing was deleted ('hastore admin site list' shows the sites)", pos[0])
+			}
 			return err
 		}
 		fmt.Fprintf(stdout, "site %s deleted\n", pos[0])
@@ -107,6 +110,27 @@ func (a *adminClient) site(ctx context.Context, args []string, stdout io.Writer)
 		return siteLs(ctx, cl.Site(pos[0]), pos[1], stdout)
 	}
 	return fmt.Errorf("site: unknown command %q; want add, list, del, put, get or ls", verb)
+}
+
+// siteAddError says why a site could not be added, and what to do.
+func siteAddError(name string, err error) error {
+	var pe *fs.PathError
+	detail := ""
+	if errors.As(err, &pe) {
+		detail = pe.Err.Error()
+	}
+	switch {
+	case errors.Is(err, syscall.EBUSY):
+		return fmt.Errorf("site add: site %q is still being deleted; run 'hastore admin site del %s' again to finish, then add it", name, name)
+	case errors.Is(err, fs.ErrExist) && strings.Contains(detail, "host name ") && strings.Contains(detail, " belongs to site "):
+		// The node says "… host name X belongs to site Y": a name or alias
+		// of the new site is another site's.
+		taken := detail[strings.Index(detail, "host name "):]
+		return fmt.Errorf("site add %s: %s; a host name serves one site only, nothing was changed ('hastore admin site list' shows which site has which names)", name, taken)
+	case errors.Is(err, fs.ErrExist):
+		return fmt.Errorf("site add: site %q already exists; nothing was changed ('hastore admin site list' shows the sites; 'site put %s DIR' updates its files)", name, name)
+	}
+	return err
 }
 
 // parseInterspersed parses flags wherever they are among the arguments
