@@ -26,6 +26,50 @@ type fakeCluster struct {
 	shards  map[string]*fakeShards
 }
 
+// newTestCluster is node n1's Cluster (2+1) over a fake of n nodes, all
+// probed up.
+func newTestCluster(t *testing.T, n int) (*fakeCluster, *Health, *Cluster) {
+	t.Helper()
+	f := newFakeCluster(n)
+	h := NewHealth("n1", f, f, nil)
+	h.ProbeAll(context.Background())
+	c, err := NewCluster("n1", f, f, f, h, Options{Scheme: storage.Scheme{K: 2, M: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f, h, c
+}
+
+// putDeleted stores data and deletes it again: a tombstone in its grace
+// period.
+func putDeleted(t *testing.T, c *Cluster, data []byte) storage.BlobID {
+	t.Helper()
+	id, err := c.Put(context.Background(), data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Delete(context.Background(), id); err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+// removeShardNode marks a node holding one of id's shards (not n1)
+// removed from the cluster, and returns the record and that node.
+func removeShardNode(f *fakeCluster, id storage.BlobID) (meta.Object, string) {
+	o, _, _ := f.Object(id)
+	gone := o.Placement[1]
+	if gone == "n1" {
+		gone = o.Placement[0]
+	}
+	for i := range f.nodes {
+		if f.nodes[i].ID == gone {
+			f.nodes[i].State = meta.NodeRemoved
+		}
+	}
+	return o, gone
+}
+
 func newFakeCluster(n int, hanging ...string) *fakeCluster {
 	f := &fakeCluster{objects: map[storage.BlobID]meta.Object{}, shards: map[string]*fakeShards{}}
 	for i := range n {
@@ -275,32 +319,11 @@ func TestReadAroundHangingNode(t *testing.T) {
 // back with its old placement, and the put makes it whole before it
 // acknowledges.
 func TestTombstoneOnRemovedNode(t *testing.T) {
-	f := newFakeCluster(4)
-	h := NewHealth("n1", f, f, nil)
-	h.ProbeAll(context.Background())
-	c, err := NewCluster("n1", f, f, f, h, Options{Scheme: storage.Scheme{K: 2, M: 1}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	f, _, c := newTestCluster(t, 4)
 	ctx := context.Background()
 	data := bytes.Repeat([]byte("tombstone "), 20000)
-	id, err := c.Put(ctx, data)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Delete(ctx, id); err != nil {
-		t.Fatal(err)
-	}
-	o, _, _ := f.Object(id)
-	gone := o.Placement[1]
-	if gone == "n1" {
-		gone = o.Placement[0]
-	}
-	for i := range f.nodes {
-		if f.nodes[i].ID == gone {
-			f.nodes[i].State = meta.NodeRemoved
-		}
-	}
+	id := putDeleted(t, c, data)
+	o, gone := removeShardNode(f, id)
 	c.countUnderReplicated()
 	if n := c.UnderReplicated(); n != 0 {
 		t.Fatalf("a tombstone with a shard on removed %s counts as %d under-replicated", gone, n)

@@ -33,32 +33,11 @@ func (s staleView) Object(id storage.BlobID) (meta.Object, bool, error) {
 // time its reference lands (this node's view was a step behind) revives
 // it, and makes it whole before acknowledging, like a put that knew.
 func TestDedupPutRevivesTombstone(t *testing.T) {
-	f := newFakeCluster(4)
-	h := NewHealth("n1", f, f, nil)
-	h.ProbeAll(context.Background())
-	c, err := NewCluster("n1", f, f, f, h, Options{Scheme: storage.Scheme{K: 2, M: 1}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	f, h, c := newTestCluster(t, 4)
 	ctx := context.Background()
 	data := bytes.Repeat([]byte("stale view "), 20000)
-	id, err := c.Put(ctx, data)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Delete(ctx, id); err != nil {
-		t.Fatal(err)
-	}
-	o, _, _ := f.Object(id)
-	gone := o.Placement[1]
-	if gone == "n1" {
-		gone = o.Placement[0]
-	}
-	for i := range f.nodes {
-		if f.nodes[i].ID == gone {
-			f.nodes[i].State = meta.NodeRemoved
-		}
-	}
+	id := putDeleted(t, c, data)
+	o, gone := removeShardNode(f, id)
 	stale, err := NewCluster("n1", staleView{f, id}, f, f, h, Options{Scheme: storage.Scheme{K: 2, M: 1}})
 	if err != nil {
 		t.Fatal(err)

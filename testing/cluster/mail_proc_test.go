@@ -18,10 +18,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"google.golang.org/grpc"
-
-	"hastore/replica/transport"
 )
 
 // The mail tests run the real binary as a 3-node cluster, each node with
@@ -53,48 +49,8 @@ func startMailProcesses(t *testing.T) *mailCluster {
 	if _, err := exec.LookPath("python3"); err != nil {
 		t.Skip("python3 not installed")
 	}
-	const nodes = 3
-	c := &Processes{t: t, Bin: HastoreBinary(t), Dir: t.TempDir(), IDs: NodeIDs(nodes), Addrs: FreePorts(t, nodes)}
-	key, err := transport.GenerateKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.Key = key
-	c.KeyFile = filepath.Join(c.Dir, "cluster.key")
-	if err := os.WriteFile(c.KeyFile, append(key, '\n'), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	var peers []string
-	for i, id := range c.IDs {
-		peers = append(peers, id+"="+c.Addrs[i])
-	}
-	free := FreePorts(t, 4*nodes)
-	port := func(a string) int {
-		_, p, _ := strings.Cut(a, ":")
-		n, _ := strconv.Atoi(p)
-		return n
-	}
-	mc := &mailCluster{Processes: c, pw: map[string]string{}}
-	for i, id := range c.IDs {
-		mp := mailPorts{port(free[4*i]), port(free[4*i+1]), port(free[4*i+2]), port(free[4*i+3])}
-		mc.ports = append(mc.ports, mp)
-		c.args = append(c.args, []string{"serve", "--node", id, "--data", c.DataDir(i), "--listen", c.Addrs[i],
-			"--peers", strings.Join(peers, ","), "--cluster-key-file", c.KeyFile, "--insecure",
-			"--shards", "2+1", "--repair-interval", "1s",
-			"--smtp", free[4*i], "--submission", free[4*i+1], "--lmtp", free[4*i+2], "--imap", free[4*i+3],
-			"--hostname", "mx" + strconv.Itoa(i+1) + ".test", "--allow-insecure-auth",
-			"--mail-max-connections-per-ip", "200"})
-	}
-	c.procs = make([]*proc, nodes)
-	c.conns = make([]*grpc.ClientConn, nodes)
-	t.Cleanup(c.cleanup)
-	for i := range c.IDs {
-		c.Start(i)
-	}
-	c.WaitHealthy(60 * time.Second)
-	for i := range c.IDs {
-		mc.waitPort(i, mc.ports[i].IMAP)
-	}
+	mc := startFreshMailProcesses(t)
+	c := mc.Processes
 
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
