@@ -5,7 +5,7 @@ STATICCHECK_VERSION := v0.8.2
 GOBIN     := $(shell $(GO) env GOPATH)/bin
 export GOFLAGS := -mod=mod
 
-.PHONY: all build test lint vet unit deps bench bench-scale run proto clean fuzz chaos chaos-short
+.PHONY: all build test lint vet unit deps bench bench-scale soak run proto clean fuzz chaos chaos-short
 
 all: build
 
@@ -66,6 +66,14 @@ bench: build
 SCALE_ARGS ?= -users 900 -devices 10 -kill
 bench-scale: build
 	$(GO) run ./testing/idlebench -bin $(BIN) $(SCALE_ARGS)
+
+# Measurements kept out of `make test` (each test skips unless its variable
+# is set): a 4-minute Raft soak under load counting leader changes, five
+# SIGKILLs of the leader timing its replacement, and the RSS of 2,000 idle
+# IMAP connections.
+soak: build
+	HASTORE_RAFT_SOAK=4m HASTORE_RAFT_KILL=5 $(GO) test -count=1 -timeout 30m -run 'TestLeaderStabilityUnderLoad|TestKilledLeaderReplacedProcesses' -v ./replica/
+	HASTORE_IMAP_MEM_CONNS=2000 $(GO) test -count=1 -timeout 30m -run 'TestIdleMemory' -v ./mailserver/imap/
 
 run: build
 	./$(BIN) dev
