@@ -69,20 +69,33 @@ type tlsListener struct {
 }
 
 func (l *tlsListener) acceptLoop() {
+	var delay time.Duration
 	for {
 		c, err := l.inner.Accept()
 		if err != nil {
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				time.Sleep(5 * time.Millisecond)
-				continue
+			if errors.Is(err, net.ErrClosed) {
+				l.mu.Lock()
+				l.err = err
+				l.mu.Unlock()
+				l.Close()
+				return
 			}
-			l.mu.Lock()
-			l.err = err
-			l.mu.Unlock()
-			l.Close()
-			return
+			// Anything else (out of file descriptors, a connection
+			// reset before accept) passes: retry with backoff, as
+			// net/http and the IMAP server do, rather than stop
+			// serving for good.
+			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			if l.lim.Logger != nil {
+				l.lim.Logger.Warn("accept failed; retrying", "addr", l.inner.Addr(), "in", delay, "err", err)
+			}
+			select {
+			case <-time.After(delay):
+			case <-l.done:
+				return
+			}
+			continue
 		}
+		delay = 0
 		go l.handshake(c)
 	}
 }

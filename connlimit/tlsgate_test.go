@@ -141,3 +141,47 @@ func TestTLSListenerClose(t *testing.T) {
 		t.Fatal("Accept still blocked after Close")
 	}
 }
+
+// flakyListener fails its first Accepts with an error that is not a
+// closed listener (say, out of file descriptors).
+type flakyListener struct {
+	net.Listener
+	fails atomic.Int32
+}
+
+func (l *flakyListener) Accept() (net.Conn, error) {
+	if l.fails.Add(-1) >= 0 {
+		return nil, errors.New("accept: too many open files")
+	}
+	return l.Listener.Accept()
+}
+
+// An accept error that is not the listener closing (EMFILE, say) is
+// retried: the listener goes on serving once it passes.
+func TestTLSListenerSurvivesAcceptErrors(t *testing.T) {
+	raw, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fl := &flakyListener{Listener: raw}
+	fl.fails.Store(3)
+	ln := TLSListener(fl, testTLSConfig(t), HandshakeLimits{})
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			c.Write([]byte("ok"))
+			c.Close()
+		}
+	}()
+	c, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", ln.Addr().String(), &tls.Config{InsecureSkipVerify: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 2)
+	if _, err := c.Read(buf); err != nil || string(buf) != "ok" {
+		t.Fatalf("after accept errors: read %q, %v; want the listener still serving", buf, err)
+	}
+}
