@@ -6,12 +6,10 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 )
 
@@ -49,10 +47,16 @@ type certDir struct {
 }
 
 var (
-	certDirsMu   sync.Mutex
-	certDirs     []*certDir
-	certDirsOnce sync.Once
+	certDirsMu sync.Mutex
+	certDirs   []*certDir
 )
+
+// watchedCertDirs are the directories SIGHUP re-reads (opsFlags.reload).
+func watchedCertDirs() []*certDir {
+	certDirsMu.Lock()
+	defer certDirsMu.Unlock()
+	return append([]*certDir(nil), certDirs...)
+}
 
 // watchCertDir loads dir and registers it for SIGHUP. It fails only if
 // the directory cannot be read; bad pairs in it are logged.
@@ -64,22 +68,6 @@ func watchCertDir(name, dir string, log *slog.Logger) (*certDir, error) {
 	certDirsMu.Lock()
 	certDirs = append(certDirs, d)
 	certDirsMu.Unlock()
-	// A SIGHUP channel of its own: signal.Notify hands each signal to every
-	// channel registered, so this runs beside ops.go's reload.
-	certDirsOnce.Do(func() {
-		ch := make(chan os.Signal, 1)
-		signal.Notify(ch, syscall.SIGHUP)
-		go func() {
-			for range ch {
-				certDirsMu.Lock()
-				ds := append([]*certDir(nil), certDirs...)
-				certDirsMu.Unlock()
-				for _, d := range ds {
-					d.reload()
-				}
-			}
-		}()
-	})
 	return d, nil
 }
 

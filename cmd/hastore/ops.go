@@ -145,6 +145,9 @@ func (f *opsFlags) reload(log *slog.Logger) {
 			log.Info("SIGHUP: certificate unchanged", "listener", c.name, "cert", c.certFile)
 		}
 	}
+	for _, d := range watchedCertDirs() {
+		d.reload() // logs what it added, changed and dropped
+	}
 	if f.logLevelFile != "" {
 		old := logLevel.Level()
 		if lvl, err := readLogLevel(f.logLevelFile); err != nil {
