@@ -15,7 +15,7 @@ package mailstate
 //	t/mail.<address>/b/<id>           mailbox record (name, UIDVALIDITY, UIDNEXT, HIGHESTMODSEQ, counts)
 //	t/mail.<address>/m/<id>/<uid>     message record (object, size, INTERNALDATE, flags, modseq)
 //	t/mail.<address>/i/<id>/<uid>     message info (ENVELOPE/BODYSTRUCTURE, opaque to the FSM)
-//	t/mail.<address>/r/<id>/<digest>  retry memory: UID and expiry of a MailDeliverOnce (mail_dedup.go)
+//	t/mail.<address>/r/<id>/<digest>  retry memory: UID and expiry of a MailDeliverOnce (dedup.go)
 //	t/mail.<address>/x/<exp>/<id>/<digest>  the same, ordered by expiry, for expiring it
 //
 // <id> is 16 and <uid> 8 lowercase hex digits, so keys sort numerically and
@@ -80,7 +80,7 @@ const (
 	TypeMailStore        meta.CommandType = 41
 	TypeMailExpunge      meta.CommandType = 42
 	TypeMailCopy         meta.CommandType = 43
-	TypeMailDeliverOnce  meta.CommandType = 44 // mail_dedup.go
+	TypeMailDeliverOnce  meta.CommandType = 44 // dedup.go
 )
 
 func mailTypeName(t meta.CommandType) (string, bool) {
@@ -112,7 +112,7 @@ func mailTypeName(t meta.CommandType) (string, bool) {
 	case TypeMailDeliverOnce:
 		return "MailDeliverOnce", true
 	}
-	return mailAliasTypeName(t) // mail_alias.go
+	return mailAliasTypeName(t) // alias.go
 }
 
 // Mail tenants and limits. Like the other limits they are replicated
@@ -313,7 +313,7 @@ type MailboxRename struct {
 }
 
 // MailMessageSpec is one body a MailDeliver appends. The proposer holds a
-// reference to Object, which the command consumes (see the package notes).
+// reference to Object, which the command consumes (see the notes at the top of mail.go).
 type MailMessageSpec struct {
 	Object       BlobID
 	Size         int64 // must equal the object's size
@@ -333,7 +333,7 @@ type MailEntry struct {
 
 // MailDeliver appends messages to mailboxes, one Raft entry for a whole
 // delivery. Each entry is judged alone (no such user, disabled, no such
-// mailbox, over quota; see Result.Mail, one outcome per entry in order)
+// mailbox, over quota; see Outcomes, one outcome per entry in order)
 // unless AllOrNothing, which turns any rejection into a rejection of
 // every entry (MailAborted for those that would have succeeded). The
 // status is meta.StatusOK whenever the references were consumed, even if no
@@ -696,7 +696,7 @@ func decodeMailBody(d *decoder, t meta.CommandType) (cmd meta.Command, ok bool) 
 		c.Now = d.varint()
 		return c, true
 	}
-	return decodeMailAliasBody(d, t) // mail_alias.go
+	return decodeMailAliasBody(d, t) // alias.go
 }
 
 // decodeMailDeliver decodes MailDeliver's fields (also the head of
@@ -1207,7 +1207,7 @@ type kv = meta.KV
 func tk(tenant, key string) string { return meta.TenantKey(tenant, key) }
 
 // Typed accessors. A record that does not decode means the database is
-// corrupt; like getObject, they panic rather than diverge.
+// corrupt; like the host's own records, they panic rather than diverge.
 
 func (t *mailTxn) domain(name string) (MailDomain, bool) {
 	b, ok := t.get(tk(MailTenant, mailDomainKey(name)))
