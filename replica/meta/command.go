@@ -248,7 +248,11 @@ func EncodeCommand(cmd Command) ([]byte, error) {
 	e.u8(uint8(cmd.Type()))
 	e.b = cmd.AppendBody(e.b)
 	if len(e.b) > limit {
-		return nil, fmt.Errorf("%w: %s encodes to %d bytes, over the %d-byte limit; split it", ErrInvalid, cmd.Type(), len(e.b), MaxCommandSize)
+		name := cmd.Type().String()
+		if !builtinType(cmd.Type()) {
+			name = fmt.Sprintf("%T", cmd) // a command set's: its Go type names it
+		}
+		return nil, fmt.Errorf("%w: %s encodes to %d bytes, over the %d-byte limit; split it", ErrInvalid, name, len(e.b), MaxCommandSize)
 	}
 	return e.b, nil
 }
