@@ -12,8 +12,8 @@ import (
 
 	"hastore/mailserver"
 	"hastore/mailserver/mailbox"
+	"hastore/mailserver/mailstate"
 	"hastore/replica"
-	"hastore/replica/meta"
 	"hastore/testing/cluster"
 )
 
@@ -46,8 +46,8 @@ func BenchmarkFailoverStorm(b *testing.B) {
 	users := make([]string, stormUsers)
 	for i := range users {
 		users[i] = fmt.Sprintf("u%03d@example.test", i)
-		if _, err := c.Nodes[0].Cluster.Propose(ctx, meta.MailUserCreate{
-			User: meta.MailUser{Address: users[i], PasswordHash: hash}, Mailboxes: mailbox.DefaultMailboxes, UIDValidity: 1, Now: time.Now().UnixNano(),
+		if _, err := c.Nodes[0].Cluster.Propose(ctx, mailstate.MailUserCreate{
+			User: mailstate.MailUser{Address: users[i], PasswordHash: hash}, Mailboxes: mailbox.DefaultMailboxes, UIDValidity: 1, Now: time.Now().UnixNano(),
 		}); err != nil {
 			b.Fatal(err)
 		}

@@ -23,8 +23,8 @@ import (
 
 	"hastore/mailserver"
 	"hastore/mailserver/mailbox"
+	"hastore/mailserver/mailstate"
 	"hastore/replica"
-	"hastore/replica/meta"
 	"hastore/replica/transport"
 	"hastore/testing/cluster"
 )
@@ -188,7 +188,7 @@ func body(subject string, size int) string {
 }
 
 // inbox reads a user's INBOX on node i, after catching up with the cluster.
-func (e *env) inbox(t testing.TB, i int, user string) (meta.Mailbox, []meta.MailMessage) {
+func (e *env) inbox(t testing.TB, i int, user string) (mailstate.Mailbox, []mailstate.MailMessage) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -206,7 +206,7 @@ func (e *env) inbox(t testing.TB, i int, user string) (meta.Mailbox, []meta.Mail
 	return mb, msgs
 }
 
-func (e *env) read(t testing.TB, i int, m meta.MailMessage) []byte {
+func (e *env) read(t testing.TB, i int, m mailstate.MailMessage) []byte {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -586,7 +586,7 @@ func TestMail(t *testing.T) {
 	t.Logf("total %v", time.Since(start).Round(time.Millisecond))
 }
 
-func (e *env) inboxAndAll(i int, user string) ([]meta.Mailbox, error) {
+func (e *env) inboxAndAll(i int, user string) ([]mailstate.Mailbox, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := e.c.Nodes[i].Cluster.CatchUp(ctx); err != nil {

@@ -55,6 +55,9 @@ type NodeConfig struct {
 	// outcome is unknown. Only for a rolling upgrade from a release that
 	// does not know the envelope: such nodes would not apply it.
 	NoRequestIDs bool
+	// CommandSets are the replicated state machine's plug-in command sets
+	// (meta.FSMOptions.CommandSets); every node of a cluster lists the same.
+	CommandSets []meta.CommandSet
 	// Meta adjusts the Raft configuration last (for tests).
 	Meta   func(*meta.Config)
 	Logger *slog.Logger
@@ -224,7 +227,7 @@ func StartNode(cfg NodeConfig) (n *Node, err error) {
 	n.raftTr = raft.NewNetworkTransport(n.mux.Raft(), 3, 10*time.Second, logWriter{log})
 
 	// meta adds node= itself; given log, every line of it said node= twice.
-	mcfg := meta.Config{NodeID: cfg.ID, Dir: filepath.Join(cfg.DataDir, "meta"), Transport: unpipelined{n.raftTr}, Logger: cfg.Logger}
+	mcfg := meta.Config{NodeID: cfg.ID, Dir: filepath.Join(cfg.DataDir, "meta"), Transport: unpipelined{n.raftTr}, Logger: cfg.Logger, CommandSets: cfg.CommandSets}
 	if cfg.Join == "" {
 		ids := make([]string, 0, len(cfg.Peers))
 		for id := range cfg.Peers {

@@ -90,6 +90,7 @@ func dev(args []string) error {
 			return err
 		}
 		cfg.Register = registerAll(webfs.Register, mailRegister)
+		cfg.CommandSets = commandSets
 		n, err := replica.StartNode(cfg)
 		if err != nil {
 			return err

@@ -32,8 +32,10 @@ import (
 	"hastore/mailserver"
 	"hastore/mailserver/imap"
 	"hastore/mailserver/mailbox"
+	"hastore/mailserver/mailstate"
 	"hastore/mailserver/smtp"
 	"hastore/replica"
+	"hastore/replica/meta"
 )
 
 // registerAll chains the frontends' gRPC registrations for
@@ -713,6 +715,10 @@ func readPassword(stdin io.Reader, prompt string) (string, error) {
 // mailRegister is the Mail admin service's registration, for
 // replica.NodeConfig.Register.
 var mailRegister = mailserver.Register
+
+// commandSets are the replicated state machine's plug-in command sets,
+// for replica.NodeConfig.CommandSets: every node must open with the same.
+var commandSets = []meta.CommandSet{mailstate.CommandSet()}
 
 // deliveryFlags tune SMTP/LMTP delivery: the retry memory and the memory
 // and spool of messages being received.

@@ -275,6 +275,7 @@ func serve(args []string) error {
 		return err
 	}
 	cfg.Register = registerAll(webfs.Register, mailRegister)
+	cfg.CommandSets = commandSets
 	n, err := replica.StartNode(cfg)
 	if err != nil {
 		return err

@@ -13,7 +13,7 @@ import (
 	"github.com/emersion/go-imap/v2/imapserver"
 
 	"hastore/mailserver/mailbox"
-	"hastore/replica/meta"
+	"hastore/mailserver/mailstate"
 )
 
 // FETCH is served from the message record (flags, date, size), the Info
@@ -42,8 +42,8 @@ func (s *session) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, options *
 	seen := map[uint32][]string{}
 	if markSeen {
 		var unseen []uint32
-		err := s.forRecords(idx, func(_ int, m meta.MailMessage) error {
-			if !hasFlag(m.Flags, meta.FlagSeen) {
+		err := s.forRecords(idx, func(_ int, m mailstate.MailMessage) error {
+			if !hasFlag(m.Flags, mailstate.FlagSeen) {
 				unseen = append(unseen, m.UID)
 			}
 			return nil
@@ -52,19 +52,19 @@ func (s *session) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, options *
 			return imapErr(err)
 		}
 		if len(unseen) > 0 {
-			out, index, err := s.store().StoreFlagsIndex(c, s.user, sel.id, unseen, meta.MailFlagsAdd, []string{meta.FlagSeen})
+			out, index, err := s.store().StoreFlagsIndex(c, s.user, sel.id, unseen, mailstate.MailFlagsAdd, []string{mailstate.FlagSeen})
 			if err != nil {
 				return imapErr(err)
 			}
 			for _, o := range out {
-				if o.Code == meta.MailOK {
+				if o.Code == mailstate.MailOK {
 					seen[o.UID] = o.Flags
 					sel.report(o.UID, o.ModSeq, index)
 				}
 			}
 		}
 	}
-	return imapErr(s.forRecords(idx, func(i int, m meta.MailMessage) error {
+	return imapErr(s.forRecords(idx, func(i int, m mailstate.MailMessage) error {
 		if f, ok := seen[m.UID]; ok {
 			m.Flags = f
 		}
@@ -78,7 +78,7 @@ func (s *session) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, options *
 // response: go-imap's writer puts out "* n FETCH (" at once, so a failure
 // after it would leave an empty or truncated FETCH line before the NO.
 // One message's sections are held at once, as one of them was before.
-func (s *session) fetchOne(c context.Context, create func() *imapserver.FetchResponseWriter, m meta.MailMessage, options *imap.FetchOptions, flagsChanged bool) (err error) {
+func (s *session) fetchOne(c context.Context, create func() *imapserver.FetchResponseWriter, m mailstate.MailMessage, options *imap.FetchOptions, flagsChanged bool) (err error) {
 	var info *mailbox.Info
 	if options.Envelope || options.BodyStructure != nil || len(options.BodySection) > 0 || len(options.BinarySection) > 0 || len(options.BinarySectionSize) > 0 {
 		info, err = s.store().Info(s.user, s.mb.id, m.UID)
@@ -160,7 +160,7 @@ func writeLiteral(wc io.WriteCloser, b []byte) error {
 
 // binary returns a part with its content transfer encoding undone (RFC
 // 3516); BINARY[] is the whole message as stored.
-func (s *session) binary(c context.Context, m meta.MailMessage, info *mailbox.Info, path []int) ([]byte, error) {
+func (s *session) binary(c context.Context, m mailstate.MailMessage, info *mailbox.Info, path []int) ([]byte, error) {
 	if len(path) == 0 {
 		return s.read(c, m, 0, m.Size)
 	}
@@ -249,7 +249,7 @@ func isMessage(p *mailbox.Part) bool {
 }
 
 // section returns the bytes of one BODY[...] item, partial range applied.
-func (s *session) section(c context.Context, m meta.MailMessage, info *mailbox.Info, bs *imap.FetchItemBodySection) ([]byte, error) {
+func (s *session) section(c context.Context, m mailstate.MailMessage, info *mailbox.Info, bs *imap.FetchItemBodySection) ([]byte, error) {
 	start, end, ok := sectionRange(m.Size, info, bs)
 	if !ok {
 		return []byte{}, nil
@@ -304,7 +304,7 @@ func sectionRange(size int64, info *mailbox.Info, bs *imap.FetchItemBodySection)
 	return min(start, end), end, true
 }
 
-func (s *session) read(c context.Context, m meta.MailMessage, off, n int64) ([]byte, error) {
+func (s *session) read(c context.Context, m mailstate.MailMessage, off, n int64) ([]byte, error) {
 	if n <= 0 {
 		return []byte{}, nil
 	}

@@ -7,7 +7,7 @@ import (
 
 	"github.com/emersion/go-imap/v2"
 
-	"hastore/replica/meta"
+	"hastore/mailserver/mailstate"
 )
 
 // \Recent (RFC 3501 2.3.2) is kept per node, not in the cluster's
@@ -149,13 +149,13 @@ func isRecentFlag(f imap.Flag) bool { return strings.EqualFold(string(f), string
 // statusRecent is STATUS RECENT: the messages above the node's boundary
 // (an upper bound when some of them were expunged since). A mailbox the
 // node has not seen gets its boundary from a scan, as SELECT would.
-func (s *session) statusRecent(mb *meta.Mailbox) (uint32, error) {
+func (s *session) statusRecent(mb *mailstate.Mailbox) (uint32, error) {
 	k := recentKey{s.user, mb.ID}
 	b, ok := s.srv.recent.known(k)
 	if !ok {
 		var lastSeen uint32
-		err := s.store().EachMessage(s.user, mb.ID, func(m meta.MailMessage) error {
-			if hasFlag(m.Flags, meta.FlagSeen) {
+		err := s.store().EachMessage(s.user, mb.ID, func(m mailstate.MailMessage) error {
+			if hasFlag(m.Flags, mailstate.FlagSeen) {
 				lastSeen = m.UID
 			}
 			return nil

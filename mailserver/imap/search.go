@@ -14,7 +14,7 @@ import (
 	"github.com/emersion/go-message/textproto"
 
 	"hastore/mailserver/mailbox"
-	"hastore/replica/meta"
+	"hastore/mailserver/mailstate"
 )
 
 // SEARCH: flags, dates, sizes and UID/sequence sets come from the records;
@@ -23,7 +23,7 @@ import (
 
 type candidate struct {
 	seq  uint32
-	m    meta.MailMessage
+	m    mailstate.MailMessage
 	hdr  *textproto.Header
 	info *mailbox.Info
 	body []byte
@@ -43,7 +43,7 @@ func (s *session) Search(kind imapserver.NumKind, criteria *imap.SearchCriteria,
 	if n > 0 {
 		last = sel.uids[n-1]
 	}
-	err := s.forRecords(allIndexes(len(sel.uids)), func(i int, m meta.MailMessage) error {
+	err := s.forRecords(allIndexes(len(sel.uids)), func(i int, m mailstate.MailMessage) error {
 		cand := &candidate{seq: uint32(i + 1), m: m}
 		if !s.match(c, cand, criteria, n, last) {
 			return cand.err

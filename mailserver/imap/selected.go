@@ -7,7 +7,7 @@ import (
 	"github.com/emersion/go-imap/v2/imapserver"
 
 	"hastore/mailserver/mailbox"
-	"hastore/replica/meta"
+	"hastore/mailserver/mailstate"
 )
 
 // selected is a session's view of its selected mailbox: the UIDs the
@@ -146,7 +146,7 @@ func (m *selected) resolve(set imap.NumSet) []int {
 // forRecords calls fn with the record of each message at the given view
 // indexes (ascending); messages already expunged in the store (not yet
 // announced) are skipped. Many messages: one range scan; few: lookups.
-func (s *session) forRecords(idx []int, fn func(i int, m meta.MailMessage) error) error {
+func (s *session) forRecords(idx []int, fn func(i int, m mailstate.MailMessage) error) error {
 	sel := s.mb
 	if len(idx) == 0 {
 		return nil
@@ -167,7 +167,7 @@ func (s *session) forRecords(idx []int, fn func(i int, m meta.MailMessage) error
 	}
 	k := 0
 	errStop := errStopScan{}
-	err := s.store().EachMessage(s.user, sel.id, func(m meta.MailMessage) error {
+	err := s.store().EachMessage(s.user, sel.id, func(m mailstate.MailMessage) error {
 		for k < len(idx) && sel.uids[idx[k]] < m.UID {
 			k++
 		}
@@ -294,7 +294,7 @@ func (s *session) resync(w *imapserver.UpdateWriter) error {
 		flags []string
 	}
 	var now []rec
-	err := s.store().EachMessage(s.user, sel.id, func(m meta.MailMessage) error {
+	err := s.store().EachMessage(s.user, sel.id, func(m mailstate.MailMessage) error {
 		now = append(now, rec{m.UID, m.Flags})
 		return nil
 	})

@@ -17,7 +17,7 @@ import (
 	"github.com/emersion/go-sasl"
 
 	"hastore/mailserver/mailbox"
-	"hastore/replica/meta"
+	"hastore/mailserver/mailstate"
 )
 
 const opTimeout = 30 * time.Second
@@ -200,12 +200,12 @@ func (s *session) AppendLimit() uint32 {
 
 func (s *session) Namespace() (*imap.NamespaceData, error) {
 	s.touch()
-	return &imap.NamespaceData{Personal: []imap.NamespaceDescriptor{{Prefix: "", Delim: meta.MailboxDelim}}}, nil
+	return &imap.NamespaceData{Personal: []imap.NamespaceDescriptor{{Prefix: "", Delim: mailstate.MailboxDelim}}}, nil
 }
 
 // mailbox finds one of the user's mailboxes by name.
-func (s *session) mailbox(name string) (meta.Mailbox, error) {
-	mb, ok, err := s.store().Mailbox(s.user, strings.TrimSuffix(name, string(meta.MailboxDelim)))
+func (s *session) mailbox(name string) (mailstate.Mailbox, error) {
+	mb, ok, err := s.store().Mailbox(s.user, strings.TrimSuffix(name, string(mailstate.MailboxDelim)))
 	if err != nil {
 		return mb, imapErr(err)
 	}
@@ -217,8 +217,8 @@ func (s *session) mailbox(name string) (meta.Mailbox, error) {
 
 func (s *session) Create(name string, options *imap.CreateOptions) error {
 	s.touch()
-	name = meta.CanonicalMailboxName(strings.TrimSuffix(name, string(meta.MailboxDelim)))
-	if err := meta.ValidMailboxName(name); err != nil {
+	name = mailstate.CanonicalMailboxName(strings.TrimSuffix(name, string(mailstate.MailboxDelim)))
+	if err := mailstate.ValidMailboxName(name); err != nil {
 		return no(imap.ResponseCodeCannot, "%v", err)
 	}
 	su := ""
@@ -237,7 +237,7 @@ func (s *session) Delete(name string) error {
 	if err != nil {
 		return err
 	}
-	if mb.Name == meta.InboxName {
+	if mb.Name == mailstate.InboxName {
 		return no(imap.ResponseCodeCannot, "INBOX cannot be deleted")
 	}
 	c, cancel := ctx()
@@ -255,8 +255,8 @@ func (s *session) Rename(oldName, newName string, _ *imap.RenameOptions) error {
 	if err != nil {
 		return err
 	}
-	newName = meta.CanonicalMailboxName(strings.TrimSuffix(newName, string(meta.MailboxDelim)))
-	if err := meta.ValidMailboxName(newName); err != nil {
+	newName = mailstate.CanonicalMailboxName(strings.TrimSuffix(newName, string(mailstate.MailboxDelim)))
+	if err := mailstate.ValidMailboxName(newName); err != nil {
 		return no(imap.ResponseCodeCannot, "%v", err)
 	}
 	c, cancel := ctx()
@@ -268,14 +268,14 @@ func (s *session) Subscribe(name string) error {
 	s.touch()
 	c, cancel := ctx()
 	defer cancel()
-	return imapErr(s.store().Subscribe(c, s.user, strings.TrimSuffix(name, string(meta.MailboxDelim))))
+	return imapErr(s.store().Subscribe(c, s.user, strings.TrimSuffix(name, string(mailstate.MailboxDelim))))
 }
 
 func (s *session) Unsubscribe(name string) error {
 	s.touch()
 	c, cancel := ctx()
 	defer cancel()
-	return imapErr(s.store().Unsubscribe(c, s.user, strings.TrimSuffix(name, string(meta.MailboxDelim))))
+	return imapErr(s.store().Unsubscribe(c, s.user, strings.TrimSuffix(name, string(mailstate.MailboxDelim))))
 }
 
 func (s *session) List(w *imapserver.ListWriter, ref string, patterns []string, options *imap.ListOptions) error {
@@ -285,7 +285,7 @@ func (s *session) List(w *imapserver.ListWriter, ref string, patterns []string, 
 		// go-imap's parser drops an empty pattern, so LIST's comes as
 		// none (a LIST-EXTENDED list of only empty ones is refused
 		// there); LSUB's comes as one empty pattern.
-		return w.WriteList(&imap.ListData{Attrs: []imap.MailboxAttr{imap.MailboxAttrNoSelect}, Delim: meta.MailboxDelim, Mailbox: ""})
+		return w.WriteList(&imap.ListData{Attrs: []imap.MailboxAttr{imap.MailboxAttrNoSelect}, Delim: mailstate.MailboxDelim, Mailbox: ""})
 	}
 	boxes, err := s.store().Mailboxes(s.user)
 	if err != nil {
@@ -295,7 +295,7 @@ func (s *session) List(w *imapserver.ListWriter, ref string, patterns []string, 
 	if err != nil {
 		return imapErr(err)
 	}
-	exists := map[string]*meta.Mailbox{}
+	exists := map[string]*mailstate.Mailbox{}
 	for i := range boxes {
 		exists[boxes[i].Name] = &boxes[i]
 	}
@@ -310,7 +310,7 @@ func (s *session) List(w *imapserver.ListWriter, ref string, patterns []string, 
 				sortedSubs = append(sortedSubs, n)
 			}
 			for i := 0; options.SelectRecursiveMatch && i < len(n); i++ {
-				if p := n[:i]; n[i] == meta.MailboxDelim && !subs[p] && !anc[p] {
+				if p := n[:i]; n[i] == mailstate.MailboxDelim && !subs[p] && !anc[p] {
 					anc[p] = true
 					names = append(names, p)
 				}
@@ -323,7 +323,7 @@ func (s *session) List(w *imapserver.ListWriter, ref string, patterns []string, 
 		for _, mb := range boxes {
 			names = append(names, mb.Name)
 			for i := 0; i < len(mb.Name); i++ {
-				if p := mb.Name[:i]; mb.Name[i] == meta.MailboxDelim && exists[p] == nil && !implied[p] {
+				if p := mb.Name[:i]; mb.Name[i] == mailstate.MailboxDelim && exists[p] == nil && !implied[p] {
 					implied[p] = true
 					names = append(names, p)
 				}
@@ -335,7 +335,7 @@ func (s *session) List(w *imapserver.ListWriter, ref string, patterns []string, 
 	for _, name := range names {
 		match := false
 		for _, p := range patterns {
-			if imapserver.MatchList(name, meta.MailboxDelim, ref, p) {
+			if imapserver.MatchList(name, mailstate.MailboxDelim, ref, p) {
 				match = true
 				break
 			}
@@ -347,7 +347,7 @@ func (s *session) List(w *imapserver.ListWriter, ref string, patterns []string, 
 		if options.SelectSpecialUse && (mb == nil || mb.SpecialUse == "") {
 			continue
 		}
-		data := &imap.ListData{Delim: meta.MailboxDelim, Mailbox: name}
+		data := &imap.ListData{Delim: mailstate.MailboxDelim, Mailbox: name}
 		if options.SelectRecursiveMatch && subscribedBelow(sortedSubs, name) {
 			data.ChildInfo = &imap.ListDataChildInfo{Subscribed: true}
 		}
@@ -386,13 +386,13 @@ func (s *session) List(w *imapserver.ListWriter, ref string, patterns []string, 
 // subscribedBelow reports whether name has a subscribed descendant;
 // sortedSubs is the subscribed names in order.
 func subscribedBelow(sortedSubs []string, name string) bool {
-	prefix := name + string(meta.MailboxDelim)
+	prefix := name + string(mailstate.MailboxDelim)
 	i := sort.SearchStrings(sortedSubs, prefix)
 	return i < len(sortedSubs) && strings.HasPrefix(sortedSubs[i], prefix)
 }
 
-func hasChildren(boxes []meta.Mailbox, name string) bool {
-	prefix := name + string(meta.MailboxDelim)
+func hasChildren(boxes []mailstate.Mailbox, name string) bool {
+	prefix := name + string(mailstate.MailboxDelim)
 	i := sort.Search(len(boxes), func(i int) bool { return boxes[i].Name >= prefix })
 	return i < len(boxes) && strings.HasPrefix(boxes[i].Name, prefix)
 }
@@ -407,7 +407,7 @@ func (s *session) Status(name string, options *imap.StatusOptions) (*imap.Status
 }
 
 // status answers from the mailbox record's counters; only DELETED scans.
-func (s *session) status(mb *meta.Mailbox, options *imap.StatusOptions) (*imap.StatusData, error) {
+func (s *session) status(mb *mailstate.Mailbox, options *imap.StatusOptions) (*imap.StatusData, error) {
 	d := &imap.StatusData{Mailbox: mb.Name}
 	if options.NumMessages {
 		n := mb.Messages
@@ -440,8 +440,8 @@ func (s *session) status(mb *meta.Mailbox, options *imap.StatusOptions) (*imap.S
 	}
 	if options.NumDeleted {
 		var n uint32
-		err := s.store().EachMessage(s.user, mb.ID, func(m meta.MailMessage) error {
-			if hasFlag(m.Flags, meta.FlagDeleted) {
+		err := s.store().EachMessage(s.user, mb.ID, func(m mailstate.MailMessage) error {
+			if hasFlag(m.Flags, mailstate.FlagDeleted) {
 				n++
 			}
 			return nil
@@ -473,7 +473,7 @@ func storableFlags(flags []imap.Flag) ([]string, error) {
 		}
 		out = append(out, string(f))
 	}
-	out, err := meta.CanonicalFlags(out)
+	out, err := mailstate.CanonicalFlags(out)
 	if err != nil {
 		return nil, no(imap.ResponseCodeCannot, "%v", err)
 	}
@@ -593,13 +593,13 @@ func (s *session) open(id uint64, readOnly bool, sizeHint uint32) (*selected, ui
 	}
 	sel := &selected{id: id, readOnly: readOnly, w: w, uids: make([]uint32, 0, min(sizeHint+16, 1<<20))}
 	var firstUnseen, lastSeen uint32
-	err = s.store().EachMessage(s.user, id, func(m meta.MailMessage) error {
+	err = s.store().EachMessage(s.user, id, func(m mailstate.MailMessage) error {
 		sel.uids = append(sel.uids, m.UID)
 		sel.addKeywords(m.Flags)
-		if hasFlag(m.Flags, meta.FlagSeen) {
+		if hasFlag(m.Flags, mailstate.FlagSeen) {
 			lastSeen = m.UID
 		}
-		if firstUnseen == 0 && !hasFlag(m.Flags, meta.FlagSeen) {
+		if firstUnseen == 0 && !hasFlag(m.Flags, mailstate.FlagSeen) {
 			firstUnseen = uint32(len(sel.uids))
 		}
 		return nil
@@ -688,8 +688,8 @@ func (s *session) Expunge(w *imapserver.ExpungeWriter, uids *imap.UIDSet) error 
 		return errReadOnly
 	}
 	var del []uint32
-	err := s.forRecords(allIndexes(len(sel.uids)), func(_ int, m meta.MailMessage) error {
-		if hasFlag(m.Flags, meta.FlagDeleted) && (uids == nil || uids.Contains(imap.UID(m.UID))) {
+	err := s.forRecords(allIndexes(len(sel.uids)), func(_ int, m mailstate.MailMessage) error {
+		if hasFlag(m.Flags, mailstate.FlagDeleted) && (uids == nil || uids.Contains(imap.UID(m.UID))) {
 			del = append(del, m.UID)
 		}
 		return nil
@@ -729,7 +729,7 @@ func (s *session) Store(w *imapserver.FetchWriter, numSet imap.NumSet, flags *im
 	for i, j := range idx {
 		uids[i] = sel.uids[j]
 	}
-	op := map[imap.StoreFlagsOp]meta.MailStoreOp{imap.StoreFlagsAdd: meta.MailFlagsAdd, imap.StoreFlagsDel: meta.MailFlagsRemove, imap.StoreFlagsSet: meta.MailFlagsReplace}[flags.Op]
+	op := map[imap.StoreFlagsOp]mailstate.MailStoreOp{imap.StoreFlagsAdd: mailstate.MailFlagsAdd, imap.StoreFlagsDel: mailstate.MailFlagsRemove, imap.StoreFlagsSet: mailstate.MailFlagsReplace}[flags.Op]
 	c, cancel := ctx()
 	defer cancel()
 	out, index, err := s.store().StoreFlagsIndex(c, s.user, sel.id, uids, op, fl)
@@ -737,14 +737,14 @@ func (s *session) Store(w *imapserver.FetchWriter, numSet imap.NumSet, flags *im
 		return imapErr(err)
 	}
 	for _, o := range out {
-		if o.Code == meta.MailOK && sel.addKeywords(o.Flags) {
+		if o.Code == mailstate.MailOK && sel.addKeywords(o.Flags) {
 			sel.keywordsUntold = true
 		}
 	}
 	_, byUID := numSet.(imap.UIDSet)
 	rev2 := s.rev2()
 	for i, o := range out {
-		if o.Code != meta.MailOK {
+		if o.Code != mailstate.MailOK {
 			continue
 		}
 		sel.report(o.UID, o.ModSeq, index)
@@ -806,7 +806,7 @@ func (s *session) moveWithin(w *imapserver.MoveWriter, numSet imap.NumSet) error
 	out, index, err := s.store().ExpungeIndex(c, s.user, sel.id, uidList(srcUIDs))
 	if err == nil {
 		for _, o := range out {
-			if o.Code != meta.MailOK && o.Code != meta.MailNoMessage {
+			if o.Code != mailstate.MailOK && o.Code != mailstate.MailNoMessage {
 				err = fmt.Errorf("expunging message %d after copying it: %v", o.UID, o.Code)
 				break
 			}
@@ -863,7 +863,7 @@ func (s *session) copy(numSet imap.NumSet, dest string, move bool) (*imap.CopyDa
 		return nil, imapErr(err)
 	}
 	for _, o := range out {
-		if o.Code == meta.MailOK {
+		if o.Code == mailstate.MailOK {
 			data.SourceUIDs.AddNum(imap.UID(o.SrcUID))
 			data.DestUIDs.AddNum(imap.UID(o.UID))
 		}

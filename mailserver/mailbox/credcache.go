@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"hastore/mailserver/mailstate"
 	"hastore/replica/meta"
 )
 
@@ -371,13 +372,13 @@ func (s *Store) dropCredentials(cmd meta.Command) {
 		for _, sub := range c.Cmds {
 			s.dropCredentials(sub)
 		}
-	case meta.MailUserUpdate:
+	case mailstate.MailUserUpdate:
 		if c.SetPassword || c.SetDisabled {
 			s.creds.forget(c.Address)
 		}
-	case meta.MailUserDelete:
+	case mailstate.MailUserDelete:
 		s.creds.forget(c.Address)
-	case meta.MailUserCreate:
+	case mailstate.MailUserCreate:
 		s.creds.forget(c.User.Address) // a re-created user starts afresh
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"time"
 
+	"hastore/mailserver/mailstate"
 	"hastore/replica/meta"
 )
 
@@ -20,7 +21,7 @@ type Recipient struct {
 // Outcome is what a delivery did for one recipient: Err is nil if the
 // message was appended (UID in Mailbox, whose UIDValidity is given).
 type Outcome struct {
-	meta.MailOutcome
+	mailstate.MailOutcome
 	Err error
 	// Retry: the message had already been delivered to this mailbox (see
 	// Delivery.SetRetryKey); UID is the earlier delivery's.
@@ -90,7 +91,7 @@ type Delivery struct {
 // header each time) reached a recipient's mailbox less than window ago,
 // that recipient's outcome is the earlier delivery (Outcome.Retry) and
 // nothing is appended. Call it before Commit; a zero window turns it off.
-// Every node must run a release that knows meta.MailDeliverOnce.
+// Every node must run a release that knows mailstate.MailDeliverOnce.
 func (d *Delivery) SetRetryKey(digest [32]byte, window time.Duration) {
 	d.digest, d.window = digest, window
 }
@@ -107,16 +108,16 @@ func (d *Delivery) AddRecipient(r Recipient) error {
 	}
 	r.Address = a
 	if r.Mailbox != "" {
-		r.Mailbox = meta.CanonicalMailboxName(r.Mailbox)
-		if err := meta.ValidMailboxName(r.Mailbox); err != nil {
+		r.Mailbox = mailstate.CanonicalMailboxName(r.Mailbox)
+		if err := mailstate.ValidMailboxName(r.Mailbox); err != nil {
 			return fmt.Errorf("%w: %v", ErrInvalid, err)
 		}
 	}
-	if _, err := meta.CanonicalFlags(r.Flags); err != nil {
+	if _, err := mailstate.CanonicalFlags(r.Flags); err != nil {
 		return fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
-	if len(d.rcpts) >= meta.MaxMailEntries {
-		return fmt.Errorf("%w: more than %d recipients", ErrInvalid, meta.MaxMailEntries)
+	if len(d.rcpts) >= mailstate.MaxMailEntries {
+		return fmt.Errorf("%w: more than %d recipients", ErrInvalid, mailstate.MaxMailEntries)
 	}
 	d.rcpts = append(d.rcpts, r)
 	return nil
@@ -169,20 +170,20 @@ func (d *Delivery) Commit(ctx context.Context, allOrNothing bool) ([]Outcome, er
 		return nil, nil
 	}
 	_, off := d.date.Zone()
-	dc := meta.MailDeliver{
-		Messages:     []meta.MailMessageSpec{{Object: d.obj, Size: d.size, InternalDate: d.date.UnixNano(), Zone: int32(off), Info: d.info}},
+	dc := mailstate.MailDeliver{
+		Messages:     []mailstate.MailMessageSpec{{Object: d.obj, Size: d.size, InternalDate: d.date.UnixNano(), Zone: int32(off), Info: d.info}},
 		AllOrNothing: allOrNothing,
 		Now:          d.s.now().UnixNano(),
 	}
 	for _, r := range d.rcpts {
-		dc.Entries = append(dc.Entries, meta.MailEntry{User: r.Address, Mailbox: r.Mailbox, Flags: r.Flags})
+		dc.Entries = append(dc.Entries, mailstate.MailEntry{User: r.Address, Mailbox: r.Mailbox, Flags: r.Flags})
 	}
 	var cmd meta.Command = dc
 	if d.window > 0 && d.digest != ([32]byte{}) {
 		// A retry's entries append nothing and take no reference: the
 		// command releases this delivery's reference for them like for a
 		// rejected entry, so the retry's body is not leaked.
-		cmd = meta.MailDeliverOnce{MailDeliver: dc, Digests: [][32]byte{d.digest}, Window: int64(min(d.window, time.Duration(meta.MaxMailDedupWindow)))}
+		cmd = mailstate.MailDeliverOnce{MailDeliver: dc, Digests: [][32]byte{d.digest}, Window: int64(min(d.window, time.Duration(mailstate.MaxMailDedupWindow)))}
 	}
 	res, err := d.s.c.Propose(ctx, cmd)
 	if err != nil {
@@ -198,27 +199,28 @@ func (d *Delivery) Commit(ctx context.Context, allOrNothing bool) ([]Outcome, er
 		return nil, proposeErr("deliver", err, ErrUnavailable)
 	}
 	d.held = false
-	if len(res.Mail) != len(d.rcpts) {
-		return nil, fmt.Errorf("deliver: %d outcomes for %d recipients", len(res.Mail), len(d.rcpts))
+	outs := mailstate.Outcomes(res)
+	if len(outs) != len(d.rcpts) {
+		return nil, fmt.Errorf("deliver: %d outcomes for %d recipients", len(outs), len(d.rcpts))
 	}
 	out := make([]Outcome, len(d.rcpts))
-	for i, o := range res.Mail {
-		out[i] = Outcome{MailOutcome: o, Err: d.outcomeErr(d.rcpts[i], o.Code), Retry: o.Code == meta.MailOK && o.SrcUID != 0}
+	for i, o := range outs {
+		out[i] = Outcome{MailOutcome: o, Err: d.outcomeErr(d.rcpts[i], o.Code), Retry: o.Code == mailstate.MailOK && o.SrcUID != 0}
 	}
 	return out, nil
 }
 
-func (d *Delivery) outcomeErr(r Recipient, c meta.MailCode) error {
+func (d *Delivery) outcomeErr(r Recipient, c mailstate.MailCode) error {
 	switch c {
-	case meta.MailOK:
+	case mailstate.MailOK:
 		return nil
-	case meta.MailNoUser:
+	case mailstate.MailNoUser:
 		return fmt.Errorf("%w: no user %s", ErrNotFound, r.Address)
-	case meta.MailNoMailbox:
+	case mailstate.MailNoMailbox:
 		return fmt.Errorf("%w: no mailbox %q for %s", ErrNotFound, r.Mailbox, r.Address)
-	case meta.MailDisabled:
+	case mailstate.MailDisabled:
 		return fmt.Errorf("%w: %s", ErrDisabled, r.Address)
-	case meta.MailOverQuota:
+	case mailstate.MailOverQuota:
 		qe := &QuotaError{User: r.Address, Size: d.size}
 		if u, ok, err := d.s.view.User(r.Address); err == nil && ok {
 			qe.Limit = u.Quota
@@ -227,7 +229,7 @@ func (d *Delivery) outcomeErr(r Recipient, c meta.MailCode) error {
 			qe.Used = u.Bytes
 		}
 		return qe
-	case meta.MailAborted:
+	case mailstate.MailAborted:
 		return ErrAborted
 	}
 	return fmt.Errorf("%w: %s: %s", ErrInvalid, r.Address, c)

@@ -6,8 +6,9 @@
 //
 // # Where things live
 //
-// All state is in the replicated metadata (replica/meta's mail commands;
-// see meta/mail.go for the keys): a delivery is one Raft entry for every
+// All state is in the replicated metadata, kept by the mail command set
+// (mailserver/mailstate, registered with every node's state machine; see
+// its mail.go for the keys): a delivery is one Raft entry for every
 // recipient, UIDs and modseqs are assigned inside Raft's Apply, so every
 // node agrees on them. Message bodies are cluster objects, stored once per
 // delivery whatever the number of recipients (content addressing).
@@ -19,7 +20,7 @@
 // record committed), then Commit proposes one MailDeliver command that
 // appends an entry per recipient. Only after Commit returns may an endpoint
 // answer 250. The Put's reference is handed to the command (see
-// meta.MailDeliver): Abort, or a Commit the cluster refused, drops it; a
+// mailstate.MailDeliver): Abort, or a Commit the cluster refused, drops it; a
 // Commit whose outcome is unknown keeps it (a leak, never a premature free).
 //
 // ENVELOPE and BODYSTRUCTURE are computed once, in Body, with byte offsets

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"hastore/mailserver/mailstate"
 	"hastore/replica/meta"
 )
 
@@ -388,6 +389,7 @@ func (h *hub) command(idx uint64, cmd meta.Command, res *meta.Result) {
 	if res.Status != meta.StatusOK {
 		return
 	}
+	outs := mailstate.Outcomes(*res)
 	switch c := cmd.(type) {
 	case meta.Batch:
 		for i, sub := range c.Cmds {
@@ -395,31 +397,31 @@ func (h *hub) command(idx uint64, cmd meta.Command, res *meta.Result) {
 				h.command(idx, sub, &res.Batch[i])
 			}
 		}
-	case meta.MailDeliverOnce:
+	case mailstate.MailDeliverOnce:
 		h.command(idx, c.MailDeliver, res)
-	case meta.MailDeliver:
+	case mailstate.MailDeliver:
 		for i, e := range c.Entries {
 			// SrcUID is set on a retry MailDeliverOnce answered from memory.
-			if i < len(res.Mail) && res.Mail[i].Code == meta.MailOK && res.Mail[i].SrcUID == 0 {
-				o := res.Mail[i]
+			if i < len(outs) && outs[i].Code == mailstate.MailOK && outs[i].SrcUID == 0 {
+				o := outs[i]
 				h.add(e.User, o.Mailbox, MailboxEvent{Index: idx, Kind: EventAppend, UID: o.UID, ModSeq: o.ModSeq, Flags: o.Flags})
 			}
 		}
-	case meta.MailStore:
-		for _, o := range res.Mail {
-			if o.Code == meta.MailOK {
+	case mailstate.MailStore:
+		for _, o := range outs {
+			if o.Code == mailstate.MailOK {
 				h.add(c.User, c.Mailbox, MailboxEvent{Index: idx, Kind: EventFlags, UID: o.UID, ModSeq: o.ModSeq, Flags: o.Flags})
 			}
 		}
-	case meta.MailExpunge:
-		for _, o := range res.Mail {
-			if o.Code == meta.MailOK {
+	case mailstate.MailExpunge:
+		for _, o := range outs {
+			if o.Code == mailstate.MailOK {
 				h.add(c.User, c.Mailbox, MailboxEvent{Index: idx, Kind: EventExpunge, UID: o.UID, ModSeq: o.ModSeq})
 			}
 		}
-	case meta.MailCopy:
-		for _, o := range res.Mail {
-			if o.Code != meta.MailOK {
+	case mailstate.MailCopy:
+		for _, o := range outs {
+			if o.Code != mailstate.MailOK {
 				continue
 			}
 			if c.Move {
@@ -427,9 +429,9 @@ func (h *hub) command(idx uint64, cmd meta.Command, res *meta.Result) {
 			}
 			h.add(c.User, c.Dest, MailboxEvent{Index: idx, Kind: EventAppend, UID: o.UID, ModSeq: o.ModSeq, Flags: o.Flags})
 		}
-	case meta.MailboxDelete:
+	case mailstate.MailboxDelete:
 		h.add(c.User, c.Mailbox, MailboxEvent{Index: idx, Kind: EventReset})
-	case meta.MailUserDelete:
+	case mailstate.MailUserDelete:
 		h.resetAll(c.Address, idx)
 	}
 }

@@ -6,24 +6,25 @@ import (
 	"fmt"
 	"strings"
 
+	"hastore/mailserver/mailstate"
 	"hastore/replica/meta"
 )
 
 // Operations the IMAP layer needs beyond delivery.
 
 // MailboxByID finds a user's mailbox by ID.
-func (s *Store) MailboxByID(user string, id uint64) (meta.Mailbox, bool, error) {
+func (s *Store) MailboxByID(user string, id uint64) (mailstate.Mailbox, bool, error) {
 	return s.view.MailboxByID(user, id)
 }
 
 // Message returns one message record.
-func (s *Store) Message(user string, mailbox uint64, uid uint32) (meta.MailMessage, bool, error) {
+func (s *Store) Message(user string, mailbox uint64, uid uint32) (mailstate.MailMessage, bool, error) {
 	return s.view.Message(user, mailbox, uid)
 }
 
 // EachMessage calls fn for each message of a mailbox in UID order; an
 // error from fn stops the scan and is returned.
-func (s *Store) EachMessage(user string, mailbox uint64, fn func(meta.MailMessage) error) error {
+func (s *Store) EachMessage(user string, mailbox uint64, fn func(mailstate.MailMessage) error) error {
 	return s.view.Messages(user, mailbox, fn)
 }
 
@@ -38,14 +39,14 @@ func (s *Store) DeleteMailbox(ctx context.Context, user string, id uint64) error
 		if !ok {
 			return fmt.Errorf("%w: mailbox %d", ErrNotFound, id)
 		}
-		if mb.Messages <= meta.MaxMailDrop {
+		if mb.Messages <= mailstate.MaxMailDrop {
 			break
 		}
 		var uids []uint32
 		errStop := errors.New("stop")
-		err = s.view.Messages(user, id, func(m meta.MailMessage) error {
+		err = s.view.Messages(user, id, func(m mailstate.MailMessage) error {
 			uids = append(uids, m.UID)
-			if len(uids) == meta.MaxMailUIDs {
+			if len(uids) == mailstate.MaxMailUIDs {
 				return errStop
 			}
 			return nil
@@ -57,14 +58,14 @@ func (s *Store) DeleteMailbox(ctx context.Context, user string, id uint64) error
 			return err
 		}
 	}
-	_, err := s.c.Propose(ctx, meta.MailboxDelete{User: user, Mailbox: id, Now: s.now().UnixNano()})
+	_, err := s.c.Propose(ctx, mailstate.MailboxDelete{User: user, Mailbox: id, Now: s.now().UnixNano()})
 	return proposeErr("delete mailbox", err, ErrNotEmpty)
 }
 
 // RenameMailbox renames a mailbox and its children.
 func (s *Store) RenameMailbox(ctx context.Context, user string, id uint64, newName string) error {
-	newName = meta.CanonicalMailboxName(newName)
-	_, err := s.c.Propose(ctx, meta.MailboxRename{User: user, Mailbox: id, NewName: newName, UIDValidity: s.uidValidity(), Now: s.now().UnixNano()})
+	newName = mailstate.CanonicalMailboxName(newName)
+	_, err := s.c.Propose(ctx, mailstate.MailboxRename{User: user, Mailbox: id, NewName: newName, UIDValidity: s.uidValidity(), Now: s.now().UnixNano()})
 	return proposeErr("rename mailbox", err, ErrExists)
 }
 
@@ -72,15 +73,15 @@ func (s *Store) RenameMailbox(ctx context.Context, user string, id uint64, newNa
 // without touching bodies, and returns an outcome per UID (UID: the new
 // UID, SrcUID: the old) and the Raft index of the last command. Over quota
 // is a *QuotaError.
-func (s *Store) Copy(ctx context.Context, user string, src uint64, uids []uint32, dst uint64, move bool) ([]meta.MailOutcome, uint64, error) {
-	var out []meta.MailOutcome
+func (s *Store) Copy(ctx context.Context, user string, src uint64, uids []uint32, dst uint64, move bool) ([]mailstate.MailOutcome, uint64, error) {
+	var out []mailstate.MailOutcome
 	var index uint64
 	for len(uids) > 0 {
-		n := min(len(uids), meta.MaxMailUIDs)
-		res, err := s.c.Propose(ctx, meta.MailCopy{User: user, Mailbox: src, UIDs: uids[:n], Dest: dst, Move: move, Now: s.now().UnixNano()})
+		n := min(len(uids), mailstate.MaxMailUIDs)
+		res, err := s.c.Propose(ctx, mailstate.MailCopy{User: user, Mailbox: src, UIDs: uids[:n], Dest: dst, Move: move, Now: s.now().UnixNano()})
 		if err != nil {
-			for _, o := range res.Mail {
-				if o.Code == meta.MailOverQuota {
+			for _, o := range mailstate.Outcomes(res) {
+				if o.Code == mailstate.MailOverQuota {
 					qe := &QuotaError{User: user}
 					if u, ok, err := s.view.User(user); err == nil && ok {
 						qe.Limit = u.Quota
@@ -93,7 +94,7 @@ func (s *Store) Copy(ctx context.Context, user string, src uint64, uids []uint32
 			}
 			return out, index, proposeErr("copy", err, ErrExists)
 		}
-		out = append(out, res.Mail...)
+		out = append(out, mailstate.Outcomes(res)...)
 		index = res.Index
 		uids = uids[n:]
 	}
@@ -102,16 +103,16 @@ func (s *Store) Copy(ctx context.Context, user string, src uint64, uids []uint32
 
 // ExpungeIndex is Expunge that also returns the Raft index of the last
 // command (for WaitEvents).
-func (s *Store) ExpungeIndex(ctx context.Context, user string, mailbox uint64, uids []uint32) ([]meta.MailOutcome, uint64, error) {
-	var out []meta.MailOutcome
+func (s *Store) ExpungeIndex(ctx context.Context, user string, mailbox uint64, uids []uint32) ([]mailstate.MailOutcome, uint64, error) {
+	var out []mailstate.MailOutcome
 	var index uint64
 	for len(uids) > 0 {
-		n := min(len(uids), meta.MaxMailUIDs)
-		res, err := s.c.Propose(ctx, meta.MailExpunge{User: user, Mailbox: mailbox, UIDs: uids[:n], Now: s.now().UnixNano()})
+		n := min(len(uids), mailstate.MaxMailUIDs)
+		res, err := s.c.Propose(ctx, mailstate.MailExpunge{User: user, Mailbox: mailbox, UIDs: uids[:n], Now: s.now().UnixNano()})
 		if err != nil {
 			return out, index, proposeErr("expunge", err, ErrExists)
 		}
-		out = append(out, res.Mail...)
+		out = append(out, mailstate.Outcomes(res)...)
 		index = res.Index
 		uids = uids[n:]
 	}
@@ -120,16 +121,16 @@ func (s *Store) ExpungeIndex(ctx context.Context, user string, mailbox uint64, u
 
 // StoreFlagsIndex is StoreFlags that also returns the Raft index of the
 // last command.
-func (s *Store) StoreFlagsIndex(ctx context.Context, user string, mailbox uint64, uids []uint32, op meta.MailStoreOp, flags []string) ([]meta.MailOutcome, uint64, error) {
-	var out []meta.MailOutcome
+func (s *Store) StoreFlagsIndex(ctx context.Context, user string, mailbox uint64, uids []uint32, op mailstate.MailStoreOp, flags []string) ([]mailstate.MailOutcome, uint64, error) {
+	var out []mailstate.MailOutcome
 	var index uint64
 	for len(uids) > 0 {
-		n := min(len(uids), meta.MaxMailUIDs)
-		res, err := s.c.Propose(ctx, meta.MailStore{User: user, Mailbox: mailbox, UIDs: uids[:n], Op: op, Flags: flags})
+		n := min(len(uids), mailstate.MaxMailUIDs)
+		res, err := s.c.Propose(ctx, mailstate.MailStore{User: user, Mailbox: mailbox, UIDs: uids[:n], Op: op, Flags: flags})
 		if err != nil {
 			return out, index, proposeErr("store flags", err, ErrExists)
 		}
-		out = append(out, res.Mail...)
+		out = append(out, mailstate.Outcomes(res)...)
 		index = res.Index
 		uids = uids[n:]
 	}
@@ -143,18 +144,18 @@ const subPrefix = "sub/"
 // Subscribe adds name to the user's subscriptions (RFC 3501 6.3.6: the
 // mailbox need not exist).
 func (s *Store) Subscribe(ctx context.Context, user, name string) error {
-	name = meta.CanonicalMailboxName(name)
-	if err := meta.ValidMailboxName(name); err != nil {
+	name = mailstate.CanonicalMailboxName(name)
+	if err := mailstate.ValidMailboxName(name); err != nil {
 		return fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
-	_, err := s.c.Propose(ctx, meta.TenantPut{Tenant: meta.MailUserTenant(user), Key: subPrefix + name, Value: []byte{1}})
+	_, err := s.c.Propose(ctx, meta.TenantPut{Tenant: mailstate.MailUserTenant(user), Key: subPrefix + name, Value: []byte{1}})
 	return proposeErr("subscribe", err, ErrExists)
 }
 
 // Unsubscribe removes name from the user's subscriptions.
 func (s *Store) Unsubscribe(ctx context.Context, user, name string) error {
-	name = meta.CanonicalMailboxName(name)
-	res, err := s.c.Propose(ctx, meta.TenantDelete{Tenant: meta.MailUserTenant(user), Key: subPrefix + name})
+	name = mailstate.CanonicalMailboxName(name)
+	res, err := s.c.Propose(ctx, meta.TenantDelete{Tenant: mailstate.MailUserTenant(user), Key: subPrefix + name})
 	if err == nil && !res.Found {
 		return fmt.Errorf("%w: not subscribed to %q", ErrNotFound, name)
 	}
@@ -164,7 +165,7 @@ func (s *Store) Unsubscribe(ctx context.Context, user, name string) error {
 // Subscriptions returns the names the user subscribed to.
 func (s *Store) Subscriptions(user string) (map[string]bool, error) {
 	out := map[string]bool{}
-	err := s.view.R.TenantScan(meta.MailUserTenant(user), subPrefix, func(k string, _ []byte) error {
+	err := s.view.R.TenantScan(mailstate.MailUserTenant(user), subPrefix, func(k string, _ []byte) error {
 		out[strings.TrimPrefix(k, subPrefix)] = true
 		return nil
 	})

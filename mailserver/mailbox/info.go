@@ -13,7 +13,7 @@ import (
 	"github.com/emersion/go-message/mail"
 	"github.com/emersion/go-message/textproto"
 
-	"hastore/replica/meta"
+	"hastore/mailserver/mailstate"
 )
 
 // Info is what IMAP needs of a message that is not in its flags: the
@@ -97,7 +97,7 @@ const (
 func ParseInfo(msg []byte) *Info {
 	for _, budget := range []int{maxParts, 64, 0} {
 		info := parseInfo(msg, budget)
-		if b, err := json.Marshal(info); err == nil && len(b)+1 <= meta.MaxMailInfo {
+		if b, err := json.Marshal(info); err == nil && len(b)+1 <= mailstate.MaxMailInfo {
 			return info
 		}
 	}

@@ -4,27 +4,27 @@ import (
 	"context"
 	"fmt"
 
-	"hastore/replica/meta"
+	"hastore/mailserver/mailstate"
 )
 
 // Mailboxes lists a user's mailboxes by name.
-func (s *Store) Mailboxes(user string) ([]meta.Mailbox, error) {
+func (s *Store) Mailboxes(user string) ([]mailstate.Mailbox, error) {
 	return s.view.Mailboxes(user)
 }
 
 // Mailbox finds a user's mailbox by name (INBOX case-insensitively).
-func (s *Store) Mailbox(user, name string) (meta.Mailbox, bool, error) {
+func (s *Store) Mailbox(user, name string) (mailstate.Mailbox, bool, error) {
 	return s.view.Mailbox(user, name)
 }
 
 // CreateMailbox creates a mailbox (and missing parents) for user.
-func (s *Store) CreateMailbox(ctx context.Context, user, name, specialUse string) (meta.Mailbox, error) {
-	name = meta.CanonicalMailboxName(name)
-	res, err := s.c.Propose(ctx, meta.MailboxCreate{User: user, Name: name, SpecialUse: specialUse, UIDValidity: s.uidValidity(), Now: s.now().UnixNano()})
+func (s *Store) CreateMailbox(ctx context.Context, user, name, specialUse string) (mailstate.Mailbox, error) {
+	name = mailstate.CanonicalMailboxName(name)
+	res, err := s.c.Propose(ctx, mailstate.MailboxCreate{User: user, Name: name, SpecialUse: specialUse, UIDValidity: s.uidValidity(), Now: s.now().UnixNano()})
 	if err != nil {
-		return meta.Mailbox{}, proposeErr("create mailbox "+name, err, ErrExists)
+		return mailstate.Mailbox{}, proposeErr("create mailbox "+name, err, ErrExists)
 	}
-	mb, ok, err := s.view.MailboxByID(user, res.Mail[0].Mailbox)
+	mb, ok, err := s.view.MailboxByID(user, mailstate.Outcomes(res)[0].Mailbox)
 	if err == nil && !ok {
 		err = fmt.Errorf("%w: mailbox %q gone right after its creation", ErrNotFound, name)
 	}
@@ -32,9 +32,9 @@ func (s *Store) CreateMailbox(ctx context.Context, user, name, specialUse string
 }
 
 // Messages returns the messages of a mailbox in UID order.
-func (s *Store) Messages(user string, mailbox uint64) ([]meta.MailMessage, error) {
-	var out []meta.MailMessage
-	err := s.view.Messages(user, mailbox, func(m meta.MailMessage) error {
+func (s *Store) Messages(user string, mailbox uint64) ([]mailstate.MailMessage, error) {
+	var out []mailstate.MailMessage
+	err := s.view.Messages(user, mailbox, func(m mailstate.MailMessage) error {
 		out = append(out, m)
 		return nil
 	})
@@ -54,7 +54,7 @@ func (s *Store) Info(user string, mailbox uint64, uid uint32) (*Info, error) {
 }
 
 // Body returns a message's bytes.
-func (s *Store) Body(ctx context.Context, m meta.MailMessage) ([]byte, error) {
+func (s *Store) Body(ctx context.Context, m mailstate.MailMessage) ([]byte, error) {
 	b, err := s.c.Get(ctx, m.Object)
 	if err != nil {
 		return nil, fmt.Errorf("%w: reading message %d: %v", ErrUnavailable, m.UID, err)
@@ -64,7 +64,7 @@ func (s *Store) Body(ctx context.Context, m meta.MailMessage) ([]byte, error) {
 
 // ReadBody returns bytes [off, off+n) of a message, reading only the
 // shards that hold them.
-func (s *Store) ReadBody(ctx context.Context, m meta.MailMessage, off, n int64) ([]byte, error) {
+func (s *Store) ReadBody(ctx context.Context, m mailstate.MailMessage, off, n int64) ([]byte, error) {
 	b, err := s.c.ReadAt(ctx, m.Object, off, n)
 	if err != nil {
 		return nil, fmt.Errorf("%w: reading message %d: %v", ErrUnavailable, m.UID, err)
@@ -74,15 +74,15 @@ func (s *Store) ReadBody(ctx context.Context, m meta.MailMessage, off, n int64) 
 
 // Expunge removes messages (releasing their bodies once unreferenced) and
 // returns an outcome per UID. Large sets are split into several commands.
-func (s *Store) Expunge(ctx context.Context, user string, mailbox uint64, uids []uint32) ([]meta.MailOutcome, error) {
-	var out []meta.MailOutcome
+func (s *Store) Expunge(ctx context.Context, user string, mailbox uint64, uids []uint32) ([]mailstate.MailOutcome, error) {
+	var out []mailstate.MailOutcome
 	for len(uids) > 0 {
-		n := min(len(uids), meta.MaxMailUIDs)
-		res, err := s.c.Propose(ctx, meta.MailExpunge{User: user, Mailbox: mailbox, UIDs: uids[:n], Now: s.now().UnixNano()})
+		n := min(len(uids), mailstate.MaxMailUIDs)
+		res, err := s.c.Propose(ctx, mailstate.MailExpunge{User: user, Mailbox: mailbox, UIDs: uids[:n], Now: s.now().UnixNano()})
 		if err != nil {
 			return out, proposeErr("expunge", err, ErrExists)
 		}
-		out = append(out, res.Mail...)
+		out = append(out, mailstate.Outcomes(res)...)
 		uids = uids[n:]
 	}
 	return out, nil
@@ -90,15 +90,15 @@ func (s *Store) Expunge(ctx context.Context, user string, mailbox uint64, uids [
 
 // StoreFlags changes flags of messages and returns an outcome per UID
 // (the resulting flags and modseq).
-func (s *Store) StoreFlags(ctx context.Context, user string, mailbox uint64, uids []uint32, op meta.MailStoreOp, flags []string) ([]meta.MailOutcome, error) {
-	var out []meta.MailOutcome
+func (s *Store) StoreFlags(ctx context.Context, user string, mailbox uint64, uids []uint32, op mailstate.MailStoreOp, flags []string) ([]mailstate.MailOutcome, error) {
+	var out []mailstate.MailOutcome
 	for len(uids) > 0 {
-		n := min(len(uids), meta.MaxMailUIDs)
-		res, err := s.c.Propose(ctx, meta.MailStore{User: user, Mailbox: mailbox, UIDs: uids[:n], Op: op, Flags: flags})
+		n := min(len(uids), mailstate.MaxMailUIDs)
+		res, err := s.c.Propose(ctx, mailstate.MailStore{User: user, Mailbox: mailbox, UIDs: uids[:n], Op: op, Flags: flags})
 		if err != nil {
 			return out, proposeErr("store flags", err, ErrExists)
 		}
-		out = append(out, res.Mail...)
+		out = append(out, mailstate.Outcomes(res)...)
 		uids = uids[n:]
 	}
 	return out, nil

@@ -26,7 +26,7 @@ import (
 	"fmt"
 	"strings"
 
-	"hastore/replica/meta"
+	"hastore/mailserver/mailstate"
 )
 
 // Bounds of one resolution.
@@ -35,8 +35,8 @@ const (
 	// (and logged).
 	MaxAliasDepth = 8
 	// MaxRouteTargets bounds the mailboxes one address resolves to (one
-	// delivery holds at most meta.MaxMailEntries entries).
-	MaxRouteTargets = meta.MaxMailEntries
+	// delivery holds at most mailstate.MaxMailEntries entries).
+	MaxRouteTargets = mailstate.MaxMailEntries
 	// maxRouteLookups bounds the alias and user lookups of one resolution.
 	maxRouteLookups = 4 * MaxRouteTargets
 )
@@ -179,7 +179,7 @@ func (r *resolver) expand(addr, tag string, depth int) (found bool, via string, 
 	if _, ok, err := r.s.view.Domain(domain); err != nil || !ok {
 		return false, "", err
 	}
-	if ts, ok, err := r.s.view.Alias(local + "@" + meta.MailAliasAnyDomain); err != nil {
+	if ts, ok, err := r.s.view.Alias(local + "@" + mailstate.MailAliasAnyDomain); err != nil {
 		return false, "", err
 	} else if ok {
 		return true, "cluster alias", r.targets(ts, tag, depth)
@@ -208,7 +208,7 @@ func (r *resolver) targets(ts []string, tag string, depth int) error {
 
 // add adds user u's mailbox (the tag's folder, or INBOX) if u can take
 // the message, or notes why not.
-func (r *resolver) add(u meta.MailUser, tag string) error {
+func (r *resolver) add(u mailstate.MailUser, tag string) error {
 	t := Target{User: u.Address, Mailbox: r.s.tagFolder(u.Address, tag)}
 	if r.have[t] {
 		return nil
@@ -227,7 +227,7 @@ func (r *resolver) add(u meta.MailUser, tag string) error {
 
 // deliverable says whether u can take a message of size bytes now (see
 // CheckRecipient).
-func (s *Store) deliverable(u meta.MailUser, size int64) error {
+func (s *Store) deliverable(u mailstate.MailUser, size int64) error {
 	if u.Disabled {
 		return fmt.Errorf("%w: %s", ErrDisabled, u.Address)
 	}
@@ -272,7 +272,7 @@ func (s *Store) tagFolder(user, tag string) string {
 	}
 	var fold []string
 	for _, mb := range boxes {
-		if mb.SpecialUse != "" || mb.Name == meta.InboxName {
+		if mb.SpecialUse != "" || mb.Name == mailstate.InboxName {
 			continue
 		}
 		if mb.Name == tag {
@@ -292,14 +292,14 @@ func (s *Store) tagFolder(user, tag string) string {
 // domain's catch-all, local@* for every local domain) and checks its form.
 func NormalizeAlias(addr string) (string, error) {
 	a := strings.ToLower(strings.TrimSpace(addr))
-	if i := strings.LastIndexByte(a, '@'); i >= 0 && a[i+1:] != meta.MailAliasAnyDomain {
+	if i := strings.LastIndexByte(a, '@'); i >= 0 && a[i+1:] != mailstate.MailAliasAnyDomain {
 		d, err := NormalizeDomain(a[i+1:])
 		if err != nil {
 			return "", err
 		}
 		a = a[:i+1] + d
 	}
-	if _, _, err := meta.ParseMailAlias(a); err != nil {
+	if _, _, err := mailstate.ParseMailAlias(a); err != nil {
 		return "", fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
 	return a, nil
@@ -315,7 +315,7 @@ func (s *Store) AddAlias(ctx context.Context, addr string, targets []string) err
 	if len(ts) == 0 {
 		return fmt.Errorf("%w: alias %s: no targets", ErrInvalid, a)
 	}
-	_, err = s.c.Propose(ctx, meta.MailAliasAdd{Address: a, Targets: ts})
+	_, err = s.c.Propose(ctx, mailstate.MailAliasAdd{Address: a, Targets: ts})
 	return proposeErr("add alias "+a, err, ErrExists)
 }
 
@@ -325,7 +325,7 @@ func (s *Store) DeleteAlias(ctx context.Context, addr string, targets []string) 
 	if err != nil {
 		return err
 	}
-	_, err = s.c.Propose(ctx, meta.MailAliasDelete{Address: a, Targets: ts})
+	_, err = s.c.Propose(ctx, mailstate.MailAliasDelete{Address: a, Targets: ts})
 	return proposeErr("delete alias "+a, err, ErrExists)
 }
 
@@ -345,16 +345,16 @@ func normalizeAliasArgs(addr string, targets []string) (string, []string, error)
 	return a, ts, nil
 }
 
-// Aliases lists the aliases of a domain (meta.MailAliasAnyDomain: the
+// Aliases lists the aliases of a domain (mailstate.MailAliasAnyDomain: the
 // cluster-wide ones; "": all, cluster-wide first).
-func (s *Store) Aliases(ctx context.Context, domain string) ([]meta.MailAlias, error) {
+func (s *Store) Aliases(ctx context.Context, domain string) ([]mailstate.MailAlias, error) {
 	if err := s.catchUp(ctx); err != nil {
 		return nil, err
 	}
 	var domains []string
 	switch domain {
 	case "":
-		domains = append(domains, meta.MailAliasAnyDomain)
+		domains = append(domains, mailstate.MailAliasAnyDomain)
 		ds, err := s.view.Domains()
 		if err != nil {
 			return nil, err
@@ -362,7 +362,7 @@ func (s *Store) Aliases(ctx context.Context, domain string) ([]meta.MailAlias, e
 		for _, d := range ds {
 			domains = append(domains, d.Name)
 		}
-	case meta.MailAliasAnyDomain:
+	case mailstate.MailAliasAnyDomain:
 		domains = []string{domain}
 	default:
 		d, err := NormalizeDomain(domain)
@@ -371,7 +371,7 @@ func (s *Store) Aliases(ctx context.Context, domain string) ([]meta.MailAlias, e
 		}
 		domains = []string{d}
 	}
-	var out []meta.MailAlias
+	var out []mailstate.MailAlias
 	for _, d := range domains {
 		as, err := s.view.Aliases(d)
 		if err != nil {

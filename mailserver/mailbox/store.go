@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"hastore/mailserver/mailstate"
 	"hastore/replica/meta"
 )
 
@@ -71,7 +72,7 @@ type Options struct {
 // cache are shared by every endpoint.
 type Store struct {
 	c    Cluster
-	view meta.MailView
+	view mailstate.MailView
 	opt  Options
 	log  *slog.Logger
 	thr  *throttle
@@ -110,7 +111,7 @@ func New(c Cluster, r meta.TenantReader, opt Options) *Store {
 	if opt.Hash == (HashParams{}) {
 		opt.Hash = DefaultHashParams
 	}
-	s := &Store{c: c, view: meta.MailView{R: r}, opt: opt, log: opt.Logger.With("component", "mailbox")}
+	s := &Store{c: c, view: mailstate.MailView{R: r}, opt: opt, log: opt.Logger.With("component", "mailbox")}
 	s.thr = newThrottle(opt.Throttle, opt.Now)
 	s.barrier = &catchUpper{fn: c.CatchUp, timeout: 10 * time.Second}
 	s.slots = newHashSlots(opt.HashSlots, opt.HashWait)
@@ -126,14 +127,14 @@ func New(c Cluster, r meta.TenantReader, opt Options) *Store {
 }
 
 // View returns the read side of the mail metadata.
-func (s *Store) View() meta.MailView { return s.view }
+func (s *Store) View() mailstate.MailView { return s.view }
 
 func (s *Store) now() time.Time { return s.opt.Now() }
 
 // NormalizeAddress lowercases an address and checks it can name a user.
 func NormalizeAddress(addr string) (string, error) {
 	a := strings.ToLower(strings.TrimSpace(addr))
-	if err := meta.ValidMailAddress(a); err != nil {
+	if err := mailstate.ValidMailAddress(a); err != nil {
 		return "", fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
 	return a, nil
@@ -142,14 +143,14 @@ func NormalizeAddress(addr string) (string, error) {
 // NormalizeDomain lowercases a domain name and checks it.
 func NormalizeDomain(d string) (string, error) {
 	d = strings.TrimSuffix(strings.ToLower(strings.TrimSpace(d)), ".")
-	if err := meta.ValidMailDomain(d); err != nil {
+	if err := mailstate.ValidMailDomain(d); err != nil {
 		return "", fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
 	return d, nil
 }
 
 // DefaultMailboxes are the mailboxes every new user gets.
-var DefaultMailboxes = []meta.MailboxSpec{
+var DefaultMailboxes = []mailstate.MailboxSpec{
 	{Name: "INBOX"},
 	{Name: "Sent", SpecialUse: `\Sent`},
 	{Name: "Drafts", SpecialUse: `\Drafts`},
@@ -168,7 +169,7 @@ func (s *Store) AddDomain(ctx context.Context, domain string) error {
 	if err != nil {
 		return err
 	}
-	_, err = s.c.Propose(ctx, meta.MailDomainCreate{Domain: d, Now: s.now().UnixNano()})
+	_, err = s.c.Propose(ctx, mailstate.MailDomainCreate{Domain: d, Now: s.now().UnixNano()})
 	return proposeErr("add domain "+d, err, ErrExists)
 }
 
@@ -185,12 +186,12 @@ func (s *Store) DeleteDomain(ctx context.Context, domain string) error {
 	if as, err := s.view.Aliases(d); err != nil {
 		return err
 	} else if len(as) > 0 {
-		cmds = append(cmds, meta.MailAliasDelete{Domain: d})
+		cmds = append(cmds, mailstate.MailAliasDelete{Domain: d})
 	}
 	if p, _ := s.DMARCPolicy(d); p != DMARCDefault {
 		cmds = append(cmds, meta.TenantDelete{Tenant: policyTenant, Key: d})
 	}
-	var cmd meta.Command = meta.MailDomainDelete{Domain: d}
+	var cmd meta.Command = mailstate.MailDomainDelete{Domain: d}
 	if len(cmds) > 0 {
 		cmd = meta.Batch{Atomic: true, Cmds: append(cmds, cmd)}
 	}
@@ -207,7 +208,7 @@ func (s *Store) DeleteDomain(ctx context.Context, domain string) error {
 }
 
 // Domains lists the local domains.
-func (s *Store) Domains(ctx context.Context) ([]meta.MailDomain, error) {
+func (s *Store) Domains(ctx context.Context) ([]mailstate.MailDomain, error) {
 	if err := s.catchUp(ctx); err != nil {
 		return nil, err
 	}
@@ -255,8 +256,8 @@ func (s *Store) AddUser(ctx context.Context, addr, password string, quota int64)
 	if err != nil {
 		return err
 	}
-	_, err = s.c.Propose(ctx, meta.MailUserCreate{
-		User:      meta.MailUser{Address: a, PasswordHash: h, Quota: quota},
+	_, err = s.c.Propose(ctx, mailstate.MailUserCreate{
+		User:      mailstate.MailUser{Address: a, PasswordHash: h, Quota: quota},
 		Mailboxes: DefaultMailboxes, UIDValidity: s.uidValidity(), Now: s.now().UnixNano(),
 	})
 	return proposeErr("add user "+a, err, ErrExists)
@@ -272,7 +273,7 @@ func (s *Store) SetPassword(ctx context.Context, addr, password string) error {
 	if err != nil {
 		return err
 	}
-	_, err = s.c.Propose(ctx, meta.MailUserUpdate{Address: a, SetPassword: true, PasswordHash: h})
+	_, err = s.c.Propose(ctx, mailstate.MailUserUpdate{Address: a, SetPassword: true, PasswordHash: h})
 	s.creds.forget(a) // the apply stream does it too, on every node
 	return proposeErr("set password of "+a, err, ErrExists)
 }
@@ -286,7 +287,7 @@ func (s *Store) SetQuota(ctx context.Context, addr string, quota int64) error {
 	if quota < 0 {
 		return fmt.Errorf("%w: negative quota", ErrInvalid)
 	}
-	_, err = s.c.Propose(ctx, meta.MailUserUpdate{Address: a, SetQuota: true, Quota: quota})
+	_, err = s.c.Propose(ctx, mailstate.MailUserUpdate{Address: a, SetQuota: true, Quota: quota})
 	return proposeErr("set quota of "+a, err, ErrExists)
 }
 
@@ -298,7 +299,7 @@ func (s *Store) DeleteUser(ctx context.Context, addr string) error {
 	if err != nil {
 		return err
 	}
-	if _, err := s.c.Propose(ctx, meta.MailUserUpdate{Address: a, SetDisabled: true, Disabled: true}); err != nil {
+	if _, err := s.c.Propose(ctx, mailstate.MailUserUpdate{Address: a, SetDisabled: true, Disabled: true}); err != nil {
 		return proposeErr("disable "+a, err, ErrExists)
 	}
 	for {
@@ -306,14 +307,14 @@ func (s *Store) DeleteUser(ctx context.Context, addr string) error {
 		if err != nil {
 			return err
 		}
-		if u.Messages <= meta.MaxMailDrop {
+		if u.Messages <= mailstate.MaxMailDrop {
 			break
 		}
 		if err := s.expungeSome(ctx, a); err != nil {
 			return err
 		}
 	}
-	_, err = s.c.Propose(ctx, meta.MailUserDelete{Address: a, Now: s.now().UnixNano()})
+	_, err = s.c.Propose(ctx, mailstate.MailUserDelete{Address: a, Now: s.now().UnixNano()})
 	s.creds.forget(a)
 	return proposeErr("delete user "+a, err, ErrExists)
 }
@@ -330,9 +331,9 @@ func (s *Store) expungeSome(ctx context.Context, addr string) error {
 		}
 		var uids []uint32
 		errStop := fmt.Errorf("stop")
-		err := s.view.Messages(addr, mb.ID, func(m meta.MailMessage) error {
+		err := s.view.Messages(addr, mb.ID, func(m mailstate.MailMessage) error {
 			uids = append(uids, m.UID)
-			if len(uids) == meta.MaxMailUIDs {
+			if len(uids) == mailstate.MaxMailUIDs {
 				return errStop
 			}
 			return nil
@@ -348,8 +349,8 @@ func (s *Store) expungeSome(ctx context.Context, addr string) error {
 
 // User is an account as the admin sees it.
 type User struct {
-	meta.MailUser
-	Usage meta.MailUsage
+	mailstate.MailUser
+	Usage mailstate.MailUsage
 }
 
 // Users lists the users of a domain (all domains if domain is "").

@@ -16,6 +16,7 @@ import (
 	gosmtp "github.com/emersion/go-smtp"
 
 	"hastore/mailserver/mailbox"
+	"hastore/mailserver/mailstate"
 	"hastore/mailserver/smtp"
 	"hastore/replica/meta"
 	"hastore/testing/cluster"
@@ -70,15 +71,15 @@ func (e *deliveryEnv) listen(t *testing.T, cfg smtp.Config) *smtp.Server {
 	return srv
 }
 
-func (e *deliveryEnv) inbox(t *testing.T, user string) []meta.MailMessage {
+func (e *deliveryEnv) inbox(t *testing.T, user string) []mailstate.MailMessage {
 	t.Helper()
 	v := e.store.View()
 	mb, ok, err := v.Mailbox(user, "INBOX")
 	if err != nil || !ok {
 		t.Fatalf("INBOX of %s: %v %v", user, ok, err)
 	}
-	var out []meta.MailMessage
-	if err := v.Messages(user, mb.ID, func(m meta.MailMessage) error { out = append(out, m); return nil }); err != nil {
+	var out []mailstate.MailMessage
+	if err := v.Messages(user, mb.ID, func(m mailstate.MailMessage) error { out = append(out, m); return nil }); err != nil {
 		t.Fatal(err)
 	}
 	return out

@@ -122,7 +122,7 @@ type Config struct {
 	// RetryWindow is how long a delivery is remembered so that a client's
 	// retry of the same message to the same mailbox is stored once
 	// (default 10 minutes; negative: off). Every node must run a release
-	// that knows meta.MailDeliverOnce before it is on.
+	// that knows mailstate.MailDeliverOnce before it is on.
 	RetryWindow time.Duration
 	// Checks, on an MX listener, verifies SPF, DKIM and DMARC of each
 	// message and records them in an Authentication-Results: header (nil:

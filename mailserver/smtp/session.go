@@ -20,7 +20,7 @@ import (
 	gosmtp "github.com/emersion/go-smtp"
 
 	"hastore/mailserver/mailbox"
-	"hastore/replica/meta"
+	"hastore/mailserver/mailstate"
 )
 
 // Replies. Each names the enhanced status code (RFC 3463) the issue asks
@@ -178,7 +178,7 @@ func (s *session) Rcpt(to string, _ *gosmtp.RcptOptions) error {
 		return errAuthRequired
 	}
 	addr := strings.ToLower(to)
-	if meta.ValidMailAddress(addr) != nil {
+	if mailstate.ValidMailAddress(addr) != nil {
 		return errBadAddress
 	}
 	if s.srv.unknown.over(ipKey(s.remote.String()), time.Now()) {
@@ -220,7 +220,7 @@ func (s *session) Rcpt(to string, _ *gosmtp.RcptOptions) error {
 	for _, d := range rt.Dropped {
 		s.srv.log.Info("alias target cannot take the message; delivering to the others", "to", addr, "target", d.User, "why", d.Err, "remote", s.remote)
 	}
-	if n := len(s.targets(append(s.rcpts, rcpt{targets: rt.Targets}))); n > meta.MaxMailEntries {
+	if n := len(s.targets(append(s.rcpts, rcpt{targets: rt.Targets}))); n > mailstate.MaxMailEntries {
 		return errTooManyRcpt
 	}
 	s.rcpts = append(s.rcpts, rcpt{raw: to, addr: addr, targets: rt.Targets})
@@ -289,7 +289,7 @@ func stored(id string) error {
 // subaddress folder deleted since RCPT is a temporary failure: the retry
 // resolves to INBOX.
 func outcomeReply(o mailbox.Outcome) error {
-	if o.Code == meta.MailNoMailbox {
+	if o.Code == mailstate.MailNoMailbox {
 		return errTempFail
 	}
 	return smtpErr(o.Err)

@@ -36,7 +36,7 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 	}
 	defer f.release(h)
 
-	st := newApplyState(h.db)
+	st := newApplyState(h.db, f.sets)
 	defer st.rd.Discard()
 	applied := f.applied.Load()
 	last := applied
@@ -101,6 +101,7 @@ type keyWrite struct {
 // state. Keeping an entry's writes apart until it ends lets an atomic Batch
 // roll back by dropping them.
 type applyState struct {
+	sets    *commandSets
 	db      *badger.DB
 	rd      *badger.Txn
 	batch   map[string]write
@@ -114,8 +115,9 @@ type applyState struct {
 	reqTimes map[string]struct{}
 }
 
-func newApplyState(db *badger.DB) *applyState {
+func newApplyState(db *badger.DB, sets *commandSets) *applyState {
 	return &applyState{
+		sets:     sets,
 		db:       db,
 		rd:       db.NewTransaction(false),
 		batch:    make(map[string]write),
@@ -280,7 +282,7 @@ func setWrite(txn *badger.Txn, k string, w write) error {
 // report in the entry's Event: a Request's inner command, or nil when a
 // repeated Request changed nothing.
 func (st *applyState) applyEntry(data []byte, index uint64) (Command, Result) {
-	cmd, err := decodeCommand(data)
+	cmd, err := decodeCommand(data, st.sets)
 	if err != nil {
 		return nil, Result{Status: StatusInvalid, Message: err.Error()}
 	}
@@ -308,8 +310,6 @@ func (st *applyState) apply(cmd Command, inBatch bool) Result {
 		return st.tenantDelete(c)
 	case TenantCheck:
 		return st.tenantCheck(c)
-	case mailCommand:
-		return st.applyMail(c)
 	case Batch:
 		if inBatch {
 			return result(StatusInvalid, "batches do not nest")
@@ -317,6 +317,9 @@ func (st *applyState) apply(cmd Command, inBatch bool) Result {
 		return st.batchCmd(c)
 	case Request:
 		return result(StatusInvalid, "request %s: a request envelope goes only at the top of an entry", c.ID)
+	}
+	if s := st.sets.set(cmd.Type()); s != nil {
+		return st.applySet(s, cmd)
 	}
 	return result(StatusInvalid, "command type %s has no apply rule", cmd.Type())
 }
@@ -504,7 +507,7 @@ func (st *applyState) batchCmd(c Batch) Result {
 				res.Batch[j] = result(StatusAborted, "not applied: command %d of the atomic batch failed", i)
 			}
 			res.Status = StatusAborted
-			res.Message = fmt.Sprintf("command %d (%s): %s: %s", i, sub.Type(), r.Status, r.Message)
+			res.Message = fmt.Sprintf("command %d (%s): %s: %s", i, st.sets.typeName(sub.Type()), r.Status, r.Message)
 			return res
 		}
 	}

@@ -8,11 +8,13 @@ import (
 
 // CommandType is the type byte of an encoded command.
 //
-// To add a command: give it the next free type, an encode method and a case
-// in decodeBody and in applyCommand. Old nodes answer StatusInvalid to a type
-// they do not know (deterministically, so they agree with each other but
-// not with new nodes): propose a new type only once every node runs a
-// release that knows it.
+// Built-in commands (objects, membership, tenant keys, Batch, Request) are
+// decoded and applied here; to add one, give it the next free type below
+// 32, an encode method and a case in decodeBody and in apply. Every other
+// type belongs to a [CommandSet] registered when the FSM opens. Nodes
+// answer StatusInvalid to a type they do not know (deterministically, so
+// they agree with each other but not with nodes that know it): propose a
+// new type only once every node runs a release that knows it.
 type CommandType uint8
 
 // Command types. The values are part of the log format and never change.
@@ -51,18 +53,17 @@ func (t CommandType) String() string {
 	case TypeRequest:
 		return "Request"
 	}
-	if name, ok := mailTypeName(t); ok {
-		return name
-	}
 	return fmt.Sprintf("CommandType(%d)", uint8(t))
 }
 
-// Command is one state change, replicated through the raft log. The set is
-// closed (the encoding method is unexported) because every node must decode
-// and apply each command the same way.
+// Command is one state change, replicated through the raft log: a built-in
+// command of this package or one of a registered [CommandSet]. Every node
+// must decode and apply each command the same way, so the encoding is the
+// command's own, fixed forever for its type.
 type Command interface {
 	Type() CommandType
-	encode(e *encoder)
+	// AppendBody appends the command's encoding after its type byte.
+	AppendBody(b []byte) []byte
 }
 
 // PutObject adds a reference to an object, creating its record with Refs 1
@@ -107,7 +108,7 @@ type NodeSet struct {
 }
 
 // TenantPut sets a key in a tenant's keyspace, the generic store that
-// per-tenant features (mailboxes, file trees) build on.
+// per-tenant features build on.
 type TenantPut struct {
 	Tenant string
 	Key    string
@@ -164,9 +165,36 @@ func (c Batch) encode(e *encoder) {
 	for _, sub := range c.Cmds {
 		var se encoder
 		se.u8(uint8(sub.Type()))
-		sub.encode(&se)
+		se.b = sub.AppendBody(se.b)
 		e.bytes(se.b)
 	}
+}
+
+func appendBody(b []byte, enc func(*encoder)) []byte {
+	e := encoder{b: b}
+	enc(&e)
+	return e.b
+}
+
+func (c PutObject) AppendBody(b []byte) []byte    { return appendBody(b, c.encode) }
+func (c DecRef) AppendBody(b []byte) []byte       { return appendBody(b, c.encode) }
+func (c SetPlacement) AppendBody(b []byte) []byte { return appendBody(b, c.encode) }
+func (c Purge) AppendBody(b []byte) []byte        { return appendBody(b, c.encode) }
+func (c NodeSet) AppendBody(b []byte) []byte      { return appendBody(b, c.encode) }
+func (c TenantPut) AppendBody(b []byte) []byte    { return appendBody(b, c.encode) }
+func (c TenantDelete) AppendBody(b []byte) []byte { return appendBody(b, c.encode) }
+func (c TenantCheck) AppendBody(b []byte) []byte  { return appendBody(b, c.encode) }
+func (c Batch) AppendBody(b []byte) []byte        { return appendBody(b, c.encode) }
+func (c Request) AppendBody(b []byte) []byte      { return appendBody(b, c.encode) }
+
+// builtinCommand reports whether cmd is one of this package's command
+// types, which alone may carry a built-in type byte.
+func builtinCommand(cmd Command) bool {
+	switch cmd.(type) {
+	case PutObject, DecRef, SetPlacement, Purge, NodeSet, TenantPut, TenantDelete, TenantCheck, Batch, Request:
+		return true
+	}
+	return false
 }
 
 // commandFormatV1 is the first byte of every encoded command. A change to
@@ -181,6 +209,9 @@ const commandFormatV1 = 1
 func EncodeCommand(cmd Command) ([]byte, error) {
 	if cmd == nil {
 		return nil, fmt.Errorf("%w: nil command", ErrInvalid)
+	}
+	if builtinType(cmd.Type()) != builtinCommand(cmd) {
+		return nil, fmt.Errorf("%w: %T claims command type %d", ErrInvalid, cmd, cmd.Type())
 	}
 	limit := MaxCommandSize
 	if r, ok := cmd.(Request); ok {
@@ -215,18 +246,31 @@ func EncodeCommand(cmd Command) ([]byte, error) {
 	e := encoder{b: make([]byte, 0, 128)}
 	e.u8(commandFormatV1)
 	e.u8(uint8(cmd.Type()))
-	cmd.encode(&e)
+	e.b = cmd.AppendBody(e.b)
 	if len(e.b) > limit {
-		return nil, fmt.Errorf("%w: %s encodes to %d bytes, over the %d-byte limit; split it", ErrInvalid, cmd.Type(), len(e.b), MaxCommandSize)
+		name := cmd.Type().String()
+		if !builtinType(cmd.Type()) {
+			name = fmt.Sprintf("%T", cmd) // a command set's: its Go type names it
+		}
+		return nil, fmt.Errorf("%w: %s encodes to %d bytes, over the %d-byte limit; split it", ErrInvalid, name, len(e.b), MaxCommandSize)
 	}
 	return e.b, nil
 }
 
-// DecodeCommand decodes an encoded command. Unknown format versions and
-// types, truncated or over-long input are errors wrapping ErrInvalid; it
-// never panics.
-func DecodeCommand(b []byte) (Command, error) {
-	cmd, err := decodeCommand(b)
+// DecodeCommand decodes an encoded command of the built-in types or of
+// the given command sets. Unknown format versions and types, truncated or
+// over-long input are errors wrapping ErrInvalid; it never panics.
+func DecodeCommand(b []byte, sets ...CommandSet) (Command, error) {
+	reg, err := newCommandSets(sets)
+	if err != nil {
+		return nil, err
+	}
+	return reg.decode(b)
+}
+
+// decode is DecodeCommand with the registry already built.
+func (r *commandSets) decode(b []byte) (Command, error) {
+	cmd, err := decodeCommand(b, r)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
@@ -235,7 +279,7 @@ func DecodeCommand(b []byte) (Command, error) {
 
 // decodeCommand is DecodeCommand without the ErrInvalid wrapping, for Apply,
 // whose results carry the kind in their status.
-func decodeCommand(b []byte) (Command, error) {
+func decodeCommand(b []byte, sets *commandSets) (Command, error) {
 	if len(b) > MaxCommandSize+requestOverhead {
 		return nil, fmt.Errorf("command of %d bytes exceeds %d", len(b), MaxCommandSize)
 	}
@@ -243,7 +287,7 @@ func decodeCommand(b []byte) (Command, error) {
 	if v := d.u8(); d.err == nil && v != commandFormatV1 {
 		return nil, fmt.Errorf("command format version %d unknown; upgrade this node", v)
 	}
-	cmd, err := decodeBody(&d, false)
+	cmd, err := decodeBody(&d, false, sets)
 	if err == nil {
 		err = d.end()
 	}
@@ -253,7 +297,7 @@ func decodeCommand(b []byte) (Command, error) {
 	return cmd, nil
 }
 
-func decodeBody(d *decoder, inBatch bool) (Command, error) {
+func decodeBody(d *decoder, inBatch bool, sets *commandSets) (Command, error) {
 	t := CommandType(d.u8())
 	if d.err != nil {
 		return nil, d.err
@@ -304,7 +348,7 @@ func decodeBody(d *decoder, inBatch bool) (Command, error) {
 		if inBatch {
 			return nil, fmt.Errorf("request envelope inside a batch")
 		}
-		return decodeRequest(d)
+		return decodeRequest(d, sets)
 	case TypeBatch:
 		if inBatch {
 			return nil, fmt.Errorf("nested batch")
@@ -318,7 +362,7 @@ func decodeBody(d *decoder, inBatch bool) (Command, error) {
 			if d.err != nil {
 				break
 			}
-			sub, err := decodeBody(&sd, true)
+			sub, err := decodeBody(&sd, true, sets)
 			if err == nil {
 				err = sd.end()
 			}
@@ -329,10 +373,7 @@ func decodeBody(d *decoder, inBatch bool) (Command, error) {
 		}
 		return c, nil
 	}
-	if c, ok := decodeMailBody(d, t); ok {
-		return c, nil
-	}
-	return nil, fmt.Errorf("unknown command type %d; a newer node proposed it, upgrade this node", uint8(t))
+	return decodeSetBody(d, t, sets)
 }
 
 // TenantCheck is a condition on a tenant key: it succeeds, changing

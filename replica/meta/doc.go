@@ -7,16 +7,47 @@
 // [FSM] is the state machine, a raft.BatchingFSM over badger. [Store] runs
 // one raft node around it (a bbolt file for the log and stable store, file
 // snapshots, the raft.Transport it is given — this package opens no network
-// connection itself). [Command]s are a closed set of types with a compact,
-// versioned binary encoding ([EncodeCommand]): a format byte, a type byte,
-// then varint fields. Decoding an unknown format or type is an error, and
-// applying one yields a StatusInvalid result on every node alike, never a
-// panic; see [CommandType] for how to add one.
+// connection itself). [Command]s have a compact, versioned binary encoding
+// ([EncodeCommand]): a format byte, a type byte, then the command's fields.
+// Decoding an unknown format or type is an error, and applying one yields a
+// StatusInvalid result on every node alike, never a panic; see
+// [CommandType] for how to add one.
+//
+// # Command sets
+//
+// The built-in commands (objects, membership, tenant keys, Batch, Request)
+// know nothing of what tenants store. Features above replica bring their
+// own state machines as a [CommandSet]: type bytes it owns, key prefixes in
+// the tenant keyspace, a decoder and an apply function. The FSM decodes a
+// set's commands with its decoder (so Events carry the set's typed
+// commands) and applies them through a [Txn] confined to its prefixes,
+// inside the same raft batch and badger transaction as everything else: the
+// applied index, replay skip, Batch atomicity, Request memory and snapshots
+// work for them unchanged, and a set's state is plain keys in the snapshot.
+// A set's per-item outcomes travel in Result.Items; its reads go through
+// [TenantReader].
+//
+// Registration is explicit: the sets are listed in FSMOptions.CommandSets
+// (Config.CommandSets, replica.NodeConfig.CommandSets) when the state
+// machine opens — no init-time registry, so what a node applies is visible
+// where it is started. Registration fails for a set claiming a built-in
+// type, a type another set claims, or a prefix overlapping another set's.
+//
+// Determinism across nodes: every node must list the same sets. A node
+// that lacks a set treats its types exactly as a node of an older release
+// treats a type it does not know: decoding fails with "unknown command
+// type N", and the entry (a whole Batch or Request containing it included)
+// applies as StatusInvalid, changing nothing — identically on every node
+// that lacks it, so such nodes never apply a different subset of a batch.
+// A set's decoding error likewise makes the whole entry StatusInvalid. A
+// set's command that touches a key outside its prefixes is StatusInvalid
+// and changes nothing; one whose status is not OK changes nothing either.
 //
 // # Keyspace
 //
 //	o/<32-byte blob ID>   object record (global: content addressing dedups across tenants)
-//	t/<tenant>/<key>      tenant values (TenantPut/TenantDelete/TenantGet/TenantScan)
+//	t/<tenant>/<key>      tenant values (TenantPut/TenantDelete/TenantGet/TenantScan),
+//	                      and the state of command sets (each under its own prefixes)
 //	n/<node ID>           membership records
 //	m/...                 bookkeeping: applied index, object count
 //

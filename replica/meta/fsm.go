@@ -34,12 +34,17 @@ type FSMOptions struct {
 	// must not turn SyncWrites on or off: the FSM's crash story does not
 	// depend on it either way.
 	Badger func(badger.Options) badger.Options
+	// CommandSets are the plug-in command sets this FSM applies, besides
+	// the built-in commands. Every node must list the same sets: a command
+	// of a set a node lacks is StatusInvalid there (see doc.go).
+	CommandSets []CommandSet
 }
 
 // FSM is the replicated metadata state machine: a raft.BatchingFSM over a
 // badger database. Reads may run concurrently with Apply and see committed
 // raft batches whole.
 type FSM struct {
+	sets *commandSets
 	dir  string
 	opts FSMOptions
 	log  *slog.Logger
@@ -95,7 +100,12 @@ func OpenFSM(dir string, opts FSMOptions) (*FSM, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
+	sets, err := newCommandSets(opts.CommandSets)
+	if err != nil {
+		return nil, err
+	}
 	f := &FSM{
+		sets:     sets,
 		dir:      dir,
 		opts:     opts,
 		log:      opts.Logger.With("component", "meta.fsm"),

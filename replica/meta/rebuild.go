@@ -123,7 +123,7 @@ func (s *Store) rebuildLocked() (err error) {
 		return err
 	}
 	defer os.RemoveAll(tmpDir)
-	tmp, err := OpenFSM(tmpDir, FSMOptions{Logger: s.log, Badger: f.opts.Badger})
+	tmp, err := OpenFSM(tmpDir, FSMOptions{Logger: s.log, Badger: f.opts.Badger, CommandSets: f.opts.CommandSets})
 	if err != nil {
 		return err
 	}

@@ -93,11 +93,11 @@ func (c Request) encode(e *encoder) {
 	e.varint(c.At)
 	var se encoder
 	se.u8(uint8(c.Cmd.Type()))
-	c.Cmd.encode(&se)
+	se.b = c.Cmd.AppendBody(se.b)
 	e.bytes(se.b)
 }
 
-func decodeRequest(d *decoder) (Request, error) {
+func decodeRequest(d *decoder, sets *commandSets) (Request, error) {
 	var c Request
 	if len(d.b) < len(c.ID) {
 		d.fail(errTruncated)
@@ -118,7 +118,7 @@ func decodeRequest(d *decoder) (Request, error) {
 		return c, fmt.Errorf("request %s: requests do not nest", c.ID)
 	}
 	sd = decoder{b: inner}
-	cmd, err := decodeBody(&sd, false)
+	cmd, err := decodeBody(&sd, false, sets)
 	if err == nil {
 		err = sd.end()
 	}

@@ -69,9 +69,9 @@ type Result struct {
 	// Batch holds one result per command of a Batch, in order. In an
 	// aborted atomic batch they show what each command would have done.
 	Batch []Result
-	// Mail holds a mail command's outcome per entry or message (see each
-	// mail command).
-	Mail []MailOutcome
+	// Items holds a command set's per-item outcomes (see Item); the set
+	// defines what they mean.
+	Items []Item
 }
 
 // Err returns nil when the status is OK (or Skipped), and otherwise an error
@@ -131,14 +131,14 @@ func (e *encoder) result(r *Result, depth int) {
 	e.str(r.Message)
 	e.object(&r.Object)
 	var flags uint8
-	for i, f := range []bool{r.Created, r.Revived, r.Purged, r.Found, len(r.Mail) > 0} {
+	for i, f := range []bool{r.Created, r.Revived, r.Purged, r.Found, len(r.Items) > 0} {
 		if f {
 			flags |= 1 << i
 		}
 	}
 	e.u8(flags)
-	if len(r.Mail) > 0 {
-		e.mailOutcomes(r.Mail) // flag bit 4: only mail commands set it
+	if len(r.Items) > 0 {
+		e.items(r.Items) // flag bit 4: only command sets' commands set it
 	}
 	if depth > 0 {
 		return // batches do not nest
@@ -164,7 +164,7 @@ func (d *decoder) result(depth int) Result {
 	}
 	r.Created, r.Revived, r.Purged, r.Found = flags&1 != 0, flags&2 != 0, flags&4 != 0, flags&8 != 0
 	if flags&16 != 0 {
-		r.Mail = d.mailOutcomes()
+		r.Items = d.items()
 	}
 	if depth > 0 {
 		return r
@@ -176,4 +176,44 @@ func (d *decoder) result(depth int) Result {
 		}
 	}
 	return r
+}
+
+func (e *encoder) items(items []Item) {
+	e.uvarint(uint64(len(items)))
+	for i := range items {
+		it := &items[i]
+		e.u8(it.Code)
+		for _, n := range it.Nums {
+			e.uvarint(n)
+		}
+		e.uvarint(uint64(len(it.Strs)))
+		for _, s := range it.Strs {
+			e.str(s)
+		}
+	}
+}
+
+func (d *decoder) items() []Item {
+	n := d.count(MaxResultItems, 7)
+	if n == 0 {
+		return nil
+	}
+	out := make([]Item, n)
+	for i := range out {
+		it := &out[i]
+		it.Code = d.u8()
+		if d.err == nil && it.Code == 0 {
+			d.fail(fmt.Errorf("result item code 0"))
+		}
+		for j := range it.Nums {
+			it.Nums[j] = d.uvarint()
+		}
+		if m := d.count(MaxItemStrings, 1); m > 0 {
+			it.Strs = make([]string, m)
+			for j := range it.Strs {
+				it.Strs[j] = d.str()
+			}
+		}
+	}
+	return out
 }

@@ -57,6 +57,9 @@ type Config struct {
 	SnapshotRetain    int
 	// Badger adjusts the FSM's badger options; see FSMOptions.Badger.
 	Badger func(badger.Options) badger.Options
+	// CommandSets: see FSMOptions.CommandSets. Every node opening a Store
+	// of the cluster must pass the same sets.
+	CommandSets []CommandSet
 	// VerifyEvery is how often the FSM's tables are checked against their
 	// checksums while running (rebuild.go). Default 10 min; negative: never.
 	VerifyEvery time.Duration
@@ -114,7 +117,7 @@ func Open(cfg Config) (_ *Store, err error) {
 	if err := os.Chmod(cfg.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("meta: open: making %s private: %w", cfg.Dir, err)
 	}
-	if s.fsm, err = OpenFSM(filepath.Join(cfg.Dir, "fsm"), FSMOptions{Logger: logger, OnApply: cfg.OnApply, Badger: cfg.Badger}); err != nil {
+	if s.fsm, err = OpenFSM(filepath.Join(cfg.Dir, "fsm"), FSMOptions{Logger: logger, OnApply: cfg.OnApply, Badger: cfg.Badger, CommandSets: cfg.CommandSets}); err != nil {
 		return nil, err
 	}
 	// A read that finds the FSM's files damaged after this is answered
@@ -287,7 +290,7 @@ func (s *Store) Propose(ctx context.Context, cmd Command) (Result, error) {
 func (s *Store) ApplyEncoded(ctx context.Context, data []byte) ([]byte, uint64, error) {
 	// Reject garbage before it takes a log slot; Apply would turn it into
 	// StatusInvalid anyway.
-	if _, err := DecodeCommand(data); err != nil {
+	if _, err := s.fsm.sets.decode(data); err != nil {
 		return nil, 0, err
 	}
 	res, err := s.apply(ctx, data)

@@ -6,6 +6,10 @@ import (
 	"hastore/storage"
 )
 
+// BlobID names a stored object. It is storage.BlobID, re-exported so that
+// frontends, which must not import storage, can name it.
+type BlobID = storage.BlobID
+
 // Object is the metadata record of one stored blob. Objects are global:
 // content addressing deduplicates them across tenants, and Refs counts the
 // references from every tenant together.
@@ -182,4 +186,19 @@ func validTenantKey(key string) error {
 		return fmt.Errorf("tenant key must be 1..%d bytes, got %d", MaxTenantKeySize, len(key))
 	}
 	return nil
+}
+
+// TenantKey is the FSM key of key in tenant's keyspace, as command sets
+// spell the keys they read and write through a Txn.
+func TenantKey(tenant, key string) string { return prefixTenant + tenant + "/" + key }
+
+// TenantsKeyPrefix is the FSM key prefix of every tenant whose name starts
+// with namePrefix (a command set's Prefixes entry).
+func TenantsKeyPrefix(namePrefix string) string { return prefixTenant + namePrefix }
+
+// TenantReader is the read side of the tenant keyspace; *FSM and *Store
+// provide it, and command sets build their read views on it.
+type TenantReader interface {
+	TenantGet(tenant, key string) ([]byte, bool, error)
+	TenantScan(tenant, prefix string, fn func(key string, value []byte) error) error
 }

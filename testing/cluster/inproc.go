@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"hastore/mailserver/mailstate"
 	"hastore/replica"
 	"hastore/replica/meta"
 	"hastore/replica/transport"
@@ -63,6 +64,7 @@ func StartInProcess(t testing.TB, opt Options) *InProcess {
 			ID: id, DataDir: filepath.Join(c.Dir, id), Listen: c.Addrs[i], Peers: peers, Key: key,
 			Cluster: replica.Options{Scheme: scheme, HedgeAfter: 100 * time.Millisecond, ShardTimeout: 5 * time.Second},
 			Logger:  log, Faults: f, ScanEvery: 500 * time.Millisecond, ScrubEvery: time.Hour,
+			CommandSets: []meta.CommandSet{mailstate.CommandSet()}, // as serve does
 			Meta: func(mc *meta.Config) {
 				mc.HeartbeatTimeout = 500 * time.Millisecond
 				mc.ElectionTimeout = 500 * time.Millisecond

@@ -1,5 +1,6 @@
 // Package layering checks that data flows one way through hastore:
-// frontends → replica → storage, with generated protobuf code at the edges.
+// frontends → replica → storage, with generated protobuf code at the edges,
+// and that replica names no mail or web concept (concepts_test.go).
 package layering
 
 import (

@@ -1,4 +1,4 @@
-package meta
+package mailstate
 
 // Mail: accounts, mailboxes and messages, as FSM commands.
 //
@@ -15,7 +15,7 @@ package meta
 //	t/mail.<address>/b/<id>           mailbox record (name, UIDVALIDITY, UIDNEXT, HIGHESTMODSEQ, counts)
 //	t/mail.<address>/m/<id>/<uid>     message record (object, size, INTERNALDATE, flags, modseq)
 //	t/mail.<address>/i/<id>/<uid>     message info (ENVELOPE/BODYSTRUCTURE, opaque to the FSM)
-//	t/mail.<address>/r/<id>/<digest>  retry memory: UID and expiry of a MailDeliverOnce (mail_dedup.go)
+//	t/mail.<address>/r/<id>/<digest>  retry memory: UID and expiry of a MailDeliverOnce (dedup.go)
 //	t/mail.<address>/x/<exp>/<id>/<digest>  the same, ordered by expiry, for expiring it
 //
 // <id> is 16 and <uid> 8 lowercase hex digits, so keys sort numerically and
@@ -36,7 +36,7 @@ package meta
 // Each message record holds exactly one reference to its object:
 //   - MailDeliver: the proposer holds one reference per message (from its
 //     Cluster.Put, which adds one even when the content was known) and hands
-//     it to the command. When the command applies with StatusOK the held
+//     it to the command. When the command applies with meta.StatusOK the held
 //     reference is consumed: the object's Refs change by (entries accepted
 //     for it − 1), so a body delivered to n recipients ends with n more
 //     references than before the Put, and one delivered to nobody (every
@@ -59,34 +59,31 @@ import (
 	"strings"
 	"unicode/utf8"
 
-	"github.com/dgraph-io/badger/v4"
-
-	"hastore/storage"
+	"hastore/replica/meta"
 )
 
-// BlobID names a stored object. It is storage.BlobID, re-exported so that
-// frontends, which must not import storage, can name it.
-type BlobID = storage.BlobID
+// BlobID names a stored object.
+type BlobID = meta.BlobID
 
 // Mail command types: a block of its own (32–47), so that other features
 // adding commands at the same time cannot collide with it.
 const (
-	TypeMailDomainCreate CommandType = 32
-	TypeMailDomainDelete CommandType = 33
-	TypeMailUserCreate   CommandType = 34
-	TypeMailUserUpdate   CommandType = 35
-	TypeMailUserDelete   CommandType = 36
-	TypeMailboxCreate    CommandType = 37
-	TypeMailboxDelete    CommandType = 38
-	TypeMailboxRename    CommandType = 39
-	TypeMailDeliver      CommandType = 40
-	TypeMailStore        CommandType = 41
-	TypeMailExpunge      CommandType = 42
-	TypeMailCopy         CommandType = 43
-	TypeMailDeliverOnce  CommandType = 44 // mail_dedup.go
+	TypeMailDomainCreate meta.CommandType = 32
+	TypeMailDomainDelete meta.CommandType = 33
+	TypeMailUserCreate   meta.CommandType = 34
+	TypeMailUserUpdate   meta.CommandType = 35
+	TypeMailUserDelete   meta.CommandType = 36
+	TypeMailboxCreate    meta.CommandType = 37
+	TypeMailboxDelete    meta.CommandType = 38
+	TypeMailboxRename    meta.CommandType = 39
+	TypeMailDeliver      meta.CommandType = 40
+	TypeMailStore        meta.CommandType = 41
+	TypeMailExpunge      meta.CommandType = 42
+	TypeMailCopy         meta.CommandType = 43
+	TypeMailDeliverOnce  meta.CommandType = 44 // dedup.go
 )
 
-func mailTypeName(t CommandType) (string, bool) {
+func mailTypeName(t meta.CommandType) (string, bool) {
 	switch t {
 	case TypeMailDomainCreate:
 		return "MailDomainCreate", true
@@ -115,7 +112,7 @@ func mailTypeName(t CommandType) (string, bool) {
 	case TypeMailDeliverOnce:
 		return "MailDeliverOnce", true
 	}
-	return mailAliasTypeName(t) // mail_alias.go
+	return mailAliasTypeName(t) // alias.go
 }
 
 // Mail tenants and limits. Like the other limits they are replicated
@@ -235,14 +232,14 @@ type MailMessage struct {
 // ---------------------------------------------------------------------------
 // Commands.
 
-// MailDomainCreate adds a local domain; StatusConflict if it exists.
+// MailDomainCreate adds a local domain; meta.StatusConflict if it exists.
 type MailDomainCreate struct {
 	Domain string
 	Now    int64
 }
 
-// MailDomainDelete removes a domain; StatusConflict while it has users,
-// StatusNotFound if it does not exist.
+// MailDomainDelete removes a domain; meta.StatusConflict while it has users,
+// meta.StatusNotFound if it does not exist.
 type MailDomainDelete struct {
 	Domain string
 }
@@ -253,8 +250,8 @@ type MailboxSpec struct {
 	SpecialUse string
 }
 
-// MailUserCreate adds a user to an existing domain (StatusNotFound
-// otherwise; StatusConflict if the address exists) together with its
+// MailUserCreate adds a user to an existing domain (meta.StatusNotFound
+// otherwise; meta.StatusConflict if the address exists) together with its
 // mailboxes. UIDValidity is the proposer's choice for the first mailbox;
 // the others follow it.
 type MailUserCreate struct {
@@ -264,7 +261,7 @@ type MailUserCreate struct {
 	Now         int64
 }
 
-// MailUserUpdate changes what its Set* fields say; StatusNotFound if the
+// MailUserUpdate changes what its Set* fields say; meta.StatusNotFound if the
 // user does not exist.
 type MailUserUpdate struct {
 	Address      string
@@ -277,7 +274,7 @@ type MailUserUpdate struct {
 }
 
 // MailUserDelete removes a user, its mailboxes and messages (releasing one
-// reference per message). StatusConflict if the user has more than
+// reference per message). meta.StatusConflict if the user has more than
 // MaxMailDrop messages: expunge in chunks first.
 type MailUserDelete struct {
 	Address string
@@ -285,7 +282,7 @@ type MailUserDelete struct {
 }
 
 // MailboxCreate creates a mailbox (and any missing parents, which get the
-// following UIDVALIDITYs). StatusConflict if it exists, StatusNotFound if
+// following UIDVALIDITYs). meta.StatusConflict if it exists, meta.StatusNotFound if
 // the user does not.
 type MailboxCreate struct {
 	User        string
@@ -296,8 +293,8 @@ type MailboxCreate struct {
 }
 
 // MailboxDelete deletes a mailbox and its messages. INBOX cannot be
-// deleted (StatusInvalid); more than MaxMailDrop messages is
-// StatusConflict. Children keep existing.
+// deleted (meta.StatusInvalid); more than MaxMailDrop messages is
+// meta.StatusConflict. Children keep existing.
 type MailboxDelete struct {
 	User    string
 	Mailbox uint64
@@ -316,7 +313,7 @@ type MailboxRename struct {
 }
 
 // MailMessageSpec is one body a MailDeliver appends. The proposer holds a
-// reference to Object, which the command consumes (see the package notes).
+// reference to Object, which the command consumes (see the notes at the top of mail.go).
 type MailMessageSpec struct {
 	Object       BlobID
 	Size         int64 // must equal the object's size
@@ -336,11 +333,11 @@ type MailEntry struct {
 
 // MailDeliver appends messages to mailboxes, one Raft entry for a whole
 // delivery. Each entry is judged alone (no such user, disabled, no such
-// mailbox, over quota; see Result.Mail, one outcome per entry in order)
+// mailbox, over quota; see Outcomes, one outcome per entry in order)
 // unless AllOrNothing, which turns any rejection into a rejection of
 // every entry (MailAborted for those that would have succeeded). The
-// status is StatusOK whenever the references were consumed, even if no
-// entry was accepted; StatusConflict if a message's object does not hold
+// status is meta.StatusOK whenever the references were consumed, even if no
+// entry was accepted; meta.StatusConflict if a message's object does not hold
 // the proposer's reference.
 type MailDeliver struct {
 	Messages     []MailMessageSpec
@@ -384,7 +381,7 @@ type MailExpunge struct {
 // MailCopy copies (or with Move, moves) messages to another mailbox of the
 // same user without touching bodies: one outcome per UID, MailOK with the
 // new UID in UID and the source UID in SrcUID, or MailNoMessage. A copy
-// that would exceed the quota fails as a whole: StatusConflict with every
+// that would exceed the quota fails as a whole: meta.StatusConflict with every
 // outcome MailOverQuota.
 type MailCopy struct {
 	User    string
@@ -449,18 +446,18 @@ type MailOutcome struct {
 	Flags       []string
 }
 
-func (MailDomainCreate) Type() CommandType { return TypeMailDomainCreate }
-func (MailDomainDelete) Type() CommandType { return TypeMailDomainDelete }
-func (MailUserCreate) Type() CommandType   { return TypeMailUserCreate }
-func (MailUserUpdate) Type() CommandType   { return TypeMailUserUpdate }
-func (MailUserDelete) Type() CommandType   { return TypeMailUserDelete }
-func (MailboxCreate) Type() CommandType    { return TypeMailboxCreate }
-func (MailboxDelete) Type() CommandType    { return TypeMailboxDelete }
-func (MailboxRename) Type() CommandType    { return TypeMailboxRename }
-func (MailDeliver) Type() CommandType      { return TypeMailDeliver }
-func (MailStore) Type() CommandType        { return TypeMailStore }
-func (MailExpunge) Type() CommandType      { return TypeMailExpunge }
-func (MailCopy) Type() CommandType         { return TypeMailCopy }
+func (MailDomainCreate) Type() meta.CommandType { return TypeMailDomainCreate }
+func (MailDomainDelete) Type() meta.CommandType { return TypeMailDomainDelete }
+func (MailUserCreate) Type() meta.CommandType   { return TypeMailUserCreate }
+func (MailUserUpdate) Type() meta.CommandType   { return TypeMailUserUpdate }
+func (MailUserDelete) Type() meta.CommandType   { return TypeMailUserDelete }
+func (MailboxCreate) Type() meta.CommandType    { return TypeMailboxCreate }
+func (MailboxDelete) Type() meta.CommandType    { return TypeMailboxDelete }
+func (MailboxRename) Type() meta.CommandType    { return TypeMailboxRename }
+func (MailDeliver) Type() meta.CommandType      { return TypeMailDeliver }
+func (MailStore) Type() meta.CommandType        { return TypeMailStore }
+func (MailExpunge) Type() meta.CommandType      { return TypeMailExpunge }
+func (MailCopy) Type() meta.CommandType         { return TypeMailCopy }
 
 // ---------------------------------------------------------------------------
 // Encoding.
@@ -611,7 +608,7 @@ func (c MailCopy) encode(e *encoder) {
 
 // decodeMailBody decodes the body of a mail command; ok is false for a type
 // that is not one.
-func decodeMailBody(d *decoder, t CommandType) (cmd Command, ok bool) {
+func decodeMailBody(d *decoder, t meta.CommandType) (cmd meta.Command, ok bool) {
 	switch t {
 	case TypeMailDomainCreate:
 		var c MailDomainCreate
@@ -699,7 +696,7 @@ func decodeMailBody(d *decoder, t CommandType) (cmd Command, ok bool) {
 		c.Now = d.varint()
 		return c, true
 	}
-	return decodeMailAliasBody(d, t) // mail_alias.go
+	return decodeMailAliasBody(d, t) // alias.go
 }
 
 // decodeMailDeliver decodes MailDeliver's fields (also the head of
@@ -730,42 +727,6 @@ func decodeMailDeliver(d *decoder) MailDeliver {
 	c.AllOrNothing = d.bool()
 	c.Now = d.varint()
 	return c
-}
-
-func (e *encoder) mailOutcomes(out []MailOutcome) {
-	e.uvarint(uint64(len(out)))
-	for i := range out {
-		o := &out[i]
-		e.u8(uint8(o.Code))
-		e.uvarint(o.Mailbox)
-		e.uvarint(uint64(o.UIDValidity))
-		e.uvarint(uint64(o.UID))
-		e.uvarint(uint64(o.SrcUID))
-		e.uvarint(o.ModSeq)
-		e.strs(o.Flags)
-	}
-}
-
-func (d *decoder) mailOutcomes() []MailOutcome {
-	n := d.count(max(MaxMailEntries, MaxMailUIDs), 7)
-	if n == 0 {
-		return nil
-	}
-	out := make([]MailOutcome, n)
-	for i := range out {
-		o := &out[i]
-		o.Code = MailCode(d.u8())
-		if d.err == nil && (o.Code == mailCodeUnknown || o.Code >= mailCodeEnd) {
-			d.fail(fmt.Errorf("mail outcome code %d unknown", o.Code))
-		}
-		o.Mailbox = d.uvarint()
-		o.UIDValidity = d.u32()
-		o.UID = d.u32()
-		o.SrcUID = d.u32()
-		o.ModSeq = d.uvarint()
-		o.Flags = d.strs(MaxMailFlags)
-	}
-	return out
 }
 
 // Record encodings.
@@ -1088,12 +1049,9 @@ func hasFlag(flags []string, f string) bool {
 // ---------------------------------------------------------------------------
 // Reads.
 
-// TenantReader is the read side of the tenant keyspace; *FSM and *Store
-// provide it.
-type TenantReader interface {
-	TenantGet(tenant, key string) ([]byte, bool, error)
-	TenantScan(tenant, prefix string, fn func(key string, value []byte) error) error
-}
+// TenantReader is the read side of the tenant keyspace (meta.FSM and
+// meta.Store provide it).
+type TenantReader = meta.TenantReader
 
 // MailView reads the mail state from a node's replica. Each call reads the
 // applied state of its moment; for read-your-writes across nodes wait for
@@ -1224,96 +1182,32 @@ func (v MailView) Info(address string, mailbox uint64, uid uint32) ([]byte, bool
 // ---------------------------------------------------------------------------
 // Apply.
 
-// mailCommand marks the mail commands for applyCommand.
+// mailCommand marks the mail commands for the set's Apply.
 type mailCommand interface {
-	Command
-	applyMail(t *mailTxn) Result
+	meta.Command
+	applyMail(t *mailTxn) meta.Result
 }
 
-// applyMail runs a mail command on a staging transaction and keeps its
-// writes only if it succeeded.
-func (st *applyState) applyMail(c mailCommand) Result {
-	t := &mailTxn{st: st, w: map[string]write{}}
-	r := c.applyMail(t)
-	if r.Status == StatusOK {
-		t.commit()
-	}
-	return r
+// mailTxn is the host's transaction with the key spellings of this code.
+type mailTxn struct{ tx *meta.Txn }
+
+func (t *mailTxn) get(k string) ([]byte, bool) { return t.tx.Get(k) }
+func (t *mailTxn) put(k string, v []byte)      { t.tx.Put(k, v) }
+func (t *mailTxn) del(k string)                { t.tx.Delete(k) }
+func (t *mailTxn) scan(prefix string) []kv     { return t.tx.Scan(prefix) }
+func (t *mailTxn) scanRange(prefix, end string, limit int) []kv {
+	return t.tx.ScanRange(prefix, end, limit)
+}
+func (t *mailTxn) addRefs(id BlobID, delta int64, now int64) bool {
+	return t.tx.AddRefs(id, delta, now)
 }
 
-// mailTxn stages one mail command's writes over the apply state.
-type mailTxn struct {
-	st    *applyState
-	w     map[string]write
-	order []string
-}
+type kv = meta.KV
 
-func (t *mailTxn) get(k string) ([]byte, bool) {
-	if w, ok := t.w[k]; ok {
-		return w.val, !w.del
-	}
-	return t.st.get([]byte(k))
-}
-
-func (t *mailTxn) set(k string, w write) {
-	if _, ok := t.w[k]; !ok {
-		t.order = append(t.order, k)
-	}
-	t.w[k] = w
-}
-
-func (t *mailTxn) put(k string, v []byte) { t.set(k, write{val: v}) }
-func (t *mailTxn) del(k string)           { t.set(k, write{del: true}) }
-
-func (t *mailTxn) commit() {
-	for _, k := range t.order {
-		t.st.set(k, t.w[k])
-	}
-}
-
-type kv struct {
-	key string
-	val []byte
-}
-
-// scan returns the live keys under prefix as this command sees them
-// (committed state, then the raft batch's, the entry's and its own
-// writes), in key order.
-func (t *mailTxn) scan(prefix string) []kv {
-	m := map[string][]byte{}
-	it := t.st.rd.NewIterator(badger.IteratorOptions{PrefetchValues: true, PrefetchSize: 64, Prefix: []byte(prefix)})
-	for it.Rewind(); it.Valid(); it.Next() {
-		v, err := it.Item().ValueCopy(nil)
-		if err != nil {
-			it.Close()
-			panic(fmt.Sprintf("meta: scan %q during apply: %v", prefix, err))
-		}
-		m[string(it.Item().Key())] = v
-	}
-	it.Close()
-	for _, ws := range []map[string]write{t.st.batch, t.st.cur, t.w} {
-		for k, w := range ws {
-			if strings.HasPrefix(k, prefix) {
-				if w.del {
-					delete(m, k)
-				} else {
-					m[k] = w.val
-				}
-			}
-		}
-	}
-	out := make([]kv, 0, len(m))
-	for k, v := range m {
-		out = append(out, kv{k, v})
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].key < out[j].key })
-	return out
-}
-
-func tk(tenant, key string) string { return prefixTenant + tenant + "/" + key }
+func tk(tenant, key string) string { return meta.TenantKey(tenant, key) }
 
 // Typed accessors. A record that does not decode means the database is
-// corrupt; like getObject, they panic rather than diverge.
+// corrupt; like the host's own records, they panic rather than diverge.
 
 func (t *mailTxn) domain(name string) (MailDomain, bool) {
 	b, ok := t.get(tk(MailTenant, mailDomainKey(name)))
@@ -1410,35 +1304,6 @@ func (t *mailTxn) putMessage(addr string, mb uint64, m *MailMessage) {
 	t.put(tk(MailUserTenant(addr), mailMsgKey(mb, m.UID)), encodeMailMessage(m))
 }
 
-// addRefs changes an object's reference count by delta; at zero the
-// object becomes a tombstone stamped now. It reports false if the object
-// has no record or too few references (a caller bug or corrupt state).
-func (t *mailTxn) addRefs(id BlobID, delta int64, now int64) bool {
-	if delta == 0 {
-		return true
-	}
-	k := string(objectKey(id))
-	b, ok := t.get(k)
-	if !ok {
-		return false
-	}
-	o, err := decodeObjectRecord(b)
-	if err != nil {
-		panic(fmt.Sprintf("meta: object record %s unreadable: %v", id, err))
-	}
-	if o.Refs+delta < 0 || delta > 0 && o.Refs > math.MaxInt64-delta {
-		return false
-	}
-	o.Refs += delta
-	if o.Refs == 0 {
-		o.Deleted = now
-	} else {
-		o.Deleted = 0
-	}
-	t.put(k, encodeObjectRecord(&o))
-	return true
-}
-
 // newMailbox creates a mailbox record and its name entry.
 func (t *mailTxn) newMailbox(addr string, s *mailUserState, name, specialUse string, uidValidity uint32, now int64) (Mailbox, error) {
 	if s.NextMailbox == 0 {
@@ -1499,33 +1364,33 @@ func validNow(now int64) error {
 	return nil
 }
 
-func (c MailDomainCreate) applyMail(t *mailTxn) Result {
+func (c MailDomainCreate) applyMail(t *mailTxn) meta.Result {
 	if err := ValidMailDomain(c.Domain); err != nil {
-		return result(StatusInvalid, "mail domain create: %v", err)
+		return result(meta.StatusInvalid, "mail domain create: %v", err)
 	}
 	if err := validNow(c.Now); err != nil {
-		return result(StatusInvalid, "mail domain create %q: %v", c.Domain, err)
+		return result(meta.StatusInvalid, "mail domain create %q: %v", c.Domain, err)
 	}
 	if _, ok := t.domain(c.Domain); ok {
-		return result(StatusConflict, "mail domain %q exists", c.Domain)
+		return result(meta.StatusConflict, "mail domain %q exists", c.Domain)
 	}
 	t.putDomain(&MailDomain{Name: c.Domain, Created: c.Now})
-	return Result{Status: StatusOK}
+	return meta.Result{Status: meta.StatusOK}
 }
 
-func (c MailDomainDelete) applyMail(t *mailTxn) Result {
+func (c MailDomainDelete) applyMail(t *mailTxn) meta.Result {
 	if err := ValidMailDomain(c.Domain); err != nil {
-		return result(StatusInvalid, "mail domain delete: %v", err)
+		return result(meta.StatusInvalid, "mail domain delete: %v", err)
 	}
 	d, ok := t.domain(c.Domain)
 	if !ok {
-		return result(StatusNotFound, "mail domain %q does not exist", c.Domain)
+		return result(meta.StatusNotFound, "mail domain %q does not exist", c.Domain)
 	}
 	if d.Users > 0 {
-		return result(StatusConflict, "mail domain %q still has %d users; delete them first", c.Domain, d.Users)
+		return result(meta.StatusConflict, "mail domain %q still has %d users; delete them first", c.Domain, d.Users)
 	}
 	t.del(tk(MailTenant, mailDomainKey(c.Domain)))
-	return Result{Status: StatusOK, Found: true}
+	return meta.Result{Status: meta.StatusOK, Found: true}
 }
 
 func validPasswordHash(h string) error {
@@ -1538,43 +1403,43 @@ func validPasswordHash(h string) error {
 	return nil
 }
 
-func (c MailUserCreate) applyMail(t *mailTxn) Result {
+func (c MailUserCreate) applyMail(t *mailTxn) meta.Result {
 	u := c.User
 	if err := ValidMailAddress(u.Address); err != nil {
-		return result(StatusInvalid, "mail user create: %v", err)
+		return result(meta.StatusInvalid, "mail user create: %v", err)
 	}
 	if err := validPasswordHash(u.PasswordHash); err != nil {
-		return result(StatusInvalid, "mail user create %q: %v", u.Address, err)
+		return result(meta.StatusInvalid, "mail user create %q: %v", u.Address, err)
 	}
 	if err := validNow(c.Now); err != nil {
-		return result(StatusInvalid, "mail user create %q: %v", u.Address, err)
+		return result(meta.StatusInvalid, "mail user create %q: %v", u.Address, err)
 	}
 	if u.Quota < 0 {
-		return result(StatusInvalid, "mail user create %q: negative quota", u.Address)
+		return result(meta.StatusInvalid, "mail user create %q: negative quota", u.Address)
 	}
 	if len(c.Mailboxes) > MaxMailboxes {
-		return result(StatusInvalid, "mail user create %q: %d mailboxes exceed %d", u.Address, len(c.Mailboxes), MaxMailboxes)
+		return result(meta.StatusInvalid, "mail user create %q: %d mailboxes exceed %d", u.Address, len(c.Mailboxes), MaxMailboxes)
 	}
 	names := map[string]bool{}
 	for _, m := range c.Mailboxes {
 		if err := ValidMailboxName(m.Name); err != nil {
-			return result(StatusInvalid, "mail user create %q: %v", u.Address, err)
+			return result(meta.StatusInvalid, "mail user create %q: %v", u.Address, err)
 		}
 		if err := validSpecialUse(m.SpecialUse); err != nil {
-			return result(StatusInvalid, "mail user create %q: %v", u.Address, err)
+			return result(meta.StatusInvalid, "mail user create %q: %v", u.Address, err)
 		}
 		if names[m.Name] {
-			return result(StatusInvalid, "mail user create %q: mailbox %q listed twice", u.Address, m.Name)
+			return result(meta.StatusInvalid, "mail user create %q: mailbox %q listed twice", u.Address, m.Name)
 		}
 		names[m.Name] = true
 	}
 	_, domain, _ := cutAddress(u.Address)
 	d, ok := t.domain(domain)
 	if !ok {
-		return result(StatusNotFound, "mail user create %q: domain %q does not exist", u.Address, domain)
+		return result(meta.StatusNotFound, "mail user create %q: domain %q does not exist", u.Address, domain)
 	}
 	if _, ok := t.user(u.Address); ok {
-		return result(StatusConflict, "mail user %q exists", u.Address)
+		return result(meta.StatusConflict, "mail user %q exists", u.Address)
 	}
 	// A user deleted and created again starts with fresh state: its
 	// UIDVALIDITYs are the proposer's again (a clock, so above the old
@@ -1589,7 +1454,7 @@ func (c MailUserCreate) applyMail(t *mailTxn) Result {
 		}
 		m, err := t.newMailbox(u.Address, &s, spec.Name, spec.SpecialUse, uv, c.Now)
 		if err != nil {
-			return result(StatusConflict, "mail user create %q: %v", u.Address, err)
+			return result(meta.StatusConflict, "mail user create %q: %v", u.Address, err)
 		}
 		out = append(out, MailOutcome{Code: MailOK, Mailbox: m.ID, UIDValidity: m.UIDValidity})
 	}
@@ -1597,26 +1462,26 @@ func (c MailUserCreate) applyMail(t *mailTxn) Result {
 	t.putUser(&u)
 	d.Users++
 	t.putDomain(&d)
-	return Result{Status: StatusOK, Mail: out}
+	return meta.Result{Status: meta.StatusOK, Items: items(out)}
 }
 
-func (c MailUserUpdate) applyMail(t *mailTxn) Result {
+func (c MailUserUpdate) applyMail(t *mailTxn) meta.Result {
 	if err := ValidMailAddress(c.Address); err != nil {
-		return result(StatusInvalid, "mail user update: %v", err)
+		return result(meta.StatusInvalid, "mail user update: %v", err)
 	}
 	u, ok := t.user(c.Address)
 	if !ok {
-		return result(StatusNotFound, "mail user %q does not exist", c.Address)
+		return result(meta.StatusNotFound, "mail user %q does not exist", c.Address)
 	}
 	if c.SetPassword {
 		if err := validPasswordHash(c.PasswordHash); err != nil {
-			return result(StatusInvalid, "mail user update %q: %v", c.Address, err)
+			return result(meta.StatusInvalid, "mail user update %q: %v", c.Address, err)
 		}
 		u.PasswordHash = c.PasswordHash
 	}
 	if c.SetQuota {
 		if c.Quota < 0 {
-			return result(StatusInvalid, "mail user update %q: negative quota", c.Address)
+			return result(meta.StatusInvalid, "mail user update %q: negative quota", c.Address)
 		}
 		u.Quota = c.Quota
 	}
@@ -1624,34 +1489,34 @@ func (c MailUserUpdate) applyMail(t *mailTxn) Result {
 		u.Disabled = c.Disabled
 	}
 	t.putUser(&u)
-	return Result{Status: StatusOK, Found: true}
+	return meta.Result{Status: meta.StatusOK, Found: true}
 }
 
-func (c MailUserDelete) applyMail(t *mailTxn) Result {
+func (c MailUserDelete) applyMail(t *mailTxn) meta.Result {
 	if err := ValidMailAddress(c.Address); err != nil {
-		return result(StatusInvalid, "mail user delete: %v", err)
+		return result(meta.StatusInvalid, "mail user delete: %v", err)
 	}
 	if err := validNow(c.Now); err != nil {
-		return result(StatusInvalid, "mail user delete %q: %v", c.Address, err)
+		return result(meta.StatusInvalid, "mail user delete %q: %v", c.Address, err)
 	}
 	if _, ok := t.user(c.Address); !ok {
-		return result(StatusNotFound, "mail user %q does not exist", c.Address)
+		return result(meta.StatusNotFound, "mail user %q does not exist", c.Address)
 	}
 	s := t.state(c.Address)
 	if s.Messages > MaxMailDrop {
-		return result(StatusConflict, "mail user %q has %d messages, over %d for one command; expunge in chunks first", c.Address, s.Messages, MaxMailDrop)
+		return result(meta.StatusConflict, "mail user %q has %d messages, over %d for one command; expunge in chunks first", c.Address, s.Messages, MaxMailDrop)
 	}
 	for _, e := range t.scan(tk(MailUserTenant(c.Address), "")) {
-		if strings.HasPrefix(e.key, tk(MailUserTenant(c.Address), "m/")) {
-			m, err := DecodeMailMessage(e.val)
+		if strings.HasPrefix(e.Key, tk(MailUserTenant(c.Address), "m/")) {
+			m, err := DecodeMailMessage(e.Value)
 			if err != nil {
-				panic(fmt.Sprintf("meta: message %q unreadable: %v", e.key, err))
+				panic(fmt.Sprintf("meta: message %q unreadable: %v", e.Key, err))
 			}
 			if !t.addRefs(m.Object, -1, c.Now) {
-				return result(StatusConflict, "mail user delete %q: object %s of message %q holds no reference", c.Address, m.Object, e.key)
+				return result(meta.StatusConflict, "mail user delete %q: object %s of message %q holds no reference", c.Address, m.Object, e.Key)
 			}
 		}
-		t.del(e.key)
+		t.del(e.Key)
 	}
 	_, domain, _ := cutAddress(c.Address)
 	if d, ok := t.domain(domain); ok {
@@ -1659,27 +1524,27 @@ func (c MailUserDelete) applyMail(t *mailTxn) Result {
 		t.putDomain(&d)
 	}
 	t.del(tk(MailTenant, mailUserKey(c.Address)))
-	return Result{Status: StatusOK, Found: true}
+	return meta.Result{Status: meta.StatusOK, Found: true}
 }
 
-func (c MailboxCreate) applyMail(t *mailTxn) Result {
+func (c MailboxCreate) applyMail(t *mailTxn) meta.Result {
 	if err := ValidMailAddress(c.User); err != nil {
-		return result(StatusInvalid, "mailbox create: %v", err)
+		return result(meta.StatusInvalid, "mailbox create: %v", err)
 	}
 	if err := ValidMailboxName(c.Name); err != nil {
-		return result(StatusInvalid, "mailbox create for %q: %v", c.User, err)
+		return result(meta.StatusInvalid, "mailbox create for %q: %v", c.User, err)
 	}
 	if err := validSpecialUse(c.SpecialUse); err != nil {
-		return result(StatusInvalid, "mailbox create %q for %q: %v", c.Name, c.User, err)
+		return result(meta.StatusInvalid, "mailbox create %q for %q: %v", c.Name, c.User, err)
 	}
 	if err := validNow(c.Now); err != nil {
-		return result(StatusInvalid, "mailbox create %q for %q: %v", c.Name, c.User, err)
+		return result(meta.StatusInvalid, "mailbox create %q for %q: %v", c.Name, c.User, err)
 	}
 	if _, ok := t.user(c.User); !ok {
-		return result(StatusNotFound, "mailbox create %q: user %q does not exist", c.Name, c.User)
+		return result(meta.StatusNotFound, "mailbox create %q: user %q does not exist", c.Name, c.User)
 	}
 	if _, ok := t.mailboxID(c.User, c.Name); ok {
-		return result(StatusConflict, "mailbox %q of %q exists", c.Name, c.User)
+		return result(meta.StatusConflict, "mailbox %q of %q exists", c.Name, c.User)
 	}
 	s := t.state(c.User)
 	// Missing parents first (RFC 3501 6.3.3), then the mailbox.
@@ -1693,7 +1558,7 @@ func (c MailboxCreate) applyMail(t *mailTxn) Result {
 	}
 	names = append(names, c.Name)
 	if n := len(t.scan(tk(MailUserTenant(c.User), "b/"))); n+len(names) > MaxMailboxes {
-		return result(StatusConflict, "mailbox create %q: user %q would have more than %d mailboxes", c.Name, c.User, MaxMailboxes)
+		return result(meta.StatusConflict, "mailbox create %q: user %q would have more than %d mailboxes", c.Name, c.User, MaxMailboxes)
 	}
 	var out []MailOutcome
 	for i, name := range names {
@@ -1703,14 +1568,14 @@ func (c MailboxCreate) applyMail(t *mailTxn) Result {
 		}
 		m, err := t.newMailbox(c.User, &s, name, su, uv, c.Now)
 		if err != nil {
-			return result(StatusConflict, "mailbox create %q for %q: %v", name, c.User, err)
+			return result(meta.StatusConflict, "mailbox create %q for %q: %v", name, c.User, err)
 		}
 		out = append(out, MailOutcome{Code: MailOK, Mailbox: m.ID, UIDValidity: m.UIDValidity})
 	}
 	t.putState(c.User, &s)
 	// The created mailbox comes first in the outcomes, parents after.
 	out = append(out[len(out)-1:], out[:len(out)-1]...)
-	return Result{Status: StatusOK, Mail: out}
+	return meta.Result{Status: meta.StatusOK, Items: items(out)}
 }
 
 // dropMessages removes every message of mailbox mb (at most MaxMailDrop),
@@ -1720,12 +1585,12 @@ func (t *mailTxn) dropMessages(addr string, mb *Mailbox, s *mailUserState, now i
 		return fmt.Errorf("mailbox %q has %d messages, over %d for one command; expunge in chunks first", mb.Name, mb.Messages, MaxMailDrop)
 	}
 	for _, e := range t.scan(tk(MailUserTenant(addr), mailMsgPrefix(mb.ID))) {
-		m, err := DecodeMailMessage(e.val)
+		m, err := DecodeMailMessage(e.Value)
 		if err != nil {
-			panic(fmt.Sprintf("meta: message %q unreadable: %v", e.key, err))
+			panic(fmt.Sprintf("meta: message %q unreadable: %v", e.Key, err))
 		}
 		if !t.addRefs(m.Object, -1, now) {
-			return fmt.Errorf("object %s of message %q holds no reference", m.Object, e.key)
+			return fmt.Errorf("object %s of message %q holds no reference", m.Object, e.Key)
 		}
 		t.removeMessage(addr, mb, &m)
 		s.Bytes -= m.Size
@@ -1734,52 +1599,52 @@ func (t *mailTxn) dropMessages(addr string, mb *Mailbox, s *mailUserState, now i
 	return nil
 }
 
-func (c MailboxDelete) applyMail(t *mailTxn) Result {
+func (c MailboxDelete) applyMail(t *mailTxn) meta.Result {
 	if err := ValidMailAddress(c.User); err != nil {
-		return result(StatusInvalid, "mailbox delete: %v", err)
+		return result(meta.StatusInvalid, "mailbox delete: %v", err)
 	}
 	if err := validNow(c.Now); err != nil {
-		return result(StatusInvalid, "mailbox delete for %q: %v", c.User, err)
+		return result(meta.StatusInvalid, "mailbox delete for %q: %v", c.User, err)
 	}
 	mb, ok := t.mailbox(c.User, c.Mailbox)
 	if !ok {
-		return result(StatusNotFound, "mailbox %d of %q does not exist", c.Mailbox, c.User)
+		return result(meta.StatusNotFound, "mailbox %d of %q does not exist", c.Mailbox, c.User)
 	}
 	if mb.Name == InboxName {
-		return result(StatusInvalid, "INBOX cannot be deleted")
+		return result(meta.StatusInvalid, "INBOX cannot be deleted")
 	}
 	s := t.state(c.User)
 	if err := t.dropMessages(c.User, &mb, &s, c.Now); err != nil {
-		return result(StatusConflict, "mailbox delete for %q: %v", c.User, err)
+		return result(meta.StatusConflict, "mailbox delete for %q: %v", c.User, err)
 	}
 	t.putState(c.User, &s)
 	t.del(tk(MailUserTenant(c.User), mailboxKey(mb.ID)))
 	t.del(tk(MailUserTenant(c.User), mailNameKey(mb.Name)))
-	return Result{Status: StatusOK, Found: true, Mail: []MailOutcome{{Code: MailOK, Mailbox: mb.ID, UIDValidity: mb.UIDValidity, ModSeq: mb.HighestModSeq}}}
+	return meta.Result{Status: meta.StatusOK, Found: true, Items: items([]MailOutcome{{Code: MailOK, Mailbox: mb.ID, UIDValidity: mb.UIDValidity, ModSeq: mb.HighestModSeq}})}
 }
 
-func (c MailboxRename) applyMail(t *mailTxn) Result {
+func (c MailboxRename) applyMail(t *mailTxn) meta.Result {
 	if err := ValidMailAddress(c.User); err != nil {
-		return result(StatusInvalid, "mailbox rename: %v", err)
+		return result(meta.StatusInvalid, "mailbox rename: %v", err)
 	}
 	if err := ValidMailboxName(c.NewName); err != nil {
-		return result(StatusInvalid, "mailbox rename for %q: %v", c.User, err)
+		return result(meta.StatusInvalid, "mailbox rename for %q: %v", c.User, err)
 	}
 	if err := validNow(c.Now); err != nil {
-		return result(StatusInvalid, "mailbox rename for %q: %v", c.User, err)
+		return result(meta.StatusInvalid, "mailbox rename for %q: %v", c.User, err)
 	}
 	mb, ok := t.mailbox(c.User, c.Mailbox)
 	if !ok {
-		return result(StatusNotFound, "mailbox %d of %q does not exist", c.Mailbox, c.User)
+		return result(meta.StatusNotFound, "mailbox %d of %q does not exist", c.Mailbox, c.User)
 	}
 	if c.NewName == mb.Name {
-		return result(StatusConflict, "mailbox %q of %q already has that name", mb.Name, c.User)
+		return result(meta.StatusConflict, "mailbox %q of %q already has that name", mb.Name, c.User)
 	}
 	if c.NewName == InboxName || strings.HasPrefix(c.NewName, mb.Name+string(MailboxDelim)) {
-		return result(StatusInvalid, "mailbox rename %q to %q: not into INBOX or into itself", mb.Name, c.NewName)
+		return result(meta.StatusInvalid, "mailbox rename %q to %q: not into INBOX or into itself", mb.Name, c.NewName)
 	}
 	if _, ok := t.mailboxID(c.User, c.NewName); ok {
-		return result(StatusConflict, "mailbox %q of %q exists", c.NewName, c.User)
+		return result(meta.StatusConflict, "mailbox %q of %q exists", c.NewName, c.User)
 	}
 	ut := MailUserTenant(c.User)
 	type move struct {
@@ -1790,17 +1655,17 @@ func (c MailboxRename) applyMail(t *mailTxn) Result {
 	if mb.Name != InboxName {
 		prefix := tk(ut, mailNameKey(mb.Name+string(MailboxDelim)))
 		for _, e := range t.scan(prefix) {
-			old := strings.TrimPrefix(e.key, tk(ut, "n/"))
+			old := strings.TrimPrefix(e.Key, tk(ut, "n/"))
 			nn := c.NewName + old[len(mb.Name):]
 			if ValidMailboxName(nn) != nil {
-				return result(StatusInvalid, "mailbox rename: child %q would be named %q, too long", old, nn)
+				return result(meta.StatusInvalid, "mailbox rename: child %q would be named %q, too long", old, nn)
 			}
 			if _, ok := t.mailboxID(c.User, nn); ok {
-				return result(StatusConflict, "mailbox rename: child %q would replace existing %q", old, nn)
+				return result(meta.StatusConflict, "mailbox rename: child %q would replace existing %q", old, nn)
 			}
-			id, n := binary.Uvarint(e.val)
+			id, n := binary.Uvarint(e.Value)
 			if n <= 0 {
-				panic(fmt.Sprintf("meta: mailbox name record %q unreadable", e.key))
+				panic(fmt.Sprintf("meta: mailbox name record %q unreadable", e.Key))
 			}
 			moves = append(moves, move{id, old, nn})
 		}
@@ -1822,12 +1687,12 @@ func (c MailboxRename) applyMail(t *mailTxn) Result {
 		s := t.state(c.User)
 		inbox, err := t.newMailbox(c.User, &s, InboxName, "", c.UIDValidity, c.Now)
 		if err != nil {
-			return result(StatusConflict, "mailbox rename INBOX for %q: %v", c.User, err)
+			return result(meta.StatusConflict, "mailbox rename INBOX for %q: %v", c.User, err)
 		}
 		t.putState(c.User, &s)
 		out = append(out, MailOutcome{Code: MailOK, Mailbox: inbox.ID, UIDValidity: inbox.UIDValidity})
 	}
-	return Result{Status: StatusOK, Mail: out}
+	return meta.Result{Status: meta.StatusOK, Items: items(out)}
 }
 
 func (c MailDeliver) validate() error {
@@ -1873,30 +1738,26 @@ func (c MailDeliver) validate() error {
 	return nil
 }
 
-func (c MailDeliver) applyMail(t *mailTxn) Result {
+func (c MailDeliver) applyMail(t *mailTxn) meta.Result {
 	if err := c.validate(); err != nil {
-		return result(StatusInvalid, "mail deliver: %v", err)
+		return result(meta.StatusInvalid, "mail deliver: %v", err)
 	}
 	return c.apply(t, nil)
 }
 
 // apply delivers a validated MailDeliver; with once (MailDeliverOnce),
 // entries repeating a remembered delivery are answered from memory.
-func (c MailDeliver) apply(t *mailTxn, once *MailDeliverOnce) Result {
+func (c MailDeliver) apply(t *mailTxn, once *MailDeliverOnce) meta.Result {
 	for i, m := range c.Messages {
-		b, ok := t.get(string(objectKey(m.Object)))
+		o, ok := t.tx.Object(m.Object)
 		if !ok {
-			return result(StatusConflict, "mail deliver: message %d: object %s has no record", i, m.Object)
-		}
-		o, err := decodeObjectRecord(b)
-		if err != nil {
-			panic(fmt.Sprintf("meta: object record %s unreadable: %v", m.Object, err))
+			return result(meta.StatusConflict, "mail deliver: message %d: object %s has no record", i, m.Object)
 		}
 		if o.Refs < 1 {
-			return result(StatusConflict, "mail deliver: message %d: object %s holds no reference (tombstone)", i, m.Object)
+			return result(meta.StatusConflict, "mail deliver: message %d: object %s holds no reference (tombstone)", i, m.Object)
 		}
 		if o.Size != m.Size {
-			return result(StatusConflict, "mail deliver: message %d: object %s has %d bytes, message says %d", i, m.Object, o.Size, m.Size)
+			return result(meta.StatusConflict, "mail deliver: message %d: object %s has %d bytes, message says %d", i, m.Object, o.Size, m.Size)
 		}
 	}
 	out := make([]MailOutcome, len(c.Entries))
@@ -1914,7 +1775,7 @@ func (c MailDeliver) apply(t *mailTxn, once *MailDeliverOnce) Result {
 	}
 	if c.AllOrNothing && rejected {
 		// Drop the staged entries; only the reference release below stays.
-		t.w, t.order = map[string]write{}, nil
+		t.tx.Rollback()
 		for i := range out {
 			if out[i].Code == MailOK {
 				out[i] = MailOutcome{Code: MailAborted}
@@ -1931,7 +1792,7 @@ func (c MailDeliver) apply(t *mailTxn, once *MailDeliverOnce) Result {
 			panic(fmt.Sprintf("meta: mail deliver: reference count of %s went wrong", m.Object))
 		}
 	}
-	return Result{Status: StatusOK, Mail: out}
+	return meta.Result{Status: meta.StatusOK, Items: items(out)}
 }
 
 // deliverOne appends one entry; appended says whether it added a message
@@ -1988,23 +1849,23 @@ func nonNil(b []byte) []byte {
 	return b
 }
 
-func (c MailStore) applyMail(t *mailTxn) Result {
+func (c MailStore) applyMail(t *mailTxn) meta.Result {
 	if err := ValidMailAddress(c.User); err != nil {
-		return result(StatusInvalid, "mail store: %v", err)
+		return result(meta.StatusInvalid, "mail store: %v", err)
 	}
 	if c.Op < MailFlagsAdd || c.Op > MailFlagsReplace {
-		return result(StatusInvalid, "mail store: operation %d unknown", c.Op)
+		return result(meta.StatusInvalid, "mail store: operation %d unknown", c.Op)
 	}
 	if len(c.UIDs) > MaxMailUIDs {
-		return result(StatusInvalid, "mail store: %d UIDs exceed %d", len(c.UIDs), MaxMailUIDs)
+		return result(meta.StatusInvalid, "mail store: %d UIDs exceed %d", len(c.UIDs), MaxMailUIDs)
 	}
 	flags, err := CanonicalFlags(c.Flags)
 	if err != nil {
-		return result(StatusInvalid, "mail store: %v", err)
+		return result(meta.StatusInvalid, "mail store: %v", err)
 	}
 	mb, ok := t.mailbox(c.User, c.Mailbox)
 	if !ok {
-		return result(StatusNotFound, "mailbox %d of %q does not exist", c.Mailbox, c.User)
+		return result(meta.StatusNotFound, "mailbox %d of %q does not exist", c.Mailbox, c.User)
 	}
 	out := make([]MailOutcome, len(c.UIDs))
 	changed := false
@@ -2032,7 +1893,7 @@ func (c MailStore) applyMail(t *mailTxn) Result {
 			}
 		}
 		if len(next) > MaxMailFlags {
-			return result(StatusInvalid, "mail store: message %d would have %d flags, over %d", uid, len(next), MaxMailFlags)
+			return result(meta.StatusInvalid, "mail store: message %d would have %d flags, over %d", uid, len(next), MaxMailFlags)
 		}
 		if !equalStrings(next, m.Flags) {
 			wasSeen, isSeen := hasFlag(m.Flags, FlagSeen), hasFlag(next, FlagSeen)
@@ -2052,7 +1913,7 @@ func (c MailStore) applyMail(t *mailTxn) Result {
 	if changed {
 		t.putMailbox(c.User, &mb)
 	}
-	return Result{Status: StatusOK, Mail: out}
+	return meta.Result{Status: meta.StatusOK, Items: items(out)}
 }
 
 func equalStrings(a, b []string) bool {
@@ -2067,19 +1928,19 @@ func equalStrings(a, b []string) bool {
 	return true
 }
 
-func (c MailExpunge) applyMail(t *mailTxn) Result {
+func (c MailExpunge) applyMail(t *mailTxn) meta.Result {
 	if err := ValidMailAddress(c.User); err != nil {
-		return result(StatusInvalid, "mail expunge: %v", err)
+		return result(meta.StatusInvalid, "mail expunge: %v", err)
 	}
 	if err := validNow(c.Now); err != nil {
-		return result(StatusInvalid, "mail expunge: %v", err)
+		return result(meta.StatusInvalid, "mail expunge: %v", err)
 	}
 	if len(c.UIDs) > MaxMailUIDs {
-		return result(StatusInvalid, "mail expunge: %d UIDs exceed %d", len(c.UIDs), MaxMailUIDs)
+		return result(meta.StatusInvalid, "mail expunge: %d UIDs exceed %d", len(c.UIDs), MaxMailUIDs)
 	}
 	mb, ok := t.mailbox(c.User, c.Mailbox)
 	if !ok {
-		return result(StatusNotFound, "mailbox %d of %q does not exist", c.Mailbox, c.User)
+		return result(meta.StatusNotFound, "mailbox %d of %q does not exist", c.Mailbox, c.User)
 	}
 	s := t.state(c.User)
 	out := make([]MailOutcome, len(c.UIDs))
@@ -2090,7 +1951,7 @@ func (c MailExpunge) applyMail(t *mailTxn) Result {
 			continue
 		}
 		if !t.addRefs(m.Object, -1, c.Now) {
-			return result(StatusConflict, "mail expunge: object %s of message %d holds no reference", m.Object, uid)
+			return result(meta.StatusConflict, "mail expunge: object %s of message %d holds no reference", m.Object, uid)
 		}
 		t.removeMessage(c.User, &mb, &m)
 		s.Bytes -= m.Size
@@ -2100,35 +1961,35 @@ func (c MailExpunge) applyMail(t *mailTxn) Result {
 	}
 	t.putMailbox(c.User, &mb)
 	t.putState(c.User, &s)
-	return Result{Status: StatusOK, Mail: out}
+	return meta.Result{Status: meta.StatusOK, Items: items(out)}
 }
 
-func (c MailCopy) applyMail(t *mailTxn) Result {
+func (c MailCopy) applyMail(t *mailTxn) meta.Result {
 	if err := ValidMailAddress(c.User); err != nil {
-		return result(StatusInvalid, "mail copy: %v", err)
+		return result(meta.StatusInvalid, "mail copy: %v", err)
 	}
 	if err := validNow(c.Now); err != nil {
-		return result(StatusInvalid, "mail copy: %v", err)
+		return result(meta.StatusInvalid, "mail copy: %v", err)
 	}
 	if len(c.UIDs) > MaxMailUIDs {
-		return result(StatusInvalid, "mail copy: %d UIDs exceed %d", len(c.UIDs), MaxMailUIDs)
+		return result(meta.StatusInvalid, "mail copy: %d UIDs exceed %d", len(c.UIDs), MaxMailUIDs)
 	}
 	u, ok := t.user(c.User)
 	if !ok {
-		return result(StatusNotFound, "mail copy: user %q does not exist", c.User)
+		return result(meta.StatusNotFound, "mail copy: user %q does not exist", c.User)
 	}
 	src, ok := t.mailbox(c.User, c.Mailbox)
 	if !ok {
-		return result(StatusNotFound, "mailbox %d of %q does not exist", c.Mailbox, c.User)
+		return result(meta.StatusNotFound, "mailbox %d of %q does not exist", c.Mailbox, c.User)
 	}
 	dstRec, ok := t.mailbox(c.User, c.Dest)
 	if !ok {
-		return result(StatusNotFound, "mailbox %d of %q does not exist", c.Dest, c.User)
+		return result(meta.StatusNotFound, "mailbox %d of %q does not exist", c.Dest, c.User)
 	}
 	dst := &dstRec
 	if src.ID == dst.ID {
 		if c.Move {
-			return result(StatusInvalid, "mail copy: moving within one mailbox")
+			return result(meta.StatusInvalid, "mail copy: moving within one mailbox")
 		}
 		dst = &src // one record, changed through either name
 	}
@@ -2148,12 +2009,12 @@ func (c MailCopy) applyMail(t *mailTxn) Result {
 		} else {
 			added += m.Size
 			if !t.addRefs(m.Object, 1, c.Now) {
-				return result(StatusConflict, "mail copy: object %s of message %d has no record", m.Object, uid)
+				return result(meta.StatusConflict, "mail copy: object %s of message %d has no record", m.Object, uid)
 			}
 		}
 		oc := t.appendMessage(c.User, dst, MailMessage{Object: m.Object, Size: m.Size, InternalDate: m.InternalDate, Zone: m.Zone, Flags: m.Flags}, nonNil(info))
 		if oc.Code != MailOK {
-			return Result{Status: StatusConflict, Message: fmt.Sprintf("mail copy: mailbox %q: %s", dst.Name, oc.Code), Mail: []MailOutcome{oc}}
+			return meta.Result{Status: meta.StatusConflict, Message: fmt.Sprintf("mail copy: mailbox %q: %s", dst.Name, oc.Code), Items: items([]MailOutcome{oc})}
 		}
 		oc.SrcUID = uid
 		out[i] = oc
@@ -2162,7 +2023,7 @@ func (c MailCopy) applyMail(t *mailTxn) Result {
 		for i := range out {
 			out[i] = MailOutcome{Code: MailOverQuota, Mailbox: dst.ID}
 		}
-		return Result{Status: StatusConflict, Message: fmt.Sprintf("mail copy: %q would exceed its quota", c.User), Mail: out}
+		return meta.Result{Status: meta.StatusConflict, Message: fmt.Sprintf("mail copy: %q would exceed its quota", c.User), Items: items(out)}
 	}
 	s.Bytes += added
 	for _, o := range out {
@@ -2175,5 +2036,5 @@ func (c MailCopy) applyMail(t *mailTxn) Result {
 		t.putMailbox(c.User, dst)
 	}
 	t.putState(c.User, &s)
-	return Result{Status: StatusOK, Mail: out}
+	return meta.Result{Status: meta.StatusOK, Items: items(out)}
 }

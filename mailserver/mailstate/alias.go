@@ -1,4 +1,4 @@
-package meta
+package mailstate
 
 // Mail aliases: an address that stands for other local addresses.
 //
@@ -18,12 +18,14 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+
+	"hastore/replica/meta"
 )
 
 // Alias command types, after the mail block's TypeMailDeliverOnce (44).
 const (
-	TypeMailAliasAdd    CommandType = 45
-	TypeMailAliasDelete CommandType = 46
+	TypeMailAliasAdd    meta.CommandType = 45
+	TypeMailAliasDelete meta.CommandType = 46
 )
 
 // MailAliasAnyDomain is the domain of cluster-wide aliases ("postmaster@*").
@@ -41,7 +43,7 @@ type MailAlias struct {
 // MailAliasAdd adds Targets to the alias Address, creating it. Address is
 // local@domain or @domain (catch-all) with domain local, or local@* (every
 // local domain). Each target is a local@domain address in a local domain;
-// a target in another domain is StatusInvalid (forwarding out needs the
+// a target in another domain is meta.StatusInvalid (forwarding out needs the
 // outbound queue). Adding a target already there changes nothing.
 type MailAliasAdd struct {
 	Address string
@@ -50,7 +52,7 @@ type MailAliasAdd struct {
 
 // MailAliasDelete removes Targets from the alias Address (the alias goes
 // with its last target), or the whole alias if Targets is empty;
-// StatusNotFound if there is no such alias. With Domain set instead of
+// meta.StatusNotFound if there is no such alias. With Domain set instead of
 // Address, it removes every alias of that domain (none is not an error):
 // put it in an atomic Batch before MailDomainDelete.
 type MailAliasDelete struct {
@@ -59,8 +61,8 @@ type MailAliasDelete struct {
 	Domain  string
 }
 
-func (MailAliasAdd) Type() CommandType    { return TypeMailAliasAdd }
-func (MailAliasDelete) Type() CommandType { return TypeMailAliasDelete }
+func (MailAliasAdd) Type() meta.CommandType    { return TypeMailAliasAdd }
+func (MailAliasDelete) Type() meta.CommandType { return TypeMailAliasDelete }
 
 func (c MailAliasAdd) encode(e *encoder) { e.str(c.Address); e.strs(c.Targets) }
 func (c MailAliasDelete) encode(e *encoder) {
@@ -69,7 +71,7 @@ func (c MailAliasDelete) encode(e *encoder) {
 	e.str(c.Domain)
 }
 
-func decodeMailAliasBody(d *decoder, t CommandType) (Command, bool) {
+func decodeMailAliasBody(d *decoder, t meta.CommandType) (meta.Command, bool) {
 	switch t {
 	case TypeMailAliasAdd:
 		return MailAliasAdd{Address: d.str(), Targets: d.strs(MaxMailAliasTargets)}, true
@@ -79,7 +81,7 @@ func decodeMailAliasBody(d *decoder, t CommandType) (Command, bool) {
 	return nil, false
 }
 
-func mailAliasTypeName(t CommandType) (string, bool) {
+func mailAliasTypeName(t meta.CommandType) (string, bool) {
 	switch t {
 	case TypeMailAliasAdd:
 		return "MailAliasAdd", true
@@ -148,17 +150,17 @@ func (t *mailTxn) alias(local, domain string) ([]string, bool) {
 	return ts, true
 }
 
-func (c MailAliasAdd) applyMail(t *mailTxn) Result {
+func (c MailAliasAdd) applyMail(t *mailTxn) meta.Result {
 	local, domain, err := ParseMailAlias(c.Address)
 	if err != nil {
-		return result(StatusInvalid, "mail alias add: %v", err)
+		return result(meta.StatusInvalid, "mail alias add: %v", err)
 	}
 	if len(c.Targets) == 0 {
-		return result(StatusInvalid, "mail alias add %s: no targets", c.Address)
+		return result(meta.StatusInvalid, "mail alias add %s: no targets", c.Address)
 	}
 	if domain != MailAliasAnyDomain {
 		if _, ok := t.domain(domain); !ok {
-			return result(StatusNotFound, "mail alias add %s: domain %q is not local; add it first", c.Address, domain)
+			return result(meta.StatusNotFound, "mail alias add %s: domain %q is not local; add it first", c.Address, domain)
 		}
 	}
 	cur, _ := t.alias(local, domain)
@@ -168,16 +170,16 @@ func (c MailAliasAdd) applyMail(t *mailTxn) Result {
 	}
 	for _, x := range c.Targets {
 		if err := ValidMailAddress(x); err != nil {
-			return result(StatusInvalid, "mail alias add %s: target: %v", c.Address, err)
+			return result(meta.StatusInvalid, "mail alias add %s: target: %v", c.Address, err)
 		}
 		_, td, _ := cutAddress(x)
 		if _, ok := t.domain(td); !ok {
-			return result(StatusInvalid, "mail alias add %s: target %s is not in a local domain; forwarding to remote addresses needs the outbound queue, which this release does not have", c.Address, x)
+			return result(meta.StatusInvalid, "mail alias add %s: target %s is not in a local domain; forwarding to remote addresses needs the outbound queue, which this release does not have", c.Address, x)
 		}
 		set[x] = true
 	}
 	if len(set) > MaxMailAliasTargets {
-		return result(StatusInvalid, "mail alias add %s: %d targets, at most %d", c.Address, len(set), MaxMailAliasTargets)
+		return result(meta.StatusInvalid, "mail alias add %s: %d targets, at most %d", c.Address, len(set), MaxMailAliasTargets)
 	}
 	out := make([]string, 0, len(set))
 	for x := range set {
@@ -185,34 +187,34 @@ func (c MailAliasAdd) applyMail(t *mailTxn) Result {
 	}
 	sort.Strings(out)
 	t.put(tk(MailTenant, mailAliasKey(local, domain)), encodeMailAlias(out))
-	return Result{Status: StatusOK}
+	return meta.Result{Status: meta.StatusOK}
 }
 
-func (c MailAliasDelete) applyMail(t *mailTxn) Result {
+func (c MailAliasDelete) applyMail(t *mailTxn) meta.Result {
 	if c.Domain != "" {
 		if c.Address != "" || len(c.Targets) > 0 {
-			return result(StatusInvalid, "mail alias delete: a domain or an address, not both")
+			return result(meta.StatusInvalid, "mail alias delete: a domain or an address, not both")
 		}
 		if err := ValidMailDomain(c.Domain); err != nil {
-			return result(StatusInvalid, "mail alias delete: %v", err)
+			return result(meta.StatusInvalid, "mail alias delete: %v", err)
 		}
 		for _, x := range t.scan(tk(MailTenant, "a/"+c.Domain+"/")) {
-			t.del(x.key)
+			t.del(x.Key)
 		}
-		return Result{Status: StatusOK}
+		return meta.Result{Status: meta.StatusOK}
 	}
 	local, domain, err := ParseMailAlias(c.Address)
 	if err != nil {
-		return result(StatusInvalid, "mail alias delete: %v", err)
+		return result(meta.StatusInvalid, "mail alias delete: %v", err)
 	}
 	cur, ok := t.alias(local, domain)
 	if !ok {
-		return result(StatusNotFound, "mail alias %s does not exist", c.Address)
+		return result(meta.StatusNotFound, "mail alias %s does not exist", c.Address)
 	}
 	k := tk(MailTenant, mailAliasKey(local, domain))
 	if len(c.Targets) == 0 {
 		t.del(k)
-		return Result{Status: StatusOK, Found: true}
+		return meta.Result{Status: meta.StatusOK, Found: true}
 	}
 	drop := map[string]bool{}
 	for _, x := range c.Targets {
@@ -232,14 +234,14 @@ func (c MailAliasDelete) applyMail(t *mailTxn) Result {
 			missing = append(missing, x)
 		}
 		sort.Strings(missing)
-		return result(StatusNotFound, "mail alias %s has no target %s", c.Address, strings.Join(missing, ", "))
+		return result(meta.StatusNotFound, "mail alias %s has no target %s", c.Address, strings.Join(missing, ", "))
 	}
 	if len(keep) == 0 {
 		t.del(k)
 	} else {
 		t.put(k, encodeMailAlias(keep))
 	}
-	return Result{Status: StatusOK, Found: true}
+	return meta.Result{Status: meta.StatusOK, Found: true}
 }
 
 // Alias returns an alias's targets: local@domain, "@domain" or local@*.

@@ -1,4 +1,4 @@
-package meta
+package mailstate
 
 // Retried deliveries.
 //
@@ -23,10 +23,9 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
-	"sort"
 	"strings"
 
-	"github.com/dgraph-io/badger/v4"
+	"hastore/replica/meta"
 )
 
 // MaxMailDedupWindow bounds MailDeliverOnce.Window (7 days).
@@ -53,7 +52,7 @@ type MailDeliverOnce struct {
 	Window  int64
 }
 
-func (MailDeliverOnce) Type() CommandType { return TypeMailDeliverOnce }
+func (MailDeliverOnce) Type() meta.CommandType { return TypeMailDeliverOnce }
 
 func (c MailDeliverOnce) encode(e *encoder) {
 	c.MailDeliver.encode(e)
@@ -80,15 +79,15 @@ func decodeMailDeliverOnce(d *decoder) MailDeliverOnce {
 	return c
 }
 
-func (c MailDeliverOnce) applyMail(t *mailTxn) Result {
+func (c MailDeliverOnce) applyMail(t *mailTxn) meta.Result {
 	if err := c.validate(); err != nil {
-		return result(StatusInvalid, "mail deliver once: %v", err)
+		return result(meta.StatusInvalid, "mail deliver once: %v", err)
 	}
 	if len(c.Digests) != len(c.Messages) {
-		return result(StatusInvalid, "mail deliver once: %d digests for %d messages", len(c.Digests), len(c.Messages))
+		return result(meta.StatusInvalid, "mail deliver once: %d digests for %d messages", len(c.Digests), len(c.Messages))
 	}
 	if c.Window <= 0 || c.Window > MaxMailDedupWindow {
-		return result(StatusInvalid, "mail deliver once: window %d ns, want 1..%d", c.Window, MaxMailDedupWindow)
+		return result(meta.StatusInvalid, "mail deliver once: window %d ns, want 1..%d", c.Window, MaxMailDedupWindow)
 	}
 	return c.MailDeliver.apply(t, &c)
 }
@@ -176,9 +175,9 @@ func (t *mailTxn) expireDeliveries(entries []MailEntry, now int64) {
 		prefix := tk(ut, mailRetryExpiryPrefix)
 		end := tk(ut, fmt.Sprintf("%s%016x", mailRetryExpiryPrefix, uint64(now)))
 		for _, x := range t.scanRange(prefix, end, mailDedupExpirePerUser) {
-			rest := strings.TrimPrefix(x.key, prefix) // <exp>/<mb>/<digest>
+			rest := strings.TrimPrefix(x.Key, prefix) // <exp>/<mb>/<digest>
 			parts := strings.SplitN(rest, "/", 3)
-			t.del(x.key)
+			t.del(x.Key)
 			if len(parts) != 3 {
 				continue
 			}
@@ -192,55 +191,4 @@ func (t *mailTxn) expireDeliveries(entries []MailEntry, now int64) {
 			}
 		}
 	}
-}
-
-// scanRange returns the first limit live keys in [prefix, end) as this
-// command sees them, in key order. Unlike scan it reads only as much of
-// the committed state as it needs.
-func (t *mailTxn) scanRange(prefix, end string, limit int) []kv {
-	pend := map[string]write{}
-	for _, ws := range []map[string]write{t.st.batch, t.st.cur, t.w} {
-		for k, w := range ws {
-			if k >= prefix && k < end {
-				pend[k] = w
-			}
-		}
-	}
-	dels := 0
-	for _, w := range pend {
-		if w.del {
-			dels++
-		}
-	}
-	m := map[string][]byte{}
-	it := t.st.rd.NewIterator(badger.IteratorOptions{PrefetchValues: false, Prefix: []byte(prefix)})
-	for it.Seek([]byte(prefix)); it.Valid() && len(m) < limit+dels; it.Next() {
-		k := string(it.Item().Key())
-		if k >= end {
-			break
-		}
-		v, err := it.Item().ValueCopy(nil)
-		if err != nil {
-			it.Close()
-			panic(fmt.Sprintf("meta: scan %q during apply: %v", prefix, err))
-		}
-		m[k] = v
-	}
-	it.Close()
-	for k, w := range pend {
-		if w.del {
-			delete(m, k)
-		} else {
-			m[k] = w.val
-		}
-	}
-	out := make([]kv, 0, len(m))
-	for k, v := range m {
-		out = append(out, kv{k, v})
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].key < out[j].key })
-	if len(out) > limit {
-		out = out[:limit]
-	}
-	return out
 }

@@ -1,7 +1,8 @@
-package meta
+package mailstate
 
 import (
 	"crypto/sha256"
+	"hastore/replica/meta"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -20,7 +21,7 @@ func once(name string, digest string, now int64, users ...string) MailDeliverOnc
 	return c
 }
 
-func retryKeys(t *testing.T, f *FSM, user string) []string {
+func retryKeys(t *testing.T, f *meta.FSM, user string) []string {
 	t.Helper()
 	var keys []string
 	err := f.TenantScan(MailUserTenant(user), "", func(k string, _ []byte) error {
@@ -39,7 +40,7 @@ func TestMailDeliverOnce(t *testing.T) {
 	f := openTestFSM(t, t.TempDir(), nil)
 	defer f.Close()
 	idx := uint64(0)
-	apply := func(cmds ...Command) []Result {
+	apply := func(cmds ...meta.Command) []meta.Result {
 		t.Helper()
 		rs := applyAll(t, f, idx+1, cmds...)
 		idx += uint64(len(cmds))
@@ -72,17 +73,17 @@ func TestMailDeliverOnce(t *testing.T) {
 		}(), []MailCode{MailAborted, MailDisabled}, []uint32{0, 0}, []uint32{0, 0}, 0, 4},
 	}
 	for _, s := range steps {
-		if r := apply(put(s.obj))[0]; r.Status != StatusOK {
+		if r := apply(put(s.obj))[0]; r.Status != meta.StatusOK {
 			t.Fatalf("%s: put: %v", s.name, r.Message)
 		}
 		r := apply(s.cmd)[0]
-		if r.Status != StatusOK {
+		if r.Status != meta.StatusOK {
 			t.Fatalf("%s: status %v (%s)", s.name, r.Status, r.Message)
 		}
 		if !reflect.DeepEqual(codes(r), s.codes) {
 			t.Fatalf("%s: codes %v, want %v", s.name, codes(r), s.codes)
 		}
-		for i, o := range r.Mail {
+		for i, o := range Outcomes(r) {
 			if o.UID != s.uids[i] || o.SrcUID != s.src[i] {
 				t.Fatalf("%s: entry %d UID %d SrcUID %d, want %d %d", s.name, i, o.UID, o.SrcUID, s.uids[i], s.src[i])
 			}
@@ -97,7 +98,7 @@ func TestMailDeliverOnce(t *testing.T) {
 
 	// A later command removes bob's expired records ("hello" until 210,
 	// "other" until 160) and keeps only its own.
-	if r := apply(put("b1"), once("b1", "late", 300, bob))[1]; r.Status != StatusOK {
+	if r := apply(put("b1"), once("b1", "late", 300, bob))[1]; r.Status != meta.StatusOK {
 		t.Fatal(r.Message)
 	}
 	if got := retryKeys(t, f, bob); len(got) != 2 || !strings.HasPrefix(got[0], "r/") || !strings.HasPrefix(got[1], "x/") {
@@ -110,7 +111,7 @@ func TestMailDeliverOnce(t *testing.T) {
 		func() MailDeliverOnce { c := once("b1", "x", 300, bob); c.Digests = nil; return c }(),
 	} {
 		before := dump(t, f, false)
-		if r := apply(c)[0]; r.Status != StatusInvalid {
+		if r := apply(c)[0]; r.Status != meta.StatusInvalid {
 			t.Fatalf("invalid command: %v %s", r.Status, r.Message)
 		}
 		equalDumps(t, "invalid deliver once", before, dump(t, f, false))
@@ -130,8 +131,8 @@ func TestMailDeliverOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := applyAll(t, g, idx+1, put("b2"), once("b2", "late", 310, bob))[1]
-	if r.Status != StatusOK || r.Mail[0].SrcUID == 0 {
-		t.Fatalf("retry after restore: %v %+v", r.Status, r.Mail)
+	if r.Status != meta.StatusOK || Outcomes(r)[0].SrcUID == 0 {
+		t.Fatalf("retry after restore: %v %+v", r.Status, Outcomes(r))
 	}
 }
 
@@ -139,25 +140,25 @@ func TestMailDeliverOnceEncoding(t *testing.T) {
 	c := once("e1", "hello", 10, bob, alice)
 	c.AllOrNothing = true
 	b := mustEncode(t, c)
-	got, err := DecodeCommand(b)
+	got, err := meta.DecodeCommand(b, CommandSet())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !reflect.DeepEqual(got, Command(c)) {
+	if !reflect.DeepEqual(got, meta.Command(c)) {
 		t.Fatalf("decoded %+v, want %+v", got, c)
 	}
-	if got.Type().String() != "MailDeliverOnce" {
+	if CommandSet().Types[got.Type()] != "MailDeliverOnce" {
 		t.Fatalf("type name %q", got.Type())
 	}
 	// A digest of the wrong length does not decode.
 	var e encoder
-	e.u8(commandFormatV1)
+	e.u8(1) // command format v1
 	e.u8(uint8(TypeMailDeliverOnce))
 	c.MailDeliver.encode(&e)
 	e.uvarint(1)
 	e.bytes([]byte("short"))
 	e.varint(100)
-	if _, err := DecodeCommand(e.b); err == nil {
+	if _, err := meta.DecodeCommand(e.b, CommandSet()); err == nil {
 		t.Fatal("a short digest decoded")
 	}
 }
