@@ -1,0 +1,274 @@
+package outbound
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"hastore/replica/meta"
+)
+
+// Tenants of the key-value space this package keeps its records in.
+const (
+	QueueTenant = "hastore:queue"
+	DKIMTenant  = "hastore:dkim"
+)
+
+const entryPrefix = "e/"
+
+// Cluster is what the queue needs of the replicated store;
+// *replica.Cluster provides it. Put returns with one reference to the
+// object held; Propose returns once this node has applied the command.
+type Cluster interface {
+	Put(ctx context.Context, data []byte) (meta.BlobID, error)
+	Get(ctx context.Context, id meta.BlobID) ([]byte, error)
+	Delete(ctx context.Context, id meta.BlobID) error
+	Propose(ctx context.Context, cmd meta.Command) (meta.Result, error)
+}
+
+// KV reads the tenant key-value space of this node's replica;
+// *meta.Store provides it.
+type KV interface {
+	TenantGet(tenant, key string) ([]byte, bool, error)
+	TenantScan(tenant, prefix string, fn func(key string, value []byte) error) error
+}
+
+// Recipient states.
+const (
+	StateQueued = "queued" // not delivered yet
+	StateSent   = "sent"   // a remote server answered 250
+	StateFailed = "failed" // permanently refused, or the queue lifetime ran out
+)
+
+// Rcpt is one recipient of an entry and what became of it.
+type Rcpt struct {
+	Addr  string `json:"addr"`
+	State string `json:"state"`
+	// Reply is the last answer about it (the remote's, or ours: "no MX").
+	Reply string `json:"reply,omitempty"`
+	// Remote is the server that gave Reply.
+	Remote string `json:"remote,omitempty"`
+	// Notified: a DSN about its failure is in the sender's mailbox.
+	Notified bool `json:"notified,omitempty"`
+}
+
+// Lease says which node works an entry, until when (unix nanoseconds of
+// that node's clock).
+type Lease struct {
+	Node  string `json:"node,omitempty"`
+	Until int64  `json:"until,omitempty"`
+}
+
+// Entry is one queued message.
+type Entry struct {
+	ID      string `json:"id"`
+	From    string `json:"from"` // envelope sender; "" is the null sender
+	User    string `json:"user,omitempty"`
+	MsgID   string `json:"msgid,omitempty"` // the submission's id, in its Received: and logs
+	Body    string `json:"body"`            // object ID (hex)
+	Size    int64  `json:"size"`
+	Created int64  `json:"created"` // unix ns
+	// Next is when the entry is due (unix ns).
+	Next     int64  `json:"next"`
+	Attempts int    `json:"attempts"`
+	Rcpts    []Rcpt `json:"rcpts"`
+	Lease    Lease  `json:"lease"`
+}
+
+// Pending returns the recipients still queued.
+func (e *Entry) Pending() []string {
+	var out []string
+	for _, r := range e.Rcpts {
+		if r.State == StateQueued {
+			out = append(out, r.Addr)
+		}
+	}
+	return out
+}
+
+// leased reports whether a node other than node holds the entry at now.
+func (e *Entry) leasedByOther(node string, now time.Time) bool {
+	return e.Lease.Node != "" && e.Lease.Node != node && e.Lease.Until > now.UnixNano()
+}
+
+func decodeEntry(b []byte) (*Entry, error) {
+	var e Entry
+	if err := json.Unmarshal(b, &e); err != nil {
+		return nil, fmt.Errorf("outbound: queue entry unreadable: %w", err)
+	}
+	return &e, nil
+}
+
+// ErrNotFound: no such queue entry (or DKIM key).
+var ErrNotFound = errors.New("outbound: not found")
+
+// ErrConflict: the record changed since it was read (another node or
+// admin command got there first).
+var ErrConflict = errors.New("outbound: changed concurrently")
+
+// records reads and changes the queue's records with compare-and-set.
+type records struct {
+	c  Cluster
+	kv KV
+}
+
+// get returns the entry and its stored bytes (the compare-and-set's
+// expected value).
+func (r records) get(id string) (*Entry, []byte, error) {
+	b, ok, err := r.kv.TenantGet(QueueTenant, entryPrefix+id)
+	if err != nil {
+		return nil, nil, fmt.Errorf("outbound: reading queue entry %s: %w", id, err)
+	}
+	if !ok {
+		return nil, nil, fmt.Errorf("%w: queue entry %s", ErrNotFound, id)
+	}
+	e, err := decodeEntry(b)
+	return e, b, err
+}
+
+// swap replaces the entry whose stored bytes are old by e (old nil: the
+// entry must not exist; e nil: delete it) and returns the new stored
+// bytes. ErrConflict if it changed.
+func (r records) swap(ctx context.Context, id string, old []byte, e *Entry) ([]byte, error) {
+	key := entryPrefix + id
+	chk := meta.TenantCheck{Tenant: QueueTenant, Key: key, Want: old, Absent: old == nil}
+	b := meta.Batch{Atomic: true, Cmds: []meta.Command{chk}}
+	var v []byte
+	if e == nil {
+		b.Cmds = append(b.Cmds, meta.TenantDelete{Tenant: QueueTenant, Key: key})
+	} else {
+		var err error
+		if v, err = json.Marshal(e); err != nil {
+			return nil, err
+		}
+		b.Cmds = append(b.Cmds, meta.TenantPut{Tenant: QueueTenant, Key: key, Value: v})
+	}
+	_, err := r.c.Propose(ctx, b)
+	switch {
+	case err == nil:
+		return v, nil
+	case errors.Is(err, meta.ErrAborted), errors.Is(err, meta.ErrConflict):
+		return nil, fmt.Errorf("%w: queue entry %s", ErrConflict, id)
+	}
+	return nil, fmt.Errorf("outbound: changing queue entry %s: %w", id, err)
+}
+
+// list returns every entry, oldest first.
+func (r records) list() ([]*Entry, [][]byte, error) {
+	var es []*Entry
+	var raw [][]byte
+	err := r.kv.TenantScan(QueueTenant, entryPrefix, func(_ string, v []byte) error {
+		e, err := decodeEntry(v)
+		if err != nil {
+			return nil // logged by the worker when it meets it; listing goes on
+		}
+		es = append(es, e)
+		raw = append(raw, bytes.Clone(v))
+		return nil
+	})
+	return es, raw, err
+}
+
+// newID returns a queue ID that sorts by creation time.
+func newID(now time.Time) string {
+	var r [6]byte
+	_, _ = rand.Read(r[:])
+	return fmt.Sprintf("%016x", now.UnixNano()) + hex.EncodeToString(r[:])
+}
+
+// Queue is one node's view of the outbound queue: it takes messages in
+// (Enqueue) and, once Start is called, works due entries.
+type Queue struct {
+	cfg   Config
+	rec   records
+	local Local
+	log   *slog.Logger
+
+	kick    chan struct{}
+	stop    chan struct{}
+	done    sync.WaitGroup
+	running sync.Map // entry ID → struct{}: being worked here
+	slots   chan struct{}
+	domMu   sync.Mutex
+	domains map[string]int // transactions under way per domain
+}
+
+// New returns the queue of node cfg.Node over c and kv; local delivers
+// DSNs into local mailboxes (nil: DSNs are only logged).
+func New(c Cluster, kv KV, local Local, cfg Config) *Queue {
+	cfg.setDefaults()
+	return &Queue{
+		cfg: cfg, rec: records{c: c, kv: kv}, local: local,
+		log:  cfg.Logger.With("component", "outbound", "node", cfg.Node),
+		kick: make(chan struct{}, 1), stop: make(chan struct{}),
+		slots: make(chan struct{}, cfg.Workers), domains: map[string]int{},
+	}
+}
+
+// Enqueue stores msg durably and commits a queue entry for the remote
+// recipients rcpts; when it returns nil both are on the write quorum and
+// the message will be delivered (or bounced) by some node. msgID names
+// the message in logs. The returned ID names the entry.
+func (q *Queue) Enqueue(ctx context.Context, from, user, msgID string, rcpts []string, msg []byte) (string, error) {
+	if len(rcpts) == 0 {
+		return "", errors.New("outbound: no recipients")
+	}
+	seen := map[string]bool{}
+	now := q.cfg.Now()
+	e := &Entry{ID: newID(now), From: from, User: user, MsgID: msgID, Size: int64(len(msg)), Created: now.UnixNano(), Next: now.UnixNano()}
+	for _, a := range rcpts {
+		a = strings.ToLower(a)
+		if seen[a] {
+			continue
+		}
+		seen[a] = true
+		e.Rcpts = append(e.Rcpts, Rcpt{Addr: a, State: StateQueued})
+	}
+	sort.SliceStable(e.Rcpts, func(i, j int) bool { return domainOf(e.Rcpts[i].Addr) < domainOf(e.Rcpts[j].Addr) })
+	id, err := q.rec.c.Put(ctx, msg)
+	if err != nil {
+		return "", fmt.Errorf("outbound: storing the message: %w", err)
+	}
+	e.Body = id.String()
+	_, err = q.rec.swap(ctx, e.ID, nil, e)
+	if err != nil {
+		if errors.Is(err, ErrConflict) || errors.Is(err, meta.ErrInvalid) {
+			// Judged: nothing references the body.
+			q.release(id)
+		} else {
+			q.log.Warn("queue entry outcome unknown; its body reference is kept", "queue_id", e.ID, "object", e.Body, "err", err)
+		}
+		return "", err
+	}
+	q.log.Info("queued", "queue_id", e.ID, "from", from, "recipients", len(e.Rcpts), "size", e.Size, "msgid", msgID, "user", user)
+	select {
+	case q.kick <- struct{}{}:
+	default:
+	}
+	return e.ID, nil
+}
+
+// release drops one reference to a body, in the background of ctx.
+func (q *Queue) release(id meta.BlobID) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := q.rec.c.Delete(ctx, id); err != nil {
+		q.log.Warn("could not release a queued message body; it stays until reconciled", "object", id, "err", err)
+	}
+}
+
+func domainOf(addr string) string {
+	if i := strings.LastIndexByte(addr, '@'); i >= 0 {
+		return strings.ToLower(addr[i+1:])
+	}
+	return ""
+}
