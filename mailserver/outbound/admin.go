@@ -13,8 +13,6 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/encoding"
 	"google.golang.org/grpc/status"
-
-	"hastore/storage"
 )
 
 // The admin service is a gRPC service of its own, with JSON messages (a
@@ -130,7 +128,7 @@ func (a *Admin) Do(ctx context.Context, req *AdminRequest) (*AdminReply, error) 
 		if _, err := rec.swap(ctx, e.ID, old, nil); err != nil {
 			return nil, err
 		}
-		if id, err := storage.ParseBlobID(e.Body); err == nil {
+		if id, err := parseBody(e.Body); err == nil {
 			if err := a.C.Delete(ctx, id); err != nil {
 				return &AdminReply{Message: fmt.Sprintf("entry %s deleted without a DSN; its body stays until reconciled (%v)", e.ID, err)}, nil
 			}

@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"hastore/mailserver/mailbox"
-	"hastore/storage"
 )
 
 // Local delivers a message into a local address's mailbox: the way DSNs
@@ -71,7 +70,7 @@ func (q *Queue) bounce(ctx context.Context, e *Entry, failed []Rcpt) error {
 		return nil
 	}
 	var head []byte
-	if id, err := storage.ParseBlobID(e.Body); err == nil {
+	if id, err := parseBody(e.Body); err == nil {
 		if body, err := q.rec.c.Get(ctx, id); err == nil {
 			head = headerOf(withoutReturnPath(body))
 		}

@@ -4,154 +4,24 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/emersion/go-msgauth/dkim"
 	"github.com/emersion/go-sasl"
 	gosmtp "github.com/emersion/go-smtp"
-	"github.com/miekg/dns"
 
 	"hastore/mailserver"
 	"hastore/mailserver/mailbox"
 	"hastore/mailserver/smtp"
 	"hastore/replica"
 	"hastore/testing/cluster"
+	remote "hastore/testing/outbound"
 )
-
-// testDNS is a DNS server of the test's own on loopback, answering from
-// a record set the test may change.
-type testDNS struct {
-	addr string
-	mu   sync.Mutex
-	rrs  []dns.RR
-}
-
-func startDNS(t *testing.T) *testDNS {
-	t.Helper()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	d := &testDNS{addr: pc.LocalAddr().String()}
-	srv := &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(d.serve)}
-	go func() { _ = srv.ActivateAndServe() }()
-	t.Cleanup(func() { _ = srv.Shutdown() })
-	return d
-}
-
-func (d *testDNS) add(t *testing.T, rr string) {
-	t.Helper()
-	r, err := dns.NewRR(rr)
-	if err != nil {
-		t.Fatalf("record %q: %v", rr, err)
-	}
-	d.mu.Lock()
-	d.rrs = append(d.rrs, r)
-	d.mu.Unlock()
-}
-
-func (d *testDNS) serve(w dns.ResponseWriter, req *dns.Msg) {
-	m := new(dns.Msg)
-	m.SetReply(req)
-	q := req.Question[0]
-	d.mu.Lock()
-	known := false
-	for _, rr := range d.rrs {
-		h := rr.Header()
-		if strings.EqualFold(h.Name, q.Name) {
-			known = true
-			if h.Rrtype == q.Qtype {
-				m.Answer = append(m.Answer, rr)
-			}
-		}
-	}
-	d.mu.Unlock()
-	if !known {
-		m.Rcode = dns.RcodeNameError
-	}
-	_ = w.WriteMsg(m)
-}
-
-// sink is the "remote" MTA: a go-smtp server keeping what it is given.
-// RCPT to nobody@ is refused for good, to later@ for now.
-type sink struct {
-	mu   sync.Mutex
-	msgs []sunk
-	addr string
-}
-
-type sunk struct {
-	from string
-	to   []string
-	data []byte
-}
-
-func startSink(t *testing.T, host string) *sink {
-	t.Helper()
-	s := &sink{}
-	srv := gosmtp.NewServer(s)
-	srv.Domain = "sink.test"
-	srv.AllowInsecureAuth = true
-	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.addr = l.Addr().String()
-	go func() { _ = srv.Serve(l) }()
-	t.Cleanup(func() { srv.Close() })
-	return s
-}
-
-func (s *sink) got() []sunk {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]sunk(nil), s.msgs...)
-}
-
-func (s *sink) NewSession(*gosmtp.Conn) (gosmtp.Session, error) { return &sinkSession{s: s}, nil }
-
-type sinkSession struct {
-	s    *sink
-	from string
-	to   []string
-}
-
-func (ss *sinkSession) Mail(from string, _ *gosmtp.MailOptions) error {
-	ss.from = from
-	return nil
-}
-
-func (ss *sinkSession) Rcpt(to string, _ *gosmtp.RcptOptions) error {
-	switch {
-	case strings.HasPrefix(to, "nobody@"):
-		return &gosmtp.SMTPError{Code: 550, EnhancedCode: gosmtp.EnhancedCode{5, 1, 1}, Message: "no such user here"}
-	case strings.HasPrefix(to, "later@"):
-		return &gosmtp.SMTPError{Code: 451, EnhancedCode: gosmtp.EnhancedCode{4, 2, 0}, Message: "try later"}
-	}
-	ss.to = append(ss.to, to)
-	return nil
-}
-
-func (ss *sinkSession) Data(r io.Reader) error {
-	b, err := io.ReadAll(r)
-	if err != nil {
-		return err
-	}
-	ss.s.mu.Lock()
-	ss.s.msgs = append(ss.s.msgs, sunk{ss.from, ss.to, b})
-	ss.s.mu.Unlock()
-	return nil
-}
-
-func (ss *sinkSession) Reset()        { ss.to = nil }
-func (ss *sinkSession) Logout() error { return nil }
 
 // env is a 3-node in-process cluster with mail stores, a queue on every
 // node, a DNS server and a remote MTA.
@@ -159,14 +29,14 @@ type env struct {
 	c      *cluster.InProcess
 	stores []*mailbox.Store
 	queues []*Queue
-	dns    *testDNS
-	sink   *sink
+	dns    *remote.DNS
+	sink   *remote.Sink
 	admin  *Admin
 }
 
 func startEnv(t *testing.T, tune func(*Config)) *env {
 	t.Helper()
-	e := &env{dns: startDNS(t), sink: startSink(t, "127.0.0.1")}
+	e := &env{dns: remote.StartDNS(t), sink: remote.StartSink(t, "127.0.0.1")}
 	e.c = cluster.StartInProcess(t, cluster.Options{Nodes: 3})
 	opt := mailbox.Options{Hash: mailbox.HashParams{Memory: 1024, Time: 1, Threads: 1}}
 	for _, n := range e.c.Nodes {
@@ -180,13 +50,13 @@ func startEnv(t *testing.T, tune func(*Config)) *env {
 	if err := e.stores[0].AddUser(ctx, "alice@local.test", "pw", 0); err != nil {
 		t.Fatal(err)
 	}
-	_, port, _ := net.SplitHostPort(e.sink.addr)
+	_, port, _ := net.SplitHostPort(e.sink.Addr)
 	p, _ := strconv.Atoi(port)
-	e.dns.add(t, "remote.test. 60 IN MX 10 mx.remote.test.")
-	e.dns.add(t, "mx.remote.test. 60 IN A 127.0.0.1")
+	e.dns.Add(t, "remote.test. 60 IN MX 10 mx.remote.test.")
+	e.dns.Add(t, "mx.remote.test. 60 IN A 127.0.0.1")
 	e.admin = &Admin{C: e.c.Nodes[0].Cluster, KV: e.c.Nodes[0].Meta, CatchUp: e.c.Nodes[0].Cluster.CatchUp, IsLocalDomain: e.stores[0].IsLocalDomain}
 	for i, n := range e.c.Nodes {
-		cfg := Config{Node: n.ID(), Hostname: fmt.Sprintf("mx%d.test", i+1), DNS: e.dns.addr, Port: p,
+		cfg := Config{Node: n.ID(), Hostname: fmt.Sprintf("mx%d.test", i+1), DNS: e.dns.Addr, Port: p,
 			Poll: 100 * time.Millisecond, RetryMin: 200 * time.Millisecond, RetryMax: 400 * time.Millisecond, Lease: 3 * time.Second,
 			Lifetime: time.Minute, Logger: testLog(t, n)}
 		if tune != nil {
@@ -229,15 +99,7 @@ func (e *env) publish(t *testing.T, domain, algo string) *DKIMPublic {
 		t.Fatal(err)
 	}
 	k := rep.Key
-	var chunks []string
-	for rec := k.Record; len(rec) > 0; {
-		n := min(len(rec), 255)
-		chunks = append(chunks, rec[:n])
-		rec = rec[n:]
-	}
-	e.dns.mu.Lock()
-	e.dns.rrs = append(e.dns.rrs, &dns.TXT{Hdr: dns.RR_Header{Name: k.Name + ".", Rrtype: dns.TypeTXT, Class: dns.ClassINET, Ttl: 60}, Txt: chunks})
-	e.dns.mu.Unlock()
+	e.dns.AddTXT(k.Name, k.Record)
 	return k
 }
 
@@ -245,7 +107,7 @@ func (e *env) publish(t *testing.T, domain, algo string) *DKIMPublic {
 // looked up like a receiver would.
 func (e *env) verifyDKIM(t *testing.T, msg []byte) string {
 	t.Helper()
-	res := smtp.NewResolver(e.dns.addr)
+	res := smtp.NewResolver(e.dns.Addr)
 	vs, err := dkim.VerifyWithOptions(bytes.NewReader(msg), &dkim.VerifyOptions{LookupTXT: func(name string) ([]string, error) {
 		return res.LookupTXT(context.Background(), name)
 	}})
@@ -342,23 +204,23 @@ func TestSubmissionToRemote(t *testing.T) {
 		t.Fatalf("submission: %v", err)
 	}
 
-	waitFor(t, "the remote MTA to receive the message", 30*time.Second, func() bool { return len(e.sink.got()) > 0 })
+	waitFor(t, "the remote MTA to receive the message", 30*time.Second, func() bool { return len(e.sink.Got()) > 0 })
 	waitFor(t, "the queue to drain (the deferred recipient expiring)", 60*time.Second, func() bool { return e.queueLen(t) == 0 })
-	got := e.sink.got()
+	got := e.sink.Got()
 	if len(got) != 1 {
 		t.Fatalf("remote MTA received %d messages, want exactly 1", len(got))
 	}
-	if got[0].from != "alice@local.test" || len(got[0].to) != 1 || got[0].to[0] != "bob@remote.test" {
-		t.Errorf("envelope from %q to %q, want alice@local.test to [bob@remote.test]", got[0].from, got[0].to)
+	if got[0].From != "alice@local.test" || len(got[0].To) != 1 || got[0].To[0] != "bob@remote.test" {
+		t.Errorf("envelope from %q to %q, want alice@local.test to [bob@remote.test]", got[0].From, got[0].To)
 	}
-	if d := e.verifyDKIM(t, got[0].data); d != "local.test" {
+	if d := e.verifyDKIM(t, got[0].Data); d != "local.test" {
 		t.Errorf("signed by %q, want local.test", d)
 	}
-	if bytes.HasPrefix(got[0].data, []byte("Return-Path:")) || bytes.Contains(got[0].data, []byte("\r\nReturn-Path:")) {
-		t.Errorf("Return-Path: sent on to the remote:\n%s", got[0].data)
+	if bytes.HasPrefix(got[0].Data, []byte("Return-Path:")) || bytes.Contains(got[0].Data, []byte("\r\nReturn-Path:")) {
+		t.Errorf("Return-Path: sent on to the remote:\n%s", got[0].Data)
 	}
-	if !bytes.HasSuffix(got[0].data, []byte("\r\n\r\nHello Bob,\r\n.dot line\r\nbye\r\n")) {
-		t.Errorf("body not received byte for byte:\n%q", got[0].data)
+	if !bytes.HasSuffix(got[0].Data, []byte("\r\n\r\nHello Bob,\r\n.dot line\r\nbye\r\n")) {
+		t.Errorf("body not received byte for byte:\n%q", got[0].Data)
 	}
 
 	var dsns []string
@@ -390,7 +252,7 @@ func TestSubmissionToRemote(t *testing.T) {
 	}
 	// Nothing more arrives later.
 	time.Sleep(time.Second)
-	if n := len(e.sink.got()); n != 1 {
+	if n := len(e.sink.Got()); n != 1 {
 		t.Errorf("remote MTA received %d messages after the queue drained, want 1", n)
 	}
 }
@@ -421,14 +283,14 @@ func TestLeaseTakeover(t *testing.T) {
 	}
 	e.start(t)
 	time.Sleep(time.Until(until.Add(-time.Second)))
-	if n := len(e.sink.got()); n != 0 {
+	if n := len(e.sink.Got()); n != 0 {
 		t.Fatalf("delivered %d times while another node's lease held", n)
 	}
-	waitFor(t, "a live node to take the entry over", 30*time.Second, func() bool { return len(e.sink.got()) > 0 })
+	waitFor(t, "a live node to take the entry over", 30*time.Second, func() bool { return len(e.sink.Got()) > 0 })
 	waitFor(t, "the entry to be removed", 30*time.Second, func() bool { return e.queueLen(t) == 0 })
-	got := e.sink.got()
+	got := e.sink.Got()
 	if len(got) != 1 {
 		t.Fatalf("delivered %d times, want exactly once", len(got))
 	}
-	e.verifyDKIM(t, got[0].data)
+	e.verifyDKIM(t, got[0].Data)
 }

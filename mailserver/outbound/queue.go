@@ -266,6 +266,17 @@ func (q *Queue) release(id meta.BlobID) {
 	}
 }
 
+// parseBody parses an entry's body object ID.
+func parseBody(s string) (meta.BlobID, error) {
+	var id meta.BlobID
+	b, err := hex.DecodeString(s)
+	if err != nil || len(b) != len(id) {
+		return id, fmt.Errorf("outbound: body object ID %q is not %d hex bytes", s, len(id))
+	}
+	copy(id[:], b)
+	return id, nil
+}
+
 func domainOf(addr string) string {
 	if i := strings.LastIndexByte(addr, '@'); i >= 0 {
 		return strings.ToLower(addr[i+1:])

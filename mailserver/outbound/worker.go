@@ -5,8 +5,6 @@ import (
 	"errors"
 	"math/rand/v2"
 	"time"
-
-	"hastore/storage"
 )
 
 // Start starts the node's workers; Close stops them.
@@ -118,7 +116,7 @@ func (q *Queue) work(snd *sender, e *Entry, old []byte) {
 		}
 	} else {
 		var body []byte
-		if id, perr := storage.ParseBlobID(e.Body); perr != nil {
+		if id, perr := parseBody(e.Body); perr != nil {
 			err = perr
 		} else {
 			body, err = q.rec.c.Get(ctx, id)
@@ -242,7 +240,7 @@ func (q *Queue) finish(ctx context.Context, e *Entry, old []byte, tempFailed boo
 			log.Warn("removing a finished queue entry failed; it is tried again", "err", err)
 			return
 		}
-		if id, err := storage.ParseBlobID(e.Body); err == nil {
+		if id, err := parseBody(e.Body); err == nil {
 			q.release(id)
 		}
 		log.Info("queue entry done", "recipients", len(e.Rcpts), "bounced", countState(e, StateFailed))
