@@ -161,11 +161,37 @@ func (d DKIMKeys) Put(ctx context.Context, k *DKIMKey, replace bool) error {
 	return err
 }
 
-// dkimHeaders are the fields signed (RFC 6376 5.4.1's list, less the
-// rarely set ones); each is also "oversigned" by go-msgauth only if
-// present.
+// dkimHeaders are the fields signed if present (RFC 6376 5.4.1's list,
+// less the rarely set ones). Absent ones are not listed: a receiving MTA
+// that adds a missing Date: or Message-ID: (Postfix does) would otherwise
+// break the signature.
 var dkimHeaders = []string{"From", "Reply-To", "Subject", "Date", "To", "Cc", "Message-ID",
 	"In-Reply-To", "References", "MIME-Version", "Content-Type", "Content-Transfer-Encoding"}
+
+// signedHeaders returns the dkimHeaders present in msg's header, From
+// always (DKIM requires it).
+func signedHeaders(msg []byte) []string {
+	head := msg
+	if i := bytes.Index(msg, []byte("\r\n\r\n")); i >= 0 {
+		head = msg[:i+2]
+	}
+	present := map[string]bool{}
+	for _, line := range bytes.Split(head, []byte("\r\n")) {
+		if len(line) == 0 || line[0] == ' ' || line[0] == '\t' {
+			continue
+		}
+		if name, _, ok := bytes.Cut(line, []byte(":")); ok {
+			present[strings.ToLower(string(bytes.TrimSpace(name)))] = true
+		}
+	}
+	out := []string{"From"}
+	for _, h := range dkimHeaders[1:] {
+		if present[strings.ToLower(h)] {
+			out = append(out, h)
+		}
+	}
+	return out
+}
 
 // sign returns msg with a DKIM-Signature: of domain's key prepended, or
 // msg itself if the domain has no key.
@@ -184,7 +210,7 @@ func (d DKIMKeys) sign(domain string, msg []byte) ([]byte, bool, error) {
 	var out bytes.Buffer
 	opt := &dkim.SignOptions{Domain: k.Domain, Selector: k.Selector, Signer: s, Hash: crypto.SHA256,
 		HeaderCanonicalization: dkim.CanonicalizationRelaxed, BodyCanonicalization: dkim.CanonicalizationRelaxed,
-		HeaderKeys: dkimHeaders}
+		HeaderKeys: signedHeaders(msg)}
 	if err := dkim.Sign(&out, bytes.NewReader(msg), opt); err != nil {
 		return nil, false, fmt.Errorf("outbound: DKIM signing for %s: %w", domain, err)
 	}
