@@ -36,7 +36,7 @@ type env struct {
 
 func startEnv(t *testing.T, tune func(*Config)) *env {
 	t.Helper()
-	e := &env{dns: remote.StartDNS(t), sink: remote.StartSink(t, "127.0.0.1")}
+	e := &env{dns: remote.StartDNS(t), sink: remote.StartSink(t, "127.0.0.1:0")}
 	e.c = cluster.StartInProcess(t, cluster.Options{Nodes: 3})
 	opt := mailbox.Options{Hash: mailbox.HashParams{Memory: 1024, Time: 1, Threads: 1}}
 	for _, n := range e.c.Nodes {

@@ -110,15 +110,15 @@ type Message struct {
 	Data []byte
 }
 
-// StartSink starts a sink on host (a loopback address), stopped when the
-// test ends.
-func StartSink(t testing.TB, host string) *Sink {
+// StartSink starts a sink listening on addr ("127.0.0.1:0": any port),
+// stopped when the test ends.
+func StartSink(t testing.TB, addr string) *Sink {
 	t.Helper()
 	s := &Sink{held: make(chan struct{})}
 	close(s.held)
 	srv := gosmtp.NewServer(s)
 	srv.Domain = "sink.test"
-	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+	l, err := net.Listen("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
