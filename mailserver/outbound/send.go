@@ -282,7 +282,9 @@ func (s *sender) transaction(ctx context.Context, host, addr, from string, rcpts
 			return nil, tempErr(remote, "4.7.10 relay %s offers no STARTTLS: the relay password is not sent in the clear", host)
 		}
 		if err := c.Auth(relayAuth{user: s.cfg.RelayUser, pass: s.cfg.RelayPassword}); err != nil {
-			return nil, smtpFail("AUTH", err)
+			// Temporary whatever the relay says: a wrong password is the
+			// operator's to fix, not a reason to bounce every message.
+			return nil, tempErr(remote, "4.7.8 relay %s refused our AUTH (check --smtp-relay-user and its password): %v", host, err)
 		}
 	}
 	if err := c.Mail(from); err != nil {

@@ -97,7 +97,7 @@ func (q *Queue) work(snd *sender, e *Entry, old []byte) {
 	log := q.log.With("queue_id", e.ID, "msgid", e.MsgID)
 	now := q.cfg.Now()
 	e.Lease = Lease{Node: q.cfg.Node, Until: now.Add(q.cfg.Lease).UnixNano()}
-	cur, err := q.put(ctx, e, old)
+	cur, err := q.put(e, old)
 	if err != nil {
 		if !errors.Is(err, ErrConflict) {
 			log.Warn("claiming a queue entry failed", "err", err)
@@ -135,7 +135,7 @@ func (q *Queue) work(snd *sender, e *Entry, old []byte) {
 				// within half the lease: the lease then still holds when
 				// its outcome is recorded.
 				e.Lease.Until = q.cfg.Now().Add(q.cfg.Lease).UnixNano()
-				if cur, err = q.put(ctx, e, old); err != nil {
+				if cur, err = q.put(e, old); err != nil {
 					log.Warn("renewing a queue lease failed; leaving the entry", "err", err)
 					return
 				}
@@ -143,7 +143,7 @@ func (q *Queue) work(snd *sender, e *Entry, old []byte) {
 				if q.attempt(ctx, snd, e, dom, body, log) {
 					tempFailed = true
 				}
-				if cur, err = q.put(ctx, e, old); err != nil {
+				if cur, err = q.put(e, old); err != nil {
 					log.Warn("recording a delivery failed; it may be sent again", "domain", dom, "err", err)
 					return
 				}
@@ -236,7 +236,7 @@ func (q *Queue) finish(ctx context.Context, e *Entry, old []byte, tempFailed boo
 		}
 	}
 	if len(e.Pending()) == 0 && !tempFailed {
-		if _, err := q.rec.swap(ctx, e.ID, old, nil); err != nil {
+		if err := q.remove(e, old); err != nil {
 			log.Warn("removing a finished queue entry failed; it is tried again", "err", err)
 			return
 		}
@@ -253,7 +253,7 @@ func (q *Queue) finish(ctx context.Context, e *Entry, old []byte, tempFailed boo
 		e.Next = end.UnixNano() // the last try, then the bounce
 	}
 	e.Lease = Lease{}
-	if _, err := q.put(ctx, e, old); err != nil {
+	if _, err := q.put(e, old); err != nil {
 		log.Warn("scheduling a retry failed; the entry is tried when its lease expires", "err", err)
 		return
 	}
@@ -270,9 +270,25 @@ func countState(e *Entry, state string) int {
 	return n
 }
 
+// recordTimeout bounds one change of an entry. Changes do not end with
+// the worker's context: an attempt cut off by Close still records its
+// outcome and gives the lease back, so another node need not wait for
+// it to expire.
+const recordTimeout = 15 * time.Second
+
 // put writes e over the record old and returns the new record.
-func (q *Queue) put(ctx context.Context, e *Entry, old []byte) ([]byte, error) {
+func (q *Queue) put(e *Entry, old []byte) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), recordTimeout)
+	defer cancel()
 	return q.rec.swap(ctx, e.ID, old, e)
+}
+
+// remove deletes e's record if it is still old.
+func (q *Queue) remove(e *Entry, old []byte) error {
+	ctx, cancel := context.WithTimeout(context.Background(), recordTimeout)
+	defer cancel()
+	_, err := q.rec.swap(ctx, e.ID, old, nil)
+	return err
 }
 
 // domains returns the domains of e's pending recipients, in order.

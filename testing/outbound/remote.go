@@ -10,6 +10,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/emersion/go-sasl"
 	gosmtp "github.com/emersion/go-smtp"
 	"github.com/miekg/dns"
 )
@@ -97,10 +98,12 @@ func (d *DNS) serve(w dns.ResponseWriter, req *dns.Msg) {
 // later@… for now (451 4.2.0). While held (Hold), MAIL FROM waits.
 type Sink struct {
 	Addr string
-	mu   sync.Mutex
-	msgs []Message
-	held chan struct{} // closed: not held
-	wait int           // sessions waiting in MAIL FROM
+	// user and pass, if set, are required with AUTH PLAIN before MAIL.
+	user, pass string
+	mu         sync.Mutex
+	msgs       []Message
+	held       chan struct{} // closed: not held
+	wait       int           // sessions waiting in MAIL FROM
 }
 
 // Message is one message received.
@@ -112,12 +115,17 @@ type Message struct {
 
 // StartSink starts a sink listening on addr ("127.0.0.1:0": any port),
 // stopped when the test ends.
-func StartSink(t testing.TB, addr string) *Sink {
+func StartSink(t testing.TB, addr string) *Sink { return StartSinkAuth(t, addr, "", "") }
+
+// StartSinkAuth is StartSink for a relay: clients must AUTH PLAIN as user
+// with pass (offered without TLS: tests only).
+func StartSinkAuth(t testing.TB, addr, user, pass string) *Sink {
 	t.Helper()
-	s := &Sink{held: make(chan struct{})}
+	s := &Sink{held: make(chan struct{}), user: user, pass: pass}
 	close(s.held)
 	srv := gosmtp.NewServer(s)
 	srv.Domain = "sink.test"
+	srv.AllowInsecureAuth = true
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
@@ -168,15 +176,38 @@ func (s *Sink) Waiting() int {
 }
 
 // NewSession implements gosmtp.Backend.
-func (s *Sink) NewSession(*gosmtp.Conn) (gosmtp.Session, error) { return &sinkSession{s: s}, nil }
+func (s *Sink) NewSession(*gosmtp.Conn) (gosmtp.Session, error) {
+	if s.user != "" {
+		return &authSinkSession{sinkSession{s: s}}, nil
+	}
+	return &sinkSession{s: s}, nil
+}
 
 type sinkSession struct {
-	s    *Sink
-	from string
-	to   []string
+	s      *Sink
+	from   string
+	to     []string
+	authed bool
+}
+
+type authSinkSession struct{ sinkSession }
+
+func (ss *authSinkSession) AuthMechanisms() []string { return []string{sasl.Plain} }
+
+func (ss *authSinkSession) Auth(string) (sasl.Server, error) {
+	return sasl.NewPlainServer(func(_, user, pass string) error {
+		if user != ss.s.user || pass != ss.s.pass {
+			return &gosmtp.SMTPError{Code: 535, EnhancedCode: gosmtp.EnhancedCode{5, 7, 8}, Message: "bad credentials"}
+		}
+		ss.authed = true
+		return nil
+	}), nil
 }
 
 func (ss *sinkSession) Mail(from string, _ *gosmtp.MailOptions) error {
+	if ss.s.user != "" && !ss.authed {
+		return &gosmtp.SMTPError{Code: 530, EnhancedCode: gosmtp.EnhancedCode{5, 7, 0}, Message: "authentication required"}
+	}
 	ss.s.mu.Lock()
 	held := ss.s.held
 	ss.s.wait++
