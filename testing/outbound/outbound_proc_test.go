@@ -238,6 +238,59 @@ func TestProcOutbound(t *testing.T) {
 		}
 	})
 
+	t.Run("admin", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		out := e.admin(t, ctx, "", "domain", "dkim", "show", "local.test")
+		if !strings.Contains(out, "hastore._domainkey.local.test. IN TXT") || !strings.Contains(out, "v=DKIM1; k=rsa; p=") {
+			t.Errorf("dkim show does not print the record:\n%s", out)
+		}
+		if strings.Contains(out, "PRIVATE") {
+			t.Errorf("dkim show prints the private key:\n%s", out)
+		}
+		// later@ is deferred (451) by the remote: the entry stays.
+		e.send(t, 2, []string{"later@held.test"}, "From: alice@local.test\r\nTo: later@held.test\r\nSubject: deferred\r\n\r\nx\r\n")
+		var id string
+		waitFor(t, "the entry to be tried and deferred", time.Minute, func() bool {
+			for _, en := range e.queue(t) {
+				if en.Attempts > 0 {
+					id = en.ID
+					return true
+				}
+			}
+			return false
+		})
+		show := e.admin(t, ctx, "", "queue", "show", id)
+		if !strings.Contains(show, "later@held.test") || !strings.Contains(show, "451 4.2.0") {
+			t.Errorf("queue show lacks the recipient or the remote's answer:\n%s", show)
+		}
+		list := e.admin(t, ctx, "", "queue", "list")
+		if !strings.Contains(list, id) || !strings.Contains(list, "0/1") && !strings.Contains(list, "1/1") {
+			t.Errorf("queue list lacks the entry:\n%s", list)
+		}
+		// A node may hold its lease at the moment: retry until it is free.
+		deadline := time.Now().Add(30 * time.Second)
+		for _, verb := range []string{"retry", "delete"} {
+			for {
+				full := append([]string{"admin", "--addr", strings.Join(e.c.Addrs, ","), "--cluster-key-file", e.c.KeyFile}, "queue", verb, id)
+				b, err := exec.CommandContext(ctx, e.c.Bin, full...).CombinedOutput()
+				if err == nil {
+					break
+				}
+				if !strings.Contains(string(b), "being worked") || time.Now().After(deadline) {
+					t.Fatalf("queue %s %s: %v\n%s", verb, id, err, b)
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+		}
+		if es := e.queue(t); len(es) != 0 {
+			t.Errorf("queue after delete: %+v", es)
+		}
+		if _, _, err := e.c.Admin(ctx, "queue", "show", id); err == nil || !strings.Contains(err.Error(), "not found") {
+			t.Errorf("queue show of a deleted entry: %v, want not found", err)
+		}
+	})
+
 	t.Run("kill lease holder", func(t *testing.T) {
 		const k = 4
 		sink.Hold()
