@@ -41,6 +41,10 @@ type Config struct {
 	// PerDomain the SMTP transactions to one recipient domain at once on
 	// this node (default 4).
 	Workers, PerDomain int
+	// Memory bounds the message bytes the workers hold at once (a body
+	// and its signed copy count twice; default 256 MiB): an entry waits
+	// for room before its body is read.
+	Memory int64
 	// DialTimeout bounds connecting to one address (default 30 s).
 	DialTimeout time.Duration
 	// TLS is the client configuration for STARTTLS; nil: opportunistic
@@ -82,6 +86,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.PerDomain <= 0 {
 		c.PerDomain = 4
+	}
+	if c.Memory <= 0 {
+		c.Memory = 256 << 20
 	}
 	if c.DialTimeout == 0 {
 		c.DialTimeout = 30 * time.Second

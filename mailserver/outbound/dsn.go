@@ -71,8 +71,11 @@ func (q *Queue) bounce(ctx context.Context, e *Entry, failed []Rcpt) error {
 	}
 	var head []byte
 	if id, err := parseBody(e.Body); err == nil {
-		if body, err := q.rec.c.Get(ctx, id); err == nil {
-			head = headerOf(withoutReturnPath(body))
+		if held, err := q.mem.take(ctx, e.Size); err == nil {
+			if body, err := q.rec.c.Get(ctx, id); err == nil {
+				head = bytes.Clone(headerOf(withoutReturnPath(body)))
+			}
+			q.mem.give(held)
 		}
 	}
 	msg := buildDSN(q.cfg.Hostname, q.cfg.Now(), e, failed, head)

@@ -198,6 +198,7 @@ type Queue struct {
 	done    sync.WaitGroup
 	running sync.Map // entry ID → struct{}: being worked here
 	slots   chan struct{}
+	mem     *budget
 	domMu   sync.Mutex
 	domains map[string]int // transactions under way per domain
 }
@@ -210,7 +211,7 @@ func New(c Cluster, kv KV, local Local, cfg Config) *Queue {
 		cfg: cfg, rec: records{c: c, kv: kv}, local: local,
 		log:  cfg.Logger.With("component", "outbound", "node", cfg.Node),
 		kick: make(chan struct{}, 1), stop: make(chan struct{}),
-		slots: make(chan struct{}, cfg.Workers), domains: map[string]int{},
+		slots: make(chan struct{}, cfg.Workers), domains: map[string]int{}, mem: newBudget(cfg.Memory),
 	}
 }
 
@@ -282,4 +283,47 @@ func domainOf(addr string) string {
 		return strings.ToLower(addr[i+1:])
 	}
 	return ""
+}
+
+// budget is a count of bytes that goroutines take and give back.
+type budget struct {
+	mu    sync.Mutex
+	cond  *sync.Cond
+	free  int64
+	total int64
+}
+
+func newBudget(n int64) *budget {
+	b := &budget{free: n, total: n}
+	b.cond = sync.NewCond(&b.mu)
+	return b
+}
+
+// take waits until n bytes (at most the whole budget) are free, or ctx
+// ends; it returns what to give back.
+func (b *budget) take(ctx context.Context, n int64) (int64, error) {
+	n = min(n, b.total)
+	stop := context.AfterFunc(ctx, func() {
+		b.mu.Lock()
+		b.cond.Broadcast()
+		b.mu.Unlock()
+	})
+	defer stop()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for b.free < n {
+		if err := ctx.Err(); err != nil {
+			return 0, err
+		}
+		b.cond.Wait()
+	}
+	b.free -= n
+	return n, nil
+}
+
+func (b *budget) give(n int64) {
+	b.mu.Lock()
+	b.free += n
+	b.cond.Broadcast()
+	b.mu.Unlock()
 }

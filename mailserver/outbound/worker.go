@@ -116,9 +116,11 @@ func (q *Queue) work(snd *sender, e *Entry, old []byte) {
 		}
 	} else {
 		var body []byte
+		var held int64
 		if id, perr := parseBody(e.Body); perr != nil {
 			err = perr
-		} else {
+		} else if held, err = q.mem.take(ctx, 2*e.Size+64<<10); err == nil {
+			defer q.mem.give(held)
 			body, err = q.rec.c.Get(ctx, id)
 		}
 		if err != nil {
