@@ -26,6 +26,7 @@ type queueFlags struct {
 	lease, poll                  time.Duration
 	workers, perDomain, port     int
 	relay, relayUser, relayPass  string
+	memory                       string
 }
 
 func (f *queueFlags) register(fs *flag.FlagSet) {
@@ -36,6 +37,7 @@ func (f *queueFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&f.poll, "queue-poll", 5*time.Second, "how often each node looks for due queue entries")
 	fs.IntVar(&f.workers, "queue-workers", 16, "queue entries worked at once on this node")
 	fs.IntVar(&f.perDomain, "queue-per-domain", 4, "SMTP transactions to one recipient domain at once from this node")
+	fs.StringVar(&f.memory, "queue-memory", "256M", "message bytes the queue workers of this node hold in memory at once (a message being sent counts twice)")
 	fs.IntVar(&f.port, "queue-smtp-port", 25, "port of the remote MX hosts (tests only: MX hosts listen on 25)")
 	fs.StringVar(&f.relay, "smtp-relay", "", "send all outbound mail through this smarthost (host:port) instead of the recipients' MX hosts")
 	fs.StringVar(&f.relayUser, "smtp-relay-user", "", "AUTH PLAIN user for --smtp-relay (sent only under STARTTLS, or to a loopback relay)")
@@ -56,6 +58,13 @@ func (f *queueFlags) start(n *replica.Node, mf *mailFlags, log *slog.Logger) (*o
 		Relay: f.relay, RelayUser: f.relayUser,
 		Lifetime: f.lifetime, RetryMin: f.retryMin, RetryMax: f.retryMax, Lease: f.lease, Poll: f.poll,
 		Workers: f.workers, PerDomain: f.perDomain, Logger: log}
+	if f.memory != "" {
+		m, err := parseSize(f.memory)
+		if err != nil || m <= 0 {
+			return nil, fmt.Errorf("--queue-memory %q: want a positive size such as 256M", f.memory)
+		}
+		cfg.Memory = m
+	}
 	if f.lease < 10*time.Second && f.lease != 0 {
 		return nil, fmt.Errorf("--queue-lease %s: want at least 10s (one SMTP transaction must fit in half of it)", f.lease)
 	}
