@@ -109,6 +109,8 @@ func headerOf(msg []byte) []byte {
 	return msg
 }
 
+var smtpReplyRE = regexp.MustCompile(`^[245][0-9][0-9][ -]`)
+
 var statusRE = regexp.MustCompile(`\b([245])\.(\d{1,3})\.(\d{1,3})\b`)
 
 // dsnStatus is the RFC 3463 status of a failure reply.
@@ -175,8 +177,8 @@ func buildDSN(hostname string, now time.Time, e *Entry, failed []Rcpt, origHeade
 		if host, _, ok := strings.Cut(r.Remote, " "); ok && host != "" {
 			crlf("Remote-MTA: dns; %s", host)
 		}
-		if r.Remote != "" {
-			crlf("Diagnostic-Code: smtp; %s", oneLine(strings.TrimPrefix(afterColon(r.Reply), " ")))
+		if reply := afterColon(r.Reply); r.Remote != "" && smtpReplyRE.MatchString(reply) {
+			crlf("Diagnostic-Code: smtp; %s", oneLine(reply))
 		} else {
 			crlf("Diagnostic-Code: x-hastore; %s", oneLine(r.Reply))
 		}

@@ -242,7 +242,7 @@ func TestSubmissionToRemote(t *testing.T) {
 	}
 	all := strings.Join(dsns, "\n")
 	for _, want := range []string{"Final-Recipient: rfc822; nobody@remote.test", "Status: 5.1.1", "Diagnostic-Code: smtp; 550 5.1.1",
-		"Final-Recipient: rfc822; later@remote.test", "Status: 4.4.7", "Action: failed", "Subject: hello remote", "Return-Path: <>"} {
+		"Final-Recipient: rfc822; later@remote.test", "Status: 4.4.7", "Diagnostic-Code: x-hastore; 4.4.7 delivery time expired", "Action: failed", "Subject: hello remote", "Return-Path: <>"} {
 		if !strings.Contains(all, want) {
 			t.Errorf("DSNs lack %q:\n%s", want, all)
 		}

@@ -252,7 +252,7 @@ func (q *Queue) finish(ctx context.Context, e *Entry, old []byte, tempFailed boo
 	now := q.cfg.Now()
 	e.Next = now.Add(q.cfg.backoff(e.Attempts)).UnixNano()
 	if end := time.Unix(0, e.Created).Add(q.cfg.Lifetime); time.Unix(0, e.Next).After(end) {
-		e.Next = end.UnixNano() // the last try, then the bounce
+		e.Next = end.UnixNano() // claimed then only to bounce what is left
 	}
 	e.Lease = Lease{}
 	if _, err := q.put(e, old); err != nil {
