@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"hastore/mailserver/mailbox"
 	"hastore/replica/meta"
 )
 
@@ -223,6 +224,7 @@ func (q *Queue) Enqueue(ctx context.Context, from, user, msgID string, rcpts []s
 	if len(rcpts) == 0 {
 		return "", errors.New("outbound: no recipients")
 	}
+	msg = mailbox.NormalizeCRLF(msg) // what is signed is what is sent
 	seen := map[string]bool{}
 	now := q.cfg.Now()
 	e := &Entry{ID: newID(now), From: from, User: user, MsgID: msgID, Size: int64(len(msg)), Created: now.UnixNano(), Next: now.UnixNano()}
