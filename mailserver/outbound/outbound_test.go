@@ -267,7 +267,7 @@ func TestLeaseTakeover(t *testing.T) {
 	// Enqueued on node 0 before any worker runs, then leased to a node
 	// that will never come back.
 	id, err := e.queues[0].Enqueue(ctx, "alice@local.test", "alice@local.test", "t1", []string{"bob@remote.test"},
-		[]byte("From: alice@local.test\r\nTo: bob@remote.test\r\nSubject: takeover\r\n\r\nbody\r\n"))
+		[]byte("From: alice@local.test\r\nTo: bob@remote.test\r\nSubject: takeover\r\n\r\nbody\r\n"), [32]byte{}, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -293,4 +293,43 @@ func TestLeaseTakeover(t *testing.T) {
 		t.Fatalf("delivered %d times, want exactly once", len(got))
 	}
 	e.verifyDKIM(t, got[0].Data)
+}
+
+// TestEnqueueRetry: the same message (digest, sender, recipients) queued
+// again within the window is one entry; another recipient set is another;
+// the retry record goes once its window is over.
+func TestEnqueueRetry(t *testing.T) {
+	e := startEnv(t, nil) // no workers: entries stay
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	msg := []byte("From: alice@local.test\r\nSubject: r\r\n\r\nx\r\n")
+	key := [32]byte{1, 2, 3}
+	enq := func(i int, rcpts []string, window time.Duration) string {
+		t.Helper()
+		id, err := e.queues[i].Enqueue(ctx, "alice@local.test", "alice@local.test", "m", rcpts, msg, key, window)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return id
+	}
+	a := enq(0, []string{"bob@remote.test"}, time.Hour)
+	if b := enq(1, []string{"bob@remote.test"}, time.Hour); b != a {
+		t.Errorf("retry on another node queued %s, want the first entry %s", b, a)
+	}
+	if c := enq(0, []string{"carol@remote.test"}, time.Hour); c == a {
+		t.Errorf("other recipients were taken for a retry")
+	}
+	if d := enq(0, []string{"dave@remote.test"}, time.Millisecond); d == a {
+		t.Errorf("other recipients were taken for a retry")
+	}
+	if n := e.queueLen(t); n != 3 {
+		t.Errorf("%d entries, want 3", n)
+	}
+	time.Sleep(10 * time.Millisecond)
+	e.queues[0].collectRetryRecords(ctx)
+	left := 0
+	_ = e.c.Nodes[0].Meta.TenantScan(QueueTenant, retryPrefix, func(string, []byte) error { left++; return nil })
+	if left != 2 {
+		t.Errorf("%d retry records after collection, want 2 (the expired one gone)", left)
+	}
 }

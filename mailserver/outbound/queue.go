@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -220,7 +221,12 @@ func New(c Cluster, kv KV, local Local, cfg Config) *Queue {
 // recipients rcpts; when it returns nil both are on the write quorum and
 // the message will be delivered (or bounced) by some node. msgID names
 // the message in logs. The returned ID names the entry.
-func (q *Queue) Enqueue(ctx context.Context, from, user, msgID string, rcpts []string, msg []byte) (string, error) {
+//
+// With window > 0, retryKey (a digest of what the client sent) with the
+// same sender and recipients enqueued within window before is taken for
+// the client retrying after a lost reply: the earlier entry's ID is
+// returned and nothing is queued (a retry record "r/<key>" remembers it).
+func (q *Queue) Enqueue(ctx context.Context, from, user, msgID string, rcpts []string, msg []byte, retryKey [32]byte, window time.Duration) (string, error) {
 	if len(rcpts) == 0 {
 		return "", errors.New("outbound: no recipients")
 	}
@@ -237,20 +243,50 @@ func (q *Queue) Enqueue(ctx context.Context, from, user, msgID string, rcpts []s
 		e.Rcpts = append(e.Rcpts, Rcpt{Addr: a, State: StateQueued})
 	}
 	sort.SliceStable(e.Rcpts, func(i, j int) bool { return domainOf(e.Rcpts[i].Addr) < domainOf(e.Rcpts[j].Addr) })
+	var rkey string
+	var rold []byte
+	if window > 0 && retryKey != ([32]byte{}) {
+		rkey = retryRecordKey(retryKey, from, e.Rcpts)
+		first, old, ok := q.retryOf(rkey, now)
+		if ok {
+			q.log.Info("retry of a queued message: queued once", "queue_id", first, "from", from, "msgid", msgID, "user", user)
+			return first, nil
+		}
+		rold = old
+	}
 	id, err := q.rec.c.Put(ctx, msg)
 	if err != nil {
 		return "", fmt.Errorf("outbound: storing the message: %w", err)
 	}
 	e.Body = id.String()
-	_, err = q.rec.swap(ctx, e.ID, nil, e)
+	v, err := json.Marshal(e)
 	if err != nil {
-		if errors.Is(err, ErrConflict) || errors.Is(err, meta.ErrInvalid) {
+		return "", err
+	}
+	b := meta.Batch{Atomic: true, Cmds: []meta.Command{
+		meta.TenantCheck{Tenant: QueueTenant, Key: entryPrefix + e.ID, Absent: true},
+		meta.TenantPut{Tenant: QueueTenant, Key: entryPrefix + e.ID, Value: v},
+	}}
+	if rkey != "" {
+		rv, _ := json.Marshal(retryRecord{ID: e.ID, Until: now.Add(window).UnixNano()})
+		b.Cmds = append(b.Cmds, meta.TenantCheck{Tenant: QueueTenant, Key: rkey, Want: rold, Absent: rold == nil},
+			meta.TenantPut{Tenant: QueueTenant, Key: rkey, Value: rv})
+	}
+	_, err = q.rec.c.Propose(ctx, b)
+	if err != nil {
+		if errors.Is(err, meta.ErrAborted) || errors.Is(err, meta.ErrConflict) || errors.Is(err, meta.ErrInvalid) {
 			// Judged: nothing references the body.
 			q.release(id)
+			if rkey != "" {
+				if first, _, ok := q.retryOf(rkey, now); ok {
+					// The same message, enqueued by a concurrent retry.
+					return first, nil
+				}
+			}
 		} else {
 			q.log.Warn("queue entry outcome unknown; its body reference is kept", "queue_id", e.ID, "object", e.Body, "err", err)
 		}
-		return "", err
+		return "", fmt.Errorf("outbound: committing queue entry %s: %w", e.ID, err)
 	}
 	q.log.Info("queued", "queue_id", e.ID, "from", from, "recipients", len(e.Rcpts), "size", e.Size, "msgid", msgID, "user", user)
 	select {
@@ -258,6 +294,71 @@ func (q *Queue) Enqueue(ctx context.Context, from, user, msgID string, rcpts []s
 	default:
 	}
 	return e.ID, nil
+}
+
+const retryPrefix = "r/"
+
+// retryRecord remembers an enqueued message for its client's retries.
+type retryRecord struct {
+	ID    string `json:"id"`
+	Until int64  `json:"until"` // unix ns
+}
+
+func retryRecordKey(key [32]byte, from string, rcpts []Rcpt) string {
+	h := sha256.New()
+	h.Write(key[:])
+	fmt.Fprintf(h, "\x00%s", strings.ToLower(from))
+	for _, r := range rcpts {
+		fmt.Fprintf(h, "\x00%s", r.Addr)
+	}
+	return retryPrefix + hex.EncodeToString(h.Sum(nil))
+}
+
+// retryOf returns the entry a live retry record names (ok), or the
+// record's stored bytes (nil: none) for the compare-and-set.
+func (q *Queue) retryOf(rkey string, now time.Time) (id string, old []byte, ok bool) {
+	b, found, err := q.rec.kv.TenantGet(QueueTenant, rkey)
+	if err != nil || !found {
+		return "", nil, false
+	}
+	var r retryRecord
+	if json.Unmarshal(b, &r) == nil && r.Until > now.UnixNano() {
+		return r.ID, b, true
+	}
+	return "", b, false
+}
+
+// collectRetryRecords deletes retry records past their window; any node
+// may, the compare-and-set keeps a renewed one.
+func (q *Queue) collectRetryRecords(ctx context.Context) {
+	now := q.cfg.Now().UnixNano()
+	type old struct {
+		key string
+		v   []byte
+	}
+	var gone []old
+	_ = q.rec.kv.TenantScan(QueueTenant, retryPrefix, func(k string, v []byte) error {
+		var r retryRecord
+		if json.Unmarshal(v, &r) != nil || r.Until < now {
+			gone = append(gone, old{k, bytes.Clone(v)})
+		}
+		return nil
+	})
+	// In atomic batches of up to 100: one record renewed meanwhile fails
+	// its batch, which the next collection retries.
+	for len(gone) > 0 {
+		n := min(len(gone), 100)
+		b := meta.Batch{Atomic: true}
+		for _, g := range gone[:n] {
+			b.Cmds = append(b.Cmds, meta.TenantCheck{Tenant: QueueTenant, Key: g.key, Want: g.v},
+				meta.TenantDelete{Tenant: QueueTenant, Key: g.key})
+		}
+		gone = gone[n:]
+		if _, err := q.rec.c.Propose(ctx, b); err != nil && !errors.Is(err, meta.ErrAborted) {
+			q.log.Warn("collecting expired retry records failed; trying again later", "err", err)
+			return
+		}
+	}
 }
 
 // release drops one reference to a body, in the background of ctx.

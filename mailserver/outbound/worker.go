@@ -37,8 +37,17 @@ func (q *Queue) Close() error {
 func (q *Queue) loop(snd *sender) {
 	t := time.NewTicker(q.cfg.Poll)
 	defer t.Stop()
+	// Retry records are collected about once a minute per node, at
+	// jittered times so that nodes rarely collide.
+	nextGC := time.Now().Add(time.Minute/2 + rand.N(time.Minute))
 	for {
 		q.scan(snd)
+		if time.Now().After(nextGC) {
+			ctx, cancel := context.WithTimeout(context.Background(), recordTimeout)
+			q.collectRetryRecords(ctx)
+			cancel()
+			nextGC = time.Now().Add(time.Minute/2 + rand.N(time.Minute))
+		}
 		select {
 		case <-q.stop:
 			return

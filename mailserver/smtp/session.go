@@ -92,9 +92,12 @@ type rcpt struct {
 
 // Outbound queues submitted mail for remote recipients
 // (mailserver/outbound): when Enqueue returns nil the message and its
-// queue entry are durable like a delivery.
+// queue entry are durable like a delivery. With a window > 0, the same
+// retryKey (what the client sent), sender and recipients enqueued again
+// within it is the client retrying after a lost reply: Enqueue returns the
+// first entry's ID and queues nothing.
 type Outbound interface {
-	Enqueue(ctx context.Context, from, user, msgID string, rcpts []string, msg []byte) (id string, err error)
+	Enqueue(ctx context.Context, from, user, msgID string, rcpts []string, msg []byte, retryKey [32]byte, window time.Duration) (id string, err error)
 }
 
 type session struct {
@@ -427,7 +430,7 @@ func (s *session) deliver(r io.Reader, allOrNothing bool) ([]mailbox.Outcome, *m
 		}
 	}
 	if len(remote) > 0 && len(remote) == len(s.rcpts) {
-		return nil, nil, s.enqueue(ctx, remote, msg, start)
+		return nil, nil, s.enqueue(ctx, remote, msg, sp.Digest(), start)
 	}
 	d := s.srv.store.NewDelivery()
 	for _, t := range s.targets(s.rcpts) {
@@ -462,7 +465,7 @@ func (s *session) deliver(r io.Reader, allOrNothing bool) ([]mailbox.Outcome, *m
 	if len(remote) > 0 && delivered > 0 {
 		// After the local copies: a failure here is answered 451, and
 		// the client's retry stores nothing twice locally (RetryWindow).
-		if err := s.enqueue(ctx, remote, msg, start); err != nil {
+		if err := s.enqueue(ctx, remote, msg, sp.Digest(), start); err != nil {
 			return nil, nil, err
 		}
 	}
@@ -470,8 +473,8 @@ func (s *session) deliver(r io.Reader, allOrNothing bool) ([]mailbox.Outcome, *m
 }
 
 // enqueue queues msg for the remote recipients.
-func (s *session) enqueue(ctx context.Context, remote []string, msg []byte, start time.Time) error {
-	id, err := s.srv.cfg.Outbound.Enqueue(ctx, s.from, s.user, s.msgID, remote, msg)
+func (s *session) enqueue(ctx context.Context, remote []string, msg []byte, digest [32]byte, start time.Time) error {
+	id, err := s.srv.cfg.Outbound.Enqueue(ctx, s.from, s.user, s.msgID, remote, msg, digest, max(s.srv.cfg.RetryWindow, 0))
 	if err != nil {
 		s.srv.log.Warn("queueing a message for remote recipients failed", "err", err, "remote", s.remote, "msgid", s.msgID)
 		return errTempFail
