@@ -25,8 +25,14 @@
 //     node claims the entry and carries on from the recorded progress.
 //     Duplicate sending is then limited to the window between a remote
 //     server's 250 and the recording of it (one Raft round).
+//   - A retry record (key "r/<digest of content, sender, recipients>")
+//     remembers each enqueued message for the submission retry window, so
+//     that a client resending after a lost 250 queues it once.
 //   - DKIM keys are records of tenant DKIMTenant, key = domain; see dkim.go
 //     for who can read them.
+//   - The admin service (admin.go) is a gRPC service with JSON messages,
+//     behind the node's usual credential checks, so that no protobuf
+//     definition changes.
 //
 // Leases compare wall clocks of different nodes: the nodes' clocks must
 // agree to well within the lease (Config.Lease, default 5 minutes; NTP
