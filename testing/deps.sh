@@ -5,7 +5,7 @@ set -euo pipefail
 what=${1:-test}
 pkgs=()
 case "$what" in
-  test)  pkgs=(isync fuse3 rsync git nginx-light curl) ;;
+  test)  pkgs=(isync fuse3 rsync git nginx-light curl postfix) ;;
   bench) pkgs=(dovecot-imapd dovecot-lmtpd fio wrk nginx-light) ;;
   *) echo "usage: $0 test|bench" >&2; exit 2 ;;
 esac
@@ -19,5 +19,7 @@ if [ "$(id -u)" != 0 ]; then
   exit 1
 fi
 export DEBIAN_FRONTEND=noninteractive
+# Postfix installed unconfigured: the outbound tests run private instances.
+echo 'postfix postfix/main_mailer_type select No configuration' | debconf-set-selections
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

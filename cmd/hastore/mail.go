@@ -64,6 +64,7 @@ type mailFlags struct {
 	imapLimits             imapLimitFlags
 	delivery               deliveryFlags
 	routing                routingFlags
+	outbound               smtp.Outbound // queue for remote recipients of submission (queue.go); nil: refused
 }
 
 // routingFlags say how recipient addresses map to mailboxes beyond users
@@ -188,6 +189,7 @@ func (f *mailFlags) config(log *slog.Logger) (mailserver.Config, error) {
 	if err := f.delivery.apply(&cfg); err != nil {
 		return cfg, err
 	}
+	cfg.SMTPTuning.Outbound = f.outbound
 	if (f.cert == "") != (f.key == "") {
 		return cfg, errors.New("--mail-tls-cert and --mail-tls-key go together")
 	}

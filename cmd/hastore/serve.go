@@ -181,6 +181,7 @@ type serveOpts struct {
 	hf                       httpFlags
 	lf                       clusterLimitFlags
 	mf                       mailFlags
+	qf                       queueFlags
 	of                       opsFlags
 	config                   string
 	overridden               []string // --config keys the command line overrides
@@ -206,6 +207,7 @@ func newServeFlags() (*flag.FlagSet, *serveOpts) {
 	o.lf.register(fs)
 	o.nf.register(fs)
 	o.mf.register(fs)
+	o.qf.register(fs)
 	o.of.register(fs)
 	return fs, o
 }
@@ -274,11 +276,20 @@ func serve(args []string) error {
 	if err := of.prepare(&cfg, certFile, keyFile); err != nil {
 		return err
 	}
-	cfg.Register = registerAll(webfs.Register, mailRegister)
+	cfg.Register = registerAll(webfs.Register, mailRegister, queueRegister)
 	cfg.CommandSets = commandSets
 	n, err := replica.StartNode(cfg)
 	if err != nil {
 		return err
+	}
+	queue, err := o.qf.start(n, mf, log)
+	if err != nil {
+		n.Close()
+		return err
+	}
+	if queue != nil {
+		mf.outbound = queue
+		defer queue.Close()
 	}
 	mail, err := mf.start(n, log)
 	if err != nil {
@@ -307,5 +318,8 @@ func serve(args []string) error {
 	stopOps()
 	stopHTTP()
 	mail.Close()
+	if queue != nil {
+		queue.Close() // before the node: its workers propose through it
+	}
 	return n.Close()
 }

@@ -129,7 +129,10 @@ type Config struct {
 	// off; the other modes never check: submission is authenticated, and
 	// an MTA in front of LMTP has checked).
 	Checks *SenderChecks
-	Logger *slog.Logger
+	// Outbound, on a submission listener, queues mail for remote
+	// recipients (nil: refused with 550 5.7.1).
+	Outbound Outbound
+	Logger   *slog.Logger
 }
 
 func (c *Config) setDefaults() {

@@ -87,6 +87,17 @@ type rcpt struct {
 	raw     string // as given to RCPT, for LMTP statuses
 	addr    string // normalized
 	targets []mailbox.Target
+	remote  bool // in no local domain: goes to Config.Outbound
+}
+
+// Outbound queues submitted mail for remote recipients
+// (mailserver/outbound): when Enqueue returns nil the message and its
+// queue entry are durable like a delivery. With a window > 0, the same
+// retryKey (what the client sent), sender and recipients enqueued again
+// within it is the client retrying after a lost reply: Enqueue returns the
+// first entry's ID and queues nothing.
+type Outbound interface {
+	Enqueue(ctx context.Context, from, user, msgID string, rcpts []string, msg []byte, retryKey [32]byte, window time.Duration) (id string, err error)
 }
 
 type session struct {
@@ -196,7 +207,12 @@ func (s *session) Rcpt(to string, _ *gosmtp.RcptOptions) error {
 	}
 	if !local {
 		if s.srv.cfg.Mode == Submission {
-			return errNoRemote
+			if s.srv.cfg.Outbound == nil {
+				return errNoRemote
+			}
+			// Queued for the remote domain's MX at DATA (Config.Outbound).
+			s.rcpts = append(s.rcpts, rcpt{raw: to, addr: addr, remote: true})
+			return nil
 		}
 		s.srv.log.Info("relay denied", "remote", s.remote, "from", s.from, "to", to)
 		return errRelayDenied
@@ -407,6 +423,15 @@ func (s *session) deliver(r io.Reader, allOrNothing bool) ([]mailbox.Outcome, *m
 		}
 		msg = withAuthResults(msg, len(trace), cfg.Hostname, ar.header)
 	}
+	var remote []string
+	for _, r := range s.rcpts {
+		if r.remote {
+			remote = append(remote, r.addr)
+		}
+	}
+	if len(remote) > 0 && len(remote) == len(s.rcpts) {
+		return nil, nil, s.enqueue(ctx, remote, msg, sp.Digest(), start)
+	}
 	d := s.srv.store.NewDelivery()
 	for _, t := range s.targets(s.rcpts) {
 		if err := d.AddRecipient(mailbox.Recipient{Address: t.User, Mailbox: t.Mailbox}); err != nil {
@@ -437,7 +462,26 @@ func (s *session) deliver(r io.Reader, allOrNothing bool) ([]mailbox.Outcome, *m
 	}
 	s.srv.log.Info("delivered", "from", s.from, "recipients", len(rcpts), "mailboxes", len(outs), "delivered", delivered, "retries", retries, "size", d.Size(),
 		"msgid", s.msgID, "object", d.Object().String(), "user", s.user, "dmarc", auth, "remote", s.remote, "took", time.Since(start).Round(time.Millisecond))
+	if len(remote) > 0 && delivered > 0 {
+		// After the local copies: a failure here is answered 451, and
+		// the client's retry stores nothing twice locally (RetryWindow).
+		if err := s.enqueue(ctx, remote, msg, sp.Digest(), start); err != nil {
+			return nil, nil, err
+		}
+	}
 	return outs, d, nil
+}
+
+// enqueue queues msg for the remote recipients.
+func (s *session) enqueue(ctx context.Context, remote []string, msg []byte, digest [32]byte, start time.Time) error {
+	id, err := s.srv.cfg.Outbound.Enqueue(ctx, s.from, s.user, s.msgID, remote, msg, digest, max(s.srv.cfg.RetryWindow, 0))
+	if err != nil {
+		s.srv.log.Warn("queueing a message for remote recipients failed", "err", err, "remote", s.remote, "msgid", s.msgID)
+		return errTempFail
+	}
+	s.srv.log.Info("queued for remote delivery", "from", s.from, "recipients", len(remote), "queue_id", id, "size", len(msg),
+		"msgid", s.msgID, "user", s.user, "remote", s.remote, "took", time.Since(start).Round(time.Millisecond))
+	return nil
 }
 
 // allDomains reports whether fn holds for every recipient's domain.
