@@ -295,10 +295,16 @@ func (c *compiler) check(name string, pos Pos, args []arg, tests []*rawTest, tes
 	n.args = positional
 	switch {
 	case sp.tests == 0 && len(tests) > 0:
+		if _, isCmd := commandSpecs[tests[0].name]; isCmd {
+			// "keep\ndiscard;" reads as keep with a test "discard".
+			return nil, c.errf(tests[0].pos, `expected ";" or "{" before %q`, tests[0].name)
+		}
 		return nil, c.errf(tests[0].pos, "%s %q takes no test", what, name)
 	case sp.tests == 1 && (len(tests) != 1 || testList):
 		return nil, c.errf(pos, "%s %q needs exactly one test (not a list in parentheses)", what, name)
-	case sp.tests == -1 && !testList:
+	case sp.tests == -1 && len(tests) == 0:
+		// A single test without parentheses is accepted: RFC 5232 §9
+		// prints "anyof address ..." and scripts copy it.
 		return nil, c.errf(pos, "%s %q needs a list of tests in parentheses", what, name)
 	}
 	for _, t := range tests {

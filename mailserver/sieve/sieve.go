@@ -144,12 +144,12 @@ type Reject struct {
 // caller builds the reply, queues it with a null envelope sender, then
 // records Key for Period.
 type Vacation struct {
-	To        string   // the envelope sender being answered
-	From      string   // From: of the reply (":from", else the recipient)
-	Subject   string   // already defaulted to "Auto: <original subject>"
-	Reason    string   // body text, or a MIME entity when MIME is true
-	MIME      bool     // Reason is a MIME part with its own headers
-	Key       string   // once-per-sender-per-Period key
+	To        string // the envelope sender being answered
+	From      string // From: of the reply (":from", else the recipient)
+	Subject   string // already defaulted to "Auto: <original subject>"
+	Reason    string // body text, or a MIME entity when MIME is true
+	MIME      bool   // Reason is a MIME part with its own headers
+	Key       string // once-per-sender-per-Period key
 	Period    time.Duration
 	InReplyTo string   // Message-ID of the message answered, if any
 	Refs      []string // References: for the reply
