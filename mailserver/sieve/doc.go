@@ -19,8 +19,8 @@
 // deeper than Limits.MaxNesting. Sieve has no loops, so a run executes
 // each command at most once; :matches costs at most len(value)*len(key)
 // per comparison (glob with one backtrack point, never recursive);
-// redirects and actions per message are capped. Execute checks ctx
-// between commands.
+// redirects, actions and comparison steps (Limits.MaxMatchSteps) per
+// message are capped. Execute checks ctx between commands.
 //
 // # What delivery needs to wire this in
 //

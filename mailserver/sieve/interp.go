@@ -24,6 +24,7 @@ type run struct {
 	delivering   bool // keep, fileinto or redirect ran
 	vacationRan  bool
 	stopped      bool
+	matchBudget  int64 // steps of comparison left (Limits.MaxMatchSteps)
 	headerDecode mime.WordDecoder
 }
 
@@ -33,7 +34,7 @@ type run struct {
 // ctx) the actions are a single implicit Keep and the error says why; the
 // caller delivers the message and logs the error for the script's owner.
 func (s *Script) Execute(ctx context.Context, in Input) ([]Action, error) {
-	r := &run{ctx: ctx, s: s, in: in}
+	r := &run{ctx: ctx, s: s, in: in, matchBudget: s.limits.MaxMatchSteps}
 	if err := r.block(s.cmds); err != nil {
 		return []Action{Keep{Implicit: true}}, err
 	}
@@ -245,6 +246,14 @@ next:
 }
 
 func (r *run) test(n *node) (bool, error) {
+	ok, err := r.test1(n)
+	if err == nil && r.matchBudget == -2 {
+		err = r.fail(n, "the script compared more than %d characters for one message; simplify its :matches keys", r.s.limits.MaxMatchSteps)
+	}
+	return ok, err
+}
+
+func (r *run) test1(n *node) (bool, error) {
 	switch n.name {
 	case "true":
 		return true, nil
@@ -277,7 +286,7 @@ func (r *run) test(n *node) (bool, error) {
 	case "header":
 		for _, h := range n.args[0].strs {
 			for _, v := range r.in.Message.Header(h) {
-				if anyKey(n, r.decodeHeader(v), n.args[1].strs) {
+				if r.anyKey(n, r.decodeHeader(v), n.args[1].strs) {
 					return true, nil
 				}
 			}
@@ -287,7 +296,7 @@ func (r *run) test(n *node) (bool, error) {
 		for _, h := range n.args[0].strs {
 			for _, v := range r.in.Message.Header(h) {
 				for _, addr := range headerAddresses(r.decodeHeader(v)) {
-					if part, ok := addressPart(addr, n.addrPart); ok && anyKey(n, part, n.args[1].strs) {
+					if part, ok := addressPart(addr, n.addrPart); ok && r.anyKey(n, part, n.args[1].strs) {
 						return true, nil
 					}
 				}
@@ -306,7 +315,7 @@ func (r *run) test(n *node) (bool, error) {
 			if addr != "" { // the null reverse path matches as "" whatever the part (§5.4)
 				part, ok = addressPart(addr, n.addrPart)
 			}
-			if ok && anyKey(n, part, n.args[1].strs) {
+			if ok && r.anyKey(n, part, n.args[1].strs) {
 				return true, nil
 			}
 		}
@@ -315,7 +324,7 @@ func (r *run) test(n *node) (bool, error) {
 		for _, f := range r.flags {
 			for _, k := range n.args[0].strs {
 				for _, kf := range strings.Fields(k) {
-					if compare(n.comparator, n.match, f, kf) {
+					if compareBudget(n.comparator, n.match, f, kf, &r.matchBudget) {
 						return true, nil
 					}
 				}
@@ -326,9 +335,9 @@ func (r *run) test(n *node) (bool, error) {
 	return false, r.fail(n, "test %q is not implemented", n.name)
 }
 
-func anyKey(n *node, value string, keys []string) bool {
+func (r *run) anyKey(n *node, value string, keys []string) bool {
 	for _, k := range keys {
-		if compare(n.comparator, n.match, value, k) {
+		if compareBudget(n.comparator, n.match, value, k, &r.matchBudget) {
 			return true
 		}
 	}

@@ -10,18 +10,44 @@ import (
 // :matches uses the single-backtrack-point glob algorithm, never recursion,
 // so a key of many "*" cannot go exponential.
 func compare(comparator, matchType, value, key string) bool {
+	budget := int64(-1) // unlimited
+	return compareBudget(comparator, matchType, value, key, &budget)
+}
+
+// compareBudget is compare spending *budget steps (when >= 0); it returns
+// false with *budget set to -2 once the budget is spent.
+func compareBudget(comparator, matchType, value, key string, budget *int64) bool {
 	octet := comparator == "i;octet"
 	if !octet {
 		value, key = foldASCII(value), foldASCII(key)
+	}
+	if !spend(budget, int64(len(value)+len(key))) {
+		return false
 	}
 	switch matchType {
 	case "contains":
 		return strings.Contains(value, key)
 	case "matches":
-		return globMatch(compileGlob(key, octet), toUnits(value, octet))
+		return globMatch(compileGlob(key, octet), toUnits(value, octet), budget)
 	default:
 		return value == key
 	}
+}
+
+// spend takes n steps from budget; a negative budget is unlimited, except
+// -2 which means spent.
+func spend(budget *int64, n int64) bool {
+	switch {
+	case *budget == -2:
+		return false
+	case *budget < 0:
+		return true
+	case *budget < n:
+		*budget = -2
+		return false
+	}
+	*budget -= n
+	return true
 }
 
 func foldASCII(s string) string {
@@ -101,10 +127,13 @@ func compileGlob(key string, octet bool) []globElem {
 	return out
 }
 
-func globMatch(p []globElem, s []rune) bool {
+func globMatch(p []globElem, s []rune, budget *int64) bool {
 	pi, si := 0, 0
 	starP, starS := -1, 0
 	for si < len(s) {
+		if !spend(budget, 1) {
+			return false
+		}
 		if pi < len(p) {
 			switch e := p[pi]; {
 			case e.kind == globStar:

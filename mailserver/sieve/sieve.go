@@ -13,6 +13,9 @@ type Limits struct {
 	MaxNesting     int // blocks and tests inside one another; default 32
 	MaxRedirects   int // redirect actions per message; default 4
 	MaxActions     int // actions per message, implicit keep aside; default 64
+	// MaxMatchSteps bounds the comparison work of one run (about one step
+	// per character compared); default 20 million, some tens of ms.
+	MaxMatchSteps int64
 	// Vacation :days is clamped to [MinVacationDays, MaxVacationDays] as
 	// RFC 5230 §4.1 allows; defaults 1 and 60.
 	MinVacationDays, MaxVacationDays int
@@ -28,6 +31,9 @@ func (l Limits) withDefaults() Limits {
 	def(&l.MaxNesting, 32)
 	def(&l.MaxRedirects, 4)
 	def(&l.MaxActions, 64)
+	if l.MaxMatchSteps <= 0 {
+		l.MaxMatchSteps = 20_000_000
+	}
 	def(&l.MinVacationDays, 1)
 	def(&l.MaxVacationDays, 60)
 	return l

@@ -443,12 +443,29 @@ func TestLimits(t *testing.T) {
 			}
 		})
 	}
-	// Duplicates merge (RFC 5228 §2.10.3) rather than counting twice.
-	s, err := Parse([]byte(`require "fileinto"; redirect "a@x.example"; redirect "A@x.example"; fileinto "f"; fileinto "f"; discard; discard;`), Limits{MaxRedirects: 1})
+	// Comparison work is bounded per run: a long subject against a key with
+	// many characters after a star (about len(value)*len(key) steps) spends
+	// the budget, and the run ends in the implicit keep.
+	s, err := Parse([]byte(`if header :matches "subject" "*`+strings.Repeat("a", 40)+`b" { discard; }`), Limits{MaxMatchSteps: 100_000})
 	if err != nil {
 		t.Fatal(err)
 	}
-	acts, err := s.Execute(context.Background(), Input{Envelope: envA, Message: readMessage(t, msgA)})
+	long := readMessage(t, "Subject: "+strings.Repeat("a", 5000)+"\n\nx\n")
+	acts, err := s.Execute(context.Background(), Input{Envelope: envA, Message: long})
+	var re *RuntimeError
+	if !errors.As(err, &re) || !strings.Contains(re.Msg, "compared more than 100000 characters") || render(acts) != "keep (implicit)" {
+		t.Errorf("match budget: %s, %v", render(acts), err)
+	}
+	if acts, err = s.Execute(context.Background(), Input{Envelope: envA, Message: readMessage(t, msgA)}); err != nil || render(acts) != "keep (implicit)" {
+		t.Errorf("short subject within the budget: %s, %v", render(acts), err)
+	}
+
+	// Duplicates merge (RFC 5228 §2.10.3) rather than counting twice.
+	s, err = Parse([]byte(`require "fileinto"; redirect "a@x.example"; redirect "A@x.example"; fileinto "f"; fileinto "f"; discard; discard;`), Limits{MaxRedirects: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	acts, err = s.Execute(context.Background(), Input{Envelope: envA, Message: readMessage(t, msgA)})
 	if err != nil || render(acts) != `redirect a@x.example; fileinto "f"; discard` {
 		t.Errorf("duplicates: %s, %v", render(acts), err)
 	}
