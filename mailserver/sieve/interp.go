@@ -17,14 +17,18 @@ type run struct {
 	in    Input
 	flags []string // the imap4flags internal variable
 
-	actions      []Action
-	cancelKeep   bool
-	redirects    int
-	rejected     bool
-	delivering   bool // keep, fileinto or redirect ran
-	vacationRan  bool
-	stopped      bool
-	matchBudget  int64 // steps of comparison left (Limits.MaxMatchSteps)
+	actions     []Action
+	cancelKeep  bool
+	redirects   int
+	rejected    bool
+	delivering  bool // keep, fileinto or redirect ran
+	vacationRan bool
+	stopped     bool
+	matchBudget int64 // steps of comparison left (Limits.MaxMatchSteps)
+	// Decoded header values and the addresses in them, by header name,
+	// so many tests of one header parse it once.
+	decoded      map[string][]string
+	addresses    map[string][][]string
 	headerDecode mime.WordDecoder
 }
 
@@ -94,7 +98,11 @@ func (r *run) command(n *node) error {
 			return err
 		}
 		r.cancelKeep = true
-		return r.add(n, Keep{Flags: r.flagsFor(n)})
+		flags, err := r.flagsFor(n)
+		if err != nil {
+			return err
+		}
+		return r.add(n, Keep{Flags: flags})
 	case "discard":
 		r.cancelKeep = true
 		return r.add(n, Discard{})
@@ -106,7 +114,11 @@ func (r *run) command(n *node) error {
 		if !cp {
 			r.cancelKeep = true
 		}
-		return r.add(n, FileInto{Mailbox: n.args[0].strs[0], Flags: r.flagsFor(n), Copy: cp})
+		flags, err := r.flagsFor(n)
+		if err != nil {
+			return err
+		}
+		return r.add(n, FileInto{Mailbox: n.args[0].strs[0], Flags: flags, Copy: cp})
 	case "redirect":
 		if err := r.deliveryAllowed(n); err != nil {
 			return err
@@ -139,10 +151,16 @@ func (r *run) command(n *node) error {
 		r.rejected = true
 		r.cancelKeep = true
 		return r.add(n, Reject{Reason: n.args[0].strs[0], Extended: n.name == "ereject"})
-	case "setflag":
-		r.flags = addFlags(nil, n.args[0].strs)
-	case "addflag":
-		r.flags = addFlags(r.flags, n.args[0].strs)
+	case "setflag", "addflag":
+		base := r.flags
+		if n.name == "setflag" {
+			base = nil
+		}
+		flags, err := r.union(n, base, n.args[0].strs)
+		if err != nil {
+			return err
+		}
+		r.flags = flags
 	case "removeflag":
 		r.flags = removeFlags(r.flags, n.args[0].strs)
 	case "vacation":
@@ -166,14 +184,22 @@ func (r *run) add(n *node, a Action) error {
 		switch o := old.(type) {
 		case Keep:
 			if k, ok := a.(Keep); ok {
-				o.Flags = addFlags(o.Flags, k.Flags)
+				flags, err := r.union(n, o.Flags, k.Flags)
+				if err != nil {
+					return err
+				}
+				o.Flags = flags
 				o.Implicit = o.Implicit && k.Implicit
 				r.actions[i] = o
 				return nil
 			}
 		case FileInto:
 			if f, ok := a.(FileInto); ok && o.Mailbox == f.Mailbox {
-				o.Flags = addFlags(o.Flags, f.Flags)
+				flags, err := r.union(n, o.Flags, f.Flags)
+				if err != nil {
+					return err
+				}
+				o.Flags = flags
 				o.Copy = o.Copy && f.Copy
 				r.actions[i] = o
 				return nil
@@ -194,7 +220,8 @@ func (r *run) add(n *node, a Action) error {
 func (r *run) addKeep(k Keep) {
 	for i, old := range r.actions {
 		if o, ok := old.(Keep); ok {
-			o.Flags = addFlags(o.Flags, k.Flags)
+			// Both sets are within MaxFlags already.
+			o.Flags, _ = addFlags(o.Flags, k.Flags, -1)
 			r.actions[i] = o
 			return
 		}
@@ -202,17 +229,27 @@ func (r *run) addKeep(k Keep) {
 	r.actions = append(r.actions, k)
 }
 
-func (r *run) flagsFor(n *node) []string {
+func (r *run) flagsFor(n *node) ([]string, error) {
 	if a, ok := n.tags["flags"]; ok {
-		return addFlags(nil, a.strs)
+		return r.union(n, nil, a.strs)
 	}
-	return append([]string(nil), r.flags...)
+	return append([]string(nil), r.flags...), nil
+}
+
+// union is addFlags within Limits.MaxFlags, which keeps flag work linear.
+func (r *run) union(n *node, set, lists []string) ([]string, error) {
+	out, ok := addFlags(set, lists, r.s.limits.MaxFlags)
+	if !ok {
+		return nil, r.fail(n, "more than %d IMAP flags for one message", r.s.limits.MaxFlags)
+	}
+	return out, nil
 }
 
 // addFlags adds the space-separated flags of each string to set, dropping
-// case-insensitive duplicates (RFC 5232 §3).
-func addFlags(set []string, lists []string) []string {
-	out := append([]string(nil), set...)
+// case-insensitive duplicates (RFC 5232 §3). ok is false if the result
+// would hold more than max flags (max < 0: no limit).
+func addFlags(set []string, lists []string, max int) (out []string, ok bool) {
+	out = append([]string(nil), set...)
 	for _, l := range lists {
 	next:
 		for _, f := range strings.Fields(l) {
@@ -221,10 +258,13 @@ func addFlags(set []string, lists []string) []string {
 					continue next
 				}
 			}
+			if max >= 0 && len(out) >= max {
+				return nil, false
+			}
 			out = append(out, f)
 		}
 	}
-	return out
+	return out, true
 }
 
 func removeFlags(set []string, lists []string) []string {
@@ -246,8 +286,11 @@ next:
 }
 
 func (r *run) test(n *node) (bool, error) {
-	ok, err := r.test1(n)
-	if err == nil && r.matchBudget == -2 {
+	ok, err := false, error(nil)
+	if !r.exhausted() {
+		ok, err = r.test1(n)
+	}
+	if err == nil && r.exhausted() {
 		err = r.fail(n, "the script compared more than %d characters for one message; simplify its :matches keys", r.s.limits.MaxMatchSteps)
 	}
 	return ok, err
@@ -285,17 +328,23 @@ func (r *run) test1(n *node) (bool, error) {
 		return true, nil
 	case "header":
 		for _, h := range n.args[0].strs {
-			for _, v := range r.in.Message.Header(h) {
-				if r.anyKey(n, r.decodeHeader(v), n.args[1].strs) {
+			for _, v := range r.header(h) {
+				if r.anyKey(n, v, n.args[1].strs) {
 					return true, nil
+				}
+				if r.exhausted() {
+					return false, nil
 				}
 			}
 		}
 		return false, nil
 	case "address":
 		for _, h := range n.args[0].strs {
-			for _, v := range r.in.Message.Header(h) {
-				for _, addr := range headerAddresses(r.decodeHeader(v)) {
+			for _, addrs := range r.headerAddrs(h) {
+				if r.exhausted() {
+					return false, nil
+				}
+				for _, addr := range addrs {
 					if part, ok := addressPart(addr, n.addrPart); ok && r.anyKey(n, part, n.args[1].strs) {
 						return true, nil
 					}
@@ -311,6 +360,7 @@ func (r *run) test1(n *node) (bool, error) {
 			} else {
 				addr = r.in.Envelope.To
 			}
+			addr = dropSourceRoute(addr)
 			part, ok := addr, true
 			if addr != "" { // the null reverse path matches as "" whatever the part (§5.4)
 				part, ok = addressPart(addr, n.addrPart)
@@ -321,13 +371,13 @@ func (r *run) test1(n *node) (bool, error) {
 		}
 		return false, nil
 	case "hasflag":
+		var keys []string
+		for _, k := range n.args[0].strs {
+			keys = append(keys, strings.Fields(k)...)
+		}
 		for _, f := range r.flags {
-			for _, k := range n.args[0].strs {
-				for _, kf := range strings.Fields(k) {
-					if compareBudget(n.comparator, n.match, f, kf, &r.matchBudget) {
-						return true, nil
-					}
-				}
+			if r.anyKey(n, f, keys) {
+				return true, nil
 			}
 		}
 		return false, nil
@@ -336,17 +386,66 @@ func (r *run) test1(n *node) (bool, error) {
 }
 
 func (r *run) anyKey(n *node, value string, keys []string) bool {
+	if r.exhausted() {
+		return false
+	}
+	mv := newMatchValue(n.comparator, value)
 	for _, k := range keys {
-		if compareBudget(n.comparator, n.match, value, k, &r.matchBudget) {
+		if mv.match(n.match, k, &r.matchBudget) {
 			return true
+		}
+		if r.exhausted() {
+			return false
 		}
 	}
 	return false
 }
 
+// exhausted reports that the comparison budget is spent: every loop over
+// values or keys ends at once, and test() turns it into a RuntimeError.
+func (r *run) exhausted() bool { return r.matchBudget == -2 }
+
+// header returns the decoded values of a header, decoding once per run.
+func (r *run) header(name string) []string {
+	key := strings.ToLower(name)
+	if v, ok := r.decoded[key]; ok {
+		return v
+	}
+	var out []string
+	for _, v := range r.in.Message.Header(name) {
+		out = append(out, r.decodeHeader(v))
+	}
+	if r.decoded == nil {
+		r.decoded = map[string][]string{}
+	}
+	r.decoded[key] = out
+	return out
+}
+
+// headerAddrs returns the addresses of each value of a header, parsing
+// once per run.
+func (r *run) headerAddrs(name string) [][]string {
+	key := strings.ToLower(name)
+	if a, ok := r.addresses[key]; ok {
+		return a
+	}
+	var out [][]string
+	for _, v := range r.header(name) {
+		out = append(out, headerAddresses(v))
+	}
+	if r.addresses == nil {
+		r.addresses = map[string][][]string{}
+	}
+	r.addresses[key] = out
+	return out
+}
+
 // decodeHeader unfolds a raw value, decodes RFC 2047 words (RFC 5228 §2.7.2
 // requires it) and trims surrounding white space.
 func (r *run) decodeHeader(v string) string {
+	if !spend(&r.matchBudget, int64(len(v))) { // reading values is comparison work too
+		return ""
+	}
 	v = strings.NewReplacer("\r\n", "", "\n", "").Replace(v)
 	if strings.Contains(v, "=?") {
 		if d, err := r.headerDecode.DecodeHeader(v); err == nil {
@@ -354,6 +453,16 @@ func (r *run) decodeHeader(v string) string {
 		}
 	}
 	return strings.TrimSpace(v)
+}
+
+// dropSourceRoute turns "@a,@b:user@c" into "user@c" (RFC 5228 §5.4).
+func dropSourceRoute(addr string) string {
+	if strings.HasPrefix(addr, "@") {
+		if i := strings.IndexByte(addr, ':'); i >= 0 {
+			return addr[i+1:]
+		}
+	}
+	return addr
 }
 
 // headerAddresses finds the addr-specs in an address header. A value the

@@ -11,26 +11,44 @@ import (
 // so a key of many "*" cannot go exponential.
 func compare(comparator, matchType, value, key string) bool {
 	budget := int64(-1) // unlimited
-	return compareBudget(comparator, matchType, value, key, &budget)
+	return newMatchValue(comparator, value).match(matchType, key, &budget)
 }
 
-// compareBudget is compare spending *budget steps (when >= 0); it returns
-// false with *budget set to -2 once the budget is spent.
-func compareBudget(comparator, matchType, value, key string, budget *int64) bool {
-	octet := comparator == "i;octet"
-	if !octet {
-		value, key = foldASCII(value), foldASCII(key)
+// matchValue is one value compared against many keys, folded and split
+// into units once rather than once per key.
+type matchValue struct {
+	octet bool
+	s     string
+	units []rune // for :matches, made when first needed
+}
+
+func newMatchValue(comparator, value string) *matchValue {
+	m := &matchValue{octet: comparator == "i;octet", s: value}
+	if !m.octet {
+		m.s = foldASCII(value)
 	}
-	if !spend(budget, int64(len(value)+len(key))) {
+	return m
+}
+
+// match compares against one key, spending *budget steps (when >= 0); it
+// returns false with *budget set to -2 once the budget is spent.
+func (m *matchValue) match(matchType, key string, budget *int64) bool {
+	if !m.octet {
+		key = foldASCII(key)
+	}
+	if !spend(budget, int64(len(m.s)+len(key))) {
 		return false
 	}
 	switch matchType {
 	case "contains":
-		return strings.Contains(value, key)
+		return strings.Contains(m.s, key)
 	case "matches":
-		return globMatch(compileGlob(key, octet), toUnits(value, octet), budget)
+		if m.units == nil {
+			m.units = toUnits(m.s, m.octet)
+		}
+		return globMatch(compileGlob(key, m.octet), m.units, budget)
 	default:
-		return value == key
+		return m.s == key
 	}
 }
 
@@ -128,11 +146,20 @@ func compileGlob(key string, octet bool) []globElem {
 }
 
 func globMatch(p []globElem, s []rune, budget *int64) bool {
+	limit := *budget // -1: unlimited; -2: spent
+	if limit == -2 {
+		return false
+	}
+	var steps int64
+	ok, spent := false, false
 	pi, si := 0, 0
 	starP, starS := -1, 0
+loop:
 	for si < len(s) {
-		if !spend(budget, 1) {
-			return false
+		steps++
+		if limit >= 0 && steps > limit {
+			spent = true
+			break
 		}
 		if pi < len(p) {
 			switch e := p[pi]; {
@@ -147,15 +174,24 @@ func globMatch(p []globElem, s []rune, budget *int64) bool {
 			}
 		}
 		if starP < 0 {
-			return false
+			break loop
 		}
 		// Let the last "*" swallow one more unit and retry from there;
 		// earlier stars never need revisiting.
 		starS++
 		pi, si = starP+1, starS
 	}
-	for pi < len(p) && p[pi].kind == globStar {
-		pi++
+	if !spent && si >= len(s) {
+		for pi < len(p) && p[pi].kind == globStar {
+			pi++
+		}
+		ok = pi == len(p)
 	}
-	return pi == len(p)
+	switch {
+	case spent:
+		*budget = -2
+	case limit >= 0:
+		*budget = limit - steps
+	}
+	return ok
 }

@@ -16,6 +16,9 @@ type Limits struct {
 	// MaxMatchSteps bounds the comparison work of one run (about one step
 	// per character compared); default 20 million, some tens of ms.
 	MaxMatchSteps int64
+	// MaxFlags bounds the IMAP flags and keywords one set may hold;
+	// default 64.
+	MaxFlags int
 	// Vacation :days is clamped to [MinVacationDays, MaxVacationDays] as
 	// RFC 5230 §4.1 allows; defaults 1 and 60.
 	MinVacationDays, MaxVacationDays int
@@ -34,6 +37,7 @@ func (l Limits) withDefaults() Limits {
 	if l.MaxMatchSteps <= 0 {
 		l.MaxMatchSteps = 20_000_000
 	}
+	def(&l.MaxFlags, 64)
 	def(&l.MinVacationDays, 1)
 	def(&l.MaxVacationDays, 60)
 	return l

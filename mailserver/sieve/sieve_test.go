@@ -159,6 +159,7 @@ func TestRFCExamples(t *testing.T) {
 		{"envelope tim", "rfc5228-5.4-envelope.sieve", msgA, Envelope{From: "tim@example.com", To: "x@example.com"}, 0, nil, "discard"},
 		{"envelope, A", "rfc5228-5.4-envelope.sieve", msgA, envA, 0, nil, "keep (implicit)"},
 		{"envelope, null sender", "rfc5228-5.4-envelope.sieve", msgA, Envelope{To: "x@example.com"}, 0, nil, "keep (implicit)"},
+		{"envelope, source route", "rfc5228-5.4-envelope.sieve", msgA, Envelope{From: "@relay.example,@r2.example:tim@example.com", To: "x@example.com"}, 0, nil, "discard"},
 		{"exists, A", "rfc5228-5.5-exists.sieve", msgA, envA, 0, nil, "keep (implicit)"},
 		{"exists, no Date", "rfc5228-5.5-exists.sieve", hdr("From: x@example.org"), envA, 0, nil, "discard"},
 		{"extended, list", "rfc5228-9-extended.sieve", hdr("Sender: owner-ietf-mta-filters@imc.org", "To: me@example.com"), envMe, 0, nil, `fileinto "filter"`},
@@ -458,6 +459,16 @@ func TestLimits(t *testing.T) {
 	}
 	if acts, err = s.Execute(context.Background(), Input{Envelope: envA, Message: readMessage(t, msgA)}); err != nil || render(acts) != "keep (implicit)" {
 		t.Errorf("short subject within the budget: %s, %v", render(acts), err)
+	}
+
+	// Flag sets are bounded, so flag work stays linear.
+	s, err = Parse([]byte(`require "imap4flags"; setflag "a b c"; addflag "d e f";`), Limits{MaxFlags: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	acts, err = s.Execute(context.Background(), Input{Envelope: envA, Message: readMessage(t, msgA)})
+	if !errors.As(err, &re) || !strings.Contains(re.Msg, "more than 5 IMAP flags") || render(acts) != "keep (implicit)" {
+		t.Errorf("flag limit: %s, %v", render(acts), err)
 	}
 
 	// Duplicates merge (RFC 5228 §2.10.3) rather than counting twice.
