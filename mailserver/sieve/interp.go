@@ -118,6 +118,10 @@ func (r *run) command(n *node) error {
 		if err != nil {
 			return err
 		}
+		if strings.EqualFold(n.args[0].strs[0], "INBOX") {
+			// fileinto "INBOX" is keep (RFC 5228 §4.3); one copy, not two.
+			return r.add(n, Keep{Flags: flags})
+		}
 		return r.add(n, FileInto{Mailbox: n.args[0].strs[0], Flags: flags, Copy: cp})
 	case "redirect":
 		if err := r.deliveryAllowed(n); err != nil {

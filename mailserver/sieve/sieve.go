@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"time"
+	"unicode/utf8"
 )
 
 // Limits bound what one script may cost. The zero value of a field means
@@ -56,6 +57,19 @@ func Parse(src []byte, lim Limits) (*Script, error) {
 	lim = lim.withDefaults()
 	if len(src) > lim.MaxScriptBytes {
 		return nil, &ParseError{Pos: Pos{1, 1}, Msg: fmt.Sprintf("script is %d bytes; the limit is %d", len(src), lim.MaxScriptBytes)}
+	}
+	if !utf8.Valid(src) {
+		bad := 0
+		for bad < len(src) {
+			r, size := utf8.DecodeRune(src[bad:])
+			if r == utf8.RuneError && size == 1 {
+				break
+			}
+			bad += size
+		}
+		l := newLexer(string(src))
+		l.advance(bad)
+		return nil, &ParseError{Pos: l.pos(), Msg: "script is not valid UTF-8 here; save it as UTF-8"}
 	}
 	raw, err := parseScript(string(src), lim.MaxNesting)
 	if err != nil {
