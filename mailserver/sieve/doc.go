@@ -36,10 +36,19 @@
 //		Addresses: ownerAliases,
 //	})
 //
-// On error, acts is a single implicit Keep: deliver to INBOX and log the
-// error for the owner (RFC 5228 §2.10.6). Otherwise do every action:
+// Parse errors are *ParseError ("sieve: 3:14: ..."), meant to be shown to
+// the script's author as they are: the place to check a script when it is
+// uploaded (ManageSieve PUTSCRIPT/CHECKSCRIPT, "hastore admin user sieve"),
+// so delivery only meets scripts that parse. Capabilities is the list to
+// announce.
 //
-//   - Keep{Flags}: store in INBOX with those flags/keywords.
+// Execute never fails the delivery. On error (a *RuntimeError: a limit
+// reached, reject with keep or vacation; or ctx done) acts is a single
+// implicit Keep: deliver to INBOX and log the error for the owner
+// (RFC 5228 §2.10.6). Otherwise do every action, in order:
+//
+//   - Keep{Flags}: store in INBOX with those flags/keywords (fileinto
+//     "INBOX" arrives as Keep, so INBOX gets one copy).
 //   - FileInto{Mailbox, Flags}: store there; if the mailbox does not
 //     exist, store in INBOX instead (or create it: policy), never lose it.
 //   - Redirect{Address}: queue the unchanged message to Address with the
@@ -52,6 +61,12 @@
 //   - Vacation{...}: build a reply (RFC 3834: Auto-Submitted: auto-replied,
 //     In-Reply-To, References), queue it with envelope sender <>, then
 //     record Key for Period in the VacationMemory.
+//
+// Vacation already applied RFC 5230's "do not reply" rules (null or own
+// sender, MAILER-DAEMON, owner-*, *-request, Auto-Submitted, Precedence
+// bulk/list/junk, List-* headers, owner's address not in To, Cc, Bcc or
+// Resent-*) and asked the memory. Redirects are at most
+// Limits.MaxRedirects distinct addresses; the loop guard is the caller's.
 //
 // The only state a run needs from outside is VacationMemory:
 //
