@@ -213,6 +213,8 @@ func TestRFCExamples(t *testing.T) {
 				`fileinto "t5" [NonJunk Junk gnus-forward $Forwarded NotJunk JunkRecorded $Junk $NotJunk]; ` +
 				`fileinto "t6" [NonJunk Junk gnus-forward $Forwarded NotJunk JunkRecorded $Junk $NotJunk]; ` +
 				`fileinto "t7" [NonJunk Junk gnus-forward $Forwarded NotJunk JunkRecorded $Junk $NotJunk]`},
+		{"addflag forms", "rfc5232-3.2-addflag.sieve", msgA, envA, 0, nil,
+			`fileinto "v1" [\Deleted \Answered]; fileinto "v2" [\Deleted \Answered]; fileinto "v3" [\Deleted \Answered]; fileinto "v4" [\Answered \Deleted]; keep [\Answered]`},
 		{":flags", "rfc5232-5-flags.sieve", msgA, envA, 0, nil, `fileinto "INBOX.From Boss" [\Deleted]`},
 		{"flags extended, big from boss", "rfc5232-9-extended.sieve", hdr("From: boss@company.example.com", "To: me@company.example.com"), envA, big, nil,
 			`fileinto "Big messages" [Big \Flagged]; keep [Big \Flagged]`},
