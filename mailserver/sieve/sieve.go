@@ -82,6 +82,19 @@ func Parse(src []byte, lim Limits) (*Script, error) {
 	return &Script{cmds: cmds, required: req, limits: lim}, nil
 }
 
+// Requires lists the extensions the script declared with "require", in
+// Capabilities order: a caller can, say, skip loading vacation memory for
+// scripts that do not use "vacation".
+func (s *Script) Requires() []string {
+	var out []string
+	for _, c := range Capabilities {
+		if s.required[c] {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
 // Envelope is the SMTP envelope of the delivery being filtered.
 type Envelope struct {
 	// From is the reverse path (MAIL FROM) without angle brackets; "" for

@@ -433,6 +433,10 @@ func TestStrings(t *testing.T) {
 			t.Errorf("%q: got %s, %v; want reason %q", c.script, render(acts), err, c.want)
 		}
 	}
+	s, err := Parse([]byte(`require ["vacation", "fileinto"]; require "envelope";`), Limits{})
+	if err != nil || strings.Join(s.Requires(), " ") != "fileinto envelope vacation" {
+		t.Errorf("Requires: %v, %v", s.Requires(), err)
+	}
 	sizes := []struct {
 		n    string
 		want int64
