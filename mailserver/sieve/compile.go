@@ -12,7 +12,7 @@ import (
 // ManageSieve server would announce them (RFC 5804 SIEVE capability).
 var Capabilities = []string{
 	"fileinto", "envelope", "copy", "imap4flags", "reject", "ereject",
-	"vacation", "vacation-seconds", "subaddress",
+	"vacation", "vacation-seconds", "subaddress", "body",
 	"comparator-i;octet", "comparator-i;ascii-casemap",
 }
 
@@ -32,6 +32,7 @@ const (
 	groupAddrPart   = "address part"
 	groupSize       = "size"
 	groupPeriod     = "period"
+	groupTransform  = "body transform"
 )
 
 type tagSpec struct {
@@ -118,6 +119,11 @@ var testSpecs = map[string]spec{
 	"allof":   {tests: -1},
 	"anyof":   {tests: -1},
 	"hasflag": {require: "imap4flags", tags: comparatorTags, args: []argKind{argStringList}},
+	"body": {require: "body", tags: merge(comparatorTags, map[string]tagSpec{
+		"raw":     {group: groupTransform},
+		"text":    {group: groupTransform},
+		"content": {value: argStringList, group: groupTransform},
+	}), args: []argKind{argStringList}},
 }
 
 // node is a checked command or test: its tags by name (a tag's value, or

@@ -12,8 +12,10 @@
 // (RFC 3894), imap4flags (RFC 5232, without the variables extension:
 // the internal flag variable only), reject and ereject (RFC 5429),
 // vacation (RFC 5230) and vacation-seconds (RFC 6131), and subaddress
-// (RFC 5233, separator "+"). Capabilities lists them. Not supported:
-// body, variables, include, relational, encoded-character.
+// (RFC 5233, separator "+"), and body (RFC 5173; :text is :content
+// "text", the first Limits.MaxBodyBytes of a body are searched).
+// Capabilities lists them. Not supported: variables, include,
+// relational, encoded-character.
 //
 // Bounds: Parse refuses scripts over Limits.MaxScriptBytes and nesting
 // deeper than Limits.MaxNesting. Sieve has no loops, so a run executes
@@ -28,10 +30,11 @@
 // and before it is stored:
 //
 //	script, err := sieve.Parse(src, sieve.Limits{})   // cache per script version
-//	hdr, _ := mail.ReadMessage(bytes.NewReader(raw))  // header only is read
+//	hdr, _ := mail.ReadMessage(bytes.NewReader(raw))
 //	acts, err := script.Execute(ctx, sieve.Input{
 //		Envelope:  sieve.Envelope{From: mailFrom, To: rcptTo}, // "" for <>
-//		Message:   sieve.HeaderMessage{Fields: hdr.Header, Bytes: int64(len(raw))},
+//		Message:   sieve.HeaderMessage{Fields: hdr.Header, Bytes: int64(len(raw)),
+//			RawBody: raw[len(raw)-bodyLen:]}, // for "body"; nil if none
 //		Vacation:  memory,      // sieve.VacationMemory, per script owner
 //		Addresses: ownerAliases,
 //	})

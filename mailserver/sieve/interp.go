@@ -374,6 +374,17 @@ func (r *run) test1(n *node) (bool, error) {
 			}
 		}
 		return false, nil
+	case "body":
+		values, ok := r.bodyValues(n)
+		if !ok {
+			return false, nil
+		}
+		for _, v := range values {
+			if r.anyKey(n, v, n.args[0].strs) {
+				return true, nil
+			}
+		}
+		return false, nil
 	case "hasflag":
 		var keys []string
 		for _, k := range n.args[0].strs {

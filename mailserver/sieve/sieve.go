@@ -20,6 +20,9 @@ type Limits struct {
 	// MaxFlags bounds the IMAP flags and keywords one set may hold;
 	// default 64.
 	MaxFlags int
+	// MaxBodyBytes is how much of a body the "body" test reads; the rest
+	// is not searched. Default 1 MiB.
+	MaxBodyBytes int
 	// Vacation :days is clamped to [MinVacationDays, MaxVacationDays] as
 	// RFC 5230 §4.1 allows; defaults 1 and 60.
 	MinVacationDays, MaxVacationDays int
@@ -39,6 +42,7 @@ func (l Limits) withDefaults() Limits {
 		l.MaxMatchSteps = 20_000_000
 	}
 	def(&l.MaxFlags, 64)
+	def(&l.MaxBodyBytes, 1<<20)
 	def(&l.MinVacationDays, 1)
 	def(&l.MaxVacationDays, 60)
 	return l

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/mail"
 	"os"
 	"path/filepath"
@@ -33,7 +34,11 @@ func readMessage(t testing.TB, src string) HeaderMessage {
 	if err != nil {
 		t.Fatalf("test message: %v", err)
 	}
-	return HeaderMessage{Fields: m.Header, Bytes: int64(len(raw))}
+	body, err := io.ReadAll(m.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return HeaderMessage{Fields: m.Header, Bytes: int64(len(raw)), RawBody: body}
 }
 
 const (
@@ -45,6 +50,13 @@ var (
 	envA = Envelope{From: "coyote@desert.example.org", To: "roadrunner@acme.example.com"}
 	envB = Envelope{From: "b1ff@de.res.example.com", To: "rube@landru.example.com"}
 )
+
+// mimeMsg is a multipart/mixed message with one part of the given type,
+// extra part header lines and body.
+func mimeMsg(ctype, partHeader, body string) string {
+	return "From: a@b.example\nContent-Type: multipart/mixed; boundary=\"b1\"\n\npreamble\n--b1\n" +
+		"Content-Type: " + ctype + "\n" + partHeader + "\n" + body + "\n--b1--\nepilogue\n"
+}
 
 // render writes actions compactly so a table can state them.
 func render(acts []Action) string {
@@ -236,6 +248,19 @@ func TestRFCExamples(t *testing.T) {
 			`reject "I am not taking mail from you, and I don't\r\nwant your birdseed, either!\r\n"`},
 		{"reject birdseed, B", "rfc5429-2.2-reject-birdseed.sieve", msgB, envB, 0, nil, "keep (implicit)"},
 
+		{"body :raw, in a part header", "rfc5173-5.1-raw.sieve", mimeMsg("text/plain", "Content-Description: MAKE MONEY FAST\n", "hi"), envA, 0, nil, "discard"},
+		{"body :raw, base64 not decoded", "rfc5173-5.1-raw.sieve", mimeMsg("text/plain", "Content-Transfer-Encoding: base64\n", "TUFLRSBNT05FWSBGQVNU"), envA, 0, nil, "keep (implicit)"},
+		{"body :content text, base64", "rfc5173-5.2-content.sieve", mimeMsg("text/plain", "Content-Transfer-Encoding: base64\n", "dGhlIG1pc3NpbGUgaXMgcmVhZHk="), envA, 0, nil, `fileinto "secrets"`},
+		{"body :content audio/mp3", "rfc5173-5.2-content.sieve", mimeMsg("audio/mp3", "", "ID3..."), envA, 0, nil, `fileinto "jukebox"`},
+		{"body :content, neither", "rfc5173-5.2-content.sieve", msgA, envA, 0, nil, "keep (implicit)"},
+		{"body :content, plain message", "rfc5173-5.2-content.sieve", "Subject: x\n\nsend the coordinates\n", envA, 0, nil, `fileinto "secrets"`},
+		{"body, empty", "rfc5173-5.2-content.sieve", "Subject: x\n", envA, 0, nil, "keep (implicit)"},
+		{"body nested parts", "rfc5173-5.2-nested.sieve", "rfc5173-5.2-message.eml", envA, 0, nil,
+			`fileinto "multipart-MIME"; fileinto "text/plain-Hello"; fileinto "text/html-Hello"; fileinto "text-Hello"; fileinto "message/rfc822-Hello"`},
+		{"body :text, quoted-printable", "rfc5173-5.3-text.sieve", mimeMsg("text/plain; charset=iso-8859-1", "Content-Transfer-Encoding: quoted-printable\n", "the caf=E9 project sch=\nedule"), envA, 0, nil, `fileinto "project/schedule"`},
+		{"body :text, html too", "rfc5173-5.3-text.sieve", mimeMsg("text/html", "", "<p>project schedule</p>"), envA, 0, nil, `fileinto "project/schedule"`},
+		{"body :text, not image", "rfc5173-5.3-text.sieve", mimeMsg("image/png", "", "project schedule"), envA, 0, nil, "keep (implicit)"},
+
 		{"subaddress postmaster", "rfc5233-4-subaddress.sieve", msgA, Envelope{From: "a@b.example", To: "postmaster+foo@example.com"}, 0, nil, `fileinto "inbox.postmaster"`},
 		{"subaddress list", "rfc5233-4-subaddress.sieve", msgA, Envelope{From: "a@b.example", To: "ken+mta-filters@example.com"}, 0, nil, `fileinto "inbox.ietf-mta-filters"`},
 		{"subaddress foo", "rfc5233-4-subaddress.sieve", msgA, Envelope{From: "a@b.example", To: "ken+foo@example.com"}, 0, nil, "redirect ken@example.net"},
@@ -359,7 +384,7 @@ func TestParseErrors(t *testing.T) {
 		{"keep\ndiscard;", "2:1", `expected ";" or "{" before "discard"`},
 		{"}", "1:1", `"}" without a matching "{"`},
 		{`fileinto "x";`, "1:1", `needs ` + "`" + `require "fileinto";` + "`"},
-		{`require "body";`, "1:9", `extension "body" is not supported`},
+		{`require "include";`, "1:9", `extension "include" is not supported`},
 		{"keep;\nrequire \"fileinto\";", "2:1", `"require" must come before any other command`},
 		{"if true { require \"fileinto\"; }", "1:11", "only at the top"},
 		{"if size 100 { stop; }", "1:9", "one too many"},
@@ -573,6 +598,44 @@ func TestCompare(t *testing.T) {
 	}
 }
 
+func TestDecodePart(t *testing.T) {
+	cases := []struct{ cte, charset, body, want string }{
+		{"quoted-printable", "iso-8859-1", "caf=E9 =\r\nok", "café ok"},
+		{"Quoted-Printable", "utf-8", "caf=C3=A9", "café"},
+		{"base64", "", "Y2Fmw6k=\r\n", "café"},
+		{"base64", "", "not base64!", "not base64!"}, // undecodable: as it is
+		{"7bit", "us-ascii", "plain", "plain"},
+	}
+	for _, c := range cases {
+		if got := decodePart(c.cte, c.charset, []byte(c.body)); got != c.want {
+			t.Errorf("decodePart(%s, %s, %q) = %q, want %q", c.cte, c.charset, c.body, got, c.want)
+		}
+	}
+}
+
+func TestSplitMultipart(t *testing.T) {
+	cases := []struct {
+		body, pro, epi string
+		parts          []string
+	}{
+		{"pre\r\n--b\r\nA\r\n--b\r\nB\r\n\r\n--b--\r\nepi", "pre", "epi", []string{"A", "B\r\n"}},
+		{"--b\nA\n--b-- \n", "", "", []string{"A"}},
+		{"no boundary\n", "no boundary\n", "", nil},
+		{"--b\nA", "", "", []string{"A"}}, // unterminated
+		{"--bx\nA\n", "--bx\nA\n", "", nil},
+	}
+	for _, c := range cases {
+		pro, parts, epi := splitMultipart([]byte(c.body), "b")
+		var got []string
+		for _, p := range parts {
+			got = append(got, string(p))
+		}
+		if string(pro) != c.pro || string(epi) != c.epi || strings.Join(got, "|") != strings.Join(c.parts, "|") {
+			t.Errorf("%q: got %q %q %q", c.body, pro, got, epi)
+		}
+	}
+}
+
 // TestMatchesManyStars: a key of many "*" against a long value that almost
 // matches is where a backtracking matcher goes exponential. This one does
 // len(value)*len(key) steps at most; the test would hang otherwise.
@@ -603,7 +666,7 @@ func FuzzParse(f *testing.F) {
 		`if header :matches "subject" "*?*\\*?" { keep; }`, "if not not not true { stop; }"} {
 		f.Add([]byte(s))
 	}
-	msg := readMessage(f, "From: a@b.example\nTo: me@example.com\nSubject: hi\nList-Id: x\n\nbody\n")
+	msg := readMessage(f, "rfc5173-5.2-message.eml") // multipart, so body tests walk parts
 	f.Fuzz(func(t *testing.T, src []byte) {
 		s, err := Parse(src, Limits{MaxScriptBytes: 8 << 10})
 		if err != nil {
