@@ -30,43 +30,65 @@ const (
 
 // bodyValues extracts the strings a body test compares (RFC 5173 §5):
 // the raw body, or the decoded parts whose type :content names (":text"
-// is :content "text", which §5.3 allows).
+// is :content "text", which §5.3 allows). The body is split and decoded
+// once per run, however many body tests there are.
 func (r *run) bodyValues(n *node) ([]string, bool) {
-	bm, ok := r.in.Message.(BodyMessage)
-	if !ok {
-		return nil, false
+	if !r.bodyRead {
+		r.bodyRead = true
+		bm, ok := r.in.Message.(BodyMessage)
+		if !ok || bm.Body() == nil {
+			return nil, false
+		}
+		body := bm.Body()
+		if len(body) > r.s.limits.MaxBodyBytes {
+			body = body[:r.s.limits.MaxBodyBytes]
+		}
+		if !spend(&r.matchBudget, int64(len(body))) {
+			return nil, false
+		}
+		w := &mimeWalk{budget: &r.matchBudget}
+		w.walk(r.in.Message.Header, body, 0)
+		r.body = &bodyParts{raw: string(body), entries: w.entries}
 	}
-	body := bm.Body()
-	if body == nil {
-		return nil, false
-	}
-	if len(body) > r.s.limits.MaxBodyBytes {
-		body = body[:r.s.limits.MaxBodyBytes]
-	}
-	if !spend(&r.matchBudget, int64(len(body))) {
+	if r.body == nil {
 		return nil, false
 	}
 	if _, raw := n.tags["raw"]; raw {
-		return []string{string(body)}, true
+		return []string{r.body.raw}, true
 	}
 	types := []string{"text"}
 	if a, ok := n.tags["content"]; ok {
 		types = a.strs
 	}
-	w := &mimeWalk{types: types, budget: &r.matchBudget}
-	w.walk(r.in.Message.Header, body, 0)
-	return w.values, true
+	var values []string
+	for _, e := range r.body.entries {
+		if wantsType(types, e.ctype) {
+			values = append(values, e.values...)
+		}
+	}
+	return values, true
+}
+
+// bodyParts is a body taken apart: its raw text and, per MIME part, what
+// a :content match on that part's type searches.
+type bodyParts struct {
+	raw     string
+	entries []mimeEntry
+}
+
+type mimeEntry struct {
+	ctype  string
+	values []string // decoded leaf; container prologue+epilogue; rfc822 header
 }
 
 type mimeWalk struct {
-	types  []string
-	values []string
-	parts  int
-	budget *int64 // each level's scan is charged, so deep nesting is too
+	entries []mimeEntry
+	parts   int
+	budget  *int64 // each level's scan is charged, so deep nesting is too
 }
 
-func (w *mimeWalk) wants(ctype string) bool {
-	for _, t := range w.types {
+func wantsType(types []string, ctype string) bool {
+	for _, t := range types {
 		switch {
 		case t == "":
 			return true
@@ -107,25 +129,19 @@ func (w *mimeWalk) walk(get func(string) []string, body []byte, depth int) {
 			return
 		}
 		prologue, parts, epilogue := splitMultipart(body, params["boundary"])
-		if w.wants(ctype) {
-			// Only the prologue and epilogue belong to a container.
-			w.values = append(w.values, string(prologue), string(epilogue))
-		}
+		// Only the prologue and epilogue belong to a container.
+		w.entries = append(w.entries, mimeEntry{ctype, []string{string(prologue), string(epilogue)}})
 		for _, p := range parts {
 			h, b := splitPart(p)
 			w.walk(h, b, depth+1)
 		}
 	case ctype == "message/rfc822":
-		hdrEnd := headerEnd(body)
-		if w.wants(ctype) {
-			w.values = append(w.values, string(body[:hdrEnd]))
-		}
+		w.entries = append(w.entries, mimeEntry{ctype, []string{string(body[:headerEnd(body)])}})
 		h, b := splitPart(body)
 		w.walk(h, b, depth+1)
 	default:
-		if w.wants(ctype) {
-			w.values = append(w.values, decodePart(first(get, "Content-Transfer-Encoding"), params["charset"], body))
-		}
+		w.entries = append(w.entries, mimeEntry{ctype, []string{
+			decodePart(first(get, "Content-Transfer-Encoding"), params["charset"], body)}})
 	}
 }
 

@@ -28,6 +28,8 @@ type run struct {
 	// Decoded header values and the addresses in them, by header name,
 	// so many tests of one header parse it once.
 	decoded      map[string][]string
+	bodyRead     bool
+	body         *bodyParts // nil: no body, or not read yet
 	addresses    map[string][][]string
 	headerDecode mime.WordDecoder
 }
