@@ -27,10 +27,11 @@ type run struct {
 	matchBudget int64 // steps of comparison left (Limits.MaxMatchSteps)
 	// Decoded header values and the addresses in them, by header name,
 	// so many tests of one header parse it once.
-	decoded      map[string][]string
+	decoded   map[string][]string
+	addresses map[string][][]string
+	// The body taken apart, once, at the first body test.
 	bodyRead     bool
 	body         *bodyParts // nil: no body, or not read yet
-	addresses    map[string][][]string
 	headerDecode mime.WordDecoder
 }
 
