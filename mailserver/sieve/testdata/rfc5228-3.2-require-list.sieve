@@ -1,0 +1,2 @@
+# RFC 5228 section 3.2
+require ["fileinto", "reject"];

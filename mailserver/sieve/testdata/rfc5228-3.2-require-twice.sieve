@@ -1,0 +1,3 @@
+# RFC 5228 section 3.2
+require "fileinto";
+require "vacation";

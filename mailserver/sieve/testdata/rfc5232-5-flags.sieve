@@ -1,0 +1,3 @@
+# RFC 5232 section 5
+require ["fileinto", "imap4flags"];
+fileinto :flags "\\Deleted" "INBOX.From Boss";
