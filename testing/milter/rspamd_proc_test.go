@@ -40,17 +40,20 @@ const (
 	gtubeAddHeader = "YJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
 )
 
-// startRspamd runs rspamd with a configuration of the test's own: only a
-// proxy worker in milter mode scanning by itself (no normal worker, no
-// Redis, no Lua rules, DNS pointed at nothing), on a loopback port.
-func startRspamd(t *testing.T) string {
+// startRspamd runs rspamd with a configuration of the test's own: only
+// proxy workers in milter mode scanning by themselves (no normal worker,
+// no Redis, no Lua rules, DNS pointed at nothing) on loopback ports, one
+// as Debian configures it (reject means reject), one with
+// quarantine_on_reject (what it would reject goes to Junk).
+func startRspamd(t *testing.T) (reject, quarantine string) {
 	t.Helper()
 	bin, err := exec.LookPath("rspamd")
 	if err != nil {
 		t.Skip("Debian rspamd not installed (testing/deps.sh test installs it)")
 	}
 	dir := t.TempDir()
-	addr := cluster.FreePorts(t, 1)[0]
+	ports := cluster.FreePorts(t, 2)
+	addr, quarantine := ports[0], ports[1]
 	// A TLD list of a few lines: the full one takes rspamd a minute to
 	// compile at every start.
 	if err := os.WriteFile(filepath.Join(dir, "tld.dat"), []byte("com\norg\nnet\ntest\n"), 0o644); err != nil {
@@ -76,9 +79,17 @@ worker "rspamd_proxy" {
   upstream "local" { default = yes; self_scan = yes; }
   count = 1;
   spam_header = "X-Spam";
-  reject_message = "Spam message rejected";
 }
-`, dir, addr)
+worker "rspamd_proxy" {
+  bind_socket = "%[3]s";
+  milter = yes;
+  timeout = 30s;
+  upstream "local" { default = yes; self_scan = yes; }
+  count = 1;
+  spam_header = "X-Spam";
+  quarantine_on_reject = true;
+}
+`, dir, addr, quarantine)
 	cfg := filepath.Join(dir, "rspamd.conf")
 	if err := os.WriteFile(cfg, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
@@ -103,14 +114,16 @@ worker "rspamd_proxy" {
 			t.Logf("rspamd log:\n%s", tail(b, 4000))
 		}
 	})
-	cluster.Eventually(t, 2*time.Minute, "rspamd's milter port "+addr, func() error {
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err != nil {
-			return err
-		}
-		return c.Close()
-	})
-	return addr
+	for _, a := range ports {
+		cluster.Eventually(t, 2*time.Minute, "rspamd's milter port "+a, func() error {
+			c, err := net.DialTimeout("tcp", a, time.Second)
+			if err != nil {
+				return err
+			}
+			return c.Close()
+		})
+	}
+	return addr, quarantine
 }
 
 func tail(b []byte, n int) []byte {
@@ -122,16 +135,23 @@ func tail(b []byte, n int) []byte {
 
 // TestProcRspamd: rspamd in front of hastore through --milter, mail sent
 // over real SMTP to a cluster of real processes and read back over IMAP:
-// a GTUBE message is refused with rspamd's reply, one rspamd marks with
-// X-Spam: Yes lands in Junk (created with \Junk where the user had none),
-// a clean one in INBOX.
+// a GTUBE message is refused with rspamd's reply, or filed into Junk
+// where rspamd quarantines instead (created with \Junk where the user had
+// none); one rspamd marks with X-Spam: Yes lands in Junk, a clean one in
+// INBOX.
 func TestProcRspamd(t *testing.T) {
-	rspamd := startRspamd(t)
+	reject, quarantine := startRspamd(t)
 	free := cluster.FreePorts(t, 6)
 	smtpAddr, imapAddr := free[:3], free[3:]
 	c := cluster.StartProcesses(t, cluster.ProcOptions{Nodes: 3, NodeArgs: func(i int) []string {
+		// Node 1 asks the quarantining rspamd (a configuration to show
+		// both; an operator gives every node the same).
+		milter := reject
+		if i == 1 {
+			milter = quarantine
+		}
 		return []string{"--smtp", smtpAddr[i], "--imap", imapAddr[i], "--hostname", fmt.Sprintf("mx%d.example.test", i+1),
-			"--allow-insecure-auth", "--milter", "tcp:" + rspamd, "--milter-junk-header", "X-Spam"}
+			"--allow-insecure-auth", "--milter", "tcp:" + milter, "--milter-junk-header", "X-Spam"}
 	}})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -188,8 +208,13 @@ func TestProcRspamd(t *testing.T) {
 			t.Fatalf("GTUBE message: %v (%+v), want rspamd's 554 5.7.1 Gtube pattern", err, se)
 		}
 	})
-	t.Run("spam filed into Junk", func(t *testing.T) {
-		if err := send(1, "gtube junk", "This is spam too.\r\n"+gtubeAddHeader+"\r\n"); err != nil {
+	t.Run("GTUBE quarantined into Junk", func(t *testing.T) {
+		if err := send(1, "gtube quarantine", "This is spam.\r\n"+gtubeReject+"\r\n"); err != nil {
+			t.Fatalf("GTUBE message through the quarantining rspamd: %v, want 250", err)
+		}
+	})
+	t.Run("spam header files into Junk", func(t *testing.T) {
+		if err := send(2, "gtube junk", "This is spam too.\r\n"+gtubeAddHeader+"\r\n"); err != nil {
 			t.Fatalf("spam marked by rspamd: %v, want 250", err)
 		}
 	})
@@ -210,7 +235,7 @@ func TestProcRspamd(t *testing.T) {
 		if inbox, _, err = mailboxOf(im, "INBOX"); err != nil {
 			return err
 		}
-		if len(junk) == 0 || len(inbox) == 0 {
+		if len(junk) < 2 || len(inbox) == 0 {
 			return fmt.Errorf("%d in Junk, %d in INBOX", len(junk), len(inbox))
 		}
 		return nil
@@ -218,8 +243,9 @@ func TestProcRspamd(t *testing.T) {
 	if use != imap.MailboxAttrJunk {
 		t.Errorf("Junk has special use %q, want \\Junk", use)
 	}
-	if len(junk) != 1 || !bytes.Contains(junk[0], []byte("Subject: gtube junk")) || !bytes.Contains(junk[0], []byte("X-Spam: Yes")) {
-		t.Errorf("Junk holds %d messages, want the one rspamd marked, with X-Spam: Yes:\n%s", len(junk), bytes.Join(junk, []byte("\n----\n")))
+	if len(junk) != 2 || !bytes.Contains(junk[0], []byte("Subject: gtube quarantine")) ||
+		!bytes.Contains(junk[1], []byte("Subject: gtube junk")) || !bytes.Contains(junk[1], []byte("X-Spam: Yes")) {
+		t.Errorf("Junk holds %d messages, want the quarantined GTUBE one and the one marked X-Spam: Yes:\n%s", len(junk), bytes.Join(junk, []byte("\n----\n")))
 	}
 	if len(inbox) != 1 || !bytes.Contains(inbox[0], []byte("Subject: clean mail")) || bytes.Contains(inbox[0], []byte("X-Spam: Yes")) {
 		t.Errorf("INBOX holds %d messages, want the clean one only:\n%s", len(inbox), bytes.Join(inbox, []byte("\n----\n")))
