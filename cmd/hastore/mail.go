@@ -63,6 +63,7 @@ type mailFlags struct {
 	hashWait, loginCache   time.Duration
 	imapLimits             imapLimitFlags
 	delivery               deliveryFlags
+	milter                 milterFlags
 	routing                routingFlags
 	outbound               smtp.Outbound // queue for remote recipients of submission (queue.go); nil: refused
 }
@@ -168,6 +169,7 @@ func (f *mailFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&f.loginCache, "mail-login-cache-ttl", time.Hour, "how long a verified password is remembered (in memory only, shared with the other nodes) so re-logins skip argon2id; 0: off")
 	f.imapLimits.register(fs)
 	f.delivery.register(fs)
+	f.milter.register(fs)
 	f.routing.register(fs)
 }
 
@@ -187,6 +189,9 @@ func (f *mailFlags) config(log *slog.Logger) (mailserver.Config, error) {
 	}
 	cfg.MaxMessageBytes = size
 	if err := f.delivery.apply(&cfg); err != nil {
+		return cfg, err
+	}
+	if err := f.milter.apply(&cfg); err != nil {
 		return cfg, err
 	}
 	cfg.SMTPTuning.Outbound = f.outbound

@@ -132,6 +132,9 @@ type Config struct {
 	// Outbound, on a submission listener, queues mail for remote
 	// recipients (nil: refused with 550 5.7.1).
 	Outbound Outbound
+	// Milter puts content filters (rspamd …) before the 250 of MX and
+	// LMTP deliveries, and of submission if it says so (nil: none).
+	Milter *MilterConfig
 	Logger   *slog.Logger
 }
 

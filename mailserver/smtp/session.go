@@ -407,7 +407,7 @@ func (s *session) deliver(r io.Reader, allOrNothing bool) ([]mailbox.Outcome, *m
 		}
 	}
 	ctx, cancel := s.ctx() // storing only: a slow sender does not eat into it
-	defer cancel()
+	defer func() { cancel() }()
 	msg, err := sp.message(ctx)
 	if err != nil {
 		s.srv.log.Warn("no memory to store a message in time", "size", sp.size, "err", err, "remote", s.remote, "msgid", s.msgID)
@@ -423,6 +423,16 @@ func (s *session) deliver(r io.Reader, allOrNothing bool) ([]mailbox.Outcome, *m
 		}
 		msg = withAuthResults(msg, len(trace), cfg.Hostname, ar.header)
 	}
+	junk := false
+	if m := cfg.Milter; m != nil && (cfg.Mode != Submission || m.Submission) {
+		v := s.milter(ctx, m, rcpts, msg)
+		if v.reply != nil || v.discard {
+			return nil, nil, v.reply
+		}
+		msg, junk = v.msg, v.junk
+		cancel()
+		ctx, cancel = s.ctx() // the milters' time is not the store's
+	}
 	var remote []string
 	for _, r := range s.rcpts {
 		if r.remote {
@@ -434,6 +444,12 @@ func (s *session) deliver(r io.Reader, allOrNothing bool) ([]mailbox.Outcome, *m
 	}
 	d := s.srv.store.NewDelivery()
 	for _, t := range s.targets(s.rcpts) {
+		if junk {
+			if t.Mailbox, err = s.srv.store.JunkMailbox(ctx, t.User); err != nil {
+				s.srv.log.Warn("finding or creating the Junk mailbox failed", "user", t.User, "err", err, "remote", s.remote, "msgid", s.msgID)
+				return nil, nil, errTempFail
+			}
+		}
 		if err := d.AddRecipient(mailbox.Recipient{Address: t.User, Mailbox: t.Mailbox}); err != nil {
 			return nil, nil, errBadAddress
 		}
@@ -461,7 +477,7 @@ func (s *session) deliver(r io.Reader, allOrNothing bool) ([]mailbox.Outcome, *m
 		}
 	}
 	s.srv.log.Info("delivered", "from", s.from, "recipients", len(rcpts), "mailboxes", len(outs), "delivered", delivered, "retries", retries, "size", d.Size(),
-		"msgid", s.msgID, "object", d.Object().String(), "user", s.user, "dmarc", auth, "remote", s.remote, "took", time.Since(start).Round(time.Millisecond))
+		"msgid", s.msgID, "object", d.Object().String(), "user", s.user, "dmarc", auth, "remote", s.remote, "took", time.Since(start).Round(time.Millisecond), "junk", junk)
 	if len(remote) > 0 && delivered > 0 {
 		// After the local copies: a failure here is answered 451, and
 		// the client's retry stores nothing twice locally (RetryWindow).
