@@ -10,7 +10,8 @@ import (
 	"time"
 
 	"github.com/emersion/go-imap/v2"
-	"github.com/emersion/go-imap/v2/imapserver"
+
+	"hastore/mailserver/imap/wire"
 
 	"hastore/mailserver/mailbox"
 	"hastore/replica/meta"
@@ -21,7 +22,7 @@ import (
 // MIME part) and ranged reads of the body: a BODY[1.2]<0.100> reads 100
 // bytes, a header fetch reads the header bytes only.
 
-func (s *session) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, options *imap.FetchOptions) error {
+func (s *session) Fetch(w *wire.FetchWriter, numSet imap.NumSet, options *imap.FetchOptions) error {
 	s.touch()
 	sel := s.mb
 	s.fetchRev2 = s.rev2()
@@ -68,7 +69,7 @@ func (s *session) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, options *
 		if f, ok := seen[m.UID]; ok {
 			m.Flags = f
 		}
-		create := func() *imapserver.FetchResponseWriter { return w.CreateMessage(uint32(i + 1)) }
+		create := func() *wire.FetchResponseWriter { return w.CreateMessage(uint32(i + 1)) }
 		return s.fetchOne(c, create, m, options, seen[m.UID] != nil)
 	}))
 }
@@ -78,7 +79,7 @@ func (s *session) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, options *
 // response: go-imap's writer puts out "* n FETCH (" at once, so a failure
 // after it would leave an empty or truncated FETCH line before the NO.
 // One message's sections are held at once, as one of them was before.
-func (s *session) fetchOne(c context.Context, create func() *imapserver.FetchResponseWriter, m meta.MailMessage, options *imap.FetchOptions, flagsChanged bool) (err error) {
+func (s *session) fetchOne(c context.Context, create func() *wire.FetchResponseWriter, m meta.MailMessage, options *imap.FetchOptions, flagsChanged bool) (err error) {
 	var info *mailbox.Info
 	if options.Envelope || options.BodyStructure != nil || len(options.BodySection) > 0 || len(options.BinarySection) > 0 || len(options.BinarySectionSize) > 0 {
 		info, err = s.store().Info(s.user, s.mb.id, m.UID)

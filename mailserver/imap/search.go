@@ -9,10 +9,10 @@ import (
 	"time"
 
 	"github.com/emersion/go-imap/v2"
-	"github.com/emersion/go-imap/v2/imapserver"
 	gomessage "github.com/emersion/go-message"
 	"github.com/emersion/go-message/textproto"
 
+	"hastore/mailserver/imap/wire"
 	"hastore/mailserver/mailbox"
 	"hastore/replica/meta"
 )
@@ -30,7 +30,7 @@ type candidate struct {
 	err  error
 }
 
-func (s *session) Search(kind imapserver.NumKind, criteria *imap.SearchCriteria, options *imap.SearchOptions) (*imap.SearchData, error) {
+func (s *session) Search(kind wire.NumKind, criteria *imap.SearchCriteria, options *imap.SearchOptions) (*imap.SearchData, error) {
 	s.touch()
 	sel := s.mb
 	c, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
@@ -50,7 +50,7 @@ func (s *session) Search(kind imapserver.NumKind, criteria *imap.SearchCriteria,
 		}
 		num := cand.seq
 		uids.AddNum(imap.UID(m.UID))
-		if kind == imapserver.NumKindUID {
+		if kind == wire.NumKindUID {
 			num = m.UID
 		} else {
 			seqs.AddNum(cand.seq)
@@ -68,7 +68,7 @@ func (s *session) Search(kind imapserver.NumKind, criteria *imap.SearchCriteria,
 	if options != nil && options.ReturnSave {
 		sel.saved = uids
 	}
-	if kind == imapserver.NumKindUID {
+	if kind == wire.NumKindUID {
 		data.All = uids
 	} else {
 		data.All = seqs

@@ -13,8 +13,8 @@ import (
 	"time"
 
 	"github.com/emersion/go-imap/v2"
-	"github.com/emersion/go-imap/v2/imapserver"
-	"github.com/emersion/go-sasl"
+
+	"hastore/mailserver/imap/wire"
 
 	"hastore/mailserver/mailbox"
 	"hastore/replica/meta"
@@ -24,7 +24,7 @@ const opTimeout = 30 * time.Second
 
 type session struct {
 	srv    *Server
-	conn   *imapserver.Conn
+	conn   *wire.Conn
 	remote net.IP
 	user   string
 	mb     *selected
@@ -40,20 +40,18 @@ type session struct {
 	// starts a short-lived push (idlePush) per batch of events. The next
 	// call into the session (Poll after DONE, any command, Close) ends it.
 	idleMu     sync.Mutex
-	idleW      *imapserver.UpdateWriter
+	idleW      *wire.UpdateWriter
 	pushQueued atomic.Bool
 }
 
-var _ imapserver.SessionIMAP4rev2 = (*session)(nil)
-var _ imapserver.SessionSASL = (*session)(nil)
-var _ imapserver.SessionAppendLimit = (*session)(nil)
+var _ wire.Session = (*authGuard)(nil)
 
-func (s *Server) newSession(c *imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {
+func (s *Server) newSession(c *wire.Conn) (wire.Session, error) {
 	sess := &session{srv: s, conn: c}
 	if a, ok := c.NetConn().RemoteAddr().(*net.TCPAddr); ok {
 		sess.remote = a.IP
 	}
-	return s.guardSession(sess, c), nil, nil
+	return s.guardSession(sess, c), nil
 }
 
 func (s *session) store() *mailbox.Store { return s.srv.store }
@@ -168,27 +166,13 @@ func (s *session) Login(username, password string) error {
 		s.user = addr
 		return nil
 	case errors.Is(err, mailbox.ErrAuthFailed):
-		return imapserver.ErrAuthFailed
+		return wire.ErrAuthFailed
 	case errors.Is(err, mailbox.ErrThrottled):
 		return no(imap.ResponseCodeUnavailable, "Too many failed logins; try again later")
 	case errors.Is(err, mailbox.ErrDisabled):
 		return no(imap.ResponseCodeAuthorizationFailed, "Account disabled")
 	}
 	return no(imap.ResponseCodeUnavailable, "Authentication temporarily unavailable")
-}
-
-func (s *session) AuthenticateMechanisms() []string { return []string{sasl.Plain} }
-
-func (s *session) Authenticate(mech string) (sasl.Server, error) {
-	if !strings.EqualFold(mech, sasl.Plain) {
-		return nil, no(imap.ResponseCodeCannot, "Unsupported mechanism")
-	}
-	return sasl.NewPlainServer(func(identity, username, password string) error {
-		if identity != "" && !strings.EqualFold(identity, username) {
-			return no(imap.ResponseCodeAuthorizationFailed, "Cannot act as another user")
-		}
-		return s.Login(username, password)
-	}), nil
 }
 
 func (s *session) AppendLimit() uint32 {
@@ -249,7 +233,7 @@ func (s *session) Delete(name string) error {
 	return imapErr(err)
 }
 
-func (s *session) Rename(oldName, newName string, _ *imap.RenameOptions) error {
+func (s *session) Rename(oldName, newName string) error {
 	s.touch()
 	mb, err := s.mailbox(oldName)
 	if err != nil {
@@ -278,7 +262,7 @@ func (s *session) Unsubscribe(name string) error {
 	return imapErr(s.store().Unsubscribe(c, s.user, strings.TrimSuffix(name, string(meta.MailboxDelim))))
 }
 
-func (s *session) List(w *imapserver.ListWriter, ref string, patterns []string, options *imap.ListOptions) error {
+func (s *session) List(w *wire.ListWriter, ref string, patterns []string, options *imap.ListOptions) error {
 	s.touch()
 	if len(patterns) == 0 || len(patterns) == 1 && patterns[0] == "" {
 		// The hierarchy delimiter request, LIST "" "" (RFC 3501 6.3.8):
@@ -335,7 +319,7 @@ func (s *session) List(w *imapserver.ListWriter, ref string, patterns []string, 
 	for _, name := range names {
 		match := false
 		for _, p := range patterns {
-			if imapserver.MatchList(name, meta.MailboxDelim, ref, p) {
+			if wire.MatchList(name, meta.MailboxDelim, ref, p) {
 				match = true
 				break
 			}
@@ -634,7 +618,7 @@ func (s *session) Unselect() error {
 	return nil
 }
 
-func (s *session) Poll(w *imapserver.UpdateWriter, allowExpunge bool) error {
+func (s *session) Poll(w *wire.UpdateWriter, allowExpunge bool) error {
 	s.endIdle()
 	if !s.touched {
 		c, cancel := ctx()
@@ -654,7 +638,7 @@ func (s *session) Poll(w *imapserver.UpdateWriter, allowExpunge bool) error {
 // Idle catches up, tells the client what changed, and returns: updates
 // during IDLE are pushed from the watcher's notifications (see idleW), so
 // an idling connection holds no goroutine for it.
-func (s *session) Idle(w *imapserver.UpdateWriter, stop <-chan struct{}) error {
+func (s *session) Idle(w *wire.UpdateWriter) error {
 	s.endIdle()
 	c, cancel := ctx()
 	err := s.store().CatchUp(c)
@@ -678,11 +662,11 @@ func (s *session) Idle(w *imapserver.UpdateWriter, stop <-chan struct{}) error {
 	return nil
 }
 
-func (s *session) Expunge(w *imapserver.ExpungeWriter, uids *imap.UIDSet) error {
+func (s *session) Expunge(w *wire.ExpungeWriter, uids *imap.UIDSet) error {
 	s.touch()
 	sel := s.mb
 	if sel.readOnly {
-		if *w == (imapserver.ExpungeWriter{}) {
+		if w == nil {
 			return nil // CLOSE after EXAMINE: nothing is expunged (RFC 3501 6.4.2)
 		}
 		return errReadOnly
@@ -708,7 +692,7 @@ func (s *session) Expunge(w *imapserver.ExpungeWriter, uids *imap.UIDSet) error 
 	return s.store().WaitEvents(c, idx)
 }
 
-func (s *session) Store(w *imapserver.FetchWriter, numSet imap.NumSet, flags *imap.StoreFlags, options *imap.StoreOptions) error {
+func (s *session) Store(w *wire.FetchWriter, numSet imap.NumSet, flags *imap.StoreFlags, options *imap.StoreOptions) error {
 	s.touch()
 	sel := s.mb
 	if sel.readOnly {
@@ -768,7 +752,7 @@ func (s *session) Copy(numSet imap.NumSet, dest string) (*imap.CopyData, error) 
 	return s.copy(numSet, dest, false)
 }
 
-func (s *session) Move(w *imapserver.MoveWriter, numSet imap.NumSet, dest string) error {
+func (s *session) Move(w *wire.MoveWriter, numSet imap.NumSet, dest string) error {
 	s.touch()
 	if s.mb.readOnly {
 		return errReadOnly
@@ -794,7 +778,7 @@ func (s *session) Move(w *imapserver.MoveWriter, numSet imap.NumSet, dest string
 // an expunge of the originals; if the expunge fails, the copies are
 // expunged instead, so the mailbox is as before and the answer NO. The
 // copies count against the quota until the originals go.
-func (s *session) moveWithin(w *imapserver.MoveWriter, numSet imap.NumSet) error {
+func (s *session) moveWithin(w *wire.MoveWriter, numSet imap.NumSet) error {
 	sel := s.mb
 	data, err := s.copy(numSet, sel.name, false)
 	if err != nil || data == nil {
