@@ -27,6 +27,81 @@ func TestProtocol(t *testing.T) {
 	t.Run("keywords", func(t *testing.T) { testKeywords(t, login(t), login(t)) })
 	t.Run("recent", func(t *testing.T) { testRecent(t, login(t), login(t), login(t)) })
 	t.Run("binary", func(t *testing.T) { testBinary(t, login(t)) })
+	t.Run("id", func(t *testing.T) { testID(t, dialFrom(t, "127.0.0.1", plain, false)) })
+	t.Run("literal-plus", func(t *testing.T) { testLiteralPlus(t, dialFrom(t, "127.0.0.1", plain, false)) })
+}
+
+// testID: ID (RFC 2971) before and after login: one "* ID" line, OK, and
+// the connection stays (Apple Mail and Outlook send it first).
+func testID(t *testing.T, rc *rawClient) {
+	if l := rc.line(); !strings.Contains(l, " ID") {
+		t.Errorf("greeting %q does not offer ID", l)
+	}
+	for i, cmd := range []string{`ID ("name" "Mail" "version" "16.0" "os" NIL)`, "ID NIL"} {
+		lines, done := rc.collect("i", cmd)
+		if !strings.HasPrefix(done, "i OK") || len(lines) != 1 || !strings.HasPrefix(lines[0], `* ID ("name" "hastore"`) {
+			t.Errorf("%s: %q %q, want one * ID line and OK", cmd, lines, done)
+		}
+		if i == 0 {
+			if l := rc.cmd("l", "LOGIN g@guard.test pw"); !strings.HasPrefix(l, "l OK") {
+				t.Fatalf("LOGIN after ID: %q", l)
+			}
+		}
+	}
+	for _, cmd := range []string{`ID`, `ID ("name")`, `ID ("name" "x"`, `ID (name "x")`} {
+		if lines, done := rc.collect("b", cmd); !strings.HasPrefix(done, "b BAD") || len(lines) != 0 {
+			t.Errorf("%s: %q %q, want BAD alone", cmd, lines, done)
+		}
+	}
+	if l := rc.cmd("n", "NOOP"); !strings.HasPrefix(l, "n OK") {
+		t.Errorf("NOOP after ID: %q", l)
+	}
+}
+
+// testLiteralPlus: LITERAL+ (RFC 7888): non-synchronizing literals are
+// taken without a "+" (in LOGIN, SELECT, APPEND, SEARCH), synchronizing
+// ones with one.
+func testLiteralPlus(t *testing.T, rc *rawClient) {
+	if l := rc.line(); !strings.Contains(l, "LITERAL+") {
+		t.Errorf("greeting %q does not offer LITERAL+", l)
+	}
+	// Everything sent at once: a "+" would be a continuation line before
+	// the tagged answers.
+	rc.send("l LOGIN {12+}\r\ng@guard.test {2+}\r\npw\r\n")
+	if l := rc.line(); !strings.HasPrefix(l, "l OK") {
+		t.Fatalf("LOGIN with non-synchronizing literals: %q", l)
+	}
+	rc.send("c CREATE {3+}\r\nLit\r\n")
+	if l := rc.line(); !strings.HasPrefix(l, "c OK") {
+		t.Fatalf("CREATE with a non-synchronizing literal: %q", l)
+	}
+	msg := "From: a@guard.test\r\nSubject: lit+\r\n\r\nliteral plus body\r\n"
+	rc.send(fmt.Sprintf("a APPEND Lit {%d+}\r\n%s\r\n", len(msg), msg))
+	if l := rc.line(); !strings.HasPrefix(l, "a OK [APPENDUID ") {
+		t.Fatalf("APPEND with a non-synchronizing literal: %q", l)
+	}
+	rc.send("s SELECT {3+}\r\nLit\r\n")
+	if l := rc.until("s "); !strings.HasPrefix(l, "s OK") {
+		t.Fatalf("SELECT with a non-synchronizing literal: %q", l)
+	}
+	rc.send("q SEARCH BODY {4+}\r\nplus\r\n")
+	lines := []string{rc.line()}
+	if lines[0] != "* SEARCH 1\r\n" {
+		t.Errorf("SEARCH BODY {4+}: %q, want * SEARCH 1", lines)
+	}
+	if l := rc.line(); !strings.HasPrefix(l, "q OK") {
+		t.Errorf("SEARCH BODY {4+}: %q", l)
+	}
+	// A synchronizing literal still gets its "+".
+	rc.send("q2 SEARCH SUBJECT {4}\r\n")
+	if l := rc.line(); !strings.HasPrefix(l, "+") {
+		t.Fatalf("SEARCH SUBJECT {4}: %q, want +", l)
+	}
+	rc.send("lit+\r\n")
+	if l := rc.line(); l != "* SEARCH 1\r\n" {
+		t.Errorf("SEARCH SUBJECT {4}: %q, want * SEARCH 1", l)
+	}
+	rc.until("q2 ")
 }
 
 // collect sends a tagged command and returns its untagged responses and
