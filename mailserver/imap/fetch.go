@@ -41,6 +41,7 @@ func (s *session) Fetch(w *wire.FetchWriter, numSet imap.NumSet, options *imap.F
 	c, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	seen := map[uint32][]string{}
+	seenModSeq := map[uint32]uint64{}
 	if markSeen {
 		var unseen []uint32
 		err := s.forRecords(idx, func(_ int, m meta.MailMessage) error {
@@ -60,6 +61,7 @@ func (s *session) Fetch(w *wire.FetchWriter, numSet imap.NumSet, options *imap.F
 			for _, o := range out {
 				if o.Code == meta.MailOK {
 					seen[o.UID] = o.Flags
+					seenModSeq[o.UID] = o.ModSeq
 					sel.report(o.UID, o.ModSeq, index)
 				}
 			}
@@ -67,7 +69,10 @@ func (s *session) Fetch(w *wire.FetchWriter, numSet imap.NumSet, options *imap.F
 	}
 	return imapErr(s.forRecords(idx, func(i int, m meta.MailMessage) error {
 		if f, ok := seen[m.UID]; ok {
-			m.Flags = f
+			m.Flags, m.ModSeq = f, seenModSeq[m.UID]
+		}
+		if options.ChangedSince != 0 && m.ModSeq <= options.ChangedSince && seen[m.UID] == nil {
+			return nil
 		}
 		create := func() *wire.FetchResponseWriter { return w.CreateMessage(uint32(i + 1)) }
 		return s.fetchOne(c, create, m, options, seen[m.UID] != nil)
@@ -128,6 +133,9 @@ func (s *session) fetchOne(c context.Context, create func() *wire.FetchResponseW
 	}
 	if options.RFC822Size {
 		w.WriteRFC822Size(m.Size)
+	}
+	if options.ModSeq {
+		w.WriteModSeq(m.ModSeq)
 	}
 	if options.Envelope {
 		w.WriteEnvelope(envelope(&info.Envelope))

@@ -29,6 +29,111 @@ func TestProtocol(t *testing.T) {
 	t.Run("binary", func(t *testing.T) { testBinary(t, login(t)) })
 	t.Run("id", func(t *testing.T) { testID(t, dialFrom(t, "127.0.0.1", plain, false)) })
 	t.Run("literal-plus", func(t *testing.T) { testLiteralPlus(t, dialFrom(t, "127.0.0.1", plain, false)) })
+	t.Run("condstore", func(t *testing.T) { testCondStore(t, login(t), login(t)) })
+}
+
+// fetches returns the FETCH responses among lines.
+func fetches(lines []string) []string {
+	var out []string
+	for _, l := range lines {
+		if strings.Contains(l, " FETCH (") {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// modSeqOf returns the number in "MODSEQ (n)" or "[HIGHESTMODSEQ n]" or
+// "HIGHESTMODSEQ n)" in l, or 0.
+func modSeqOf(t *testing.T, l string) uint64 {
+	t.Helper()
+	for _, pre := range []string{"MODSEQ (", "HIGHESTMODSEQ "} {
+		if i := strings.Index(l, pre); i >= 0 {
+			var n uint64
+			fmt.Sscan(strings.TrimLeft(l[i+len(pre):], " "), &n)
+			if n == 0 {
+				rest := l[i+len(pre):]
+				j := strings.IndexAny(rest, ")]")
+				if j > 0 {
+					fmt.Sscan(rest[:j], &n)
+				}
+			}
+			return n
+		}
+	}
+	return 0
+}
+
+// testCondStore: ENABLE CONDSTORE and CONDSTORE (RFC 7162): HIGHESTMODSEQ
+// in SELECT and STATUS, MODSEQ in FETCH, FETCH (CHANGEDSINCE), STORE
+// (UNCHANGEDSINCE) with [MODIFIED], SEARCH MODSEQ, and MODSEQ in the
+// updates another session gets.
+func testCondStore(t *testing.T, a, b *rawClient) {
+	if l := a.cmd("c", "CREATE Cs"); !strings.HasPrefix(l, "c OK") {
+		t.Fatalf("CREATE: %q", l)
+	}
+	a.appendMsg("Cs", "", "one")
+	a.appendMsg("Cs", "", "two")
+	lines, done := a.collect("e", "ENABLE CONDSTORE")
+	if !strings.HasPrefix(done, "e OK") || find(lines, "* ENABLED CONDSTORE") == "" {
+		t.Fatalf("ENABLE CONDSTORE: %q %q", lines, done)
+	}
+	lines, _ = a.collect("s", "SELECT Cs")
+	high := modSeqOf(t, find(lines, "* OK [HIGHESTMODSEQ "))
+	if high == 0 {
+		t.Fatalf("SELECT: %q, want * OK [HIGHESTMODSEQ n]", lines)
+	}
+	lines, _ = a.collect("f", "FETCH 1:* (MODSEQ)")
+	if len(lines) != 2 || modSeqOf(t, lines[0]) == 0 || modSeqOf(t, lines[1]) > high {
+		t.Errorf("FETCH 1:* (MODSEQ): %q, want two MODSEQ at most %d", lines, high)
+	}
+	b.collect("e", "ENABLE CONDSTORE")
+	b.collect("s", "SELECT Cs")
+
+	// A STORE raises the modseq; its FETCH says so.
+	lines, _ = a.collect("st", `STORE 1 +FLAGS (\Flagged)`)
+	m1 := modSeqOf(t, find(lines, "* 1 FETCH"))
+	if m1 <= high {
+		t.Fatalf("STORE: %q, want MODSEQ above %d", lines, high)
+	}
+	// Only what changed since: message 1.
+	lines, _ = a.collect("f", fmt.Sprintf("FETCH 1:* (FLAGS) (CHANGEDSINCE %d)", high))
+	if len(lines) != 1 || !strings.HasPrefix(lines[0], "* 1 FETCH") || modSeqOf(t, lines[0]) != m1 {
+		t.Errorf("FETCH (CHANGEDSINCE %d): %q, want message 1 alone with MODSEQ (%d)", high, lines, m1)
+	}
+	// Message 2 changed after modseq 1: not stored, reported MODIFIED.
+	lines, done = a.collect("u", `STORE 2 (UNCHANGEDSINCE 1) +FLAGS (\Seen)`)
+	if done != "u OK [MODIFIED 2] Some messages changed since UNCHANGEDSINCE" || find(lines, "* 2 FETCH") != "" {
+		t.Errorf("STORE 2 (UNCHANGEDSINCE 1): %q %q, want OK [MODIFIED 2] and no FETCH", lines, done)
+	}
+	if lines, _ = a.collect("f", "FETCH 2 (FLAGS)"); strings.Contains(strings.Join(lines, ""), `\Seen`) {
+		t.Errorf("message 2 after a refused conditional STORE: %q", lines)
+	}
+	// Both unchanged since m1: stored; even .SILENT tells the new modseqs.
+	lines, done = a.collect("u2", fmt.Sprintf(`UID STORE 1:* (UNCHANGEDSINCE %d) +FLAGS.SILENT ($Cs)`, m1))
+	lines = fetches(lines) // and "* FLAGS" for the new keyword
+	if done != "u2 OK STORE completed" || len(lines) != 2 {
+		t.Errorf("UID STORE (UNCHANGEDSINCE %d): %q %q, want two FETCH and OK without MODIFIED", m1, lines, done)
+	}
+	var m2 uint64
+	for _, l := range lines {
+		if n := modSeqOf(t, l); n <= m1 || strings.Contains(l, "FLAGS") {
+			t.Errorf("UID STORE .SILENT (UNCHANGEDSINCE): %q, want FETCH (UID n MODSEQ (>%d)) without FLAGS", l, m1)
+		} else {
+			m2 = max(m2, n)
+		}
+	}
+	if lines, _ = a.collect("st", "STATUS Cs (HIGHESTMODSEQ MESSAGES)"); modSeqOf(t, find(lines, "* STATUS")) != m2 {
+		t.Errorf("STATUS (HIGHESTMODSEQ): %q, want %d", lines, m2)
+	}
+	if lines, _ = a.collect("q", fmt.Sprintf("SEARCH MODSEQ %d", m2)); find(lines, "* SEARCH") != fmt.Sprintf("* SEARCH 2 (MODSEQ %d)", m2) {
+		t.Errorf("SEARCH MODSEQ %d: %q, want * SEARCH 2 (MODSEQ %d)", m2, lines, m2)
+	}
+	// The other session hears of both changes with their modseq.
+	lines, _ = b.collect("n", "NOOP")
+	if l := find(lines, "* 1 FETCH"); modSeqOf(t, l) < m1 || !strings.Contains(l, `\Flagged`) {
+		t.Errorf("other session's NOOP: %q, want * 1 FETCH with FLAGS and MODSEQ", lines)
+	}
 }
 
 // testID: ID (RFC 2971) before and after login: one "* ID" line, OK, and

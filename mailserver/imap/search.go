@@ -55,6 +55,7 @@ func (s *session) Search(kind wire.NumKind, criteria *imap.SearchCriteria, optio
 		} else {
 			seqs.AddNum(cand.seq)
 		}
+		data.ModSeq = max(data.ModSeq, m.ModSeq)
 		if data.Min == 0 || num < data.Min {
 			data.Min = num
 		}
@@ -64,6 +65,9 @@ func (s *session) Search(kind wire.NumKind, criteria *imap.SearchCriteria, optio
 	})
 	if err != nil {
 		return nil, imapErr(err)
+	}
+	if criteria.ModSeq == nil {
+		data.ModSeq = 0 // only a MODSEQ search reports it (RFC 7162 3.1.5)
 	}
 	if options != nil && options.ReturnSave {
 		sel.saved = uids
@@ -192,6 +196,9 @@ func (s *session) match(c context.Context, cand *candidate, cr *imap.SearchCrite
 		if isRecentFlag(f) && s.mb.recent.has(m.UID) || !isRecentFlag(f) && hasFlag(m.Flags, string(f)) {
 			return false
 		}
+	}
+	if cr.ModSeq != nil && m.ModSeq < cr.ModSeq.ModSeq {
+		return false
 	}
 	if cr.Larger != 0 && m.Size <= cr.Larger || cr.Smaller != 0 && m.Size >= cr.Smaller {
 		return false

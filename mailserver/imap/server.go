@@ -103,7 +103,7 @@ func Listen(store *mailbox.Store, cfg Config) (*Server, error) {
 		Caps: []imap.Cap{
 			imap.CapNamespace, imap.CapUIDPlus, imap.CapMove, imap.CapESearch, imap.CapSearchRes,
 			imap.CapSpecialUse, imap.CapCreateSpecialUse, imap.CapListExtended, imap.CapListStatus,
-			imap.CapStatusSize, imap.CapChildren, imap.CapBinary,
+			imap.CapStatusSize, imap.CapChildren, imap.CapBinary, imap.CapCondStore,
 			imap.Cap(fmt.Sprintf("APPENDLIMIT=%d", min(cfg.MaxMessageBytes, 1<<32-1))),
 		},
 		TLS:          cfg.TLS,

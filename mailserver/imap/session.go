@@ -414,6 +414,9 @@ func (s *session) status(mb *meta.Mailbox, options *imap.StatusOptions) (*imap.S
 		}
 		d.NumRecent = &n
 	}
+	if options.HighestModSeq {
+		d.HighestModSeq = mb.HighestModSeq
+	}
 	if options.Size {
 		n := mb.Size
 		d.Size = &n
@@ -564,6 +567,7 @@ func (s *session) Select(name string, options *imap.SelectOptions) (*imap.Select
 		FirstUnseenSeqNum: first,
 		UIDNext:           imap.UID(uidNext),
 		UIDValidity:       mb.UIDValidity,
+		HighestModSeq:     mb.HighestModSeq,
 	}, nil
 }
 
@@ -698,9 +702,6 @@ func (s *session) Store(w *wire.FetchWriter, numSet imap.NumSet, flags *imap.Sto
 	if sel.readOnly {
 		return errReadOnly
 	}
-	if options != nil && options.UnchangedSince != 0 {
-		return no(imap.ResponseCodeCannot, "CONDSTORE is not supported")
-	}
 	fl, err := storableFlags(flags.Flags)
 	if err != nil {
 		return err
@@ -714,12 +715,17 @@ func (s *session) Store(w *wire.FetchWriter, numSet imap.NumSet, flags *imap.Sto
 		uids[i] = sel.uids[j]
 	}
 	op := map[imap.StoreFlagsOp]meta.MailStoreOp{imap.StoreFlagsAdd: meta.MailFlagsAdd, imap.StoreFlagsDel: meta.MailFlagsRemove, imap.StoreFlagsSet: meta.MailFlagsReplace}[flags.Op]
+	var unchangedSince uint64
+	if options != nil {
+		unchangedSince = options.UnchangedSince
+	}
 	c, cancel := ctx()
 	defer cancel()
-	out, index, err := s.store().StoreFlagsIndex(c, s.user, sel.id, uids, op, fl)
+	out, index, err := s.store().StoreFlagsUnchangedSince(c, s.user, sel.id, uids, op, fl, unchangedSince)
 	if err != nil {
 		return imapErr(err)
 	}
+	condStore := s.conn.Enabled(imap.CapCondStore)
 	for _, o := range out {
 		if o.Code == meta.MailOK && sel.addKeywords(o.Flags) {
 			sel.keywordsUntold = true
@@ -727,22 +733,41 @@ func (s *session) Store(w *wire.FetchWriter, numSet imap.NumSet, flags *imap.Sto
 	}
 	_, byUID := numSet.(imap.UIDSet)
 	rev2 := s.rev2()
+	var modified imap.SeqSet // seq numbers or UIDs (RFC 7162 3.1.3)
 	for i, o := range out {
+		if o.Code == meta.MailModified {
+			if byUID {
+				modified.AddNum(o.UID)
+			} else {
+				modified.AddNum(uint32(idx[i] + 1))
+			}
+			continue
+		}
 		if o.Code != meta.MailOK {
 			continue
 		}
 		sel.report(o.UID, o.ModSeq, index)
-		if flags.Silent {
+		// A CONDSTORE client learns the new modseq even of a silent
+		// STORE (RFC 7162 3.1.3).
+		if flags.Silent && !(condStore && unchangedSince != 0) {
 			continue
 		}
 		rw := w.CreateMessage(uint32(idx[i] + 1))
 		if byUID {
 			rw.WriteUID(imap.UID(o.UID))
 		}
-		rw.WriteFlags(s.flagsOf(o.UID, o.Flags, rev2))
+		if !flags.Silent {
+			rw.WriteFlags(s.flagsOf(o.UID, o.Flags, rev2))
+		}
+		if condStore {
+			rw.WriteModSeq(o.ModSeq)
+		}
 		if err := rw.Close(); err != nil {
 			return err
 		}
+	}
+	if len(modified) > 0 {
+		return &imap.Error{Type: imap.StatusResponseTypeOK, Code: imap.ResponseCode("MODIFIED " + modified.String()), Text: "Some messages changed since UNCHANGEDSINCE"}
 	}
 	return nil
 }

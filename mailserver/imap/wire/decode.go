@@ -36,7 +36,7 @@ type decoder struct {
 	total int
 }
 
-func (d *decoder) eol() bool  { return d.pos >= len(d.line) }
+func (d *decoder) eol() bool { return d.pos >= len(d.line) }
 func (d *decoder) peek() byte {
 	if d.eol() {
 		return 0

@@ -608,12 +608,12 @@ func (c *Conn) selectCmd(d *decoder, readOnly bool) error {
 	e.raw("* OK [UIDVALIDITY ").num(data.UIDValidity).raw("] UIDs valid").crlf()
 	e.raw("* OK [UIDNEXT ").num(uint32(data.UIDNext)).raw("] Predicted next UID").crlf()
 	c.unlock()
-	if c.Enabled(imap.CapCondStore) {
-		if data.HighestModSeq != 0 {
-			c.lock().raw("* OK [HIGHESTMODSEQ ").unum64(data.HighestModSeq).raw("] Highest").crlf()
-		} else {
-			c.lock().raw("* OK [NOMODSEQ] No modseqs").crlf()
-		}
+	// With every SELECT once CONDSTORE is offered (RFC 7162 3.1.2.1).
+	if data.HighestModSeq != 0 {
+		c.lock().raw("* OK [HIGHESTMODSEQ ").unum64(data.HighestModSeq).raw("] Highest").crlf()
+		c.unlock()
+	} else if c.Enabled(imap.CapCondStore) {
+		c.lock().raw("* OK [NOMODSEQ] No modseqs").crlf()
 		c.unlock()
 	}
 	if readOnly {
