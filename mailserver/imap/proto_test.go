@@ -1,9 +1,11 @@
 package imap_test
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"hastore/mailserver/imap"
 )
@@ -30,6 +32,58 @@ func TestProtocol(t *testing.T) {
 	t.Run("id", func(t *testing.T) { testID(t, dialFrom(t, "127.0.0.1", plain, false)) })
 	t.Run("literal-plus", func(t *testing.T) { testLiteralPlus(t, dialFrom(t, "127.0.0.1", plain, false)) })
 	t.Run("condstore", func(t *testing.T) { testCondStore(t, login(t), login(t)) })
+	t.Run("quota", func(t *testing.T) { testQuota(t, e, plain, login(t)) })
+}
+
+// testQuota: QUOTA (RFC 9208) from the user's storage limit: one root ""
+// for all mailboxes, STORAGE in KiB (usage rounded up); no root for a user
+// without a limit; SETQUOTA refused NO [NOPERM].
+func testQuota(t *testing.T, e *guardEnv, plain string, unlimited *rawClient) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := e.st.AddUser(ctx, "q@guard.test", "pw", 100<<10); err != nil {
+		t.Fatal(err)
+	}
+	rc := dialFrom(t, "127.0.0.1", plain, false)
+	rc.line()
+	if l := rc.cmd("l", "LOGIN q@guard.test pw"); !strings.HasPrefix(l, "l OK") || !strings.Contains(l, " QUOTA ") {
+		t.Fatalf("LOGIN: %q, want OK with QUOTA in its capabilities", l)
+	}
+	caps, _ := rc.collect("c", "CAPABILITY")
+	if len(caps) != 1 || !strings.Contains(caps[0]+" ", " QUOTA ") || !strings.Contains(caps[0]+" ", " QUOTA=RES-STORAGE ") {
+		t.Errorf("CAPABILITY: %q, want QUOTA and QUOTA=RES-STORAGE", caps)
+	}
+	lines, done := rc.collect("q", "GETQUOTAROOT INBOX")
+	if !strings.HasPrefix(done, "q OK") || len(lines) != 2 || lines[0] != `* QUOTAROOT INBOX ""` || lines[1] != `* QUOTA "" (STORAGE 0 100)` {
+		t.Errorf("GETQUOTAROOT INBOX: %q %q", lines, done)
+	}
+	rc.appendMsg("INBOX", "", strings.Repeat("x", 3000))
+	if lines, _ = rc.collect("q", `GETQUOTA ""`); len(lines) != 1 || lines[0] != `* QUOTA "" (STORAGE 3 100)` { // 3,037 bytes, rounded up
+		t.Errorf(`GETQUOTA "" after a 3 KiB message: %q`, lines)
+	}
+	for _, c := range []struct{ cmd, want string }{
+		{`GETQUOTA "other"`, "q NO [NONEXISTENT]"},
+		{`GETQUOTAROOT NoSuchBox`, "q NO [NONEXISTENT]"},
+		{`SETQUOTA "" (STORAGE 1000000)`, "q NO [NOPERM]"},
+		{`GETQUOTA`, "q BAD"},
+	} {
+		if lines, done := rc.collect("q", c.cmd); !strings.HasPrefix(done, c.want) || len(lines) != 0 {
+			t.Errorf("%s: %q %q, want %s alone", c.cmd, lines, done, c.want)
+		}
+	}
+	// No limit: no root.
+	if lines, done = unlimited.collect("q", "GETQUOTAROOT INBOX"); !strings.HasPrefix(done, "q OK") || len(lines) != 1 || lines[0] != "* QUOTAROOT INBOX" {
+		t.Errorf("GETQUOTAROOT INBOX without a limit: %q %q", lines, done)
+	}
+	if _, done = unlimited.collect("q", `GETQUOTA ""`); !strings.HasPrefix(done, "q NO [NONEXISTENT]") {
+		t.Errorf(`GETQUOTA "" without a limit: %q`, done)
+	}
+	// Before login there are no quotas.
+	pre := dialFrom(t, "127.0.0.1", plain, false)
+	pre.line()
+	if l := pre.cmd("q", "GETQUOTAROOT INBOX"); !strings.HasPrefix(l, "q BAD") {
+		t.Errorf("GETQUOTAROOT before login: %q", l)
+	}
 }
 
 // fetches returns the FETCH responses among lines.

@@ -135,7 +135,7 @@ func (c *Conn) dispatch(d *decoder, tag, name string, uid bool) (err error) {
 	if c.state == imap.ConnStateNotAuthenticated {
 		switch name {
 		case "SELECT", "EXAMINE", "CREATE", "DELETE", "RENAME", "SUBSCRIBE", "UNSUBSCRIBE", "LIST", "LSUB", "STATUS",
-			"APPEND", "NAMESPACE", "IDLE", "CLOSE", "UNSELECT", "EXPUNGE", "SEARCH", "FETCH", "STORE", "COPY", "MOVE":
+			"APPEND", "NAMESPACE", "IDLE", "GETQUOTA", "GETQUOTAROOT", "SETQUOTA", "CLOSE", "UNSELECT", "EXPUNGE", "SEARCH", "FETCH", "STORE", "COPY", "MOVE":
 			return bad("Log in first")
 		}
 		return bad(unknownCommand)
@@ -262,6 +262,13 @@ func (c *Conn) dispatch(d *decoder, tag, name string, uid bool) (err error) {
 		return nil
 	case "IDLE":
 		return c.idle(d)
+	case "GETQUOTA", "GETQUOTAROOT", "SETQUOTA":
+		q, okq := c.sess.(SessionQuota)
+		if !okq {
+			return bad(unknownCommand)
+		}
+		poll = true
+		return c.quota(d, q, name)
 	}
 
 	if err := c.need(imap.ConnStateSelected); err != nil {
@@ -650,4 +657,62 @@ func (c *Conn) idle(d *decoder) error {
 		return bad("Expected DONE to end IDLE")
 	}
 	return perr
+}
+
+func (c *Conn) quota(d *decoder, q SessionQuota, name string) error {
+	if name == "SETQUOTA" {
+		return &protoError{typ: imap.StatusResponseTypeNo, code: imap.ResponseCodeNoPerm, text: "Quotas are set by the administrator"}
+	}
+	if err := d.sp(); err != nil {
+		return err
+	}
+	var roots []string
+	writeQuota := func(root string) error {
+		res, err := q.Quota(root)
+		if err != nil {
+			return err
+		}
+		e := c.lock().raw("* QUOTA ").astrOrEmpty(root).raw(" (")
+		for i, r := range res {
+			if i > 0 {
+				e.sp()
+			}
+			e.raw(r.Name).sp().num64(r.Usage).sp().num64(r.Limit)
+		}
+		e.raw(")").crlf()
+		c.unlock()
+		return nil
+	}
+	if name == "GETQUOTA" {
+		root, err := d.astring()
+		if err != nil {
+			return err
+		}
+		if err := d.end(); err != nil {
+			return err
+		}
+		return writeQuota(root)
+	}
+	mb, err := c.mailboxArg(d)
+	if err != nil {
+		return err
+	}
+	if err := d.end(); err != nil {
+		return err
+	}
+	if roots, err = q.QuotaRoots(mb); err != nil {
+		return err
+	}
+	e := c.lock().raw("* QUOTAROOT ").mailbox(mb)
+	for _, r := range roots {
+		e.sp().astrOrEmpty(r)
+	}
+	e.crlf()
+	c.unlock()
+	for _, r := range roots {
+		if err := writeQuota(r); err != nil {
+			return err
+		}
+	}
+	return nil
 }

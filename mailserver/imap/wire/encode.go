@@ -78,6 +78,14 @@ func (e *enc) astr(s string) *enc {
 	return e.str(s)
 }
 
+// astrOrEmpty is astr that writes "" for the empty string.
+func (e *enc) astrOrEmpty(s string) *enc {
+	if s == "" {
+		return e.raw(`""`)
+	}
+	return e.astr(s)
+}
+
 func (e *enc) mailbox(name string) *enc {
 	if strings.EqualFold(name, "INBOX") {
 		return e.raw("INBOX")

@@ -87,7 +87,7 @@ func (s *Server) Serve(ln net.Listener, implicitTLS bool) error {
 			}
 			return err
 		}
-		c := &Conn{srv: s, nc: nc, tls: implicitTLS, state: imap.ConnStateNotAuthenticated}
+		c := &Conn{srv: s, raw: nc, nc: nc, tls: implicitTLS, state: imap.ConnStateNotAuthenticated}
 		c.lr.src = nc
 		s.mu.Lock()
 		if s.closed {
@@ -119,7 +119,7 @@ func (s *Server) Close() error {
 		}
 	}
 	for c := range s.conns {
-		c.nc.Close()
+		c.raw.Close()
 	}
 	s.mu.Unlock()
 	s.wg.Wait()
@@ -131,7 +131,8 @@ var writerPool = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, buf
 // Conn is one client connection.
 type Conn struct {
 	srv  *Server
-	nc   net.Conn
+	raw  net.Conn // as accepted: closing it ends the connection at once
+	nc   net.Conn // raw, or the TLS connection over it after STARTTLS
 	lr   lineReader
 	tls  bool
 	sess Session
@@ -148,8 +149,9 @@ type Conn struct {
 	line  []byte
 }
 
-// NetConn is the connection (a *tls.Conn once TLS is on).
-func (c *Conn) NetConn() net.Conn { return c.nc }
+// NetConn is the connection as accepted (below a STARTTLS layer): its
+// address, and Close to end it from any goroutine.
+func (c *Conn) NetConn() net.Conn { return c.raw }
 
 // Enabled reports whether the client ENABLEd a capability.
 func (c *Conn) Enabled(cap imap.Cap) bool {
@@ -166,7 +168,7 @@ func (c *Conn) Bye(text string) error {
 	err := e.w.Flush()
 	c.releaseW()
 	c.wmu.Unlock()
-	c.nc.Close()
+	c.raw.Close()
 	return err
 }
 
@@ -224,6 +226,9 @@ func (c *Conn) caps() []string {
 	out = append(out, "UNSELECT")
 	for _, cp := range c.srv.opts.Caps {
 		out = append(out, string(cp))
+	}
+	if _, ok := c.sess.(SessionQuota); ok {
+		out = append(out, "QUOTA", "QUOTA=RES-STORAGE")
 	}
 	return out
 }

@@ -323,3 +323,20 @@ func writeStatus(e *enc, d *imap.StatusData) {
 	}
 	e.raw(")").crlf()
 }
+
+// QuotaResource is one resource of a quota root (RFC 9208), in the
+// resource's unit (KiB for STORAGE).
+type QuotaResource struct {
+	Name         string // "STORAGE", "MESSAGE"...
+	Usage, Limit int64
+}
+
+// SessionQuota is implemented by sessions that report quotas (QUOTA, RFC
+// 9208); the server offers QUOTA only then. Quotas are read-only here:
+// SETQUOTA is refused NO [NOPERM].
+type SessionQuota interface {
+	// QuotaRoots returns the quota roots of a mailbox (none: no quota).
+	QuotaRoots(mailbox string) ([]string, error)
+	// Quota returns the resources of a quota root.
+	Quota(root string) ([]QuotaResource, error)
+}
