@@ -33,6 +33,57 @@ func TestProtocol(t *testing.T) {
 	t.Run("literal-plus", func(t *testing.T) { testLiteralPlus(t, dialFrom(t, "127.0.0.1", plain, false)) })
 	t.Run("condstore", func(t *testing.T) { testCondStore(t, login(t), login(t)) })
 	t.Run("quota", func(t *testing.T) { testQuota(t, e, plain, login(t)) })
+	t.Run("esearch", func(t *testing.T) { testESearch(t, login(t)) })
+}
+
+// testESearch: ESEARCH (RFC 4731) result options and SEARCHRES (RFC 5182):
+// RETURN (SAVE) alone answers no result line, "$" names what it saved in
+// FETCH, STORE, SEARCH and COPY.
+func testESearch(t *testing.T, rc *rawClient) {
+	caps, _ := rc.collect("c", "CAPABILITY")
+	if len(caps) != 1 || !strings.Contains(caps[0]+" ", " SEARCHRES ") || !strings.Contains(caps[0]+" ", " ESEARCH ") {
+		t.Errorf("CAPABILITY: %q, want SEARCHRES and ESEARCH", caps)
+	}
+	if l := rc.cmd("c", "CREATE Res"); !strings.HasPrefix(l, "c OK") {
+		t.Fatalf("CREATE: %q", l)
+	}
+	rc.appendMsg("Res", "", "one")
+	rc.appendMsg("Res", `\Flagged`, "two")
+	rc.appendMsg("Res", `\Flagged`, "three")
+	rc.appendMsg("Res", "", "four")
+	rc.cmd("s", "SELECT Res")
+	for _, q := range []struct{ cmd, want string }{
+		{"SEARCH RETURN (MIN MAX COUNT) FLAGGED", `* ESEARCH (TAG "q") MIN 2 MAX 3 COUNT 2`},
+		{"UID SEARCH RETURN (ALL) FLAGGED", `* ESEARCH (TAG "q") UID ALL 2:3`},
+		{"SEARCH RETURN () UNFLAGGED", `* ESEARCH (TAG "q") ALL 1,4`},
+		{"SEARCH RETURN (COUNT) DELETED", `* ESEARCH (TAG "q") COUNT 0`},
+		{"SEARCH RETURN (MIN) DELETED", `* ESEARCH (TAG "q")`},
+		{"SEARCH FLAGGED", `* SEARCH 2 3`},
+	} {
+		lines, done := rc.collect("q", q.cmd)
+		if !strings.HasPrefix(done, "q OK") || len(lines) != 1 || lines[0] != q.want {
+			t.Errorf("%s: %q %q, want %q", q.cmd, lines, done, q.want)
+		}
+	}
+	if lines, done := rc.collect("q", "UID SEARCH RETURN (SAVE) FLAGGED"); !strings.HasPrefix(done, "q OK") || len(lines) != 0 {
+		t.Errorf("SEARCH RETURN (SAVE): %q %q, want OK and no result line", lines, done)
+	}
+	if lines, _ := rc.collect("f", "FETCH $ (UID)"); strings.Join(lines, "|") != "* 2 FETCH (UID 2)|* 3 FETCH (UID 3)" {
+		t.Errorf("FETCH $: %q, want messages 2 and 3", lines)
+	}
+	if lines, _ := rc.collect("q", "SEARCH $ SUBJECT three"); find(lines, "* SEARCH") != "* SEARCH 3" {
+		t.Errorf("SEARCH $ SUBJECT three: %q, want 3", lines)
+	}
+	if lines, _ := rc.collect("q", "SEARCH RETURN (SAVE MIN) SUBJECT four"); strings.Join(lines, "|") != `* ESEARCH (TAG "q") MIN 4` {
+		t.Errorf("SEARCH RETURN (SAVE MIN): %q", lines)
+	}
+	// ("$" is UIDs whatever the command, so the reply may name the UID.)
+	if lines, _ := rc.collect("st", `STORE $ +FLAGS (\Seen)`); len(lines) != 1 || !strings.HasPrefix(lines[0], "* 4 FETCH (") || !strings.Contains(lines[0], `\Seen`) {
+		t.Errorf("STORE $: %q, want message 4", lines)
+	}
+	if lines, done := rc.collect("q", "SEARCH RETURN (FOO) ALL"); !strings.HasPrefix(done, "q BAD") || len(lines) != 0 {
+		t.Errorf("SEARCH RETURN (FOO): %q %q, want BAD", lines, done)
+	}
 }
 
 // testQuota: QUOTA (RFC 9208) from the user's storage limit: one root ""
