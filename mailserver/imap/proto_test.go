@@ -34,6 +34,66 @@ func TestProtocol(t *testing.T) {
 	t.Run("condstore", func(t *testing.T) { testCondStore(t, login(t), login(t)) })
 	t.Run("quota", func(t *testing.T) { testQuota(t, e, plain, login(t)) })
 	t.Run("esearch", func(t *testing.T) { testESearch(t, login(t)) })
+	t.Run("selected-state", func(t *testing.T) { testSelectedState(t, login(t)) })
+}
+
+// testSelectedState: NAMESPACE (RFC 2342), UNSELECT (RFC 3691), CLOSE,
+// MOVE (RFC 6851) and UIDPLUS (RFC 4315: APPENDUID, COPYUID, UID EXPUNGE).
+func testSelectedState(t *testing.T, rc *rawClient) {
+	lines, done := rc.collect("n", "NAMESPACE")
+	if !strings.HasPrefix(done, "n OK") || len(lines) != 1 || lines[0] != `* NAMESPACE (("" "/")) NIL NIL` {
+		t.Errorf("NAMESPACE: %q %q", lines, done)
+	}
+	for _, c := range []string{"CREATE Sa", "CREATE Sb"} {
+		if l := rc.cmd("c", c); !strings.HasPrefix(l, "c OK") {
+			t.Fatalf("%s: %q", c, l)
+		}
+	}
+	msg := "Subject: s\r\n\r\nx\r\n"
+	rc.send(fmt.Sprintf("a APPEND Sa (\\Deleted) {%d+}\r\n%s\r\n", len(msg), msg))
+	if l := rc.until("a "); !strings.HasPrefix(l, "a OK [APPENDUID ") || !strings.HasSuffix(strings.TrimSpace(l), "] APPEND completed") {
+		t.Errorf("APPEND: %q, want OK [APPENDUID v 1]", l)
+	}
+	for range 3 {
+		rc.appendMsg("Sa", "", "s")
+	}
+	rc.cmd("s", "SELECT Sa")
+	// UNSELECT leaves \Deleted messages alone and says nothing.
+	if lines, done = rc.collect("u", "UNSELECT"); !strings.HasPrefix(done, "u OK") || len(lines) != 0 {
+		t.Errorf("UNSELECT: %q %q", lines, done)
+	}
+	if l := rc.cmd("f", "FETCH 1 (UID)"); !strings.HasPrefix(l, "f BAD") {
+		t.Errorf("FETCH after UNSELECT: %q, want BAD", l)
+	}
+	if lines, _ = rc.collect("st", "STATUS Sa (MESSAGES)"); find(lines, "* STATUS") != "* STATUS Sa (MESSAGES 4)" {
+		t.Errorf("STATUS after UNSELECT: %q, want 4 messages", lines)
+	}
+	rc.cmd("s", "SELECT Sa")
+	// COPYUID on COPY; MOVE answers COPYUID before its EXPUNGE.
+	if l := rc.cmd("c", "UID COPY 2 Sb"); !strings.HasPrefix(l, "c OK [COPYUID ") || !strings.Contains(l, " 2 1] ") {
+		t.Errorf("UID COPY 2 Sb: %q, want OK [COPYUID v 2 1]", l)
+	}
+	lines, done = rc.collect("m", "MOVE 3 Sb")
+	if !strings.HasPrefix(done, "m OK") || len(lines) != 2 || !strings.HasPrefix(lines[0], "* OK [COPYUID ") ||
+		!strings.HasSuffix(strings.Fields(lines[0])[5], "2]") || lines[1] != "* 3 EXPUNGE" {
+		t.Errorf("MOVE 3 Sb: %q %q, want * OK [COPYUID v 3 2], * 3 EXPUNGE, OK", lines, done)
+	}
+	// UID EXPUNGE removes only the \Deleted messages it names.
+	rc.cmd("st", `STORE 2:3 +FLAGS.SILENT (\Deleted)`)
+	// (Left: UIDs 1, 2, 4, all \Deleted.)
+	if lines, done = rc.collect("x", "UID EXPUNGE 4"); !strings.HasPrefix(done, "x OK") || strings.Join(lines, "|") != "* 3 EXPUNGE" {
+		t.Errorf("UID EXPUNGE 4: %q %q, want * 3 EXPUNGE alone", lines, done)
+	}
+	// CLOSE expunges the rest silently.
+	if lines, done = rc.collect("cl", "CLOSE"); !strings.HasPrefix(done, "cl OK") || len(lines) != 0 {
+		t.Errorf("CLOSE: %q %q, want OK alone", lines, done)
+	}
+	if lines, _ = rc.collect("st", "STATUS Sa (MESSAGES)"); find(lines, "* STATUS") != "* STATUS Sa (MESSAGES 0)" {
+		t.Errorf("STATUS after CLOSE: %q, want 0 messages", lines)
+	}
+	if l := rc.cmd("cl", "CLOSE"); !strings.HasPrefix(l, "cl BAD") {
+		t.Errorf("CLOSE without a mailbox: %q, want BAD", l)
+	}
 }
 
 // testESearch: ESEARCH (RFC 4731) result options and SEARCHRES (RFC 5182):
