@@ -58,9 +58,16 @@ func (c *Conn) mailboxName(s string) (string, error) {
 }
 
 func (c *Conn) dispatch(d *decoder, tag, name string, uid bool) (err error) {
-	poll, allowExpunge := false, true
+	// A Poll after every command once logged in (SELECT included: the
+	// backend counts on one after each command that reached it, to tell
+	// a NOOP that did not, which then catches up with the cluster).
+	poll, allowExpunge := true, true
+	switch name {
+	case "LOGIN", "AUTHENTICATE", "STARTTLS", "LOGOUT", "ID", "IDLE":
+		poll = false
+	}
 	defer func() {
-		if !poll || c.state != imap.ConnStateSelected {
+		if !poll || c.state != imap.ConnStateSelected && c.state != imap.ConnStateAuthenticated {
 			return
 		}
 		if _, isProto := err.(*protoError); isProto {
@@ -90,7 +97,6 @@ func (c *Conn) dispatch(d *decoder, tag, name string, uid bool) (err error) {
 				return err
 			}
 		}
-		poll = true
 		return nil
 	case "LOGOUT":
 		if err := d.end(); err != nil {
@@ -179,7 +185,6 @@ func (c *Conn) dispatch(d *decoder, tag, name string, uid bool) (err error) {
 		if err := d.end(); err != nil {
 			return err
 		}
-		poll = true
 		return c.sess.Create(mb, opts)
 	case "DELETE", "SUBSCRIBE", "UNSUBSCRIBE":
 		if err := d.sp(); err != nil {
@@ -192,7 +197,6 @@ func (c *Conn) dispatch(d *decoder, tag, name string, uid bool) (err error) {
 		if err := d.end(); err != nil {
 			return err
 		}
-		poll = true
 		switch name {
 		case "DELETE":
 			return c.sess.Delete(mb)
@@ -218,16 +222,12 @@ func (c *Conn) dispatch(d *decoder, tag, name string, uid bool) (err error) {
 		if err := d.end(); err != nil {
 			return err
 		}
-		poll = true
 		return c.sess.Rename(from, to)
 	case "LIST", "LSUB":
-		poll = true
 		return c.list(d, name == "LSUB")
 	case "STATUS":
-		poll = true
 		return c.status(d)
 	case "APPEND":
-		poll = true
 		return c.appendCmd(d)
 	case "NAMESPACE":
 		if err := d.end(); err != nil {
@@ -258,7 +258,6 @@ func (c *Conn) dispatch(d *decoder, tag, name string, uid bool) (err error) {
 		}
 		e.crlf()
 		c.unlock()
-		poll = true
 		return nil
 	case "IDLE":
 		return c.idle(d)
@@ -267,7 +266,6 @@ func (c *Conn) dispatch(d *decoder, tag, name string, uid bool) (err error) {
 		if !okq {
 			return bad(unknownCommand)
 		}
-		poll = true
 		return c.quota(d, q, name)
 	}
 
@@ -306,16 +304,15 @@ func (c *Conn) dispatch(d *decoder, tag, name string, uid bool) (err error) {
 		if err := d.end(); err != nil {
 			return err
 		}
-		poll = true
 		return c.sess.Expunge(&ExpungeWriter{c: c}, uids)
 	case "SEARCH":
-		poll, allowExpunge = true, uid
+		allowExpunge = uid
 		return c.search(d, tag, kind)
 	case "FETCH":
-		poll, allowExpunge = true, uid
+		allowExpunge = uid
 		return c.fetch(d, uid)
 	case "STORE":
-		poll, allowExpunge = true, uid
+		allowExpunge = uid
 		return c.store(d, uid)
 	case "COPY", "MOVE":
 		if err := d.sp(); err != nil {
@@ -335,7 +332,6 @@ func (c *Conn) dispatch(d *decoder, tag, name string, uid bool) (err error) {
 		if err := d.end(); err != nil {
 			return err
 		}
-		poll = true
 		if name == "MOVE" {
 			return c.sess.Move(&MoveWriter{c: c}, set, dest)
 		}
