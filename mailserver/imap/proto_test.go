@@ -35,6 +35,62 @@ func TestProtocol(t *testing.T) {
 	t.Run("quota", func(t *testing.T) { testQuota(t, e, plain, login(t)) })
 	t.Run("esearch", func(t *testing.T) { testESearch(t, login(t)) })
 	t.Run("selected-state", func(t *testing.T) { testSelectedState(t, login(t)) })
+	t.Run("sort-thread", func(t *testing.T) { testSortThread(t, login(t)) })
+}
+
+// testSortThread: SORT (RFC 5256, DISPLAY from RFC 5957) and THREAD
+// ORDEREDSUBJECT and REFERENCES, as webmail uses them instead of
+// downloading every header.
+func testSortThread(t *testing.T, rc *rawClient) {
+	caps, _ := rc.collect("c", "CAPABILITY")
+	for _, c := range []string{" SORT ", " THREAD=REFERENCES ", " THREAD=ORDEREDSUBJECT "} {
+		if len(caps) != 1 || !strings.Contains(caps[0]+" ", c) {
+			t.Errorf("CAPABILITY: %q, want%s", caps, c)
+		}
+	}
+	if l := rc.cmd("c", "CREATE St"); !strings.HasPrefix(l, "c OK") {
+		t.Fatalf("CREATE: %q", l)
+	}
+	for _, m := range []string{
+		"From: Zed <zed@x.test>\r\nSubject: Beta\r\nDate: Fri, 02 Jan 2026 10:00:00 +0000\r\nMessage-ID: <b1@x>\r\n\r\nb\r\n",
+		"From: amy@x.test\r\nSubject: Re: alpha\r\nDate: Sat, 03 Jan 2026 10:00:00 +0000\r\nMessage-ID: <m2@x>\r\nIn-Reply-To: <a1@x>\r\nReferences: <a1@x>\r\n\r\nlonger body\r\n",
+		"From: Bob <bob@x.test>\r\nSubject: Alpha\r\nDate: Thu, 01 Jan 2026 10:00:00 +0000\r\nMessage-ID: <a1@x>\r\n\r\na\r\n",
+		"From: carl@x.test\r\nSubject: [list] Re: Alpha (fwd)\r\nDate: Sun, 04 Jan 2026 10:00:00 +0000\r\nMessage-ID: <c4@x>\r\nReferences: <a1@x> <m2@x>\r\n\r\nc\r\n",
+	} {
+		rc.send(fmt.Sprintf("ap APPEND St {%d+}\r\n%s\r\n", len(m), m))
+		if l := rc.until("ap "); !strings.HasPrefix(l, "ap OK") {
+			t.Fatalf("APPEND: %q", l)
+		}
+	}
+	rc.cmd("s", "SELECT St")
+	for _, q := range []struct{ cmd, want string }{
+		{"SORT (SUBJECT) UTF-8 ALL", "* SORT 2 3 4 1"},
+		{"SORT (DATE) UTF-8 ALL", "* SORT 3 1 2 4"},
+		{"SORT (REVERSE FROM) US-ASCII ALL", "* SORT 1 4 3 2"},
+		{"SORT (DISPLAY) UTF-8 ALL", "* SORT 2 3 4 1"}, // amy@x.test, Bob, carl@x.test, Zed
+		{"SORT (SUBJECT REVERSE DATE) UTF-8 ALL", "* SORT 4 2 3 1"},
+		{"SORT (DATE) UTF-8 FROM amy", "* SORT 2"},
+		{"UID SORT (DATE) UTF-8 NOT FROM amy", "* SORT 3 1 4"},
+		{"THREAD ORDEREDSUBJECT UTF-8 ALL", "* THREAD (3 (2)(4))(1)"},
+		{"THREAD REFERENCES UTF-8 ALL", "* THREAD (3 2 4)(1)"},
+		{"UID THREAD REFERENCES UTF-8 NOT SUBJECT beta", "* THREAD (3 2 4)"},
+	} {
+		lines, done := rc.collect("q", q.cmd)
+		if !strings.HasPrefix(done, "q OK") || len(lines) != 1 || lines[0] != q.want {
+			t.Errorf("%s: %q %q, want %q", q.cmd, lines, done, q.want)
+		}
+	}
+	for _, q := range []struct{ cmd, want string }{
+		{"SORT (FOO) UTF-8 ALL", "q BAD"},
+		{"SORT (REVERSE) UTF-8 ALL", "q BAD"},
+		{"SORT (DATE) KOI8-R ALL", "q NO [BADCHARSET"},
+		{"THREAD FOO UTF-8 ALL", "q BAD"},
+		{"SORT (DATE) UTF-8", "q BAD"},
+	} {
+		if lines, done := rc.collect("q", q.cmd); !strings.HasPrefix(done, q.want) || len(lines) != 0 {
+			t.Errorf("%s: %q %q, want %s alone", q.cmd, lines, done, q.want)
+		}
+	}
 }
 
 // testSelectedState: NAMESPACE (RFC 2342), UNSELECT (RFC 3691), CLOSE,

@@ -141,7 +141,7 @@ func (c *Conn) dispatch(d *decoder, tag, name string, uid bool) (err error) {
 	if c.state == imap.ConnStateNotAuthenticated {
 		switch name {
 		case "SELECT", "EXAMINE", "CREATE", "DELETE", "RENAME", "SUBSCRIBE", "UNSUBSCRIBE", "LIST", "LSUB", "STATUS",
-			"APPEND", "NAMESPACE", "IDLE", "GETQUOTA", "GETQUOTAROOT", "SETQUOTA", "CLOSE", "UNSELECT", "EXPUNGE", "SEARCH", "FETCH", "STORE", "COPY", "MOVE":
+			"APPEND", "NAMESPACE", "IDLE", "GETQUOTA", "GETQUOTAROOT", "SETQUOTA", "CLOSE", "SORT", "THREAD", "UNSELECT", "EXPUNGE", "SEARCH", "FETCH", "STORE", "COPY", "MOVE":
 			return bad("Log in first")
 		}
 		return bad(unknownCommand)
@@ -271,7 +271,7 @@ func (c *Conn) dispatch(d *decoder, tag, name string, uid bool) (err error) {
 
 	if err := c.need(imap.ConnStateSelected); err != nil {
 		if name == "CLOSE" || name == "UNSELECT" || name == "EXPUNGE" || name == "SEARCH" || name == "FETCH" ||
-			name == "STORE" || name == "COPY" || name == "MOVE" {
+			name == "STORE" || name == "COPY" || name == "MOVE" || name == "SORT" || name == "THREAD" {
 			return err
 		}
 		return bad(unknownCommand)
@@ -308,6 +308,16 @@ func (c *Conn) dispatch(d *decoder, tag, name string, uid bool) (err error) {
 	case "SEARCH":
 		allowExpunge = uid
 		return c.search(d, tag, kind)
+	case "SORT", "THREAD":
+		ss, okSort := c.sess.(SessionSort)
+		if !okSort {
+			return bad(unknownCommand)
+		}
+		allowExpunge = uid
+		if name == "SORT" {
+			return c.sortCmd(d, ss, kind)
+		}
+		return c.threadCmd(d, ss, kind)
 	case "FETCH":
 		allowExpunge = uid
 		return c.fetch(d, uid)

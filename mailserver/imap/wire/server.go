@@ -230,6 +230,9 @@ func (c *Conn) caps() []string {
 	if _, ok := c.sess.(SessionQuota); ok {
 		out = append(out, "QUOTA", "QUOTA=RES-STORAGE")
 	}
+	if _, ok := c.sess.(SessionSort); ok {
+		out = append(out, "SORT", "SORT=DISPLAY", "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES")
+	}
 	return out
 }
 
@@ -342,7 +345,7 @@ func (c *Conn) command() bool {
 		}
 		name = strings.ToUpper(sub)
 		switch name {
-		case "FETCH", "STORE", "SEARCH", "COPY", "MOVE", "EXPUNGE":
+		case "FETCH", "STORE", "SEARCH", "COPY", "MOVE", "EXPUNGE", "SORT", "THREAD":
 		default:
 			return c.answer(d, tag, "UID", bad("Unknown UID command %s", name))
 		}
