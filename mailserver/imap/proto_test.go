@@ -698,9 +698,8 @@ func testBinary(t *testing.T, rc *rawClient) {
 
 // testListSubscribed: a mailbox not subscribed itself but with a subscribed
 // descendant is listed by LIST (SUBSCRIBED RECURSIVEMATCH) with CHILDINFO
-// ("SUBSCRIBED") (RFC 5258 3.5), not by LIST (SUBSCRIBED). (LSUB's rule
-// for it, \Noselect when "%" stops short, RFC 3501 6.3.9, is not here:
-// go-imap's server hands LSUB to the session exactly as LIST (SUBSCRIBED).)
+// ("SUBSCRIBED") (RFC 5258 3.5), not by LIST (SUBSCRIBED), and by LSUB
+// \Noselect when a "%" stops at it (RFC 3501 6.3.9).
 func testListSubscribed(t *testing.T, rc *rawClient) {
 	for _, c := range []string{"CREATE Lp", "CREATE Lp/c1", "CREATE Lp/c1/deep", "CREATE Lq", "SUBSCRIBE Lp/c1/deep", "SUBSCRIBE Lq"} {
 		if l := rc.cmd("c", c); !strings.HasPrefix(l, "c OK") {
@@ -715,6 +714,11 @@ func testListSubscribed(t *testing.T, rc *rawClient) {
 		{`LIST (SUBSCRIBED RECURSIVEMATCH) "" "L%"`, []string{
 			`* LIST (\HasChildren) "/" Lp ("CHILDINFO" ("SUBSCRIBED"))`,
 			`* LIST (\HasNoChildren \Subscribed) "/" Lq`}},
+		// LSUB: a parent where "%" stops is \Noselect; "*" reaches the
+		// subscribed mailbox itself.
+		{`LSUB "" "Lp/%"`, []string{`* LSUB (\Noselect) "/" Lp/c1`}},
+		{`LSUB "" "L%"`, []string{`* LSUB (\Noselect) "/" Lp`, `* LSUB () "/" Lq`}},
+		{`LSUB "" "L*"`, []string{`* LSUB () "/" Lp/c1/deep`, `* LSUB () "/" Lq`}},
 	} {
 		lines, done := rc.collect("l", q.cmd)
 		if !strings.HasPrefix(done, "l OK") {

@@ -314,6 +314,27 @@ func (s *session) List(w *wire.ListWriter, ref string, patterns []string, option
 			}
 		}
 	}
+	var lsubParents map[string]bool
+	if w.LSUB() {
+		// Parents of subscribed mailboxes where a pattern's "%" stops
+		// (RFC 3501 6.3.9): listed \Noselect.
+		lsubParents = map[string]bool{}
+		for n := range subs {
+			for i := 0; i < len(n); i++ {
+				p := n[:i]
+				if n[i] != meta.MailboxDelim || subs[p] || lsubParents[p] {
+					continue
+				}
+				for _, pat := range patterns {
+					if wire.MatchList(p, meta.MailboxDelim, ref, pat) && !wire.MatchList(n, meta.MailboxDelim, ref, pat) {
+						lsubParents[p] = true
+						names = append(names, p)
+						break
+					}
+				}
+			}
+		}
+	}
 	sort.Strings(names)
 	sort.Strings(sortedSubs)
 	for _, name := range names {
@@ -332,6 +353,13 @@ func (s *session) List(w *wire.ListWriter, ref string, patterns []string, option
 			continue
 		}
 		data := &imap.ListData{Delim: meta.MailboxDelim, Mailbox: name}
+		if lsubParents[name] {
+			data.Attrs = []imap.MailboxAttr{imap.MailboxAttrNoSelect}
+			if err := w.WriteList(data); err != nil {
+				return err
+			}
+			continue
+		}
 		if options.SelectRecursiveMatch && subscribedBelow(sortedSubs, name) {
 			data.ChildInfo = &imap.ListDataChildInfo{Subscribed: true}
 		}

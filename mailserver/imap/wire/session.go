@@ -63,6 +63,10 @@ type ListWriter struct {
 	lsub bool
 }
 
+// LSUB reports whether this is LSUB (RFC 3501 6.3.9), which lists the
+// unsubscribed parents of subscribed mailboxes a "%" stops at, \Noselect.
+func (w *ListWriter) LSUB() bool { return w.lsub }
+
 // WriteList writes one mailbox, and its STATUS if data.Status is set.
 func (w *ListWriter) WriteList(data *imap.ListData) error {
 	e := w.c.lock()
@@ -74,8 +78,15 @@ func (w *ListWriter) WriteList(data *imap.ListData) error {
 	}
 	n := 0
 	for _, a := range data.Attrs {
-		if w.lsub && a == imap.MailboxAttrSubscribed {
-			continue
+		if w.lsub {
+			// LSUB knows \Noselect only (RFC 3501 7.2.3): a subscribed
+			// name that does not exist is one.
+			if a == imap.MailboxAttrNonExistent {
+				a = imap.MailboxAttrNoSelect
+			}
+			if a != imap.MailboxAttrNoSelect {
+				continue
+			}
 		}
 		if n > 0 {
 			e.sp()
