@@ -38,6 +38,11 @@ func (s *session) Fetch(w *wire.FetchWriter, numSet imap.NumSet, options *imap.F
 			markSeen = !sel.readOnly
 		}
 	}
+	if set, ok := numSet.(imap.UIDSet); ok && w.Vanished() && !imap.IsSearchRes(numSet) {
+		if err := w.WriteVanishedEarlier(gone(sel.uids, set, s.topUID())); err != nil {
+			return err
+		}
+	}
 	c, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	seen := map[uint32][]string{}

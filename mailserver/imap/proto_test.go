@@ -36,6 +36,67 @@ func TestProtocol(t *testing.T) {
 	t.Run("esearch", func(t *testing.T) { testESearch(t, login(t)) })
 	t.Run("selected-state", func(t *testing.T) { testSelectedState(t, login(t)) })
 	t.Run("sort-thread", func(t *testing.T) { testSortThread(t, login(t)) })
+	t.Run("qresync", func(t *testing.T) { testQResync(t, login(t), login(t), login(t)) })
+}
+
+// testQResync: QRESYNC (RFC 7162 3.2): VANISHED instead of EXPUNGE once
+// enabled, SELECT (QRESYNC (uidvalidity modseq known-uids)) answering
+// VANISHED (EARLIER) and the changed messages only, UID FETCH (CHANGEDSINCE
+// n VANISHED), and [CLOSED] when a SELECT closes the previous mailbox.
+func testQResync(t *testing.T, a, b, c *rawClient) {
+	if l := a.cmd("c", "CREATE Qr"); !strings.HasPrefix(l, "c OK") {
+		t.Fatalf("CREATE: %q", l)
+	}
+	for range 4 {
+		a.appendMsg("Qr", "", "q")
+	}
+	if l := c.cmd("s", "SELECT Qr (QRESYNC (1 1))"); !strings.HasPrefix(l, "s BAD") {
+		t.Errorf("SELECT (QRESYNC) without ENABLE QRESYNC: %q, want BAD", l)
+	}
+	for _, rc := range []*rawClient{a, c} {
+		if lines, done := rc.collect("e", "ENABLE QRESYNC"); !strings.HasPrefix(done, "e OK") || find(lines, "* ENABLED QRESYNC") == "" {
+			t.Fatalf("ENABLE QRESYNC: %q %q", lines, done)
+		}
+	}
+	lines, _ := a.collect("s", "SELECT Qr")
+	high := modSeqOf(t, find(lines, "* OK [HIGHESTMODSEQ "))
+	var uidValidity uint32
+	fmt.Sscanf(find(lines, "* OK [UIDVALIDITY "), "* OK [UIDVALIDITY %d]", &uidValidity)
+	if high == 0 || uidValidity == 0 {
+		t.Fatalf("SELECT: %q", lines)
+	}
+	// Another session flags 2 and expunges 3.
+	b.cmd("s", "SELECT Qr")
+	b.cmd("st", `STORE 2 +FLAGS (\Flagged)`)
+	b.cmd("st", `STORE 3 +FLAGS.SILENT (\Deleted)`)
+	if l := b.cmd("x", "EXPUNGE"); !strings.HasPrefix(l, "x OK") {
+		t.Fatalf("EXPUNGE: %q", l)
+	}
+	lines, _ = a.collect("n", "NOOP")
+	if find(lines, "* VANISHED 3") == "" || find(lines, "* 3 EXPUNGE") != "" || find(lines, "* 2 FETCH") == "" {
+		t.Errorf("NOOP of a QRESYNC session: %q, want * VANISHED 3 (no EXPUNGE) and * 2 FETCH", lines)
+	}
+	// A reconnecting client: only what changed since its modseq.
+	lines, done := c.collect("s", fmt.Sprintf("SELECT Qr (QRESYNC (%d %d 1:4))", uidValidity, high))
+	if !strings.HasPrefix(done, "s OK") || find(lines, "* VANISHED (EARLIER) 3") == "" || len(fetches(lines)) != 1 ||
+		!strings.HasPrefix(fetches(lines)[0], `* 2 FETCH (UID 2 FLAGS (\Flagged`) || modSeqOf(t, fetches(lines)[0]) <= high {
+		t.Errorf("SELECT (QRESYNC): %q %q, want VANISHED (EARLIER) 3 and message 2 alone", lines, done)
+	}
+	lines, _ = c.collect("f", fmt.Sprintf("UID FETCH 1:* (FLAGS) (CHANGEDSINCE %d VANISHED)", high))
+	if find(lines, "* VANISHED (EARLIER) 3") == "" || len(fetches(lines)) != 1 || !strings.Contains(fetches(lines)[0], "UID 2") {
+		t.Errorf("UID FETCH (CHANGEDSINCE VANISHED): %q", lines)
+	}
+	if l := c.cmd("f", "FETCH 1:* (FLAGS) (CHANGEDSINCE 1 VANISHED)"); !strings.HasPrefix(l, "f BAD") {
+		t.Errorf("FETCH (VANISHED) without UID: %q, want BAD", l)
+	}
+	// A UIDVALIDITY that does not match: nothing to resync from.
+	lines, _ = c.collect("s", fmt.Sprintf("SELECT Qr (QRESYNC (%d %d))", uidValidity+1, high))
+	if find(lines, "* OK [CLOSED]") == "" {
+		t.Errorf("SELECT while selected: %q, want * OK [CLOSED]", lines)
+	}
+	if find(lines, "* VANISHED") != "" || len(fetches(lines)) != 0 {
+		t.Errorf("SELECT (QRESYNC) with another UIDVALIDITY: %q, want no VANISHED or FETCH", lines)
+	}
 }
 
 // testSortThread: SORT (RFC 5256, DISPLAY from RFC 5957) and THREAD

@@ -265,7 +265,7 @@ func (s *session) poll(w *wire.UpdateWriter, allowExpunge bool) error {
 			sel.uids = append(sel.uids[:i], sel.uids[i+1:]...)
 			delete(sel.reported, ev.UID)
 			sel.recent.drop(ev.UID)
-			if err := w.WriteExpunge(uint32(i + 1)); err != nil {
+			if err := w.WriteExpunge(uint32(i+1), imap.UID(ev.UID)); err != nil {
 				return err
 			}
 		case mailbox.EventReset:
@@ -306,9 +306,9 @@ func (s *session) resync(w *wire.UpdateWriter) error {
 		present[r.uid] = true
 	}
 	for i := len(sel.uids) - 1; i >= 0; i-- {
-		if !present[sel.uids[i]] {
+		if uid := sel.uids[i]; !present[uid] {
 			sel.uids = append(sel.uids[:i], sel.uids[i+1:]...)
-			if err := w.WriteExpunge(uint32(i + 1)); err != nil {
+			if err := w.WriteExpunge(uint32(i+1), imap.UID(uid)); err != nil {
 				return err
 			}
 		}

@@ -530,13 +530,16 @@ func (c *Conn) enable(d *decoder) error {
 		if c.offered(cp) && c.enableCap(cp) {
 			done = append(done, string(cp))
 		}
+		if cp == imap.CapQResync && c.offered(cp) {
+			c.enableCap(imap.CapCondStore) // QRESYNC implies it (RFC 7162 3.2.3)
+		}
 	}
 	c.writeLine(strings.TrimSpace("* ENABLED " + strings.Join(done, " ")))
 	return nil
 }
 
 // enabler is what ENABLE can turn on.
-var enabler = map[imap.Cap]bool{imap.CapIMAP4rev2: true, imap.CapCondStore: true}
+var enabler = map[imap.Cap]bool{imap.CapIMAP4rev2: true, imap.CapCondStore: true, imap.CapQResync: true}
 
 func (c *Conn) offered(cp imap.Cap) bool {
 	if !enabler[cp] {
@@ -576,6 +579,7 @@ func (c *Conn) selectCmd(d *decoder, readOnly bool) error {
 		return err
 	}
 	opts := &imap.SelectOptions{ReadOnly: readOnly}
+	var qr *QResync
 	if d.peek() == ' ' {
 		d.pos++
 		err := d.list(false, func() error {
@@ -583,11 +587,15 @@ func (c *Conn) selectCmd(d *decoder, readOnly bool) error {
 			if err != nil {
 				return err
 			}
-			if !strings.EqualFold(a, "CONDSTORE") || !c.offered(imap.CapCondStore) {
-				return bad("Unknown SELECT parameter %s", a)
+			switch {
+			case strings.EqualFold(a, "CONDSTORE") && c.offered(imap.CapCondStore):
+				opts.CondStore = true
+				return nil
+			case strings.EqualFold(a, "QRESYNC") && c.Enabled(imap.CapQResync):
+				qr, err = d.qresyncParam()
+				return err
 			}
-			opts.CondStore = true
-			return nil
+			return bad("Unknown SELECT parameter %s", a)
 		})
 		if err != nil {
 			return err
@@ -601,6 +609,9 @@ func (c *Conn) selectCmd(d *decoder, readOnly bool) error {
 	}
 	if c.state == imap.ConnStateSelected {
 		c.state = imap.ConnStateAuthenticated // even if this SELECT fails
+		if c.Enabled(imap.CapQResync) || c.rev2.Load() {
+			c.writeLine("* OK [CLOSED] Previous mailbox closed")
+		}
 	}
 	data, err := c.sess.Select(mb, opts)
 	if err != nil {
@@ -628,6 +639,13 @@ func (c *Conn) selectCmd(d *decoder, readOnly bool) error {
 	} else if c.Enabled(imap.CapCondStore) {
 		c.lock().raw("* OK [NOMODSEQ] No modseqs").crlf()
 		c.unlock()
+	}
+	if qr != nil {
+		if qs, okq := c.sess.(SessionQResync); okq {
+			if err := qs.SelectQResync(&UpdateWriter{c: c}, qr); err != nil {
+				return err
+			}
+		}
 	}
 	if readOnly {
 		return ok("READ-ONLY", "EXAMINE completed")
@@ -721,4 +739,62 @@ func (c *Conn) quota(d *decoder, q SessionQuota, name string) error {
 		}
 	}
 	return nil
+}
+
+// qresyncParam parses SELECT's "(uidvalidity modseq [known-uids
+// [(seq-match-data)]])" (the sequence match data is read and not used).
+func (d *decoder) qresyncParam() (*QResync, error) {
+	if err := d.sp(); err != nil {
+		return nil, err
+	}
+	if err := d.expect('(', "("); err != nil {
+		return nil, err
+	}
+	q := &QResync{}
+	var err error
+	if q.UIDValidity, err = d.number(); err != nil {
+		return nil, err
+	}
+	if err := d.sp(); err != nil {
+		return nil, err
+	}
+	if q.ModSeq, err = d.number64(); err != nil {
+		return nil, err
+	}
+	if d.peek() == ' ' {
+		d.pos++
+		if d.peek() != '(' {
+			set, err := d.numSet(true)
+			if err != nil {
+				return nil, err
+			}
+			if imap.IsSearchRes(set) {
+				return nil, bad("$ is not a known-uids set")
+			}
+			q.KnownUIDs = set.(imap.UIDSet)
+			if d.peek() == ' ' {
+				d.pos++
+			}
+		}
+		if d.peek() == '(' {
+			d.pos++
+			for i := 0; i < 2; i++ {
+				if i > 0 {
+					if err := d.sp(); err != nil {
+						return nil, err
+					}
+				}
+				if _, err := d.numSet(i == 1); err != nil {
+					return nil, err
+				}
+			}
+			if err := d.expect(')', ")"); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if err := d.expect(')', ")"); err != nil {
+		return nil, err
+	}
+	return q, nil
 }

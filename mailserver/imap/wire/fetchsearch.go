@@ -35,15 +35,19 @@ func (c *Conn) fetch(d *decoder, uid bool) error {
 			if err != nil {
 				return err
 			}
-			if !strings.EqualFold(a, "CHANGEDSINCE") || !c.offered(imap.CapCondStore) {
-				return bad("Unknown FETCH modifier %s", a)
-			}
-			if err := d.sp(); err != nil {
+			switch {
+			case strings.EqualFold(a, "CHANGEDSINCE") && c.offered(imap.CapCondStore):
+				if err := d.sp(); err != nil {
+					return err
+				}
+				opts.ChangedSince, err = d.number64()
+				opts.ModSeq = true
 				return err
+			case strings.EqualFold(a, "VANISHED") && uid && c.Enabled(imap.CapQResync):
+				w.vanished = true
+				return nil
 			}
-			opts.ChangedSince, err = d.number64()
-			opts.ModSeq = true
-			return err
+			return bad("Unknown FETCH modifier %s", a)
 		})
 		if err != nil {
 			return err
@@ -51,6 +55,9 @@ func (c *Conn) fetch(d *decoder, uid bool) error {
 	}
 	if err := d.end(); err != nil {
 		return err
+	}
+	if w.vanished && opts.ChangedSince == 0 {
+		return bad("VANISHED needs CHANGEDSINCE")
 	}
 	if opts.ModSeq {
 		c.enableCap(imap.CapCondStore)

@@ -227,6 +227,9 @@ func (c *Conn) caps() []string {
 	for _, cp := range c.srv.opts.Caps {
 		out = append(out, string(cp))
 	}
+	if _, ok := c.sess.(SessionQResync); ok {
+		out = append(out, "QRESYNC")
+	}
 	if _, ok := c.sess.(SessionQuota); ok {
 		out = append(out, "QUOTA", "QUOTA=RES-STORAGE")
 	}

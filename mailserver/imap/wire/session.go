@@ -140,9 +140,32 @@ func (w *UpdateWriter) WriteNumRecent(n uint32) error {
 	return w.done()
 }
 
-// WriteExpunge writes "* seq EXPUNGE".
-func (w *UpdateWriter) WriteExpunge(seq uint32) error {
-	w.c.lock().raw("* ").num(seq).raw(" EXPUNGE").crlf()
+// WriteExpunge writes "* seq EXPUNGE", or "* VANISHED uid" to a client
+// that enabled QRESYNC (RFC 7162 3.2.10).
+func (w *UpdateWriter) WriteExpunge(seq uint32, uid imap.UID) error {
+	if w.c.Enabled(imap.CapQResync) {
+		w.c.lock().raw("* VANISHED ").num(uint32(uid)).crlf()
+	} else {
+		w.c.lock().raw("* ").num(seq).raw(" EXPUNGE").crlf()
+	}
+	return w.done()
+}
+
+// WriteVanishedEarlier writes "* VANISHED (EARLIER) uids" (QRESYNC): UIDs
+// the client may know of that are gone.
+func (w *UpdateWriter) WriteVanishedEarlier(uids imap.UIDSet) error {
+	if len(uids) == 0 {
+		return nil
+	}
+	w.c.lock().raw("* VANISHED (EARLIER) ").raw(uids.String()).crlf()
+	return w.done()
+}
+
+// WriteMessage writes a FETCH response of UID, FLAGS and MODSEQ (QRESYNC's
+// changes since the client's modseq).
+func (w *UpdateWriter) WriteMessage(seq uint32, uid imap.UID, flags []imap.Flag, modSeq uint64) error {
+	w.c.lock().raw("* ").num(seq).raw(" FETCH (UID ").num(uint32(uid)).raw(" FLAGS ").flags(flags).
+		raw(" MODSEQ (").unum64(modSeq).raw("))").crlf()
 	return w.done()
 }
 
@@ -193,9 +216,20 @@ func (w *MoveWriter) WriteExpunge(seq uint32) error {
 
 // FetchWriter writes FETCH responses.
 type FetchWriter struct {
-	c     *Conn
-	opts  *imap.FetchOptions
-	names map[any]string // RFC822, RFC822.HEADER, RFC822.TEXT items
+	c        *Conn
+	opts     *imap.FetchOptions
+	names    map[any]string // RFC822, RFC822.HEADER, RFC822.TEXT items
+	vanished bool
+}
+
+// Vanished reports whether a UID FETCH asked (CHANGEDSINCE n VANISHED):
+// the UIDs of its set that are gone are to be written first with
+// WriteVanishedEarlier (QRESYNC, RFC 7162 3.2.6).
+func (w *FetchWriter) Vanished() bool { return w.vanished }
+
+// WriteVanishedEarlier writes "* VANISHED (EARLIER) uids".
+func (w *FetchWriter) WriteVanishedEarlier(uids imap.UIDSet) error {
+	return (&UpdateWriter{c: w.c}).WriteVanishedEarlier(uids)
 }
 
 // CreateMessage starts "* seq FETCH (": nothing else may be written until
@@ -350,4 +384,21 @@ type SessionQuota interface {
 	QuotaRoots(mailbox string) ([]string, error)
 	// Quota returns the resources of a quota root.
 	Quota(root string) ([]QuotaResource, error)
+}
+
+// QResync is the QRESYNC parameter of SELECT (RFC 7162 3.2.5).
+type QResync struct {
+	UIDValidity uint32
+	ModSeq      uint64
+	KnownUIDs   imap.UIDSet // nil: all UIDs below UIDNEXT
+}
+
+// SessionQResync is implemented by sessions that resynchronize quickly
+// (QRESYNC); the server offers it only then.
+type SessionQResync interface {
+	// SelectQResync runs after a successful SELECT with a QRESYNC
+	// parameter: with a matching UIDVALIDITY, it writes VANISHED
+	// (EARLIER) for the known UIDs that are gone and the UID, FLAGS and
+	// MODSEQ of the messages changed since ModSeq.
+	SelectQResync(w *UpdateWriter, q *QResync) error
 }
