@@ -672,6 +672,7 @@ func (c *Conn) idle(d *decoder) error {
 		return err
 	}
 	c.nc.SetReadDeadline(time.Now().Add(CommandTimeout))
+	c.setWriteDeadline() // IDLE may have lasted longer than WriteTimeout
 	line, err := c.lr.readLine(nil, MaxLine)
 	if err != nil && err != errLineTooLong {
 		return err

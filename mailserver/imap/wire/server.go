@@ -36,8 +36,12 @@ type Options struct {
 }
 
 // CommandTimeout bounds reading the rest of a command once it started
-// (its literals and continuation lines).
-const CommandTimeout = 30 * time.Second
+// (its literals and continuation lines); WriteTimeout bounds writing a
+// command's responses (or an IDLE update) to a client that does not read.
+const (
+	CommandTimeout = 30 * time.Second
+	WriteTimeout   = 5 * time.Minute
+)
 
 // Server serves IMAP connections.
 type Server struct {
@@ -185,6 +189,12 @@ func (c *Conn) lock() *enc {
 
 func (c *Conn) unlock() { c.wmu.Unlock() }
 
+func (c *Conn) setWriteDeadline() {
+	c.wmu.Lock()
+	c.nc.SetWriteDeadline(time.Now().Add(WriteTimeout))
+	c.wmu.Unlock()
+}
+
 func (c *Conn) releaseW() {
 	if c.e.w != nil {
 		c.e.w.Reset(nil)
@@ -279,6 +289,7 @@ func (c *Conn) serve() {
 			return
 		}
 		c.nc.SetReadDeadline(time.Now().Add(CommandTimeout))
+		c.setWriteDeadline()
 		if !c.command() {
 			return
 		}

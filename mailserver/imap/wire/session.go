@@ -118,6 +118,9 @@ type UpdateWriter struct {
 }
 
 func (w *UpdateWriter) done() error {
+	if w.push {
+		w.c.nc.SetWriteDeadline(time.Now().Add(WriteTimeout))
+	}
 	w.c.unlock()
 	if w.push {
 		return w.c.flush()
