@@ -99,7 +99,7 @@ func (lr *lineReader) readLine(dst []byte, max int) ([]byte, error) {
 					dst = append(dst, b[:i]...)
 				}
 				lr.r += i + 1
-				if over {
+				if over || len(dst) > max+1 { // +1: the CR
 					return dst, errLineTooLong
 				}
 				if n := len(dst); n > 0 && dst[n-1] == '\r' {
