@@ -74,8 +74,17 @@
 // of the session's own flag changes are dropped once consumed. What is
 // left is mostly the TLS connection's (TestIdleMemory measures it).
 //
-// Not supported yet: QRESYNC, SORT, THREAD, MULTIAPPEND, CATENATE,
-// COMPRESS, NOTIFY, METADATA. LSUB's "%" rule (RFC 3501 6.3.9: a parent of
-// a subscribed mailbox that "%" stops short of listed \Noselect) is not
-// applied.
+// # Extensions
+//
+// Besides IMAP4rev1/rev2 and what the backend always had (NAMESPACE,
+// UIDPLUS, MOVE, ESEARCH, SEARCHRES, SPECIAL-USE, LIST-EXTENDED,
+// LIST-STATUS, STATUS=SIZE, CHILDREN, BINARY, LITERAL+, IDLE, UNSELECT,
+// ID): CONDSTORE and QRESYNC from the modseqs the mailbox keeps (VANISHED
+// (EARLIER) names every known UID that is gone: no expunge history is
+// kept), QUOTA from the user's storage limit (quota.go), SORT and THREAD
+// from the envelopes stored at delivery (sort.go).
+//
+// Not supported: MULTIAPPEND, CATENATE, UTF8=ACCEPT, NOTIFY, METADATA,
+// UNAUTHENTICATE, and COMPRESS=DEFLATE (a deflate state per connection
+// is far more memory than an idle connection holds now).
 package imap
