@@ -8,7 +8,9 @@
 //
 // It knows nothing of the cluster or of how mail is stored: a Session
 // (the mailbox backend, package mailserver/imap) knows nothing of the
-// wire. Errors a Session returns as *imap.Error are written as they are;
+// wire. It replaced go-imap v2 beta.8's imapserver, which has no way to
+// add commands or response codes; none of that library's server code is
+// used (its imap package's types are, and its client in tests). Errors a Session returns as *imap.Error are written as they are;
 // any other error is a server fault (NO [SERVERBUG], logged). Errors in
 // what the client sent (syntax, numbers, names, sizes) are answered BAD
 // here, before any Session method runs.
@@ -30,6 +32,11 @@
 //   - A connection waiting for its next command holds no read or write
 //     buffer: both come from pools for the time of a command.
 //
+// Optional Session interfaces turn on more: SessionQuota (QUOTA),
+// SessionSort (SORT, THREAD), SessionQResync (QRESYNC). ENABLE knows
+// IMAP4rev2 (mailbox names in UTF-8, ESEARCH replies, no \Recent),
+// CONDSTORE and QRESYNC.
+//
 // Not supported: MULTIAPPEND, CATENATE, UTF8=ACCEPT, COMPRESS, NOTIFY,
-// SORT, THREAD, QRESYNC.
+// UNAUTHENTICATE.
 package wire
