@@ -1,7 +1,6 @@
 package wire
 
 import (
-	"strconv"
 	"strings"
 	"time"
 
@@ -455,7 +454,7 @@ func (d *decoder) searchKey(cr *imap.SearchCriteria, depth *int) error {
 		if err != nil {
 			return err
 		}
-		cr.Header = append(cr.Header, imap.SearchCriteriaHeaderField{Key: strings.Title(strings.ToLower(key)), Value: s})
+		cr.Header = append(cr.Header, imap.SearchCriteriaHeaderField{Key: headerOf[key], Value: s})
 	case "HEADER":
 		k, err := str()
 		if err != nil {
@@ -580,4 +579,4 @@ func (d *decoder) searchKey(cr *imap.SearchCriteria, depth *int) error {
 	return nil
 }
 
-var _ = strconv.Itoa
+var headerOf = map[string]string{"BCC": "Bcc", "CC": "Cc", "FROM": "From", "SUBJECT": "Subject", "TO": "To"}
