@@ -1,9 +1,15 @@
-// Package imap serves hastore's mailboxes over IMAP4rev1 and IMAP4rev2
-// (github.com/emersion/go-imap/v2's imapserver) on every node: STARTTLS on
-// the plain port, implicit TLS on the other, LOGIN and AUTHENTICATE PLAIN
-// (refused before TLS unless AllowInsecureAuth).
+// Package imap serves hastore's mailboxes over IMAP4rev1 and IMAP4rev2 on
+// every node: STARTTLS on the plain port, implicit TLS on the other, LOGIN
+// and AUTHENTICATE PLAIN (refused before TLS unless AllowInsecureAuth).
 //
-// # Design around imapserver (beta.8)
+// The protocol (parsing, encoding, connection state, STARTTLS, login,
+// IDLE, limits on what a client sends) is package wire's; this package is
+// the mailbox backend behind its Session interface and knows nothing of
+// the wire format. (It replaced go-imap v2 beta.8's imapserver, which
+// could not be given commands or response codes, and answered many client
+// errors NO [SERVERBUG].)
+//
+// # Design
 //
 //   - Unilateral updates: each selected session keeps its own view (the
 //     UIDs the client knows, in sequence order) and a cursor into the
@@ -22,11 +28,11 @@
 //     body reads; no FETCH parses a message.
 //   - EXAMINE is enforced here: STORE, EXPUNGE, MOVE answer NO [READ-ONLY],
 //     CLOSE expunges nothing, and BODY[] does not set \Seen.
-//   - No Shutdown in the library: Server.Close closes every connection.
+//   - Server.Close closes every connection (clients reconnect).
 //   - FLAGS and PERMANENTFLAGS list the keywords in use in the mailbox;
-//     a keyword new to a session is announced with FLAGS from Poll (the
-//     library writes FLAGS only there, so after a STORE's FETCH responses;
-//     it cannot write an unsolicited PERMANENTFLAGS, whose \* covers it).
+//     a keyword new to a session is announced with FLAGS from Poll, so
+//     after a STORE's FETCH responses (PERMANENTFLAGS has \*, which
+//     covers it).
 //   - \Recent is kept per node (recent.go): the first session on the node
 //     to see a message (SELECT, or the first told of new mail) has it
 //     \Recent; sessions on two nodes may both have it, as RFC 3501 allows
@@ -47,41 +53,38 @@
 //     cmd/hastore keeps the caps of all mail ports below the open-file
 //     limit.
 //   - A connection has LoginTimeout (default 60 s) to authenticate, however
-//     many NOOPs it sends (the library's own read timeout, 30 s, is per
-//     command). Logged-in sessions and IDLE are dropped after the
-//     library's 35 minutes of silence, or IdleTimeout if shorter.
+//     many NOOPs it sends; once a command has started, the rest of it
+//     (literals, continuation lines) must come within 30 s. Logged-in
+//     sessions and IDLE are dropped after 35 minutes of silence, or
+//     IdleTimeout if shorter.
 //   - An APPEND literal is read into memory that grows with the bytes that
 //     arrive, each growth taken from a budget shared by all connections
 //     (MaxAppendBuffer, default 256 MiB); an APPEND that finds no room for
-//     10 s answers NO [LIMIT]. The library refuses a literal over
-//     MaxMessageBytes (NO [TOOBIG]) before asking for it.
+//     10 s answers NO [LIMIT], before the "+" (package wire asks for the
+//     literal only when it is first read). A literal over MaxMessageBytes
+//     is refused NO [TOOBIG] before it is asked for.
 //
 // # Memory per connection
 //
-// An IMAPS session idling in IDLE costs about 18 KiB of heap and 8 KiB of
-// goroutine stack (TestIdleMemory measures it). Most of it is the
-// library's and the TLS stack's: two 4 KiB bufio buffers per connection,
-// the TLS connection (its handshake buffer, AES-GCM states) and the
-// connection's goroutine. This package's share is kept small: IDLE holds
-// no goroutine (updates are pushed from the mailbox's notifications),
+// A session idling in IDLE holds no read or write buffer (package wire
+// takes them from pools for the time of a command), no goroutine of this
+// package (updates are pushed from the mailbox's notifications), and
 // sessions of one mailbox that agree share one UID list
-// (mailbox.Watcher.ShareUIDs), and event logs, pending events and the
-// record of the session's own flag changes are dropped once consumed.
+// (mailbox.Watcher.ShareUIDs); event logs, pending events and the record
+// of the session's own flag changes are dropped once consumed. What is
+// left is mostly the TLS connection's (TestIdleMemory measures it).
 //
-// Malformed input the library's decoder rejects with a plain error (an
-// invalid sequence number such as "SEARCH 0" or "STORE 0", bad modified
-// UTF-7 in any mailbox name or LIST/LSUB pattern, a bad SEARCH date) is
-// answered NO [SERVERBUG] by the library's command loop before this
-// package sees the command; it needs a protocol layer of our own.
+// # Extensions
 //
-// Not supported (library limits): CONDSTORE/QRESYNC, QUOTA (APPEND and
-// COPY over quota answer NO [OVERQUOTA]), ID (the library answers BAD, and
-// BYE before login), SEARCHRES (the library answers RETURN (SAVE) alone
-// with ESEARCH ALL, which RFC 5182 forbids). BINARY[]<partial> responses
-// lack the "<offset>" (the library's writer omits it). LSUB's "%" rule
-// (RFC 3501 6.3.9: a parent of a subscribed mailbox that "%" stops short
-// of listed \Noselect) is not applied: the library hands LSUB to the
-// session exactly as LIST (SUBSCRIBED), where it would be wrong. A STORE's
-// new keyword is announced with FLAGS after its FETCH responses, and
-// never with an unsolicited PERMANENTFLAGS (no writer for either).
+// Besides IMAP4rev1/rev2 and what the backend always had (NAMESPACE,
+// UIDPLUS, MOVE, ESEARCH, SEARCHRES, SPECIAL-USE, LIST-EXTENDED,
+// LIST-STATUS, STATUS=SIZE, CHILDREN, BINARY, LITERAL+, IDLE, UNSELECT,
+// ID): CONDSTORE and QRESYNC from the modseqs the mailbox keeps (VANISHED
+// (EARLIER) names every known UID that is gone: no expunge history is
+// kept), QUOTA from the user's storage limit (quota.go), SORT and THREAD
+// from the envelopes stored at delivery (sort.go).
+//
+// Not supported: MULTIAPPEND, CATENATE, UTF8=ACCEPT, NOTIFY, METADATA,
+// UNAUTHENTICATE, and COMPRESS=DEFLATE (a deflate state per connection
+// is far more memory than an idle connection holds now).
 package imap

@@ -10,7 +10,8 @@ import (
 	"time"
 
 	"github.com/emersion/go-imap/v2"
-	"github.com/emersion/go-imap/v2/imapserver"
+
+	"hastore/mailserver/imap/wire"
 
 	"hastore/mailserver/mailbox"
 	"hastore/mailserver/mailstate"
@@ -21,7 +22,7 @@ import (
 // MIME part) and ranged reads of the body: a BODY[1.2]<0.100> reads 100
 // bytes, a header fetch reads the header bytes only.
 
-func (s *session) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, options *imap.FetchOptions) error {
+func (s *session) Fetch(w *wire.FetchWriter, numSet imap.NumSet, options *imap.FetchOptions) error {
 	s.touch()
 	sel := s.mb
 	s.fetchRev2 = s.rev2()
@@ -37,9 +38,15 @@ func (s *session) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, options *
 			markSeen = !sel.readOnly
 		}
 	}
+	if set, ok := numSet.(imap.UIDSet); ok && w.Vanished() && !imap.IsSearchRes(numSet) {
+		if err := w.WriteVanishedEarlier(gone(sel.uids, set, s.topUID())); err != nil {
+			return err
+		}
+	}
 	c, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	seen := map[uint32][]string{}
+	seenModSeq := map[uint32]uint64{}
 	if markSeen {
 		var unseen []uint32
 		err := s.forRecords(idx, func(_ int, m mailstate.MailMessage) error {
@@ -59,6 +66,7 @@ func (s *session) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, options *
 			for _, o := range out {
 				if o.Code == mailstate.MailOK {
 					seen[o.UID] = o.Flags
+					seenModSeq[o.UID] = o.ModSeq
 					sel.report(o.UID, o.ModSeq, index)
 				}
 			}
@@ -66,9 +74,12 @@ func (s *session) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, options *
 	}
 	return imapErr(s.forRecords(idx, func(i int, m mailstate.MailMessage) error {
 		if f, ok := seen[m.UID]; ok {
-			m.Flags = f
+			m.Flags, m.ModSeq = f, seenModSeq[m.UID]
 		}
-		create := func() *imapserver.FetchResponseWriter { return w.CreateMessage(uint32(i + 1)) }
+		if options.ChangedSince != 0 && m.ModSeq <= options.ChangedSince && seen[m.UID] == nil {
+			return nil
+		}
+		create := func() *wire.FetchResponseWriter { return w.CreateMessage(uint32(i + 1)) }
 		return s.fetchOne(c, create, m, options, seen[m.UID] != nil)
 	}))
 }
@@ -78,7 +89,7 @@ func (s *session) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, options *
 // response: go-imap's writer puts out "* n FETCH (" at once, so a failure
 // after it would leave an empty or truncated FETCH line before the NO.
 // One message's sections are held at once, as one of them was before.
-func (s *session) fetchOne(c context.Context, create func() *imapserver.FetchResponseWriter, m mailstate.MailMessage, options *imap.FetchOptions, flagsChanged bool) (err error) {
+func (s *session) fetchOne(c context.Context, create func() *wire.FetchResponseWriter, m mailstate.MailMessage, options *imap.FetchOptions, flagsChanged bool) (err error) {
 	var info *mailbox.Info
 	if options.Envelope || options.BodyStructure != nil || len(options.BodySection) > 0 || len(options.BinarySection) > 0 || len(options.BinarySectionSize) > 0 {
 		info, err = s.store().Info(s.user, s.mb.id, m.UID)
@@ -127,6 +138,9 @@ func (s *session) fetchOne(c context.Context, create func() *imapserver.FetchRes
 	}
 	if options.RFC822Size {
 		w.WriteRFC822Size(m.Size)
+	}
+	if options.ModSeq {
+		w.WriteModSeq(m.ModSeq)
 	}
 	if options.Envelope {
 		w.WriteEnvelope(envelope(&info.Envelope))

@@ -11,10 +11,9 @@ import (
 	"time"
 
 	"github.com/emersion/go-imap/v2"
-	"github.com/emersion/go-imap/v2/imapserver"
-	"github.com/emersion/go-sasl"
 
 	"hastore/connlimit"
+	"hastore/mailserver/imap/wire"
 )
 
 // Defences against clients that hold connections or memory without using
@@ -80,7 +79,7 @@ type authGuard struct {
 // byeTimeout bounds saying BYE to a client that did not log in in time.
 const byeTimeout = 5 * time.Second
 
-func (s *Server) guardSession(sess *session, c *imapserver.Conn) *authGuard {
+func (s *Server) guardSession(sess *session, c *wire.Conn) *authGuard {
 	g := &authGuard{session: sess}
 	g.timer = time.AfterFunc(s.cfg.LoginTimeout, func() {
 		if g.authed.Load() {
@@ -119,27 +118,6 @@ func (g *authGuard) Login(username, password string) error {
 		g.loggedIn()
 	}
 	return err
-}
-
-func (g *authGuard) Authenticate(mech string) (sasl.Server, error) {
-	srv, err := g.session.Authenticate(mech)
-	if err != nil {
-		return nil, err
-	}
-	return saslDone{srv, g}, nil
-}
-
-type saslDone struct {
-	sasl.Server
-	g *authGuard
-}
-
-func (s saslDone) Next(response []byte) ([]byte, bool, error) {
-	challenge, done, err := s.Server.Next(response)
-	if done && err == nil {
-		s.g.loggedIn()
-	}
-	return challenge, done, err
 }
 
 func (g *authGuard) Close() error {

@@ -309,11 +309,10 @@ func testAppendBudget(t *testing.T, e *guardEnv) {
 	small.line()
 	small.cmd("l", "LOGIN g@guard.test pw")
 	one := "Subject: small\r\n\r\nhello\r\n"
+	// No "+": refused before the client uploads anything.
 	small.send(fmt.Sprintf("b APPEND INBOX {%d}\r\n", len(one)))
-	small.until("+")
-	small.send(one + "\r\n")
-	if l := small.until("b "); !strings.HasPrefix(l, "b NO [LIMIT]") {
-		t.Fatalf("APPEND while the budget is held: %q, want b NO [LIMIT]", l)
+	if l := small.line(); !strings.HasPrefix(l, "b NO [LIMIT]") {
+		t.Fatalf("APPEND while the budget is held: %q, want b NO [LIMIT] (and no +)", l)
 	}
 	big.send(msg[3<<20:] + "\r\n")
 	if l := big.until("a "); !strings.HasPrefix(l, "a OK") {
@@ -327,49 +326,124 @@ func testAppendBudget(t *testing.T, e *guardEnv) {
 	}
 }
 
-// testBadInput: malformed commands get an answer and leave the session
-// usable. (go-imap beta.8 answers the decoding errors below — an invalid
-// sequence number, bad modified UTF-7 — with NO [SERVERBUG] "Internal
-// server error" from its own command loop, before any of this package's
-// code runs; they are logged here so a library fix shows.)
+// testBadInput: the client's errors are answered BAD (or NO with a code),
+// never NO [SERVERBUG], at once, and leave the session usable; input that
+// cannot be an IMAP client's ends the connection.
 func testBadInput(t *testing.T, e *guardEnv) {
 	plain, _ := e.listen(t, imap.Config{})
 	rc := dialFrom(t, "127.0.0.1", plain, false)
 	rc.line()
 	rc.cmd("l", "LOGIN g@guard.test pw")
 	rc.cmd("s", "SELECT INBOX")
-	for _, c := range []string{
-		"SEARCH 0",
-		"UID SEARCH 0:*",
-		"FETCH 0 FLAGS",
-		`LIST "" "&Jjo"`,
-		`CREATE "&Jjo"`,
-		`STATUS "&-x&" (MESSAGES)`,
+	for _, c := range []struct{ line, tag string }{
+		{"x SEARCH 0", "x"},
+		{"x UID SEARCH 0:*", "x"},
+		{"x SEARCH 1:0", "x"},
+		{"x FETCH 0 FLAGS", "x"},
+		{"x STORE 0 +FLAGS (\\Seen)", "x"},
+		{`x LIST "" "&Jjo"`, "x"},
+		{`x LIST "&Jjo" "*"`, "x"},
+		{`x LSUB "" "&Jjo"`, "x"},
+		{`x CREATE "&Jjo"`, "x"},
+		{`x STATUS "&-x&" (MESSAGES)`, "x"},
+		{`x APPEND INBOX "not a date" {1}`, "x"}, // no "+": the literal is never sent
+		{"x SEARCH SINCE 32-Foo-2020", "x"},
+		{"x FETCH 1 (BODY[1.0])", "x"},
+		{"x FETCH 1 (FLAGS", "x"},
+		{"x NOSUCHCOMMAND", "x"},
+		{"x ", "x"},            // a tag without a command
+		{"lonetag", "lonetag"}, // no command at all
+		{"", "*"},              // an empty line
 	} {
-		l := rc.cmd("x", c)
-		t.Logf("%s: %s", c, strings.TrimSpace(l))
-		if strings.HasPrefix(l, "x OK") {
-			t.Errorf("%s: %q, want an error", c, l)
+		rc.send(c.line + "\r\n")
+		l := rc.line()
+		for strings.HasPrefix(l, "* ") && c.tag != "*" {
+			l = rc.line()
+		}
+		t.Logf("%q: %s", c.line, strings.TrimSpace(l))
+		if !strings.HasPrefix(l, c.tag+" BAD ") || strings.Contains(l, "SERVERBUG") {
+			t.Errorf("%q: %q, want %s BAD", c.line, l, c.tag)
 		}
 	}
 	if l := rc.cmd("n", "NOOP"); !strings.HasPrefix(l, "n OK") {
 		t.Fatalf("NOOP after bad input: %q", l)
 	}
-	// A synchronizing literal too large for LOGIN gets no "+" (the client
-	// must not send it); the line ends, the command is refused.
+
+	// Before login, a line that is not a command: BAD, BYE, closed (it
+	// may be another protocol's client).
+	pre := dialFrom(t, "127.0.0.1", plain, false)
+	pre.line()
+	pre.send("(((\r\n")
+	if l := pre.line(); !strings.HasPrefix(l, "* BAD") {
+		t.Errorf("garbage before login: %q, want * BAD", l)
+	}
+	if l := pre.line(); !strings.HasPrefix(l, "* BYE") {
+		t.Errorf("garbage before login: %q, want * BYE", l)
+	}
+	if !pre.closed(5 * time.Second) {
+		t.Error("garbage before login: connection left open")
+	}
+
+	// An unclosed quote is answered at the end of its line, not after a
+	// timeout.
 	fresh := dialFrom(t, "127.0.0.1", plain, false)
 	fresh.line()
-	fresh.send("x LOGIN {4294967295}\r\n")
-	_ = fresh.c.SetReadDeadline(time.Now().Add(time.Second))
-	if l, err := fresh.r.ReadString('\n'); err == nil && strings.HasPrefix(l, "+") {
-		t.Fatalf("LOGIN {4294967295}: %q: the server asks for 4 GiB", l)
+	_ = fresh.c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	fresh.send("q LOGIN \"g@guard.test pw\r\n")
+	if l := fresh.line(); !strings.HasPrefix(l, "q BAD") {
+		t.Fatalf("unclosed quote: %q, want BAD at once", l)
 	}
-	_ = fresh.c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	fresh.r.Reset(fresh.c)
-	fresh.send("\r\n")
-	l := fresh.until("x ")
+	if l := fresh.cmd("q2", `LOGIN "g@guard.test" "pw"`); !strings.HasPrefix(l, "q2 OK") {
+		t.Fatalf("LOGIN after an unclosed quote: %q", l)
+	}
+
+	// A synchronizing literal too large for LOGIN gets no "+" (the client
+	// must not send it) but NO [TOOBIG] at once; the connection stays.
+	fresh = dialFrom(t, "127.0.0.1", plain, false)
+	fresh.line()
+	before := heapAlloc()
+	_ = fresh.c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	fresh.send("x LOGIN {4294967295}\r\n")
+	l := fresh.line()
 	t.Logf("LOGIN {4294967295}: %s", strings.TrimSpace(l))
-	if strings.HasPrefix(l, "x OK") {
-		t.Fatalf("LOGIN {4294967295}: %q", l)
+	if !strings.HasPrefix(l, "x NO [TOOBIG]") {
+		t.Fatalf("LOGIN {4294967295}: %q, want NO [TOOBIG]", l)
+	}
+	if after := heapAlloc(); after > before+16<<20 {
+		t.Errorf("heap grew by %d MiB on LOGIN {4294967295}", (after-before)>>20)
+	}
+	fresh.send("y LOGIN {12}\r\n")
+	if l := fresh.line(); !strings.HasPrefix(l, "+") {
+		t.Fatalf("LOGIN with a small literal: %q, want +", l)
+	}
+	fresh.send("g@guard.test pw\r\n")
+	if l := fresh.until("y "); !strings.HasPrefix(l, "y OK") {
+		t.Fatalf("LOGIN with a small literal after a refused one: %q", l)
+	}
+
+	// A non-synchronizing literal too large is already on its way: BAD,
+	// BYE, closed.
+	fresh = dialFrom(t, "127.0.0.1", plain, false)
+	fresh.line()
+	fresh.send("x LOGIN {4294967295+}\r\nsome bytes of it")
+	if l := fresh.line(); !strings.HasPrefix(l, "x BAD") {
+		t.Fatalf("LOGIN {4294967295+}: %q, want BAD", l)
+	}
+	if l := fresh.line(); !strings.HasPrefix(l, "* BYE") {
+		t.Fatalf("LOGIN {4294967295+}: %q, want BYE", l)
+	}
+	if !fresh.closed(5 * time.Second) {
+		t.Fatal("LOGIN {4294967295+}: connection left open")
+	}
+
+	// A command line over the limit: BAD, BYE, closed.
+	fresh = dialFrom(t, "127.0.0.1", plain, false)
+	fresh.line()
+	fresh.send("x LOGIN " + strings.Repeat("a", 64<<10) + " pw\r\n")
+	if l := fresh.line(); !strings.HasPrefix(l, "x BAD") {
+		t.Fatalf("64 KiB command: %q, want BAD", l)
+	}
+	if !fresh.closed(5 * time.Second) {
+		t.Fatal("64 KiB command: connection left open")
 	}
 }

@@ -4,7 +4,8 @@ import (
 	"strings"
 
 	"github.com/emersion/go-imap/v2"
-	"github.com/emersion/go-imap/v2/imapserver"
+
+	"hastore/mailserver/imap/wire"
 )
 
 // maxListedKeywords bounds the keywords a FLAGS response lists; past it
@@ -65,7 +66,7 @@ func (m *selected) permanentFlags() []imap.Flag {
 // and before its OK; and it has no way to write an unsolicited
 // PERMANENTFLAGS, which needs none: \* in it already says any keyword
 // can be stored.
-func (m *selected) announceKeywords(w *imapserver.UpdateWriter, flags []string) error {
+func (m *selected) announceKeywords(w *wire.UpdateWriter, flags []string) error {
 	added := m.addKeywords(flags)
 	if !added && !m.keywordsUntold {
 		return nil

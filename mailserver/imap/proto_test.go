@@ -1,9 +1,11 @@
 package imap_test
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"hastore/mailserver/imap"
 )
@@ -27,6 +29,466 @@ func TestProtocol(t *testing.T) {
 	t.Run("keywords", func(t *testing.T) { testKeywords(t, login(t), login(t)) })
 	t.Run("recent", func(t *testing.T) { testRecent(t, login(t), login(t), login(t)) })
 	t.Run("binary", func(t *testing.T) { testBinary(t, login(t)) })
+	t.Run("id", func(t *testing.T) { testID(t, dialFrom(t, "127.0.0.1", plain, false)) })
+	t.Run("literal-plus", func(t *testing.T) { testLiteralPlus(t, dialFrom(t, "127.0.0.1", plain, false)) })
+	t.Run("condstore", func(t *testing.T) { testCondStore(t, login(t), login(t)) })
+	t.Run("quota", func(t *testing.T) { testQuota(t, e, plain, login(t)) })
+	t.Run("esearch", func(t *testing.T) { testESearch(t, login(t)) })
+	t.Run("selected-state", func(t *testing.T) { testSelectedState(t, login(t)) })
+	t.Run("sort-thread", func(t *testing.T) { testSortThread(t, login(t)) })
+	t.Run("qresync", func(t *testing.T) { testQResync(t, login(t), login(t), login(t)) })
+}
+
+// testQResync: QRESYNC (RFC 7162 3.2): VANISHED instead of EXPUNGE once
+// enabled, SELECT (QRESYNC (uidvalidity modseq known-uids)) answering
+// VANISHED (EARLIER) and the changed messages only, UID FETCH (CHANGEDSINCE
+// n VANISHED), and [CLOSED] when a SELECT closes the previous mailbox.
+func testQResync(t *testing.T, a, b, c *rawClient) {
+	if l := a.cmd("c", "CREATE Qr"); !strings.HasPrefix(l, "c OK") {
+		t.Fatalf("CREATE: %q", l)
+	}
+	for range 4 {
+		a.appendMsg("Qr", "", "q")
+	}
+	if l := c.cmd("s", "SELECT Qr (QRESYNC (1 1))"); !strings.HasPrefix(l, "s BAD") {
+		t.Errorf("SELECT (QRESYNC) without ENABLE QRESYNC: %q, want BAD", l)
+	}
+	for _, rc := range []*rawClient{a, c} {
+		if lines, done := rc.collect("e", "ENABLE QRESYNC"); !strings.HasPrefix(done, "e OK") || find(lines, "* ENABLED QRESYNC") == "" {
+			t.Fatalf("ENABLE QRESYNC: %q %q", lines, done)
+		}
+	}
+	lines, _ := a.collect("s", "SELECT Qr")
+	high := modSeqOf(t, find(lines, "* OK [HIGHESTMODSEQ "))
+	var uidValidity uint32
+	fmt.Sscanf(find(lines, "* OK [UIDVALIDITY "), "* OK [UIDVALIDITY %d]", &uidValidity)
+	if high == 0 || uidValidity == 0 {
+		t.Fatalf("SELECT: %q", lines)
+	}
+	// Another session flags 2 and expunges 3.
+	b.cmd("s", "SELECT Qr")
+	b.cmd("st", `STORE 2 +FLAGS (\Flagged)`)
+	b.cmd("st", `STORE 3 +FLAGS.SILENT (\Deleted)`)
+	if l := b.cmd("x", "EXPUNGE"); !strings.HasPrefix(l, "x OK") {
+		t.Fatalf("EXPUNGE: %q", l)
+	}
+	lines, _ = a.collect("n", "NOOP")
+	if find(lines, "* VANISHED 3") == "" || find(lines, "* 3 EXPUNGE") != "" || find(lines, "* 2 FETCH") == "" {
+		t.Errorf("NOOP of a QRESYNC session: %q, want * VANISHED 3 (no EXPUNGE) and * 2 FETCH", lines)
+	}
+	// A reconnecting client: only what changed since its modseq.
+	lines, done := c.collect("s", fmt.Sprintf("SELECT Qr (QRESYNC (%d %d 1:4))", uidValidity, high))
+	if !strings.HasPrefix(done, "s OK") || find(lines, "* VANISHED (EARLIER) 3") == "" || len(fetches(lines)) != 1 ||
+		!strings.HasPrefix(fetches(lines)[0], `* 2 FETCH (UID 2 FLAGS (\Flagged`) || modSeqOf(t, fetches(lines)[0]) <= high {
+		t.Errorf("SELECT (QRESYNC): %q %q, want VANISHED (EARLIER) 3 and message 2 alone", lines, done)
+	}
+	lines, _ = c.collect("f", fmt.Sprintf("UID FETCH 1:* (FLAGS) (CHANGEDSINCE %d VANISHED)", high))
+	if find(lines, "* VANISHED (EARLIER) 3") == "" || len(fetches(lines)) != 1 || !strings.Contains(fetches(lines)[0], "UID 2") {
+		t.Errorf("UID FETCH (CHANGEDSINCE VANISHED): %q", lines)
+	}
+	if l := c.cmd("f", "FETCH 1:* (FLAGS) (CHANGEDSINCE 1 VANISHED)"); !strings.HasPrefix(l, "f BAD") {
+		t.Errorf("FETCH (VANISHED) without UID: %q, want BAD", l)
+	}
+	// A UIDVALIDITY that does not match: nothing to resync from.
+	lines, _ = c.collect("s", fmt.Sprintf("SELECT Qr (QRESYNC (%d %d))", uidValidity+1, high))
+	if find(lines, "* OK [CLOSED]") == "" {
+		t.Errorf("SELECT while selected: %q, want * OK [CLOSED]", lines)
+	}
+	if find(lines, "* VANISHED") != "" || len(fetches(lines)) != 0 {
+		t.Errorf("SELECT (QRESYNC) with another UIDVALIDITY: %q, want no VANISHED or FETCH", lines)
+	}
+}
+
+// testSortThread: SORT (RFC 5256, DISPLAY from RFC 5957) and THREAD
+// ORDEREDSUBJECT and REFERENCES, as webmail uses them instead of
+// downloading every header.
+func testSortThread(t *testing.T, rc *rawClient) {
+	caps, _ := rc.collect("c", "CAPABILITY")
+	for _, c := range []string{" SORT ", " THREAD=REFERENCES ", " THREAD=ORDEREDSUBJECT "} {
+		if len(caps) != 1 || !strings.Contains(caps[0]+" ", c) {
+			t.Errorf("CAPABILITY: %q, want%s", caps, c)
+		}
+	}
+	if l := rc.cmd("c", "CREATE St"); !strings.HasPrefix(l, "c OK") {
+		t.Fatalf("CREATE: %q", l)
+	}
+	for _, m := range []string{
+		"From: Zed <zed@x.test>\r\nSubject: Beta\r\nDate: Fri, 02 Jan 2026 10:00:00 +0000\r\nMessage-ID: <b1@x>\r\n\r\nb\r\n",
+		"From: amy@x.test\r\nSubject: Re: alpha\r\nDate: Sat, 03 Jan 2026 10:00:00 +0000\r\nMessage-ID: <m2@x>\r\nIn-Reply-To: <a1@x>\r\nReferences: <a1@x>\r\n\r\nlonger body\r\n",
+		"From: Bob <bob@x.test>\r\nSubject: Alpha\r\nDate: Thu, 01 Jan 2026 10:00:00 +0000\r\nMessage-ID: <a1@x>\r\n\r\na\r\n",
+		"From: carl@x.test\r\nSubject: [list] Re: Alpha (fwd)\r\nDate: Sun, 04 Jan 2026 10:00:00 +0000\r\nMessage-ID: <c4@x>\r\nReferences: <a1@x> <m2@x>\r\n\r\nc\r\n",
+	} {
+		rc.send(fmt.Sprintf("ap APPEND St {%d+}\r\n%s\r\n", len(m), m))
+		if l := rc.until("ap "); !strings.HasPrefix(l, "ap OK") {
+			t.Fatalf("APPEND: %q", l)
+		}
+	}
+	rc.cmd("s", "SELECT St")
+	for _, q := range []struct{ cmd, want string }{
+		{"SORT (SUBJECT) UTF-8 ALL", "* SORT 2 3 4 1"},
+		{"SORT (DATE) UTF-8 ALL", "* SORT 3 1 2 4"},
+		{"SORT (REVERSE FROM) US-ASCII ALL", "* SORT 1 4 3 2"},
+		{"SORT (DISPLAY) UTF-8 ALL", "* SORT 2 3 4 1"}, // amy@x.test, Bob, carl@x.test, Zed
+		{"SORT (SUBJECT REVERSE DATE) UTF-8 ALL", "* SORT 4 2 3 1"},
+		{"SORT (DATE) UTF-8 FROM amy", "* SORT 2"},
+		{"UID SORT (DATE) UTF-8 NOT FROM amy", "* SORT 3 1 4"},
+		{"THREAD ORDEREDSUBJECT UTF-8 ALL", "* THREAD (3 (2)(4))(1)"},
+		{"THREAD REFERENCES UTF-8 ALL", "* THREAD (3 2 4)(1)"},
+		{"UID THREAD REFERENCES UTF-8 NOT SUBJECT beta", "* THREAD (3 2 4)"},
+	} {
+		lines, done := rc.collect("q", q.cmd)
+		if !strings.HasPrefix(done, "q OK") || len(lines) != 1 || lines[0] != q.want {
+			t.Errorf("%s: %q %q, want %q", q.cmd, lines, done, q.want)
+		}
+	}
+	for _, q := range []struct{ cmd, want string }{
+		{"SORT (FOO) UTF-8 ALL", "q BAD"},
+		{"SORT (REVERSE) UTF-8 ALL", "q BAD"},
+		{"SORT (DATE) KOI8-R ALL", "q NO [BADCHARSET"},
+		{"THREAD FOO UTF-8 ALL", "q BAD"},
+		{"SORT (DATE) UTF-8", "q BAD"},
+	} {
+		if lines, done := rc.collect("q", q.cmd); !strings.HasPrefix(done, q.want) || len(lines) != 0 {
+			t.Errorf("%s: %q %q, want %s alone", q.cmd, lines, done, q.want)
+		}
+	}
+}
+
+// testSelectedState: NAMESPACE (RFC 2342), UNSELECT (RFC 3691), CLOSE,
+// MOVE (RFC 6851) and UIDPLUS (RFC 4315: APPENDUID, COPYUID, UID EXPUNGE).
+func testSelectedState(t *testing.T, rc *rawClient) {
+	lines, done := rc.collect("n", "NAMESPACE")
+	if !strings.HasPrefix(done, "n OK") || len(lines) != 1 || lines[0] != `* NAMESPACE (("" "/")) NIL NIL` {
+		t.Errorf("NAMESPACE: %q %q", lines, done)
+	}
+	for _, c := range []string{"CREATE Sa", "CREATE Sb"} {
+		if l := rc.cmd("c", c); !strings.HasPrefix(l, "c OK") {
+			t.Fatalf("%s: %q", c, l)
+		}
+	}
+	msg := "Subject: s\r\n\r\nx\r\n"
+	rc.send(fmt.Sprintf("a APPEND Sa (\\Deleted) {%d+}\r\n%s\r\n", len(msg), msg))
+	if l := rc.until("a "); !strings.HasPrefix(l, "a OK [APPENDUID ") || !strings.HasSuffix(strings.TrimSpace(l), "] APPEND completed") {
+		t.Errorf("APPEND: %q, want OK [APPENDUID v 1]", l)
+	}
+	for range 3 {
+		rc.appendMsg("Sa", "", "s")
+	}
+	rc.cmd("s", "SELECT Sa")
+	// UNSELECT leaves \Deleted messages alone and says nothing.
+	if lines, done = rc.collect("u", "UNSELECT"); !strings.HasPrefix(done, "u OK") || len(lines) != 0 {
+		t.Errorf("UNSELECT: %q %q", lines, done)
+	}
+	if l := rc.cmd("f", "FETCH 1 (UID)"); !strings.HasPrefix(l, "f BAD") {
+		t.Errorf("FETCH after UNSELECT: %q, want BAD", l)
+	}
+	if lines, _ = rc.collect("st", "STATUS Sa (MESSAGES)"); find(lines, "* STATUS") != "* STATUS Sa (MESSAGES 4)" {
+		t.Errorf("STATUS after UNSELECT: %q, want 4 messages", lines)
+	}
+	rc.cmd("s", "SELECT Sa")
+	// COPYUID on COPY; MOVE answers COPYUID before its EXPUNGE.
+	if l := rc.cmd("c", "UID COPY 2 Sb"); !strings.HasPrefix(l, "c OK [COPYUID ") || !strings.Contains(l, " 2 1] ") {
+		t.Errorf("UID COPY 2 Sb: %q, want OK [COPYUID v 2 1]", l)
+	}
+	lines, done = rc.collect("m", "MOVE 3 Sb")
+	if !strings.HasPrefix(done, "m OK") || len(lines) != 2 || !strings.HasPrefix(lines[0], "* OK [COPYUID ") ||
+		!strings.HasSuffix(strings.Fields(lines[0])[5], "2]") || lines[1] != "* 3 EXPUNGE" {
+		t.Errorf("MOVE 3 Sb: %q %q, want * OK [COPYUID v 3 2], * 3 EXPUNGE, OK", lines, done)
+	}
+	// UID EXPUNGE removes only the \Deleted messages it names.
+	rc.cmd("st", `STORE 2:3 +FLAGS.SILENT (\Deleted)`)
+	// (Left: UIDs 1, 2, 4, all \Deleted.)
+	if lines, done = rc.collect("x", "UID EXPUNGE 4"); !strings.HasPrefix(done, "x OK") || strings.Join(lines, "|") != "* 3 EXPUNGE" {
+		t.Errorf("UID EXPUNGE 4: %q %q, want * 3 EXPUNGE alone", lines, done)
+	}
+	// CLOSE expunges the rest silently.
+	if lines, done = rc.collect("cl", "CLOSE"); !strings.HasPrefix(done, "cl OK") || len(lines) != 0 {
+		t.Errorf("CLOSE: %q %q, want OK alone", lines, done)
+	}
+	if lines, _ = rc.collect("st", "STATUS Sa (MESSAGES)"); find(lines, "* STATUS") != "* STATUS Sa (MESSAGES 0)" {
+		t.Errorf("STATUS after CLOSE: %q, want 0 messages", lines)
+	}
+	if l := rc.cmd("cl", "CLOSE"); !strings.HasPrefix(l, "cl BAD") {
+		t.Errorf("CLOSE without a mailbox: %q, want BAD", l)
+	}
+}
+
+// testESearch: ESEARCH (RFC 4731) result options and SEARCHRES (RFC 5182):
+// RETURN (SAVE) alone answers no result line, "$" names what it saved in
+// FETCH, STORE, SEARCH and COPY.
+func testESearch(t *testing.T, rc *rawClient) {
+	caps, _ := rc.collect("c", "CAPABILITY")
+	if len(caps) != 1 || !strings.Contains(caps[0]+" ", " SEARCHRES ") || !strings.Contains(caps[0]+" ", " ESEARCH ") {
+		t.Errorf("CAPABILITY: %q, want SEARCHRES and ESEARCH", caps)
+	}
+	if l := rc.cmd("c", "CREATE Res"); !strings.HasPrefix(l, "c OK") {
+		t.Fatalf("CREATE: %q", l)
+	}
+	rc.appendMsg("Res", "", "one")
+	rc.appendMsg("Res", `\Flagged`, "two")
+	rc.appendMsg("Res", `\Flagged`, "three")
+	rc.appendMsg("Res", "", "four")
+	rc.cmd("s", "SELECT Res")
+	for _, q := range []struct{ cmd, want string }{
+		{"SEARCH RETURN (MIN MAX COUNT) FLAGGED", `* ESEARCH (TAG "q") MIN 2 MAX 3 COUNT 2`},
+		{"UID SEARCH RETURN (ALL) FLAGGED", `* ESEARCH (TAG "q") UID ALL 2:3`},
+		{"SEARCH RETURN () UNFLAGGED", `* ESEARCH (TAG "q") ALL 1,4`},
+		{"SEARCH RETURN (COUNT) DELETED", `* ESEARCH (TAG "q") COUNT 0`},
+		{"SEARCH RETURN (MIN) DELETED", `* ESEARCH (TAG "q")`},
+		{"SEARCH FLAGGED", `* SEARCH 2 3`},
+	} {
+		lines, done := rc.collect("q", q.cmd)
+		if !strings.HasPrefix(done, "q OK") || len(lines) != 1 || lines[0] != q.want {
+			t.Errorf("%s: %q %q, want %q", q.cmd, lines, done, q.want)
+		}
+	}
+	if lines, done := rc.collect("q", "UID SEARCH RETURN (SAVE) FLAGGED"); !strings.HasPrefix(done, "q OK") || len(lines) != 0 {
+		t.Errorf("SEARCH RETURN (SAVE): %q %q, want OK and no result line", lines, done)
+	}
+	if lines, _ := rc.collect("f", "FETCH $ (UID)"); strings.Join(lines, "|") != "* 2 FETCH (UID 2)|* 3 FETCH (UID 3)" {
+		t.Errorf("FETCH $: %q, want messages 2 and 3", lines)
+	}
+	if lines, _ := rc.collect("q", "SEARCH $ SUBJECT three"); find(lines, "* SEARCH") != "* SEARCH 3" {
+		t.Errorf("SEARCH $ SUBJECT three: %q, want 3", lines)
+	}
+	if lines, _ := rc.collect("q", "SEARCH RETURN (SAVE MIN) SUBJECT four"); strings.Join(lines, "|") != `* ESEARCH (TAG "q") MIN 4` {
+		t.Errorf("SEARCH RETURN (SAVE MIN): %q", lines)
+	}
+	// ("$" is UIDs whatever the command, so the reply may name the UID.)
+	if lines, _ := rc.collect("st", `STORE $ +FLAGS (\Seen)`); len(lines) != 1 || !strings.HasPrefix(lines[0], "* 4 FETCH (") || !strings.Contains(lines[0], `\Seen`) {
+		t.Errorf("STORE $: %q, want message 4", lines)
+	}
+	if lines, done := rc.collect("q", "SEARCH RETURN (FOO) ALL"); !strings.HasPrefix(done, "q BAD") || len(lines) != 0 {
+		t.Errorf("SEARCH RETURN (FOO): %q %q, want BAD", lines, done)
+	}
+}
+
+// testQuota: QUOTA (RFC 9208) from the user's storage limit: one root ""
+// for all mailboxes, STORAGE in KiB (usage rounded up); no root for a user
+// without a limit; SETQUOTA refused NO [NOPERM].
+func testQuota(t *testing.T, e *guardEnv, plain string, unlimited *rawClient) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := e.st.AddUser(ctx, "q@guard.test", "pw", 100<<10); err != nil {
+		t.Fatal(err)
+	}
+	rc := dialFrom(t, "127.0.0.1", plain, false)
+	rc.line()
+	if l := rc.cmd("l", "LOGIN q@guard.test pw"); !strings.HasPrefix(l, "l OK") || !strings.Contains(l, " QUOTA ") {
+		t.Fatalf("LOGIN: %q, want OK with QUOTA in its capabilities", l)
+	}
+	caps, _ := rc.collect("c", "CAPABILITY")
+	if len(caps) != 1 || !strings.Contains(caps[0]+" ", " QUOTA ") || !strings.Contains(caps[0]+" ", " QUOTA=RES-STORAGE ") {
+		t.Errorf("CAPABILITY: %q, want QUOTA and QUOTA=RES-STORAGE", caps)
+	}
+	lines, done := rc.collect("q", "GETQUOTAROOT INBOX")
+	if !strings.HasPrefix(done, "q OK") || len(lines) != 2 || lines[0] != `* QUOTAROOT INBOX ""` || lines[1] != `* QUOTA "" (STORAGE 0 100)` {
+		t.Errorf("GETQUOTAROOT INBOX: %q %q", lines, done)
+	}
+	rc.appendMsg("INBOX", "", strings.Repeat("x", 3000))
+	if lines, _ = rc.collect("q", `GETQUOTA ""`); len(lines) != 1 || lines[0] != `* QUOTA "" (STORAGE 3 100)` { // 3,037 bytes, rounded up
+		t.Errorf(`GETQUOTA "" after a 3 KiB message: %q`, lines)
+	}
+	for _, c := range []struct{ cmd, want string }{
+		{`GETQUOTA "other"`, "q NO [NONEXISTENT]"},
+		{`GETQUOTAROOT NoSuchBox`, "q NO [NONEXISTENT]"},
+		{`SETQUOTA "" (STORAGE 1000000)`, "q NO [NOPERM]"},
+		{`GETQUOTA`, "q BAD"},
+	} {
+		if lines, done := rc.collect("q", c.cmd); !strings.HasPrefix(done, c.want) || len(lines) != 0 {
+			t.Errorf("%s: %q %q, want %s alone", c.cmd, lines, done, c.want)
+		}
+	}
+	// No limit: no root.
+	if lines, done = unlimited.collect("q", "GETQUOTAROOT INBOX"); !strings.HasPrefix(done, "q OK") || len(lines) != 1 || lines[0] != "* QUOTAROOT INBOX" {
+		t.Errorf("GETQUOTAROOT INBOX without a limit: %q %q", lines, done)
+	}
+	if _, done = unlimited.collect("q", `GETQUOTA ""`); !strings.HasPrefix(done, "q NO [NONEXISTENT]") {
+		t.Errorf(`GETQUOTA "" without a limit: %q`, done)
+	}
+	// Before login there are no quotas.
+	pre := dialFrom(t, "127.0.0.1", plain, false)
+	pre.line()
+	if l := pre.cmd("q", "GETQUOTAROOT INBOX"); !strings.HasPrefix(l, "q BAD") {
+		t.Errorf("GETQUOTAROOT before login: %q", l)
+	}
+}
+
+// fetches returns the FETCH responses among lines.
+func fetches(lines []string) []string {
+	var out []string
+	for _, l := range lines {
+		if strings.Contains(l, " FETCH (") {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// modSeqOf returns the number in "MODSEQ (n)" or "[HIGHESTMODSEQ n]" or
+// "HIGHESTMODSEQ n)" in l, or 0.
+func modSeqOf(t *testing.T, l string) uint64 {
+	t.Helper()
+	for _, pre := range []string{"MODSEQ (", "HIGHESTMODSEQ "} {
+		if i := strings.Index(l, pre); i >= 0 {
+			var n uint64
+			fmt.Sscan(strings.TrimLeft(l[i+len(pre):], " "), &n)
+			if n == 0 {
+				rest := l[i+len(pre):]
+				j := strings.IndexAny(rest, ")]")
+				if j > 0 {
+					fmt.Sscan(rest[:j], &n)
+				}
+			}
+			return n
+		}
+	}
+	return 0
+}
+
+// testCondStore: ENABLE CONDSTORE and CONDSTORE (RFC 7162): HIGHESTMODSEQ
+// in SELECT and STATUS, MODSEQ in FETCH, FETCH (CHANGEDSINCE), STORE
+// (UNCHANGEDSINCE) with [MODIFIED], SEARCH MODSEQ, and MODSEQ in the
+// updates another session gets.
+func testCondStore(t *testing.T, a, b *rawClient) {
+	if l := a.cmd("c", "CREATE Cs"); !strings.HasPrefix(l, "c OK") {
+		t.Fatalf("CREATE: %q", l)
+	}
+	a.appendMsg("Cs", "", "one")
+	a.appendMsg("Cs", "", "two")
+	lines, done := a.collect("e", "ENABLE CONDSTORE")
+	if !strings.HasPrefix(done, "e OK") || find(lines, "* ENABLED CONDSTORE") == "" {
+		t.Fatalf("ENABLE CONDSTORE: %q %q", lines, done)
+	}
+	lines, _ = a.collect("s", "SELECT Cs")
+	high := modSeqOf(t, find(lines, "* OK [HIGHESTMODSEQ "))
+	if high == 0 {
+		t.Fatalf("SELECT: %q, want * OK [HIGHESTMODSEQ n]", lines)
+	}
+	lines, _ = a.collect("f", "FETCH 1:* (MODSEQ)")
+	if len(lines) != 2 || modSeqOf(t, lines[0]) == 0 || modSeqOf(t, lines[1]) > high {
+		t.Errorf("FETCH 1:* (MODSEQ): %q, want two MODSEQ at most %d", lines, high)
+	}
+	b.collect("e", "ENABLE CONDSTORE")
+	b.collect("s", "SELECT Cs")
+
+	// A STORE raises the modseq; its FETCH says so.
+	lines, _ = a.collect("st", `STORE 1 +FLAGS (\Flagged)`)
+	m1 := modSeqOf(t, find(lines, "* 1 FETCH"))
+	if m1 <= high {
+		t.Fatalf("STORE: %q, want MODSEQ above %d", lines, high)
+	}
+	// Only what changed since: message 1.
+	lines, _ = a.collect("f", fmt.Sprintf("FETCH 1:* (FLAGS) (CHANGEDSINCE %d)", high))
+	if len(lines) != 1 || !strings.HasPrefix(lines[0], "* 1 FETCH") || modSeqOf(t, lines[0]) != m1 {
+		t.Errorf("FETCH (CHANGEDSINCE %d): %q, want message 1 alone with MODSEQ (%d)", high, lines, m1)
+	}
+	// Message 2 changed after modseq 1: not stored, reported MODIFIED.
+	lines, done = a.collect("u", `STORE 2 (UNCHANGEDSINCE 1) +FLAGS (\Seen)`)
+	if done != "u OK [MODIFIED 2] Some messages changed since UNCHANGEDSINCE" || find(lines, "* 2 FETCH") != "" {
+		t.Errorf("STORE 2 (UNCHANGEDSINCE 1): %q %q, want OK [MODIFIED 2] and no FETCH", lines, done)
+	}
+	if lines, _ = a.collect("f", "FETCH 2 (FLAGS)"); strings.Contains(strings.Join(lines, ""), `\Seen`) {
+		t.Errorf("message 2 after a refused conditional STORE: %q", lines)
+	}
+	// Both unchanged since m1: stored; even .SILENT tells the new modseqs.
+	lines, done = a.collect("u2", fmt.Sprintf(`UID STORE 1:* (UNCHANGEDSINCE %d) +FLAGS.SILENT ($Cs)`, m1))
+	lines = fetches(lines) // and "* FLAGS" for the new keyword
+	if done != "u2 OK STORE completed" || len(lines) != 2 {
+		t.Errorf("UID STORE (UNCHANGEDSINCE %d): %q %q, want two FETCH and OK without MODIFIED", m1, lines, done)
+	}
+	var m2 uint64
+	for _, l := range lines {
+		if n := modSeqOf(t, l); n <= m1 || strings.Contains(l, "FLAGS") {
+			t.Errorf("UID STORE .SILENT (UNCHANGEDSINCE): %q, want FETCH (UID n MODSEQ (>%d)) without FLAGS", l, m1)
+		} else {
+			m2 = max(m2, n)
+		}
+	}
+	if lines, _ = a.collect("st", "STATUS Cs (HIGHESTMODSEQ MESSAGES)"); modSeqOf(t, find(lines, "* STATUS")) != m2 {
+		t.Errorf("STATUS (HIGHESTMODSEQ): %q, want %d", lines, m2)
+	}
+	if lines, _ = a.collect("q", fmt.Sprintf("SEARCH MODSEQ %d", m2)); find(lines, "* SEARCH") != fmt.Sprintf("* SEARCH 2 (MODSEQ %d)", m2) {
+		t.Errorf("SEARCH MODSEQ %d: %q, want * SEARCH 2 (MODSEQ %d)", m2, lines, m2)
+	}
+	// The other session hears of both changes with their modseq.
+	lines, _ = b.collect("n", "NOOP")
+	if l := find(lines, "* 1 FETCH"); modSeqOf(t, l) < m1 || !strings.Contains(l, `\Flagged`) {
+		t.Errorf("other session's NOOP: %q, want * 1 FETCH with FLAGS and MODSEQ", lines)
+	}
+}
+
+// testID: ID (RFC 2971) before and after login: one "* ID" line, OK, and
+// the connection stays (Apple Mail and Outlook send it first).
+func testID(t *testing.T, rc *rawClient) {
+	if l := rc.line(); !strings.Contains(l, " ID") {
+		t.Errorf("greeting %q does not offer ID", l)
+	}
+	for i, cmd := range []string{`ID ("name" "Mail" "version" "16.0" "os" NIL)`, "ID NIL"} {
+		lines, done := rc.collect("i", cmd)
+		if !strings.HasPrefix(done, "i OK") || len(lines) != 1 || !strings.HasPrefix(lines[0], `* ID ("name" "hastore"`) {
+			t.Errorf("%s: %q %q, want one * ID line and OK", cmd, lines, done)
+		}
+		if i == 0 {
+			if l := rc.cmd("l", "LOGIN g@guard.test pw"); !strings.HasPrefix(l, "l OK") {
+				t.Fatalf("LOGIN after ID: %q", l)
+			}
+		}
+	}
+	for _, cmd := range []string{`ID`, `ID ("name")`, `ID ("name" "x"`, `ID (name "x")`} {
+		if lines, done := rc.collect("b", cmd); !strings.HasPrefix(done, "b BAD") || len(lines) != 0 {
+			t.Errorf("%s: %q %q, want BAD alone", cmd, lines, done)
+		}
+	}
+	if l := rc.cmd("n", "NOOP"); !strings.HasPrefix(l, "n OK") {
+		t.Errorf("NOOP after ID: %q", l)
+	}
+}
+
+// testLiteralPlus: LITERAL+ (RFC 7888): non-synchronizing literals are
+// taken without a "+" (in LOGIN, SELECT, APPEND, SEARCH), synchronizing
+// ones with one.
+func testLiteralPlus(t *testing.T, rc *rawClient) {
+	if l := rc.line(); !strings.Contains(l, "LITERAL+") {
+		t.Errorf("greeting %q does not offer LITERAL+", l)
+	}
+	// Everything sent at once: a "+" would be a continuation line before
+	// the tagged answers.
+	rc.send("l LOGIN {12+}\r\ng@guard.test {2+}\r\npw\r\n")
+	if l := rc.line(); !strings.HasPrefix(l, "l OK") {
+		t.Fatalf("LOGIN with non-synchronizing literals: %q", l)
+	}
+	rc.send("c CREATE {3+}\r\nLit\r\n")
+	if l := rc.line(); !strings.HasPrefix(l, "c OK") {
+		t.Fatalf("CREATE with a non-synchronizing literal: %q", l)
+	}
+	msg := "From: a@guard.test\r\nSubject: lit+\r\n\r\nliteral plus body\r\n"
+	rc.send(fmt.Sprintf("a APPEND Lit {%d+}\r\n%s\r\n", len(msg), msg))
+	if l := rc.line(); !strings.HasPrefix(l, "a OK [APPENDUID ") {
+		t.Fatalf("APPEND with a non-synchronizing literal: %q", l)
+	}
+	rc.send("s SELECT {3+}\r\nLit\r\n")
+	if l := rc.until("s "); !strings.HasPrefix(l, "s OK") {
+		t.Fatalf("SELECT with a non-synchronizing literal: %q", l)
+	}
+	rc.send("q SEARCH BODY {4+}\r\nplus\r\n")
+	lines := []string{rc.line()}
+	if lines[0] != "* SEARCH 1\r\n" {
+		t.Errorf("SEARCH BODY {4+}: %q, want * SEARCH 1", lines)
+	}
+	if l := rc.line(); !strings.HasPrefix(l, "q OK") {
+		t.Errorf("SEARCH BODY {4+}: %q", l)
+	}
+	// A synchronizing literal still gets its "+".
+	rc.send("q2 SEARCH SUBJECT {4}\r\n")
+	if l := rc.line(); !strings.HasPrefix(l, "+") {
+		t.Fatalf("SEARCH SUBJECT {4}: %q, want +", l)
+	}
+	rc.send("lit+\r\n")
+	if l := rc.line(); l != "* SEARCH 1\r\n" {
+		t.Errorf("SEARCH SUBJECT {4}: %q, want * SEARCH 1", l)
+	}
+	rc.until("q2 ")
 }
 
 // collect sends a tagged command and returns its untagged responses and
@@ -248,9 +710,8 @@ func testRecent(t *testing.T, a, b, c *rawClient) {
 }
 
 // testBinary: BINARY (RFC 3516): base64 with blanks inside its lines
-// decodes, and a part that cannot be decoded answers NO without a FETCH
-// line. (A partial reply lacks its "<origin>": go-imap's writer omits it,
-// so only the octets are checked here.)
+// decodes, a partial reply names its origin ("BINARY[1]<6>"), and a part
+// that cannot be decoded answers NO without a FETCH line.
 func testBinary(t *testing.T, rc *rawClient) {
 	msg := "From: a@guard.test\r\nSubject: bin\r\nMIME-Version: 1.0\r\n" +
 		"Content-Type: multipart/mixed; boundary=b\r\n\r\n" +
@@ -267,7 +728,7 @@ func testBinary(t *testing.T, rc *rawClient) {
 	rc.cmd("s", "SELECT Bin")
 	for _, c := range []struct{ cmd, want string }{
 		{"FETCH 1 (BINARY.PEEK[1])", "* 1 FETCH (BINARY[1] ~{11}\r\nhello world)"},
-		{"FETCH 1 (BINARY.PEEK[1]<6.5>)", "* 1 FETCH (BINARY[1] ~{5}\r\nworld)"},
+		{"FETCH 1 (BINARY.PEEK[1]<6.5>)", "* 1 FETCH (BINARY[1]<6> ~{5}\r\nworld)"},
 		{"FETCH 1 (BINARY.SIZE[1])", "* 1 FETCH (BINARY.SIZE[1] 11)"},
 	} {
 		rc.send("f " + c.cmd + "\r\n")
@@ -298,9 +759,8 @@ func testBinary(t *testing.T, rc *rawClient) {
 
 // testListSubscribed: a mailbox not subscribed itself but with a subscribed
 // descendant is listed by LIST (SUBSCRIBED RECURSIVEMATCH) with CHILDINFO
-// ("SUBSCRIBED") (RFC 5258 3.5), not by LIST (SUBSCRIBED). (LSUB's rule
-// for it, \Noselect when "%" stops short, RFC 3501 6.3.9, is not here:
-// go-imap's server hands LSUB to the session exactly as LIST (SUBSCRIBED).)
+// ("SUBSCRIBED") (RFC 5258 3.5), not by LIST (SUBSCRIBED), and by LSUB
+// \Noselect when a "%" stops at it (RFC 3501 6.3.9).
 func testListSubscribed(t *testing.T, rc *rawClient) {
 	for _, c := range []string{"CREATE Lp", "CREATE Lp/c1", "CREATE Lp/c1/deep", "CREATE Lq", "SUBSCRIBE Lp/c1/deep", "SUBSCRIBE Lq"} {
 		if l := rc.cmd("c", c); !strings.HasPrefix(l, "c OK") {
@@ -315,6 +775,11 @@ func testListSubscribed(t *testing.T, rc *rawClient) {
 		{`LIST (SUBSCRIBED RECURSIVEMATCH) "" "L%"`, []string{
 			`* LIST (\HasChildren) "/" Lp ("CHILDINFO" ("SUBSCRIBED"))`,
 			`* LIST (\HasNoChildren \Subscribed) "/" Lq`}},
+		// LSUB: a parent where "%" stops is \Noselect; "*" reaches the
+		// subscribed mailbox itself.
+		{`LSUB "" "Lp/%"`, []string{`* LSUB (\Noselect) "/" Lp/c1`}},
+		{`LSUB "" "L%"`, []string{`* LSUB (\Noselect) "/" Lp`, `* LSUB () "/" Lq`}},
+		{`LSUB "" "L*"`, []string{`* LSUB () "/" Lp/c1/deep`, `* LSUB () "/" Lq`}},
 	} {
 		lines, done := rc.collect("l", q.cmd)
 		if !strings.HasPrefix(done, "l OK") {

@@ -131,7 +131,7 @@ func (s *session) arrival(uid uint32) {
 
 // rev2 reports whether the client enabled IMAP4rev2, which has no \Recent.
 func (s *session) rev2() bool {
-	return s.conn.EnabledCaps().Has(imap.CapIMAP4rev2)
+	return s.conn.Enabled(imap.CapIMAP4rev2)
 }
 
 // flagsOf is a message's flags as this session shows them: \Recent added

@@ -9,10 +9,10 @@ import (
 	"time"
 
 	"github.com/emersion/go-imap/v2"
-	"github.com/emersion/go-imap/v2/imapserver"
 	gomessage "github.com/emersion/go-message"
 	"github.com/emersion/go-message/textproto"
 
+	"hastore/mailserver/imap/wire"
 	"hastore/mailserver/mailbox"
 	"hastore/mailserver/mailstate"
 )
@@ -30,7 +30,7 @@ type candidate struct {
 	err  error
 }
 
-func (s *session) Search(kind imapserver.NumKind, criteria *imap.SearchCriteria, options *imap.SearchOptions) (*imap.SearchData, error) {
+func (s *session) Search(kind wire.NumKind, criteria *imap.SearchCriteria, options *imap.SearchOptions) (*imap.SearchData, error) {
 	s.touch()
 	sel := s.mb
 	c, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
@@ -50,11 +50,12 @@ func (s *session) Search(kind imapserver.NumKind, criteria *imap.SearchCriteria,
 		}
 		num := cand.seq
 		uids.AddNum(imap.UID(m.UID))
-		if kind == imapserver.NumKindUID {
+		if kind == wire.NumKindUID {
 			num = m.UID
 		} else {
 			seqs.AddNum(cand.seq)
 		}
+		data.ModSeq = max(data.ModSeq, m.ModSeq)
 		if data.Min == 0 || num < data.Min {
 			data.Min = num
 		}
@@ -65,10 +66,13 @@ func (s *session) Search(kind imapserver.NumKind, criteria *imap.SearchCriteria,
 	if err != nil {
 		return nil, imapErr(err)
 	}
+	if criteria.ModSeq == nil {
+		data.ModSeq = 0 // only a MODSEQ search reports it (RFC 7162 3.1.5)
+	}
 	if options != nil && options.ReturnSave {
 		sel.saved = uids
 	}
-	if kind == imapserver.NumKindUID {
+	if kind == wire.NumKindUID {
 		data.All = uids
 	} else {
 		data.All = seqs
@@ -192,6 +196,9 @@ func (s *session) match(c context.Context, cand *candidate, cr *imap.SearchCrite
 		if isRecentFlag(f) && s.mb.recent.has(m.UID) || !isRecentFlag(f) && hasFlag(m.Flags, string(f)) {
 			return false
 		}
+	}
+	if cr.ModSeq != nil && m.ModSeq < cr.ModSeq.ModSeq {
+		return false
 	}
 	if cr.Larger != 0 && m.Size <= cr.Larger || cr.Smaller != 0 && m.Size >= cr.Smaller {
 		return false

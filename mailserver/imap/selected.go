@@ -4,8 +4,8 @@ import (
 	"sort"
 
 	"github.com/emersion/go-imap/v2"
-	"github.com/emersion/go-imap/v2/imapserver"
 
+	"hastore/mailserver/imap/wire"
 	"hastore/mailserver/mailbox"
 	"hastore/mailserver/mailstate"
 )
@@ -192,7 +192,7 @@ func (errStopScan) Error() string { return "stop" }
 // poll tells the client what changed in the mailbox since it last heard,
 // in apply order. Without allowExpunge (during FETCH, STORE, SEARCH) it
 // stops before the first expunge and keeps the rest for later.
-func (s *session) poll(w *imapserver.UpdateWriter, allowExpunge bool) error {
+func (s *session) poll(w *wire.UpdateWriter, allowExpunge bool) error {
 	sel := s.mb
 	sel.pending = append(sel.pending, sel.w.Next()...)
 	exists := false
@@ -246,7 +246,7 @@ func (s *session) poll(w *imapserver.UpdateWriter, allowExpunge bool) error {
 				if err := sel.announceKeywords(w, ev.Flags); err != nil {
 					return err
 				}
-				if err := w.WriteMessageFlags(uint32(i+1), imap.UID(ev.UID), s.flagsOf(ev.UID, ev.Flags, rev2)); err != nil {
+				if err := w.WriteMessageFlags(uint32(i+1), imap.UID(ev.UID), s.flagsOf(ev.UID, ev.Flags, rev2), ev.ModSeq); err != nil {
 					return err
 				}
 			}
@@ -265,7 +265,7 @@ func (s *session) poll(w *imapserver.UpdateWriter, allowExpunge bool) error {
 			sel.uids = append(sel.uids[:i], sel.uids[i+1:]...)
 			delete(sel.reported, ev.UID)
 			sel.recent.drop(ev.UID)
-			if err := w.WriteExpunge(uint32(i + 1)); err != nil {
+			if err := w.WriteExpunge(uint32(i+1), imap.UID(ev.UID)); err != nil {
 				return err
 			}
 		case mailbox.EventReset:
@@ -286,7 +286,7 @@ func (s *session) poll(w *imapserver.UpdateWriter, allowExpunge bool) error {
 
 // resync reloads the mailbox after lost events and tells the client the
 // difference: expunges, new messages, and every message's flags.
-func (s *session) resync(w *imapserver.UpdateWriter) error {
+func (s *session) resync(w *wire.UpdateWriter) error {
 	sel := s.mb
 	sel.own()
 	type rec struct {
@@ -306,9 +306,9 @@ func (s *session) resync(w *imapserver.UpdateWriter) error {
 		present[r.uid] = true
 	}
 	for i := len(sel.uids) - 1; i >= 0; i-- {
-		if !present[sel.uids[i]] {
+		if uid := sel.uids[i]; !present[uid] {
 			sel.uids = append(sel.uids[:i], sel.uids[i+1:]...)
-			if err := w.WriteExpunge(uint32(i + 1)); err != nil {
+			if err := w.WriteExpunge(uint32(i+1), imap.UID(uid)); err != nil {
 				return err
 			}
 		}
@@ -333,7 +333,7 @@ func (s *session) resync(w *imapserver.UpdateWriter) error {
 	}
 	for _, r := range now {
 		if i, ok := sel.find(r.uid); ok {
-			if err := w.WriteMessageFlags(uint32(i+1), imap.UID(r.uid), s.flagsOf(r.uid, r.flags, rev2)); err != nil {
+			if err := w.WriteMessageFlags(uint32(i+1), imap.UID(r.uid), s.flagsOf(r.uid, r.flags, rev2), 0); err != nil {
 				return err
 			}
 		}

@@ -4,16 +4,15 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"log"
 	"log/slog"
 	"net"
 	"sync"
 	"time"
 
 	"github.com/emersion/go-imap/v2"
-	"github.com/emersion/go-imap/v2/imapserver"
 
 	"hastore/connlimit"
+	"hastore/mailserver/imap/wire"
 	"hastore/mailserver/mailbox"
 )
 
@@ -61,7 +60,7 @@ type Server struct {
 	store  *mailbox.Store
 	cfg    Config
 	log    *slog.Logger
-	srv    *imapserver.Server
+	srv    *wire.Server
 	limit  *connlimit.Limiter
 	append *budget
 	recent *recentBook
@@ -99,17 +98,18 @@ func Listen(store *mailbox.Store, cfg Config) (*Server, error) {
 	s := &Server{store: store, cfg: cfg, log: cfg.Logger.With("component", "imap"), lns: map[string]net.Listener{},
 		limit: connlimit.NewLimiter(cfg.MaxConnections, cfg.MaxConnectionsPerIP), append: newBudget(cfg.MaxAppendBuffer),
 		recent: newRecentBook()}
-	s.srv = imapserver.New(&imapserver.Options{
+	s.srv = wire.New(wire.Options{
 		NewSession: s.newSession,
-		Caps: imap.CapSet{
-			imap.CapIMAP4rev1: {}, imap.CapIMAP4rev2: {},
-			imap.CapNamespace: {}, imap.CapUIDPlus: {}, imap.CapMove: {}, imap.CapESearch: {},
-			imap.CapSpecialUse: {}, imap.CapCreateSpecialUse: {}, imap.CapListExtended: {}, imap.CapListStatus: {},
-			imap.CapStatusSize: {}, imap.CapChildren: {}, imap.CapLiteralPlus: {}, imap.CapBinary: {},
+		Caps: []imap.Cap{
+			imap.CapNamespace, imap.CapUIDPlus, imap.CapMove, imap.CapESearch, imap.CapSearchRes,
+			imap.CapSpecialUse, imap.CapCreateSpecialUse, imap.CapListExtended, imap.CapListStatus,
+			imap.CapStatusSize, imap.CapChildren, imap.CapBinary, imap.CapCondStore,
+			imap.Cap(fmt.Sprintf("APPENDLIMIT=%d", min(cfg.MaxMessageBytes, 1<<32-1))),
 		},
-		Logger:       log.New(slogWriter{s.log}, "", 0),
-		TLSConfig:    cfg.TLS,
+		TLS:          cfg.TLS,
 		InsecureAuth: cfg.AllowInsecureAuth,
+		MaxAppend:    cfg.MaxMessageBytes,
+		Logger:       s.log,
 	})
 	for _, l := range []struct {
 		name, addr string
@@ -135,7 +135,7 @@ func Listen(store *mailbox.Store, cfg Config) (*Server, error) {
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
-			if err := s.srv.Serve(ln); err != nil {
+			if err := s.srv.Serve(ln, l.tls); err != nil {
 				s.log.Warn("imap listener stopped", "addr", ln.Addr(), "err", err)
 			}
 		}()
@@ -160,20 +160,18 @@ func (s *Server) Connections() int {
 	return n
 }
 
-// Close stops the listeners and closes every IMAP connection (the library
-// has no graceful Shutdown: clients reconnect, to this node or another).
+// Close stops the listeners and closes every IMAP connection (clients
+// reconnect, to this node or another).
 func (s *Server) Close() error {
 	err := s.srv.Close()
+	s.mu.Lock()
+	for _, ln := range s.lns {
+		ln.Close() // one whose Serve had not started yet
+	}
+	s.mu.Unlock()
 	s.wg.Wait()
 	if errors.Is(err, net.ErrClosed) {
 		err = nil
 	}
 	return err
-}
-
-type slogWriter struct{ l *slog.Logger }
-
-func (w slogWriter) Write(p []byte) (int, error) {
-	w.l.Warn(string(p))
-	return len(p), nil
 }

@@ -13,8 +13,8 @@ import (
 	"time"
 
 	"github.com/emersion/go-imap/v2"
-	"github.com/emersion/go-imap/v2/imapserver"
-	"github.com/emersion/go-sasl"
+
+	"hastore/mailserver/imap/wire"
 
 	"hastore/mailserver/mailbox"
 	"hastore/mailserver/mailstate"
@@ -24,7 +24,7 @@ const opTimeout = 30 * time.Second
 
 type session struct {
 	srv    *Server
-	conn   *imapserver.Conn
+	conn   *wire.Conn
 	remote net.IP
 	user   string
 	mb     *selected
@@ -40,20 +40,18 @@ type session struct {
 	// starts a short-lived push (idlePush) per batch of events. The next
 	// call into the session (Poll after DONE, any command, Close) ends it.
 	idleMu     sync.Mutex
-	idleW      *imapserver.UpdateWriter
+	idleW      *wire.UpdateWriter
 	pushQueued atomic.Bool
 }
 
-var _ imapserver.SessionIMAP4rev2 = (*session)(nil)
-var _ imapserver.SessionSASL = (*session)(nil)
-var _ imapserver.SessionAppendLimit = (*session)(nil)
+var _ wire.Session = (*authGuard)(nil)
 
-func (s *Server) newSession(c *imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {
+func (s *Server) newSession(c *wire.Conn) (wire.Session, error) {
 	sess := &session{srv: s, conn: c}
 	if a, ok := c.NetConn().RemoteAddr().(*net.TCPAddr); ok {
 		sess.remote = a.IP
 	}
-	return s.guardSession(sess, c), nil, nil
+	return s.guardSession(sess, c), nil
 }
 
 func (s *session) store() *mailbox.Store { return s.srv.store }
@@ -168,27 +166,13 @@ func (s *session) Login(username, password string) error {
 		s.user = addr
 		return nil
 	case errors.Is(err, mailbox.ErrAuthFailed):
-		return imapserver.ErrAuthFailed
+		return wire.ErrAuthFailed
 	case errors.Is(err, mailbox.ErrThrottled):
 		return no(imap.ResponseCodeUnavailable, "Too many failed logins; try again later")
 	case errors.Is(err, mailbox.ErrDisabled):
 		return no(imap.ResponseCodeAuthorizationFailed, "Account disabled")
 	}
 	return no(imap.ResponseCodeUnavailable, "Authentication temporarily unavailable")
-}
-
-func (s *session) AuthenticateMechanisms() []string { return []string{sasl.Plain} }
-
-func (s *session) Authenticate(mech string) (sasl.Server, error) {
-	if !strings.EqualFold(mech, sasl.Plain) {
-		return nil, no(imap.ResponseCodeCannot, "Unsupported mechanism")
-	}
-	return sasl.NewPlainServer(func(identity, username, password string) error {
-		if identity != "" && !strings.EqualFold(identity, username) {
-			return no(imap.ResponseCodeAuthorizationFailed, "Cannot act as another user")
-		}
-		return s.Login(username, password)
-	}), nil
 }
 
 func (s *session) AppendLimit() uint32 {
@@ -249,7 +233,7 @@ func (s *session) Delete(name string) error {
 	return imapErr(err)
 }
 
-func (s *session) Rename(oldName, newName string, _ *imap.RenameOptions) error {
+func (s *session) Rename(oldName, newName string) error {
 	s.touch()
 	mb, err := s.mailbox(oldName)
 	if err != nil {
@@ -278,7 +262,7 @@ func (s *session) Unsubscribe(name string) error {
 	return imapErr(s.store().Unsubscribe(c, s.user, strings.TrimSuffix(name, string(mailstate.MailboxDelim))))
 }
 
-func (s *session) List(w *imapserver.ListWriter, ref string, patterns []string, options *imap.ListOptions) error {
+func (s *session) List(w *wire.ListWriter, ref string, patterns []string, options *imap.ListOptions) error {
 	s.touch()
 	if len(patterns) == 0 || len(patterns) == 1 && patterns[0] == "" {
 		// The hierarchy delimiter request, LIST "" "" (RFC 3501 6.3.8):
@@ -330,12 +314,33 @@ func (s *session) List(w *imapserver.ListWriter, ref string, patterns []string, 
 			}
 		}
 	}
+	var lsubParents map[string]bool
+	if w.LSUB() {
+		// Parents of subscribed mailboxes where a pattern's "%" stops
+		// (RFC 3501 6.3.9): listed \Noselect.
+		lsubParents = map[string]bool{}
+		for n := range subs {
+			for i := 0; i < len(n); i++ {
+				p := n[:i]
+				if n[i] != mailstate.MailboxDelim || subs[p] || lsubParents[p] {
+					continue
+				}
+				for _, pat := range patterns {
+					if wire.MatchList(p, mailstate.MailboxDelim, ref, pat) && !wire.MatchList(n, mailstate.MailboxDelim, ref, pat) {
+						lsubParents[p] = true
+						names = append(names, p)
+						break
+					}
+				}
+			}
+		}
+	}
 	sort.Strings(names)
 	sort.Strings(sortedSubs)
 	for _, name := range names {
 		match := false
 		for _, p := range patterns {
-			if imapserver.MatchList(name, mailstate.MailboxDelim, ref, p) {
+			if wire.MatchList(name, mailstate.MailboxDelim, ref, p) {
 				match = true
 				break
 			}
@@ -348,6 +353,13 @@ func (s *session) List(w *imapserver.ListWriter, ref string, patterns []string, 
 			continue
 		}
 		data := &imap.ListData{Delim: mailstate.MailboxDelim, Mailbox: name}
+		if lsubParents[name] {
+			data.Attrs = []imap.MailboxAttr{imap.MailboxAttrNoSelect}
+			if err := w.WriteList(data); err != nil {
+				return err
+			}
+			continue
+		}
 		if options.SelectRecursiveMatch && subscribedBelow(sortedSubs, name) {
 			data.ChildInfo = &imap.ListDataChildInfo{Subscribed: true}
 		}
@@ -429,6 +441,9 @@ func (s *session) status(mb *mailstate.Mailbox, options *imap.StatusOptions) (*i
 			return nil, imapErr(err)
 		}
 		d.NumRecent = &n
+	}
+	if options.HighestModSeq {
+		d.HighestModSeq = mb.HighestModSeq
 	}
 	if options.Size {
 		n := mb.Size
@@ -580,6 +595,7 @@ func (s *session) Select(name string, options *imap.SelectOptions) (*imap.Select
 		FirstUnseenSeqNum: first,
 		UIDNext:           imap.UID(uidNext),
 		UIDValidity:       mb.UIDValidity,
+		HighestModSeq:     mb.HighestModSeq,
 	}, nil
 }
 
@@ -634,7 +650,7 @@ func (s *session) Unselect() error {
 	return nil
 }
 
-func (s *session) Poll(w *imapserver.UpdateWriter, allowExpunge bool) error {
+func (s *session) Poll(w *wire.UpdateWriter, allowExpunge bool) error {
 	s.endIdle()
 	if !s.touched {
 		c, cancel := ctx()
@@ -654,7 +670,7 @@ func (s *session) Poll(w *imapserver.UpdateWriter, allowExpunge bool) error {
 // Idle catches up, tells the client what changed, and returns: updates
 // during IDLE are pushed from the watcher's notifications (see idleW), so
 // an idling connection holds no goroutine for it.
-func (s *session) Idle(w *imapserver.UpdateWriter, stop <-chan struct{}) error {
+func (s *session) Idle(w *wire.UpdateWriter) error {
 	s.endIdle()
 	c, cancel := ctx()
 	err := s.store().CatchUp(c)
@@ -678,11 +694,11 @@ func (s *session) Idle(w *imapserver.UpdateWriter, stop <-chan struct{}) error {
 	return nil
 }
 
-func (s *session) Expunge(w *imapserver.ExpungeWriter, uids *imap.UIDSet) error {
+func (s *session) Expunge(w *wire.ExpungeWriter, uids *imap.UIDSet) error {
 	s.touch()
 	sel := s.mb
 	if sel.readOnly {
-		if *w == (imapserver.ExpungeWriter{}) {
+		if w == nil {
 			return nil // CLOSE after EXAMINE: nothing is expunged (RFC 3501 6.4.2)
 		}
 		return errReadOnly
@@ -708,14 +724,11 @@ func (s *session) Expunge(w *imapserver.ExpungeWriter, uids *imap.UIDSet) error 
 	return s.store().WaitEvents(c, idx)
 }
 
-func (s *session) Store(w *imapserver.FetchWriter, numSet imap.NumSet, flags *imap.StoreFlags, options *imap.StoreOptions) error {
+func (s *session) Store(w *wire.FetchWriter, numSet imap.NumSet, flags *imap.StoreFlags, options *imap.StoreOptions) error {
 	s.touch()
 	sel := s.mb
 	if sel.readOnly {
 		return errReadOnly
-	}
-	if options != nil && options.UnchangedSince != 0 {
-		return no(imap.ResponseCodeCannot, "CONDSTORE is not supported")
 	}
 	fl, err := storableFlags(flags.Flags)
 	if err != nil {
@@ -730,12 +743,17 @@ func (s *session) Store(w *imapserver.FetchWriter, numSet imap.NumSet, flags *im
 		uids[i] = sel.uids[j]
 	}
 	op := map[imap.StoreFlagsOp]mailstate.MailStoreOp{imap.StoreFlagsAdd: mailstate.MailFlagsAdd, imap.StoreFlagsDel: mailstate.MailFlagsRemove, imap.StoreFlagsSet: mailstate.MailFlagsReplace}[flags.Op]
+	var unchangedSince uint64
+	if options != nil {
+		unchangedSince = options.UnchangedSince
+	}
 	c, cancel := ctx()
 	defer cancel()
-	out, index, err := s.store().StoreFlagsIndex(c, s.user, sel.id, uids, op, fl)
+	out, index, err := s.store().StoreFlagsUnchangedSince(c, s.user, sel.id, uids, op, fl, unchangedSince)
 	if err != nil {
 		return imapErr(err)
 	}
+	condStore := s.conn.Enabled(imap.CapCondStore)
 	for _, o := range out {
 		if o.Code == mailstate.MailOK && sel.addKeywords(o.Flags) {
 			sel.keywordsUntold = true
@@ -743,22 +761,41 @@ func (s *session) Store(w *imapserver.FetchWriter, numSet imap.NumSet, flags *im
 	}
 	_, byUID := numSet.(imap.UIDSet)
 	rev2 := s.rev2()
+	var modified imap.SeqSet // seq numbers or UIDs (RFC 7162 3.1.3)
 	for i, o := range out {
+		if o.Code == mailstate.MailModified {
+			if byUID {
+				modified.AddNum(o.UID)
+			} else {
+				modified.AddNum(uint32(idx[i] + 1))
+			}
+			continue
+		}
 		if o.Code != mailstate.MailOK {
 			continue
 		}
 		sel.report(o.UID, o.ModSeq, index)
-		if flags.Silent {
+		// A CONDSTORE client learns the new modseq even of a silent
+		// STORE (RFC 7162 3.1.3).
+		if flags.Silent && !(condStore && unchangedSince != 0) {
 			continue
 		}
 		rw := w.CreateMessage(uint32(idx[i] + 1))
 		if byUID {
 			rw.WriteUID(imap.UID(o.UID))
 		}
-		rw.WriteFlags(s.flagsOf(o.UID, o.Flags, rev2))
+		if !flags.Silent {
+			rw.WriteFlags(s.flagsOf(o.UID, o.Flags, rev2))
+		}
+		if condStore {
+			rw.WriteModSeq(o.ModSeq)
+		}
 		if err := rw.Close(); err != nil {
 			return err
 		}
+	}
+	if len(modified) > 0 {
+		return &imap.Error{Type: imap.StatusResponseTypeOK, Code: imap.ResponseCode("MODIFIED " + modified.String()), Text: "Some messages changed since UNCHANGEDSINCE"}
 	}
 	return nil
 }
@@ -768,7 +805,7 @@ func (s *session) Copy(numSet imap.NumSet, dest string) (*imap.CopyData, error) 
 	return s.copy(numSet, dest, false)
 }
 
-func (s *session) Move(w *imapserver.MoveWriter, numSet imap.NumSet, dest string) error {
+func (s *session) Move(w *wire.MoveWriter, numSet imap.NumSet, dest string) error {
 	s.touch()
 	if s.mb.readOnly {
 		return errReadOnly
@@ -794,7 +831,7 @@ func (s *session) Move(w *imapserver.MoveWriter, numSet imap.NumSet, dest string
 // an expunge of the originals; if the expunge fails, the copies are
 // expunged instead, so the mailbox is as before and the answer NO. The
 // copies count against the quota until the originals go.
-func (s *session) moveWithin(w *imapserver.MoveWriter, numSet imap.NumSet) error {
+func (s *session) moveWithin(w *wire.MoveWriter, numSet imap.NumSet) error {
 	sel := s.mb
 	data, err := s.copy(numSet, sel.name, false)
 	if err != nil || data == nil {

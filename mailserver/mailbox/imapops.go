@@ -122,11 +122,18 @@ func (s *Store) ExpungeIndex(ctx context.Context, user string, mailbox uint64, u
 // StoreFlagsIndex is StoreFlags that also returns the Raft index of the
 // last command.
 func (s *Store) StoreFlagsIndex(ctx context.Context, user string, mailbox uint64, uids []uint32, op mailstate.MailStoreOp, flags []string) ([]mailstate.MailOutcome, uint64, error) {
+	return s.StoreFlagsUnchangedSince(ctx, user, mailbox, uids, op, flags, 0)
+}
+
+// StoreFlagsUnchangedSince is StoreFlagsIndex that leaves a message whose
+// modseq is above unchangedSince (when not 0) alone: its outcome is
+// mailstate.MailModified (IMAP CONDSTORE's UNCHANGEDSINCE, RFC 7162).
+func (s *Store) StoreFlagsUnchangedSince(ctx context.Context, user string, mailbox uint64, uids []uint32, op mailstate.MailStoreOp, flags []string, unchangedSince uint64) ([]mailstate.MailOutcome, uint64, error) {
 	var out []mailstate.MailOutcome
 	var index uint64
 	for len(uids) > 0 {
 		n := min(len(uids), mailstate.MaxMailUIDs)
-		res, err := s.c.Propose(ctx, mailstate.MailStore{User: user, Mailbox: mailbox, UIDs: uids[:n], Op: op, Flags: flags})
+		res, err := s.c.Propose(ctx, mailstate.MailStore{User: user, Mailbox: mailbox, UIDs: uids[:n], Op: op, Flags: flags, UnchangedSince: unchangedSince})
 		if err != nil {
 			return out, index, proposeErr("store flags", err, ErrExists)
 		}

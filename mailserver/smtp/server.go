@@ -135,7 +135,7 @@ type Config struct {
 	// Milter puts content filters (rspamd …) before the 250 of MX and
 	// LMTP deliveries, and of submission if it says so (nil: none).
 	Milter *MilterConfig
-	Logger   *slog.Logger
+	Logger *slog.Logger
 }
 
 func (c *Config) setDefaults() {
