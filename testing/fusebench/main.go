@@ -5,7 +5,7 @@
 // processes, side by side with the same work on a directory of the local
 // disk.
 //
-//	go run ./testing/fusebench [-files 10000] [-conc 8] [-seq 256MiB] [-nodes 3]
+//	go run ./testing/fusebench [-files 10000] [-conc 8] [-seq 256MiB] [-randsize 64MiB] [-direct=true] [-nodes 3]
 //
 // It needs root (or a fusermount3 that lets the user mount) and /dev/fuse.
 // It builds cmd/hastore into a temporary directory, starts the nodes on
@@ -71,11 +71,17 @@ func main() {
 	conc := flag.Int("conc", 8, "processes working on the small files at once (each its own directories)")
 	seq := flag.String("seq", "256MiB", "size of the fio sequential write and read (1 MiB blocks)")
 	nodes := flag.Int("nodes", 3, "cluster nodes")
+	direct := flag.Bool("direct", true, "fio with O_DIRECT (no page cache), as the issue's figures")
+	randSize := flag.String("randsize", "64MiB", "size of the file each fio random-read job reads (4 jobs)")
 	dir := flag.String("dir", "", "parent of the local directory and the cluster's data (default: the temp dir)")
 	flag.Parse()
 	seqBytes, err := parseSize(*seq)
 	if err != nil {
 		fatalf("-seq: %v", err)
+	}
+	randBytes, err := parseSize(*randSize)
+	if err != nil {
+		fatalf("-randsize: %v", err)
 	}
 	if _, err := os.Stat("/dev/fuse"); err != nil {
 		fatalf("no FUSE: %v", err)
@@ -169,11 +175,14 @@ func main() {
 	})
 	if fio, err := exec.LookPath("fio"); err == nil {
 		measure(fmt.Sprintf("fio sequential write, 1 MiB blocks, %s, fsync at end", *seq), "MB/s", func(root string) (float64, error) {
-			return runFio(fio, root, "write", seqBytes)
+			return runFio(fio, root, "write", seqBytes, *direct)
 		})
 		measure(fmt.Sprintf("fio sequential read, 1 MiB blocks, %s (not cached)", *seq), "MB/s", func(root string) (float64, error) {
 			coldCaches()
-			return runFio(fio, root, "read", seqBytes)
+			return runFio(fio, root, "read", seqBytes, *direct)
+		})
+		measure(fmt.Sprintf("fio random read, 4 KiB blocks, 4 jobs × %s, 10 s", *randSize), "IOPS", func(root string) (float64, error) {
+			return runFioRand(fio, root, randBytes, *direct)
 		})
 	} else {
 		progress("fio is not installed (Debian package fio): no sequential rows")
@@ -233,37 +242,73 @@ func coldCaches() {
 	time.Sleep(1100 * time.Millisecond)
 }
 
-func runFio(fio, dir, rw string, size int64) (float64, error) {
+func runFio(fio, dir, rw string, size int64, direct bool) (float64, error) {
 	args := []string{"--name=seq", "--directory=" + dir, "--rw=" + rw, "--bs=1M", "--size=" + strconv.FormatInt(size, 10),
-		"--ioengine=psync", "--numjobs=1", "--output-format=json"}
+		"--ioengine=psync", "--numjobs=1", "--output-format=json", "--direct=" + fioBool(direct)}
 	if rw == "write" {
 		args = append(args, "--end_fsync=1")
 	}
+	res, err := fioRun(fio, args)
+	if err != nil {
+		return 0, err
+	}
+	bw := res.Read.BwBytes
+	if rw == "write" {
+		bw = res.Write.BwBytes
+	}
+	return bw / 1e6, nil
+}
+
+// runFioRand reads 4 KiB blocks at random offsets of one file per job, 4
+// jobs, for 10 s; the files are laid out (written) first, and the page
+// cache is dropped before the reads.
+func runFioRand(fio, dir string, size int64, direct bool) (float64, error) {
+	args := []string{"--name=rand", "--directory=" + dir, "--rw=randread", "--bs=4k", "--size=" + strconv.FormatInt(size, 10),
+		"--ioengine=psync", "--numjobs=4", "--group_reporting", "--output-format=json", "--direct=" + fioBool(direct)}
+	// Lay the files out first, so that the timed run only reads.
+	if _, err := fioRun(fio, append(args, "--create_only=1")); err != nil {
+		return 0, err
+	}
+	coldCaches()
+	res, err := fioRun(fio, append(args, "--time_based", "--runtime=10"))
+	if err != nil {
+		return 0, err
+	}
+	return res.Read.IOPS, nil
+}
+
+func fioBool(b bool) string {
+	if b {
+		return "1"
+	}
+	return "0"
+}
+
+type fioJob struct {
+	Read struct {
+		BwBytes float64 `json:"bw_bytes"`
+		IOPS    float64 `json:"iops"`
+	} `json:"read"`
+	Write struct {
+		BwBytes float64 `json:"bw_bytes"`
+	} `json:"write"`
+}
+
+func fioRun(fio string, args []string) (fioJob, error) {
 	out, err := exec.Command(fio, args...).Output()
 	if err != nil {
-		return 0, fmt.Errorf("fio: %v\n%s", err, out)
+		return fioJob{}, fmt.Errorf("fio: %v\n%s", err, out)
 	}
 	var res struct {
-		Jobs []struct {
-			Read struct {
-				BwBytes float64 `json:"bw_bytes"`
-			} `json:"read"`
-			Write struct {
-				BwBytes float64 `json:"bw_bytes"`
-			} `json:"write"`
-		} `json:"jobs"`
+		Jobs []fioJob `json:"jobs"`
 	}
 	if i := bytes.IndexByte(out, '{'); i > 0 {
 		out = out[i:] // fio may print notes first
 	}
 	if err := json.Unmarshal(out, &res); err != nil || len(res.Jobs) == 0 {
-		return 0, fmt.Errorf("fio output: %v", err)
+		return fioJob{}, fmt.Errorf("fio output: %v", err)
 	}
-	bw := res.Jobs[0].Read.BwBytes
-	if rw == "write" {
-		bw = res.Jobs[0].Write.BwBytes
-	}
-	return bw / 1e6, nil
+	return res.Jobs[0], nil
 }
 
 func parseSize(s string) (int64, error) {
