@@ -27,11 +27,15 @@ type node struct {
 	// hold ("" for none): an open that finds the same content keeps the
 	// cache, and a change seen elsewhere drops it.
 	cachedID string
-	d        *dirty // writes not committed yet
+	d        *dirty  // writes not committed yet
+	up       *upload // d's streaming upload, if one runs (stream.go)
 	handles  int    // open file handles
 	// held: the cluster keeps this file, which lost its last name, for
 	// this mount's handles (posix.go).
 	held atomic.Bool
+	// lastPath is the path n had when a change through this mount
+	// removed a name of it, for log lines once it has none (name).
+	lastPath atomic.Value
 }
 
 var (
@@ -218,6 +222,7 @@ func (n *node) Setattr(ctx context.Context, fh fusefs.FileHandle, in *gofuse.Set
 			if err := n.d.truncate(int64(size)); err != nil {
 				return n.fsys.errno("truncate", err)
 			}
+			n.writtenLocked()
 			if mtimeNow {
 				sa.Valid &^= webfs.SetMtime // the commit sets it
 			}
@@ -431,6 +436,11 @@ func (n *node) Rmdir(ctx context.Context, name string) syscall.Errno {
 
 func (n *node) remove(op, name string, fn func(ctx context.Context, parent uint64, name string) error) syscall.Errno {
 	victim := n.GetChild(name)
+	if victim != nil {
+		if cn, ok := victim.Operations().(*node); ok {
+			cn.notePath()
+		}
+	}
 	maybeDone, err := n.fsys.call(op, metaTimeout, func(ctx context.Context) error {
 		return fn(ctx, n.ino, name)
 	})
@@ -467,9 +477,7 @@ func (f *FS) lostName(cn *node) {
 	open := cn.handles > 0
 	if last && cn.d != nil && !open {
 		// Nothing can commit these writes any more.
-		cn.d.close()
-		cn.d = nil
-		f.markDirty(cn, false)
+		cn.dropDirtyLocked()
 	}
 	cn.mu.Unlock()
 	if open && !cn.IsDir() {
@@ -502,6 +510,11 @@ func (n *node) Rename(ctx context.Context, name string, newParent fusefs.InodeEm
 	}
 	var srcIno uint64
 	victim := np.GetChild(newName)
+	if victim != nil {
+		if vn, ok := victim.Operations().(*node); ok {
+			vn.notePath()
+		}
+	}
 	if ch := n.GetChild(name); ch != nil {
 		srcIno = ch.StableAttr().Ino
 		if cn, ok := ch.Operations().(*node); ok {

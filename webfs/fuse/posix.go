@@ -208,7 +208,22 @@ func (f *FS) releaseAll() {
 // name names n for a log line: its path in the mount (as the kernel last
 // told it) and its inode number.
 func (n *node) name() string {
-	return fmt.Sprintf("%s (inode %d)", n.Path(nil), n.ino)
+	if p := n.Path(nil); p != "" || n.ino == webfs.RootIno {
+		return fmt.Sprintf("/%s (inode %d)", p, n.ino)
+	}
+	// No name left in the kernel's tree: the one it had when it lost it.
+	if p, _ := n.lastPath.Load().(string); p != "" {
+		return fmt.Sprintf("/%s (inode %d, removed)", p, n.ino)
+	}
+	return fmt.Sprintf("inode %d", n.ino)
+}
+
+// notePath remembers n's path before it may lose its last name, for the
+// log lines about it afterwards.
+func (n *node) notePath() {
+	if p := n.Path(nil); p != "" {
+		n.lastPath.Store(p)
+	}
 }
 
 func newHolder() uint64 {
