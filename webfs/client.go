@@ -323,7 +323,13 @@ func (r *RemoteSite) write(ctx context.Context, op, path string, h *pb.WriteHead
 				return nil, err
 			}
 		}
-		stream, err := n.Write(ctx)
+		// Ending the stream is what commits the write: if the data
+		// cannot be read to its end, the stream is cancelled (the node
+		// drops what it received and stores nothing), never half-closed,
+		// which would commit what was sent so far.
+		sctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		stream, err := n.Write(sctx)
 		if err != nil {
 			return nil, err
 		}
@@ -333,7 +339,7 @@ func (r *RemoteSite) write(ctx context.Context, op, path string, h *pb.WriteHead
 			buf := make([]byte, messageData)
 			k, rerr := io.ReadFull(data, buf)
 			if rerr != nil && rerr != io.EOF && rerr != io.ErrUnexpectedEOF {
-				stream.CloseSend()
+				cancel()
 				return nil, status.Error(codes.Canceled, "write: reading the data: "+rerr.Error())
 			}
 			msg.Data = buf[:k]

@@ -90,6 +90,7 @@ func (n *node) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, uint3
 		if err := n.d.truncate(0); err != nil {
 			return nil, 0, n.fsys.errno("open", err)
 		}
+		n.writtenLocked()
 	}
 	var fl uint32
 	if keep {
@@ -115,6 +116,7 @@ func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, sys
 	if err := n.d.write(off, data); err != nil {
 		return 0, n.fsys.errno("write", err)
 	}
+	n.writtenLocked()
 	return uint32(len(data)), 0
 }
 
@@ -258,6 +260,12 @@ func (h *handle) Release(ctx context.Context) syscall.Errno {
 // again whole if the node it went to fails — and otherwise truncates and
 // writes the changed ranges, each step repeatable.
 func (n *node) commitLocked() error {
+	if n.up != nil {
+		// A streaming upload has sent most of it: end it.
+		if done, err := n.finishUploadLocked(); done || err != nil {
+			return err
+		}
+	}
 	d := n.d
 	if d == nil {
 		return nil
@@ -331,6 +339,10 @@ func (n *node) setattr(sa webfs.SetAttr) (webfs.Attr, error) {
 }
 
 func (n *node) dropDirtyLocked() {
+	if n.up != nil {
+		n.up.abortLocked()
+		n.up = nil
+	}
 	if n.d != nil {
 		n.d.close()
 		n.d = nil
