@@ -29,7 +29,7 @@ type node struct {
 	cachedID string
 	d        *dirty  // writes not committed yet
 	up       *upload // d's streaming upload, if one runs (stream.go)
-	handles  int    // open file handles
+	handles  int     // open file handles
 	// held: the cluster keeps this file, which lost its last name, for
 	// this mount's handles (posix.go).
 	held atomic.Bool
