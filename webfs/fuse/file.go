@@ -309,6 +309,7 @@ func (n *node) commitLocked() error {
 	}
 	n.dropDirtyLocked()
 	n.attr, n.attrAt = a, time.Now()
+	n.fsys.touched(n.ino)
 	// The kernel's pages are what was written through them.
 	n.cachedID = a.ContentID
 	return nil
@@ -335,6 +336,9 @@ func (n *node) setattr(sa webfs.SetAttr) (webfs.Attr, error) {
 		a, err = n.fsys.tree.Setattr(ctx, n.ino, sa)
 		return err
 	})
+	if err == nil {
+		n.fsys.touched(n.ino)
+	}
 	return a, err
 }
 

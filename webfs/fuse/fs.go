@@ -116,8 +116,10 @@ type FS struct {
 
 	failovers atomic.Int64 // calls that a node failed, carried on by another
 
+	lists   *lists        // directory listings answering lookups (listing.go)
 	uploads chan struct{} // a slot per streaming upload running
 	streams atomic.Int64  // streaming uploads started
+	listed  atomic.Int64  // listings fetched to answer lookups
 
 	statMu   sync.Mutex
 	statAt   time.Time
@@ -128,7 +130,7 @@ type FS struct {
 func New(tree webfs.Tree, opt Options) *FS {
 	opt.defaults()
 	f := &FS{tree: tree, opt: opt, dirty: map[*node]bool{}, open: map[*node]bool{}, holder: newHolder(),
-		uploads: make(chan struct{}, maxUploads)}
+		uploads: make(chan struct{}, maxUploads), lists: newLists()}
 	f.ctx, f.cancel = context.WithCancel(context.Background())
 	f.root = &node{fsys: f, ino: webfs.RootIno}
 	return f
@@ -140,6 +142,10 @@ func (f *FS) logf(format string, args ...any) {
 
 // Streams returns how many streaming uploads the mount started.
 func (f *FS) Streams() int64 { return f.streams.Load() }
+
+// Listed returns how many directory listings the mount fetched to answer
+// lookups.
+func (f *FS) Listed() int64 { return f.listed.Load() }
 
 // Root returns the root node, for fs.NewNodeFS.
 func (f *FS) Root() fusefs.InodeEmbedder { return f.root }

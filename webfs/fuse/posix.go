@@ -72,6 +72,8 @@ func (n *node) Link(ctx context.Context, target fusefs.InodeEmbedder, name strin
 	if err != nil {
 		return nil, n.fsys.errno("link "+name, err)
 	}
+	n.fsys.listPut(n.ino, name, a)
+	n.fsys.touched(tn.ino)
 	n.mu.Lock()
 	n.attrAt = time.Time{}
 	n.mu.Unlock()

@@ -180,6 +180,7 @@ func (n *node) finishUploadLocked() (bool, error) {
 		// send, as a whole (the buffer defines the file).
 		d.streamed, d.streamBroken = 0, false
 		n.attr, n.attrAt = a, time.Now()
+		n.fsys.touched(n.ino)
 		return false, nil
 	}
 	if sa := changedAttrs(d.attrs, &a); sa.Valid != 0 {
@@ -190,6 +191,7 @@ func (n *node) finishUploadLocked() (bool, error) {
 	}
 	n.dropDirtyLocked()
 	n.attr, n.attrAt = a, time.Now()
+	n.fsys.touched(n.ino)
 	n.cachedID = a.ContentID
 	return true, nil
 }
