@@ -118,8 +118,10 @@ type FS struct {
 
 	lists   *lists        // directory listings answering lookups (listing.go)
 	uploads chan struct{} // a slot per streaming upload running
+	fetches chan struct{} // a slot per fetch ahead running (file.go)
 	streams atomic.Int64  // streaming uploads started
 	listed  atomic.Int64  // listings fetched to answer lookups
+	ahead   atomic.Int64  // reads answered by a fetch ahead
 
 	statMu   sync.Mutex
 	statAt   time.Time
@@ -130,7 +132,7 @@ type FS struct {
 func New(tree webfs.Tree, opt Options) *FS {
 	opt.defaults()
 	f := &FS{tree: tree, opt: opt, dirty: map[*node]bool{}, open: map[*node]bool{}, holder: newHolder(),
-		uploads: make(chan struct{}, maxUploads), lists: newLists()}
+		uploads: make(chan struct{}, maxUploads), fetches: make(chan struct{}, maxFetches), lists: newLists()}
 	f.ctx, f.cancel = context.WithCancel(context.Background())
 	f.root = &node{fsys: f, ino: webfs.RootIno}
 	return f
@@ -146,6 +148,9 @@ func (f *FS) Streams() int64 { return f.streams.Load() }
 // Listed returns how many directory listings the mount fetched to answer
 // lookups.
 func (f *FS) Listed() int64 { return f.listed.Load() }
+
+// FetchedAhead returns how many reads found their bytes fetched ahead.
+func (f *FS) FetchedAhead() int64 { return f.ahead.Load() }
 
 // Root returns the root node, for fs.NewNodeFS.
 func (f *FS) Root() fusefs.InodeEmbedder { return f.root }

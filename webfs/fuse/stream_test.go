@@ -32,7 +32,7 @@ func TestStreamingUpload(t *testing.T) {
 	leader := c.Leader()
 	order := []int{leader, (leader + 1) % 3, (leader + 2) % 3}
 	mntA, srvA := c.mount(t, site, webfuse.Options{}, order...)
-	mntB, _ := c.mount(t, site, webfuse.Options{}, order[1], order[2], order[0])
+	mntB, srvB := c.mount(t, site, webfuse.Options{}, order[1], order[2], order[0])
 	cl := c.client(order...).Site(site)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
@@ -153,6 +153,45 @@ func TestStreamingUpload(t *testing.T) {
 		}
 		if got := committed("rewritten"); !bytes.Equal(got, data) {
 			t.Fatalf("after close the cluster has %d bytes (equal length: %v), want the %d written", len(got), len(got) == len(data), len(data))
+		}
+	})
+
+	t.Run("read-ahead", func(t *testing.T) {
+		// Read through the other mount (no pages cached) in reads of
+		// odd sizes, which cross the windows fetched ahead, then
+		// backwards: the bytes are the file's.
+		data := random(7, 6*webfs.ChunkSize+333)
+		if err := os.WriteFile(filepath.Join(mntA, "ahead"), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		before := srvB.FS.FetchedAhead()
+		var f *os.File
+		eventually(t, 3*time.Second, "the file through B", func() error {
+			var err error
+			f, err = os.Open(filepath.Join(mntB, "ahead"))
+			return err
+		})
+		defer f.Close()
+		got := make([]byte, 0, len(data))
+		buf := make([]byte, 777777)
+		for {
+			k, err := f.Read(buf)
+			got = append(got, buf[:k]...)
+			if err != nil || k == 0 {
+				break
+			}
+		}
+		if !bytes.Equal(got, data) {
+			t.Fatalf("read %d bytes in order, not the %d written (equal length: %v)", len(got), len(data), len(got) == len(data))
+		}
+		if srvB.FS.FetchedAhead() == before {
+			t.Error("no read found its bytes fetched ahead")
+		}
+		for off := len(data) - len(buf); off > -len(buf); off -= len(buf) {
+			k, err := f.ReadAt(buf, int64(max(off, 0)))
+			if want := data[max(off, 0):min(max(off, 0)+len(buf), len(data))]; !bytes.Equal(buf[:k], want) {
+				t.Fatalf("read back at %d: %d bytes, %v; want %d", off, k, err, len(want))
+			}
 		}
 	})
 
