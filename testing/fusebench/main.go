@@ -5,7 +5,12 @@
 // processes, side by side with the same work on a directory of the local
 // disk.
 //
-//	go run ./testing/fusebench [-files 10000] [-conc 8] [-seq 256MiB] [-randsize 64MiB] [-direct=true] [-nodes 3]
+//	go run ./testing/fusebench [-files 10000] [-conc 8] [-seq 256MiB] [-randsize 64MiB] [-direct=true] [-nodes 3] [-base hastore-old]
+//
+// With -base, a second site is mounted with that binary (the cluster runs
+// this version) and each row is measured on the local directory, the base
+// mount and this one back to back, so that the before/after ratio of a
+// change comes from one run on a machine whose load varies.
 //
 // It needs root (or a fusermount3 that lets the user mount) and /dev/fuse.
 // It builds cmd/hastore into a temporary directory, starts the nodes on
@@ -73,6 +78,7 @@ func main() {
 	nodes := flag.Int("nodes", 3, "cluster nodes")
 	direct := flag.Bool("direct", true, "fio with O_DIRECT (no page cache), as the issue's figures")
 	randSize := flag.String("randsize", "64MiB", "size of the file each fio random-read job reads (4 jobs)")
+	base := flag.String("base", "", "a hastore binary of another version (say, before a change): its mount of a second site is measured too, back to back with this one's, against the same cluster")
 	dir := flag.String("dir", "", "parent of the local directory and the cluster's data (default: the temp dir)")
 	flag.Parse()
 	seqBytes, err := parseSize(*seq)
@@ -111,39 +117,54 @@ func main() {
 	admin := func(args ...string) ([]byte, error) {
 		return exec.Command(bin, append([]string{"admin", "--addr", strings.Join(addrs, ","), "--cluster-key-file", key}, args...)...).CombinedOutput()
 	}
-	progress("creating the site")
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		out, err := admin("site", "add", "bench.test")
-		if err == nil {
-			break
+	addSite := func(name string) {
+		progress("creating the site %s", name)
+		deadline := time.Now().Add(60 * time.Second)
+		for {
+			out, err := admin("site", "add", name)
+			if err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				fatalf("site add: %v\n%s", err, out)
+			}
+			time.Sleep(300 * time.Millisecond)
 		}
-		if time.Now().After(deadline) {
-			fatalf("site add: %v\n%s", err, out)
-		}
-		time.Sleep(300 * time.Millisecond)
 	}
+	addSite("bench.test")
 	mnt := filepath.Join(work, "mnt")
 	local := filepath.Join(work, "local")
-	for _, d := range []string{mnt, local} {
+	baseMnt := filepath.Join(work, "mnt-base")
+	for _, d := range []string{mnt, local, baseMnt} {
 		if err := os.Mkdir(d, 0o755); err != nil {
 			fatalf("%v", err)
 		}
 	}
-	mountSite(bin, key, addrs, mnt, work)
+	mountSite(bin, key, addrs, mnt, work, "bench.test", "mount.log")
+	if *base != "" {
+		addSite("base.test")
+		mountSite(*base, key, addrs, baseMnt, work, "base.test", "mount-base.log")
+	}
 
 	type row struct {
-		what        string
-		unit        string
-		local, fuse float64
+		what              string
+		unit              string
+		local, base, fuse float64
 	}
 	var rows []row
 	measure := func(what, unit string, fn func(root string) (float64, error)) {
 		r := row{what: what, unit: unit}
-		for _, target := range []struct {
+		targets := []struct {
 			root string
 			out  *float64
-		}{{local, &r.local}, {mnt, &r.fuse}} {
+		}{{local, &r.local}, {mnt, &r.fuse}}
+		if *base != "" {
+			targets = []struct {
+				root string
+				out  *float64
+			}{{local, &r.local}, {baseMnt, &r.base}, {mnt, &r.fuse}}
+		}
+		for _, target := range targets {
 			progress("%s in %s", what, target.root)
 			v, err := fn(target.root)
 			if err != nil {
@@ -189,12 +210,25 @@ func main() {
 	}
 
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(tw, "operation\tunit\tlocal dir\thastore mount\tmount/local\t\n")
-	for _, r := range rows {
-		fmt.Fprintf(tw, "%s\t%s\t%.0f\t%.0f\t%.3f\t\n", r.what, r.unit, r.local, r.fuse, r.fuse/r.local)
+	if *base != "" {
+		fmt.Fprintf(tw, "operation\tunit\tlocal dir\tbase mount\thastore mount\tbase/local\tmount/local\tmount/base\t\n")
+		for _, r := range rows {
+			fmt.Fprintf(tw, "%s\t%s\t%.0f\t%.0f\t%.0f\t%.3f\t%.3f\t%.2f\t\n", r.what, r.unit, r.local, r.base, r.fuse, r.base/r.local, r.fuse/r.local, r.fuse/r.base)
+		}
+	} else {
+		fmt.Fprintf(tw, "operation\tunit\tlocal dir\thastore mount\tmount/local\t\n")
+		for _, r := range rows {
+			fmt.Fprintf(tw, "%s\t%s\t%.0f\t%.0f\t%.3f\t\n", r.what, r.unit, r.local, r.fuse, r.fuse/r.local)
+		}
 	}
 	tw.Flush()
 	fmt.Printf("(%d-node cluster on loopback, scheme 2+1, %d workers; the mount talks to the Raft leader)\n", *nodes, *conc)
+	for _, name := range []string{"mount.log", "mount-base.log"} {
+		if b, err := os.ReadFile(filepath.Join(work, name)); err == nil {
+			lines := strings.Count(string(b), "\n")
+			fmt.Printf("%s: %d lines, %d of them trySplice\n", name, lines, strings.Count(string(b), "trySplice"))
+		}
+	}
 }
 
 // parallel runs fn on n files spread over conc workers, each in its own
@@ -386,12 +420,12 @@ func startCluster(bin, work string, n int) []string {
 }
 
 // mountSite runs hastore mount on mnt and waits until it serves.
-func mountSite(bin, key string, addrs []string, mnt, work string) {
-	logf, err := os.Create(filepath.Join(work, "mount.log"))
+func mountSite(bin, key string, addrs []string, mnt, work, site, logName string) {
+	logf, err := os.Create(filepath.Join(work, logName))
 	if err != nil {
 		fatalf("%v", err)
 	}
-	cmd := exec.Command(bin, "mount", "--addr", strings.Join(addrs, ","), "--cluster-key-file", key, "--site", "bench.test", mnt)
+	cmd := exec.Command(bin, "mount", "--addr", strings.Join(addrs, ","), "--cluster-key-file", key, "--site", site, mnt)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
@@ -417,7 +451,7 @@ func mountSite(bin, key string, addrs []string, mnt, work string) {
 		}
 		select {
 		case <-done:
-			b, _ := os.ReadFile(filepath.Join(work, "mount.log"))
+			b, _ := os.ReadFile(filepath.Join(work, logName))
 			fatalf("hastore mount exited:\n%s", b)
 		case <-ctx.Done():
 			fatalf("hastore mount did not mount %s in 30 s", mnt)
