@@ -78,6 +78,7 @@ func main() {
 	nodes := flag.Int("nodes", 3, "cluster nodes")
 	direct := flag.Bool("direct", true, "fio with O_DIRECT (no page cache), as the issue's figures")
 	randSize := flag.String("randsize", "64MiB", "size of the file each fio random-read job reads (4 jobs)")
+	only := flag.String("rows", "create,stat,read,seqwrite,seqread,randread", "the rows to measure (stat and read need create)")
 	base := flag.String("base", "", "a hastore binary of another version (say, before a change): its mount of a second site is measured too, back to back with this one's, against the same cluster")
 	dir := flag.String("dir", "", "parent of the local directory and the cluster's data (default: the temp dir)")
 	flag.Parse()
@@ -140,85 +141,112 @@ func main() {
 			fatalf("%v", err)
 		}
 	}
-	mountSite(bin, key, addrs, mnt, work, "bench.test", "mount.log")
+	mountPID := mountSite(bin, key, addrs, mnt, work, "bench.test", "mount.log")
+	basePID := 0
 	if *base != "" {
 		addSite("base.test")
-		mountSite(*base, key, addrs, baseMnt, work, "base.test", "mount-base.log")
+		basePID = mountSite(*base, key, addrs, baseMnt, work, "base.test", "mount-base.log")
 	}
 
 	type row struct {
 		what              string
 		unit              string
 		local, base, fuse float64
+		// CPU seconds the mount and the nodes used while the mount's
+		// (and the base mount's) measurement ran: unlike rates, they
+		// hardly depend on what else the machine runs.
+		cpuMount, cpuNodes, cpuBaseMount, cpuBaseNodes float64
 	}
 	var rows []row
+	want := map[string]bool{}
+	for _, r := range strings.Split(*only, ",") {
+		want[strings.TrimSpace(r)] = true
+	}
 	measure := func(what, unit string, fn func(root string) (float64, error)) {
 		r := row{what: what, unit: unit}
-		targets := []struct {
-			root string
-			out  *float64
-		}{{local, &r.local}, {mnt, &r.fuse}}
-		if *base != "" {
-			targets = []struct {
-				root string
-				out  *float64
-			}{{local, &r.local}, {baseMnt, &r.base}, {mnt, &r.fuse}}
+		type target struct {
+			root               string
+			out                *float64
+			pid                int
+			cpuMount, cpuNodes *float64
 		}
-		for _, target := range targets {
-			progress("%s in %s", what, target.root)
-			v, err := fn(target.root)
+		targets := []target{{local, &r.local, 0, nil, nil}}
+		if *base != "" {
+			targets = append(targets, target{baseMnt, &r.base, basePID, &r.cpuBaseMount, &r.cpuBaseNodes})
+		}
+		targets = append(targets, target{mnt, &r.fuse, mountPID, &r.cpuMount, &r.cpuNodes})
+		for _, tg := range targets {
+			progress("%s in %s", what, tg.root)
+			m0, n0 := cpuSeconds(tg.pid), nodesCPU()
+			v, err := fn(tg.root)
 			if err != nil {
-				fatalf("%s in %s: %v", what, target.root, err)
+				fatalf("%s in %s: %v", what, tg.root, err)
 			}
-			*target.out = v
+			*tg.out = v
+			if tg.pid != 0 {
+				*tg.cpuMount, *tg.cpuNodes = cpuSeconds(tg.pid)-m0, nodesCPU()-n0
+			}
 		}
 		rows = append(rows, r)
 	}
 	data := make([]byte, *size)
 	rand.Read(data)
 	n := *files
-	measure(fmt.Sprintf("create %d × %d B files", n, *size), "files/s", func(root string) (float64, error) {
-		return perSecond(n)(parallel(root, n, *conc, func(p string) error { return os.WriteFile(p, data, 0o644) }))
-	})
-	measure("stat them (attributes not cached)", "files/s", func(root string) (float64, error) {
-		coldCaches()
-		return perSecond(n)(parallel(root, n, *conc, func(p string) error { _, err := os.Stat(p); return err }))
-	})
-	measure("read them (not cached)", "files/s", func(root string) (float64, error) {
-		coldCaches()
-		return perSecond(n)(parallel(root, n, *conc, func(p string) error {
-			b, err := os.ReadFile(p)
-			if err == nil && !bytes.Equal(b, data) {
-				err = errors.New("read back other bytes")
-			}
-			return err
-		}))
-	})
-	if fio, err := exec.LookPath("fio"); err == nil {
-		measure(fmt.Sprintf("fio sequential write, 1 MiB blocks, %s, fsync at end", *seq), "MB/s", func(root string) (float64, error) {
-			return runFio(fio, root, "write", seqBytes, *direct)
+	if want["create"] {
+		measure(fmt.Sprintf("create %d × %d B files", n, *size), "files/s", func(root string) (float64, error) {
+			return perSecond(n)(parallel(root, n, *conc, func(p string) error { return os.WriteFile(p, data, 0o644) }))
 		})
-		measure(fmt.Sprintf("fio sequential read, 1 MiB blocks, %s (not cached)", *seq), "MB/s", func(root string) (float64, error) {
+	}
+	if want["stat"] {
+		measure("stat them (attributes not cached)", "files/s", func(root string) (float64, error) {
 			coldCaches()
-			return runFio(fio, root, "read", seqBytes, *direct)
+			return perSecond(n)(parallel(root, n, *conc, func(p string) error { _, err := os.Stat(p); return err }))
 		})
-		measure(fmt.Sprintf("fio random read, 4 KiB blocks, 4 jobs × %s, 10 s", *randSize), "IOPS", func(root string) (float64, error) {
-			return runFioRand(fio, root, randBytes, *direct)
+	}
+	if want["read"] {
+		measure("read them (not cached)", "files/s", func(root string) (float64, error) {
+			coldCaches()
+			return perSecond(n)(parallel(root, n, *conc, func(p string) error {
+				b, err := os.ReadFile(p)
+				if err == nil && !bytes.Equal(b, data) {
+					err = errors.New("read back other bytes")
+				}
+				return err
+			}))
 		})
+	}
+	if fio, err := exec.LookPath("fio"); err == nil {
+		if want["seqwrite"] {
+			measure(fmt.Sprintf("fio sequential write, 1 MiB blocks, %s, fsync at end", *seq), "MB/s", func(root string) (float64, error) {
+				return runFio(fio, root, "write", seqBytes, *direct)
+			})
+		}
+		if want["seqread"] {
+			measure(fmt.Sprintf("fio sequential read, 1 MiB blocks, %s (not cached)", *seq), "MB/s", func(root string) (float64, error) {
+				coldCaches()
+				return runFio(fio, root, "read", seqBytes, *direct)
+			})
+		}
+		if want["randread"] {
+			measure(fmt.Sprintf("fio random read, 4 KiB blocks, 4 jobs × %s, 10 s", *randSize), "IOPS", func(root string) (float64, error) {
+				return runFioRand(fio, root, randBytes, *direct)
+			})
+		}
 	} else {
 		progress("fio is not installed (Debian package fio): no sequential rows")
 	}
 
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
 	if *base != "" {
-		fmt.Fprintf(tw, "operation\tunit\tlocal dir\tbase mount\thastore mount\tbase/local\tmount/local\tmount/base\t\n")
+		fmt.Fprintf(tw, "operation\tunit\tlocal dir\tbase mount\thastore mount\tbase/local\tmount/local\tmount/base\tCPU s base: mount+nodes\tCPU s: mount+nodes\t\n")
 		for _, r := range rows {
-			fmt.Fprintf(tw, "%s\t%s\t%.0f\t%.0f\t%.0f\t%.3f\t%.3f\t%.2f\t\n", r.what, r.unit, r.local, r.base, r.fuse, r.base/r.local, r.fuse/r.local, r.fuse/r.base)
+			fmt.Fprintf(tw, "%s\t%s\t%.0f\t%.0f\t%.0f\t%.3f\t%.3f\t%.2f\t%.1f+%.1f\t%.1f+%.1f\t\n", r.what, r.unit, r.local, r.base, r.fuse, r.base/r.local, r.fuse/r.local, r.fuse/r.base,
+				r.cpuBaseMount, r.cpuBaseNodes, r.cpuMount, r.cpuNodes)
 		}
 	} else {
-		fmt.Fprintf(tw, "operation\tunit\tlocal dir\thastore mount\tmount/local\t\n")
+		fmt.Fprintf(tw, "operation\tunit\tlocal dir\thastore mount\tmount/local\tCPU s: mount+nodes\t\n")
 		for _, r := range rows {
-			fmt.Fprintf(tw, "%s\t%s\t%.0f\t%.0f\t%.3f\t\n", r.what, r.unit, r.local, r.fuse, r.fuse/r.local)
+			fmt.Fprintf(tw, "%s\t%s\t%.0f\t%.0f\t%.3f\t%.1f+%.1f\t\n", r.what, r.unit, r.local, r.fuse, r.fuse/r.local, r.cpuMount, r.cpuNodes)
 		}
 	}
 	tw.Flush()
@@ -227,6 +255,9 @@ func main() {
 		if b, err := os.ReadFile(filepath.Join(work, name)); err == nil {
 			lines := strings.Count(string(b), "\n")
 			fmt.Printf("%s: %d lines, %d of them trySplice\n", name, lines, strings.Count(string(b), "trySplice"))
+			if lines <= 20 {
+				os.Stdout.Write(b)
+			}
 		}
 	}
 }
@@ -382,6 +413,37 @@ func freeAddrs(n int) []string {
 
 // startCluster starts n hastore serve processes and returns their
 // addresses; they are killed at cleanup.
+// nodePIDs are the cluster's processes, for nodesCPU.
+var nodePIDs []int
+
+// cpuSeconds is the CPU time (user and system) process pid has used.
+func cpuSeconds(pid int) float64 {
+	if pid == 0 {
+		return 0
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// The fields after the command name, which is in parentheses.
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	if len(f) < 13 {
+		return 0
+	}
+	utime, _ := strconv.ParseFloat(f[11], 64)
+	stime, _ := strconv.ParseFloat(f[12], 64)
+	return (utime + stime) / 100 // USER_HZ
+}
+
+func nodesCPU() float64 {
+	var t float64
+	for _, pid := range nodePIDs {
+		t += cpuSeconds(pid)
+	}
+	return t
+}
+
 func startCluster(bin, work string, n int) []string {
 	key, err := exec.Command(bin, "admin", "keygen").Output()
 	if err != nil {
@@ -410,6 +472,7 @@ func startCluster(bin, work string, n int) []string {
 		if err := cmd.Start(); err != nil {
 			fatalf("starting %s: %v", id, err)
 		}
+		nodePIDs = append(nodePIDs, cmd.Process.Pid)
 		atCleanup(func() {
 			syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 			cmd.Wait()
@@ -420,7 +483,7 @@ func startCluster(bin, work string, n int) []string {
 }
 
 // mountSite runs hastore mount on mnt and waits until it serves.
-func mountSite(bin, key string, addrs []string, mnt, work, site, logName string) {
+func mountSite(bin, key string, addrs []string, mnt, work, site, logName string) int {
 	logf, err := os.Create(filepath.Join(work, logName))
 	if err != nil {
 		fatalf("%v", err)
@@ -447,7 +510,7 @@ func mountSite(bin, key string, addrs []string, mnt, work, site, logName string)
 	for {
 		var st, parent syscall.Stat_t
 		if syscall.Stat(mnt, &st) == nil && syscall.Stat(filepath.Dir(mnt), &parent) == nil && st.Dev != parent.Dev {
-			return
+			return cmd.Process.Pid
 		}
 		select {
 		case <-done:
