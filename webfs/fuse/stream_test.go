@@ -165,24 +165,35 @@ func TestStreamingUpload(t *testing.T) {
 			t.Fatal(err)
 		}
 		before := srvB.FS.FetchedAhead()
-		var f *os.File
-		eventually(t, 3*time.Second, "the file through B", func() error {
-			var err error
-			f, err = os.Open(filepath.Join(mntB, "ahead"))
+		// B may see the file's creation before its content for the
+		// replication delay, and keeps what it saw for the attribute
+		// timeout.
+		eventually(t, 5*time.Second, "the file's size through B", func() error {
+			fi, err := os.Stat(filepath.Join(mntB, "ahead"))
+			if err == nil && fi.Size() != int64(len(data)) {
+				err = fmt.Errorf("size %d, want %d", fi.Size(), len(data))
+			}
 			return err
 		})
+		f, err := os.Open(filepath.Join(mntB, "ahead"))
+		if err != nil {
+			t.Fatal(err)
+		}
 		defer f.Close()
 		got := make([]byte, 0, len(data))
 		buf := make([]byte, 777777)
+		var rerr error
 		for {
 			k, err := f.Read(buf)
 			got = append(got, buf[:k]...)
 			if err != nil || k == 0 {
+				rerr = err
 				break
 			}
 		}
 		if !bytes.Equal(got, data) {
-			t.Fatalf("read %d bytes in order, not the %d written (equal length: %v)", len(got), len(data), len(got) == len(data))
+			fi, err := f.Stat()
+			t.Fatalf("read %d bytes in order (then %v), not the %d written (equal length: %v); stat: %v %v", len(got), rerr, len(data), len(got) == len(data), fi.Size(), err)
 		}
 		if srvB.FS.FetchedAhead() == before {
 			t.Error("no read found its bytes fetched ahead")
