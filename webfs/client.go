@@ -248,11 +248,17 @@ func (r *RemoteSite) Rmdir(ctx context.Context, parent uint64, name string) erro
 	return fromStatus("rmdir", name, err)
 }
 
+// maxReadPrealloc bounds the buffer ReadAt allocates before it knows how
+// much the node sends.
+const maxReadPrealloc = 16 << 20
+
 // ReadAt returns bytes [off, off+n) of a regular file (fewer at its end).
 func (r *RemoteSite) ReadAt(ctx context.Context, ino uint64, off, n int64) ([]byte, error) {
 	var out []byte
 	err := r.c.call(ctx, func(nd pb.SitesClient) error {
-		out = []byte{}
+		// Room for what was asked (bounded: n may reach far past the
+		// end), so that the messages are not copied again as it grows.
+		out = make([]byte, 0, max(0, min(n, maxReadPrealloc)))
 		stream, err := nd.Read(ctx, &pb.ReadRequest{Site: r.name, Ino: ino, Offset: off, Length: n})
 		if err != nil {
 			return err

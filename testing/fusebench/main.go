@@ -107,7 +107,18 @@ func main() {
 	if err != nil {
 		fatalf("%v", err)
 	}
-	atCleanup(func() { os.RemoveAll(work) })
+	atCleanup(func() {
+		// The mounts' logs outlive the run (they say why a row failed).
+		for _, name := range []string{"mount.log", "mount-base.log"} {
+			if b, err := os.ReadFile(filepath.Join(work, name)); err == nil {
+				out := filepath.Join(os.TempDir(), "fusebench-"+name)
+				if os.WriteFile(out, b, 0o644) == nil {
+					progress("%s kept as %s", name, out)
+				}
+			}
+		}
+		os.RemoveAll(work)
+	})
 	progress("building cmd/hastore")
 	bin := filepath.Join(work, "hastore")
 	if out, err := exec.Command("go", "build", "-o", bin, "hastore/cmd/hastore").CombinedOutput(); err != nil {

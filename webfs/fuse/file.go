@@ -275,8 +275,10 @@ func (h *handle) readCommitted(dest []byte, off int64, a webfs.Attr) (gofuse.Rea
 	// when reading sequentially, more ahead.
 	from, n := off, want
 	switch {
-	case a.Size <= smallFile:
-		from, n = 0, smallFile
+	case a.Size < smallFile:
+		// One byte more than the size it has: fewer bytes back say
+		// the window is the whole file.
+		from, n = 0, max(a.Size+1, off+want)
 	case off == h.next:
 		h.ahead = min(max(2*h.ahead, readAheadMin), readAheadMax)
 		n = max(want, h.ahead)
