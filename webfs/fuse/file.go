@@ -434,7 +434,7 @@ func (n *node) setattr(sa webfs.SetAttr) (webfs.Attr, error) {
 
 func (n *node) dropDirtyLocked() {
 	if n.up != nil {
-		n.up.abortLocked()
+		n.up.abortLocked("") // its buffer is dropped: committed, or gone with the file
 		n.up = nil
 	}
 	if n.d != nil {

@@ -108,18 +108,26 @@ func (u *upload) watch() {
 			limit = commitTimeout(u.d.size)
 		}
 		if time.Since(u.moved) > limit {
-			u.abortLocked()
+			if u.finish {
+				u.abortLocked("its end took longer than sending the file should")
+			} else {
+				u.abortLocked("no bytes came for " + limit.String())
+			}
 		}
 		u.n.mu.Unlock()
 	}
 }
 
-// abortLocked cancels the stream; n.mu is held.
-func (u *upload) abortLocked() {
+// abortLocked cancels the stream, for a reason to log ("" for none); n.mu
+// is held.
+func (u *upload) abortLocked(why string) {
 	if !u.aborted {
 		u.aborted = true
 		u.cancel()
 		u.cond.Broadcast()
+		if why != "" {
+			u.n.fsys.logf("streaming %s to the cluster: cancelled (%s); it is sent whole when it is closed or fsynced", u.n.name(), why)
+		}
 	}
 }
 
@@ -132,7 +140,7 @@ func (n *node) writtenLocked() {
 		return
 	}
 	if n.d != u.d || n.d.streamBroken {
-		u.abortLocked()
+		u.abortLocked("written below what was sent")
 		return
 	}
 	u.moved = time.Now()
@@ -153,7 +161,7 @@ func (n *node) finishUploadLocked() (bool, error) {
 		u.moved = time.Now()
 		u.cond.Broadcast()
 	} else {
-		u.abortLocked()
+		u.abortLocked("written below what was sent")
 	}
 	n.mu.Unlock()
 	<-u.done
@@ -213,7 +221,7 @@ func (r *streamReader) Read(p []byte) (int, error) {
 	for {
 		d := u.d
 		if u.aborted || n.d != d || d.streamBroken {
-			u.abortLocked()
+			u.abortLocked("written below what was sent")
 			return 0, errStreamAborted
 		}
 		avail := int64(0)
