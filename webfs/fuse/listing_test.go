@@ -84,3 +84,16 @@ func TestWantListing(t *testing.T) {
 		t.Fatal("a directory over maxListing entries was listed")
 	}
 }
+
+// TestNameAfterRemoval: log lines about a file that lost its last name
+// (a commit that finds it gone, say) name it by the path it had.
+func TestNameAfterRemoval(t *testing.T) {
+	n := &node{ino: 5}
+	if got := n.name(); got != "inode 5" {
+		t.Errorf("never named: %q", got)
+	}
+	n.lastPath.Store("site/dir/x.html")
+	if got, want := n.name(), "/site/dir/x.html (inode 5, removed)"; got != want {
+		t.Errorf("removed: %q, want %q", got, want)
+	}
+}
