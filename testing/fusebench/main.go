@@ -78,6 +78,7 @@ func main() {
 	nodes := flag.Int("nodes", 3, "cluster nodes")
 	direct := flag.Bool("direct", true, "fio with O_DIRECT (no page cache), as the issue's figures")
 	randSize := flag.String("randsize", "64MiB", "size of the file each fio random-read job reads (4 jobs)")
+	baseLast := flag.Bool("base-last", false, "with -base, measure the base mount after this one (to see what the order costs: a mount measured after another pays for the cluster's work left from it)")
 	only := flag.String("rows", "create,stat,read,seqwrite,seqread,randread", "the rows to measure (stat and read need create)")
 	base := flag.String("base", "", "a hastore binary of another version (say, before a change): its mount of a second site is measured too, back to back with this one's, against the same cluster")
 	dir := flag.String("dir", "", "parent of the local directory and the cluster's data (default: the temp dir)")
@@ -182,10 +183,13 @@ func main() {
 			cpuMount, cpuNodes *float64
 		}
 		targets := []target{{local, &r.local, 0, nil, nil}}
-		if *base != "" {
+		if *base != "" && !*baseLast {
 			targets = append(targets, target{baseMnt, &r.base, basePID, &r.cpuBaseMount, &r.cpuBaseNodes})
 		}
 		targets = append(targets, target{mnt, &r.fuse, mountPID, &r.cpuMount, &r.cpuNodes})
+		if *base != "" && *baseLast {
+			targets = append(targets, target{baseMnt, &r.base, basePID, &r.cpuBaseMount, &r.cpuBaseNodes})
+		}
 		for _, tg := range targets {
 			progress("%s in %s", what, tg.root)
 			m0, n0 := cpuSeconds(tg.pid), nodesCPU()
