@@ -79,7 +79,7 @@ func main() {
 	direct := flag.Bool("direct", true, "fio with O_DIRECT (no page cache), as the issue's figures")
 	randSize := flag.String("randsize", "64MiB", "size of the file each fio random-read job reads (4 jobs)")
 	baseLast := flag.Bool("base-last", false, "with -base, measure the base mount after this one (to see what the order costs: a mount measured after another pays for the cluster's work left from it)")
-	only := flag.String("rows", "create,stat,read,seqwrite,seqread,randread", "the rows to measure (stat and read need create)")
+	only := flag.String("rows", "create,stat,read,seqwrite,pacedwrite,seqread,randread", "the rows to measure (stat and read need create)")
 	base := flag.String("base", "", "a hastore binary of another version (say, before a change): its mount of a second site is measured too, back to back with this one's, against the same cluster")
 	dir := flag.String("dir", "", "parent of the local directory and the cluster's data (default: the temp dir)")
 	flag.Parse()
@@ -236,6 +236,14 @@ func main() {
 				return runFio(fio, root, "write", seqBytes, *direct)
 			})
 		}
+		if want["pacedwrite"] {
+			// An application that writes slower than the cluster
+			// stores (a download, a backup stream): what is left to
+			// do at fsync is what the run's time shows.
+			measure("fio sequential write at 20 MB/s, 1 MiB blocks, 256MiB, fsync at end", "s fsync", func(root string) (float64, error) {
+				return runFioPaced(fio, root, 256<<20, "20m", *direct)
+			})
+		}
 		if want["seqread"] {
 			measure(fmt.Sprintf("fio sequential read, 1 MiB blocks, %s (not cached)", *seq), "MB/s", func(root string) (float64, error) {
 				coldCaches()
@@ -337,6 +345,28 @@ func runFio(fio, dir, rw string, size int64, direct bool) (float64, error) {
 		bw = res.Write.BwBytes
 	}
 	return bw / 1e6, nil
+}
+
+// runFioPaced writes size bytes at rate and returns how long the final
+// fsync took: the run's time less the time the paced writes take.
+func runFioPaced(fio, dir string, size int64, rate string, direct bool) (float64, error) {
+	args := []string{"--name=paced", "--directory=" + dir, "--rw=write", "--bs=1M", "--size=" + strconv.FormatInt(size, 10),
+		"--ioengine=psync", "--numjobs=1", "--output-format=json", "--direct=" + fioBool(direct), "--end_fsync=1", "--rate=" + rate}
+	start := time.Now()
+	res, err := fioRun(fio, args)
+	if err != nil {
+		return 0, err
+	}
+	_ = res
+	// fio's start-up and the paced writes take size/rate; the rest is
+	// the fsync (and what the writes fell behind the rate).
+	return time.Since(start).Seconds() - float64(size)/rateBytes(rate), nil
+}
+
+// rateBytes parses fio's rate ("20m": MiB per second).
+func rateBytes(rate string) float64 {
+	v, _ := strconv.ParseFloat(strings.TrimSuffix(rate, "m"), 64)
+	return v * (1 << 20)
 }
 
 // runFioRand reads 4 KiB blocks at random offsets of one file per job, 4
