@@ -263,13 +263,13 @@ func main() {
 	if *base != "" {
 		fmt.Fprintf(tw, "operation\tunit\tlocal dir\tbase mount\thastore mount\tbase/local\tmount/local\tmount/base\tCPU s base: mount+nodes\tCPU s: mount+nodes\t\n")
 		for _, r := range rows {
-			fmt.Fprintf(tw, "%s\t%s\t%.0f\t%.0f\t%.0f\t%.3f\t%.3f\t%.2f\t%.1f+%.1f\t%.1f+%.1f\t\n", r.what, r.unit, r.local, r.base, r.fuse, r.base/r.local, r.fuse/r.local, r.fuse/r.base,
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%.3f\t%.3f\t%.2f\t%.1f+%.1f\t%.1f+%.1f\t\n", r.what, r.unit, num(r.local), num(r.base), num(r.fuse), r.base/r.local, r.fuse/r.local, r.fuse/r.base,
 				r.cpuBaseMount, r.cpuBaseNodes, r.cpuMount, r.cpuNodes)
 		}
 	} else {
 		fmt.Fprintf(tw, "operation\tunit\tlocal dir\thastore mount\tmount/local\tCPU s: mount+nodes\t\n")
 		for _, r := range rows {
-			fmt.Fprintf(tw, "%s\t%s\t%.0f\t%.0f\t%.3f\t%.1f+%.1f\t\n", r.what, r.unit, r.local, r.fuse, r.fuse/r.local, r.cpuMount, r.cpuNodes)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%.3f\t%.1f+%.1f\t\n", r.what, r.unit, num(r.local), num(r.fuse), r.fuse/r.local, r.cpuMount, r.cpuNodes)
 		}
 	}
 	tw.Flush()
@@ -458,6 +458,14 @@ func freeAddrs(n int) []string {
 
 // startCluster starts n hastore serve processes and returns their
 // addresses; they are killed at cleanup.
+// num prints a figure with the digits that matter.
+func num(v float64) string {
+	if v < 10 {
+		return strconv.FormatFloat(v, 'f', 2, 64)
+	}
+	return strconv.FormatFloat(v, 'f', 0, 64)
+}
+
 // nodePIDs are the cluster's processes, for nodesCPU.
 var nodePIDs []int
 
