@@ -248,11 +248,17 @@ func (r *RemoteSite) Rmdir(ctx context.Context, parent uint64, name string) erro
 	return fromStatus("rmdir", name, err)
 }
 
+// maxReadPrealloc bounds the buffer ReadAt allocates before it knows how
+// much the node sends.
+const maxReadPrealloc = 16 << 20
+
 // ReadAt returns bytes [off, off+n) of a regular file (fewer at its end).
 func (r *RemoteSite) ReadAt(ctx context.Context, ino uint64, off, n int64) ([]byte, error) {
 	var out []byte
 	err := r.c.call(ctx, func(nd pb.SitesClient) error {
-		out = []byte{}
+		// Room for what was asked (bounded: n may reach far past the
+		// end), so that the messages are not copied again as it grows.
+		out = make([]byte, 0, max(0, min(n, maxReadPrealloc)))
 		stream, err := nd.Read(ctx, &pb.ReadRequest{Site: r.name, Ino: ino, Offset: off, Length: n})
 		if err != nil {
 			return err
@@ -323,7 +329,13 @@ func (r *RemoteSite) write(ctx context.Context, op, path string, h *pb.WriteHead
 				return nil, err
 			}
 		}
-		stream, err := n.Write(ctx)
+		// Ending the stream is what commits the write: if the data
+		// cannot be read to its end, the stream is cancelled (the node
+		// drops what it received and stores nothing), never half-closed,
+		// which would commit what was sent so far.
+		sctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		stream, err := n.Write(sctx)
 		if err != nil {
 			return nil, err
 		}
@@ -333,7 +345,7 @@ func (r *RemoteSite) write(ctx context.Context, op, path string, h *pb.WriteHead
 			buf := make([]byte, messageData)
 			k, rerr := io.ReadFull(data, buf)
 			if rerr != nil && rerr != io.EOF && rerr != io.ErrUnexpectedEOF {
-				stream.CloseSend()
+				cancel()
 				return nil, status.Error(codes.Canceled, "write: reading the data: "+rerr.Error())
 			}
 			msg.Data = buf[:k]

@@ -5,7 +5,12 @@
 // processes, side by side with the same work on a directory of the local
 // disk.
 //
-//	go run ./testing/fusebench [-files 10000] [-conc 8] [-seq 256MiB] [-nodes 3]
+//	go run ./testing/fusebench [-files 10000] [-conc 8] [-seq 256MiB] [-randsize 64MiB] [-direct=true] [-nodes 3] [-base hastore-old]
+//
+// With -base, a second site is mounted with that binary (the cluster runs
+// this version) and each row is measured on the local directory, the base
+// mount and this one back to back, so that the before/after ratio of a
+// change comes from one run on a machine whose load varies.
 //
 // It needs root (or a fusermount3 that lets the user mount) and /dev/fuse.
 // It builds cmd/hastore into a temporary directory, starts the nodes on
@@ -71,11 +76,20 @@ func main() {
 	conc := flag.Int("conc", 8, "processes working on the small files at once (each its own directories)")
 	seq := flag.String("seq", "256MiB", "size of the fio sequential write and read (1 MiB blocks)")
 	nodes := flag.Int("nodes", 3, "cluster nodes")
+	direct := flag.Bool("direct", true, "fio with O_DIRECT (no page cache), as the issue's figures")
+	randSize := flag.String("randsize", "64MiB", "size of the file each fio random-read job reads (4 jobs)")
+	baseLast := flag.Bool("base-last", false, "with -base, measure the base mount after this one (to see what the order costs: a mount measured after another pays for the cluster's work left from it)")
+	only := flag.String("rows", "create,stat,read,seqwrite,pacedwrite,seqread,randread", "the rows to measure (stat and read need create)")
+	base := flag.String("base", "", "a hastore binary of another version (say, before a change): its mount of a second site is measured too, back to back with this one's, against the same cluster")
 	dir := flag.String("dir", "", "parent of the local directory and the cluster's data (default: the temp dir)")
 	flag.Parse()
 	seqBytes, err := parseSize(*seq)
 	if err != nil {
 		fatalf("-seq: %v", err)
+	}
+	randBytes, err := parseSize(*randSize)
+	if err != nil {
+		fatalf("-randsize: %v", err)
 	}
 	if _, err := os.Stat("/dev/fuse"); err != nil {
 		fatalf("no FUSE: %v", err)
@@ -94,7 +108,18 @@ func main() {
 	if err != nil {
 		fatalf("%v", err)
 	}
-	atCleanup(func() { os.RemoveAll(work) })
+	atCleanup(func() {
+		// The mounts' logs outlive the run (they say why a row failed).
+		for _, name := range []string{"mount.log", "mount-base.log"} {
+			if b, err := os.ReadFile(filepath.Join(work, name)); err == nil {
+				out := filepath.Join(os.TempDir(), "fusebench-"+name)
+				if os.WriteFile(out, b, 0o644) == nil {
+					progress("%s kept as %s", name, out)
+				}
+			}
+		}
+		os.RemoveAll(work)
+	})
 	progress("building cmd/hastore")
 	bin := filepath.Join(work, "hastore")
 	if out, err := exec.Command("go", "build", "-o", bin, "hastore/cmd/hastore").CombinedOutput(); err != nil {
@@ -105,87 +130,159 @@ func main() {
 	admin := func(args ...string) ([]byte, error) {
 		return exec.Command(bin, append([]string{"admin", "--addr", strings.Join(addrs, ","), "--cluster-key-file", key}, args...)...).CombinedOutput()
 	}
-	progress("creating the site")
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		out, err := admin("site", "add", "bench.test")
-		if err == nil {
-			break
+	addSite := func(name string) {
+		progress("creating the site %s", name)
+		deadline := time.Now().Add(60 * time.Second)
+		for {
+			out, err := admin("site", "add", name)
+			if err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				fatalf("site add: %v\n%s", err, out)
+			}
+			time.Sleep(300 * time.Millisecond)
 		}
-		if time.Now().After(deadline) {
-			fatalf("site add: %v\n%s", err, out)
-		}
-		time.Sleep(300 * time.Millisecond)
 	}
+	addSite("bench.test")
 	mnt := filepath.Join(work, "mnt")
 	local := filepath.Join(work, "local")
-	for _, d := range []string{mnt, local} {
+	baseMnt := filepath.Join(work, "mnt-base")
+	for _, d := range []string{mnt, local, baseMnt} {
 		if err := os.Mkdir(d, 0o755); err != nil {
 			fatalf("%v", err)
 		}
 	}
-	mountSite(bin, key, addrs, mnt, work)
+	mountPID := mountSite(bin, key, addrs, mnt, work, "bench.test", "mount.log")
+	basePID := 0
+	if *base != "" {
+		addSite("base.test")
+		basePID = mountSite(*base, key, addrs, baseMnt, work, "base.test", "mount-base.log")
+	}
 
 	type row struct {
-		what        string
-		unit        string
-		local, fuse float64
+		what              string
+		unit              string
+		local, base, fuse float64
+		// CPU seconds the mount and the nodes used while the mount's
+		// (and the base mount's) measurement ran: unlike rates, they
+		// hardly depend on what else the machine runs.
+		cpuMount, cpuNodes, cpuBaseMount, cpuBaseNodes float64
 	}
 	var rows []row
+	want := map[string]bool{}
+	for _, r := range strings.Split(*only, ",") {
+		want[strings.TrimSpace(r)] = true
+	}
 	measure := func(what, unit string, fn func(root string) (float64, error)) {
 		r := row{what: what, unit: unit}
-		for _, target := range []struct {
-			root string
-			out  *float64
-		}{{local, &r.local}, {mnt, &r.fuse}} {
-			progress("%s in %s", what, target.root)
-			v, err := fn(target.root)
+		type target struct {
+			root               string
+			out                *float64
+			pid                int
+			cpuMount, cpuNodes *float64
+		}
+		targets := []target{{local, &r.local, 0, nil, nil}}
+		if *base != "" && !*baseLast {
+			targets = append(targets, target{baseMnt, &r.base, basePID, &r.cpuBaseMount, &r.cpuBaseNodes})
+		}
+		targets = append(targets, target{mnt, &r.fuse, mountPID, &r.cpuMount, &r.cpuNodes})
+		if *base != "" && *baseLast {
+			targets = append(targets, target{baseMnt, &r.base, basePID, &r.cpuBaseMount, &r.cpuBaseNodes})
+		}
+		for _, tg := range targets {
+			progress("%s in %s", what, tg.root)
+			m0, n0 := cpuSeconds(tg.pid), nodesCPU()
+			v, err := fn(tg.root)
 			if err != nil {
-				fatalf("%s in %s: %v", what, target.root, err)
+				fatalf("%s in %s: %v", what, tg.root, err)
 			}
-			*target.out = v
+			*tg.out = v
+			if tg.pid != 0 {
+				*tg.cpuMount, *tg.cpuNodes = cpuSeconds(tg.pid)-m0, nodesCPU()-n0
+			}
 		}
 		rows = append(rows, r)
 	}
 	data := make([]byte, *size)
 	rand.Read(data)
 	n := *files
-	measure(fmt.Sprintf("create %d × %d B files", n, *size), "files/s", func(root string) (float64, error) {
-		return perSecond(n)(parallel(root, n, *conc, func(p string) error { return os.WriteFile(p, data, 0o644) }))
-	})
-	measure("stat them (attributes not cached)", "files/s", func(root string) (float64, error) {
-		coldCaches()
-		return perSecond(n)(parallel(root, n, *conc, func(p string) error { _, err := os.Stat(p); return err }))
-	})
-	measure("read them (not cached)", "files/s", func(root string) (float64, error) {
-		coldCaches()
-		return perSecond(n)(parallel(root, n, *conc, func(p string) error {
-			b, err := os.ReadFile(p)
-			if err == nil && !bytes.Equal(b, data) {
-				err = errors.New("read back other bytes")
-			}
-			return err
-		}))
-	})
-	if fio, err := exec.LookPath("fio"); err == nil {
-		measure(fmt.Sprintf("fio sequential write, 1 MiB blocks, %s, fsync at end", *seq), "MB/s", func(root string) (float64, error) {
-			return runFio(fio, root, "write", seqBytes)
+	if want["create"] {
+		measure(fmt.Sprintf("create %d × %d B files", n, *size), "files/s", func(root string) (float64, error) {
+			return perSecond(n)(parallel(root, n, *conc, func(p string) error { return os.WriteFile(p, data, 0o644) }))
 		})
-		measure(fmt.Sprintf("fio sequential read, 1 MiB blocks, %s (not cached)", *seq), "MB/s", func(root string) (float64, error) {
+	}
+	if want["stat"] {
+		measure("stat them (attributes not cached)", "files/s", func(root string) (float64, error) {
 			coldCaches()
-			return runFio(fio, root, "read", seqBytes)
+			return perSecond(n)(parallel(root, n, *conc, func(p string) error { _, err := os.Stat(p); return err }))
 		})
+	}
+	if want["read"] {
+		measure("read them (not cached)", "files/s", func(root string) (float64, error) {
+			coldCaches()
+			return perSecond(n)(parallel(root, n, *conc, func(p string) error {
+				b, err := os.ReadFile(p)
+				if err == nil && !bytes.Equal(b, data) {
+					err = errors.New("read back other bytes")
+				}
+				return err
+			}))
+		})
+	}
+	if fio, err := exec.LookPath("fio"); err == nil {
+		if want["seqwrite"] {
+			measure(fmt.Sprintf("fio sequential write, 1 MiB blocks, %s, fsync at end", *seq), "MB/s", func(root string) (float64, error) {
+				return runFio(fio, root, "write", seqBytes, *direct)
+			})
+		}
+		if want["pacedwrite"] {
+			// An application that writes slower than the cluster
+			// stores (a download, a backup stream): what is left to
+			// do at fsync is what the run's time shows.
+			measure("fio sequential write at 20 MB/s, 1 MiB blocks, 256MiB, fsync at end", "s fsync", func(root string) (float64, error) {
+				return runFioPaced(fio, root, 256<<20, "20m", *direct)
+			})
+		}
+		if want["seqread"] {
+			measure(fmt.Sprintf("fio sequential read, 1 MiB blocks, %s (not cached)", *seq), "MB/s", func(root string) (float64, error) {
+				coldCaches()
+				return runFio(fio, root, "read", seqBytes, *direct)
+			})
+		}
+		if want["randread"] {
+			measure(fmt.Sprintf("fio random read, 4 KiB blocks, 4 jobs × %s, 10 s", *randSize), "IOPS", func(root string) (float64, error) {
+				return runFioRand(fio, root, randBytes, *direct)
+			})
+		}
 	} else {
 		progress("fio is not installed (Debian package fio): no sequential rows")
 	}
 
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(tw, "operation\tunit\tlocal dir\thastore mount\tmount/local\t\n")
-	for _, r := range rows {
-		fmt.Fprintf(tw, "%s\t%s\t%.0f\t%.0f\t%.3f\t\n", r.what, r.unit, r.local, r.fuse, r.fuse/r.local)
+	if *base != "" {
+		fmt.Fprintf(tw, "operation\tunit\tlocal dir\tbase mount\thastore mount\tbase/local\tmount/local\tmount/base\tCPU s base: mount+nodes\tCPU s: mount+nodes\t\n")
+		for _, r := range rows {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%.3f\t%.3f\t%.2f\t%.1f+%.1f\t%.1f+%.1f\t\n", r.what, r.unit, num(r.local), num(r.base), num(r.fuse), r.base/r.local, r.fuse/r.local, r.fuse/r.base,
+				r.cpuBaseMount, r.cpuBaseNodes, r.cpuMount, r.cpuNodes)
+		}
+	} else {
+		fmt.Fprintf(tw, "operation\tunit\tlocal dir\thastore mount\tmount/local\tCPU s: mount+nodes\t\n")
+		for _, r := range rows {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%.3f\t%.1f+%.1f\t\n", r.what, r.unit, num(r.local), num(r.fuse), r.fuse/r.local, r.cpuMount, r.cpuNodes)
+		}
 	}
 	tw.Flush()
 	fmt.Printf("(%d-node cluster on loopback, scheme 2+1, %d workers; the mount talks to the Raft leader)\n", *nodes, *conc)
+	for _, name := range []string{"mount.log", "mount-base.log"} {
+		if b, err := os.ReadFile(filepath.Join(work, name)); err == nil {
+			lines := strings.Count(string(b), "\n")
+			fmt.Printf("%s: %d lines, %d of them trySplice\n", name, lines, strings.Count(string(b), "trySplice"))
+			if lines <= 20 {
+				os.Stdout.Write(b)
+			}
+		}
+	}
 }
 
 // parallel runs fn on n files spread over conc workers, each in its own
@@ -233,37 +330,95 @@ func coldCaches() {
 	time.Sleep(1100 * time.Millisecond)
 }
 
-func runFio(fio, dir, rw string, size int64) (float64, error) {
+func runFio(fio, dir, rw string, size int64, direct bool) (float64, error) {
 	args := []string{"--name=seq", "--directory=" + dir, "--rw=" + rw, "--bs=1M", "--size=" + strconv.FormatInt(size, 10),
-		"--ioengine=psync", "--numjobs=1", "--output-format=json"}
+		"--ioengine=psync", "--numjobs=1", "--output-format=json", "--direct=" + fioBool(direct)}
 	if rw == "write" {
 		args = append(args, "--end_fsync=1")
 	}
+	res, err := fioRun(fio, args)
+	if err != nil {
+		return 0, err
+	}
+	bw := res.Read.BwBytes
+	if rw == "write" {
+		bw = res.Write.BwBytes
+	}
+	return bw / 1e6, nil
+}
+
+// runFioPaced writes size bytes at rate and returns how long the final
+// fsync took: the run's time less the time the paced writes take.
+func runFioPaced(fio, dir string, size int64, rate string, direct bool) (float64, error) {
+	args := []string{"--name=paced", "--directory=" + dir, "--rw=write", "--bs=1M", "--size=" + strconv.FormatInt(size, 10),
+		"--ioengine=psync", "--numjobs=1", "--output-format=json", "--direct=" + fioBool(direct), "--end_fsync=1", "--rate=" + rate}
+	start := time.Now()
+	res, err := fioRun(fio, args)
+	if err != nil {
+		return 0, err
+	}
+	_ = res
+	// fio's start-up and the paced writes take size/rate; the rest is
+	// the fsync (and what the writes fell behind the rate).
+	return time.Since(start).Seconds() - float64(size)/rateBytes(rate), nil
+}
+
+// rateBytes parses fio's rate ("20m": MiB per second).
+func rateBytes(rate string) float64 {
+	v, _ := strconv.ParseFloat(strings.TrimSuffix(rate, "m"), 64)
+	return v * (1 << 20)
+}
+
+// runFioRand reads 4 KiB blocks at random offsets of one file per job, 4
+// jobs, for 10 s; the files are laid out (written) first, and the page
+// cache is dropped before the reads.
+func runFioRand(fio, dir string, size int64, direct bool) (float64, error) {
+	args := []string{"--name=rand", "--directory=" + dir, "--rw=randread", "--bs=4k", "--size=" + strconv.FormatInt(size, 10),
+		"--ioengine=psync", "--numjobs=4", "--group_reporting", "--output-format=json", "--direct=" + fioBool(direct)}
+	// Lay the files out first, so that the timed run only reads.
+	if _, err := fioRun(fio, append(args, "--create_only=1")); err != nil {
+		return 0, err
+	}
+	coldCaches()
+	res, err := fioRun(fio, append(args, "--time_based", "--runtime=10"))
+	if err != nil {
+		return 0, err
+	}
+	return res.Read.IOPS, nil
+}
+
+func fioBool(b bool) string {
+	if b {
+		return "1"
+	}
+	return "0"
+}
+
+type fioJob struct {
+	Read struct {
+		BwBytes float64 `json:"bw_bytes"`
+		IOPS    float64 `json:"iops"`
+	} `json:"read"`
+	Write struct {
+		BwBytes float64 `json:"bw_bytes"`
+	} `json:"write"`
+}
+
+func fioRun(fio string, args []string) (fioJob, error) {
 	out, err := exec.Command(fio, args...).Output()
 	if err != nil {
-		return 0, fmt.Errorf("fio: %v\n%s", err, out)
+		return fioJob{}, fmt.Errorf("fio: %v\n%s", err, out)
 	}
 	var res struct {
-		Jobs []struct {
-			Read struct {
-				BwBytes float64 `json:"bw_bytes"`
-			} `json:"read"`
-			Write struct {
-				BwBytes float64 `json:"bw_bytes"`
-			} `json:"write"`
-		} `json:"jobs"`
+		Jobs []fioJob `json:"jobs"`
 	}
 	if i := bytes.IndexByte(out, '{'); i > 0 {
 		out = out[i:] // fio may print notes first
 	}
 	if err := json.Unmarshal(out, &res); err != nil || len(res.Jobs) == 0 {
-		return 0, fmt.Errorf("fio output: %v", err)
+		return fioJob{}, fmt.Errorf("fio output: %v", err)
 	}
-	bw := res.Jobs[0].Read.BwBytes
-	if rw == "write" {
-		bw = res.Jobs[0].Write.BwBytes
-	}
-	return bw / 1e6, nil
+	return res.Jobs[0], nil
 }
 
 func parseSize(s string) (int64, error) {
@@ -303,6 +458,45 @@ func freeAddrs(n int) []string {
 
 // startCluster starts n hastore serve processes and returns their
 // addresses; they are killed at cleanup.
+// num prints a figure with the digits that matter.
+func num(v float64) string {
+	if v < 10 {
+		return strconv.FormatFloat(v, 'f', 2, 64)
+	}
+	return strconv.FormatFloat(v, 'f', 0, 64)
+}
+
+// nodePIDs are the cluster's processes, for nodesCPU.
+var nodePIDs []int
+
+// cpuSeconds is the CPU time (user and system) process pid has used.
+func cpuSeconds(pid int) float64 {
+	if pid == 0 {
+		return 0
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// The fields after the command name, which is in parentheses.
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	if len(f) < 13 {
+		return 0
+	}
+	utime, _ := strconv.ParseFloat(f[11], 64)
+	stime, _ := strconv.ParseFloat(f[12], 64)
+	return (utime + stime) / 100 // USER_HZ
+}
+
+func nodesCPU() float64 {
+	var t float64
+	for _, pid := range nodePIDs {
+		t += cpuSeconds(pid)
+	}
+	return t
+}
+
 func startCluster(bin, work string, n int) []string {
 	key, err := exec.Command(bin, "admin", "keygen").Output()
 	if err != nil {
@@ -331,6 +525,7 @@ func startCluster(bin, work string, n int) []string {
 		if err := cmd.Start(); err != nil {
 			fatalf("starting %s: %v", id, err)
 		}
+		nodePIDs = append(nodePIDs, cmd.Process.Pid)
 		atCleanup(func() {
 			syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 			cmd.Wait()
@@ -341,12 +536,12 @@ func startCluster(bin, work string, n int) []string {
 }
 
 // mountSite runs hastore mount on mnt and waits until it serves.
-func mountSite(bin, key string, addrs []string, mnt, work string) {
-	logf, err := os.Create(filepath.Join(work, "mount.log"))
+func mountSite(bin, key string, addrs []string, mnt, work, site, logName string) int {
+	logf, err := os.Create(filepath.Join(work, logName))
 	if err != nil {
 		fatalf("%v", err)
 	}
-	cmd := exec.Command(bin, "mount", "--addr", strings.Join(addrs, ","), "--cluster-key-file", key, "--site", "bench.test", mnt)
+	cmd := exec.Command(bin, "mount", "--addr", strings.Join(addrs, ","), "--cluster-key-file", key, "--site", site, mnt)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
@@ -368,11 +563,11 @@ func mountSite(bin, key string, addrs []string, mnt, work string) {
 	for {
 		var st, parent syscall.Stat_t
 		if syscall.Stat(mnt, &st) == nil && syscall.Stat(filepath.Dir(mnt), &parent) == nil && st.Dev != parent.Dev {
-			return
+			return cmd.Process.Pid
 		}
 		select {
 		case <-done:
-			b, _ := os.ReadFile(filepath.Join(work, "mount.log"))
+			b, _ := os.ReadFile(filepath.Join(work, logName))
 			fatalf("hastore mount exited:\n%s", b)
 		case <-ctx.Done():
 			fatalf("hastore mount did not mount %s in 30 s", mnt)

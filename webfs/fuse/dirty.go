@@ -34,6 +34,13 @@ type dirty struct {
 	// being written cost no change of their own.
 	attrs webfs.SetAttr
 
+	// gen counts changes of the content, streamed is how far a streaming
+	// upload has read it, and streamBroken that a change since was below
+	// that: what was sent is stale (stream.go).
+	gen          int64
+	streamed     int64
+	streamBroken bool
+
 	memMax int64
 	tmpDir string
 }
@@ -57,6 +64,9 @@ func (d *dirty) write(off int64, data []byte) error {
 		return nil
 	}
 	end := off + int64(len(data))
+	if off < d.streamed {
+		d.streamBroken = true
+	}
 	if d.tmp == nil && end > d.memMax {
 		if err := d.spill(); err != nil {
 			return err
@@ -86,6 +96,7 @@ func (d *dirty) write(off int64, data []byte) error {
 
 // touch notes a change of the content: its mtime is now.
 func (d *dirty) touch() {
+	d.gen++
 	d.changed = true
 	d.mtime = time.Now()
 	d.attrs.Valid &^= webfs.SetMtime
@@ -172,6 +183,9 @@ func (d *dirty) addExtent(off, end int64) {
 
 // truncate sets the size.
 func (d *dirty) truncate(size int64) error {
+	if size < d.streamed {
+		d.streamBroken = true
+	}
 	if size < d.size {
 		i := 0
 		for i < len(d.ext) && d.ext[i].end <= size {

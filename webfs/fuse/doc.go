@@ -63,7 +63,19 @@
 // close or fsync returns, the data is durable in the cluster; a failed
 // commit is reported to close/fsync (EIO) and kept buffered for the next
 // try. O_TRUNC reaches open (FUSE atomic_o_trunc), so open-truncate-
-// write-close is one commit. chmod, chown and utimes of a file with
+// write-close is one commit.
+//
+// A file written from its start (created, opened with O_TRUNC, or
+// truncated to 0) is streamed to the cluster while it is written, once its
+// first 4 MiB are: one Write stream carries each byte as soon as the bytes
+// before it are written, so the cluster stores its chunks in the
+// background, and close or fsync sends the rest and ends the stream — the
+// one commit, after which (and only after which) they succeed. Until then
+// the file keeps its committed content everywhere. A write or truncate
+// below what was sent cancels the stream, and the commit sends the file as
+// described above; a cancelled stream, or one whose mount dies, commits
+// nothing, and the node that received it releases the chunks it stored
+// (stream.go). chmod, chown and utimes of a file with
 // buffered writes are buffered with them (a futimens after the last write
 // gives the content its mtime; tar and rsync chmod and chown files to
 // what they already are, which costs nothing); otherwise they are one
@@ -86,8 +98,14 @@
 // replication delay, milliseconds). A handle reads committed content
 // through a window: the whole of a file up to 1 MiB on the first read,
 // and for larger files a read-ahead that doubles up to 4 MiB while reads
-// are sequential. Directory listings are one ReadDirPlus call, whose
-// attributes also answer the kernel's readdirplus lookups.
+// are sequential, with the next two 4 MiB windows fetched in the
+// background. Directory listings are one ReadDirPlus call, whose
+// attributes also answer the kernel's readdirplus lookups; and a
+// directory that sees a second lookup within the attribute timeout (a
+// program going through its files) is listed so that its lookups, found
+// or not, are answered from the listing until it is AttrTimeout old —
+// the kernel is told to keep each answer only for what is left of that —
+// except for names and inodes this mount changed since (listing.go).
 //
 // # Failover
 //

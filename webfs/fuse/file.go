@@ -23,9 +23,76 @@ type handle struct {
 	winID  string // content the window holds bytes of
 	win    []byte // bytes [winOff, winOff+len(win)) of that content
 	winOff int64
-	whole  bool  // win is the whole content
-	next   int64 // where the last read ended, to tell sequential reads
-	ahead  int64 // how much to fetch on the next miss
+	whole  bool     // win is the whole content
+	next   int64    // where the last read ended, to tell sequential reads
+	ahead  int64    // how much to fetch on the next miss
+	pfs    []*fetch // fetches ahead of the window, in order, while reads are sequential
+}
+
+// fetch is a read of committed content running in the background: the
+// window after the one being read, so that a sequential reader finds its
+// next bytes there instead of waiting for the cluster.
+type fetch struct {
+	id     string
+	off, n int64
+	done   chan struct{}
+	b      []byte
+	err    error
+}
+
+// Fetches ahead: at most maxAhead per handle beyond its window, and
+// maxFetches per mount (each up to readAheadMax bytes: that bounds the
+// memory they hold).
+const (
+	maxAhead   = 2
+	maxFetches = 16
+)
+
+// prefetchLocked starts fetches ahead of the window of content a, if reads
+// are sequential and there is room; h.mu is held.
+func (h *handle) prefetchLocked(a webfs.Attr) {
+	if h.whole || h.winID != a.ContentID || h.ahead < readAheadMax {
+		return
+	}
+	for len(h.pfs) < maxAhead {
+		from := h.winOff + int64(len(h.win))
+		if k := len(h.pfs); k > 0 {
+			from = h.pfs[k-1].off + h.pfs[k-1].n
+		}
+		if from >= a.Size {
+			return
+		}
+		select {
+		case h.n.fsys.fetches <- struct{}{}:
+		default:
+			return
+		}
+		pf := &fetch{id: a.ContentID, off: from, n: readAheadMax, done: make(chan struct{})}
+		h.pfs = append(h.pfs, pf)
+		f, ino := h.n.fsys, h.n.ino
+		go func() {
+			defer func() { <-f.fetches }()
+			pf.b, pf.err = f.readAt(ino, pf.off, pf.n)
+			close(pf.done)
+		}()
+	}
+}
+
+// takeFetchLocked returns the fetch ahead that holds off of content id,
+// dropping those before it, or nil; h.mu is held.
+func (h *handle) takeFetchLocked(id string, off int64) *fetch {
+	for len(h.pfs) > 0 {
+		pf := h.pfs[0]
+		if pf.id != id || off < pf.off {
+			h.pfs = nil // another content, or reads went back
+			return nil
+		}
+		h.pfs = h.pfs[1:]
+		if off < pf.off+pf.n {
+			return pf
+		}
+	}
+	return nil
 }
 
 var (
@@ -90,6 +157,7 @@ func (n *node) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, uint3
 		if err := n.d.truncate(0); err != nil {
 			return nil, 0, n.fsys.errno("open", err)
 		}
+		n.writtenLocked()
 	}
 	var fl uint32
 	if keep {
@@ -115,6 +183,7 @@ func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, sys
 	if err := n.d.write(off, data); err != nil {
 		return 0, n.fsys.errno("write", err)
 	}
+	n.writtenLocked()
 	return uint32(len(data)), 0
 }
 
@@ -178,18 +247,38 @@ func (h *handle) readCommitted(dest []byte, off int64, a webfs.Attr) (gofuse.Rea
 	defer h.mu.Unlock()
 	want := int64(len(dest))
 	if h.winID != a.ContentID {
-		h.win, h.winID, h.whole = nil, "", false
+		h.win, h.winID, h.whole, h.pfs = nil, "", false, nil
 	}
 	if h.whole || (off >= h.winOff && off+want <= h.winOff+int64(len(h.win))) {
+		if off == h.next {
+			h.prefetchLocked(a)
+		}
 		h.next = off + want
 		return h.fromWindow(dest, off), 0
+	}
+	if pf := h.takeFetchLocked(a.ContentID, off); pf != nil && off == h.next {
+		// The next window was being fetched: wait for it, and start
+		// the one after.
+		<-pf.done
+		// It must hold the whole read, unless the file ends in it: a
+		// short answer is taken for the end of the file.
+		end := pf.off + int64(len(pf.b))
+		if pf.err == nil && (off+want <= end || int64(len(pf.b)) < pf.n) {
+			h.win, h.winOff, h.winID, h.whole = pf.b, pf.off, pf.id, false
+			h.n.fsys.ahead.Add(1)
+			h.prefetchLocked(a)
+			h.next = off + want
+			return h.fromWindow(dest, off), 0
+		}
 	}
 	// A miss: fetch the whole of a small file, or what is asked and,
 	// when reading sequentially, more ahead.
 	from, n := off, want
 	switch {
-	case a.Size <= smallFile:
-		from, n = 0, smallFile
+	case a.Size < smallFile:
+		// One byte more than the size it has: fewer bytes back say
+		// the window is the whole file.
+		from, n = 0, max(a.Size+1, off+want)
 	case off == h.next:
 		h.ahead = min(max(2*h.ahead, readAheadMin), readAheadMax)
 		n = max(want, h.ahead)
@@ -203,6 +292,9 @@ func (h *handle) readCommitted(dest []byte, off int64, a webfs.Attr) (gofuse.Rea
 	h.win, h.winOff, h.winID = b, from, a.ContentID
 	h.whole = from == 0 && int64(len(b)) < n
 	h.next = off + want
+	if h.ahead >= readAheadMax {
+		h.prefetchLocked(a)
+	}
 	return h.fromWindow(dest, off), 0
 }
 
@@ -247,7 +339,7 @@ func (h *handle) Release(ctx context.Context) syscall.Errno {
 		n.fsys.release(n)
 	}
 	h.mu.Lock()
-	h.win = nil
+	h.win, h.pfs = nil, nil
 	h.mu.Unlock()
 	return 0
 }
@@ -258,6 +350,12 @@ func (h *handle) Release(ctx context.Context) syscall.Errno {
 // again whole if the node it went to fails — and otherwise truncates and
 // writes the changed ranges, each step repeatable.
 func (n *node) commitLocked() error {
+	if n.up != nil {
+		// A streaming upload has sent most of it: end it.
+		if done, err := n.finishUploadLocked(); done || err != nil {
+			return err
+		}
+	}
 	d := n.d
 	if d == nil {
 		return nil
@@ -301,6 +399,7 @@ func (n *node) commitLocked() error {
 	}
 	n.dropDirtyLocked()
 	n.attr, n.attrAt = a, time.Now()
+	n.fsys.touched(n.ino)
 	// The kernel's pages are what was written through them.
 	n.cachedID = a.ContentID
 	return nil
@@ -327,10 +426,17 @@ func (n *node) setattr(sa webfs.SetAttr) (webfs.Attr, error) {
 		a, err = n.fsys.tree.Setattr(ctx, n.ino, sa)
 		return err
 	})
+	if err == nil {
+		n.fsys.touched(n.ino)
+	}
 	return a, err
 }
 
 func (n *node) dropDirtyLocked() {
+	if n.up != nil {
+		n.up.abortLocked("") // its buffer is dropped: committed, or gone with the file
+		n.up = nil
+	}
 	if n.d != nil {
 		n.d.close()
 		n.d = nil

@@ -49,6 +49,9 @@ type Options struct {
 	Logger *log.Logger
 	// Debug logs every FUSE request.
 	Debug bool
+	// NoStream turns streaming uploads off (stream.go): files are sent
+	// at close or fsync only.
+	NoStream bool
 	// RenewEvery is how often the mount renews its lease on the site,
 	// which keeps files removed while open here (see posix.go). Default
 	// webfs.MountRenew; it must stay well below webfs.OrphanGrace.
@@ -113,6 +116,13 @@ type FS struct {
 
 	failovers atomic.Int64 // calls that a node failed, carried on by another
 
+	lists   *lists        // directory listings answering lookups (listing.go)
+	uploads chan struct{} // a slot per streaming upload running
+	fetches chan struct{} // a slot per fetch ahead running (file.go)
+	streams atomic.Int64  // streaming uploads started
+	listed  atomic.Int64  // listings fetched to answer lookups
+	ahead   atomic.Int64  // reads answered by a fetch ahead
+
 	statMu   sync.Mutex
 	statAt   time.Time
 	statLast Capacity
@@ -121,7 +131,8 @@ type FS struct {
 // New returns the file system of tree; Mount mounts one.
 func New(tree webfs.Tree, opt Options) *FS {
 	opt.defaults()
-	f := &FS{tree: tree, opt: opt, dirty: map[*node]bool{}, open: map[*node]bool{}, holder: newHolder()}
+	f := &FS{tree: tree, opt: opt, dirty: map[*node]bool{}, open: map[*node]bool{}, holder: newHolder(),
+		uploads: make(chan struct{}, maxUploads), fetches: make(chan struct{}, maxFetches), lists: newLists()}
 	f.ctx, f.cancel = context.WithCancel(context.Background())
 	f.root = &node{fsys: f, ino: webfs.RootIno}
 	return f
@@ -130,6 +141,16 @@ func New(tree webfs.Tree, opt Options) *FS {
 func (f *FS) logf(format string, args ...any) {
 	f.opt.Logger.Printf("hastore mount %s: "+format, append([]any{f.tree.Name()}, args...)...)
 }
+
+// Streams returns how many streaming uploads the mount started.
+func (f *FS) Streams() int64 { return f.streams.Load() }
+
+// Listed returns how many directory listings the mount fetched to answer
+// lookups.
+func (f *FS) Listed() int64 { return f.listed.Load() }
+
+// FetchedAhead returns how many reads found their bytes fetched ahead.
+func (f *FS) FetchedAhead() int64 { return f.ahead.Load() }
 
 // Root returns the root node, for fs.NewNodeFS.
 func (f *FS) Root() fusefs.InodeEmbedder { return f.root }
@@ -297,6 +318,11 @@ func Mount(mountpoint string, tree webfs.Tree, opt Options) (*Server, error) {
 			// The kernel would ask for security.capability on every
 			// write; the site has no extended attributes.
 			DisableXAttrs: true,
+			// Reads answer with bytes in memory, never a file
+			// descriptor, so splicing has nothing to gain; and go-fuse
+			// would try (and log "trySplice: ... max pipe size") for
+			// every read larger than a pipe holds.
+			DisableSplice: true,
 			// The kernel hands O_TRUNC to open instead of a separate
 			// truncate, so that open-truncate-write-close is one commit.
 			ExtraCapabilities: gofuse.CAP_ATOMIC_O_TRUNC,

@@ -27,11 +27,15 @@ type node struct {
 	// hold ("" for none): an open that finds the same content keeps the
 	// cache, and a change seen elsewhere drops it.
 	cachedID string
-	d        *dirty // writes not committed yet
-	handles  int    // open file handles
+	d        *dirty  // writes not committed yet
+	up       *upload // d's streaming upload, if one runs (stream.go)
+	handles  int     // open file handles
 	// held: the cluster keeps this file, which lost its last name, for
 	// this mount's handles (posix.go).
 	held atomic.Bool
+	// lastPath is the path n had when a change through this mount
+	// removed a name of it, for log lines once it has none (name).
+	lastPath atomic.Value
 }
 
 var (
@@ -98,9 +102,18 @@ func (n *node) currentLocked() webfs.Attr {
 // update records attributes fetched from the cluster, and drops the
 // kernel's cached pages of the file if its content changed elsewhere.
 func (n *node) update(a webfs.Attr) webfs.Attr {
+	return n.updateAt(a, time.Now())
+}
+
+// updateAt is update with attributes that were current at the time at,
+// kept only if they are newer than the node's.
+func (n *node) updateAt(a webfs.Attr, at time.Time) webfs.Attr {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	n.updateLocked(a)
+	if at.After(n.attrAt) {
+		n.updateLocked(a)
+		n.attrAt = at
+	}
 	return n.currentLocked()
 }
 
@@ -127,14 +140,20 @@ func (f *FS) notifyEntry(dir *node, name string) {
 // child returns the Inode for a (named name in n), reusing the one the
 // kernel knows if it is the same inode.
 func (n *node) child(ctx context.Context, name string, a webfs.Attr, out *gofuse.EntryOut) *fusefs.Inode {
+	return n.childAt(ctx, name, a, time.Now(), out)
+}
+
+// childAt is child with attributes that were current at the time at: a
+// node that has newer ones keeps them.
+func (n *node) childAt(ctx context.Context, name string, a webfs.Attr, at time.Time, out *gofuse.EntryOut) *fusefs.Inode {
 	if ch := n.GetChild(name); ch != nil && ch.StableAttr().Ino == a.Ino {
 		if cn, ok := ch.Operations().(*node); ok {
-			cur := cn.update(a)
+			cur := cn.updateAt(a, at)
 			fillAttr(&cur, &out.Attr)
 			return ch
 		}
 	}
-	cn := &node{fsys: n.fsys, ino: a.Ino, attr: a, attrAt: time.Now()}
+	cn := &node{fsys: n.fsys, ino: a.Ino, attr: a, attrAt: at}
 	fillAttr(&a, &out.Attr)
 	return n.NewInode(ctx, cn, fusefs.StableAttr{Mode: typeBits(a.Mode), Ino: a.Ino})
 }
@@ -142,6 +161,27 @@ func (n *node) child(ctx context.Context, name string, a webfs.Attr, out *gofuse
 func (n *node) Lookup(ctx context.Context, name string, out *gofuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
 	if len(name) > webfs.NameMax {
 		return nil, syscall.ENAMETOOLONG
+	}
+	for try := 0; try < 2; try++ {
+		if e, found, left, ok := n.fsys.listLookup(n.ino, name); ok {
+			// Kept by the kernel only as long as the listing is good.
+			out.SetEntryTimeout(left)
+			if !found {
+				return nil, syscall.ENOENT
+			}
+			out.SetAttrTimeout(left)
+			return n.childAt(ctx, name, e.a, e.at, out), 0
+		}
+		if try > 0 {
+			break
+		}
+		n.mu.Lock()
+		entries := n.attr.Entries
+		n.mu.Unlock()
+		if !n.fsys.wantListing(n.ino, entries) {
+			break
+		}
+		n.fsys.fetchListing(n.ino)
 	}
 	var a webfs.Attr
 	_, err := n.fsys.call("lookup", metaTimeout, func(ctx context.Context) (err error) {
@@ -218,6 +258,7 @@ func (n *node) Setattr(ctx context.Context, fh fusefs.FileHandle, in *gofuse.Set
 			if err := n.d.truncate(int64(size)); err != nil {
 				return n.fsys.errno("truncate", err)
 			}
+			n.writtenLocked()
 			if mtimeNow {
 				sa.Valid &^= webfs.SetMtime // the commit sets it
 			}
@@ -253,6 +294,7 @@ func (n *node) Setattr(ctx context.Context, fh fusefs.FileHandle, in *gofuse.Set
 			n.cachedID = a.ContentID
 		}
 		n.updateLocked(a)
+		n.fsys.touched(n.ino)
 	}
 	a := n.currentLocked()
 	fillAttr(&a, &out.Attr)
@@ -323,6 +365,7 @@ func (n *node) create(op, name string, fn func(ctx context.Context) (webfs.Attr,
 		n.mu.Lock()
 		n.attrAt = time.Time{}
 		n.mu.Unlock()
+		n.fsys.listPut(n.ino, name, a)
 	}
 	return a, err
 }
@@ -431,6 +474,11 @@ func (n *node) Rmdir(ctx context.Context, name string) syscall.Errno {
 
 func (n *node) remove(op, name string, fn func(ctx context.Context, parent uint64, name string) error) syscall.Errno {
 	victim := n.GetChild(name)
+	if victim != nil {
+		if cn, ok := victim.Operations().(*node); ok {
+			cn.notePath()
+		}
+	}
 	maybeDone, err := n.fsys.call(op, metaTimeout, func(ctx context.Context) error {
 		return fn(ctx, n.ino, name)
 	})
@@ -441,6 +489,10 @@ func (n *node) remove(op, name string, fn func(ctx context.Context, parent uint6
 	}
 	if err != nil {
 		return n.fsys.errno(op+" "+name, err)
+	}
+	n.fsys.listDel(n.ino, name)
+	if victim != nil {
+		n.fsys.touched(victim.StableAttr().Ino)
 	}
 	n.mu.Lock()
 	n.attrAt = time.Time{}
@@ -467,9 +519,7 @@ func (f *FS) lostName(cn *node) {
 	open := cn.handles > 0
 	if last && cn.d != nil && !open {
 		// Nothing can commit these writes any more.
-		cn.d.close()
-		cn.d = nil
-		f.markDirty(cn, false)
+		cn.dropDirtyLocked()
 	}
 	cn.mu.Unlock()
 	if open && !cn.IsDir() {
@@ -502,6 +552,11 @@ func (n *node) Rename(ctx context.Context, name string, newParent fusefs.InodeEm
 	}
 	var srcIno uint64
 	victim := np.GetChild(newName)
+	if victim != nil {
+		if vn, ok := victim.Operations().(*node); ok {
+			vn.notePath()
+		}
+	}
 	if ch := n.GetChild(name); ch != nil {
 		srcIno = ch.StableAttr().Ino
 		if cn, ok := ch.Operations().(*node); ok {
@@ -532,6 +587,11 @@ func (n *node) Rename(ctx context.Context, name string, newParent fusefs.InodeEm
 	}
 	if err != nil {
 		return n.fsys.errno("rename "+name, err)
+	}
+	n.fsys.listDrop(n.ino, np.ino)
+	n.fsys.touched(srcIno)
+	if victim != nil {
+		n.fsys.touched(victim.StableAttr().Ino)
 	}
 	for _, p := range []*node{n, np} {
 		p.mu.Lock()
@@ -619,6 +679,7 @@ func (n *node) OpendirHandle(ctx context.Context, flags uint32) (fusefs.FileHand
 }
 
 func (h *dirHandle) load() syscall.Errno {
+	at := time.Now()
 	var es []webfs.Entry
 	_, err := h.n.fsys.call("readdir", readTimeout, func(ctx context.Context) (err error) {
 		es, err = h.n.fsys.tree.ReadDirPlus(ctx, h.n.ino)
@@ -628,6 +689,7 @@ func (h *dirHandle) load() syscall.Errno {
 		return h.n.fsys.errno("readdir", err)
 	}
 	h.entries, h.loaded = es, true
+	h.n.fsys.storeListing(h.n.ino, at, es)
 	// Names the kernel knows that are gone or now another inode were
 	// changed elsewhere: have the kernel look them up again.
 	byName := make(map[string]uint64, len(es))

@@ -72,6 +72,8 @@ func (n *node) Link(ctx context.Context, target fusefs.InodeEmbedder, name strin
 	if err != nil {
 		return nil, n.fsys.errno("link "+name, err)
 	}
+	n.fsys.listPut(n.ino, name, a)
+	n.fsys.touched(tn.ino)
 	n.mu.Lock()
 	n.attrAt = time.Time{}
 	n.mu.Unlock()
@@ -208,7 +210,22 @@ func (f *FS) releaseAll() {
 // name names n for a log line: its path in the mount (as the kernel last
 // told it) and its inode number.
 func (n *node) name() string {
-	return fmt.Sprintf("%s (inode %d)", n.Path(nil), n.ino)
+	if p := n.Path(nil); p != "" || n.ino == webfs.RootIno {
+		return fmt.Sprintf("/%s (inode %d)", p, n.ino)
+	}
+	// No name left in the kernel's tree: the one it had when it lost it.
+	if p, _ := n.lastPath.Load().(string); p != "" {
+		return fmt.Sprintf("/%s (inode %d, removed)", p, n.ino)
+	}
+	return fmt.Sprintf("inode %d", n.ino)
+}
+
+// notePath remembers n's path before it may lose its last name, for the
+// log lines about it afterwards.
+func (n *node) notePath() {
+	if p := n.Path(nil); p != "" {
+		n.lastPath.Store(p)
+	}
 }
 
 func newHolder() uint64 {

@@ -78,7 +78,11 @@ func retryable(err error) bool {
 // by the node that failed it. fn must be safe to repeat: idempotent, or
 // with a caller that judges the outcome from maybeDone.
 func (f *FS) call(op string, timeout time.Duration, fn func(ctx context.Context) error) (maybeDone bool, err error) {
-	ctx := f.ctx
+	return f.callCtx(f.ctx, op, timeout, fn)
+}
+
+// callCtx is call within ctx (derived from f.ctx).
+func (f *FS) callCtx(ctx context.Context, op string, timeout time.Duration, fn func(ctx context.Context) error) (maybeDone bool, err error) {
 	start := time.Now()
 	if f.opt.Debug {
 		defer func() { f.logf("%s: %v (%v)", op, err, time.Since(start)) }()
