@@ -6,7 +6,11 @@
 // processes and on a Dovecot (maildir) started with a generated config, its
 // own passwd-file passdb/userdb and loopback ports in a temporary directory.
 //
-//	go run ./testing/mailbench [-messages 10000] [-conc 8] [-size 75000] [-bodies 100]
+//	go run ./testing/mailbench [-messages 10000] [-conc 8] [-size 75000] [-bodies 100] [-rounds 4]
+//
+// The LMTP deliveries alternate between the systems in -rounds rounds, so
+// that other work on a shared machine weighs on both alike; the table sums
+// the rounds.
 //
 // Both systems get the same messages (every one distinct: hastore stores
 // bodies by content hash) for one user, all to INBOX. It builds cmd/hastore
@@ -33,7 +37,7 @@ import (
 
 type config struct {
 	messages, conc, size int
-	reps, bodies         int
+	reps, bodies, rounds int
 	nodes                int
 	scheme               string
 	dir, bin, dovecot    string
@@ -47,6 +51,7 @@ func main() {
 	var cfg config
 	flag.IntVar(&cfg.messages, "messages", 10000, "messages delivered over LMTP, and so the size of the mailbox read over IMAP")
 	flag.IntVar(&cfg.conc, "conc", 8, "concurrent LMTP connections")
+	flag.IntVar(&cfg.rounds, "rounds", 4, "LMTP delivery alternates between the systems in this many rounds (so that a changing load on a shared machine falls on both alike)")
 	flag.IntVar(&cfg.size, "size", 75000, "message size in bytes")
 	flag.IntVar(&cfg.reps, "fetch-reps", 3, "FETCH 1:* repetitions (the first is cold)")
 	flag.IntVar(&cfg.bodies, "bodies", 100, "BODY.PEEK[] fetches of random messages, one command each")
@@ -67,8 +72,8 @@ func main() {
 			benchproc.Fatalf("%v", err)
 		}
 	}
-	if cfg.messages < 1 || cfg.conc < 1 || cfg.size < 1000 || cfg.nodes < 1 || cfg.reps < 1 || cfg.bodies < 0 {
-		benchproc.Fatalf("-messages, -conc, -nodes, -fetch-reps must be positive, -size at least 1000")
+	if cfg.messages < 1 || cfg.conc < 1 || cfg.size < 1000 || cfg.nodes < 1 || cfg.reps < 1 || cfg.bodies < 0 || cfg.rounds < 1 || cfg.rounds > cfg.messages {
+		benchproc.Fatalf("-messages, -conc, -nodes, -fetch-reps, -rounds must be positive (-rounds at most -messages), -size at least 1000")
 	}
 
 	ctx, cancel := context.WithCancel(context.Background())
@@ -108,18 +113,35 @@ func main() {
 		targets = append(targets, startDovecot(ctx, cfg))
 	}
 
+	// The systems take turns, round by round, each delivering the next
+	// share of the messages: on a shared machine whose load changes
+	// during the run, both then meet the same load and the ratio holds.
 	lm := map[*target]*lmtpResult{}
-	for _, t := range targets {
-		benchproc.Progress("%s: delivering %d messages of %d bytes over %d LMTP connections", t.name, cfg.messages, cfg.size, cfg.conc)
-		wait := profileNodes(ctx, cfg, t, "lmtp", 10)
-		r := deliverLMTP(ctx, t, cfg.messages, cfg.conc, cfg.size)
-		wait()
-		t.checkAlive("LMTP delivery")
-		benchproc.Progress("%s: %d delivered in %v (%.1f msg/s), %d errors%s", t.name, r.delivered, r.elapsed.Round(time.Millisecond), r.rate(), r.errs, errSuffix(r.firstErr))
-		if r.delivered == 0 {
-			benchproc.Fatalf("%s: nothing delivered: %v", t.name, r.firstErr)
+	var waits []func()
+	for round := range cfg.rounds {
+		lo, hi := cfg.messages*round/cfg.rounds, cfg.messages*(round+1)/cfg.rounds
+		for _, t := range targets {
+			benchproc.Progress("%s: round %d/%d: delivering messages %d..%d of %d bytes over %d LMTP connections", t.name, round+1, cfg.rounds, lo, hi-1, cfg.size, cfg.conc)
+			if round == 0 {
+				waits = append(waits, profileNodes(ctx, cfg, t, "lmtp", 10))
+			}
+			r := deliverLMTP(ctx, t, lo, hi, cfg.conc, cfg.size)
+			t.checkAlive("LMTP delivery")
+			benchproc.Progress("%s: %d delivered in %v (%.1f msg/s), %d errors%s", t.name, r.delivered, r.elapsed.Round(time.Millisecond), r.rate(), r.errs, errSuffix(r.firstErr))
+			if lm[t] == nil {
+				lm[t] = r
+			} else {
+				lm[t].add(r)
+			}
 		}
-		lm[t] = r
+	}
+	for _, wait := range waits {
+		wait()
+	}
+	for _, t := range targets {
+		if lm[t].delivered == 0 {
+			benchproc.Fatalf("%s: nothing delivered: %v", t.name, lm[t].firstErr)
+		}
 	}
 	im := map[*target]*imapResult{}
 	for _, t := range targets {
@@ -231,8 +253,8 @@ func printTable(cfg config, targets []*target, lm map[*target]*lmtpResult, im ma
 	}
 
 	fmt.Println()
-	fmt.Printf("mailbench: %d messages of %d bytes (distinct), LMTP over %d connections, one user, INBOX; IMAP: one connection, %d× FETCH 1:*, %d× BODY.PEEK[]\n",
-		cfg.messages, cfg.size, cfg.conc, cfg.reps, cfg.bodies)
+	fmt.Printf("mailbench: %d messages of %d bytes (distinct), LMTP over %d connections in %d alternating rounds, one user, INBOX; IMAP: one connection, %d× FETCH 1:*, %d× BODY.PEEK[]\n",
+		cfg.messages, cfg.size, cfg.conc, cfg.rounds, cfg.reps, cfg.bodies)
 	for _, t := range targets {
 		fmt.Printf("  %s\n", t.note)
 	}
