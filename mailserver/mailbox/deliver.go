@@ -321,8 +321,13 @@ func (d *Delivery) Abort(ctx context.Context) {
 // CRLF); it returns msg itself when nothing changes.
 func NormalizeCRLF(msg []byte) []byte {
 	bare := 0
-	for i, c := range msg {
-		if c == '\n' && (i == 0 || msg[i-1] != '\r') {
+	for i := 0; ; i++ {
+		j := bytes.IndexByte(msg[i:], '\n')
+		if j < 0 {
+			break
+		}
+		i += j
+		if i == 0 || msg[i-1] != '\r' {
 			bare++
 		}
 	}
