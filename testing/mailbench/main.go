@@ -10,7 +10,12 @@
 //
 // The LMTP deliveries alternate between the systems in -rounds rounds, so
 // that other work on a shared machine weighs on both alike; the table sums
-// the rounds.
+// the rounds. -compare OLD-BINARY adds a second hastore cluster run from
+// another build into the same rounds, for a before/after ratio measured
+// under the same load:
+//
+//	go build -o /tmp/hastore-old ./cmd/hastore   # on the old commit
+//	go run ./testing/mailbench -compare /tmp/hastore-old
 //
 // Both systems get the same messages (every one distinct: hastore stores
 // bodies by content hash) for one user, all to INBOX. It builds cmd/hastore
@@ -41,6 +46,7 @@ type config struct {
 	nodes                int
 	scheme               string
 	dir, bin, dovecot    string
+	compare              string
 	keep                 bool
 	profile              string
 	only                 string
@@ -60,12 +66,19 @@ func main() {
 	flag.StringVar(&cfg.dir, "dir", "", "parent directory for the data (default: the system temp dir)")
 	flag.StringVar(&cfg.bin, "bin", "", "use this hastore binary instead of building cmd/hastore")
 	flag.StringVar(&cfg.dovecot, "dovecot", "", "dovecot binary (default: from PATH or /usr/sbin/dovecot)")
+	flag.StringVar(&cfg.compare, "compare", "", "also run a second hastore cluster from this binary (say, an older build) in the same run, its rounds alternating with the others', for a before/after ratio under the same load")
 	flag.StringVar(&cfg.only, "only", "", "run only one system: hastore or dovecot")
 	flag.StringVar(&cfg.profile, "profile", "", "save CPU, mutex and block profiles of every hastore node during LMTP delivery and FETCH 1:* in this directory (compiles a pprof hook into the binary)")
 	flag.BoolVar(&cfg.keep, "keep", false, "keep the data directories (and print where they are)")
 	flag.Parse()
 	if cfg.profile != "" && cfg.bin != "" {
 		benchproc.Fatalf("-profile needs the binary built here (it compiles in a pprof hook); drop -bin")
+	}
+	if cfg.profile != "" && cfg.compare != "" {
+		benchproc.Fatalf("-profile and -compare do not go together (the profiles would share names); profile one binary at a time")
+	}
+	if cfg.compare != "" && cfg.only == "dovecot" {
+		benchproc.Fatalf("-compare runs hastore; drop -only dovecot")
 	}
 	if cfg.profile != "" {
 		if err := os.MkdirAll(cfg.profile, 0o750); err != nil {
@@ -108,6 +121,16 @@ func main() {
 			}
 		}
 		targets = append(targets, startHastore(ctx, cfg, bin, work))
+		if cfg.compare != "" {
+			cdir := filepath.Join(work, "compare")
+			if err := os.MkdirAll(cdir, 0o750); err != nil {
+				benchproc.Fatalf("%v", err)
+			}
+			ct := startHastore(ctx, cfg, cfg.compare, cdir)
+			ct.name = "hastore " + filepath.Base(cfg.compare)
+			ct.note += " (-compare " + cfg.compare + ")"
+			targets = append(targets, ct)
+		}
 	}
 	if cfg.only != "hastore" {
 		targets = append(targets, startDovecot(ctx, cfg))
@@ -120,7 +143,10 @@ func main() {
 	var waits []func()
 	for round := range cfg.rounds {
 		lo, hi := cfg.messages*round/cfg.rounds, cfg.messages*(round+1)/cfg.rounds
-		for _, t := range targets {
+		// Who goes first turns too: a system never always follows the
+		// same one (whose background work, compactions say, it would meet).
+		for k := range targets {
+			t := targets[(round+k)%len(targets)]
 			benchproc.Progress("%s: round %d/%d: delivering messages %d..%d of %d bytes over %d LMTP connections", t.name, round+1, cfg.rounds, lo, hi-1, cfg.size, cfg.conc)
 			if round == 0 {
 				waits = append(waits, profileNodes(ctx, cfg, t, "lmtp", 10))
@@ -275,8 +301,17 @@ func printTable(cfg config, targets []*target, lm map[*target]*lmtpResult, im ma
 	for _, t := range targets {
 		hdr += t.name + "\t"
 	}
-	if len(targets) == 2 {
-		hdr += "ratio " + targets[0].name[:strings.IndexByte(targets[0].name+" ", ' ')] + "/" + targets[1].name + "\t"
+	// Each system against the last one (the peer: dovecot, or the
+	// -compare build when dovecot is left out).
+	short := func(name string) string {
+		if i := strings.Index(name, " ("); i >= 0 {
+			return name[:i]
+		}
+		return name
+	}
+	last := len(targets) - 1
+	for _, t := range targets[:max(last, 0)] {
+		hdr += "ratio " + short(t.name) + "/" + short(targets[last].name) + "\t"
 	}
 	width := 0
 	for _, r := range rows {
@@ -288,8 +323,13 @@ func printTable(cfg config, targets []*target, lm map[*target]*lmtpResult, im ma
 		for _, v := range r.vals {
 			line += r.format(v) + "\t"
 		}
-		if len(r.vals) == 2 && r.vals[1] != 0 {
-			ratio := r.vals[0] / r.vals[1]
+		for _, v := range r.vals[:max(len(r.vals)-1, 0)] {
+			peer := r.vals[len(r.vals)-1]
+			if peer == 0 {
+				line += "\t"
+				continue
+			}
+			ratio := v / peer
 			better := (ratio > 1) == r.higher
 			word := "worse"
 			if better {
@@ -303,8 +343,8 @@ func printTable(cfg config, targets []*target, lm map[*target]*lmtpResult, im ma
 		fmt.Fprintln(tw, line)
 	}
 	tw.Flush()
-	if len(targets) == 2 {
-		fmt.Println("\nratio = hastore value ÷ dovecot value: for rates higher is better, for times and CPU lower is better; the word says which way it falls for hastore.")
+	if len(targets) >= 2 {
+		fmt.Printf("\nratio = a system's value ÷ %s's value: for rates higher is better, for times and CPU lower is better; the word says which way it falls for the first.\n", short(targets[last].name))
 	}
 }
 
