@@ -15,10 +15,10 @@ import (
 // the same Raft entry as the records that reference it: StagePut writes the
 // shards (fsynced on the write quorum, as Put does) without proposing
 // anything, and Commit proposes the object's PutObject and the caller's
-// commands as one atomic meta.Batch. A frontend whose own record holds the
-// reference (a mailbox entry) thus pays one Raft commit per stored body
-// instead of two, and a rejected or failed commit leaves no reference to
-// release: the batch took none.
+// commands as one atomic meta.Batch. A frontend whose own records hold the
+// reference thus pays one Raft commit per stored object instead of two,
+// and a rejected or failed commit leaves no reference to release: the
+// batch took none.
 //
 // Until Commit succeeds the object holds no reference of this put's: a
 // StagedPut that is dropped leaves only its shards, which the collector
