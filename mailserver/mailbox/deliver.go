@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"hastore/mailserver/mailstate"
+	"hastore/replica"
 	"hastore/replica/meta"
 )
 
@@ -69,18 +70,23 @@ func (s *Store) CheckRecipient(ctx context.Context, addr string, size int64) err
 }
 
 // Delivery puts one message into the mailboxes of its recipients, in two
-// phases: Body stores the message durably, Commit appends the entries in
-// one Raft command. Abort (safe to call after Commit, and more than once)
+// phases: Body stores the message durably, Commit appends the entries.
+// On a cluster that can stage a body (replica.Cluster.StagePut), Body
+// writes only the shards and Commit commits the body's object record and
+// the mailbox entries in one atomic Raft entry; otherwise Body commits the
+// record (a reference the delivery holds) and Commit appends the entries
+// in a second one. Abort (safe to call after Commit, and more than once)
 // releases what an unfinished delivery holds. A Delivery is used by one
 // goroutine.
 type Delivery struct {
-	s     *Store
-	rcpts []Recipient
-	obj   meta.BlobID
-	size  int64
-	info  []byte
-	date  time.Time
-	held  bool // this delivery holds a reference to obj
+	s      *Store
+	rcpts  []Recipient
+	obj    meta.BlobID
+	size   int64
+	info   []byte
+	date   time.Time
+	held   bool               // this delivery holds a reference to obj
+	staged *replica.StagedPut // obj's shards are written, its record not committed
 
 	digest [32]byte      // what the client sent (SetRetryKey); zero: none
 	window time.Duration // how long a retry of it is recognized
@@ -130,7 +136,7 @@ func (d *Delivery) Recipients() []Recipient { return d.rcpts }
 // When it returns nil the bytes are durable cluster-wide; internalDate is
 // the message's INTERNALDATE (zero: now).
 func (d *Delivery) Body(ctx context.Context, msg []byte, internalDate time.Time) error {
-	if d.held {
+	if d.held || d.staged != nil {
 		return fmt.Errorf("%w: Body called twice", ErrInvalid)
 	}
 	msg = NormalizeCRLF(msg)
@@ -138,15 +144,31 @@ func (d *Delivery) Body(ctx context.Context, msg []byte, internalDate time.Time)
 	if err != nil {
 		return err
 	}
+	if internalDate.IsZero() {
+		internalDate = d.s.now()
+	}
+	d.size, d.info, d.date = int64(len(msg)), info, internalDate
+	if st, ok := d.s.c.(bodyStager); ok {
+		sp, err := st.StagePut(ctx, msg)
+		if err != nil {
+			return fmt.Errorf("%w: storing the message: %v", ErrUnavailable, err)
+		}
+		d.obj, d.staged = sp.ID(), sp
+		return nil
+	}
 	id, err := d.s.c.Put(ctx, msg)
 	if err != nil {
 		return fmt.Errorf("%w: storing the message: %v", ErrUnavailable, err)
 	}
-	if internalDate.IsZero() {
-		internalDate = d.s.now()
-	}
-	d.obj, d.size, d.info, d.date, d.held = id, int64(len(msg)), info, internalDate, true
+	d.obj, d.held = id, true
 	return nil
+}
+
+// bodyStager is a Cluster that can write a body's shards now and commit
+// its record later together with the entries that reference it
+// (*replica.Cluster).
+type bodyStager interface {
+	StagePut(ctx context.Context, data []byte) (*replica.StagedPut, error)
 }
 
 // Size returns the stored message's size (after Body).
@@ -162,7 +184,7 @@ func (d *Delivery) Object() meta.BlobID { return d.obj }
 // ErrUnavailable when the cluster could not decide (the message may be
 // retried), other kinds when it refused.
 func (d *Delivery) Commit(ctx context.Context, allOrNothing bool) ([]Outcome, error) {
-	if !d.held {
+	if !d.held && d.staged == nil {
 		return nil, fmt.Errorf("%w: Commit without a stored body", ErrInvalid)
 	}
 	if len(d.rcpts) == 0 {
@@ -185,6 +207,9 @@ func (d *Delivery) Commit(ctx context.Context, allOrNothing bool) ([]Outcome, er
 		// rejected entry, so the retry's body is not leaked.
 		cmd = mailstate.MailDeliverOnce{MailDeliver: dc, Digests: [][32]byte{d.digest}, Window: int64(min(d.window, time.Duration(mailstate.MaxMailDedupWindow)))}
 	}
+	if d.staged != nil {
+		return d.commitStaged(ctx, cmd)
+	}
 	res, err := d.s.c.Propose(ctx, cmd)
 	if err != nil {
 		if judged(err) {
@@ -199,6 +224,44 @@ func (d *Delivery) Commit(ctx context.Context, allOrNothing bool) ([]Outcome, er
 		return nil, proposeErr("deliver", err, ErrUnavailable)
 	}
 	d.held = false
+	return d.outcomes(res)
+}
+
+// commitStaged commits the staged body's record and cmd in one atomic
+// batch (replica.StagedPut.Commit). The batch takes the body's reference
+// and hands it to cmd, which consumes it exactly as it consumes the
+// reference of a separately committed body (mailstate's "References"); if
+// cmd is refused the batch applies nothing, so there is no reference to
+// drop, and if the outcome is unknown the batch applies whole or not at
+// all, so none can leak.
+func (d *Delivery) commitStaged(ctx context.Context, cmd meta.Command) ([]Outcome, error) {
+	sp := d.staged
+	d.staged = nil
+	res, err := sp.Commit(ctx, cmd)
+	if err != nil {
+		if len(res.Batch) == 2 && res.Batch[1].Status == meta.StatusOK {
+			// Committed, but the body could not be made whole after it:
+			// the entries are there. Answer a temporary failure all the
+			// same (the acknowledgement promises a readable body); a
+			// retry with a retry key finds the entries.
+			d.s.log.Error("delivery committed but its body is not whole yet; repair will retry", "object", d.obj, "err", err)
+		}
+		for _, r := range res.Batch {
+			// A refused batch says StatusAborted; the command that
+			// refused it says why, as it would have alone.
+			if r.Status != meta.StatusOK && r.Status != meta.StatusAborted {
+				err = r.Err()
+				break
+			}
+		}
+		return nil, proposeErr("deliver", err, ErrUnavailable)
+	}
+	return d.outcomes(res.Batch[1])
+}
+
+// outcomes turns the deliver command's result into one Outcome per
+// recipient.
+func (d *Delivery) outcomes(res meta.Result) ([]Outcome, error) {
 	outs := mailstate.Outcomes(res)
 	if len(outs) != len(d.rcpts) {
 		return nil, fmt.Errorf("deliver: %d outcomes for %d recipients", len(outs), len(d.rcpts))
@@ -240,7 +303,9 @@ func (d *Delivery) outcomeErr(r Recipient, c mailstate.MailCode) error {
 var ErrAborted = errors.New("mailbox: delivery aborted by another recipient")
 
 // Abort drops the stored body's reference unless Commit handed it over.
+// A staged body holds none: its shards are collected as orphans.
 func (d *Delivery) Abort(ctx context.Context) {
+	d.staged = nil
 	if !d.held {
 		return
 	}
@@ -256,8 +321,13 @@ func (d *Delivery) Abort(ctx context.Context) {
 // CRLF); it returns msg itself when nothing changes.
 func NormalizeCRLF(msg []byte) []byte {
 	bare := 0
-	for i, c := range msg {
-		if c == '\n' && (i == 0 || msg[i-1] != '\r') {
+	for i := 0; ; i++ {
+		j := bytes.IndexByte(msg[i:], '\n')
+		if j < 0 {
+			break
+		}
+		i += j
+		if i == 0 || msg[i-1] != '\r' {
 			bare++
 		}
 	}

@@ -16,12 +16,18 @@
 // # Delivery: "acknowledged" means durable
 //
 // A [Delivery] has two phases, as in maddy's delivery targets: Body stores
-// the message (Cluster.Put: shards fsynced on their nodes and the object
-// record committed), then Commit proposes one MailDeliver command that
-// appends an entry per recipient. Only after Commit returns may an endpoint
-// answer 250. The Put's reference is handed to the command (see
-// mailstate.MailDeliver): Abort, or a Commit the cluster refused, drops it; a
-// Commit whose outcome is unknown keeps it (a leak, never a premature free).
+// the message (replica.Cluster.StagePut: shards fsynced on the write
+// quorum, nothing committed yet), then Commit proposes one atomic batch —
+// the body's object record (one reference) and a MailDeliver command that
+// appends an entry per recipient and takes that reference over — as one
+// Raft entry. Only after Commit returns may an endpoint answer 250. A
+// refused batch applies nothing, and one whose outcome is unknown applies
+// whole or not at all, so neither leaves a reference to drop; the shards
+// of a body that never commits are collected as orphans after the grace
+// period. (With a Cluster that cannot stage, Body commits the record by
+// itself with Cluster.Put and Commit hands its reference to MailDeliver:
+// Abort, or a refused Commit, drops it; an unknown outcome keeps it, a
+// leak, never a premature free.)
 //
 // ENVELOPE and BODYSTRUCTURE are computed once, in Body, with byte offsets
 // of every MIME part ([Info]), and stored with each entry, so that IMAP

@@ -1,6 +1,7 @@
 package smtp
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"errors"
@@ -122,11 +123,18 @@ func newSpool(budget, disk *Budget, dir string, inMemory int64, header string, f
 // Write takes DATA bytes as the client sent them (dot-unstuffed).
 func (s *spool) Write(p []byte) (int, error) {
 	s.sum.Write(p)
-	// Normalize bare LF to CRLF.
+	// Normalize bare LF to CRLF. IndexByte jumps from LF to LF (a message
+	// is mostly long lines): a loop over every byte cost more than
+	// the rest of receiving.
 	out := s.tmp[:0]
 	start := 0
-	for i, c := range p {
-		if c == '\n' && !(i > 0 && p[i-1] == '\r' || i == 0 && s.lastCR) {
+	for i := 0; ; i++ {
+		j := bytes.IndexByte(p[i:], '\n')
+		if j < 0 {
+			break
+		}
+		i += j
+		if !(i > 0 && p[i-1] == '\r' || i == 0 && s.lastCR) {
 			out = append(out, p[start:i]...)
 			out = append(out, '\r', '\n')
 			start = i + 1

@@ -86,10 +86,29 @@ func pct(lat []time.Duration, p float64) time.Duration {
 
 // ---- LMTP ----
 
-// deliverLMTP delivers messages 0..n-1 to benchUser over conc LMTP
+// add merges another round's result into r.
+func (r *lmtpResult) add(o *lmtpResult) {
+	if r.firstErr == nil {
+		r.firstErr = o.firstErr
+	}
+	// Host busy is a fraction of time: weigh each round by its length.
+	if total := r.elapsed + o.elapsed; total > 0 {
+		r.hostBusy = (r.hostBusy*r.elapsed.Seconds() + o.hostBusy*o.elapsed.Seconds()) / total.Seconds()
+	}
+	r.delivered += o.delivered
+	r.errs += o.errs
+	r.elapsed += o.elapsed
+	r.lat = append(r.lat, o.lat...)
+	r.serverCPU += o.serverCPU
+	r.clientCPU += o.clientCPU
+	r.bytes += o.bytes
+}
+
+// deliverLMTP delivers messages lo..hi-1 to benchUser over conc LMTP
 // connections (connection w to t.lmtpAddrs[w%len]), one message per
 // transaction, connections kept open.
-func deliverLMTP(ctx context.Context, t *target, n, conc, size int) *lmtpResult {
+func deliverLMTP(ctx context.Context, t *target, lo, hi, conc, size int) *lmtpResult {
+	n := hi - lo
 	var next atomic.Int64
 	var mu sync.Mutex
 	res := &lmtpResult{}
@@ -122,7 +141,7 @@ func deliverLMTP(ctx context.Context, t *target, n, conc, size int) *lmtpResult 
 				if i >= n {
 					break
 				}
-				msg := genMessage(buf, i, size)
+				msg := genMessage(buf, lo+i, size)
 				buf = msg
 				t0 := time.Now()
 				var err error
@@ -135,7 +154,7 @@ func deliverLMTP(ctx context.Context, t *target, n, conc, size int) *lmtpResult 
 				if err != nil {
 					errs++
 					if firstErr == nil {
-						firstErr = fmt.Errorf("message %d via %s: %w", i, addr, err)
+						firstErr = fmt.Errorf("message %d via %s: %w", lo+i, addr, err)
 					}
 					if c != nil {
 						c.Close()

@@ -6,7 +6,16 @@
 // processes and on a Dovecot (maildir) started with a generated config, its
 // own passwd-file passdb/userdb and loopback ports in a temporary directory.
 //
-//	go run ./testing/mailbench [-messages 10000] [-conc 8] [-size 75000] [-bodies 100]
+//	go run ./testing/mailbench [-messages 10000] [-conc 8] [-size 75000] [-bodies 100] [-rounds 4]
+//
+// The LMTP deliveries alternate between the systems in -rounds rounds, so
+// that other work on a shared machine weighs on both alike; the table sums
+// the rounds. -compare OLD-BINARY adds a second hastore cluster run from
+// another build into the same rounds, for a before/after ratio measured
+// under the same load:
+//
+//	go build -o /tmp/hastore-old ./cmd/hastore   # on the old commit
+//	go run ./testing/mailbench -compare /tmp/hastore-old
 //
 // Both systems get the same messages (every one distinct: hastore stores
 // bodies by content hash) for one user, all to INBOX. It builds cmd/hastore
@@ -33,10 +42,12 @@ import (
 
 type config struct {
 	messages, conc, size int
-	reps, bodies         int
+	reps, bodies, rounds int
+	warmup               int
 	nodes                int
 	scheme               string
 	dir, bin, dovecot    string
+	compare              string
 	keep                 bool
 	profile              string
 	only                 string
@@ -47,6 +58,8 @@ func main() {
 	var cfg config
 	flag.IntVar(&cfg.messages, "messages", 10000, "messages delivered over LMTP, and so the size of the mailbox read over IMAP")
 	flag.IntVar(&cfg.conc, "conc", 8, "concurrent LMTP connections")
+	flag.IntVar(&cfg.warmup, "warmup", 100, "messages each system delivers before the measured rounds (not counted: a cold start's elections, first compactions and page faults are not what is compared)")
+	flag.IntVar(&cfg.rounds, "rounds", 4, "LMTP delivery alternates between the systems in this many rounds (so that a changing load on a shared machine falls on both alike)")
 	flag.IntVar(&cfg.size, "size", 75000, "message size in bytes")
 	flag.IntVar(&cfg.reps, "fetch-reps", 3, "FETCH 1:* repetitions (the first is cold)")
 	flag.IntVar(&cfg.bodies, "bodies", 100, "BODY.PEEK[] fetches of random messages, one command each")
@@ -55,6 +68,7 @@ func main() {
 	flag.StringVar(&cfg.dir, "dir", "", "parent directory for the data (default: the system temp dir)")
 	flag.StringVar(&cfg.bin, "bin", "", "use this hastore binary instead of building cmd/hastore")
 	flag.StringVar(&cfg.dovecot, "dovecot", "", "dovecot binary (default: from PATH or /usr/sbin/dovecot)")
+	flag.StringVar(&cfg.compare, "compare", "", "also run a second hastore cluster from this binary (say, an older build) in the same run, its rounds alternating with the others', for a before/after ratio under the same load")
 	flag.StringVar(&cfg.only, "only", "", "run only one system: hastore or dovecot")
 	flag.StringVar(&cfg.profile, "profile", "", "save CPU, mutex and block profiles of every hastore node during LMTP delivery and FETCH 1:* in this directory (compiles a pprof hook into the binary)")
 	flag.BoolVar(&cfg.keep, "keep", false, "keep the data directories (and print where they are)")
@@ -62,13 +76,19 @@ func main() {
 	if cfg.profile != "" && cfg.bin != "" {
 		benchproc.Fatalf("-profile needs the binary built here (it compiles in a pprof hook); drop -bin")
 	}
+	if cfg.profile != "" && cfg.compare != "" {
+		benchproc.Fatalf("-profile and -compare do not go together (the profiles would share names); profile one binary at a time")
+	}
+	if cfg.compare != "" && cfg.only == "dovecot" {
+		benchproc.Fatalf("-compare runs hastore; drop -only dovecot")
+	}
 	if cfg.profile != "" {
 		if err := os.MkdirAll(cfg.profile, 0o750); err != nil {
 			benchproc.Fatalf("%v", err)
 		}
 	}
-	if cfg.messages < 1 || cfg.conc < 1 || cfg.size < 1000 || cfg.nodes < 1 || cfg.reps < 1 || cfg.bodies < 0 {
-		benchproc.Fatalf("-messages, -conc, -nodes, -fetch-reps must be positive, -size at least 1000")
+	if cfg.messages < 1 || cfg.conc < 1 || cfg.size < 1000 || cfg.nodes < 1 || cfg.reps < 1 || cfg.bodies < 0 || cfg.rounds < 1 || cfg.rounds > cfg.messages || cfg.warmup < 0 {
+		benchproc.Fatalf("-messages, -conc, -nodes, -fetch-reps, -rounds must be positive (-rounds at most -messages), -size at least 1000")
 	}
 
 	ctx, cancel := context.WithCancel(context.Background())
@@ -103,29 +123,70 @@ func main() {
 			}
 		}
 		targets = append(targets, startHastore(ctx, cfg, bin, work))
+		if cfg.compare != "" {
+			cdir := filepath.Join(work, "compare")
+			if err := os.MkdirAll(cdir, 0o750); err != nil {
+				benchproc.Fatalf("%v", err)
+			}
+			ct := startHastore(ctx, cfg, cfg.compare, cdir)
+			ct.name = "hastore " + filepath.Base(cfg.compare)
+			ct.note += " (-compare " + cfg.compare + ")"
+			targets = append(targets, ct)
+		}
 	}
 	if cfg.only != "hastore" {
 		targets = append(targets, startDovecot(ctx, cfg))
 	}
 
-	lm := map[*target]*lmtpResult{}
-	for _, t := range targets {
-		benchproc.Progress("%s: delivering %d messages of %d bytes over %d LMTP connections", t.name, cfg.messages, cfg.size, cfg.conc)
-		wait := profileNodes(ctx, cfg, t, "lmtp", 10)
-		r := deliverLMTP(ctx, t, cfg.messages, cfg.conc, cfg.size)
-		wait()
-		t.checkAlive("LMTP delivery")
-		benchproc.Progress("%s: %d delivered in %v (%.1f msg/s), %d errors%s", t.name, r.delivered, r.elapsed.Round(time.Millisecond), r.rate(), r.errs, errSuffix(r.firstErr))
-		if r.delivered == 0 {
-			benchproc.Fatalf("%s: nothing delivered: %v", t.name, r.firstErr)
+	// The systems take turns, round by round, each delivering the next
+	// share of the messages: on a shared machine whose load changes
+	// during the run, both then meet the same load and the ratio holds.
+	if cfg.warmup > 0 {
+		for _, t := range targets {
+			benchproc.Progress("%s: warming up with %d messages (not counted)", t.name, cfg.warmup)
+			r := deliverLMTP(ctx, t, cfg.messages, cfg.messages+cfg.warmup, cfg.conc, cfg.size)
+			t.checkAlive("LMTP warm-up")
+			if r.errs > 0 {
+				benchproc.Progress("%s: %d warm-up errors, first: %v", t.name, r.errs, r.firstErr)
+			}
+			t.warm = r.delivered
 		}
-		lm[t] = r
+	}
+	lm := map[*target]*lmtpResult{}
+	var waits []func()
+	for round := range cfg.rounds {
+		lo, hi := cfg.messages*round/cfg.rounds, cfg.messages*(round+1)/cfg.rounds
+		// Who goes first turns too: a system never always follows the
+		// same one (whose background work, compactions say, it would meet).
+		for k := range targets {
+			t := targets[(round+k)%len(targets)]
+			benchproc.Progress("%s: round %d/%d: delivering messages %d..%d of %d bytes over %d LMTP connections", t.name, round+1, cfg.rounds, lo, hi-1, cfg.size, cfg.conc)
+			if round == 0 {
+				waits = append(waits, profileNodes(ctx, cfg, t, "lmtp", 10))
+			}
+			r := deliverLMTP(ctx, t, lo, hi, cfg.conc, cfg.size)
+			t.checkAlive("LMTP delivery")
+			benchproc.Progress("%s: %d delivered in %v (%.1f msg/s), %d errors%s", t.name, r.delivered, r.elapsed.Round(time.Millisecond), r.rate(), r.errs, errSuffix(r.firstErr))
+			if lm[t] == nil {
+				lm[t] = r
+			} else {
+				lm[t].add(r)
+			}
+		}
+	}
+	for _, wait := range waits {
+		wait()
+	}
+	for _, t := range targets {
+		if lm[t].delivered == 0 {
+			benchproc.Fatalf("%s: nothing delivered: %v", t.name, lm[t].firstErr)
+		}
 	}
 	im := map[*target]*imapResult{}
 	for _, t := range targets {
 		benchproc.Progress("%s: IMAP LOGIN, SELECT, %d× FETCH 1:* (FLAGS ENVELOPE RFC822.SIZE), %d× BODY.PEEK[]", t.name, cfg.reps, cfg.bodies)
 		wait := profileNodes(ctx, cfg, t, "imap", 5)
-		r := measureIMAP(ctx, t, lm[t].delivered, cfg.reps, cfg.bodies)
+		r := measureIMAP(ctx, t, t.warm+lm[t].delivered, cfg.reps, cfg.bodies)
 		wait()
 		t.checkAlive("IMAP")
 		benchproc.Progress("%s: SELECT %v, FETCH 1:* %v", t.name, r.selectT.Round(time.Millisecond), roundAll(r.fetchAll))
@@ -231,8 +292,8 @@ func printTable(cfg config, targets []*target, lm map[*target]*lmtpResult, im ma
 	}
 
 	fmt.Println()
-	fmt.Printf("mailbench: %d messages of %d bytes (distinct), LMTP over %d connections, one user, INBOX; IMAP: one connection, %d× FETCH 1:*, %d× BODY.PEEK[]\n",
-		cfg.messages, cfg.size, cfg.conc, cfg.reps, cfg.bodies)
+	fmt.Printf("mailbench: %d messages of %d bytes (distinct), LMTP over %d connections in %d alternating rounds after %d uncounted, one user, INBOX; IMAP: one connection, %d× FETCH 1:*, %d× BODY.PEEK[]\n",
+		cfg.messages, cfg.size, cfg.conc, cfg.rounds, cfg.warmup, cfg.reps, cfg.bodies)
 	for _, t := range targets {
 		fmt.Printf("  %s\n", t.note)
 	}
@@ -243,8 +304,8 @@ func printTable(cfg config, targets []*target, lm map[*target]*lmtpResult, im ma
 		if r.errs > 0 {
 			fmt.Printf("  %s: %d LMTP errors, first: %v\n", t.name, r.errs, r.firstErr)
 		}
-		if int(im[t].exists) != r.delivered {
-			fmt.Printf("  %s: SELECT saw EXISTS %d, %d delivered\n", t.name, im[t].exists, r.delivered)
+		if int(im[t].exists) != t.warm+r.delivered {
+			fmt.Printf("  %s: SELECT saw EXISTS %d, %d delivered (%d of them warming up)\n", t.name, im[t].exists, t.warm+r.delivered, t.warm)
 		}
 	}
 	fmt.Println()
@@ -253,8 +314,17 @@ func printTable(cfg config, targets []*target, lm map[*target]*lmtpResult, im ma
 	for _, t := range targets {
 		hdr += t.name + "\t"
 	}
-	if len(targets) == 2 {
-		hdr += "ratio " + targets[0].name[:strings.IndexByte(targets[0].name+" ", ' ')] + "/" + targets[1].name + "\t"
+	// Each system against the last one (the peer: dovecot, or the
+	// -compare build when dovecot is left out).
+	short := func(name string) string {
+		if i := strings.Index(name, " ("); i >= 0 {
+			return name[:i]
+		}
+		return name
+	}
+	last := len(targets) - 1
+	for _, t := range targets[:max(last, 0)] {
+		hdr += "ratio " + short(t.name) + "/" + short(targets[last].name) + "\t"
 	}
 	width := 0
 	for _, r := range rows {
@@ -266,8 +336,13 @@ func printTable(cfg config, targets []*target, lm map[*target]*lmtpResult, im ma
 		for _, v := range r.vals {
 			line += r.format(v) + "\t"
 		}
-		if len(r.vals) == 2 && r.vals[1] != 0 {
-			ratio := r.vals[0] / r.vals[1]
+		for _, v := range r.vals[:max(len(r.vals)-1, 0)] {
+			peer := r.vals[len(r.vals)-1]
+			if peer == 0 {
+				line += "\t"
+				continue
+			}
+			ratio := v / peer
 			better := (ratio > 1) == r.higher
 			word := "worse"
 			if better {
@@ -281,8 +356,8 @@ func printTable(cfg config, targets []*target, lm map[*target]*lmtpResult, im ma
 		fmt.Fprintln(tw, line)
 	}
 	tw.Flush()
-	if len(targets) == 2 {
-		fmt.Println("\nratio = hastore value ÷ dovecot value: for rates higher is better, for times and CPU lower is better; the word says which way it falls for hastore.")
+	if len(targets) >= 2 {
+		fmt.Printf("\nratio = a system's value ÷ %s's value: for rates higher is better, for times and CPU lower is better; the word says which way it falls for the first.\n", short(targets[last].name))
 	}
 }
 

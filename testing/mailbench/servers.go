@@ -32,6 +32,7 @@ type target struct {
 	procs      benchproc.Group // whose CPU counts
 	pprofAddrs []string        // hastore nodes' pprof servers, with -profile
 	note       string
+	warm       int // messages delivered while warming up (in INBOX, not in the figures)
 }
 
 func (t *target) cpu() float64 { return t.procs.CPU(true) }
