@@ -85,6 +85,9 @@ type Store struct {
 	verifying map[[32]byte]*verifyCall // password checks under way, by credential
 	dummyHash string
 
+	acct      accountWatchers // AccountChanged (users.go)
+	rehashing sync.Map        // users whose imported hash is being replaced (users.go)
+
 	hubOnce sync.Once // the per-mailbox event streams (events.go)
 	hub     *hub
 	hubErr  error
