@@ -93,7 +93,6 @@ func (a *adminClient) migrateCommand(ctx context.Context, rest []string, stdin i
 	if err != nil {
 		return true, err
 	}
-	ctx = transport.WithOutgoingRequestID(ctx, transport.NewRequestID())
 	if a.cfg.ClientTLS == nil && *hash == "" {
 		fmt.Fprintln(os.Stderr, "hastore admin: warning: this cluster runs without TLS (--insecure): the password crosses the network in clear")
 	}
@@ -111,6 +110,9 @@ func (a *adminClient) migrateCommand(ctx context.Context, rest []string, stdin i
 		if err := mailbox.CheckPasswordPolicy(pw, *minLen); err != nil {
 			return true, errors.New(strings.TrimPrefix(err.Error(), mailbox.ErrInvalid.Error()+": "))
 		}
+		// One logical call, one ID, kept when the client repeats it on the
+		// next node (MigrateClient's calls get theirs by themselves).
+		ctx := transport.WithOutgoingRequestID(ctx, transport.NewRequestID())
 		if verb == "add" {
 			err = cl.AddUser(ctx, addr, pw, q)
 		} else {
@@ -187,7 +189,7 @@ func (a *adminClient) importUsers(ctx context.Context, mc *mailserver.MigrateCli
 					h = h[:i+1] + strings.SplitN(h[i+1:], ":", 2)[0]
 				}
 			}
-			err = mc.AddUserHash(transport.WithOutgoingRequestID(ctx, transport.NewRequestID()), addr, h, 0)
+			err = mc.AddUserHash(ctx, addr, h, 0)
 		} else if addr, pw, ok := strings.Cut(line, " "); ok {
 			pw = strings.TrimSpace(pw)
 			if err = mailbox.CheckPasswordPolicy(pw, minLen); err == nil {
@@ -478,6 +480,12 @@ func (a *adminClient) importFolder(ctx context.Context, mc *mailserver.MigrateCl
 	}
 	if f.uidValidity != 0 && mb.UIDValidity != f.uidValidity && mb.UIDNext > 1 {
 		fmt.Fprintf(os.Stderr, "%s: the mailbox already held mail, so it keeps UIDVALIDITY %d and the messages get new UIDs (clients download them again)\n", f.name, mb.UIDValidity)
+	}
+	if len(f.msgs) == 0 && f.uidValidity != 0 {
+		// An empty folder still takes its UIDVALIDITY.
+		if _, err := mc.Import(ctx, mailserver.MigrateImport{Address: user, Mailbox: f.name, UIDValidity: f.uidValidity}); err != nil {
+			return err
+		}
 	}
 	for i := 0; i < len(f.msgs); {
 		// The next batch: what one Import call may carry.

@@ -51,7 +51,8 @@ type MailImportMessage struct {
 //
 // One outcome per message, in order: MailOK with the UID (SrcUID equal to
 // UID when the key was imported before and nothing was appended),
-// MailMailboxFull when UIDs ran out.
+// MailMailboxFull when UIDs ran out. Without messages it only gives an
+// empty mailbox the source's UIDVALIDITY.
 type MailImport struct {
 	User        string
 	Mailbox     string
@@ -121,8 +122,8 @@ func (c MailImport) validate() error {
 	if err := validNow(c.Now); err != nil {
 		return err
 	}
-	if len(c.Messages) == 0 || len(c.Messages) > MaxMailMessages {
-		return fmt.Errorf("%d messages, want 1..%d", len(c.Messages), MaxMailMessages)
+	if len(c.Messages) > MaxMailMessages {
+		return fmt.Errorf("%d messages, want at most %d", len(c.Messages), MaxMailMessages)
 	}
 	keys := map[string]bool{}
 	var last uint32

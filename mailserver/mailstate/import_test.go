@@ -101,6 +101,21 @@ func TestMailImport(t *testing.T) {
 		t.Fatalf("Imported = %d %v %v", uid, ok, err)
 	}
 
+	// Without messages: an empty mailbox takes the UIDVALIDITY, one that
+	// held mail does not.
+	if r := apply(MailImport{User: bob, Mailbox: "Sent", UIDValidity: 4242, Now: 9}); r.Status != meta.StatusOK {
+		t.Fatalf("empty import: %v %s", r.Status, r.Message)
+	}
+	if sent, _, _ := (MailView{R: f}).Mailbox(bob, "Sent"); sent.UIDValidity != 4242 {
+		t.Fatalf("Sent after an empty import: %+v", sent)
+	}
+	if r := apply(MailImport{User: bob, UIDValidity: 4243, Now: 9}); r.Status != meta.StatusOK {
+		t.Fatalf("empty import into INBOX: %v %s", r.Status, r.Message)
+	}
+	if mb, _ := inbox(t, f, bob); mb.UIDValidity != 77 {
+		t.Fatalf("a used INBOX took a new UIDVALIDITY: %+v", mb)
+	}
+
 	// A mailbox that held mail keeps its UIDVALIDITY; UIDs come next.
 	apply(deliver("m4", alice))
 	r = apply(MailImport{User: alice, UIDValidity: 55, Now: 9, Messages: []MailImportMessage{importMsg("m5", "k5", 1)}})
@@ -121,7 +136,6 @@ func TestMailImport(t *testing.T) {
 		{"key twice", MailImport{User: bob, Now: 9, Messages: []MailImportMessage{importMsg("m1", "a", 0), importMsg("m2", "a", 0)}}, meta.StatusInvalid},
 		{"empty key", MailImport{User: bob, Now: 9, Messages: []MailImportMessage{importMsg("m1", "", 0)}}, meta.StatusInvalid},
 		{"bad flag", MailImport{User: bob, Now: 9, Messages: []MailImportMessage{importMsg("m1", "a", 0, `\Recent`)}}, meta.StatusInvalid},
-		{"no messages", MailImport{User: bob, Now: 9}, meta.StatusInvalid},
 		{"unknown object", MailImport{User: bob, Now: 9, Messages: []MailImportMessage{importMsg("never", "a", 0)}}, meta.StatusConflict},
 	} {
 		if r := apply(c.cmd); r.Status != c.want {
