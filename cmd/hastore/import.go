@@ -16,6 +16,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf16"
 
@@ -41,7 +42,7 @@ const migrateUsage = `  user disable U@D            refuse the user's logins (an
                               users from FILE ('-': stdin), one a line: 'address:{SCHEME}hash' (a
                               Dovecot passwd-file; further :fields are ignored) or 'address password';
                               users that exist are left alone; prints counts
-  import --user U@D MAILDIR [--dry-run]
+  import --user U@D MAILDIR [--dry-run] [--parallel N]
                               a Dovecot maildir (Maildir++ folders, flags, keywords, dates, UIDs and
                               UIDVALIDITY); run it again to resume: nothing is imported twice
 `
@@ -425,6 +426,7 @@ func (a *adminClient) importMaildir(ctx context.Context, args []string, stdout i
 	fs := flag.NewFlagSet("import", flag.ContinueOnError)
 	user := fs.String("user", "", "the hastore user to import into (must exist)")
 	dry := fs.Bool("dry-run", false, "list what would be imported")
+	parallel := fs.Int("parallel", 8, "messages stored at once")
 	pos, err := parseInterleaved(fs, args)
 	if err != nil {
 		return err
@@ -455,7 +457,7 @@ func (a *adminClient) importMaildir(ctx context.Context, args []string, stdout i
 	var st importStats
 	start := time.Now()
 	for _, f := range folders {
-		if err := a.importFolder(ctx, mc, *user, f, &st, total, start); err != nil {
+		if err := a.importFolder(ctx, mc, *user, f, &st, total, start, *parallel); err != nil {
 			fmt.Fprintf(stdout, "stopped: %d imported, %d already there, %d failed of %d; run the same command again to go on\n", st.imported, st.existed, st.failed, total)
 			return fmt.Errorf("folder %s: %w", f.name, err)
 		}
@@ -473,7 +475,7 @@ type importStats struct {
 	lastReport                                  time.Time
 }
 
-func (a *adminClient) importFolder(ctx context.Context, mc *mailserver.MigrateClient, user string, f maildirFolder, st *importStats, total int, start time.Time) error {
+func (a *adminClient) importFolder(ctx context.Context, mc *mailserver.MigrateClient, user string, f maildirFolder, st *importStats, total int, start time.Time, parallel int) error {
 	mb, err := mc.EnsureMailbox(ctx, user, f.name)
 	if err != nil {
 		return err
@@ -491,6 +493,7 @@ func (a *adminClient) importFolder(ctx context.Context, mc *mailserver.MigrateCl
 		// The next batch: what one Import call may carry.
 		j := min(i+mailstate.MaxMailMessages, len(f.msgs))
 		batch := f.msgs[i:j]
+		i = j
 		keys := make([]string, len(batch))
 		for k, m := range batch {
 			keys[k] = m.key
@@ -499,63 +502,72 @@ func (a *adminClient) importFolder(ctx context.Context, mc *mailserver.MigrateCl
 		if err != nil {
 			return err
 		}
-		req := mailserver.MigrateImport{Address: user, Mailbox: f.name, UIDValidity: f.uidValidity}
+		var todo []maildirMessage
+		for k, m := range batch {
+			switch {
+			case done[k] != 0:
+				st.existed++
+			case m.size > maxImportMessage:
+				st.failed++
+				fmt.Fprintf(os.Stderr, "%s: %d bytes, over %d: skipped\n", m.path, m.size, maxImportMessage)
+			default:
+				todo = append(todo, m)
+			}
+		}
+		ups := a.uploadAll(ctx, todo, parallel)
 		var held []meta.BlobID
-		release := func() {
-			for _, id := range held {
+		var firstErr error
+		for _, u := range ups {
+			switch {
+			case u.held:
+				held = append(held, u.id)
+			case errors.Is(u.err, os.ErrNotExist):
+				// Dovecot renamed it (a flag changed): read again on the next run.
+				st.failed++
+				fmt.Fprintf(os.Stderr, "%s: gone (flags changed while importing?); run the import again\n", u.m.path)
+			case u.err != nil && firstErr == nil:
+				firstErr = u.err
+			}
+		}
+		release := func(ids []meta.BlobID) {
+			for _, id := range ids {
 				_ = a.each(func(c pb.ClusterClient) error {
 					_, err := c.DeleteObject(ctx, &pb.ObjectRef{Id: id[:]})
 					return err
 				})
 			}
 		}
-		n, bytes := 0, 0
-		for k, m := range batch {
-			n = k + 1
-			if done[k] != 0 {
-				st.existed++
-				continue
-			}
-			if m.size > maxImportMessage {
-				st.failed++
-				fmt.Fprintf(os.Stderr, "%s: %d bytes, over %d: skipped\n", m.path, m.size, maxImportMessage)
-				continue
-			}
-			body, err := os.ReadFile(m.path)
-			if errors.Is(err, os.ErrNotExist) {
-				// Dovecot renamed it (a flag changed): read again on the next run.
-				st.failed++
-				fmt.Fprintf(os.Stderr, "%s: gone (flags changed while importing?); run the import again\n", m.path)
-				continue
-			}
-			if err != nil {
-				release()
-				return err
-			}
-			body = mailbox.NormalizeCRLF(body)
-			info, err := mailbox.EncodeInfo(mailbox.ParseInfo(body))
-			if err != nil {
-				release()
-				return fmt.Errorf("%s: %v", m.path, err)
-			}
-			id, err := a.putObject(ctx, body)
-			if err != nil {
-				release()
-				return fmt.Errorf("%s: storing it: %v", m.path, err)
-			}
-			held = append(held, id)
-			req.Messages = append(req.Messages, mailserver.MigrateMessage{Key: m.key, UID: m.uid, Object: id, Size: int64(len(body)),
-				InternalDate: m.mtime, Info: info, Flags: m.flags})
-			if bytes += len(info)*4/3 + 512; bytes > importBatchBytes {
-				break
-			}
+		if firstErr != nil {
+			release(held)
+			return firstErr
 		}
-		i += n
-		if len(req.Messages) > 0 {
+		// One Import call per run of messages whose info fits a request.
+		var reqs []mailserver.MigrateImport
+		bytes := importBatchBytes + 1
+		for _, u := range ups {
+			if !u.held {
+				continue
+			}
+			if bytes += len(u.info)*4/3 + 512; bytes > importBatchBytes {
+				reqs = append(reqs, mailserver.MigrateImport{Address: user, Mailbox: f.name, UIDValidity: f.uidValidity})
+				bytes = len(u.info)*4/3 + 512
+			}
+			r := &reqs[len(reqs)-1]
+			r.Messages = append(r.Messages, mailserver.MigrateMessage{Key: u.m.key, UID: u.m.uid, Object: u.id, Size: u.size,
+				InternalDate: u.m.mtime, Info: u.info, Flags: u.m.flags})
+		}
+		for n, req := range reqs {
 			res, err := mc.Import(ctx, req)
 			if err != nil {
 				if mailserver.Decided(err) {
-					release()
+					// Nothing of this call was applied; the later calls' bodies are ours too.
+					var ids []meta.BlobID
+					for _, r := range reqs[n:] {
+						for _, m := range r.Messages {
+							ids = append(ids, m.Object)
+						}
+					}
+					release(ids)
 				}
 				return err
 			}
@@ -585,6 +597,52 @@ func (a *adminClient) importFolder(ctx context.Context, mc *mailserver.MigrateCl
 		}
 	}
 	return nil
+}
+
+// upload is one message read and stored: held says the cluster holds its
+// body with one reference for the import to consume.
+type upload struct {
+	m    maildirMessage
+	id   meta.BlobID
+	size int64
+	info []byte
+	held bool
+	err  error
+}
+
+// uploadAll reads and stores msgs, parallel at a time (each body is one
+// quorum write; in a row they would wait for each other's fsyncs). The
+// results keep msgs' order, which the UIDs need.
+func (a *adminClient) uploadAll(ctx context.Context, msgs []maildirMessage, parallel int) []upload {
+	ups := make([]upload, len(msgs))
+	sem := make(chan struct{}, max(parallel, 1))
+	var wg sync.WaitGroup
+	for k, m := range msgs {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			u := upload{m: m}
+			body, err := os.ReadFile(m.path)
+			if err == nil {
+				body = mailbox.NormalizeCRLF(body)
+				u.info, err = mailbox.EncodeInfo(mailbox.ParseInfo(body))
+			}
+			if err == nil {
+				u.id, err = a.putObject(ctx, body)
+				if err != nil {
+					err = fmt.Errorf("%s: storing it: %v", m.path, err)
+				}
+			} else if !errors.Is(err, os.ErrNotExist) {
+				err = fmt.Errorf("%s: %v", m.path, err)
+			}
+			u.size, u.held, u.err = int64(len(body)), err == nil, err
+			ups[k] = u
+		}()
+	}
+	wg.Wait()
+	return ups
 }
 
 // putObject stores a body and returns its ID with one reference held.
