@@ -462,8 +462,8 @@ func (a *adminClient) importMaildir(ctx context.Context, args []string, stdout i
 			return fmt.Errorf("folder %s: %w", f.name, err)
 		}
 	}
-	fmt.Fprintf(stdout, "done in %s: %d imported, %d already there, %d failed of %d; UIDs kept for %d, renumbered for %d\n",
-		time.Since(start).Round(time.Second), st.imported, st.existed, st.failed, total, st.kept, st.renumbered)
+	fmt.Fprintf(stdout, "done in %s: %d imported, %d already there, %d failed of %d; UIDs kept for %d, renumbered for %d, new for %d (not in dovecot-uidlist)\n",
+		time.Since(start).Round(time.Second), st.imported, st.existed, st.failed, total, st.kept, st.renumbered, st.fresh)
 	if st.failed > 0 {
 		return fmt.Errorf("%d messages failed (see above)", st.failed)
 	}
@@ -471,7 +471,10 @@ func (a *adminClient) importMaildir(ctx context.Context, args []string, stdout i
 }
 
 type importStats struct {
-	imported, existed, failed, kept, renumbered int
+	imported, existed, failed int
+	// Of the imported: UIDs kept, UIDs changed (the mailbox held mail),
+	// and new UIDs for messages the source had given none.
+	kept, renumbered, fresh int
 	lastReport                                  time.Time
 }
 
@@ -581,9 +584,12 @@ func (a *adminClient) importFolder(ctx context.Context, mc *mailserver.MigrateCl
 					st.existed++
 				default:
 					st.imported++
-					if m.UID != 0 && r.UID == m.UID && r.UIDValidity == f.uidValidity {
+					switch {
+					case m.UID == 0:
+						st.fresh++
+					case r.UID == m.UID && r.UIDValidity == f.uidValidity:
 						st.kept++
-					} else {
+					default:
 						st.renumbered++
 					}
 				}

@@ -170,7 +170,7 @@ func TestProcMailMigrateDovecot(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("import: %s", out)
-	if !strings.Contains(out, "15 imported, 0 already there, 0 failed of 15; UIDs kept for 15") {
+	if !strings.Contains(out, "15 imported, 0 already there, 0 failed of 15; UIDs kept for 15, renumbered for 0, new for 0") {
 		t.Fatalf("first import: %q", out)
 	}
 	check("compare", map[string]any{"user": user, "password": mc.pw["dave"], "expected": expected})
