@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"hastore/mailserver/mailbox"
+	"hastore/mailserver/mailstate"
 	"hastore/replica"
 	"hastore/replica/meta"
 	"hastore/replica/transport"
@@ -47,6 +48,27 @@ type (
 		Messages    uint32   `json:"messages,omitempty"`
 		Keys        []string `json:"keys,omitempty"` // Imported: the source keys asked about
 		UIDs        []uint32 `json:"uids,omitempty"` // Imported reply: their UIDs, 0 if not imported
+	}
+	// MigrateList asks for a user's mailboxes (Mailboxes) or a page of a
+	// mailbox's messages (Messages: UIDs above After, at most Limit).
+	MigrateList struct {
+		Address string `json:"address"`
+		Mailbox uint64 `json:"mailbox,omitempty"`
+		After   uint32 `json:"after,omitempty"`
+		Limit   int    `json:"limit,omitempty"`
+	}
+	// MigrateListReply answers MigrateList.
+	MigrateListReply struct {
+		Mailboxes []MigrateMailbox      `json:"mailboxes,omitempty"`
+		Messages  []MigrateStoredMessage `json:"messages,omitempty"`
+	}
+	// MigrateStoredMessage is one message as stored, for an export.
+	MigrateStoredMessage struct {
+		UID          uint32      `json:"uid"`
+		Object       meta.BlobID `json:"object"`
+		Size         int64       `json:"size"`
+		InternalDate time.Time   `json:"internaldate"`
+		Flags        []string    `json:"flags,omitempty"`
 	}
 	// MigrateImport is the request of Import.
 	MigrateImport struct {
@@ -119,6 +141,52 @@ func (m migrateServer) handle(ctx context.Context, method string, in []byte) (an
 			return nil, toStatus(err)
 		}
 		return MigrateMailbox{Address: r.Address, Name: mb.Name, ID: mb.ID, UIDValidity: mb.UIDValidity, UIDNext: mb.UIDNext, Messages: mb.Messages}, nil
+	case "Mailboxes", "Messages":
+		var r MigrateList
+		if err := json.Unmarshal(in, &r); err != nil {
+			return nil, status.Errorf(codes.InvalidArgument, "%s: bad request: %v", method, err)
+		}
+		a, err := mailbox.NormalizeAddress(r.Address)
+		if err != nil {
+			return nil, toStatus(err)
+		}
+		if err := s.CatchUp(ctx); err != nil {
+			return nil, toStatus(err)
+		}
+		var out MigrateListReply
+		if method == "Mailboxes" {
+			if _, ok, err := s.View().User(a); err != nil || !ok {
+				return nil, toStatus(errors.Join(err, fmt.Errorf("%w: user %s", mailbox.ErrNotFound, a)))
+			}
+			mbs, err := s.Mailboxes(a)
+			if err != nil {
+				return nil, toStatus(err)
+			}
+			for _, mb := range mbs {
+				out.Mailboxes = append(out.Mailboxes, MigrateMailbox{Address: a, Name: mb.Name, ID: mb.ID, UIDValidity: mb.UIDValidity, UIDNext: mb.UIDNext, Messages: mb.Messages})
+			}
+			return out, nil
+		}
+		limit := r.Limit
+		if limit <= 0 || limit > migrateListMax {
+			limit = migrateListMax
+		}
+		errFull := errors.New("page full")
+		err = s.EachMessage(a, r.Mailbox, func(m mailstate.MailMessage) error {
+			if m.UID <= r.After {
+				return nil
+			}
+			if len(out.Messages) == limit {
+				return errFull
+			}
+			out.Messages = append(out.Messages, MigrateStoredMessage{UID: m.UID, Object: m.Object, Size: m.Size,
+				InternalDate: time.Unix(0, m.InternalDate).In(time.FixedZone("", int(m.Zone))), Flags: m.Flags})
+			return nil
+		})
+		if err != nil && !errors.Is(err, errFull) {
+			return nil, toStatus(err)
+		}
+		return out, nil
 	case "Import":
 		var r MigrateImport
 		if err := json.Unmarshal(in, &r); err != nil {
@@ -144,7 +212,11 @@ func (m migrateServer) handle(ctx context.Context, method string, in []byte) (an
 	return nil, status.Errorf(codes.Unimplemented, "MailMigrate has no method %q", method)
 }
 
-var migrateMethods = []string{"SetDisabled", "AddUserHash", "SetPasswordHash", "EnsureMailbox", "Imported", "Import"}
+var migrateMethods = []string{"SetDisabled", "AddUserHash", "SetPasswordHash", "EnsureMailbox", "Imported", "Import", "Mailboxes", "Messages"}
+
+// migrateListMax bounds a page of Messages (about 200 bytes each in JSON,
+// well under the reply limit).
+const migrateListMax = 5000
 
 // registerMigrate adds the MailMigrate service to a node's cluster port.
 func registerMigrate(s grpc.ServiceRegistrar, n *replica.Node) {
@@ -271,6 +343,21 @@ func (c *MigrateClient) Imported(ctx context.Context, addr string, mailbox uint6
 		return nil, fmt.Errorf("Imported: %d answers for %d keys", len(r.UIDs), len(keys))
 	}
 	return r.UIDs, nil
+}
+
+// Mailboxes lists a user's mailboxes.
+func (c *MigrateClient) Mailboxes(ctx context.Context, addr string) ([]MigrateMailbox, error) {
+	var r MigrateListReply
+	err := c.call(ctx, "Mailboxes", MigrateList{Address: addr}, &r)
+	return r.Mailboxes, err
+}
+
+// Messages returns the messages of a mailbox with UIDs above after, in
+// UID order, a page at a time (empty: no more).
+func (c *MigrateClient) Messages(ctx context.Context, addr string, mailbox uint64, after uint32) ([]MigrateStoredMessage, error) {
+	var r MigrateListReply
+	err := c.call(ctx, "Messages", MigrateList{Address: addr, Mailbox: mailbox, After: after}, &r)
+	return r.Messages, err
 }
 
 // Import appends messages (see mailbox.Store.ImportMessages).

@@ -230,7 +230,7 @@ func (a *adminClient) command(rest []string, timeout time.Duration, stdin io.Rea
 		return a.cred(ctx, rest[1:], stdout)
 	case "backup", "restore":
 		return a.backupOrRestore(ctx, rest[0], rest[1:], stdout)
-	case "import":
+	case "import", "export":
 		_, err := a.migrateCommand(ctx, rest, stdin, stdout) // import.go
 		return err
 	case "domain", "user", "alias":

@@ -45,6 +45,8 @@ const migrateUsage = `  user disable U@D            refuse the user's logins (an
   import --user U@D MAILDIR [--dry-run] [--parallel N]
                               a Dovecot maildir (Maildir++ folders, flags, keywords, dates, UIDs and
                               UIDVALIDITY); run it again to resume: nothing is imported twice
+  export --user U@D DIR       the user's mail as a Dovecot maildir (folders, flags, keywords, dates,
+                              UIDs, UIDVALIDITY): a per-customer backup that import (or Dovecot) reads
 `
 
 // migrateCommand runs the commands of this file; ok is false for a command
@@ -52,6 +54,9 @@ const migrateUsage = `  user disable U@D            refuse the user's logins (an
 func (a *adminClient) migrateCommand(ctx context.Context, rest []string, stdin io.Reader, stdout io.Writer) (ok bool, err error) {
 	if rest[0] == "import" {
 		return true, a.importMaildir(ctx, rest[1:], stdout)
+	}
+	if rest[0] == "export" {
+		return true, a.exportMaildir(ctx, rest[1:], stdout)
 	}
 	if rest[0] != "user" || len(rest) < 2 {
 		return false, nil
@@ -680,4 +685,244 @@ func (a *adminClient) putObject(ctx context.Context, data []byte) (meta.BlobID, 
 	}
 	copy(id[:], ref.Id)
 	return id, nil
+}
+
+// ---------------------------------------------------------------------------
+// Maildir export: a user's mail as a Dovecot maildir (Maildir++ folders,
+// flags and keywords in the file names, INTERNALDATE as the files' times,
+// UIDs and UIDVALIDITY in dovecot-uidlist), so that Dovecot — or
+// `hastore admin import` — takes it with nothing re-downloaded.
+
+// exportFileName is a message's maildir name: unique, stable across runs
+// (so a second run finds what the first wrote), and with S= for Dovecot.
+func exportFileName(uv, uid uint32, size int64) string {
+	return fmt.Sprintf("%d.V%dU%d.hastore,S=%d", uid, uv, uid, size)
+}
+
+// maildirFlags is the ":2," suffix for flags; keywords get letters a–z
+// in kw (extended as new ones appear; past 26 they are dropped and counted).
+func maildirFlags(flags []string, kw *[]string, dropped *int) string {
+	var letters []byte
+	for _, f := range flags {
+		switch f {
+		case mailstate.FlagDraft:
+			letters = append(letters, 'D')
+		case mailstate.FlagFlagged:
+			letters = append(letters, 'F')
+		case mailstate.FlagAnswered:
+			letters = append(letters, 'R')
+		case mailstate.FlagSeen:
+			letters = append(letters, 'S')
+		case mailstate.FlagDeleted:
+			letters = append(letters, 'T')
+		default:
+			i := -1
+			for k, w := range *kw {
+				if w == f {
+					i = k
+				}
+			}
+			if i < 0 && len(*kw) < 26 {
+				*kw = append(*kw, f)
+				i = len(*kw) - 1
+			}
+			if i < 0 {
+				*dropped++
+				continue
+			}
+			letters = append(letters, byte('a'+i))
+		}
+	}
+	sort.Slice(letters, func(i, j int) bool { return letters[i] < letters[j] })
+	return ":2," + string(letters)
+}
+
+// encodeMUTF7 encodes a mailbox name in IMAP's modified UTF-7, as Dovecot
+// names maildir folders.
+func encodeMUTF7(s string) string {
+	var out strings.Builder
+	var run []rune
+	flush := func() {
+		if len(run) == 0 {
+			return
+		}
+		u := utf16.Encode(run)
+		b := make([]byte, 0, 2*len(u))
+		for _, c := range u {
+			b = append(b, byte(c>>8), byte(c))
+		}
+		out.WriteString("&" + strings.ReplaceAll(base64.RawStdEncoding.EncodeToString(b), "/", ",") + "-")
+		run = run[:0]
+	}
+	for _, r := range s {
+		if r >= 0x20 && r <= 0x7e {
+			flush()
+			if r == '&' {
+				out.WriteString("&-")
+			} else {
+				out.WriteRune(r)
+			}
+			continue
+		}
+		run = append(run, r)
+	}
+	flush()
+	return out.String()
+}
+
+func (a *adminClient) exportMaildir(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("export", flag.ContinueOnError)
+	user := fs.String("user", "", "the hastore user to export")
+	pos, err := parseInterleaved(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 || *user == "" {
+		return errors.New("usage: hastore admin export --user U@D DIR")
+	}
+	root := pos[0]
+	conns, err := a.allConns()
+	if err != nil {
+		return err
+	}
+	mc := mailserver.NewMigrateClient(conns...)
+	mbs, err := mc.Mailboxes(ctx, *user)
+	if err != nil {
+		return err
+	}
+	var written, existed, dropped int
+	for _, mb := range mbs {
+		dir := root
+		if mb.Name != mailstate.InboxName {
+			if strings.Contains(mb.Name, ".") {
+				fmt.Fprintf(os.Stderr, "mailbox %q: a '.' in a name cannot be kept in Maildir++; written as '_'\n", mb.Name)
+			}
+			dir = filepath.Join(root, "."+encodeMUTF7(strings.ReplaceAll(strings.ReplaceAll(mb.Name, ".", "_"), string(mailstate.MailboxDelim), ".")))
+		}
+		for _, sub := range []string{"cur", "new", "tmp"} {
+			if err := os.MkdirAll(filepath.Join(dir, sub), 0o700); err != nil {
+				return err
+			}
+		}
+		if dir != root {
+			if err := os.WriteFile(filepath.Join(dir, "maildirfolder"), nil, 0o600); err != nil {
+				return err
+			}
+		}
+		// What an earlier export left: base name → file name. A message
+		// whose flags changed is renamed; one no longer there is removed
+		// (the export mirrors the mailbox).
+		old := map[string]string{}
+		if ents, err := os.ReadDir(filepath.Join(dir, "cur")); err == nil {
+			for _, e := range ents {
+				if base, _, _ := strings.Cut(e.Name(), ":"); strings.Contains(base, ".hastore,") {
+					old[base] = e.Name()
+				}
+			}
+		}
+		var kw []string
+		uidlist := fmt.Sprintf("3 V%d N%d\n", mb.UIDValidity, mb.UIDNext)
+		for after := uint32(0); ; {
+			page, err := mc.Messages(ctx, *user, mb.ID, after)
+			if err != nil {
+				return err
+			}
+			if len(page) == 0 {
+				break
+			}
+			for _, m := range page {
+				after = m.UID
+				base := exportFileName(mb.UIDValidity, m.UID, m.Size)
+				name := base + maildirFlags(m.Flags, &kw, &dropped)
+				uidlist += fmt.Sprintf("%d :%s\n", m.UID, base)
+				path := filepath.Join(dir, "cur", name)
+				if prev, ok := old[base]; ok {
+					delete(old, base)
+					if prev != name {
+						if err := os.Rename(filepath.Join(dir, "cur", prev), path); err != nil {
+							return err
+						}
+					}
+					existed++
+					continue
+				}
+				body, err := a.getObject(ctx, m.Object)
+				if err != nil {
+					return fmt.Errorf("%s UID %d: %v", mb.Name, m.UID, err)
+				}
+				tmp := filepath.Join(dir, "tmp", name)
+				if err := writeFileSync(tmp, body); err != nil {
+					return err
+				}
+				if err := os.Chtimes(tmp, m.InternalDate, m.InternalDate); err != nil {
+					return err
+				}
+				if err := os.Rename(tmp, path); err != nil {
+					return err
+				}
+				written++
+			}
+			fmt.Fprintf(os.Stderr, "… %s: %d written, %d already there\n", mb.Name, written, existed)
+		}
+		for _, name := range old {
+			if err := os.Remove(filepath.Join(dir, "cur", name)); err != nil {
+				return err
+			}
+		}
+		if err := writeFileSync(filepath.Join(dir, "dovecot-uidlist"), []byte(uidlist)); err != nil {
+			return err
+		}
+		var kws strings.Builder
+		for i, w := range kw {
+			fmt.Fprintf(&kws, "%d %s\n", i, w)
+		}
+		if err := writeFileSync(filepath.Join(dir, "dovecot-keywords"), []byte(kws.String())); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(stdout, "%s: %d mailboxes, %d messages written, %d already there\n", root, len(mbs), written, existed)
+	if dropped > 0 {
+		fmt.Fprintf(stdout, "warning: %d keywords past the 26 a maildir folder can name were not written\n", dropped)
+	}
+	return nil
+}
+
+// writeFileSync writes a file and fsyncs it: an export is a backup.
+func writeFileSync(path string, data []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// getObject reads a whole object (checksums are verified by the node).
+func (a *adminClient) getObject(ctx context.Context, id meta.BlobID) ([]byte, error) {
+	var data []byte
+	err := a.each(func(c pb.ClusterClient) error {
+		data = data[:0]
+		stream, err := c.GetObject(ctx, &pb.GetObjectRequest{Id: id[:], Length: -1})
+		if err != nil {
+			return err
+		}
+		for {
+			chunk, err := stream.Recv()
+			if err == io.EOF {
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			data = append(data, chunk.Data...)
+		}
+	})
+	return data, err
 }
