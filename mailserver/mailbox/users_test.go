@@ -37,6 +37,9 @@ func TestDisableUser(t *testing.T) {
 	defer stop()
 	other, stopOther := stores[2].AccountChanged("bob@example.test")
 	defer stopOther()
+	// A node with the login cache off tells its sessions too.
+	noCache, stopNoCache := e.store(1, Options{Throttle: noThrottle, AuthCache: -1}).AccountChanged(testUser)
+	defer stopNoCache()
 
 	if err := stores[0].SetDisabled(e.ctx, testUser, true); err != nil {
 		t.Fatal(err)
@@ -45,6 +48,11 @@ func TestDisableUser(t *testing.T) {
 	case <-changed:
 	case <-time.After(10 * time.Second):
 		t.Fatal("the open session of the disabled user was not told to end")
+	}
+	select {
+	case <-noCache:
+	case <-time.After(10 * time.Second):
+		t.Fatal("a node without login cache did not tell the session to end")
 	}
 	select {
 	case <-other:
