@@ -19,6 +19,7 @@ import (
 // it (with the other frontends') as replica.NodeConfig.Register.
 func Register(s grpc.ServiceRegistrar, n *replica.Node) {
 	pb.RegisterMailServer(s, &adminServer{n: n})
+	registerMigrate(s, n) // migrate.go
 }
 
 type adminServer struct {

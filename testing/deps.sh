@@ -5,7 +5,7 @@ set -euo pipefail
 what=${1:-test}
 pkgs=()
 case "$what" in
-  test)  pkgs=(isync fuse3 rsync git nginx-light curl postfix rspamd) ;;
+  test)  pkgs=(isync fuse3 rsync git nginx-light curl postfix rspamd dovecot-core) ;;
   bench) pkgs=(dovecot-imapd dovecot-lmtpd fio wrk nginx-light) ;;
   *) echo "usage: $0 test|bench" >&2; exit 2 ;;
 esac

@@ -42,7 +42,7 @@ Commands:
   site put NAME LOCALDIR [--delete]  sync a local directory up (only what changed)
   site get NAME LOCALDIR      download a site's files
   site ls NAME [PATH]         list a directory of a site
-` + mailUsage + queueUsage + credUsage + backupUsage + `  keygen                      print a new cluster secret
+` + mailUsage + queueUsage + migrateUsage + credUsage + backupUsage + `  keygen                      print a new cluster secret
 
 --cred DIR is an admin credential (cert.pem, key.pem, ca.pem): the cluster
 is reached over mutual TLS. --cluster-key-file is for clusters started with
@@ -232,9 +232,15 @@ func (a *adminClient) command(rest []string, timeout time.Duration, stdin io.Rea
 		return a.backupOrRestore(ctx, rest[0], rest[1:], stdout)
 	case "queue":
 		return a.queue(ctx, rest[1:], stdout)
+	case "import", "export":
+		_, err := a.migrateCommand(ctx, rest, stdin, stdout) // import.go
+		return err
 	case "domain", "user", "alias":
 		if len(rest) > 2 && rest[0] == "domain" && rest[1] == "dkim" {
 			return a.dkim(ctx, rest[2:], stdout)
+		}
+		if ok, err := a.migrateCommand(ctx, rest, stdin, stdout); ok { // import.go
+			return err
 		}
 		if len(rest) > 1 && rest[0] == "user" && (rest[1] == "add" || rest[1] == "passwd") && a.cfg.ClientTLS == nil {
 			fmt.Fprintln(os.Stderr, "hastore admin: warning: this cluster runs without TLS (--insecure): the password crosses the network in clear")

@@ -55,7 +55,7 @@ func TestAliasCLI(t *testing.T) {
 	}
 	must("", "domain", "add", "example.test")
 	for _, u := range []string{"alice", "bob"} {
-		must("pw-"+u+"\n", "user", "add", u+"@example.test")
+		must("pw-"+u+"-secret\n", "user", "add", u+"@example.test") // 8 characters at least (--password-min-length)
 	}
 	must("", "alias", "add", "postmaster@*", "alice@example.test")
 	if out := must("", "alias", "add", "team@example.test", "alice@example.test", "bob@example.test"); !strings.Contains(out, "team@example.test") {
@@ -137,7 +137,7 @@ print(" ".join(out))
 			Subject string `json:"subject"`
 		}
 		for try := 0; ; try++ {
-			in, _ := json.Marshal(map[string]any{"host": "127.0.0.1", "port": imapPort, "user": user, "password": "pw-" + strings.Split(user, "@")[0], "mailboxes": []string{"INBOX"}})
+			in, _ := json.Marshal(map[string]any{"host": "127.0.0.1", "port": imapPort, "user": user, "password": "pw-" + strings.Split(user, "@")[0] + "-secret", "mailboxes": []string{"INBOX"}})
 			cmd := exec.CommandContext(ctx, "python3", "../../mailserver/testdata/imapc.py")
 			cmd.Stdin = bytes.NewReader(in)
 			out, err := cmd.Output()

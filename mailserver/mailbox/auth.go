@@ -149,6 +149,10 @@ func (s *Store) verify(ctx context.Context, addr string, valid bool, password st
 		s.creds.put(addr, sum, exp, s.now())
 		s.share(SharedCredential{User: addr, MAC: sum, Expires: exp})
 	}
+	if !disabled {
+		// An imported (or weaker) hash stays only until its first use.
+		s.maybeRehash(addr, hash, password)
+	}
 	return loginOK, "hash", disabled, nil
 }
 

@@ -355,6 +355,7 @@ func (s *Store) followCredentials(src eventSource, sub *meta.Subscription) {
 			}
 			if ev.Cmd != nil {
 				s.dropCredentials(ev.Cmd)
+				s.followAccounts(ev.Cmd) // users.go
 			}
 		}
 		if sub.Err() != meta.ErrLagged {

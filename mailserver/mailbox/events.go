@@ -431,6 +431,15 @@ func (h *hub) command(idx uint64, cmd meta.Command, res *meta.Result) {
 		}
 	case mailstate.MailboxDelete:
 		h.add(c.User, c.Mailbox, MailboxEvent{Index: idx, Kind: EventReset})
+	case mailstate.MailImport:
+		// The mailbox may have taken the source's UIDVALIDITY: sessions
+		// that have it selected read it again (import.go).
+		for _, o := range outs {
+			if o.Code == mailstate.MailOK && o.SrcUID == 0 {
+				h.add(c.User, o.Mailbox, MailboxEvent{Index: idx, Kind: EventReset})
+				break
+			}
+		}
 	case mailstate.MailUserDelete:
 		h.resetAll(c.Address, idx)
 	}

@@ -85,6 +85,9 @@ type Store struct {
 	verifying map[[32]byte]*verifyCall // password checks under way, by credential
 	dummyHash string
 
+	acct      accountWatchers // AccountChanged (users.go)
+	rehashing sync.Map        // users whose imported hash is being replaced (users.go)
+
 	hubOnce sync.Once // the per-mailbox event streams (events.go)
 	hub     *hub
 	hubErr  error
@@ -116,8 +119,10 @@ func New(c Cluster, r meta.TenantReader, opt Options) *Store {
 	s.barrier = &catchUpper{fn: c.CatchUp, timeout: 10 * time.Second}
 	s.slots = newHashSlots(opt.HashSlots, opt.HashWait)
 	s.creds = newCredCache(opt.CredentialKey, opt.AuthCache, opt.AuthCacheEntries)
-	if src, ok := r.(eventSource); ok && s.creds.enabled() {
+	if src, ok := r.(eventSource); ok {
 		// Subscribed before any entry exists, so no change is missed.
+		// Followed even with the login cache off: AccountChanged (users.go)
+		// needs the same stream.
 		go s.followCredentials(src, src.Subscribe(1<<10))
 	}
 	// Unknown users are "verified" against this, so they cost what a wrong

@@ -112,7 +112,10 @@ func mailTypeName(t meta.CommandType) (string, bool) {
 	case TypeMailDeliverOnce:
 		return "MailDeliverOnce", true
 	}
-	return mailAliasTypeName(t) // alias.go
+	if name, ok := mailAliasTypeName(t); ok { // alias.go
+		return name, true
+	}
+	return migrateTypeName(t) // users.go
 }
 
 // Mail tenants and limits. Like the other limits they are replicated
@@ -696,7 +699,10 @@ func decodeMailBody(d *decoder, t meta.CommandType) (cmd meta.Command, ok bool) 
 		c.Now = d.varint()
 		return c, true
 	}
-	return decodeMailAliasBody(d, t) // alias.go
+	if cmd, ok := decodeMailAliasBody(d, t); ok { // alias.go
+		return cmd, true
+	}
+	return decodeMigrateBody(d, t) // users.go
 }
 
 // decodeMailDeliver decodes MailDeliver's fields (also the head of
