@@ -271,3 +271,43 @@ func mxSend(t *testing.T, addr, from string, to []string, msg io.Reader) error {
 	}
 	return c.SendMail(from, to, msg)
 }
+
+// TestSieveRedirect: a redirect is queued to the remote MTA unchanged,
+// with the original envelope sender and the loop mark, and no copy is
+// kept; a message that already carries the user's mark (it came back) is
+// kept in INBOX and not sent again.
+func TestSieveRedirect(t *testing.T) {
+	e := startEnv(t, nil)
+	e.start(t)
+	e.setSieve(t, "alice@local.test", "redirect \"bob@remote.test\";\n")
+	addr := e.mailListeners(t)["smtp"].String()
+	body := "From: carol@remote.test\r\nTo: alice@local.test\r\nSubject: pass it on\r\n\r\nfor bob\r\n"
+	if err := mxSend(t, addr, "carol@remote.test", []string{"alice@local.test"}, strings.NewReader(body)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the redirected message at the remote MTA", 30*time.Second, func() bool { return len(e.sink.Got()) >= 1 })
+	got := e.sink.Got()[0]
+	if got.From != "carol@remote.test" || strings.Join(got.To, ",") != "bob@remote.test" {
+		t.Errorf("redirect envelope %q → %v, want carol@remote.test → bob@remote.test", got.From, got.To)
+	}
+	s := string(got.Data)
+	if !strings.Contains(s, mailbox.SieveLoopHeader+": alice@local.test\r\n") || !strings.HasSuffix(s, body) {
+		t.Errorf("redirected message lacks the loop mark or the original message:\n%s", s)
+	}
+	if n := len(e.inbox(t, 0, "alice@local.test")); n != 0 {
+		t.Errorf("alice kept %d copies, want 0 (redirect cancels the implicit keep)", n)
+	}
+
+	back := mailbox.SieveLoopHeader + ": alice@local.test\r\n" + body
+	if err := mxSend(t, addr, "carol@remote.test", []string{"alice@local.test"}, strings.NewReader(back)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the queue to drain", 30*time.Second, func() bool { return e.queueLen(t) == 0 })
+	time.Sleep(500 * time.Millisecond)
+	if n := len(e.sink.Got()); n != 1 {
+		t.Errorf("remote MTA received %d messages, want 1: the looped message was redirected again", n)
+	}
+	if n := len(e.inbox(t, 0, "alice@local.test")); n != 1 {
+		t.Errorf("alice's INBOX holds %d messages, want 1 (the looped message)", n)
+	}
+}
