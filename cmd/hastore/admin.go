@@ -42,7 +42,7 @@ Commands:
   site put NAME LOCALDIR [--delete]  sync a local directory up (only what changed)
   site get NAME LOCALDIR      download a site's files
   site ls NAME [PATH]         list a directory of a site
-` + mailUsage + queueUsage + migrateUsage + credUsage + backupUsage + `  keygen                      print a new cluster secret
+` + mailUsage + sieveUsage + queueUsage + migrateUsage + credUsage + backupUsage + `  keygen                      print a new cluster secret
 
 --cred DIR is an admin credential (cert.pem, key.pem, ca.pem): the cluster
 is reached over mutual TLS. --cluster-key-file is for clusters started with
@@ -238,6 +238,9 @@ func (a *adminClient) command(rest []string, timeout time.Duration, stdin io.Rea
 	case "domain", "user", "alias":
 		if len(rest) > 2 && rest[0] == "domain" && rest[1] == "dkim" {
 			return a.dkim(ctx, rest[2:], stdout)
+		}
+		if len(rest) > 1 && rest[0] == "user" && rest[1] == "sieve" {
+			return a.sieve(ctx, rest[2:], stdin, stdout)
 		}
 		if ok, err := a.migrateCommand(ctx, rest, stdin, stdout); ok { // import.go
 			return err

@@ -89,7 +89,7 @@ func dev(args []string) error {
 		if err := nf.config(&cfg); err != nil {
 			return err
 		}
-		cfg.Register = registerAll(webfs.Register, mailRegister)
+		cfg.Register = registerAll(webfs.Register, mailRegister, sieveRegister)
 		cfg.CommandSets = commandSets
 		n, err := replica.StartNode(cfg)
 		if err != nil {

@@ -276,7 +276,7 @@ func serve(args []string) error {
 	if err := of.prepare(&cfg, certFile, keyFile); err != nil {
 		return err
 	}
-	cfg.Register = registerAll(webfs.Register, mailRegister, queueRegister)
+	cfg.Register = registerAll(webfs.Register, mailRegister, queueRegister, sieveRegister)
 	cfg.CommandSets = commandSets
 	n, err := replica.StartNode(cfg)
 	if err != nil {

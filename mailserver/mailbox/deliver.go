@@ -90,6 +90,8 @@ type Delivery struct {
 
 	digest [32]byte      // what the client sent (SetRetryKey); zero: none
 	window time.Duration // how long a retry of it is recognized
+
+	sv *sieveRun // FilterWithSieve (sieve.go); nil: no filtering
 }
 
 // SetRetryKey makes Commit recognize a retry: if the same digest of what
@@ -140,6 +142,7 @@ func (d *Delivery) Body(ctx context.Context, msg []byte, internalDate time.Time)
 		return fmt.Errorf("%w: Body called twice", ErrInvalid)
 	}
 	msg = NormalizeCRLF(msg)
+	d.sv.keep(msg)
 	info, err := EncodeInfo(ParseInfo(msg))
 	if err != nil {
 		return err
@@ -186,6 +189,9 @@ func (d *Delivery) Object() meta.BlobID { return d.obj }
 func (d *Delivery) Commit(ctx context.Context, allOrNothing bool) ([]Outcome, error) {
 	if !d.held && d.staged == nil {
 		return nil, fmt.Errorf("%w: Commit without a stored body", ErrInvalid)
+	}
+	if d.sv != nil {
+		return d.commitSieve(ctx, allOrNothing)
 	}
 	if len(d.rcpts) == 0 {
 		d.Abort(ctx)

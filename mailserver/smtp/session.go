@@ -51,9 +51,12 @@ var (
 // smtpErr maps a mailbox error to its reply.
 func smtpErr(err error) error {
 	var qe *mailbox.QuotaError
+	var re *mailbox.SieveRejectError
 	switch {
 	case err == nil:
 		return nil
+	case errors.As(err, &re):
+		return sieveReply(re)
 	case errors.As(err, &qe):
 		if qe.Permanent() {
 			return errQuotaPerm
@@ -277,6 +280,9 @@ func (s *session) Data(r io.Reader) error {
 		switch {
 		case errors.Is(o.Err, mailbox.ErrAborted):
 			aborted = true
+		case errors.Is(o.Err, mailbox.ErrSieveReject) && anyStored(outs):
+			// One reply for all: the others have it, so it is not refused.
+			s.srv.log.Info("sieve reject not answered: other recipients took the message", "err", o.Err, "msgid", s.msgID)
 		case o.Err != nil:
 			errs = append(errs, outcomeReply(o))
 		}
@@ -443,6 +449,7 @@ func (s *session) deliver(r io.Reader, allOrNothing bool) ([]mailbox.Outcome, *m
 		return nil, nil, s.enqueue(ctx, remote, msg, sp.Digest(), start)
 	}
 	d := s.srv.store.NewDelivery()
+	d.FilterWithSieve(s.sieveEnvelope())
 	for _, t := range s.targets(s.rcpts) {
 		if junk {
 			if t.Mailbox, err = s.srv.store.JunkMailbox(ctx, t.User); err != nil {
