@@ -142,6 +142,8 @@ type Cluster struct {
 	repair *repairer
 	// orphans bounds the failed puts whose reference is being settled.
 	orphans chan struct{}
+	// readIdx shares read-index round trips between concurrent catch-ups.
+	readIdx readIndexer
 }
 
 // NewCluster returns the data path of node self.
@@ -156,6 +158,7 @@ func NewCluster(self string, md Metadata, prop Proposer, peers Peers, health *He
 		orphans: make(chan struct{}, 256),
 	}
 	c.repair = newRepairer(c)
+	c.readIdx.fn = func(ctx context.Context) (uint64, error) { return c.prop.ReadIndex(ctx) }
 	return c, nil
 }
 
@@ -662,9 +665,10 @@ func (c *Cluster) lookup(ctx context.Context, id storage.BlobID) (meta.Object, e
 }
 
 // catchUp waits until this node has applied everything the leader had
-// committed when it was called.
+// committed when it was called. Concurrent calls share read-index rounds
+// (readindex.go says why that never serves a stale read).
 func (c *Cluster) catchUp(ctx context.Context) error {
-	idx, err := c.prop.ReadIndex(ctx)
+	idx, err := c.readIdx.readIndex(ctx)
 	if err != nil {
 		return fmt.Errorf("%w: cannot confirm with the raft leader: %v", ErrUnavailable, err)
 	}
