@@ -83,9 +83,8 @@ func (c *Cluster) readAt(ctx context.Context, id storage.BlobID, off, n int64) (
 // ReadInto reads bytes [off, off+len(p)) of the object into p and returns
 // how many it read: fewer than len(p) only at the object's end (then with
 // io.EOF, like io.ReaderAt). It is ReadAt without the result's allocation
-// and copy — the caller's buffer, a pooled one say, receives each shard's
-// verified bytes directly — and it reads the shards covering the range in
-// parallel.
+// and copy: the caller's buffer, a pooled one say, receives each shard's
+// verified bytes directly.
 func (c *Cluster) ReadInto(ctx context.Context, id storage.BlobID, off int64, p []byte) (int, error) {
 	start := time.Now()
 	n, err := c.readInto(ctx, id, off, p)
@@ -119,8 +118,7 @@ func (c *Cluster) readInto(ctx context.Context, id storage.BlobID, off int64, p 
 
 // readObjectInto fills p with the object's bytes from off; the range is
 // within the object. Each data shard's part of the range is one piece,
-// read (or rebuilt) in parallel with the others and copied straight into
-// its place in p.
+// read (or rebuilt) and copied straight into its place in p.
 func (c *Cluster) readObjectInto(ctx context.Context, o meta.Object, off int64, p []byte) error {
 	n := int64(len(p))
 	if o.Layout == storage.LayoutReplica {
@@ -167,30 +165,15 @@ func (c *Cluster) readObjectInto(ctx context.Context, o meta.Object, off int64, 
 		copy(p[pc.dstOff:], b)
 		return nil
 	}
-	if len(pieces) == 1 {
-		return fill(ctx, pieces[0])
-	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	errc := make(chan error, len(pieces))
+	// One piece after the other: under load, pieces in parallel only
+	// share the same bandwidth and CPU, and each takes longer — closer to
+	// ShardTimeout and to the hedge delay that multiplies the work.
 	for _, pc := range pieces {
-		go func() {
-			err := fill(ctx, pc)
-			errc <- err // before cancelling, so the cause is seen first
-			if err != nil {
-				cancel() // the read fails: stop the others
-			}
-		}()
-	}
-	// Wait for every piece, not just the first failure: p must not be
-	// written after we return.
-	var first error
-	for range pieces {
-		if err := <-errc; err != nil && first == nil {
-			first = err
+		if err := fill(ctx, pc); err != nil {
+			return err
 		}
 	}
-	return first
+	return nil
 }
 
 // readPiece returns bytes [a, b) of data shard i's payload. It asks shard

@@ -13,7 +13,7 @@ import (
 )
 
 // ReadInto fills the caller's buffer from the shards covering the range —
-// several at once when it crosses from one data shard to the next — with
+// both when it crosses from one data shard to the next — with
 // the same bytes as the object, a short count and io.EOF at its end, and
 // still when a node is down and its span is rebuilt from the others.
 func TestReadInto(t *testing.T) {
