@@ -61,7 +61,8 @@ type Options struct {
 	Scheme      storage.Scheme // default 2+1
 	SmallObject int            // default storage.DefaultSmallObject; <0 means none
 	// HedgeAfter is how long a read waits for a shard before asking a
-	// spare node too.
+	// spare node too — at least: while every node answers slowly, reads
+	// wait up to 10 times longer (hedge.go).
 	HedgeAfter time.Duration // default 150ms
 	// ShardTimeout bounds one shard transfer.
 	ShardTimeout time.Duration // default 30s
@@ -144,6 +145,8 @@ type Cluster struct {
 	orphans chan struct{}
 	// readIdx shares read-index round trips between concurrent catch-ups.
 	readIdx readIndexer
+	// latency sets how long a read waits before hedging (hedge.go).
+	latency fetchLatency
 }
 
 // NewCluster returns the data path of node self.

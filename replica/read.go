@@ -177,8 +177,8 @@ func (c *Cluster) readObjectInto(ctx context.Context, o meta.Object, off int64, 
 }
 
 // readPiece returns bytes [a, b) of data shard i's payload. It asks shard
-// i's node first; if that fails, or has not answered after HedgeAfter (a
-// slow or partitioned node), or the node is known to be down, it rebuilds
+// i's node first; if that fails, or has not answered after the hedge delay
+// (a slow or partitioned node; hedge.go), or the node is known to be down, it rebuilds
 // the bytes from the same span of k other shards, and returns whichever
 // comes first.
 func (c *Cluster) readPiece(ctx context.Context, o meta.Object, i int, a, b int64) ([]byte, error) {
@@ -216,7 +216,7 @@ func (c *Cluster) readPiece(ctx context.Context, o meta.Object, i int, a, b int6
 		c.repair.enqueue(o.ID)
 		rebuild()
 	}
-	hedge := time.NewTimer(c.opt.HedgeAfter)
+	hedge := time.NewTimer(c.hedgeDelay())
 	defer hedge.Stop()
 	var errs []error
 	for pending > 0 {
@@ -297,7 +297,7 @@ type fetchFunc func(ctx context.Context, svc ShardService, k storage.ShardKey) (
 
 // gather fetches shards in the order given until need of them succeeded. It
 // starts need fetches at once; each failure starts the next candidate, and
-// when the fetches in flight are slow (HedgeAfter) one spare is started too,
+// when the fetches in flight are slow (the hedge delay) one spare is started too,
 // so one slow node costs a hedge delay, not a timeout. It returns the
 // results by shard index and the indexes that failed with corrupt or
 // missing data (to be repaired).
@@ -324,7 +324,11 @@ func (c *Cluster) gather(ctx context.Context, o meta.Object, order []int, need i
 			svc, err := c.peers.Shards(o.Placement[i])
 			var v any
 			if err == nil {
+				began := time.Now()
 				v, err = fetch(fctx, svc, storage.ShardKey{Blob: o.ID, Index: i})
+				if err == nil {
+					c.latency.observe(o.Placement[i], time.Since(began))
+				}
 			}
 			results <- result{i, v, err}
 		}()
@@ -336,7 +340,8 @@ func (c *Cluster) gather(ctx context.Context, o meta.Object, order []int, need i
 	got := map[int]any{}
 	var bad []int
 	var errs []error
-	hedge := time.NewTimer(c.opt.HedgeAfter)
+	delay := c.hedgeDelay()
+	hedge := time.NewTimer(delay)
 	defer hedge.Stop()
 	for len(got) < need {
 		if inflight == 0 {
@@ -363,7 +368,7 @@ func (c *Cluster) gather(ctx context.Context, o meta.Object, order []int, need i
 			if start() {
 				metrics.Hedges.Inc()
 			}
-			hedge.Reset(c.opt.HedgeAfter)
+			hedge.Reset(delay)
 		case <-ctx.Done():
 			return got, bad, ctx.Err()
 		}
