@@ -61,7 +61,8 @@ type Options struct {
 	Scheme      storage.Scheme // default 2+1
 	SmallObject int            // default storage.DefaultSmallObject; <0 means none
 	// HedgeAfter is how long a read waits for a shard before asking a
-	// spare node too.
+	// spare node too — at least: while every node answers slowly, reads
+	// wait up to 10 times longer (hedge.go).
 	HedgeAfter time.Duration // default 150ms
 	// ShardTimeout bounds one shard transfer.
 	ShardTimeout time.Duration // default 30s
@@ -142,6 +143,10 @@ type Cluster struct {
 	repair *repairer
 	// orphans bounds the failed puts whose reference is being settled.
 	orphans chan struct{}
+	// readIdx shares read-index round trips between concurrent catch-ups.
+	readIdx readIndexer
+	// latency sets how long a read waits before hedging (hedge.go).
+	latency fetchLatency
 }
 
 // NewCluster returns the data path of node self.
@@ -156,6 +161,7 @@ func NewCluster(self string, md Metadata, prop Proposer, peers Peers, health *He
 		orphans: make(chan struct{}, 256),
 	}
 	c.repair = newRepairer(c)
+	c.readIdx.fn = func(ctx context.Context) (uint64, error) { return c.prop.ReadIndex(ctx) }
 	return c, nil
 }
 
@@ -662,9 +668,10 @@ func (c *Cluster) lookup(ctx context.Context, id storage.BlobID) (meta.Object, e
 }
 
 // catchUp waits until this node has applied everything the leader had
-// committed when it was called.
+// committed when it was called. Concurrent calls share read-index rounds
+// (readindex.go says why that never serves a stale read).
 func (c *Cluster) catchUp(ctx context.Context) error {
-	idx, err := c.prop.ReadIndex(ctx)
+	idx, err := c.readIdx.readIndex(ctx)
 	if err != nil {
 		return fmt.Errorf("%w: cannot confirm with the raft leader: %v", ErrUnavailable, err)
 	}

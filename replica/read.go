@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"slices"
 	"time"
 
@@ -72,39 +73,112 @@ func (c *Cluster) readAt(ctx context.Context, id storage.BlobID, off, n int64) (
 	if n == 0 {
 		return []byte{}, nil
 	}
+	out := make([]byte, n)
+	if err := c.readObjectInto(ctx, o, off, out); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// ReadInto reads bytes [off, off+len(p)) of the object into p and returns
+// how many it read: fewer than len(p) only at the object's end (then with
+// io.EOF, like io.ReaderAt). It is ReadAt without the result's allocation
+// and copy: the caller's buffer, a pooled one say, receives each shard's
+// verified bytes directly.
+func (c *Cluster) ReadInto(ctx context.Context, id storage.BlobID, off int64, p []byte) (int, error) {
+	start := time.Now()
+	n, err := c.readInto(ctx, id, off, p)
+	if err == io.EOF {
+		metrics.ObserveObject("read", start, nil)
+	} else {
+		metrics.ObserveObject("read", start, err)
+	}
+	return n, err
+}
+
+func (c *Cluster) readInto(ctx context.Context, id storage.BlobID, off int64, p []byte) (int, error) {
+	o, err := c.lookup(ctx, id)
+	if err != nil {
+		return 0, err
+	}
+	if off < 0 || off > o.Size {
+		return 0, fmt.Errorf("%w: range %d+%d of object %s of %d bytes", storage.ErrInvalid, off, len(p), id, o.Size)
+	}
+	n := min(int64(len(p)), o.Size-off)
+	if n > 0 {
+		if err := c.readObjectInto(ctx, o, off, p[:n]); err != nil {
+			return 0, err
+		}
+	}
+	if n < int64(len(p)) {
+		return int(n), io.EOF
+	}
+	return int(n), nil
+}
+
+// readObjectInto fills p with the object's bytes from off; the range is
+// within the object. Each data shard's part of the range is one piece,
+// read (or rebuilt) and copied straight into its place in p.
+func (c *Cluster) readObjectInto(ctx context.Context, o meta.Object, off int64, p []byte) error {
+	n := int64(len(p))
 	if o.Layout == storage.LayoutReplica {
 		got, bad, err := c.gather(ctx, o, c.preference(o, nil), 1, func(ctx context.Context, svc ShardService, k storage.ShardKey) (any, error) {
 			return svc.ReadShard(ctx, k, off, n)
 		})
 		if len(bad) > 0 {
-			c.repair.enqueue(id)
+			c.repair.enqueue(o.ID)
 		}
 		if err != nil {
-			return nil, err
+			return err
 		}
 		for _, v := range got {
-			return v.([]byte), nil
+			b := v.([]byte)
+			if int64(len(b)) != n {
+				return fmt.Errorf("%w: object %s: a replica gave %d bytes of %d", storage.ErrCorrupt, o.ID, len(b), n)
+			}
+			copy(p, b)
+			return nil
 		}
 	}
 	per := (o.Size + int64(o.K) - 1) / int64(o.K) // payload length of each shard
-	out := make([]byte, 0, n)
+	type piece struct {
+		i      int
+		a, b   int64 // span of shard i's payload
+		dstOff int64 // where it goes in p
+	}
+	var pieces []piece
 	for pos := off; pos < off+n; {
 		i := int(pos / per)
 		a := pos - int64(i)*per
 		b := min(per, off+n-int64(i)*per)
-		piece, err := c.readPiece(ctx, o, i, a, b)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, piece...)
+		pieces = append(pieces, piece{i, a, b, pos - off})
 		pos += b - a
 	}
-	return out, nil
+	fill := func(ctx context.Context, pc piece) error {
+		b, err := c.readPiece(ctx, o, pc.i, pc.a, pc.b)
+		if err != nil {
+			return err
+		}
+		if int64(len(b)) != pc.b-pc.a {
+			return fmt.Errorf("%w: object %s shard %d: %d bytes for a span of %d", storage.ErrCorrupt, o.ID, pc.i, len(b), pc.b-pc.a)
+		}
+		copy(p[pc.dstOff:], b)
+		return nil
+	}
+	// One piece after the other: under load, pieces in parallel only
+	// share the same bandwidth and CPU, and each takes longer — closer to
+	// ShardTimeout and to the hedge delay that multiplies the work.
+	for _, pc := range pieces {
+		if err := fill(ctx, pc); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // readPiece returns bytes [a, b) of data shard i's payload. It asks shard
-// i's node first; if that fails, or has not answered after HedgeAfter (a
-// slow or partitioned node), or the node is known to be down, it rebuilds
+// i's node first; if that fails, or has not answered after the hedge delay
+// (a slow or partitioned node; hedge.go), or the node is known to be down, it rebuilds
 // the bytes from the same span of k other shards, and returns whichever
 // comes first.
 func (c *Cluster) readPiece(ctx context.Context, o meta.Object, i int, a, b int64) ([]byte, error) {
@@ -142,7 +216,7 @@ func (c *Cluster) readPiece(ctx context.Context, o meta.Object, i int, a, b int6
 		c.repair.enqueue(o.ID)
 		rebuild()
 	}
-	hedge := time.NewTimer(c.opt.HedgeAfter)
+	hedge := time.NewTimer(c.hedgeDelay())
 	defer hedge.Stop()
 	var errs []error
 	for pending > 0 {
@@ -223,7 +297,7 @@ type fetchFunc func(ctx context.Context, svc ShardService, k storage.ShardKey) (
 
 // gather fetches shards in the order given until need of them succeeded. It
 // starts need fetches at once; each failure starts the next candidate, and
-// when the fetches in flight are slow (HedgeAfter) one spare is started too,
+// when the fetches in flight are slow (the hedge delay) one spare is started too,
 // so one slow node costs a hedge delay, not a timeout. It returns the
 // results by shard index and the indexes that failed with corrupt or
 // missing data (to be repaired).
@@ -250,7 +324,11 @@ func (c *Cluster) gather(ctx context.Context, o meta.Object, order []int, need i
 			svc, err := c.peers.Shards(o.Placement[i])
 			var v any
 			if err == nil {
+				began := time.Now()
 				v, err = fetch(fctx, svc, storage.ShardKey{Blob: o.ID, Index: i})
+				if err == nil {
+					c.latency.observe(o.Placement[i], time.Since(began))
+				}
 			}
 			results <- result{i, v, err}
 		}()
@@ -262,7 +340,8 @@ func (c *Cluster) gather(ctx context.Context, o meta.Object, order []int, need i
 	got := map[int]any{}
 	var bad []int
 	var errs []error
-	hedge := time.NewTimer(c.opt.HedgeAfter)
+	delay := c.hedgeDelay()
+	hedge := time.NewTimer(delay)
 	defer hedge.Stop()
 	for len(got) < need {
 		if inflight == 0 {
@@ -289,7 +368,7 @@ func (c *Cluster) gather(ctx context.Context, o meta.Object, order []int, need i
 			if start() {
 				metrics.Hedges.Inc()
 			}
-			hedge.Reset(c.opt.HedgeAfter)
+			hedge.Reset(delay)
 		case <-ctx.Done():
 			return got, bad, ctx.Err()
 		}

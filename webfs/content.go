@@ -169,28 +169,46 @@ func (s *Sites) read(ctx context.Context, a *Attr, off, n int64) ([]byte, error)
 	if len(a.Chunks) == 0 {
 		return slices.Clone(a.Inline[off : off+n]), nil
 	}
-	out := make([]byte, 0, n)
+	out := make([]byte, n)
+	if err := s.readInto(ctx, a, off, out); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// readInto fills p with a's content from off; the range must lie within
+// the content. Each chunk's part lands in p directly from the shards
+// (replica.Cluster.ReadInto): no whole-range buffer, no extra copy.
+func (s *Sites) readInto(ctx context.Context, a *Attr, off int64, p []byte) error {
+	n := int64(len(p))
+	if off < 0 || off+n > a.Size {
+		return syscall.EINVAL
+	}
+	if len(a.Chunks) == 0 {
+		copy(p, a.Inline[off:off+n])
+		return nil
+	}
 	var start int64
 	for _, c := range a.Chunks {
 		end := start + c.Len
 		if end > off && start < off+n {
 			lo := max(off, start) - start
 			hi := min(off+n, end) - start
-			b, err := s.c.ReadAt(ctx, [32]byte(c.ID), lo, hi-lo)
-			if err != nil {
-				return nil, err
+			dst := p[start+lo-off : start+hi-off]
+			got, err := s.c.ReadInto(ctx, [32]byte(c.ID), lo, dst)
+			if err != nil && !(err == io.EOF && got == len(dst)) {
+				if err == io.EOF {
+					err = fmt.Errorf("%w: chunk %s gave %d bytes for %d", syscall.EIO, c.ID, got, len(dst))
+				}
+				return err
 			}
-			if int64(len(b)) != hi-lo {
-				return nil, fmt.Errorf("%w: chunk %s gave %d bytes for %d", syscall.EIO, c.ID, len(b), hi-lo)
-			}
-			out = append(out, b...)
 		}
 		start = end
 		if start >= off+n {
 			break
 		}
 	}
-	return out, nil
+	return nil
 }
 
 // ReadAt returns bytes [off, off+n) of a regular file, fewer at its end
@@ -397,16 +415,20 @@ func (f *File) Attr() Attr { return f.attr }
 
 func (f *File) fetch(off, n int64) ([]byte, error) {
 	b, err := f.s.read(f.ctx, &f.attr, off, n)
+	return b, f.readErr(err)
+}
+
+func (f *File) readErr(err error) error {
+	if err == nil {
+		return nil
+	}
 	if errors.Is(err, replica.ErrNotFound) {
 		err = fmt.Errorf("%w: the file was replaced while being read", syscall.ESTALE)
 	}
-	if err != nil {
-		return nil, pathErr("read", inoPath(f.attr.Ino), err)
-	}
-	return b, nil
+	return pathErr("read", inoPath(f.attr.Ino), err)
 }
 
-// ReadAt implements io.ReaderAt.
+// ReadAt implements io.ReaderAt. It reads into p directly.
 func (f *File) ReadAt(p []byte, off int64) (int, error) {
 	if off < 0 {
 		return 0, pathErr("read", inoPath(f.attr.Ino), syscall.EINVAL)
@@ -414,11 +436,10 @@ func (f *File) ReadAt(p []byte, off int64) (int, error) {
 	if off >= f.attr.Size {
 		return 0, io.EOF
 	}
-	b, err := f.fetch(off, int64(len(p)))
-	if err != nil {
+	n := int(min(int64(len(p)), f.attr.Size-off))
+	if err := f.readErr(f.s.readInto(f.ctx, &f.attr, off, p[:n])); err != nil {
 		return 0, err
 	}
-	n := copy(p, b)
 	if n < len(p) {
 		return n, io.EOF
 	}

@@ -24,7 +24,15 @@
 // it ends (also on Ctrl-C; should it be SIGKILLed, the kernel kills the
 // children). With -profile DIR it builds hastore with a net/http/pprof hook
 // (through go build -overlay: the source tree is untouched) and saves a CPU
-// profile of node n1 during each n1 cell. `make bench` documents it.
+// profile of the measured node during each single-node cell. `make bench` documents it.
+//
+// With -baseline BIN it also starts a second cluster from that hastore
+// binary (an older build, say) with the same files, and measures it in the
+// same interleaved run, in a column of its own with its ratios to nginx and
+// to this tree's build: a before/after comparison that a busy shared
+// machine cannot skew towards one side. -node picks the node measured
+// (n1, or the leader or a follower of each cluster: a follower pays a
+// round trip to the leader for its read barrier, the leader does not).
 //
 // wrk, the nodes and nginx share the machine's cores: on a small machine
 // the client takes a large share, and the numbers say as much about that as
@@ -40,6 +48,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -59,6 +68,9 @@ type config struct {
 	keep             bool
 	profile          string
 	skipSpread       bool
+	rounds           int
+	baseline         string // a hastore binary measured beside this tree's build
+	node             string // "n1", "leader" or "follower"
 }
 
 type benchFile struct {
@@ -91,9 +103,15 @@ func main() {
 	flag.BoolVar(&cfg.keep, "keep", false, "keep the temporary directory (node data, logs, nginx config)")
 	flag.StringVar(&cfg.profile, "profile", "", "save CPU profiles of node n1 during its cells into this directory")
 	flag.BoolVar(&cfg.skipSpread, "n1-only", false, "skip the cells with one wrk per node")
+	flag.IntVar(&cfg.rounds, "rounds", 1, "measure every cell this many times, interleaved, and report the median of each figure")
+	flag.StringVar(&cfg.baseline, "baseline", "", "also measure a cluster of this hastore binary (e.g. a build of an older commit), interleaved")
+	flag.StringVar(&cfg.node, "node", "n1", "node measured by the single-node cells: n1, leader or follower")
 	flag.Parse()
-	if cfg.duration < time.Second || cfg.conns < 1 || cfg.threads < 1 || cfg.nodes < 1 {
-		benchproc.Fatalf("want -duration >= 1s, -conns >= 1, -threads >= 1, -nodes >= 1")
+	if cfg.node != "n1" && cfg.node != "leader" && cfg.node != "follower" {
+		benchproc.Fatalf("-node wants n1, leader or follower")
+	}
+	if cfg.duration < time.Second || cfg.conns < 1 || cfg.threads < 1 || cfg.nodes < 1 || cfg.rounds < 1 {
+		benchproc.Fatalf("want -duration >= 1s, -conns >= 1, -threads >= 1, -nodes >= 1, -rounds >= 1")
 	}
 	if cfg.threads > cfg.conns {
 		cfg.threads = cfg.conns // wrk refuses fewer connections than threads
@@ -160,62 +178,130 @@ func main() {
 	benchproc.Progress("built in %v", time.Since(t0).Round(time.Millisecond))
 
 	// ---- hastore ----
-	hs := startHastore(ctx, cfg, bin, filepath.Join(work), www)
+	hs := startHastore(ctx, cfg, bin, filepath.Join(work), www, "hastore", cfg.profile != "")
 	verify(ctx, hs, files)
 	benchproc.Progress("every node serves both files byte for byte")
+	var base *target
+	if cfg.baseline != "" {
+		bdir := filepath.Join(work, "baseline")
+		if err := os.Mkdir(bdir, 0o755); err != nil {
+			benchproc.Fatalf("%v", err)
+		}
+		base = startHastore(ctx, cfg, cfg.baseline, bdir, www, "baseline", false)
+		verify(ctx, base, files)
+		benchproc.Progress("every baseline node serves both files byte for byte")
+	}
 	ng := startNginx(ctx, cfg, work, www)
 	verify(ctx, ng, files)
 	benchproc.Progress("nginx serves both files byte for byte")
 	warm(ctx, cfg, hs, files)
+	if base != nil {
+		warm(ctx, cfg, base, files)
+	}
 	warm(ctx, cfg, ng, files)
 
 	// What else keeps this machine busy: on a shared host other processes
 	// take CPU the servers and wrk then lack.
-	bg := background(hs, ng)
+	all := []*target{hs, ng}
+	if base != nil {
+		all = append(all, base)
+	}
+	bg := background(all...)
 	benchproc.Progress("before measuring: host %.0f%% busy, %.2f cores used by processes other than ours", 100*bg.hostBusy, bg.other)
 
-	// Interleaved (hastore n1, nginx, hastore on all nodes, per file), so a
-	// neighbour's burst of load does not fall on one system only.
+	// Interleaved (hastore one node, baseline, nginx, hastore on all
+	// nodes, per file), so a neighbour's burst of load does not fall on one
+	// system only.
+	type column struct {
+		name string
+		t    *target
+		idx  []int
+		tag  string
+	}
+	one := func(t *target) []int { return []int{t.pick(cfg.node)} }
+	cols := []column{{"hastore " + hs.nodeLabel(cfg.node), hs, one(hs), "n1"}}
+	if base != nil {
+		cols = append(cols, column{"baseline " + base.nodeLabel(cfg.node), base, one(base), ""})
+	}
+	cols = append(cols, column{"nginx", ng, []int{0}, ""})
+	ngCol := len(cols) - 1
+	if !cfg.skipSpread {
+		allIdx := make([]int, cfg.nodes)
+		for i := range allIdx {
+			allIdx[i] = i
+		}
+		cols = append(cols, column{"hastore all nodes", hs, allIdx, "all"})
+	}
 	type key struct{ col, file int }
-	cells := map[key]*cell{}
-	cols := []string{"hastore n1", "hastore all nodes", "nginx"}
-	for fi, f := range files {
-		cells[key{0, fi}] = measure(ctx, cfg, hs, f, []int{0}, "n1")
-		cells[key{2, fi}] = measure(ctx, cfg, ng, f, []int{0}, "")
-		if !cfg.skipSpread {
-			all := make([]int, cfg.nodes)
-			for i := range all {
-				all[i] = i
+	runs := map[key][]*cell{}
+	for round := range cfg.rounds {
+		if cfg.rounds > 1 {
+			benchproc.Progress("round %d of %d", round+1, cfg.rounds)
+		}
+		for fi, f := range files {
+			for ci, c := range cols {
+				runs[key{ci, fi}] = append(runs[key{ci, fi}], measure(ctx, cfg, c.t, f, c.idx, c.tag))
 			}
-			cells[key{1, fi}] = measure(ctx, cfg, hs, f, all, "all")
 		}
 	}
+	cells := map[key]*cell{}
+	for k, cs := range runs {
+		cells[k] = median(cs)
+	}
 	benchproc.Progress("stopping hastore and nginx")
-	for _, p := range append(hs.procs, ng.procs...) {
-		p.Stop()
+	for _, t := range all {
+		for _, p := range t.procs {
+			p.Stop()
+		}
 	}
 
 	// ---- the table ----
 	fmt.Printf("\nwebbench: wrk %d connections, %v per cell; hastore: %d `hastore serve --http` processes, shards %s, leader %s, --log-level warn; nginx %s\n",
 		cfg.conns, cfg.duration, cfg.nodes, cfg.scheme, hs.leader, nginxVersion(cfg))
+	if base != nil {
+		fmt.Printf("baseline: %s, the same cluster shape, leader %s\n", cfg.baseline, base.leader)
+	}
 	fmt.Printf("host: %d CPUs (GOMAXPROCS of this process %d), %s/%s, %s\n", runtime.NumCPU(), runtime.GOMAXPROCS(0), runtime.GOOS, runtime.GOARCH, time.Now().UTC().Format(time.RFC3339))
 	fmt.Printf("cells: single wrk -t%d -c%d; ", cfg.threads, cfg.conns)
+	if cfg.rounds > 1 {
+		fmt.Printf("each figure the median of %d interleaved rounds; ", cfg.rounds)
+	}
 	if !cfg.skipSpread {
 		fmt.Printf("%d wrk -t1 processes side by side, one per node, %d connections in all; ", cfg.nodes, cfg.conns)
 	}
 	fmt.Printf("ratio = hastore / nginx (req/s and MiB/s: higher is better; latency: lower is better)\n\n")
 
-	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
-	hdr := []string{"file", "metric"}
-	for c, name := range cols {
-		if c == 1 && cfg.skipSpread {
+	// Ratio columns: each hastore column to nginx, and this build to the
+	// baseline.
+	type ratioCol struct {
+		name     string
+		num, den int
+	}
+	var ratios []ratioCol
+	for ci, c := range cols {
+		if ci == ngCol {
 			continue
 		}
-		hdr = append(hdr, name)
+		short := "n1"
+		switch {
+		case c.tag == "all":
+			short = "all"
+		case c.t == base:
+			short = "baseline"
+		}
+		ratios = append(ratios, ratioCol{short + "/nginx", ci, ngCol})
 	}
-	hdr = append(hdr, "n1/nginx")
-	if !cfg.skipSpread {
-		hdr = append(hdr, "all/nginx")
+	if base != nil {
+		ratios = append(ratios, ratioCol{"n1/baseline", 0, 1})
+	}
+
+	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
+	hdr := []string{"file", "metric"}
+	for _, c := range cols {
+		hdr = append(hdr, c.name)
+	}
+	for _, r := range ratios {
+		hdr = append(hdr, r.name)
 	}
 	fmt.Fprintln(tw, strings.Join(hdr, "\t")+"\t")
 	type row struct {
@@ -253,31 +339,25 @@ func main() {
 				label = f.label
 			}
 			line := []string{label, r.name}
-			for c := range cols {
-				if c == 1 && cfg.skipSpread {
-					continue
-				}
-				line = append(line, r.fmt(r.val(cells[key{c, fi}])))
+			for ci := range cols {
+				line = append(line, r.fmt(r.val(cells[key{ci, fi}])))
 			}
-			ng := r.val(cells[key{2, fi}])
-			for c := range 2 {
-				if c == 1 && cfg.skipSpread {
-					continue
-				}
-				if !r.ratio || ng == 0 {
+			for _, rc := range ratios {
+				den := r.val(cells[key{rc.den, fi}])
+				if !r.ratio || den == 0 {
 					line = append(line, "")
 					continue
 				}
-				line = append(line, fmt.Sprintf("%.2f", r.val(cells[key{c, fi}])/ng))
+				line = append(line, fmt.Sprintf("%.2f", r.val(cells[key{rc.num, fi}])/den))
 			}
 			fmt.Fprintln(tw, strings.Join(line, "\t")+"\t")
 		}
-		for c, name := range cols {
-			if cl := cells[key{c, fi}]; cl != nil && cl.res.errors != "" {
-				errs = append(errs, fmt.Sprintf("%s %s: %s", f.label, name, cl.res.errors))
+		for ci, c := range cols {
+			if cl := cells[key{ci, fi}]; cl != nil && cl.res.errors != "" {
+				errs = append(errs, fmt.Sprintf("%s %s: %s", f.label, c.name, cl.res.errors))
 			}
-			if cl := cells[key{c, fi}]; cl != nil && cl.res.reqs < 100 {
-				errs = append(errs, fmt.Sprintf("%s %s: only %d requests completed: too few to trust (raise -duration)", f.label, name, cl.res.reqs))
+			if cl := cells[key{ci, fi}]; cl != nil && cl.res.reqs < 100 {
+				errs = append(errs, fmt.Sprintf("%s %s: only %d requests completed: too few to trust (raise -duration)", f.label, c.name, cl.res.reqs))
 			}
 		}
 	}
@@ -293,6 +373,52 @@ func main() {
 		fmt.Printf("\nCPU profiles of node n1 in %s (symbolized: go tool pprof -top FILE)\n", cfg.profile)
 	}
 	benchproc.Cleanup()
+}
+
+// median returns a cell whose every figure is the median of that figure
+// over cs (measured in interleaved rounds): one burst of load from a
+// neighbour moves a mean, not a median. The request count is the total,
+// the errors those of every round.
+func median(cs []*cell) *cell {
+	if len(cs) == 1 {
+		return cs[0]
+	}
+	med := func(f func(*cell) float64) float64 {
+		v := make([]float64, len(cs))
+		for i, c := range cs {
+			v[i] = f(c)
+		}
+		slices.Sort(v)
+		if len(v)%2 == 1 {
+			return v[len(v)/2]
+		}
+		return (v[len(v)/2-1] + v[len(v)/2]) / 2
+	}
+	dur := func(f func(*cell) time.Duration) time.Duration {
+		return time.Duration(med(func(c *cell) float64 { return float64(f(c)) }))
+	}
+	r := &wrkResult{
+		reqPerSec: med(func(c *cell) float64 { return c.res.reqPerSec }),
+		bytesSec:  med(func(c *cell) float64 { return c.res.bytesSec }),
+		latAvg:    dur(func(c *cell) time.Duration { return c.res.latAvg }),
+		p50:       dur(func(c *cell) time.Duration { return c.res.p50 }),
+		p99:       dur(func(c *cell) time.Duration { return c.res.p99 }),
+	}
+	var errs []string
+	for _, c := range cs {
+		r.reqs += c.res.reqs
+		if c.res.errors != "" {
+			errs = append(errs, c.res.errors)
+		}
+	}
+	r.errors = strings.Join(errs, " | ")
+	return &cell{
+		res:      r,
+		srvCPU:   med(func(c *cell) float64 { return c.srvCPU }),
+		wrkCPU:   med(func(c *cell) float64 { return c.wrkCPU }),
+		hostBusy: med(func(c *cell) float64 { return c.hostBusy }),
+		other:    med(func(c *cell) float64 { return c.other }),
+	}
 }
 
 // background samples the host for a second while nothing is measured and
@@ -354,7 +480,7 @@ func measure(ctx context.Context, cfg config, t *target, f benchFile, idx []int,
 		path := filepath.Join(cfg.profile, fmt.Sprintf("n1-%s.cpu.pprof", strings.ReplaceAll(f.label, " ", "")))
 		go func() {
 			time.Sleep(time.Second)
-			profDone <- benchproc.FetchPprof(ctx, t.pprofAddrs[0], fmt.Sprintf("profile?seconds=%d", secs), path)
+			profDone <- benchproc.FetchPprof(ctx, t.pprofAddrs[idx[0]], fmt.Sprintf("profile?seconds=%d", secs), path)
 		}()
 	} else {
 		profDone <- nil

@@ -28,6 +28,33 @@ type target struct {
 	procs      benchproc.Group // whose CPU counts
 	pprofAddrs []string        // hastore nodes' pprof servers, with -profile
 	leader     string
+	ids        []string // hastore node IDs, by index
+}
+
+// pick returns the index of the node the single-node cells measure: n1,
+// the leader, or the first follower.
+func (t *target) pick(role string) int {
+	for i, id := range t.ids {
+		switch {
+		case role == "n1":
+			return 0
+		case role == "leader" && id == t.leader, role == "follower" && id != t.leader:
+			return i
+		}
+	}
+	return 0
+}
+
+// nodeLabel names the node pick chooses, for the table's header.
+func (t *target) nodeLabel(role string) string {
+	if len(t.ids) == 0 {
+		return ""
+	}
+	id := t.ids[t.pick(role)]
+	if role == "n1" {
+		return id
+	}
+	return id + " (" + role + ")"
 }
 
 func (t *target) cpu() float64 { return t.procs.CPU(false) }
@@ -36,7 +63,7 @@ func (t *target) checkAlive(during string) { t.procs.CheckAlive(during) }
 
 // ---- hastore: a loopback cluster of `hastore serve --http` processes ----
 
-func startHastore(ctx context.Context, cfg config, bin, work, www string) *target {
+func startHastore(ctx context.Context, cfg config, bin, work, www, label string, pprof bool) *target {
 	key, err := transport.GenerateKey()
 	if err != nil {
 		benchproc.Fatalf("%v", err)
@@ -54,7 +81,7 @@ func startHastore(ctx context.Context, cfg config, bin, work, www string) *targe
 		peers = append(peers, fmt.Sprintf("n%d=%s", i+1, addrs[i]))
 		clusterAddrs = append(clusterAddrs, addrs[i])
 	}
-	t := &target{name: fmt.Sprintf("hastore (%d nodes)", cfg.nodes), host: siteName}
+	t := &target{name: fmt.Sprintf("%s (%d nodes)", label, cfg.nodes), host: siteName}
 	var procs []*benchproc.Proc
 	benchproc.AtCleanup(func() {
 		var wg sync.WaitGroup
@@ -63,16 +90,17 @@ func startHastore(ctx context.Context, cfg config, bin, work, www string) *targe
 		}
 		wg.Wait()
 	})
-	benchproc.Progress("starting %d hastore serve processes (shards %s) in %s", cfg.nodes, cfg.scheme, work)
+	benchproc.Progress("starting %d %s serve processes (shards %s) in %s", cfg.nodes, label, cfg.scheme, work)
 	for i := range cfg.nodes {
 		id := fmt.Sprintf("n%d", i+1)
 		httpAddr := addrs[cfg.nodes+i]
 		var env []string
-		if cfg.profile != "" {
+		t.ids = append(t.ids, id)
+		if pprof {
 			t.pprofAddrs = append(t.pprofAddrs, addrs[2*cfg.nodes+i])
 			env = append(env, "HASTORE_BENCH_PPROF="+addrs[2*cfg.nodes+i])
 		}
-		p, err := benchproc.Start("hastore node "+id, filepath.Join(work, id+".log"), env,
+		p, err := benchproc.Start(label+" node "+id, filepath.Join(work, id+".log"), env,
 			bin, "serve", "--node", id, "--data", filepath.Join(work, id), "--listen", addrs[i],
 			"--peers", strings.Join(peers, ","), "--cluster-key-file", keyFile, "--insecure", "--shards", cfg.scheme,
 			"--log-level", "warn", "--http", httpAddr)

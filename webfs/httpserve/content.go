@@ -119,6 +119,50 @@ func (r *windowReader) Seek(offset int64, whence int) (int64, error) {
 	return offset, nil
 }
 
+// writeChunk bounds one write of a streamed response: large enough that a
+// 10 MiB file takes few system calls, small enough that a slow client
+// still accepts one within the write idle timeout.
+const writeChunk = 128 << 10
+
+// writeTo writes up to n bytes from the current position to w straight
+// from the window — no intermediate copy buffer — and returns how many it
+// wrote. ServeContent's io.CopyN reaches it through request.ReadFrom.
+func (r *windowReader) writeTo(w io.Writer, n int64) (int64, error) {
+	var written int64
+	for written < n {
+		r.mu.Lock()
+		if r.closed {
+			r.mu.Unlock()
+			return written, errClosed
+		}
+		if r.pos >= r.size {
+			r.mu.Unlock()
+			return written, io.EOF
+		}
+		if r.pos < r.bufOff || r.pos >= r.bufOff+int64(r.n) {
+			if err := r.fill(); err != nil {
+				r.mu.Unlock()
+				return written, err
+			}
+		}
+		b := r.buf[r.pos-r.bufOff : r.n]
+		b = b[:min(int64(len(b)), n-written, writeChunk)]
+		// The lock is held while writing: Close must not recycle the
+		// window under the write.
+		m, err := w.Write(b)
+		r.pos += int64(m)
+		r.mu.Unlock()
+		written += int64(m)
+		if err != nil {
+			return written, err
+		}
+		if m < len(b) {
+			return written, io.ErrShortWrite
+		}
+	}
+	return written, nil
+}
+
 // Err returns the first error reading the File, which ServeContent does not
 // report.
 func (r *windowReader) Err() error {

@@ -36,8 +36,44 @@ var DefaultDeny = []string{
 // wellKnown is the one dot-directory served: RFC 8615's, at the top only.
 const wellKnown = ".well-known"
 
-// denyList is a compiled list of patterns.
-type denyList []string
+// denyList is a compiled list of patterns. Most deny patterns are a
+// literal name, "*" and a literal suffix, or a literal prefix and "*";
+// those are matched by string comparison — every request is checked
+// against every pattern, and path.Match costs several times more — the
+// rest by path.Match.
+type denyList []denyPattern
+
+type denyPattern struct {
+	kind byte   // '=': equal to lit; '>': lit is a suffix; '<': lit is a prefix; 0: path.Match(pat)
+	lit  string // lower case
+	pat  string // lower case
+}
+
+func compileDeny(p string) denyPattern {
+	dp := denyPattern{pat: p}
+	switch i := strings.IndexAny(p, `*?[\`); {
+	case i < 0:
+		dp.kind, dp.lit = '=', p
+	case i == 0 && p[0] == '*' && !strings.ContainsAny(p[1:], `*?[\`):
+		dp.kind, dp.lit = '>', p[1:]
+	case i == len(p)-1 && p[i] == '*':
+		dp.kind, dp.lit = '<', p[:i]
+	}
+	return dp
+}
+
+func (dp *denyPattern) match(seg string) bool {
+	switch dp.kind {
+	case '=':
+		return seg == dp.lit
+	case '>':
+		return strings.HasSuffix(seg, dp.lit)
+	case '<':
+		return strings.HasPrefix(seg, dp.lit)
+	}
+	ok, _ := path.Match(dp.pat, seg)
+	return ok
+}
 
 // ParseDeny turns the --http-deny flag's value into a deny list for
 // [Options.Deny]: comma-separated path.Match patterns, where the word
@@ -76,7 +112,7 @@ func newDenyList(patterns []string) denyList {
 	d := make(denyList, 0, len(patterns))
 	for _, p := range patterns {
 		if _, err := path.Match(p, ""); err == nil { // a bad pattern would never match: keep it out
-			d = append(d, strings.ToLower(p))
+			d = append(d, compileDeny(strings.ToLower(p)))
 		}
 	}
 	return d
@@ -88,13 +124,16 @@ func (d denyList) denies(name string) bool {
 	if len(d) == 0 {
 		return false
 	}
-	for i, seg := range strings.Split(strings.Trim(name, "/"), "/") {
+	rest := strings.Trim(name, "/")
+	for i := 0; rest != ""; i++ {
+		seg, after, _ := strings.Cut(rest, "/")
+		rest = after
 		if seg == "" || (i == 0 && seg == wellKnown) {
 			continue
 		}
-		seg = strings.ToLower(seg)
-		for _, p := range d {
-			if ok, _ := path.Match(p, seg); ok {
+		seg = strings.ToLower(seg) // no allocation when already lower case
+		for j := range d {
+			if d[j].match(seg) {
 				return true
 			}
 		}
