@@ -159,6 +159,9 @@ type Node struct {
 	// raftLease is the leader lease in use, the floor of watchLeaderConn's
 	// heartbeat timeout (Raft wants heartbeat >= lease).
 	raftLease time.Duration
+	// removed is closed once this node has read, caught up, that it was
+	// removed from the cluster (watchRemoved).
+	removed chan struct{}
 }
 
 // StartNode opens the node's stores, starts serving on its cluster port and
@@ -190,7 +193,7 @@ func StartNode(cfg NodeConfig) (n *Node, err error) {
 		return nil, fmt.Errorf("node %s: %w", cfg.ID, err)
 	}
 	log := cfg.Logger.With("node", cfg.ID)
-	n = &Node{cfg: cfg, log: log}
+	n = &Node{cfg: cfg, log: log, removed: make(chan struct{})}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	started := n // the error returns below set n to nil
 	defer func() {
@@ -291,6 +294,7 @@ func StartNode(cfg NodeConfig) (n *Node, err error) {
 	n.goRun(n.watchLeader)
 	n.goRun(n.watchLeaderConn)
 	n.goRun(n.checkStoreIdentity)
+	n.goRun(n.watchRemoved)
 	if cfg.Join != "" {
 		if err := n.joinCluster(); err != nil {
 			return nil, err
@@ -884,4 +888,118 @@ type logWriter struct{ l *slog.Logger }
 func (w logWriter) Write(p []byte) (int, error) {
 	w.l.Debug(strings.TrimSpace(string(p)), "component", "raft-net")
 	return len(p), nil
+}
+
+// Removed is closed once this node knows it was removed from the cluster
+// ('hastore admin node remove'): its shards count as lost and are being
+// rebuilt elsewhere, so whatever it still serves (mail, sites) would only
+// fail half-way. Its owner should close its listeners and stop.
+func (n *Node) Removed() <-chan struct{} { return n.removed }
+
+// watchRemoved closes n.removed when this node's membership record says
+// removed and that is current: confirmed after a read barrier through the
+// leader, or, when no leader answers this node any more (a removed node
+// hears from none), by the Raft configuration no longer naming it. The
+// barrier keeps a node that is catching up on old entries (re-added after
+// a removal) from stopping on a record already superseded.
+func (n *Node) watchRemoved() {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-t.C:
+		}
+		if !n.removedRecord() {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(n.ctx, 5*time.Second)
+		err := n.Cluster.CatchUp(ctx)
+		cancel()
+		switch {
+		case err == nil && !n.removedRecord():
+			continue
+		case err != nil && n.inRaftConfig():
+			continue // not confirmed yet: try again next tick
+		}
+		n.log.Warn("this node was removed from the cluster", "node", n.cfg.ID)
+		close(n.removed)
+		return
+	}
+}
+
+func (n *Node) removedRecord() bool {
+	nodes, err := n.Meta.Nodes()
+	if err != nil {
+		return false
+	}
+	for _, m := range nodes {
+		if m.ID == n.cfg.ID {
+			return m.State == meta.NodeRemoved
+		}
+	}
+	return false
+}
+
+func (n *Node) inRaftConfig() bool {
+	f := n.Meta.Raft().GetConfiguration()
+	if f.Error() != nil {
+		return true // unknown: assume still a member
+	}
+	for _, s := range f.Configuration().Servers {
+		if string(s.ID) == n.cfg.ID {
+			return true
+		}
+	}
+	return false
+}
+
+// HandOverLeadership hands Raft leadership, if this node holds it, to the
+// most up-to-date other voter (raft's LeadershipTransfer) and waits until
+// this node sees the new leader: a node stopped on purpose then costs the
+// cluster one quick election instead of the followers' heartbeat timeout
+// and a leaderless pause. It returns the new leader's ID, or "" (and nil)
+// when there was nothing to hand over: not the leader, or no other voter.
+// ctx bounds the wait; on error the others elect a leader by timeout once
+// this node is gone.
+func (n *Node) HandOverLeadership(ctx context.Context) (string, error) {
+	if !n.IsLeader() {
+		return "", nil
+	}
+	f := n.Meta.Raft().GetConfiguration()
+	if err := f.Error(); err != nil {
+		return "", fmt.Errorf("reading the Raft configuration: %w", err)
+	}
+	others := 0
+	for _, s := range f.Configuration().Servers {
+		if s.Suffrage == raft.Voter && string(s.ID) != n.cfg.ID {
+			others++
+		}
+	}
+	if others == 0 {
+		return "", nil
+	}
+	done := make(chan error, 1)
+	go func() { done <- n.Meta.TransferLeadership() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			return "", err
+		}
+	case <-ctx.Done():
+		return "", fmt.Errorf("leadership transfer unfinished: %w", ctx.Err())
+	}
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if _, id := n.Meta.Leader(); id != "" && id != n.cfg.ID {
+			return id, nil
+		}
+		select {
+		case <-ctx.Done():
+			return "", fmt.Errorf("leadership handed over, but no new leader heard of yet: %w", ctx.Err())
+		case <-t.C:
+		}
+	}
 }
