@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -284,7 +285,7 @@ func serve(args []string) error {
 		n.Close()
 		return err
 	}
-	stopHTTP := func() {}
+	stopHTTP := func(context.Context) {}
 	if o.httpAddr != "" || hf.https != "" || hf.certDir != "" {
 		if stopHTTP, err = startHTTP(o.httpAddr, n, log, hf); err != nil {
 			mail.Close()
@@ -294,17 +295,18 @@ func serve(args []string) error {
 	}
 	stopOps, err := of.start(n, mail, log)
 	if err != nil {
-		stopHTTP()
+		stopWithin(stopHTTP, 0)
 		mail.Close()
 		n.Close()
 		return err
 	}
-	sig := make(chan os.Signal, 1)
+	// SIGTERM (systemd's stop) drains: see drainNode. A second signal cuts it short.
+	sig := make(chan os.Signal, 2)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
-	s := <-sig
-	log.Info("shutting down", "signal", s.String())
-	stopOps()
-	stopHTTP()
+	ctx, cancel, _ := waitForStop(sig, n, of.shutdownGrace, log)
+	drainNode(ctx, n, mail, stopHTTP, log)
+	cancel()
 	mail.Close()
+	stopOps()
 	return n.Close()
 }
