@@ -158,7 +158,11 @@ func (f *opsFlags) reload(log *slog.Logger) {
 			log.Info("SIGHUP: log level changed", "from", old.String(), "to", lvl.String())
 		}
 	}
-	log.Info("SIGHUP: done; other flags (addresses, limits, cluster settings) take effect only after a restart")
+	if f.onReload == nil {
+		log.Info("SIGHUP: done; without --config, other settings change only with a restart (with --config, a SIGHUP also applies the file's log level and connection caps)")
+		return
+	}
+	log.Info("SIGHUP: done")
 }
 
 // readLogLevel reads a level from file into logLevel.

@@ -285,6 +285,7 @@ func serve(args []string) error {
 		n.Close()
 		return err
 	}
+	live.setMail(mail.smtp, mf.maxConns, mf.maxConnsIP) // SIGHUP's config re-read may change the caps
 	stopHTTP := func(context.Context) {}
 	if o.httpAddr != "" || hf.https != "" || hf.certDir != "" {
 		if stopHTTP, err = startHTTP(o.httpAddr, n, log, hf); err != nil {

@@ -69,6 +69,7 @@ func startHTTP(addr string, n *replica.Node, log *slog.Logger, f *httpFlags) (st
 	h := httpserve.Handler(webfs.ForNode(n).HTTP(), httpserve.Options{Logger: hlog, Deny: deny})
 	srv := httpserve.NewServer(addr, h)
 	caps := httpserve.NewCaps(f.maxConns, f.maxConnsIP, hlog)
+	live.setHTTP(caps, f.maxConns, f.maxConnsIP)
 	type port struct {
 		flag, addr string
 		tls        *tls.Config
