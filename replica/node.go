@@ -470,7 +470,11 @@ func (n *Node) Join(ctx context.Context, id, addr string) error {
 // RemoveNode takes a node out of the cluster for good: it is marked removed
 // (so no new shard goes there and its shards count as lost), dropped from
 // Raft, and everything it held is rebuilt elsewhere. report sees progress
-// as the number of objects still naming the node.
+// in objects: Total those that named the node when the removal began, Done
+// those of them that no longer do (moved by this call's repair passes or
+// the leader's background repair, which starts as soon as the node is
+// marked removed), Repaired the shards this call's passes moved; it is
+// called at least every couple of seconds while shards move.
 func (n *Node) RemoveNode(ctx context.Context, id string, report func(Progress)) (Progress, error) {
 	// The membership is read locally: catch up first, or a node that has
 	// just joined (still installing its snapshot) answers "no member" and
@@ -493,17 +497,25 @@ func (n *Node) RemoveNode(ctx context.Context, id string, report func(Progress))
 	if !found {
 		return Progress{}, fmt.Errorf("%w: no member %q", ErrNotFound, id)
 	}
+	// Counted before the node is marked removed: from then on the
+	// leader's background repair moves its shards too, and a total taken
+	// later would leave out what had already moved (the bar showed 0/0).
+	p := Progress{Phase: "running", Total: n.objectsOn(id), Started: time.Now()}
 	if _, err := n.Cluster.propose(ctx, meta.NodeSet{ID: id, Address: addr, State: meta.NodeRemoved}); err != nil {
 		return Progress{}, err
 	}
 	if err := n.removeFromRaft(ctx, id); err != nil {
 		return Progress{}, err
 	}
-	total := n.objectsOn(id)
-	p := Progress{Phase: "running", Total: total, Started: time.Now()}
-	for {
+	var repaired int64 // by the finished passes
+	count := func() int64 {
 		left := n.objectsOn(id)
-		p.Done = total - left
+		p.Total = max(p.Total, left) // objects written to it just before the mark
+		p.Done = p.Total - left
+		return left
+	}
+	for {
+		left := count()
 		if report != nil {
 			report(p)
 		}
@@ -511,10 +523,23 @@ func (n *Node) RemoveNode(ctx context.Context, id string, report func(Progress))
 			p.Phase, p.Finished = "done", time.Now()
 			return p, nil
 		}
-		rp, err := n.Cluster.Repair(ctx, nil)
+		// A pass reports per object; recounting what still names the
+		// node walks every object, so it is done every 2 s at most.
+		last := time.Now()
+		rp, err := n.Cluster.Repair(ctx, func(rp Progress) {
+			if report == nil || time.Since(last) < 2*time.Second {
+				return
+			}
+			last = time.Now()
+			count()
+			p.Repaired = repaired + rp.Repaired
+			report(p)
+		})
 		if err != nil {
 			return p, err
 		}
+		repaired += rp.Repaired
+		p.Repaired = repaired
 		if rp.Repaired == 0 && n.objectsOn(id) == left {
 			p.Phase, p.Err = "done", fmt.Sprintf("%d objects still have shards on %s: not enough live nodes to move them; add a node and run repair", left, id)
 			return p, nil

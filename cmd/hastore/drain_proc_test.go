@@ -224,6 +224,16 @@ func TestProcDrainAndRemove(t *testing.T) {
 		}
 	}()
 
+	// Objects with shards on the leader, for the scrub below.
+	var onLeader []storage.BlobID
+	for k := 0; k < 8; k++ {
+		id, err := c.Put(ctx, others[0], []byte(fmt.Sprintf("object %d before the drain %s", k, strings.Repeat("y", 20000))))
+		if err != nil {
+			t.Fatal(err)
+		}
+		onLeader = append(onLeader, id)
+	}
+
 	stopped := make(chan struct{})
 	go func() {
 		defer close(stopped)
@@ -302,17 +312,49 @@ func TestProcDrainAndRemove(t *testing.T) {
 		t.Fatalf("the message acknowledged during the drain is not in INBOX")
 	}
 
-	// The old leader comes back; then a running node is removed.
+	// Bit rot on the stopped node: one of its shards. It comes back, and
+	// `admin scrub` counts the bad shard and its rebuilding.
+	corrupted := false
+	for _, id := range onLeader {
+		st, err := c.Stat(ctx, others[0], id, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, sh := range st.Shards {
+			if sh.Node == leaderID && !corrupted {
+				if err := cluster.CorruptShard(c.DataDir(leader), storage.ShardKey{Blob: id, Index: int(sh.Index)}); err != nil {
+					t.Fatal(err)
+				}
+				corrupted = true
+			}
+		}
+	}
+	if !corrupted {
+		t.Fatalf("none of %d objects has a shard on %s", len(onLeader), leaderID)
+	}
 	c.Start(leader)
 	c.WaitHealthy(60 * time.Second)
+	out, stderr, err := c.Admin(ctx, "scrub")
+	if err != nil {
+		t.Fatalf("scrub: %v\n%s", err, stderr)
+	}
+	want := regexp.MustCompile(`(?m)^scrub ` + leaderID + `: [1-9]\d* shards verified \(.*\): 1 bad or missing, 1 rebuilt, 0 left unfixed$`)
+	if !want.Match(out) {
+		t.Fatalf("scrub's summary does not count the corrupt shard on %s:\n%s", leaderID, out)
+	}
 	victim := -1
 	for _, i := range others {
 		if c.IDs[i] != newLeader {
 			victim = i
 		}
 	}
-	if _, stderr, err := c.Admin(ctx, "node", "remove", c.IDs[victim]); err != nil {
+	_, stderr, err = c.Admin(ctx, "node", "remove", c.IDs[victim])
+	if err != nil {
 		t.Fatalf("node remove %s: %v\n%s", c.IDs[victim], err, stderr)
+	}
+	// The progress counts the objects that had shards there: not 0/0.
+	if m := regexp.MustCompile(`remove ` + c.IDs[victim] + `: done (\d+)/(\d+)`).FindSubmatch(stderr); m == nil || string(m[1]) != string(m[2]) || string(m[2]) == "0" {
+		t.Fatalf("node remove's progress does not count the objects on %s:\n%s", c.IDs[victim], stderr)
 	}
 	cluster.Eventually(t, 60*time.Second, c.IDs[victim]+" shut down after its removal", func() error {
 		if logHas(t, c.LogFile(victim), regexp.MustCompile(`was removed from the cluster \('hastore admin node remove'\)`)) == nil {
