@@ -948,7 +948,7 @@ func (n *Node) watchRemoved() {
 		case err != nil && n.inRaftConfig():
 			continue // not confirmed yet: try again next tick
 		}
-		n.log.Warn("this node was removed from the cluster", "node", n.cfg.ID)
+		n.log.Warn("this node was removed from the cluster")
 		close(n.removed)
 		return
 	}
