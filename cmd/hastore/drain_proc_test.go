@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"regexp"
@@ -119,13 +120,13 @@ func TestProcDrainAndRemove(t *testing.T) {
 		t.Skip("starts a 4-node cluster")
 	}
 	const nodes = 4
-	ports := cluster.FreePorts(t, 2*nodes)
-	lmtp, imapAddr := ports[:nodes], ports[nodes:]
+	ports := cluster.FreePorts(t, 3*nodes)
+	lmtp, imapAddr, metricsAddr := ports[:nodes], ports[nodes:2*nodes], ports[2*nodes:]
 	c := cluster.StartProcesses(t, cluster.ProcOptions{
 		Nodes: nodes,
 		NodeArgs: func(i int) []string {
 			return []string{"--lmtp", lmtp[i], "--imap", imapAddr[i], "--allow-insecure-auth", "--hostname", "mx.test",
-				"--shutdown-grace", "25s"}
+				"--shutdown-grace", "25s", "--metrics", metricsAddr[i]}
 		},
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -245,6 +246,16 @@ func TestProcDrainAndRemove(t *testing.T) {
 	got, err := idle.untilClosed(30 * time.Second)
 	if err != nil || len(got) == 0 || !strings.HasPrefix(got[len(got)-1], "421") {
 		t.Fatalf("idle LMTP session at SIGTERM: got %q, %v; want 421 and a close", got, err)
+	}
+	// Still draining (the delivery above holds it): /readyz says so.
+	resp, err := http.Get("http://" + metricsAddr[leader] + "/readyz")
+	if err != nil {
+		t.Fatalf("/readyz while draining: %v", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(body), "shutting down") {
+		t.Fatalf("/readyz while draining: %d %q, want 503 shutting down", resp.StatusCode, body)
 	}
 	busy.send("the rest of the body, after the signal\r\n.\r\n")
 	busy.reply("250")
