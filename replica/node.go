@@ -921,50 +921,120 @@ func (w logWriter) Write(p []byte) (int, error) {
 // fail half-way. Its owner should close its listeners and stop.
 func (n *Node) Removed() <-chan struct{} { return n.removed }
 
-// watchRemoved closes n.removed when this node's membership record says
-// removed and that is current: confirmed after a read barrier through the
-// leader, or, when no leader answers this node any more (a removed node
-// hears from none), by the Raft configuration no longer naming it. The
-// barrier keeps a node that is catching up on old entries (re-added after
-// a removal) from stopping on a record already superseded.
+// watchRemoved closes n.removed once this node knows it was removed. Three
+// ways, because a removed node is cut off from the leader at once and may
+// miss the last entries:
+//
+//   - its membership record says removed, confirmed after a read barrier
+//     through the leader, or, when no leader answers it any more, by the
+//     Raft configuration no longer naming it or by the barrier failing for
+//     removedUnconfirmed (the barrier keeps a node catching up on old
+//     entries, re-added after a removal, from stopping on a record already
+//     superseded);
+//   - it has been a member but has known no leader for leaderlessAsk, and a
+//     member that knows a leader no longer lists it (removed nodes vanish
+//     from Status): the removal's entries never reached it.
 func (n *Node) watchRemoved() {
+	const (
+		removedUnconfirmed = 30 * time.Second
+		leaderlessAsk      = 10 * time.Second
+	)
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
+	var barrierFailing, leaderless, lastAsk time.Time
 	for {
 		select {
 		case <-n.ctx.Done():
 			return
 		case <-t.C:
 		}
-		if !n.removedRecord() {
-			continue
+		now := time.Now()
+		state := n.ownState()
+		if _, id := n.Meta.Leader(); id != "" {
+			leaderless = time.Time{}
+		} else if leaderless.IsZero() {
+			leaderless = now
 		}
-		ctx, cancel := context.WithTimeout(n.ctx, 5*time.Second)
-		err := n.Cluster.CatchUp(ctx)
-		cancel()
+		why := ""
 		switch {
-		case err == nil && !n.removedRecord():
+		case state == meta.NodeRemoved:
+			ctx, cancel := context.WithTimeout(n.ctx, 5*time.Second)
+			err := n.Cluster.CatchUp(ctx)
+			cancel()
+			switch {
+			case err == nil && n.ownState() != meta.NodeRemoved:
+				barrierFailing = time.Time{}
+				continue
+			case err == nil:
+				why = "its membership record says removed"
+			case !n.inRaftConfig():
+				why = "its membership record says removed and the Raft configuration no longer names it"
+			default:
+				if barrierFailing.IsZero() {
+					barrierFailing = now
+				}
+				if now.Sub(barrierFailing) < removedUnconfirmed {
+					continue
+				}
+				why = "its membership record says removed and no leader has answered it since " + barrierFailing.Format(time.RFC3339)
+			}
+		case state == meta.NodeActive && !leaderless.IsZero() && now.Sub(leaderless) >= leaderlessAsk && now.Sub(lastAsk) >= 5*time.Second:
+			lastAsk = now
+			by := n.unlistedBy()
+			if by == "" {
+				continue
+			}
+			why = "node " + by + ", which knows a leader, no longer lists it"
+		default:
+			barrierFailing = time.Time{}
 			continue
-		case err != nil && n.inRaftConfig():
-			continue // not confirmed yet: try again next tick
 		}
-		n.log.Warn("this node was removed from the cluster")
+		n.log.Warn("this node was removed from the cluster", "evidence", why)
 		close(n.removed)
 		return
 	}
 }
 
-func (n *Node) removedRecord() bool {
+// ownState is this node's membership state in its local metadata, "" if
+// it has no record (not a member yet).
+func (n *Node) ownState() meta.NodeState {
 	nodes, err := n.Meta.Nodes()
 	if err != nil {
-		return false
+		return ""
 	}
 	for _, m := range nodes {
 		if m.ID == n.cfg.ID {
-			return m.State == meta.NodeRemoved
+			return m.State
 		}
 	}
-	return false
+	return ""
+}
+
+// unlistedBy asks the other members for the cluster's status and returns
+// the first one that knows a leader and does not list this node, or "".
+func (n *Node) unlistedBy() string {
+	for id, addr := range n.Members() {
+		conn, err := n.pool.Conn(addr)
+		if err != nil {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(n.ctx, 3*time.Second)
+		st, err := pb.NewClusterClient(conn).Status(ctx, &pb.StatusRequest{})
+		cancel()
+		if err != nil || st.Leader == "" || len(st.Nodes) == 0 {
+			continue
+		}
+		listed := false
+		for _, m := range st.Nodes {
+			if m.Id == n.cfg.ID {
+				listed = true
+			}
+		}
+		if !listed {
+			return id
+		}
+	}
+	return ""
 }
 
 func (n *Node) inRaftConfig() bool {
