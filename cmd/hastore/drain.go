@@ -47,7 +47,8 @@ func stopWithin(stop func(context.Context), d time.Duration) {
 func drainNode(ctx context.Context, n *replica.Node, mail *mailListeners, stopHTTP func(context.Context), log *slog.Logger) {
 	start := time.Now()
 	draining.Store(true)
-	_ = sdNotify("STOPPING=1\nSTATUS=draining")
+	_ = sdNotify("STOPPING=1")
+	_ = sdNotify("STATUS=draining")
 	var wg sync.WaitGroup
 	run := func(fn func()) {
 		wg.Add(1)

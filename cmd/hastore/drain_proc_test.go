@@ -367,20 +367,14 @@ func TestProcDrainAndRemove(t *testing.T) {
 	if m := regexp.MustCompile(`remove ` + c.IDs[victim] + `: done (\d+)/(\d+)`).FindSubmatch(stderr); m == nil || string(m[1]) != string(m[2]) || string(m[2]) == "0" {
 		t.Fatalf("node remove's progress does not count the objects on %s:\n%s", c.IDs[victim], stderr)
 	}
-	cluster.Eventually(t, 60*time.Second, c.IDs[victim]+" shut down after its removal", func() error {
-		if logHas(t, c.LogFile(victim), regexp.MustCompile(`was removed from the cluster \('hastore admin node remove'\)`)) == nil {
-			return errors.New("its log does not say it was removed")
-		}
-		if logHas(t, c.LogFile(victim), regexp.MustCompile(`shutdown: drained`)) == nil {
-			return errors.New("not drained yet")
-		}
-		conn, err := net.DialTimeout("tcp", lmtp[victim], time.Second)
-		if err == nil {
-			conn.Close()
-			return fmt.Errorf("LMTP %s still accepts", lmtp[victim])
-		}
-		return nil
-	})
+	c.WaitExit(victim, 60*time.Second) // exit status 0
+	if logHas(t, c.LogFile(victim), regexp.MustCompile(`was removed from the cluster \('hastore admin node remove'\)`)) == nil {
+		t.Fatalf("%s's log does not say it was removed:\n%s", c.IDs[victim], tailFile(t, c.LogFile(victim), 30))
+	}
+	if conn, err := net.DialTimeout("tcp", lmtp[victim], time.Second); err == nil {
+		conn.Close()
+		t.Fatalf("LMTP %s of the removed node still accepts", lmtp[victim])
+	}
 }
 
 func tailFile(t *testing.T, file string, n int) string {
