@@ -931,9 +931,13 @@ func (n *Node) Removed() <-chan struct{} { return n.removed }
 //     removedUnconfirmed (the barrier keeps a node catching up on old
 //     entries, re-added after a removal, from stopping on a record already
 //     superseded);
-//   - it has been a member but has known no leader for leaderlessAsk, and a
-//     member that knows a leader no longer lists it (removed nodes vanish
-//     from Status): the removal's entries never reached it.
+//   - it has Raft state but has known no leader for leaderlessAsk, and the
+//     leader, asked directly every few seconds, has not listed it for
+//     removedUnconfirmed (removed nodes vanish from Status): the removal's
+//     entries never reached it, or it restarted after a crash and cannot
+//     rebuild its metadata without a leader. Only the leader's word counts,
+//     and only lasting: a leader elected a moment ago may not have recorded
+//     a member that started late yet.
 func (n *Node) watchRemoved() {
 	const (
 		removedUnconfirmed = 30 * time.Second
@@ -941,7 +945,7 @@ func (n *Node) watchRemoved() {
 	)
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
-	var barrierFailing, leaderless, lastAsk time.Time
+	var barrierFailing, leaderless, lastAsk, unlisted time.Time
 	for {
 		select {
 		case <-n.ctx.Done():
@@ -951,7 +955,7 @@ func (n *Node) watchRemoved() {
 		now := time.Now()
 		state := n.ownState()
 		if _, id := n.Meta.Leader(); id != "" {
-			leaderless = time.Time{}
+			leaderless, unlisted = time.Time{}, time.Time{}
 		} else if leaderless.IsZero() {
 			leaderless = now
 		}
@@ -978,13 +982,20 @@ func (n *Node) watchRemoved() {
 				}
 				why = "its membership record says removed and no leader has answered it since " + barrierFailing.Format(time.RFC3339)
 			}
-		case state == meta.NodeActive && !leaderless.IsZero() && now.Sub(leaderless) >= leaderlessAsk && now.Sub(lastAsk) >= 5*time.Second:
+		case n.Meta.Raft().LastIndex() > 0 && !leaderless.IsZero() && now.Sub(leaderless) >= leaderlessAsk && now.Sub(lastAsk) >= 5*time.Second:
 			lastAsk = now
 			by := n.unlistedBy()
 			if by == "" {
+				unlisted = time.Time{}
 				continue
 			}
-			why = "node " + by + ", which knows a leader, no longer lists it"
+			if unlisted.IsZero() {
+				unlisted = now
+			}
+			if now.Sub(unlisted) < removedUnconfirmed {
+				continue
+			}
+			why = "the Raft leader " + by + " has not listed it since " + unlisted.Format(time.RFC3339)
 		default:
 			barrierFailing = time.Time{}
 			continue
@@ -1011,9 +1022,21 @@ func (n *Node) ownState() meta.NodeState {
 }
 
 // unlistedBy asks the other members for the cluster's status and returns
-// the first one that knows a leader and does not list this node, or "".
+// the leader if it is among them and does not list this node, or "" (no
+// answer from the leader, or it lists this node).
 func (n *Node) unlistedBy() string {
-	for id, addr := range n.Members() {
+	// Whom to ask: the members on record, and those of the Raft
+	// configuration (a node restarted after a crash has no records until
+	// a leader lets it apply its log).
+	ask := n.Members()
+	if f := n.Meta.Raft().GetConfiguration(); f.Error() == nil {
+		for _, sv := range f.Configuration().Servers {
+			if id := string(sv.ID); id != n.cfg.ID && ask[id] == "" {
+				ask[id] = string(sv.Address)
+			}
+		}
+	}
+	for id, addr := range ask {
 		conn, err := n.pool.Conn(addr)
 		if err != nil {
 			continue
@@ -1021,7 +1044,7 @@ func (n *Node) unlistedBy() string {
 		ctx, cancel := context.WithTimeout(n.ctx, 3*time.Second)
 		st, err := pb.NewClusterClient(conn).Status(ctx, &pb.StatusRequest{})
 		cancel()
-		if err != nil || st.Leader == "" || len(st.Nodes) == 0 {
+		if err != nil || st.Leader != id || len(st.Nodes) == 0 {
 			continue
 		}
 		listed := false
