@@ -112,9 +112,10 @@ func logHas(t *testing.T, file string, re *regexp.Regexp) []string {
 // gets 421; an IMAP connection is closed; the process exits 0; every
 // object write acknowledged meanwhile by the other nodes reads back.
 //
-// `admin node remove` of a running node: that node says in its log why it
-// stops, closes its listeners (its LMTP port refuses connections) and
-// exits.
+// `admin node remove` of a dead node, whose machine then comes back: the
+// node finds out it was removed, says so in its log, closes its listeners
+// (its LMTP port refuses connections) and exits 0. (A node removed while
+// running: TestProcNodeRemove in testing/cluster.)
 func TestProcDrainAndRemove(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a 4-node cluster")
@@ -359,6 +360,9 @@ func TestProcDrainAndRemove(t *testing.T) {
 			victim = i
 		}
 	}
+	// The victim dies (its removal cannot reach it), is removed, and its
+	// machine comes back: the node must find out and stop by itself.
+	c.Kill(victim)
 	_, stderr, err = c.Admin(ctx, "node", "remove", c.IDs[victim])
 	if err != nil {
 		t.Fatalf("node remove %s: %v\n%s", c.IDs[victim], err, stderr)
@@ -367,9 +371,13 @@ func TestProcDrainAndRemove(t *testing.T) {
 	if m := regexp.MustCompile(`remove ` + c.IDs[victim] + `: done (\d+)/(\d+)`).FindSubmatch(stderr); m == nil || string(m[1]) != string(m[2]) || string(m[2]) == "0" {
 		t.Fatalf("node remove's progress does not count the objects on %s:\n%s", c.IDs[victim], stderr)
 	}
-	c.WaitExit(victim, 60*time.Second) // exit status 0
+	c.Start(victim)
+	c.WaitExit(victim, 120*time.Second) // exit status 0
 	if logHas(t, c.LogFile(victim), regexp.MustCompile(`was removed from the cluster \('hastore admin node remove'\)`)) == nil {
 		t.Fatalf("%s's log does not say it was removed:\n%s", c.IDs[victim], tailFile(t, c.LogFile(victim), 30))
+	}
+	if m := logHas(t, c.LogFile(victim), regexp.MustCompile(`evidence="([^"]*)"`)); m != nil {
+		t.Logf("%s knew it was removed: %s", c.IDs[victim], m[1])
 	}
 	if conn, err := net.DialTimeout("tcp", lmtp[victim], time.Second); err == nil {
 		conn.Close()
