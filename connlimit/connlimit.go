@@ -156,7 +156,7 @@ func (l *listener) refuse(c net.Conn, key netip.Prefix) {
 	if now.Sub(lc.lastLog) >= logEvery {
 		n, lc.refusedSince, lc.lastLog = lc.refusedSince, 0, now
 	}
-	open, fromClient := lc.open, lc.byKey[key]
+	open, fromClient, total, perIP := lc.open, lc.byKey[key], lc.total, lc.perIP // read locked: SetLimits may change the caps
 	answer := l.lim.Refuse != nil && lc.refusing < maxRefusing
 	if answer {
 		lc.refusing++
@@ -169,7 +169,7 @@ func (l *listener) refuse(c net.Conn, key netip.Prefix) {
 				name + "-max-connections or --" + name + "-max-connections-per-ip)"
 		}
 		l.lim.Logger.Warn(msg, "port", l.lim.Name, "client", key.String(), "refused_since_last_line", n,
-			"open", open, "max_total", lc.total, "from_client", fromClient, "max_per_ip", lc.perIP)
+			"open", open, "max_total", total, "from_client", fromClient, "max_per_ip", perIP)
 	}
 	if !answer {
 		_ = c.Close()

@@ -162,6 +162,9 @@ type Node struct {
 	// raftLease is the leader lease in use, the floor of watchLeaderConn's
 	// heartbeat timeout (Raft wants heartbeat >= lease).
 	raftLease time.Duration
+	// removed is closed once this node has read, caught up, that it was
+	// removed from the cluster (watchRemoved).
+	removed chan struct{}
 }
 
 // StartNode opens the node's stores, starts serving on its cluster port and
@@ -193,7 +196,7 @@ func StartNode(cfg NodeConfig) (n *Node, err error) {
 		return nil, fmt.Errorf("node %s: %w", cfg.ID, err)
 	}
 	log := cfg.Logger.With("node", cfg.ID)
-	n = &Node{cfg: cfg, log: log}
+	n = &Node{cfg: cfg, log: log, removed: make(chan struct{})}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	started := n // the error returns below set n to nil
 	defer func() {
@@ -294,6 +297,7 @@ func StartNode(cfg NodeConfig) (n *Node, err error) {
 	n.goRun(n.watchLeader)
 	n.goRun(n.watchLeaderConn)
 	n.goRun(n.checkStoreIdentity)
+	n.goRun(n.watchRemoved)
 	if cfg.Join != "" {
 		if err := n.joinCluster(); err != nil {
 			return nil, err
@@ -469,7 +473,11 @@ func (n *Node) Join(ctx context.Context, id, addr string) error {
 // RemoveNode takes a node out of the cluster for good: it is marked removed
 // (so no new shard goes there and its shards count as lost), dropped from
 // Raft, and everything it held is rebuilt elsewhere. report sees progress
-// as the number of objects still naming the node.
+// in objects: Total those that named the node when the removal began, Done
+// those of them that no longer do (moved by this call's repair passes or
+// the leader's background repair, which starts as soon as the node is
+// marked removed), Repaired the shards this call's passes moved; it is
+// called at least every couple of seconds while shards move.
 func (n *Node) RemoveNode(ctx context.Context, id string, report func(Progress)) (Progress, error) {
 	// The membership is read locally: catch up first, or a node that has
 	// just joined (still installing its snapshot) answers "no member" and
@@ -492,17 +500,25 @@ func (n *Node) RemoveNode(ctx context.Context, id string, report func(Progress))
 	if !found {
 		return Progress{}, fmt.Errorf("%w: no member %q", ErrNotFound, id)
 	}
+	// Counted before the node is marked removed: from then on the
+	// leader's background repair moves its shards too, and a total taken
+	// later would leave out what had already moved (the bar showed 0/0).
+	p := Progress{Phase: "running", Total: n.objectsOn(id), Started: time.Now()}
 	if _, err := n.Cluster.propose(ctx, meta.NodeSet{ID: id, Address: addr, State: meta.NodeRemoved}); err != nil {
 		return Progress{}, err
 	}
 	if err := n.removeFromRaft(ctx, id); err != nil {
 		return Progress{}, err
 	}
-	total := n.objectsOn(id)
-	p := Progress{Phase: "running", Total: total, Started: time.Now()}
-	for {
+	var repaired int64 // by the finished passes
+	count := func() int64 {
 		left := n.objectsOn(id)
-		p.Done = total - left
+		p.Total = max(p.Total, left) // objects written to it just before the mark
+		p.Done = p.Total - left
+		return left
+	}
+	for {
+		left := count()
 		if report != nil {
 			report(p)
 		}
@@ -510,10 +526,23 @@ func (n *Node) RemoveNode(ctx context.Context, id string, report func(Progress))
 			p.Phase, p.Finished = "done", time.Now()
 			return p, nil
 		}
-		rp, err := n.Cluster.Repair(ctx, nil)
+		// A pass reports per object; recounting what still names the
+		// node walks every object, so it is done every 2 s at most.
+		last := time.Now()
+		rp, err := n.Cluster.Repair(ctx, func(rp Progress) {
+			if report == nil || time.Since(last) < 2*time.Second {
+				return
+			}
+			last = time.Now()
+			count()
+			p.Repaired = repaired + rp.Repaired
+			report(p)
+		})
 		if err != nil {
 			return p, err
 		}
+		repaired += rp.Repaired
+		p.Repaired = repaired
 		if rp.Repaired == 0 && n.objectsOn(id) == left {
 			p.Phase, p.Err = "done", fmt.Sprintf("%d objects still have shards on %s: not enough live nodes to move them; add a node and run repair", left, id)
 			return p, nil
@@ -887,4 +916,211 @@ type logWriter struct{ l *slog.Logger }
 func (w logWriter) Write(p []byte) (int, error) {
 	w.l.Debug(strings.TrimSpace(string(p)), "component", "raft-net")
 	return len(p), nil
+}
+
+// Removed is closed once this node knows it was removed from the cluster
+// ('hastore admin node remove'): its shards count as lost and are being
+// rebuilt elsewhere, so whatever it still serves (mail, sites) would only
+// fail half-way. Its owner should close its listeners and stop.
+func (n *Node) Removed() <-chan struct{} { return n.removed }
+
+// watchRemoved closes n.removed once this node knows it was removed. Three
+// ways, because a removed node is cut off from the leader at once and may
+// miss the last entries:
+//
+//   - its membership record says removed, confirmed after a read barrier
+//     through the leader, or, when no leader answers it any more, by the
+//     Raft configuration no longer naming it or by the barrier failing for
+//     removedUnconfirmed (the barrier keeps a node catching up on old
+//     entries, re-added after a removal, from stopping on a record already
+//     superseded);
+//   - it has Raft state but has known no leader for leaderlessAsk, and the
+//     leader, asked directly every few seconds, has not listed it for
+//     removedUnconfirmed (removed nodes vanish from Status): the removal's
+//     entries never reached it, or it restarted after a crash and cannot
+//     rebuild its metadata without a leader. Only the leader's word counts,
+//     and only lasting: a leader elected a moment ago may not have recorded
+//     a member that started late yet.
+func (n *Node) watchRemoved() {
+	const (
+		removedUnconfirmed = 30 * time.Second
+		leaderlessAsk      = 10 * time.Second
+	)
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	var barrierFailing, leaderless, lastAsk, unlisted time.Time
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-t.C:
+		}
+		now := time.Now()
+		state := n.ownState()
+		if _, id := n.Meta.Leader(); id != "" {
+			leaderless, unlisted = time.Time{}, time.Time{}
+		} else if leaderless.IsZero() {
+			leaderless = now
+		}
+		why := ""
+		switch {
+		case state == meta.NodeRemoved:
+			ctx, cancel := context.WithTimeout(n.ctx, 5*time.Second)
+			err := n.Cluster.CatchUp(ctx)
+			cancel()
+			switch {
+			case err == nil && n.ownState() != meta.NodeRemoved:
+				barrierFailing = time.Time{}
+				continue
+			case err == nil:
+				why = "its membership record says removed"
+			case !n.inRaftConfig():
+				why = "its membership record says removed and the Raft configuration no longer names it"
+			default:
+				if barrierFailing.IsZero() {
+					barrierFailing = now
+				}
+				if now.Sub(barrierFailing) < removedUnconfirmed {
+					continue
+				}
+				why = "its membership record says removed and no leader has answered it since " + barrierFailing.Format(time.RFC3339)
+			}
+		case n.Meta.Raft().LastIndex() > 0 && !leaderless.IsZero() && now.Sub(leaderless) >= leaderlessAsk && now.Sub(lastAsk) >= 5*time.Second:
+			lastAsk = now
+			by := n.unlistedBy()
+			if by == "" {
+				unlisted = time.Time{}
+				continue
+			}
+			if unlisted.IsZero() {
+				unlisted = now
+			}
+			if now.Sub(unlisted) < removedUnconfirmed {
+				continue
+			}
+			why = "the Raft leader " + by + " has not listed it since " + unlisted.Format(time.RFC3339)
+		default:
+			barrierFailing = time.Time{}
+			continue
+		}
+		n.log.Warn("this node was removed from the cluster", "evidence", why)
+		close(n.removed)
+		return
+	}
+}
+
+// ownState is this node's membership state in its local metadata, "" if
+// it has no record (not a member yet).
+func (n *Node) ownState() meta.NodeState {
+	nodes, err := n.Meta.Nodes()
+	if err != nil {
+		return ""
+	}
+	for _, m := range nodes {
+		if m.ID == n.cfg.ID {
+			return m.State
+		}
+	}
+	return ""
+}
+
+// unlistedBy asks the other members for the cluster's status and returns
+// the leader if it is among them and does not list this node, or "" (no
+// answer from the leader, or it lists this node).
+func (n *Node) unlistedBy() string {
+	// Whom to ask: the members on record, and those of the Raft
+	// configuration (a node restarted after a crash has no records until
+	// a leader lets it apply its log).
+	ask := n.Members()
+	if f := n.Meta.Raft().GetConfiguration(); f.Error() == nil {
+		for _, sv := range f.Configuration().Servers {
+			if id := string(sv.ID); id != n.cfg.ID && ask[id] == "" {
+				ask[id] = string(sv.Address)
+			}
+		}
+	}
+	for id, addr := range ask {
+		conn, err := n.pool.Conn(addr)
+		if err != nil {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(n.ctx, 3*time.Second)
+		st, err := pb.NewClusterClient(conn).Status(ctx, &pb.StatusRequest{})
+		cancel()
+		if err != nil || st.Leader != id || len(st.Nodes) == 0 {
+			continue
+		}
+		listed := false
+		for _, m := range st.Nodes {
+			if m.Id == n.cfg.ID {
+				listed = true
+			}
+		}
+		if !listed {
+			return id
+		}
+	}
+	return ""
+}
+
+func (n *Node) inRaftConfig() bool {
+	f := n.Meta.Raft().GetConfiguration()
+	if f.Error() != nil {
+		return true // unknown: assume still a member
+	}
+	for _, s := range f.Configuration().Servers {
+		if string(s.ID) == n.cfg.ID {
+			return true
+		}
+	}
+	return false
+}
+
+// HandOverLeadership hands Raft leadership, if this node holds it, to the
+// most up-to-date other voter (raft's LeadershipTransfer) and waits until
+// this node sees the new leader: a node stopped on purpose then costs the
+// cluster one quick election instead of the followers' heartbeat timeout
+// and a leaderless pause. It returns the new leader's ID, or "" (and nil)
+// when there was nothing to hand over: not the leader, or no other voter.
+// ctx bounds the wait; on error the others elect a leader by timeout once
+// this node is gone.
+func (n *Node) HandOverLeadership(ctx context.Context) (string, error) {
+	if !n.IsLeader() {
+		return "", nil
+	}
+	f := n.Meta.Raft().GetConfiguration()
+	if err := f.Error(); err != nil {
+		return "", fmt.Errorf("reading the Raft configuration: %w", err)
+	}
+	others := 0
+	for _, s := range f.Configuration().Servers {
+		if s.Suffrage == raft.Voter && string(s.ID) != n.cfg.ID {
+			others++
+		}
+	}
+	if others == 0 {
+		return "", nil
+	}
+	done := make(chan error, 1)
+	go func() { done <- n.Meta.TransferLeadership() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			return "", err
+		}
+	case <-ctx.Done():
+		return "", fmt.Errorf("leadership transfer unfinished: %w", ctx.Err())
+	}
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if _, id := n.Meta.Leader(); id != "" && id != n.cfg.ID {
+			return id, nil
+		}
+		select {
+		case <-ctx.Done():
+			return "", fmt.Errorf("leadership handed over, but no new leader heard of yet: %w", ctx.Err())
+		case <-t.C:
+		}
+	}
 }

@@ -165,7 +165,8 @@ func (s *clusterServer) Status(ctx context.Context, _ *pb.StatusRequest) (*pb.Cl
 }
 
 func progressPB(p Progress) *pb.Progress {
-	return &pb.Progress{Phase: p.Phase, Done: p.Done, Total: p.Total, Bytes: p.Bytes, Finished: p.Phase == "done", Error: p.Err}
+	return &pb.Progress{Phase: p.Phase, Done: p.Done, Total: p.Total, Bytes: p.Bytes, Finished: p.Phase == "done", Error: p.Err,
+		Found: p.Found, Repaired: p.Repaired, Unfixed: p.Unfixed}
 }
 
 // streamProgress runs a pass and sends its progress, at most a few times

@@ -223,7 +223,7 @@ func (a *adminClient) command(rest []string, timeout time.Duration, stdin io.Rea
 		}
 		return a.removeNode(ctx, rest[2])
 	case "repair", "scrub":
-		return a.run(ctx, rest[0], rest[1:])
+		return a.run(ctx, rest[0], rest[1:], stdout)
 	case "site":
 		return a.site(ctx, rest[1:], stdout)
 	case "cred":
@@ -761,9 +761,24 @@ func (a *adminClient) removeNode(ctx context.Context, id string) error {
 		if last != nil && last.Error != "" {
 			return errors.New(last.Error)
 		}
-		fmt.Fprintf(os.Stderr, "node %s removed; its data is protected elsewhere\n", id)
+		if last != nil && last.Total > 0 {
+			fmt.Fprintf(os.Stderr, "node %s removed; the %d objects that had shards on it are protected elsewhere (%d shards moved by this command, the rest by the cluster's background repair)\n", id, last.Total, last.Repaired)
+		} else {
+			fmt.Fprintf(os.Stderr, "node %s removed; it held no data\n", id)
+		}
 		return nil
 	})
+}
+
+// passSummary is the line a finished repair or scrub pass ends with: what
+// it went through, what it found and what it fixed.
+func passSummary(what, label string, p *pb.Progress) string {
+	if what == "scrub" {
+		return fmt.Sprintf("%s: %d shards verified (%s): %d bad or missing, %d rebuilt, %d left unfixed",
+			label, p.Done, bytesHuman(p.Bytes), p.Found, p.Repaired, p.Unfixed)
+	}
+	return fmt.Sprintf("%s: %d objects checked: %d needing work, %d shards rebuilt or moved (%s), %d left unfixed",
+		label, p.Done, p.Found, p.Repaired, bytesHuman(p.Bytes), p.Unfixed)
 }
 
 // unknownNode says that the cluster has no node id, and which it has.
@@ -782,7 +797,7 @@ func (a *adminClient) unknownNode(ctx context.Context, c pb.ClusterClient, id st
 
 // run starts a repair pass (on one node: repair is cluster-wide) or a scrub
 // (on every node: each verifies its own shards).
-func (a *adminClient) run(ctx context.Context, what string, args []string) error {
+func (a *adminClient) run(ctx context.Context, what string, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet(what, flag.ContinueOnError)
 	detach := fs.Bool("detach", false, "start it and return at once")
 	if err := fs.Parse(args); err != nil {
@@ -802,6 +817,12 @@ func (a *adminClient) run(ctx context.Context, what string, args []string) error
 		last, err := drain(stream, newProgressBar(label))
 		if err == nil && last != nil && last.Error != "" {
 			err = errors.New(last.Error)
+		}
+		if err == nil && last != nil && last.Finished {
+			fmt.Fprintln(stdout, passSummary(what, label, last))
+			if last.Unfixed > 0 {
+				err = fmt.Errorf("%s: %d problems left unfixed; see the node's log and 'hastore admin status'", label, last.Unfixed)
+			}
 		}
 		return err
 	}

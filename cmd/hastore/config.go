@@ -145,8 +145,9 @@ func flagValues(fs *flag.FlagSet) map[string]string {
 	return vals
 }
 
-// liveKeys are the settings a SIGHUP applies to a running node; a change
-// to any other needs a restart. (The certificate files named by the TLS
+// liveKeys are the settings a SIGHUP applies to a running node (the
+// connection caps join them in livelimits.go); a change to any other
+// needs a restart. (The certificate files named by the TLS
 // settings are re-read on SIGHUP anyway; a new file name needs a restart.)
 // Each checks a value and returns what applies it.
 var liveKeys = map[string]func(value string) (apply func(), err error){

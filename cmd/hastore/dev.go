@@ -8,6 +8,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"syscall"
+	"time"
 
 	"hastore/replica"
 	"hastore/replica/transport"
@@ -113,7 +114,7 @@ func dev(args []string) error {
 			if err != nil {
 				return err
 			}
-			defer stop()
+			defer stopWithin(stop, 5*time.Second)
 			webLines += fmt.Sprintf("  node %s  HTTP %s\n", n.ID(), addr)
 		}
 		webLines += fmt.Sprintf("  site %s: curl -H 'Host: %s' http://127.0.0.1:%d/\n", devSite, devSite, *httpBase)

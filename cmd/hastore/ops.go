@@ -38,14 +38,16 @@ func newLogHandler(lvl slog.Level, json bool) slog.Handler {
 // opsFlags are serve's operations flags: the metrics listener and what
 // SIGHUP re-reads.
 type opsFlags struct {
-	metrics      string
-	logLevelFile string
+	metrics       string
+	logLevelFile  string
+	shutdownGrace time.Duration
 	// onReload, if set, runs first on SIGHUP (serve's --config re-read).
 	onReload func(*slog.Logger)
 }
 
 func (f *opsFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.metrics, "metrics", "", "serve Prometheus /metrics, /healthz and /readyz on this address, e.g. 127.0.0.1:9464 (empty: off; no authentication: keep it on loopback or a monitoring network)")
+	fs.DurationVar(&f.shutdownGrace, "shutdown-grace", 10*time.Second, "on SIGTERM, how long SMTP/LMTP messages being received and HTTP requests may take to finish while Raft leadership is handed to another node; what is unfinished then is cut, unacknowledged (keep below systemd's TimeoutStopSec)")
 	fs.StringVar(&f.logLevelFile, "log-level-file", "", "file holding a log level (debug, info, warn, error), read at start and on SIGHUP; overrides --log-level")
 }
 
@@ -79,7 +81,7 @@ func (f *opsFlags) start(n *replica.Node, mail *mailListeners, log *slog.Logger)
 	}
 	var srv *metrics.Server
 	if f.metrics != "" {
-		if srv, err = metrics.Serve(f.metrics, n.Ready, log.With("component", "metrics")); err != nil {
+		if srv, err = metrics.Serve(f.metrics, readyUnlessDraining(n), log.With("component", "metrics")); err != nil {
 			return nil, err
 		}
 	}
@@ -156,7 +158,11 @@ func (f *opsFlags) reload(log *slog.Logger) {
 			log.Info("SIGHUP: log level changed", "from", old.String(), "to", lvl.String())
 		}
 	}
-	log.Info("SIGHUP: done; other flags (addresses, limits, cluster settings) take effect only after a restart")
+	if f.onReload == nil {
+		log.Info("SIGHUP: done; without --config, other settings change only with a restart (with --config, a SIGHUP also applies the file's log level and connection caps)")
+		return
+	}
+	log.Info("SIGHUP: done")
 }
 
 // readLogLevel reads a level from file into logLevel.

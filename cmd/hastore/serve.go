@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -296,7 +297,8 @@ func serve(args []string) error {
 		n.Close()
 		return err
 	}
-	stopHTTP := func() {}
+	live.setMail(mail.smtp, mf.maxConns, mf.maxConnsIP) // SIGHUP's config re-read may change the caps
+	stopHTTP := func(context.Context) {}
 	if o.httpAddr != "" || hf.https != "" || hf.certDir != "" {
 		if stopHTTP, err = startHTTP(o.httpAddr, n, log, hf); err != nil {
 			mail.Close()
@@ -306,20 +308,21 @@ func serve(args []string) error {
 	}
 	stopOps, err := of.start(n, mail, log)
 	if err != nil {
-		stopHTTP()
+		stopWithin(stopHTTP, 0)
 		mail.Close()
 		n.Close()
 		return err
 	}
-	sig := make(chan os.Signal, 1)
+	// SIGTERM (systemd's stop) drains: see drainNode. A second signal cuts it short.
+	sig := make(chan os.Signal, 2)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
-	s := <-sig
-	log.Info("shutting down", "signal", s.String())
-	stopOps()
-	stopHTTP()
+	ctx, cancel, _ := waitForStop(sig, n, of.shutdownGrace, log)
+	drainNode(ctx, n, mail, stopHTTP, log)
+	cancel()
 	mail.Close()
 	if queue != nil {
 		queue.Close() // before the node: its workers propose through it
 	}
+	stopOps()
 	return n.Close()
 }

@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"time"
 
 	"hastore/metrics"
 	"hastore/replica"
@@ -38,9 +37,9 @@ func (f *httpFlags) registerHTTPS(fs *flag.FlagSet) {
 
 // startHTTP serves the sites stored in the cluster over HTTP on addr and,
 // if f.https is set, over HTTPS there, from node n; either address may be
-// empty. It returns once the ports are open; stop shuts the server down,
-// letting requests in flight finish for a few seconds.
-func startHTTP(addr string, n *replica.Node, log *slog.Logger, f *httpFlags) (stop func(), err error) {
+// empty. It returns once the ports are open; stop closes the ports and
+// lets requests in flight finish until ctx ends, then cuts the rest.
+func startHTTP(addr string, n *replica.Node, log *slog.Logger, f *httpFlags) (stop func(ctx context.Context), err error) {
 	if f == nil {
 		f = &httpFlags{deny: "default"}
 	}
@@ -70,6 +69,7 @@ func startHTTP(addr string, n *replica.Node, log *slog.Logger, f *httpFlags) (st
 	h := httpserve.Handler(webfs.ForNode(n).HTTP(), httpserve.Options{Logger: hlog, Deny: deny})
 	srv := httpserve.NewServer(addr, h)
 	caps := httpserve.NewCaps(f.maxConns, f.maxConnsIP, hlog)
+	live.setHTTP(caps, f.maxConns, f.maxConnsIP)
 	type port struct {
 		flag, addr string
 		tls        *tls.Config
@@ -105,9 +105,9 @@ func startHTTP(addr string, n *replica.Node, log *slog.Logger, f *httpFlags) (st
 		}()
 		log.Info("serving sites over "+what, "addr", p.l.Addr().String())
 	}
-	return func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(ctx)
+	return func(ctx context.Context) {
+		if err := srv.Shutdown(ctx); err != nil {
+			_ = srv.Close()
+		}
 	}, nil
 }

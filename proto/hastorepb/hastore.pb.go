@@ -1829,7 +1829,14 @@ type Progress struct {
 	// finished is set on the last message of a job.
 	Finished bool `protobuf:"varint,5,opt,name=finished,proto3" json:"finished,omitempty"`
 	// error is why the job stopped, empty if it succeeded or still runs.
-	Error         string `protobuf:"bytes,6,opt,name=error,proto3" json:"error,omitempty"`
+	Error string `protobuf:"bytes,6,opt,name=error,proto3" json:"error,omitempty"`
+	// found is how many problems the job found so far: objects needing
+	// work (repair), bad or missing shards (scrub).
+	Found int64 `protobuf:"varint,7,opt,name=found,proto3" json:"found,omitempty"`
+	// repaired is how many shards it rebuilt or moved.
+	Repaired int64 `protobuf:"varint,8,opt,name=repaired,proto3" json:"repaired,omitempty"`
+	// unfixed is how many of those found still need work at the end.
+	Unfixed       int64 `protobuf:"varint,9,opt,name=unfixed,proto3" json:"unfixed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1904,6 +1911,27 @@ func (x *Progress) GetError() string {
 		return x.Error
 	}
 	return ""
+}
+
+func (x *Progress) GetFound() int64 {
+	if x != nil {
+		return x.Found
+	}
+	return 0
+}
+
+func (x *Progress) GetRepaired() int64 {
+	if x != nil {
+		return x.Repaired
+	}
+	return 0
+}
+
+func (x *Progress) GetUnfixed() int64 {
+	if x != nil {
+		return x.Unfixed
+	}
+	return 0
 }
 
 // SiteRequest names a site.
@@ -5338,14 +5366,17 @@ const file_hastore_proto_rawDesc = "" +
 	"\x11leader_rtt_micros\x18\x02 \x01(\x03R\x0fleaderRttMicros\x12*\n" +
 	"\x11others_rtt_micros\x18\x03 \x01(\x03R\x0fothersRttMicros\"&\n" +
 	"\x0eReadIndexReply\x12\x14\n" +
-	"\x05index\x18\x01 \x01(\x04R\x05index\"\x92\x01\n" +
+	"\x05index\x18\x01 \x01(\x04R\x05index\"\xde\x01\n" +
 	"\bProgress\x12\x14\n" +
 	"\x05phase\x18\x01 \x01(\tR\x05phase\x12\x12\n" +
 	"\x04done\x18\x02 \x01(\x03R\x04done\x12\x14\n" +
 	"\x05total\x18\x03 \x01(\x03R\x05total\x12\x14\n" +
 	"\x05bytes\x18\x04 \x01(\x03R\x05bytes\x12\x1a\n" +
 	"\bfinished\x18\x05 \x01(\bR\bfinished\x12\x14\n" +
-	"\x05error\x18\x06 \x01(\tR\x05error\"!\n" +
+	"\x05error\x18\x06 \x01(\tR\x05error\x12\x14\n" +
+	"\x05found\x18\a \x01(\x03R\x05found\x12\x1a\n" +
+	"\brepaired\x18\b \x01(\x03R\brepaired\x12\x18\n" +
+	"\aunfixed\x18\t \x01(\x03R\aunfixed\"!\n" +
 	"\vSiteRequest\x12\x12\n" +
 	"\x04site\x18\x01 \x01(\tR\x04site\">\n" +
 	"\x0eAddSiteRequest\x12\x12\n" +

@@ -313,6 +313,29 @@ func (c *Processes) halt(i int, sig syscall.Signal, wait time.Duration) {
 	}
 }
 
+// WaitExit waits until node i exits on its own (as a removed node does),
+// and fails the test unless it does so within wait and with status 0.
+func (c *Processes) WaitExit(i int, wait time.Duration) {
+	c.t.Helper()
+	c.mu.Lock()
+	p := c.procs[i]
+	c.mu.Unlock()
+	if p == nil {
+		c.t.Fatalf("node %s is not running", c.IDs[i])
+	}
+	select {
+	case <-p.done:
+	case <-time.After(wait):
+		c.t.Fatalf("node %s did not exit on its own within %v\n%s", c.IDs[i], wait, c.tail(i, 30))
+	}
+	c.mu.Lock()
+	c.procs[i] = nil
+	c.mu.Unlock()
+	if p.err != nil {
+		c.t.Errorf("node %s exited with %v (want 0)\n%s", c.IDs[i], p.err, c.tail(i, 30))
+	}
+}
+
 // Running returns the indexes of the nodes running now.
 func (c *Processes) Running() []int {
 	c.mu.Lock()

@@ -725,7 +725,8 @@ func TestProcNodeRemove(t *testing.T) {
 		}
 		return nil
 	})
-	// The removed node's process can go now, and nothing depends on it.
-	c.Stop(gone)
+	// The removed node's process stops by itself (it learns it was
+	// removed), and nothing depends on it.
+	c.WaitExit(gone, 60*time.Second)
 	check()
 }
