@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -114,7 +115,7 @@ func sieveRegister(s grpc.ServiceRegistrar, n *replica.Node) {
 
 // sieve runs `hastore admin user sieve set|get|del ADDRESS [FILE|-]`.
 func (a *adminClient) sieve(ctx context.Context, args []string, stdin io.Reader, out io.Writer) error {
-	usage := errors.New("usage:\n" + sieveUsage)
+	usage := errors.New("usage:\n" + strings.TrimSuffix(sieveUsage, "\n"))
 	if len(args) < 2 {
 		return usage
 	}

@@ -1,9 +1,6 @@
 package sieve
 
-import (
-	"fmt"
-	"strings"
-)
+import "fmt"
 
 // The syntax tree as RFC 5228 §8 grammar gives it, before any command is
 // known: compile.go checks names and arguments against what this package
@@ -282,16 +279,4 @@ func (p *parser) test() (*rawTest, error) {
 	p.depth--
 	t.args, t.tests, t.testList = args, tests, list
 	return t, nil
-}
-
-// quoteList shows a string list the way it was likely written.
-func quoteList(ss []string) string {
-	q := make([]string, len(ss))
-	for i, s := range ss {
-		q[i] = fmt.Sprintf("%q", s)
-	}
-	if len(q) == 1 {
-		return q[0]
-	}
-	return "[" + strings.Join(q, ", ") + "]"
 }

@@ -385,8 +385,6 @@ func seqNum(s string) (uint32, error) {
 	return uint32(n), nil
 }
 
-var months = []string{"Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"}
-
 // date parses a SEARCH date: d-Mon-yyyy, possibly quoted.
 func (d *decoder) date() (time.Time, error) {
 	var s string
