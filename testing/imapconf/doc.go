@@ -1,0 +1,57 @@
+// Package imapconf is hastore's IMAP conformance suite: one script per RFC
+// command or extension (scripts/*.txt), each run by conf_test.go over real
+// sockets against a real 3-node cluster of `hastore serve` processes, on a
+// user of its own (so scripts do not depend on one another). A script says
+// what the client sends and what the server must, and must not, answer.
+//
+// # Script format
+//
+// One directive a line; blank lines are ignored.
+//
+//	# text            a comment (say which RFC section the lines below check)
+//	# KNOWN: reason   the next exchange is known to fail: it still runs, and
+//	                  if it fails the script goes on and, unless something
+//	                  else fails, is reported skipped with the reason
+//	C: a1 SELECT x    send a command; the tag is its first word
+//	S: pattern        an untagged (or "+") line of this exchange that must
+//	                  appear, in any order; a pattern starting with the tag
+//	                  is the tagged completion instead (default: "tag OK ...")
+//	!S: pattern       no response line of this exchange may match
+//	W: pattern        read from the connection until a line matches (10 s):
+//	                  for IDLE and other unsolicited responses
+//	CONN name node    open connection name to node (0, 1 or 2) and use it;
+//	                  every script starts on connection "a" to node 0, its
+//	                  greeting read
+//	USE name          send the next commands on connection name
+//	QUOTA size        (before the first command) set the user's quota, e.g. 1M
+//	MSG name [lf]     a message; its lines follow, up to a line ".", and are
+//	                  joined by CRLF (by a bare LF with "lf"); ".." is "."
+//
+// An exchange is one C: line with the S:, !S: lines after it. It ends at
+// the tagged response, or at a "+" continuation when nothing is left to
+// send: the next C: line then continues that command (IDLE's DONE, the
+// data of a literal the script writes itself) and the exchange keeps its
+// tag. A connection the server closes reads as the line "[closed]".
+//
+// In C: lines, ${NAME} is a variable's value, and these send a literal,
+// synchronizing (waiting for the server's "+") or LITERAL+ (RFC 7888):
+//
+//	{MSG:name} {MSG+:name}   the message name
+//	{LIT:text} {LIT+:text}   text
+//
+// Patterns match a whole response line, case-insensitively; a literal in a
+// response is part of its line (so "..." spans it). Text stands for itself
+// except:
+//
+//	...             any text
+//	{{regexp}}      a Go regexp
+//	{{NAME=regexp}} a Go regexp whose match is kept as variable NAME
+//	${NAME}         a variable's value
+//
+// Variables: USER and PASS (the script's user), SIZE:name and MSG:name
+// (the length and bytes of message name), and those captured.
+//
+// Every line the server sends, in every script, is also checked not to be
+// a NO [SERVERBUG] (a client error is the client's, a server fault is a
+// bug either way).
+package imapconf
