@@ -189,6 +189,10 @@ type conn struct {
 	br      *bufio.Reader
 	pending string // the tag of a command left at a "+" continuation
 	closed  bool
+	// backlog holds the untagged lines of the exchanges since the last W:
+	// that matched, so that a W: finds an update whichever response it
+	// came with.
+	backlog []string
 }
 
 const closedLine = "[closed]"
@@ -321,14 +325,23 @@ func (r *runner) wait(st Step) error {
 	if err != nil {
 		return err
 	}
-	var seen []string
+	c := r.cur
+	for i, l := range c.backlog {
+		if re.MatchString(l) {
+			r.capture(re, l)
+			c.backlog = c.backlog[i+1:]
+			return nil
+		}
+	}
+	seen := c.backlog
+	c.backlog = nil
 	deadline := time.Now().Add(waitTimeout)
 	for {
 		left := time.Until(deadline)
 		if left <= 0 {
 			return fmt.Errorf("W: %s\n  not seen within %v; the server said:%s", st.Text, waitTimeout, show(seen))
 		}
-		l, err := r.cur.readLine(left)
+		l, err := c.readLine(left)
 		if l != "" {
 			seen = append(seen, l)
 		}
@@ -430,6 +443,7 @@ func (r *runner) exchange(st Step) error {
 			}
 		}
 	}()
+	c.backlog = append(c.backlog, lines...)
 	all := append(append([]string(nil), lines...), tagged)
 	fail := func(format string, a ...any) error {
 		return fmt.Errorf("C: %s\n  %s\n  the server said:%s", st.Text, fmt.Sprintf(format, a...), show(all))

@@ -17,8 +17,10 @@
 //	                  appear, in any order; a pattern starting with the tag
 //	                  is the tagged completion instead (default: "tag OK ...")
 //	!S: pattern       no response line of this exchange may match
-//	W: pattern        read from the connection until a line matches (10 s):
-//	                  for IDLE and other unsolicited responses
+//	W: pattern        an untagged line of any exchange on this connection
+//	                  since the last W:, or else read until one matches
+//	                  (10 s): for IDLE, and for updates a server may send
+//	                  with one response or the next
 //	CONN name node    open connection name to node (0, 1 or 2) and use it;
 //	                  every script starts on connection "a" to node 0, its
 //	                  greeting read
@@ -40,7 +42,9 @@
 //	{LIT:text} {LIT+:text}   text
 //
 // Patterns match a whole response line, case-insensitively; a literal in a
-// response is part of its line (so "..." spans it). Text stands for itself
+// response is part of its line, its bytes right after the {N} (the CRLF
+// that ends the {N} dropped), so "..." spans it and
+// "BODY[] {${SIZE:m}}${MSG:m}" matches message m. Text stands for itself
 // except:
 //
 //	...             any text
@@ -50,6 +54,17 @@
 //
 // Variables: USER and PASS (the script's user), SIZE:name and MSG:name
 // (the length and bytes of message name), and those captured.
+//
+// A script stops at its first failure, which is reported with its file and
+// line, the command, the expectation and every line the server answered.
+//
+// # Running
+//
+//	go test -run TestConformance ./testing/imapconf/
+//	IMAPCONF_RUN=fetch go test -run TestConformance -v ./testing/imapconf/
+//
+// The second runs only the scripts whose names contain "fetch"; -v shows
+// the KNOWN failures' exchanges. HASTORE_BIN names a prebuilt binary.
 //
 // Every line the server sends, in every script, is also checked not to be
 // a NO [SERVERBUG] (a client error is the client's, a server fault is a
