@@ -6,6 +6,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -256,7 +257,8 @@ type runner struct {
 
 func (e *env) run(t *testing.T, s *Script) {
 	r := &runner{t: t, e: e, s: s, conns: map[string]*conn{},
-		vars: map[string]string{"USER": user(s), "PASS": password(s)}}
+		vars: map[string]string{"USER": user(s), "PASS": password(s),
+			"PLAIN": base64.StdEncoding.EncodeToString([]byte("\x00" + user(s) + "\x00" + password(s)))}}
 	defer func() {
 		for _, c := range r.conns {
 			c.nc.Close()

@@ -52,7 +52,8 @@
 //	{{NAME=regexp}} a Go regexp whose match is kept as variable NAME
 //	${NAME}         a variable's value
 //
-// Variables: USER and PASS (the script's user), SIZE:name and MSG:name
+// Variables: USER and PASS (the script's user), PLAIN (its SASL PLAIN
+// response, base64), SIZE:name and MSG:name
 // (the length and bytes of message name), and those captured.
 //
 // A script stops at its first failure, which is reported with its file and
