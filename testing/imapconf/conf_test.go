@@ -402,6 +402,9 @@ func (r *runner) exchange(st Step) error {
 			if seg.NonSync {
 				plus = "+"
 			}
+			if seg.Binary {
+				w.WriteString("~")
+			}
 			fmt.Fprintf(w, "{%d%s}\r\n", len(seg.Literal), plus)
 			if !seg.NonSync {
 				if err := w.Flush(); err != nil {

@@ -39,6 +39,7 @@
 // synchronizing (waiting for the server's "+") or LITERAL+ (RFC 7888):
 //
 //	{MSG:name} {MSG+:name}   the message name
+//	{BIN:name} {BIN+:name}   the message name as a literal8, ~{n} (RFC 3516)
 //	{LIT:text} {LIT+:text}   text
 //
 // Patterns match a whole response line, case-insensitively; a literal in a

@@ -276,9 +276,10 @@ type Segment struct {
 	Literal []byte
 	IsLit   bool
 	NonSync bool // LITERAL+
+	Binary  bool // literal8, ~{n} (RFC 3516)
 }
 
-var litRef = regexp.MustCompile(`\{(MSG|LIT)(\+?):([^}]*)\}`)
+var litRef = regexp.MustCompile(`\{(MSG|LIT|BIN)(\+?):([^}]*)\}`)
 
 // segments splits a (variable-expanded) command line at its literals.
 func segments(line string, msgs map[string][]byte) ([]Segment, error) {
@@ -287,8 +288,9 @@ func segments(line string, msgs map[string][]byte) ([]Segment, error) {
 	for _, m := range litRef.FindAllStringSubmatchIndex(line, -1) {
 		out = append(out, Segment{Text: line[last:m[0]]})
 		arg := line[m[6]:m[7]]
-		seg := Segment{IsLit: true, NonSync: m[5] > m[4]}
-		if line[m[2]:m[3]] == "MSG" {
+		kind := line[m[2]:m[3]]
+		seg := Segment{IsLit: true, NonSync: m[5] > m[4], Binary: kind == "BIN"}
+		if kind != "LIT" {
 			b, ok := msgs[arg]
 			if !ok {
 				return nil, fmt.Errorf("no MSG %s", arg)
