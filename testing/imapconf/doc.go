@@ -27,7 +27,8 @@
 //	USE name          send the next commands on connection name
 //	QUOTA size        (before the first command) set the user's quota, e.g. 1M
 //	MSG name [lf]     a message; its lines follow, up to a line ".", and are
-//	                  joined by CRLF (by a bare LF with "lf"); ".." is "."
+//	                  joined by CRLF (by a bare LF with "lf"); a line's
+//	                  leading "." is dropped, so ".." is "."
 //
 // An exchange is one C: line with the S:, !S: lines after it. It ends at
 // the tagged response, or at a "+" continuation when nothing is left to
@@ -54,8 +55,11 @@
 //	${NAME}         a variable's value
 //
 // Variables: USER and PASS (the script's user), PLAIN (its SASL PLAIN
-// response, base64), SIZE:name and MSG:name
-// (the length and bytes of message name), and those captured.
+// response, base64), SIZE:name and MSG:name (the length and bytes of
+// message name), and those captured.
+//
+// An exchange marked KNOWN that passes is logged ("remove the mark"), so a
+// fix shows up without failing the suite.
 //
 // A script stops at its first failure, which is reported with its file and
 // line, the command, the expectation and every line the server answered.

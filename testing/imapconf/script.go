@@ -151,10 +151,7 @@ func Parse(r io.Reader, name string) (*Script, error) {
 					closed = true
 					break
 				}
-				if strings.HasPrefix(l, ".") {
-					l = l[1:]
-				}
-				b.WriteString(l)
+				b.WriteString(strings.TrimPrefix(l, ".")) // dot-stuffed, as in SMTP
 				b.WriteString(eol)
 			}
 			if !closed {
