@@ -517,7 +517,13 @@ func (c *Conn) enable(d *decoder) error {
 		if err != nil {
 			return err
 		}
-		caps = append(caps, imap.Cap(strings.ToUpper(a)))
+		cp := imap.Cap(strings.ToUpper(a))
+		for known := range enabler {
+			if strings.EqualFold(string(known), a) {
+				cp = known // names are case-insensitive; ours are spelt as CAPABILITY lists them
+			}
+		}
+		caps = append(caps, cp)
 	}
 	if len(caps) == 0 {
 		return bad("ENABLE needs a capability")
