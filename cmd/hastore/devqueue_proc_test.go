@@ -25,7 +25,8 @@ import (
 // does. A message submitted on dev's submission port (2587) to a remote
 // domain is accepted and arrives at the test's remote MTA, found through
 // the test's DNS (--mail-dns-server) — before, dev refused it 550 5.7.1.
-// dev's mail ports are fixed (2525, 2587, ...): the test needs them free.
+// Then `hastore admin status` reports the queue's size. dev's mail ports
+// are fixed (2525, 2587, ...): the test needs them free.
 func TestDevOutboundQueue(t *testing.T) {
 	bin := cluster.HastoreBinary(t)
 	dns := remote.StartDNS(t)
@@ -103,6 +104,22 @@ func TestDevOutboundQueue(t *testing.T) {
 	}
 	if !bytes.HasSuffix(got[0].Data, []byte("\r\n\r\nhello from dev\r\n")) {
 		t.Errorf("body not received byte for byte:\n%q", got[0].Data)
+	}
+
+	// admin status reports the queue (empty once the entry is removed).
+	deadline = time.Now().Add(30 * time.Second)
+	for {
+		st := exec.Command(bin, "admin", "status")
+		st.Env = append(os.Environ(), "HASTORE_ADDR=127.0.0.1:"+strconv.Itoa(clusterPort), "HASTORE_CRED=",
+			"HASTORE_CLUSTER_KEY_FILE="+filepath.Join(dir, "dev", "cluster.key"))
+		b, _ := st.CombinedOutput() // the exit code judges the cluster, not the queue
+		if strings.Contains(string(b), "mail queue: empty\n") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("admin status does not report an empty mail queue:\n%s", b)
+		}
+		time.Sleep(500 * time.Millisecond)
 	}
 }
 
