@@ -440,7 +440,8 @@ const mailUsage = `  domain add DOMAIN            make DOMAIN local: its users r
   user quota U@D SIZE          set a user's quota (e.g. 2G; 0 or none: no limit)
   user del U@D                 delete a user and all its mail
   user list [DOMAIN] [--json]  users with quota and usage
-  alias add ADDR TARGET...     deliver mail for ADDR to local TARGETs (users or aliases); ADDR is
+  alias add ADDR TARGET...     deliver mail for ADDR to TARGETs (local users or aliases; remote
+                               addresses get it through the outbound queue); ADDR is
                                local@domain, @domain (catch-all) or 'local@*' (every local domain,
                                e.g. 'postmaster@*'); adding to an existing alias adds targets
   alias del ADDR [TARGET...]   remove targets from an alias, or the whole alias
