@@ -291,12 +291,15 @@ func TestAliases(t *testing.T) {
 		add(fmt.Sprintf("deep%d@example.test", i), next)
 	}
 
-	// Remote targets need the outbound queue.
+	// A remote target is a forward through the outbound queue (tested in
+	// mailserver/outbound): taken, and removed again for the list below.
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	err := e.env.admin.AddAlias(ctx, "fwd@example.test", []string{"someone@remote.test"})
-	if err == nil || !strings.Contains(err.Error(), "outbound queue") {
+	if err := e.env.admin.AddAlias(ctx, "fwd@example.test", []string{"someone@remote.test"}); err != nil {
 		t.Fatalf("remote target: %v", err)
+	}
+	if err := e.env.admin.DelAlias(ctx, "fwd@example.test", nil); err != nil {
+		t.Fatal(err)
 	}
 	if err := e.env.admin.AddAlias(ctx, "x@nowhere.test", []string{alice}); err == nil || !strings.Contains(err.Error(), "not local") {
 		t.Fatalf("alias in a non-local domain: %v", err)

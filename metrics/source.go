@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"slices"
 	"sync"
 	"time"
 
@@ -74,10 +75,21 @@ type MailSnapshot struct {
 	HashSlotTimeouts int64
 }
 
+// QueueSnapshot is the outbound mail queue as a node's replica holds it
+// (cluster-wide: every node reports the same figures once caught up).
+type QueueSnapshot struct {
+	Node          string
+	Entries       int     // messages queued
+	Deferred      int     // of those, tried and waiting for a retry
+	OldestSeconds float64 // age of the oldest entry (0: empty)
+}
+
 var (
-	srcMu       sync.Mutex
-	nodeSources []func() NodeSnapshot
-	mailSources []func() MailSnapshot
+	srcMu        sync.Mutex
+	nodeSources  []func() NodeSnapshot
+	mailSources  []func() MailSnapshot
+	queueSources = map[int]func() (QueueSnapshot, bool){}
+	queueNext    int
 )
 
 // AddNode adds a node whose state is read at every scrape.
@@ -92,6 +104,23 @@ func AddMail(fn func() MailSnapshot) {
 	srcMu.Lock()
 	defer srcMu.Unlock()
 	mailSources = append(mailSources, fn)
+}
+
+// AddQueue adds a node's outbound queue, read at every scrape (a source
+// answering false is left out of that scrape). The returned func removes
+// it (a queue stopped before its process ends); calling it again does
+// nothing.
+func AddQueue(fn func() (QueueSnapshot, bool)) (remove func()) {
+	srcMu.Lock()
+	defer srcMu.Unlock()
+	id := queueNext
+	queueNext++
+	queueSources[id] = fn
+	return func() {
+		srcMu.Lock()
+		defer srcMu.Unlock()
+		delete(queueSources, id)
+	}
 }
 
 func desc(name, help string, labels ...string) *prometheus.Desc {
@@ -137,6 +166,10 @@ var (
 	dCacheHits   = desc("hastore_login_cache_hits_total", "Logins answered by the login cache without hashing.")
 	dCacheMisses = desc("hastore_login_cache_misses_total", "Logins of known users the login cache could not answer.")
 	dSlotTimeout = desc("hastore_hash_slot_timeouts_total", "Logins refused with a temporary failure because every hash slot stayed busy (--mail-hash-wait).")
+
+	dQueueEntries  = desc("hastore_mail_queue_entries", "Outbound messages queued in the cluster (as this node's replica holds the queue).")
+	dQueueDeferred = desc("hastore_mail_queue_deferred_entries", "Queued outbound messages tried at least once and waiting for a retry (a remote answered 4xx or could not be reached).")
+	dQueueOldest   = desc("hastore_mail_queue_oldest_seconds", "Age of the oldest queued outbound message (0 when the queue is empty).")
 )
 
 // sourceCollector reads the sources at scrape time.
@@ -146,7 +179,8 @@ func (sourceCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{dRaftState, dHasLeader, dLeader, dTerm, dCommit, dApplied, dLag, dContact, dObjects, dUnder,
 		dQueue, dLost, dReplaced, dUsed, dShards, dFree, dTotal, dReserve, dAtReserve, dCorrupt, dPuts, dDeletes, dSyncs,
 		dMemberUp, dMemberFree, dPassRunning, dPassDone, dPassTotal, dPassFound, dPassUnfixed,
-		dIMAPConns, dSlotsInUse, dSlots, dHashes, dCacheHits, dCacheMisses, dSlotTimeout} {
+		dIMAPConns, dSlotsInUse, dSlots, dHashes, dCacheHits, dCacheMisses, dSlotTimeout,
+		dQueueEntries, dQueueDeferred, dQueueOldest} {
 		ch <- d
 	}
 }
@@ -161,6 +195,15 @@ func b2f(b bool) float64 {
 func (sourceCollector) Collect(ch chan<- prometheus.Metric) {
 	srcMu.Lock()
 	nodes, mails := append([]func() NodeSnapshot(nil), nodeSources...), append([]func() MailSnapshot(nil), mailSources...)
+	ids := make([]int, 0, len(queueSources))
+	for id := range queueSources {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids) // a stable order of sources; the registry sorts the series anyway
+	queues := make([]func() (QueueSnapshot, bool), len(ids))
+	for i, id := range ids {
+		queues[i] = queueSources[id]
+	}
 	srcMu.Unlock()
 	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
@@ -227,6 +270,15 @@ func (sourceCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(dCacheHits, float64(s.LoginCacheHits), n)
 		counter(dCacheMisses, float64(s.LoginCacheMisses), n)
 		counter(dSlotTimeout, float64(s.HashSlotTimeouts), n)
+	}
+	for _, fn := range queues {
+		s, ok := fn()
+		if !ok {
+			continue
+		}
+		gauge(dQueueEntries, float64(s.Entries), s.Node)
+		gauge(dQueueDeferred, float64(s.Deferred), s.Node)
+		gauge(dQueueOldest, s.OldestSeconds, s.Node)
 	}
 }
 

@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"hastore/mailserver/outbound"
 	pb "hastore/proto/hastorepb"
 	"hastore/replica/transport"
 	"hastore/storage"
@@ -360,6 +361,7 @@ func (a *adminClient) status(ctx context.Context, args []string, out io.Writer) 
 		views[n.Id] = v
 	}
 	problems, notes := statusProblems(st, views)
+	mq, mqErr := a.queueStats(ctx)
 	code := 0
 	for _, p := range problems {
 		code = max(code, p.Code)
@@ -402,7 +404,8 @@ func (a *adminClient) status(ctx context.Context, args []string, out io.Writer) 
 			ExitCode        int             `json:"exit_code"`
 			Problems        []statusProblem `json:"problems"`
 			Notes           []string        `json:"notes"`
-		}{Scheme: st.Scheme, Objects: st.Objects, UnderReplicated: st.UnderReplicated, Leader: st.Leader, Repair: conv(st.Repair), Scrub: conv(st.Scrub),
+			MailQueue       *mailQueueJSON  `json:"mail_queue,omitempty"`
+		}{MailQueue: mailQueueOf(mq, time.Now()), Scheme: st.Scheme, Objects: st.Objects, UnderReplicated: st.UnderReplicated, Leader: st.Leader, Repair: conv(st.Repair), Scrub: conv(st.Scrub),
 			Nodes: []node{}, Healthy: code == 0, ExitCode: code, Problems: append([]statusProblem{}, problems...), Notes: append([]string{}, notes...)}
 		for _, n := range st.Nodes {
 			nd := node{ID: n.Id, Address: n.Address, Up: n.Up, RaftRole: n.RaftRole, Voter: n.Voter, DiskUsed: n.DiskUsed, DiskFree: n.DiskFree}
@@ -446,6 +449,9 @@ func (a *adminClient) status(ctx context.Context, args []string, out io.Writer) 
 	}
 	tw.Flush()
 	fmt.Fprintf(out, "\nrepair: %s\nscrub:  %s\n", progressLine(st.Repair), progressLine(st.Scrub))
+	if line := queueLine(mq, mqErr, time.Now()); line != "" {
+		fmt.Fprintf(out, "mail queue: %s\n", line)
+	}
 	for _, n := range notes {
 		fmt.Fprintf(out, "note: %s\n", n)
 	}
@@ -465,6 +471,49 @@ func (a *adminClient) status(ctx context.Context, args []string, out io.Writer) 
 		what = "no quorum"
 	}
 	return &statusError{code: code, msg: fmt.Sprintf("cluster %s: %d problem(s), exit code %d", what, len(problems), code)}
+}
+
+// queueStats reads the outbound mail queue's size and age from any node
+// (nil without error: the cluster runs no outbound service, e.g. nodes
+// of an older release).
+func (a *adminClient) queueStats(ctx context.Context) (*outbound.Stats, error) {
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	rep, err := a.outboundCall(cctx, &outbound.AdminRequest{Op: "queue stats"})
+	if status.Code(err) == codes.Unimplemented {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return rep.Stats, nil
+}
+
+// mailQueueJSON is the mail queue in `admin status --json`.
+type mailQueueJSON struct {
+	Entries       int     `json:"entries"`
+	Deferred      int     `json:"deferred"`
+	OldestSeconds float64 `json:"oldest_seconds"`
+}
+
+func mailQueueOf(s *outbound.Stats, now time.Time) *mailQueueJSON {
+	if s == nil {
+		return nil
+	}
+	return &mailQueueJSON{Entries: s.Entries, Deferred: s.Deferred, OldestSeconds: s.OldestAge(now).Round(time.Second).Seconds()}
+}
+
+// queueLine is the mail queue's line of `admin status` ("" to print none).
+func queueLine(s *outbound.Stats, err error, now time.Time) string {
+	switch {
+	case err != nil:
+		return fmt.Sprintf("unknown (%v)", err)
+	case s == nil:
+		return ""
+	case s.Entries == 0:
+		return "empty"
+	}
+	return fmt.Sprintf("%d entries, %d deferred, oldest %s (hastore admin queue list)", s.Entries, s.Deferred, s.OldestAge(now).Round(time.Second))
 }
 
 // statusProblems judges a cluster status (and each node's own view): what

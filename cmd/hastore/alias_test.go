@@ -61,9 +61,10 @@ func TestAliasCLI(t *testing.T) {
 	if out := must("", "alias", "add", "team@example.test", "alice@example.test", "bob@example.test"); !strings.Contains(out, "team@example.test") {
 		t.Fatalf("alias add: %q", out)
 	}
-	if _, err := admin("", "alias", "add", "fwd@example.test", "someone@remote.test"); err == nil || !strings.Contains(err.Error(), "outbound queue") {
-		t.Fatalf("remote target: %v", err)
-	}
+	// A remote target is a forward through the outbound queue (tested in
+	// mailserver/outbound); taken and removed again here.
+	must("", "alias", "add", "fwd@example.test", "someone@remote.test")
+	must("", "alias", "del", "fwd@example.test")
 	var list []struct {
 		Address string   `json:"address"`
 		Targets []string `json:"targets"`

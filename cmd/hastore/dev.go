@@ -4,12 +4,14 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"syscall"
 	"time"
 
+	"hastore/mailserver/outbound"
 	"hastore/replica"
 	"hastore/replica/transport"
 	"hastore/webfs"
@@ -32,6 +34,9 @@ func dev(args []string) error {
 	hf := &httpFlags{}
 	hf.register(fs)
 	clusterTLS := fs.Bool("cluster-tls", true, "run the cluster port under mutual TLS with a CA and credentials made once in --dir (false: plaintext, a replayable token in clear, like serve --insecure)")
+	dnsServer := fs.String("mail-dns-server", "", "DNS server (host:port) the outbound queue asks for MX records (default: the system's resolver, as serve)")
+	var qf queueFlags
+	qf.register(fs)
 	nf.register(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -90,7 +95,7 @@ func dev(args []string) error {
 		if err := nf.config(&cfg); err != nil {
 			return err
 		}
-		cfg.Register = registerAll(webfs.Register, mailRegister, sieveRegister)
+		cfg.Register = registerAll(webfs.Register, mailRegister, queueRegister, sieveRegister)
 		cfg.CommandSets = commandSets
 		n, err := replica.StartNode(cfg)
 		if err != nil {
@@ -101,11 +106,28 @@ func dev(args []string) error {
 	if err := ensureDevSite(running[0]); err != nil {
 		log.Warn("could not create the dev site", "site", devSite, "err", err)
 	}
-	mailLines, stopMail, err := devMail(running, dir, log)
+	// Each node works the outbound queue, as under serve: submission to
+	// remote domains, alias forwards, Sieve redirects and vacation
+	// replies. Closed after the mail listeners, before the nodes.
+	queues, err := devQueues(running, &qf, *dnsServer, log)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		for _, q := range queues {
+			q.Close()
+		}
+	}()
+	mailLines, stopMail, err := devMail(running, dir, log, queues)
 	if err != nil {
 		return err
 	}
 	defer stopMail()
+	if qf.relay != "" {
+		mailLines += fmt.Sprintf("  outbound mail: through the relay %s\n", qf.relay)
+	} else {
+		mailLines += fmt.Sprintf("  outbound mail: to the recipients' MX hosts (DNS %s); hastore admin queue list\n", orSystem(*dnsServer))
+	}
 	var webLines string
 	if *httpBase != 0 {
 		for i, n := range running {
@@ -140,4 +162,30 @@ func dev(args []string) error {
 	<-sig
 	fmt.Println("hastore dev: stopping")
 	return nil
+}
+
+// devQueues starts the outbound queue of every dev node with qf's
+// settings and the DNS server dns ("" the system's resolver).
+func devQueues(nodes []*replica.Node, qf *queueFlags, dns string, log *slog.Logger) ([]*outbound.Queue, error) {
+	mf := &mailFlags{smtp: "dev", hostname: "localhost"} // queueFlags.start reads only these of serve's mail flags
+	mf.delivery.dnsServer = dns
+	var qs []*outbound.Queue
+	for _, n := range nodes {
+		q, err := qf.start(n, mf, log) // the queue names its node in its log lines
+		if err != nil {
+			for _, q := range qs {
+				q.Close()
+			}
+			return nil, fmt.Errorf("starting the outbound queue of node %s: %w", n.ID(), err)
+		}
+		qs = append(qs, q)
+	}
+	return qs, nil
+}
+
+func orSystem(dns string) string {
+	if dns == "" {
+		return "of /etc/resolv.conf"
+	}
+	return dns
 }

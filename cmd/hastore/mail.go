@@ -33,6 +33,7 @@ import (
 	"hastore/mailserver/imap"
 	"hastore/mailserver/mailbox"
 	"hastore/mailserver/mailstate"
+	"hastore/mailserver/outbound"
 	"hastore/mailserver/smtp"
 	"hastore/replica"
 	"hastore/replica/meta"
@@ -306,8 +307,8 @@ func (f *mailFlags) start(n *replica.Node, log *slog.Logger) (*mailListeners, er
 // 2587, LMTP 2424, IMAP 1143, IMAPS 1993, node i on those plus 10·(i−1) — with a self-signed
 // certificate kept in dir, plaintext AUTH allowed (loopback only), and
 // domain example.test with user demo@example.test (password demo), who is
-// also every domain's postmaster.
-func devMail(nodes []*replica.Node, dir string, log *slog.Logger) (summary string, stop func(), err error) {
+// also every domain's postmaster. queues[i] is node i's outbound queue.
+func devMail(nodes []*replica.Node, dir string, log *slog.Logger, queues []*outbound.Queue) (summary string, stop func(), err error) {
 	certFile, keyFile := filepath.Join(dir, "mail-cert.pem"), filepath.Join(dir, "mail-key.pem")
 	if err := ensureSelfSigned(certFile, keyFile); err != nil {
 		return "", nil, err
@@ -325,6 +326,9 @@ func devMail(nodes []*replica.Node, dir string, log *slog.Logger) (summary strin
 			cert: certFile, key: keyFile, hostname: "localhost", maxMessage: "50M", insecureAuth: true, maxConns: 1000, maxConnsIP: 100,
 			loginCache: time.Hour,
 			imapLimits: imapLimitFlags{maxConns: 1000, maxConnsIP: 100, loginTimeout: imap.DefaultLoginTimeout},
+		}
+		if i < len(queues) && queues[i] != nil {
+			f.outbound = queues[i]
 		}
 		s, err := f.start(n, log)
 		if err != nil {
@@ -436,7 +440,8 @@ const mailUsage = `  domain add DOMAIN            make DOMAIN local: its users r
   user quota U@D SIZE          set a user's quota (e.g. 2G; 0 or none: no limit)
   user del U@D                 delete a user and all its mail
   user list [DOMAIN] [--json]  users with quota and usage
-  alias add ADDR TARGET...     deliver mail for ADDR to local TARGETs (users or aliases); ADDR is
+  alias add ADDR TARGET...     deliver mail for ADDR to TARGETs (local users or aliases; remote
+                               addresses get it through the outbound queue); ADDR is
                                local@domain, @domain (catch-all) or 'local@*' (every local domain,
                                e.g. 'postmaster@*'); adding to an existing alias adds targets
   alias del ADDR [TARGET...]   remove targets from an alias, or the whole alias

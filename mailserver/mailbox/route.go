@@ -19,6 +19,11 @@ package mailbox
 // during one resolution stops there, delivered to its user if it has one
 // (a loop of aliases without users delivers nothing). Depth and fan-out
 // are bounded (MaxAliasDepth, MaxRouteTargets).
+//
+// An alias target in a domain that is not local (mailstate.MailAliasForward
+// stores those) is not resolved further: it is a forward, in Route.Remote,
+// which the caller queues through the outbound queue with the original
+// envelope sender.
 
 import (
 	"context"
@@ -27,6 +32,7 @@ import (
 	"strings"
 
 	"hastore/mailserver/mailstate"
+	"hastore/replica/meta"
 )
 
 // Bounds of one resolution.
@@ -61,6 +67,9 @@ type Route struct {
 	// Dropped are targets found but not deliverable now, each with why:
 	// a message is delivered to the others; the caller logs these.
 	Dropped []Dropped
+	// Remote are alias targets in domains that are not local (lowercase,
+	// without duplicates): the message is forwarded to them.
+	Remote []string
 	// Via says how the address resolved ("user", "alias", "subaddress",
 	// "cluster alias", "catch-all"), for logs.
 	Via string
@@ -84,7 +93,7 @@ func (s *Store) Resolve(ctx context.Context, addr string, size int64) (Route, er
 		return Route{}, fmt.Errorf("%w: no user %s", ErrNotFound, addr)
 	}
 	rt, err := s.resolve(a, size)
-	if err == nil && len(rt.Targets) > 0 {
+	if err == nil && (len(rt.Targets) > 0 || len(rt.Remote) > 0) {
 		return rt, nil
 	}
 	if err != nil && !errors.Is(err, ErrNotFound) {
@@ -100,7 +109,7 @@ func (s *Store) Resolve(ctx context.Context, addr string, size int64) (Route, er
 		}
 		return rt, err
 	}
-	if len(rt.Targets) == 0 {
+	if len(rt.Targets) == 0 && len(rt.Remote) == 0 {
 		if len(rt.Dropped) > 0 {
 			return rt, rt.Dropped[0].Err
 		}
@@ -111,7 +120,7 @@ func (s *Store) Resolve(ctx context.Context, addr string, size int64) (Route, er
 
 // resolve is one resolution on the local view.
 func (s *Store) resolve(addr string, size int64) (Route, error) {
-	r := &resolver{s: s, seen: map[string]bool{}, have: map[Target]bool{}, size: size}
+	r := &resolver{s: s, seen: map[string]bool{}, have: map[Target]bool{}, fwd: map[string]bool{}, size: size}
 	rt := Route{Address: addr}
 	found, via, err := r.expand(addr, "", 0)
 	if err != nil {
@@ -120,7 +129,7 @@ func (s *Store) resolve(addr string, size int64) (Route, error) {
 	if !found {
 		return rt, fmt.Errorf("%w: no user %s", ErrNotFound, addr)
 	}
-	rt.Targets, rt.Dropped, rt.Via = r.out, r.dropped, via
+	rt.Targets, rt.Dropped, rt.Remote, rt.Via = r.out, r.dropped, r.remote, via
 	return rt, nil
 }
 
@@ -131,6 +140,8 @@ type resolver struct {
 	have    map[Target]bool
 	out     []Target
 	dropped []Dropped
+	fwd     map[string]bool
+	remote  []string
 	lookups int
 }
 
@@ -199,10 +210,33 @@ func (r *resolver) expand(addr, tag string, depth int) (found bool, via string, 
 
 func (r *resolver) targets(ts []string, tag string, depth int) error {
 	for _, t := range ts {
+		_, domain, _ := strings.Cut(t, "@")
+		if _, local, err := r.s.view.Domain(domain); err != nil {
+			return err
+		} else if !local {
+			if err := r.forward(t); err != nil {
+				return err
+			}
+			continue
+		}
 		if _, _, err := r.expand(t, tag, depth+1); err != nil {
 			return err
 		}
 	}
+	return nil
+}
+
+// forward adds a remote target (kept as written: a subaddress there is
+// the remote's business).
+func (r *resolver) forward(addr string) error {
+	if r.fwd[addr] {
+		return nil
+	}
+	r.fwd[addr] = true
+	if len(r.out)+len(r.remote) >= MaxRouteTargets {
+		return fmt.Errorf("%w: more than %d recipients", ErrFanOut, MaxRouteTargets)
+	}
+	r.remote = append(r.remote, addr)
 	return nil
 }
 
@@ -218,7 +252,7 @@ func (r *resolver) add(u mailstate.MailUser, tag string) error {
 		r.dropped = append(r.dropped, Dropped{Target: t, Err: err})
 		return nil
 	}
-	if len(r.out) >= MaxRouteTargets {
+	if len(r.out)+len(r.remote) >= MaxRouteTargets {
 		return fmt.Errorf("%w: more than %d mailboxes", ErrFanOut, MaxRouteTargets)
 	}
 	r.out = append(r.out, t)
@@ -305,8 +339,10 @@ func NormalizeAlias(addr string) (string, error) {
 	return a, nil
 }
 
-// AddAlias adds local targets to an alias, creating it. Targets in other
-// domains are refused (ErrInvalid): they need the outbound queue.
+// AddAlias adds targets to an alias, creating it. Targets in domains that
+// are not local are forwards (see Route.Remote): with one of those the
+// alias is stored by mailstate.MailAliasForward, which only nodes of this
+// release know; with local targets only, by MailAliasAdd as before.
 func (s *Store) AddAlias(ctx context.Context, addr string, targets []string) error {
 	a, ts, err := normalizeAliasArgs(addr, targets)
 	if err != nil {
@@ -315,7 +351,19 @@ func (s *Store) AddAlias(ctx context.Context, addr string, targets []string) err
 	if len(ts) == 0 {
 		return fmt.Errorf("%w: alias %s: no targets", ErrInvalid, a)
 	}
-	_, err = s.c.Propose(ctx, mailstate.MailAliasAdd{Address: a, Targets: ts})
+	var cmd meta.Command = mailstate.MailAliasAdd{Address: a, Targets: ts}
+	for _, t := range ts {
+		_, d, _ := strings.Cut(t, "@")
+		local, err := s.IsLocalDomain(ctx, d)
+		if err != nil {
+			return err
+		}
+		if !local {
+			cmd = mailstate.MailAliasForward{Address: a, Targets: ts}
+			break
+		}
+	}
+	_, err = s.c.Propose(ctx, cmd)
 	return proposeErr("add alias "+a, err, ErrExists)
 }
 

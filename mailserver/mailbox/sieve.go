@@ -126,11 +126,25 @@ func (s *Store) DeleteSieve(ctx context.Context, addr string) error {
 		return err
 	}
 	a, _ := NormalizeAddress(addr)
-	cmds := []meta.Command{meta.TenantDelete{Tenant: SieveTenant, Key: sieveKey(a)}}
-	_ = s.view.R.TenantScan(SieveTenant, vacationPrefix(a), func(k string, _ []byte) error {
+	return s.dropSieve(ctx, a)
+}
+
+// dropSieve removes the script and vacation memory of the normalized
+// address a, whichever exist (none is not an error). DeleteUser calls it,
+// so that a user created again under the address starts without them.
+func (s *Store) dropSieve(ctx context.Context, a string) error {
+	var cmds []meta.Command
+	if _, ok, err := s.view.R.TenantGet(SieveTenant, sieveKey(a)); err != nil {
+		return fmt.Errorf("%w: reading the sieve script of %s: %v", ErrUnavailable, a, err)
+	} else if ok {
+		cmds = append(cmds, meta.TenantDelete{Tenant: SieveTenant, Key: sieveKey(a)})
+	}
+	if err := s.view.R.TenantScan(SieveTenant, vacationPrefix(a), func(k string, _ []byte) error {
 		cmds = append(cmds, meta.TenantDelete{Tenant: SieveTenant, Key: k})
 		return nil
-	})
+	}); err != nil {
+		return fmt.Errorf("%w: reading the vacation memory of %s: %v", ErrUnavailable, a, err)
+	}
 	for len(cmds) > 0 {
 		n := min(len(cmds), 256)
 		if _, err := s.c.Propose(ctx, meta.Batch{Cmds: cmds[:n]}); err != nil {

@@ -297,8 +297,9 @@ func (s *Store) SetQuota(ctx context.Context, addr string, quota int64) error {
 }
 
 // DeleteUser disables the user (no more logins or deliveries), expunges
-// its mail in chunks the cluster can apply at once, then removes the user,
-// its mailboxes, and one reference per message.
+// its mail in chunks the cluster can apply at once, removes its Sieve
+// script and vacation memory, then removes the user, its mailboxes, and
+// one reference per message.
 func (s *Store) DeleteUser(ctx context.Context, addr string) error {
 	a, err := NormalizeAddress(addr)
 	if err != nil {
@@ -318,6 +319,11 @@ func (s *Store) DeleteUser(ctx context.Context, addr string) error {
 		if err := s.expungeSome(ctx, a); err != nil {
 			return err
 		}
+	}
+	// The proposals above were applied here, so this node's view has
+	// every script and vacation record written before them.
+	if err := s.dropSieve(ctx, a); err != nil { // sieve.go
+		return err
 	}
 	_, err = s.c.Propose(ctx, mailstate.MailUserDelete{Address: a, Now: s.now().UnixNano()})
 	s.creds.forget(a)

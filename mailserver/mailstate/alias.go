@@ -9,9 +9,9 @@ package mailstate
 //	t/mail/a/*/<local>          cluster-wide alias local@* (every local domain)
 //
 // The value is a version byte and the sorted targets. The FSM only keeps
-// the table: it checks forms and that every target is in a local domain
-// (remote targets need the outbound queue, which this release lacks);
-// resolving an address (users, aliases, subaddresses, loops, fan-out) is
+// the table: it checks forms, and for MailAliasAdd that every target is in
+// a local domain; MailAliasForward also takes targets elsewhere (the mail
+// layer forwards to them through the outbound queue). Resolving an address (users, aliases, subaddresses, loops, fan-out) is
 // the mail layer's work at RCPT time, on the proposer.
 
 import (
@@ -27,6 +27,12 @@ const (
 	TypeMailAliasAdd    meta.CommandType = 45
 	TypeMailAliasDelete meta.CommandType = 46
 )
+
+// TypeMailAliasForward is MailAliasForward's type, after the migration
+// block's TypeMailImport (97). A type of its own rather than a change to
+// MailAliasAdd: a replayed log must judge each entry as the release that
+// wrote it did, and that release refused MailAliasAdd's remote targets.
+const TypeMailAliasForward meta.CommandType = 98
 
 // MailAliasAnyDomain is the domain of cluster-wide aliases ("postmaster@*").
 const MailAliasAnyDomain = "*"
@@ -61,6 +67,22 @@ type MailAliasDelete struct {
 	Domain  string
 }
 
+// MailAliasForward is MailAliasAdd whose targets may also be in domains
+// that are not local (forwarding out: the mail layer queues mail for them
+// through the outbound queue). The alias's own domain must still be local.
+// Nodes of a release before it refuse it as an unknown type: propose it
+// only once every node runs a release that knows it.
+type MailAliasForward struct {
+	Address string
+	Targets []string
+}
+
+func (MailAliasForward) Type() meta.CommandType { return TypeMailAliasForward }
+
+func (c MailAliasForward) AppendBody(b []byte) []byte {
+	return appendBody(b, func(e *encoder) { e.str(c.Address); e.strs(c.Targets) })
+}
+
 func (MailAliasAdd) Type() meta.CommandType    { return TypeMailAliasAdd }
 func (MailAliasDelete) Type() meta.CommandType { return TypeMailAliasDelete }
 
@@ -77,6 +99,8 @@ func decodeMailAliasBody(d *decoder, t meta.CommandType) (meta.Command, bool) {
 		return MailAliasAdd{Address: d.str(), Targets: d.strs(MaxMailAliasTargets)}, true
 	case TypeMailAliasDelete:
 		return MailAliasDelete{Address: d.str(), Targets: d.strs(MaxMailAliasTargets), Domain: d.str()}, true
+	case TypeMailAliasForward:
+		return MailAliasForward{Address: d.str(), Targets: d.strs(MaxMailAliasTargets)}, true
 	}
 	return nil, false
 }
@@ -87,6 +111,8 @@ func mailAliasTypeName(t meta.CommandType) (string, bool) {
 		return "MailAliasAdd", true
 	case TypeMailAliasDelete:
 		return "MailAliasDelete", true
+	case TypeMailAliasForward:
+		return "MailAliasForward", true
 	}
 	return "", false
 }
@@ -151,6 +177,17 @@ func (t *mailTxn) alias(local, domain string) ([]string, bool) {
 }
 
 func (c MailAliasAdd) applyMail(t *mailTxn) meta.Result {
+	return addAlias(t, c.Address, c.Targets, false)
+}
+
+func (c MailAliasForward) applyMail(t *mailTxn) meta.Result {
+	return addAlias(t, c.Address, c.Targets, true)
+}
+
+// addAlias adds targets to the alias address; remote: targets may be in
+// domains that are not local.
+func addAlias(t *mailTxn, address string, targets []string, remote bool) meta.Result {
+	c := MailAliasAdd{Address: address, Targets: targets}
 	local, domain, err := ParseMailAlias(c.Address)
 	if err != nil {
 		return result(meta.StatusInvalid, "mail alias add: %v", err)
@@ -173,7 +210,7 @@ func (c MailAliasAdd) applyMail(t *mailTxn) meta.Result {
 			return result(meta.StatusInvalid, "mail alias add %s: target: %v", c.Address, err)
 		}
 		_, td, _ := cutAddress(x)
-		if _, ok := t.domain(td); !ok {
+		if _, ok := t.domain(td); !ok && !remote {
 			return result(meta.StatusInvalid, "mail alias add %s: target %s is not in a local domain; forwarding to remote addresses needs the outbound queue, which this release does not have", c.Address, x)
 		}
 		set[x] = true

@@ -98,6 +98,7 @@ func TestMailAliasCodec(t *testing.T) {
 		MailAliasAdd{Address: "a@b.test", Targets: []string{"c@b.test", "d@b.test"}},
 		MailAliasDelete{Address: "@b.test", Targets: []string{"c@b.test"}},
 		MailAliasDelete{Domain: "b.test"},
+		MailAliasForward{Address: "a@b.test", Targets: []string{"c@b.test", "x@remote.test"}},
 	} {
 		b, err := meta.EncodeCommand(c)
 		if err != nil {
@@ -113,5 +114,40 @@ func TestMailAliasCodec(t *testing.T) {
 		if got.Type().String() == "" || strings.HasPrefix(got.Type().String(), "meta.CommandType(") {
 			t.Fatalf("no name for %d", got.Type())
 		}
+	}
+}
+
+// TestMailAliasForward: MailAliasForward takes targets outside the local
+// domains (MailAliasAdd still refuses them, as the release that wrote
+// older logs did), checks everything else as MailAliasAdd, and its targets
+// are removed by MailAliasDelete like any.
+func TestMailAliasForward(t *testing.T) {
+	f := openTestFSM(t, t.TempDir(), nil)
+	defer f.Close()
+	rs := applyAll(t, f, 1, mailSetup()...)
+	for i, r := range rs {
+		if r.Status != meta.StatusOK {
+			t.Fatalf("setup %d: %v %s", i, r.Status, r.Message)
+		}
+	}
+	idx := uint64(len(rs) + 1)
+	for _, c := range []struct {
+		name string
+		cmd  meta.Command
+		want meta.Status
+	}{
+		{"remote by MailAliasAdd", MailAliasAdd{Address: "fwd@example.test", Targets: []string{"x@remote.test"}}, meta.StatusInvalid},
+		{"remote and local", MailAliasForward{Address: "fwd@example.test", Targets: []string{"x@remote.test", bob}}, meta.StatusOK},
+		{"alias domain not local", MailAliasForward{Address: "fwd@nowhere.test", Targets: []string{"x@remote.test"}}, meta.StatusNotFound},
+		{"target not an address", MailAliasForward{Address: "fwd@example.test", Targets: []string{"remote.test"}}, meta.StatusInvalid},
+		{"delete the remote target", MailAliasDelete{Address: "fwd@example.test", Targets: []string{"x@remote.test"}}, meta.StatusOK},
+	} {
+		if r := applyAll(t, f, idx, c.cmd)[0]; r.Status != c.want {
+			t.Errorf("%s: %v %q, want %v", c.name, r.Status, r.Message, c.want)
+		}
+		idx++
+	}
+	if ts, ok, err := (MailView{R: f}).Alias("fwd@example.test"); err != nil || !ok || !reflect.DeepEqual(ts, []string{bob}) {
+		t.Fatalf("fwd = %v %v %v, want [%s]", ts, ok, err, bob)
 	}
 }

@@ -36,7 +36,8 @@ func (jsonCodec) Name() string                    { return codecName }
 func init() { encoding.RegisterCodec(jsonCodec{}) }
 
 // AdminRequest is one admin operation: Op is "queue list", "queue show",
-// "queue retry", "queue delete", "dkim create" or "dkim show".
+// "queue retry", "queue delete", "queue stats", "dkim create" or "dkim
+// show".
 type AdminRequest struct {
 	Op        string `json:"op"`
 	ID        string `json:"id,omitempty"`
@@ -51,6 +52,7 @@ type AdminReply struct {
 	Entries []Entry     `json:"entries,omitempty"`
 	Entry   *Entry      `json:"entry,omitempty"`
 	Key     *DKIMPublic `json:"key,omitempty"`
+	Stats   *Stats      `json:"stats,omitempty"`
 	Message string      `json:"message,omitempty"`
 }
 
@@ -102,6 +104,12 @@ func (a *Admin) Do(ctx context.Context, req *AdminRequest) (*AdminReply, error) 
 		}
 		sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 		return &AdminReply{Entries: out}, nil
+	case "queue stats":
+		st, err := QueueStats(a.KV)
+		if err != nil {
+			return nil, err
+		}
+		return &AdminReply{Stats: &st}, nil
 	case "queue show":
 		e, _, err := rec.get(req.ID)
 		if err != nil {

@@ -4,6 +4,11 @@
 // admin service behind `hastore admin queue …` and `hastore admin domain
 // dkim …`.
 //
+// Messages reach the queue from submission to remote recipients, from
+// aliases with targets in other domains (forwards, with the original
+// envelope sender: no SRS), and from Sieve redirects and vacation replies.
+// Every node with mail listeners runs the queue, `hastore dev` included.
+//
 // It adds no command to the replicated state machine. It is built on what
 // the cluster offers any frontend:
 //

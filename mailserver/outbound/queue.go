@@ -203,6 +203,8 @@ type Queue struct {
 	mem     *budget
 	domMu   sync.Mutex
 	domains map[string]int // transactions under way per domain
+
+	unmetric func() // removes the queue's metrics source (Start adds it)
 }
 
 // New returns the queue of node cfg.Node over c and kv; local delivers

@@ -311,3 +311,62 @@ func TestSieveRedirect(t *testing.T) {
 		t.Errorf("alice's INBOX holds %d messages, want 1 (the looped message)", n)
 	}
 }
+
+// TestDeleteUserDropsSieve: deleting a user removes its script and its
+// vacation memory from every node, so a user created again under the
+// address starts with neither: its mail is kept without a reply.
+func TestDeleteUserDropsSieve(t *testing.T) {
+	e := startEnv(t, nil)
+	e.start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	const u = "gone@local.test"
+	if err := e.stores[0].AddUser(ctx, u, "pw", 0); err != nil {
+		t.Fatal(err)
+	}
+	e.setSieve(t, u, "require \"vacation\";\nvacation :days 7 \"away\";\n")
+	addr := e.mailListeners(t)["smtp"].String()
+	msg := "From: bob@remote.test\r\nTo: " + u + "\r\nSubject: hi\r\n\r\nhello\r\n"
+	if err := mxSend(t, addr, "bob@remote.test", []string{u}, strings.NewReader(msg)); err != nil {
+		t.Fatal(err)
+	}
+	records := func(i int) []string {
+		t.Helper()
+		if err := e.stores[i].CatchUp(ctx); err != nil {
+			t.Fatal(err)
+		}
+		var keys []string
+		for _, p := range []string{"s/" + u, "v/" + u + "/"} {
+			_ = e.c.Nodes[i].Meta.TenantScan(mailbox.SieveTenant, p, func(k string, _ []byte) error { keys = append(keys, k); return nil })
+		}
+		return keys
+	}
+	waitFor(t, "the vacation memory to be written", 30*time.Second, func() bool { return len(records(0)) == 2 })
+
+	if err := e.stores[1].DeleteUser(ctx, u); err != nil {
+		t.Fatal(err)
+	}
+	for i := range e.stores {
+		if keys := records(i); len(keys) != 0 {
+			t.Errorf("node %d keeps %v of the deleted user", i, keys)
+		}
+	}
+	if err := e.stores[0].AddUser(ctx, u, "pw2", 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.stores[2].GetSieve(ctx, u); !errors.Is(err, mailbox.ErrNotFound) {
+		t.Errorf("the new user's script: %v, want ErrNotFound", err)
+	}
+	waitFor(t, "the first vacation reply to be sent", 30*time.Second, func() bool { return e.queueLen(t) == 0 })
+	before := len(e.sink.Got())
+	if err := mxSend(t, addr, "carol@remote.test", []string{u}, strings.NewReader(msg)); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(e.inbox(t, 1, u)); n != 1 {
+		t.Errorf("the new user's INBOX holds %d messages, want 1", n)
+	}
+	time.Sleep(time.Second)
+	if n := e.queueLen(t); n != 0 || len(e.sink.Got()) != before {
+		t.Errorf("the new user's mail brought a reply (%d queued, %d sent): the old script ran", n, len(e.sink.Got())-before)
+	}
+}

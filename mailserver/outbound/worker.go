@@ -5,6 +5,8 @@ import (
 	"errors"
 	"math/rand/v2"
 	"time"
+
+	"hastore/metrics"
 )
 
 // Start starts the node's workers; Close stops them.
@@ -14,6 +16,7 @@ func (q *Queue) Start() error {
 		return err
 	}
 	snd := &sender{cfg: &q.cfg, res: res}
+	q.unmetric = metrics.AddQueue(q.snapshot)
 	q.done.Add(1)
 	go func() {
 		defer q.done.Done()
@@ -31,6 +34,9 @@ func (q *Queue) Close() error {
 		close(q.stop)
 	}
 	q.done.Wait()
+	if q.unmetric != nil {
+		q.unmetric()
+	}
 	return nil
 }
 

@@ -33,6 +33,7 @@ var (
 	errBadAddress   = &gosmtp.SMTPError{Code: 501, EnhancedCode: gosmtp.EnhancedCode{5, 1, 3}, Message: "Bad recipient address syntax"}
 	errRelayDenied  = &gosmtp.SMTPError{Code: 554, EnhancedCode: gosmtp.EnhancedCode{5, 7, 1}, Message: "Relay access denied"}
 	errNoRemote     = &gosmtp.SMTPError{Code: 550, EnhancedCode: gosmtp.EnhancedCode{5, 7, 1}, Message: "Delivery to remote domains is not supported yet; only local recipients are accepted"}
+	errNoForward    = &gosmtp.SMTPError{Code: 451, EnhancedCode: gosmtp.EnhancedCode{4, 3, 0}, Message: "This server cannot forward to this address's remote targets now, try another MX or later"}
 	errNoUser       = &gosmtp.SMTPError{Code: 550, EnhancedCode: gosmtp.EnhancedCode{5, 1, 1}, Message: "No such user here"}
 	errDisabled     = &gosmtp.SMTPError{Code: 550, EnhancedCode: gosmtp.EnhancedCode{5, 2, 1}, Message: "Mailbox disabled"}
 	errQuotaTemp    = &gosmtp.SMTPError{Code: 452, EnhancedCode: gosmtp.EnhancedCode{4, 2, 2}, Message: "Mailbox full, try again later"}
@@ -90,7 +91,8 @@ type rcpt struct {
 	raw     string // as given to RCPT, for LMTP statuses
 	addr    string // normalized
 	targets []mailbox.Target
-	remote  bool // in no local domain: goes to Config.Outbound
+	remote  bool     // in no local domain: goes to Config.Outbound
+	forward []string // its alias's targets in other domains: go to Config.Outbound
 }
 
 // Outbound queues submitted mail for remote recipients
@@ -239,10 +241,14 @@ func (s *session) Rcpt(to string, _ *gosmtp.RcptOptions) error {
 	for _, d := range rt.Dropped {
 		s.srv.log.Info("alias target cannot take the message; delivering to the others", "to", addr, "target", d.User, "why", d.Err, "remote", s.remote)
 	}
+	if len(rt.Remote) > 0 && s.srv.cfg.Outbound == nil {
+		s.srv.log.Warn("alias forwards to remote addresses but this node has no outbound queue: recipient deferred", "to", addr, "forwards", len(rt.Remote), "remote", s.remote)
+		return errNoForward
+	}
 	if n := len(s.targets(append(s.rcpts, rcpt{targets: rt.Targets}))); n > mailstate.MaxMailEntries {
 		return errTooManyRcpt
 	}
-	s.rcpts = append(s.rcpts, rcpt{raw: to, addr: addr, targets: rt.Targets})
+	s.rcpts = append(s.rcpts, rcpt{raw: to, addr: addr, targets: rt.Targets, forward: rt.Remote})
 	return nil
 }
 
@@ -334,7 +340,9 @@ func (s *session) LMTPData(r io.Reader, status gosmtp.StatusCollector) error {
 	}
 	for _, rc := range s.rcpts {
 		var first, temp error
-		ok := false
+		// Forwards were queued (deliver failed otherwise): they count as
+		// taken, like a mailbox that took it.
+		ok := len(rc.forward) > 0
 		for _, t := range rc.targets {
 			o := byTarget[t]
 			if o.Err == nil {
@@ -439,13 +447,23 @@ func (s *session) deliver(r io.Reader, allOrNothing bool) ([]mailbox.Outcome, *m
 		cancel()
 		ctx, cancel = s.ctx() // the milters' time is not the store's
 	}
+	// Remote recipients of submission and alias forwards: one queue
+	// entry, with the original envelope sender.
 	var remote []string
+	inRemote := map[string]bool{}
 	for _, r := range s.rcpts {
+		add := r.forward
 		if r.remote {
-			remote = append(remote, r.addr)
+			add = []string{r.addr}
+		}
+		for _, a := range add {
+			if !inRemote[a] {
+				inRemote[a] = true
+				remote = append(remote, a)
+			}
 		}
 	}
-	if len(remote) > 0 && len(remote) == len(s.rcpts) {
+	if len(remote) > 0 && len(s.targets(s.rcpts)) == 0 {
 		return nil, nil, s.enqueue(ctx, remote, msg, sp.Digest(), start)
 	}
 	d := s.srv.store.NewDelivery()
@@ -485,9 +503,12 @@ func (s *session) deliver(r io.Reader, allOrNothing bool) ([]mailbox.Outcome, *m
 	}
 	s.srv.log.Info("delivered", "from", s.from, "recipients", len(rcpts), "mailboxes", len(outs), "delivered", delivered, "retries", retries, "size", d.Size(),
 		"msgid", s.msgID, "object", d.Object().String(), "user", s.user, "dmarc", auth, "remote", s.remote, "took", time.Since(start).Round(time.Millisecond), "junk", junk)
-	if len(remote) > 0 && delivered > 0 {
+	if len(remote) > 0 && (delivered > 0 || !allOrNothing) {
 		// After the local copies: a failure here is answered 451, and
 		// the client's retry stores nothing twice locally (RetryWindow).
+		// Over SMTP only if some mailbox took it (one reply for all: a
+		// message refused is not sent on either); over LMTP the
+		// recipients with forwards are answered for them.
 		if err := s.enqueue(ctx, remote, msg, sp.Digest(), start); err != nil {
 			return nil, nil, err
 		}
