@@ -29,6 +29,11 @@
 //   - EXAMINE is enforced here: STORE, EXPUNGE, MOVE answer NO [READ-ONLY],
 //     CLOSE expunges nothing, and BODY[] does not set \Seen.
 //   - Server.Close closes every connection (clients reconnect).
+//     Server.Shutdown (a node's drain) stops the listeners and ends each
+//     connection with "* BYE [UNAVAILABLE]": at once if it waits for a
+//     command or idles, else once its command in progress is answered
+//     (an APPEND being stored is acknowledged, not cut), within the
+//     drain's deadline. SetLimits changes the connection caps live.
 //   - FLAGS and PERMANENTFLAGS list the keywords in use in the mailbox;
 //     a keyword new to a session is announced with FLAGS from Poll, so
 //     after a STORE's FETCH responses (PERMANENTFLAGS has \*, which
