@@ -34,6 +34,10 @@
 //     command or idles, else once its command in progress is answered
 //     (an APPEND being stored is acknowledged, not cut), within the
 //     drain's deadline. SetLimits changes the connection caps live.
+//   - A user disabled, removed or given a new password has every open
+//     session on every node ended with "* BYE" the same way, IDLE
+//     included (mailbox.Store.AccountChanged, one watch per logged-in
+//     user on the node, shared by the user's sessions: accounts.go).
 //   - FLAGS and PERMANENTFLAGS list the keywords in use in the mailbox;
 //     a keyword new to a session is announced with FLAGS from Poll, so
 //     after a STORE's FETCH responses (PERMANENTFLAGS has \*, which
@@ -73,7 +77,8 @@
 //
 // A session idling in IDLE holds no read or write buffer (package wire
 // takes them from pools for the time of a command), no goroutine of this
-// package (updates are pushed from the mailbox's notifications), and
+// package (updates are pushed from the mailbox's notifications; the one
+// account watch per logged-in user is shared by the user's sessions), and
 // sessions of one mailbox that agree share one UID list
 // (mailbox.Watcher.ShareUIDs); event logs, pending events and the record
 // of the session's own flag changes are dropped once consumed. What is

@@ -65,6 +65,7 @@ type Server struct {
 	limit  *connlimit.Limiter
 	append *budget
 	recent *recentBook
+	accts  accountWatches
 
 	mu  sync.Mutex
 	lns map[string]net.Listener
