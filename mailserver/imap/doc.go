@@ -38,6 +38,9 @@
 //     session on every node ended with "* BYE" the same way, IDLE
 //     included (mailbox.Store.AccountChanged, one watch per logged-in
 //     user on the node, shared by the user's sessions: accounts.go).
+//   - ENVELOPE keeps groups as RFC 3501 7.4.2's markers and drops
+//     routes (mailbox/addrlist.go); SEARCH FROM/TO/CC/BCC match the
+//     parsed addresses and names as well as the field's text.
 //   - FLAGS and PERMANENTFLAGS list the keywords in use in the mailbox;
 //     a keyword new to a session is announced with FLAGS from Poll, so
 //     after a STORE's FETCH responses (PERMANENTFLAGS has \*, which
