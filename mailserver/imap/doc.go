@@ -38,6 +38,9 @@
 //     session on every node ended with "* BYE" the same way, IDLE
 //     included (mailbox.Store.AccountChanged, one watch per logged-in
 //     user on the node, shared by the user's sessions: accounts.go).
+//   - APPEND stores the bytes as given, bare LFs included (as Dovecot
+//     does): RFC822.SIZE, BINARY.SIZE and every section agree with what
+//     the client sent. SMTP and LMTP deliveries are CRLF-normalised.
 //   - ENVELOPE keeps groups as RFC 3501 7.4.2's markers and drops
 //     routes (mailbox/addrlist.go); SEARCH FROM/TO/CC/BCC match the
 //     parsed addresses and names as well as the field's text.

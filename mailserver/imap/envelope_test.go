@@ -70,6 +70,7 @@ func TestEnvelopeAndAppend(t *testing.T) {
 	}
 	t.Run("envelope-groups-routes", func(t *testing.T) { testEnvelopeGroups(t, rc) })
 	t.Run("search-addresses", func(t *testing.T) { testSearchAddresses(t, rc) })
+	t.Run("append-bytes", func(t *testing.T) { testAppendBytes(t, rc) })
 }
 
 // testEnvelopeGroups: RFC 3501 7.4.2 group markers and route addresses.
@@ -115,4 +116,29 @@ func (rc *rawClient) until0(tag, command string) string {
 		rc.t.Fatalf("%s: %q", command, done)
 	}
 	return strings.TrimPrefix(find(lines, "* SEARCH"), "* SEARCH")
+}
+
+// testAppendBytes: APPEND stores exactly what it was given (bare LF
+// stays), and every size and section agrees with those bytes.
+func testAppendBytes(t *testing.T, rc *rawClient) {
+	header := "From: a@b.test\nSubject: bare LF\nX-Mixed: yes\r\n\n"
+	body := "line one\nline two\r\nline three\n"
+	msg := header + body
+	uid := rc.appendRaw(msg)
+	out := rc.raw("f", "UID FETCH "+uid+" (RFC822.SIZE BINARY.SIZE[] BODY.PEEK[] BODY.PEEK[HEADER] BODY.PEEK[TEXT] BODY.PEEK[]<5.12> BODY.PEEK[HEADER.FIELDS (SUBJECT)] BINARY.PEEK[1])")
+	for _, want := range []string{
+		fmt.Sprintf("RFC822.SIZE %d", len(msg)),
+		fmt.Sprintf("BINARY.SIZE[] %d", len(msg)),
+		fmt.Sprintf("BODY[] {%d}\r\n%s", len(msg), msg),
+		fmt.Sprintf("BODY[HEADER] {%d}\r\n%s", len(header), header),
+		fmt.Sprintf("BODY[TEXT] {%d}\r\n%s", len(body), body),
+		fmt.Sprintf("BODY[]<5> {12}\r\n%s", msg[5:17]),
+		"BODY[HEADER.FIELDS (SUBJECT)] {",
+		"Subject: bare LF\n",
+		fmt.Sprintf("BINARY[1] ~{%d}\r\n%s", len(body), body),
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("FETCH lacks %q:\n%q", want, out)
+		}
+	}
 }

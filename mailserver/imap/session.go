@@ -535,6 +535,9 @@ func (s *session) Append(name string, r imap.LiteralReader, options *imap.Append
 	c, cancel = ctx()
 	defer cancel()
 	d := s.store().NewDelivery()
+	// The bytes as the client sent them, bare LFs too (as Dovecot): its
+	// cache, RFC822.SIZE and BINARY.SIZE then agree with the server.
+	d.StoreAsGiven()
 	if err := d.AddRecipient(mailbox.Recipient{Address: s.user, Mailbox: mb.Name, Flags: flags}); err != nil {
 		return nil, imapErr(err)
 	}
