@@ -36,8 +36,9 @@ func stopWithin(stop func(context.Context), d time.Duration) {
 }
 
 // drainNode is the first part of a clean stop, bounded by ctx (--shutdown-grace):
-// at once, every client port stops accepting and IMAP clients are
-// disconnected (they reconnect, to another node); meanwhile Raft
+// at once, every client port stops accepting and IMAP clients are told
+// BYE once their command in progress is answered (they reconnect, to
+// another node); meanwhile Raft
 // leadership, if this node holds it, goes to another voter, and SMTP/LMTP
 // messages being received and HTTP requests in flight finish. What is
 // still running when ctx ends is cut: an unfinished delivery is not
@@ -104,17 +105,27 @@ func waitForStop(sig <-chan os.Signal, n *replica.Node, grace time.Duration, log
 	return ctx, cancel, removed
 }
 
-// Shutdown stops the mail listeners: IMAP at once, closing its
-// connections (the IMAP library has no drain: a command in progress is cut,
-// unacknowledged, and the client reconnects, to another node), SMTP,
-// submission and LMTP letting messages in DATA finish within ctx.
+// Shutdown stops the mail listeners and drains their connections within
+// ctx, IMAP and SMTP side by side: IMAP connections end with "* BYE
+// [UNAVAILABLE]" once their command in progress is answered (at once when
+// idle or in IDLE; clients reconnect, to another node); SMTP, submission
+// and LMTP let messages in DATA finish.
 func (m *mailListeners) Shutdown(ctx context.Context) error {
-	var errs []error
+	var (
+		wg      sync.WaitGroup
+		imapErr error
+	)
 	if m.imap != nil {
-		errs = append(errs, m.imap.Close())
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			imapErr = m.imap.Shutdown(ctx)
+		}()
 	}
+	var errs []error
 	if m.smtp != nil {
 		errs = append(errs, m.smtp.Shutdown(ctx))
 	}
-	return errors.Join(errs...)
+	wg.Wait()
+	return errors.Join(append(errs, imapErr)...)
 }

@@ -2,10 +2,12 @@ package main
 
 import (
 	"fmt"
+	"log/slog"
 	"strconv"
 	"sync"
 
 	"hastore/mailserver"
+	"hastore/mailserver/imap"
 	"hastore/webfs/httpserve"
 )
 
@@ -18,6 +20,11 @@ type liveLimits struct {
 	mail                 *mailserver.Server // nil: no SMTP/LMTP listener
 	mailTotal, mailPerIP int
 
+	imap                 *imap.Server // nil: no IMAP listener
+	imapTotal, imapPerIP int
+	smtpListeners        int // SMTP, submission, LMTP ports open: the IMAP total is fitted below the file limit with them
+	log                  *slog.Logger
+
 	http                 *httpserve.Caps // nil: no HTTP(S) port
 	httpTotal, httpPerIP int
 }
@@ -29,6 +36,35 @@ func (l *liveLimits) setMail(s *mailserver.Server, total, perIP int) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.mail, l.mailTotal, l.mailPerIP = s, total, perIP
+}
+
+// setIMAP registers the IMAP listeners of mf (s nil: none) with the caps
+// they were started with.
+func (l *liveLimits) setIMAP(s *imap.Server, mf *mailFlags, log *slog.Logger) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.imap, l.imapTotal, l.imapPerIP, l.log = s, mf.imapLimits.maxConns, mf.imapLimits.maxConnsIP, log
+	l.smtpListeners = 0
+	for _, a := range []string{mf.smtp, mf.submission, mf.lmtp} {
+		if a != "" {
+			l.smtpListeners++
+		}
+	}
+}
+
+// applyIMAP sets the IMAP caps in effect, the total kept below the
+// open-file limit as at start (fitFileLimit says so when it lowers it).
+func (l *liveLimits) applyIMAP() {
+	if l.imap == nil {
+		return
+	}
+	cfg := imap.Config{MaxConnections: l.imapTotal}
+	log := l.log
+	if log == nil {
+		log = slog.Default()
+	}
+	fitFileLimit(&cfg, l.smtpListeners*l.mailTotal, log)
+	l.imap.SetLimits(cfg.MaxConnections, l.imapPerIP)
 }
 
 func (l *liveLimits) setHTTP(c *httpserve.Caps, total, perIP int) {
@@ -86,6 +122,14 @@ func init() {
 		if l.mail != nil {
 			l.mail.SetLimits(l.mailTotal, mailPerIPCap(l.mailPerIP))
 		}
+	})
+	liveKeys["imap-max-connections"] = limitKey(nil, func(l *liveLimits, v int) {
+		l.imapTotal = v
+		l.applyIMAP()
+	})
+	liveKeys["imap-max-connections-per-ip"] = limitKey(nil, func(l *liveLimits, v int) {
+		l.imapPerIP = v
+		l.applyIMAP()
 	})
 	liveKeys["http-max-connections"] = limitKey(nil, func(l *liveLimits, v int) {
 		l.httpTotal = v

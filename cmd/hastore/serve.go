@@ -298,6 +298,7 @@ func serve(args []string) error {
 		return err
 	}
 	live.setMail(mail.smtp, mf.maxConns, mf.maxConnsIP) // SIGHUP's config re-read may change the caps
+	live.setIMAP(mail.imap, mf, log)
 	stopHTTP := func(context.Context) {}
 	if o.httpAddr != "" || hf.https != "" || hf.certDir != "" {
 		if stopHTTP, err = startHTTP(o.httpAddr, n, log, hf); err != nil {

@@ -29,6 +29,21 @@
 //   - EXAMINE is enforced here: STORE, EXPUNGE, MOVE answer NO [READ-ONLY],
 //     CLOSE expunges nothing, and BODY[] does not set \Seen.
 //   - Server.Close closes every connection (clients reconnect).
+//     Server.Shutdown (a node's drain) stops the listeners and ends each
+//     connection with "* BYE [UNAVAILABLE]": at once if it waits for a
+//     command or idles, else once its command in progress is answered
+//     (an APPEND being stored is acknowledged, not cut), within the
+//     drain's deadline. SetLimits changes the connection caps live.
+//   - A user disabled, removed or given a new password has every open
+//     session on every node ended with "* BYE" the same way, IDLE
+//     included (mailbox.Store.AccountChanged, one watch per logged-in
+//     user on the node, shared by the user's sessions: accounts.go).
+//   - APPEND stores the bytes as given, bare LFs included (as Dovecot
+//     does): RFC822.SIZE, BINARY.SIZE and every section agree with what
+//     the client sent. SMTP and LMTP deliveries are CRLF-normalised.
+//   - ENVELOPE keeps groups as RFC 3501 7.4.2's markers and drops
+//     routes (mailbox/addrlist.go); SEARCH FROM/TO/CC/BCC match the
+//     parsed addresses and names as well as the field's text.
 //   - FLAGS and PERMANENTFLAGS list the keywords in use in the mailbox;
 //     a keyword new to a session is announced with FLAGS from Poll, so
 //     after a STORE's FETCH responses (PERMANENTFLAGS has \*, which
@@ -68,7 +83,8 @@
 //
 // A session idling in IDLE holds no read or write buffer (package wire
 // takes them from pools for the time of a command), no goroutine of this
-// package (updates are pushed from the mailbox's notifications), and
+// package (updates are pushed from the mailbox's notifications; the one
+// account watch per logged-in user is shared by the user's sessions), and
 // sessions of one mailbox that agree share one UID list
 // (mailbox.Watcher.ShareUIDs); event logs, pending events and the record
 // of the session's own flag changes are dropped once consumed. What is

@@ -222,6 +222,9 @@ func (s *session) match(c context.Context, cand *candidate, cr *imap.SearchCrite
 				break
 			}
 		}
+		if !found && hf.Value != "" && cand.info != nil {
+			found = matchAddresses(envelopeField(&cand.info.Envelope, hf.Key), hf.Value)
+		}
 		if !found {
 			return false
 		}
@@ -253,4 +256,46 @@ func (s *session) match(c context.Context, cand *candidate, cr *imap.SearchCrite
 		}
 	}
 	return cand.err == nil
+}
+
+// envelopeField is the parsed address list of an address header, nil for
+// other fields.
+func envelopeField(env *mailbox.Envelope, key string) []mailbox.Address {
+	switch strings.ToLower(key) {
+	case "from":
+		return env.From
+	case "sender":
+		return env.Sender
+	case "reply-to":
+		return env.ReplyTo
+	case "to":
+		return env.To
+	case "cc":
+		return env.Cc
+	case "bcc":
+		return env.Bcc
+	}
+	return nil
+}
+
+// matchAddresses: SEARCH FROM/TO/CC/BCC (and HEADER on those fields) also
+// match the addresses as parsed (RFC 3501 6.4.4 searches the envelope's
+// field), so that "john@example.com" finds "john(work)@example.com" and a
+// display name found in a comment or encoded word matches in UTF-8.
+func matchAddresses(l []mailbox.Address, needle string) bool {
+	for _, a := range l {
+		var text string
+		switch {
+		case a.Host != "":
+			text = a.Name + " <" + a.Mailbox + "@" + a.Host + ">"
+		case a.Mailbox != "":
+			text = a.Mailbox // a group's name
+		default:
+			continue
+		}
+		if containsFold(text, needle) {
+			return true
+		}
+	}
+	return false
 }

@@ -1,6 +1,7 @@
 package imap
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -64,6 +65,7 @@ type Server struct {
 	limit  *connlimit.Limiter
 	append *budget
 	recent *recentBook
+	accts  accountWatches
 
 	mu  sync.Mutex
 	lns map[string]net.Listener
@@ -174,4 +176,41 @@ func (s *Server) Close() error {
 		err = nil
 	}
 	return err
+}
+
+// ShutdownText is the BYE a client gets when the server shuts down.
+const ShutdownText = "[UNAVAILABLE] Server shutting down; reconnect"
+
+// Shutdown stops the listeners and ends every IMAP connection with "* BYE
+// [UNAVAILABLE]": at once if it waits for a command or idles, else once
+// the command in progress is answered (so an APPEND being stored is
+// acknowledged, or not started). Clients reconnect, to this node or
+// another. Connections still busy when ctx ends are closed; it then
+// returns ctx's error.
+func (s *Server) Shutdown(ctx context.Context) error {
+	err := s.srv.Shutdown(ctx, ShutdownText)
+	s.mu.Lock()
+	for _, ln := range s.lns {
+		ln.Close() // one whose Serve had not started yet
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
+	if errors.Is(err, net.ErrClosed) {
+		err = nil
+	}
+	return err
+}
+
+// SetLimits changes the connection caps of the running listeners, as
+// Config's MaxConnections and MaxConnectionsPerIP take them (0: the
+// default, negative: no cap). Connections open now stay open, even above
+// a lowered cap.
+func (s *Server) SetLimits(total, perIP int) {
+	if total == 0 {
+		total = DefaultMaxConnections
+	}
+	if perIP == 0 {
+		perIP = DefaultMaxConnectionsPerIP
+	}
+	s.limit.SetLimits(total, perIP)
 }

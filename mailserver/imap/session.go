@@ -42,6 +42,9 @@ type session struct {
 	idleMu     sync.Mutex
 	idleW      *wire.UpdateWriter
 	pushQueued atomic.Bool
+	// watched: the session is among its user's (accounts.go), to be
+	// ended when the account is disabled, removed or its password changes.
+	watched bool
 }
 
 var _ wire.Session = (*authGuard)(nil)
@@ -114,6 +117,7 @@ func (s *session) idlePush() {
 }
 
 func (s *session) Close() error {
+	s.srv.unwatchAccount(s)
 	s.endIdle()
 	if s.mb != nil {
 		s.mb.w.Close()
@@ -164,6 +168,7 @@ func (s *session) Login(username, password string) error {
 	switch {
 	case err == nil:
 		s.user = addr
+		s.srv.watchAccount(s)
 		return nil
 	case errors.Is(err, mailbox.ErrAuthFailed):
 		return wire.ErrAuthFailed
@@ -530,6 +535,9 @@ func (s *session) Append(name string, r imap.LiteralReader, options *imap.Append
 	c, cancel = ctx()
 	defer cancel()
 	d := s.store().NewDelivery()
+	// The bytes as the client sent them, bare LFs too (as Dovecot): its
+	// cache, RFC822.SIZE and BINARY.SIZE then agree with the server.
+	d.StoreAsGiven()
 	if err := d.AddRecipient(mailbox.Recipient{Address: s.user, Mailbox: mb.Name, Flags: flags}); err != nil {
 		return nil, imapErr(err)
 	}

@@ -146,22 +146,34 @@ func compareBy(key string, a, b *sortable) int {
 
 // firstMailbox is the local part of the first address (RFC 5256 3).
 func firstMailbox(l []mailbox.Address) string {
-	if len(l) == 0 {
+	a := firstAddress(l)
+	if a == nil {
 		return ""
 	}
-	return strings.ToLower(l[0].Mailbox)
+	return strings.ToLower(a.Mailbox)
+}
+
+// firstAddress is the first address of a list that is not a group marker.
+func firstAddress(l []mailbox.Address) *mailbox.Address {
+	for i := range l {
+		if l[i].Host != "" {
+			return &l[i]
+		}
+	}
+	return nil
 }
 
 // display is the display name of the first address, else its address
 // (RFC 5957).
 func display(l []mailbox.Address) string {
-	if len(l) == 0 {
+	a := firstAddress(l)
+	if a == nil {
 		return ""
 	}
-	if l[0].Name != "" {
-		return strings.ToLower(l[0].Name)
+	if a.Name != "" {
+		return strings.ToLower(a.Name)
 	}
-	return strings.ToLower(l[0].Mailbox + "@" + l[0].Host)
+	return strings.ToLower(a.Mailbox + "@" + a.Host)
 }
 
 var (

@@ -92,6 +92,8 @@ type Delivery struct {
 	window time.Duration // how long a retry of it is recognized
 
 	sv *sieveRun // FilterWithSieve (sieve.go); nil: no filtering
+
+	asGiven bool // StoreAsGiven: Body keeps bare LFs
 }
 
 // SetRetryKey makes Commit recognize a retry: if the same digest of what
@@ -134,14 +136,21 @@ func (d *Delivery) AddRecipient(r Recipient) error {
 // Recipients returns the recipients added so far.
 func (d *Delivery) Recipients() []Recipient { return d.rcpts }
 
-// Body stores the message (bare LFs become CRLF) and computes its info.
+// StoreAsGiven makes Body store the bytes exactly as given, bare LFs
+// included (IMAP APPEND: the client's cache must match what it sent).
+func (d *Delivery) StoreAsGiven() { d.asGiven = true }
+
+// Body stores the message (bare LFs become CRLF, unless StoreAsGiven) and
+// computes its info.
 // When it returns nil the bytes are durable cluster-wide; internalDate is
 // the message's INTERNALDATE (zero: now).
 func (d *Delivery) Body(ctx context.Context, msg []byte, internalDate time.Time) error {
 	if d.held || d.staged != nil {
 		return fmt.Errorf("%w: Body called twice", ErrInvalid)
 	}
-	msg = NormalizeCRLF(msg)
+	if !d.asGiven {
+		msg = NormalizeCRLF(msg)
+	}
 	d.sv.keep(msg)
 	info, err := EncodeInfo(ParseInfo(msg))
 	if err != nil {

@@ -44,7 +44,11 @@ type Envelope struct {
 	MessageID string    `json:"messageId,omitempty"`
 }
 
-// Address is one address of an envelope field.
+// Address is one address of an envelope field. A group (RFC 5322
+// "name: a@b, c@d;") is its members between two markers, as in IMAP's
+// ENVELOPE (RFC 3501 7.4.2): the start has the group's name as Mailbox
+// and no Host, the end is all empty. (Info stored before groups were kept
+// has the members only.)
 type Address struct {
 	Name    string `json:"name,omitempty"`
 	Mailbox string `json:"mailbox"`
@@ -293,15 +297,13 @@ func envelope(hdr textproto.Header) Envelope {
 	return env
 }
 
+// addressList reads an address field (addrlist.go): groups kept as RFC
+// 3501's markers, routes dropped, comments and malformed neighbours not
+// losing an address.
 func addressList(mh mail.Header, key string) []Address {
-	list, _ := mh.AddressList(key)
-	var out []Address
-	for _, a := range list {
-		local, host, ok := strings.Cut(a.Address, "@")
-		if !ok {
-			continue
-		}
-		out = append(out, Address{Name: a.Name, Mailbox: local, Host: host})
+	v := mh.Get(key)
+	if v == "" {
+		return nil
 	}
-	return out
+	return parseAddressList(v)
 }

@@ -673,11 +673,18 @@ func (c *Conn) idle(d *decoder) error {
 	if err := c.flush(); err != nil {
 		return err
 	}
-	c.nc.SetReadDeadline(time.Now().Add(c.srv.opts.IdleTimeout))
-	if err := c.lr.wait(); err != nil {
+	if !c.startWait(time.Now().Add(c.srv.opts.IdleTimeout)) {
+		c.sayEnd()
+		return errEnded
+	}
+	err := c.lr.wait()
+	if c.endWait() != "" {
+		c.sayEnd()
+		return errEnded
+	}
+	if err != nil {
 		return err
 	}
-	c.nc.SetReadDeadline(time.Now().Add(CommandTimeout))
 	c.setWriteDeadline() // IDLE may have lasted longer than WriteTimeout
 	line, err := c.lr.readLine(nil, MaxLine)
 	if err != nil && err != errLineTooLong {

@@ -2,6 +2,7 @@ package wire
 
 import (
 	"bufio"
+	"context"
 	"crypto/tls"
 	"errors"
 	"io"
@@ -112,6 +113,46 @@ func (s *Server) Serve(ln net.Listener, implicitTLS bool) error {
 	}
 }
 
+// Shutdown stops the listeners and ends every connection with "* BYE
+// text": at once if it is waiting for a command or in IDLE, else once its
+// command in progress is answered. It waits for them until ctx ends, then
+// closes those left (ctx's error).
+func (s *Server) Shutdown(ctx context.Context, text string) error {
+	s.mu.Lock()
+	s.closed = true
+	var err error
+	for ln := range s.lns {
+		if e := ln.Close(); e != nil && err == nil {
+			err = e
+		}
+	}
+	conns := make([]*Conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	for _, c := range conns {
+		c.End(text)
+	}
+	done := make(chan struct{})
+	go func() {
+		s.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return err
+	case <-ctx.Done():
+	}
+	s.mu.Lock()
+	for c := range s.conns {
+		c.raw.Close()
+	}
+	s.mu.Unlock()
+	<-done
+	return ctx.Err()
+}
+
 // Close stops the listeners and closes every connection.
 func (s *Server) Close() error {
 	s.mu.Lock()
@@ -148,6 +189,13 @@ type Conn struct {
 	enabled imap.CapSet
 	rev2    atomic.Bool
 
+	// End's: endText set means say BYE and close at the next chance;
+	// waiting, that the connection's goroutine waits for the client (a
+	// command, or DONE), which End then wakes.
+	smu     sync.Mutex
+	endText string
+	waiting bool
+
 	// Owned by the connection's goroutine.
 	state imap.ConnState
 	line  []byte
@@ -174,6 +222,59 @@ func (c *Conn) Bye(text string) error {
 	c.wmu.Unlock()
 	c.raw.Close()
 	return err
+}
+
+// End ends the connection with "* BYE text" (from any goroutine): at once
+// if it waits for a command or idles, else as soon as the command in
+// progress is answered.
+func (c *Conn) End(text string) {
+	c.smu.Lock()
+	defer c.smu.Unlock()
+	if c.endText == "" {
+		c.endText = text
+	}
+	if c.waiting {
+		c.raw.SetReadDeadline(time.Unix(1, 0)) // wakes the read
+	}
+}
+
+// startWait sets the deadline of a wait for the client; false if the
+// connection is to end instead (c.endText).
+func (c *Conn) startWait(deadline time.Time) bool {
+	c.smu.Lock()
+	defer c.smu.Unlock()
+	if c.endText != "" {
+		return false
+	}
+	c.waiting = true
+	c.nc.SetReadDeadline(deadline)
+	return true
+}
+
+// endWait ends a wait: the text to end the connection with, if End was
+// called, else "" and the deadline of a command is set.
+func (c *Conn) endWait() string {
+	c.smu.Lock()
+	defer c.smu.Unlock()
+	c.waiting = false
+	if c.endText == "" {
+		c.nc.SetReadDeadline(time.Now().Add(CommandTimeout))
+	}
+	return c.endText
+}
+
+// byeTimeout bounds saying BYE when the connection is being ended.
+const byeTimeout = 5 * time.Second
+
+// sayEnd says the BYE End asked for and closes the connection.
+func (c *Conn) sayEnd() {
+	c.smu.Lock()
+	text := c.endText
+	c.smu.Unlock()
+	c.wmu.Lock()
+	c.nc.SetWriteDeadline(time.Now().Add(byeTimeout))
+	c.wmu.Unlock()
+	_ = c.Bye(text)
 }
 
 func (c *Conn) lock() *enc {
@@ -274,21 +375,30 @@ func (c *Conn) serve() {
 		return
 	}
 	for c.state != imap.ConnStateLogout {
-		if c.state == imap.ConnStateNotAuthenticated {
-			c.nc.SetReadDeadline(time.Time{}) // the login timer bounds this state
-		} else {
-			c.nc.SetReadDeadline(time.Now().Add(c.srv.opts.IdleTimeout))
+		deadline := time.Time{} // the login timer bounds this state
+		if c.state != imap.ConnStateNotAuthenticated {
+			deadline = time.Now().Add(c.srv.opts.IdleTimeout)
 		}
 		if c.line != nil && cap(c.line) > 4<<10 {
 			c.line = nil
 		}
-		if err := c.lr.wait(); err != nil {
+		if !c.startWait(deadline) {
+			c.sayEnd()
+			return
+		}
+		err := c.lr.wait()
+		if c.endWait() != "" {
+			// A command that arrived meanwhile is not run: the client
+			// sends it again after reconnecting.
+			c.sayEnd()
+			return
+		}
+		if err != nil {
 			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
 				c.srv.log.Debug("imap: connection ended", "err", err)
 			}
 			return
 		}
-		c.nc.SetReadDeadline(time.Now().Add(CommandTimeout))
 		c.setWriteDeadline()
 		if !c.command() {
 			return
@@ -388,6 +498,9 @@ func (c *Conn) byeBad() bool {
 // errDone: the command wrote its own tagged answer.
 var errDone = errors.New("done")
 
+// errEnded: the connection said BYE for End and is closed.
+var errEnded = errors.New("connection ended")
+
 // answer writes the tagged answer of a command.
 func (c *Conn) answer(d *decoder, tag, name string, err error) bool {
 	if err == nil {
@@ -396,6 +509,9 @@ func (c *Conn) answer(d *decoder, tag, name string, err error) bool {
 	}
 	if err == errDone {
 		return c.state != imap.ConnStateLogout
+	}
+	if err == errEnded {
+		return false
 	}
 	var pe *protoError
 	if errors.As(err, &pe) {
