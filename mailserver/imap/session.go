@@ -742,6 +742,9 @@ func (s *session) Store(w *wire.FetchWriter, numSet imap.NumSet, flags *imap.Sto
 	if err != nil {
 		return err
 	}
+	if err := sel.checkSeq(numSet); err != nil {
+		return err
+	}
 	idx := sel.resolve(numSet)
 	if len(idx) == 0 {
 		return nil
@@ -891,6 +894,9 @@ func (s *session) copy(numSet imap.NumSet, dest string, move bool) (*imap.CopyDa
 	}
 	if move && dst.ID == sel.id {
 		return nil, no(imap.ResponseCodeCannot, "Source and destination are the same mailbox")
+	}
+	if err := sel.checkSeq(numSet); err != nil {
+		return nil, err
 	}
 	idx := sel.resolve(numSet)
 	if len(idx) == 0 {
