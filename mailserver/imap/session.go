@@ -758,6 +758,20 @@ func (s *session) Store(w *wire.FetchWriter, numSet imap.NumSet, flags *imap.Sto
 	if options != nil {
 		unchangedSince = options.UnchangedSince
 	}
+	_, byUID := numSet.(imap.UIDSet)
+	var modified imap.SeqSet // seq numbers or UIDs (RFC 7162 3.1.3)
+	if unchangedSince == wire.UnchangedSinceZero {
+		// Every message has a modseq above 0, so each one fails and
+		// nothing is proposed.
+		for i, j := range idx {
+			if byUID {
+				modified.AddNum(uids[i])
+			} else {
+				modified.AddNum(uint32(j + 1))
+			}
+		}
+		return errModified(modified)
+	}
 	c, cancel := ctx()
 	defer cancel()
 	out, index, err := s.store().StoreFlagsUnchangedSince(c, s.user, sel.id, uids, op, fl, unchangedSince)
@@ -770,9 +784,7 @@ func (s *session) Store(w *wire.FetchWriter, numSet imap.NumSet, flags *imap.Sto
 			sel.keywordsUntold = true
 		}
 	}
-	_, byUID := numSet.(imap.UIDSet)
 	rev2 := s.rev2()
-	var modified imap.SeqSet // seq numbers or UIDs (RFC 7162 3.1.3)
 	for i, o := range out {
 		if o.Code == mailstate.MailModified {
 			if byUID {
@@ -806,9 +818,15 @@ func (s *session) Store(w *wire.FetchWriter, numSet imap.NumSet, flags *imap.Sto
 		}
 	}
 	if len(modified) > 0 {
-		return &imap.Error{Type: imap.StatusResponseTypeOK, Code: imap.ResponseCode("MODIFIED " + modified.String()), Text: "Some messages changed since UNCHANGEDSINCE"}
+		return errModified(modified)
 	}
 	return nil
+}
+
+// errModified is the tagged OK of a STORE some messages of which failed
+// their UNCHANGEDSINCE test (RFC 7162 3.1.3).
+func errModified(set imap.SeqSet) error {
+	return &imap.Error{Type: imap.StatusResponseTypeOK, Code: imap.ResponseCode("MODIFIED " + set.String()), Text: "Some messages changed since UNCHANGEDSINCE"}
 }
 
 func (s *session) Copy(numSet imap.NumSet, dest string) (*imap.CopyData, error) {
