@@ -138,8 +138,10 @@ func compareBy(key string, a, b *sortable) int {
 		return cmp(firstMailbox(a.env.To), firstMailbox(b.env.To))
 	case "CC":
 		return cmp(firstMailbox(a.env.Cc), firstMailbox(b.env.Cc))
-	case "DISPLAY":
+	case "DISPLAYFROM":
 		return cmp(display(a.env.From), display(b.env.From))
+	case "DISPLAYTO":
+		return cmp(display(a.env.To), display(b.env.To))
 	}
 	return 0
 }
