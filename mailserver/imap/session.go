@@ -210,14 +210,36 @@ func (s *session) Create(name string, options *imap.CreateOptions) error {
 	if err := mailstate.ValidMailboxName(name); err != nil {
 		return no(imap.ResponseCodeCannot, "%v", err)
 	}
-	su := ""
-	if options != nil && len(options.SpecialUse) > 0 {
-		su = string(options.SpecialUse[0])
+	su, err := createSpecialUse(options)
+	if err != nil {
+		return err
 	}
 	c, cancel := ctx()
 	defer cancel()
-	_, err := s.store().CreateMailbox(c, s.user, name, su)
+	_, err = s.store().CreateMailbox(c, s.user, name, su)
 	return imapErr(err)
+}
+
+// specialUses are the RFC 6154 attributes CREATE (USE (...)) can give,
+// spelled as the metadata layer stores them.
+var specialUses = []imap.MailboxAttr{imap.MailboxAttrAll, imap.MailboxAttrArchive, imap.MailboxAttrDrafts, imap.MailboxAttrFlagged, imap.MailboxAttrJunk, imap.MailboxAttrSent, imap.MailboxAttrTrash}
+
+// createSpecialUse is the special use CREATE asks for. An attribute the
+// server does not know, or more than the one a mailbox keeps, is refused
+// with NO [USEATTR] before anything is created (RFC 6154 3).
+func createSpecialUse(options *imap.CreateOptions) (string, error) {
+	if options == nil || len(options.SpecialUse) == 0 {
+		return "", nil
+	}
+	if len(options.SpecialUse) > 1 {
+		return "", no("USEATTR", "A mailbox has at most one special use")
+	}
+	for _, u := range specialUses {
+		if strings.EqualFold(string(options.SpecialUse[0]), string(u)) {
+			return string(u), nil
+		}
+	}
+	return "", no("USEATTR", "Unknown special use %s: use one of \\All \\Archive \\Drafts \\Flagged \\Junk \\Sent \\Trash", options.SpecialUse[0])
 }
 
 func (s *session) Delete(name string) error {
