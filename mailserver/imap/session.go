@@ -540,6 +540,12 @@ func (s *session) Append(name string, r imap.LiteralReader, options *imap.Append
 	if err != nil {
 		return nil, err
 	}
+	if r.Size() == 0 {
+		// No header, so no From or Date (RFC 5322 3.6): nothing a client
+		// can show, only the trace of a client bug (Dovecot and Cyrus
+		// refuse it too).
+		return nil, no(imap.ResponseCodeCannot, "Refusing a zero byte message: APPEND needs the message's header and body")
+	}
 	c, cancel := ctx()
 	err = s.store().CheckRecipient(c, s.user, r.Size())
 	cancel()
