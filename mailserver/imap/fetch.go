@@ -26,6 +26,9 @@ func (s *session) Fetch(w *wire.FetchWriter, numSet imap.NumSet, options *imap.F
 	s.touch()
 	sel := s.mb
 	s.fetchRev2 = s.rev2()
+	if err := sel.checkSeq(numSet); err != nil {
+		return err
+	}
 	idx := sel.resolve(numSet)
 	markSeen := false
 	for _, bs := range options.BodySection {

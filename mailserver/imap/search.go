@@ -38,6 +38,7 @@ func (s *session) Search(kind wire.NumKind, criteria *imap.SearchCriteria, optio
 	var data imap.SearchData
 	var seqs imap.SeqSet
 	var uids imap.UIDSet
+	var firstUID, lastUID imap.UID // the matches in order: the saved MIN and MAX
 	n := uint32(len(sel.uids))
 	var last uint32
 	if n > 0 {
@@ -50,6 +51,10 @@ func (s *session) Search(kind wire.NumKind, criteria *imap.SearchCriteria, optio
 		}
 		num := cand.seq
 		uids.AddNum(imap.UID(m.UID))
+		if data.Count == 0 {
+			firstUID = imap.UID(m.UID)
+		}
+		lastUID = imap.UID(m.UID)
 		if kind == wire.NumKindUID {
 			num = m.UID
 		} else {
@@ -70,7 +75,7 @@ func (s *session) Search(kind wire.NumKind, criteria *imap.SearchCriteria, optio
 		data.ModSeq = 0 // only a MODSEQ search reports it (RFC 7162 3.1.5)
 	}
 	if options != nil && options.ReturnSave {
-		sel.saved = uids
+		sel.saved = savedResult(uids, firstUID, lastUID, options)
 	}
 	if kind == wire.NumKindUID {
 		data.All = uids
@@ -78,6 +83,24 @@ func (s *session) Search(kind wire.NumKind, criteria *imap.SearchCriteria, optio
 		data.All = seqs
 	}
 	return &data, nil
+}
+
+// savedResult is what SEARCH RETURN (SAVE ...) keeps as "$": with MIN
+// and/or MAX but neither ALL nor COUNT, only the lowest and/or highest
+// match; else every match (RFC 5182 2.1). Sequence and UID order agree,
+// so the extremes are the same messages either way.
+func savedResult(uids imap.UIDSet, first, last imap.UID, options *imap.SearchOptions) imap.UIDSet {
+	if !options.ReturnMin && !options.ReturnMax || options.ReturnAll || options.ReturnCount || len(uids) == 0 {
+		return uids
+	}
+	var out imap.UIDSet
+	if options.ReturnMin {
+		out.AddNum(first)
+	}
+	if options.ReturnMax {
+		out.AddNum(last)
+	}
+	return out
 }
 
 func inSeqSet(set imap.SeqSet, n, max uint32) bool {

@@ -1,6 +1,7 @@
 package imap
 
 import (
+	"fmt"
 	"sort"
 
 	"github.com/emersion/go-imap/v2"
@@ -80,6 +81,28 @@ func allIndexes(n int) []int {
 		out[i] = i
 	}
 	return out
+}
+
+// checkSeq refuses a message sequence number past the client's EXISTS:
+// RFC 9051 9 (seq-number) calls it invalid, and an OK with nothing would
+// hide a client that lost track of the mailbox. A range with "*" stays
+// valid (it names the last message, or nothing in an empty mailbox), and
+// UID sets are exempt: a UID that does not exist is ignored (6.4.9).
+func (m *selected) checkSeq(set imap.NumSet) error {
+	seqs, ok := set.(imap.SeqSet)
+	if !ok {
+		return nil
+	}
+	n := uint32(len(m.uids))
+	for _, r := range seqs {
+		if r.Start == 0 || r.Stop == 0 {
+			continue
+		}
+		if hi := max(r.Start, r.Stop); hi > n {
+			return &imap.Error{Type: imap.StatusResponseTypeBad, Text: fmt.Sprintf("Message sequence number %d is past the last message (%d): use UIDs or re-SELECT", hi, n)}
+		}
+	}
+	return nil
 }
 
 // resolve returns the indexes (ascending, distinct) of the view's

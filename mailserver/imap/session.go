@@ -210,14 +210,36 @@ func (s *session) Create(name string, options *imap.CreateOptions) error {
 	if err := mailstate.ValidMailboxName(name); err != nil {
 		return no(imap.ResponseCodeCannot, "%v", err)
 	}
-	su := ""
-	if options != nil && len(options.SpecialUse) > 0 {
-		su = string(options.SpecialUse[0])
+	su, err := createSpecialUse(options)
+	if err != nil {
+		return err
 	}
 	c, cancel := ctx()
 	defer cancel()
-	_, err := s.store().CreateMailbox(c, s.user, name, su)
+	_, err = s.store().CreateMailbox(c, s.user, name, su)
 	return imapErr(err)
+}
+
+// specialUses are the RFC 6154 attributes CREATE (USE (...)) can give,
+// spelled as the metadata layer stores them.
+var specialUses = []imap.MailboxAttr{imap.MailboxAttrAll, imap.MailboxAttrArchive, imap.MailboxAttrDrafts, imap.MailboxAttrFlagged, imap.MailboxAttrJunk, imap.MailboxAttrSent, imap.MailboxAttrTrash}
+
+// createSpecialUse is the special use CREATE asks for. An attribute the
+// server does not know, or more than the one a mailbox keeps, is refused
+// with NO [USEATTR] before anything is created (RFC 6154 3).
+func createSpecialUse(options *imap.CreateOptions) (string, error) {
+	if options == nil || len(options.SpecialUse) == 0 {
+		return "", nil
+	}
+	if len(options.SpecialUse) > 1 {
+		return "", no("USEATTR", "A mailbox has at most one special use")
+	}
+	for _, u := range specialUses {
+		if strings.EqualFold(string(options.SpecialUse[0]), string(u)) {
+			return string(u), nil
+		}
+	}
+	return "", no("USEATTR", "Unknown special use %s: use one of \\All \\Archive \\Drafts \\Flagged \\Junk \\Sent \\Trash", options.SpecialUse[0])
 }
 
 func (s *session) Delete(name string) error {
@@ -518,6 +540,12 @@ func (s *session) Append(name string, r imap.LiteralReader, options *imap.Append
 	if err != nil {
 		return nil, err
 	}
+	if r.Size() == 0 {
+		// No header, so no From or Date (RFC 5322 3.6): nothing a client
+		// can show, only the trace of a client bug (Dovecot and Cyrus
+		// refuse it too).
+		return nil, no(imap.ResponseCodeCannot, "Refusing a zero byte message: APPEND needs the message's header and body")
+	}
 	c, cancel := ctx()
 	err = s.store().CheckRecipient(c, s.user, r.Size())
 	cancel()
@@ -742,6 +770,9 @@ func (s *session) Store(w *wire.FetchWriter, numSet imap.NumSet, flags *imap.Sto
 	if err != nil {
 		return err
 	}
+	if err := sel.checkSeq(numSet); err != nil {
+		return err
+	}
 	idx := sel.resolve(numSet)
 	if len(idx) == 0 {
 		return nil
@@ -755,6 +786,20 @@ func (s *session) Store(w *wire.FetchWriter, numSet imap.NumSet, flags *imap.Sto
 	if options != nil {
 		unchangedSince = options.UnchangedSince
 	}
+	_, byUID := numSet.(imap.UIDSet)
+	var modified imap.SeqSet // seq numbers or UIDs (RFC 7162 3.1.3)
+	if unchangedSince == wire.UnchangedSinceZero {
+		// Every message has a modseq above 0, so each one fails and
+		// nothing is proposed.
+		for i, j := range idx {
+			if byUID {
+				modified.AddNum(uids[i])
+			} else {
+				modified.AddNum(uint32(j + 1))
+			}
+		}
+		return errModified(modified)
+	}
 	c, cancel := ctx()
 	defer cancel()
 	out, index, err := s.store().StoreFlagsUnchangedSince(c, s.user, sel.id, uids, op, fl, unchangedSince)
@@ -767,9 +812,7 @@ func (s *session) Store(w *wire.FetchWriter, numSet imap.NumSet, flags *imap.Sto
 			sel.keywordsUntold = true
 		}
 	}
-	_, byUID := numSet.(imap.UIDSet)
 	rev2 := s.rev2()
-	var modified imap.SeqSet // seq numbers or UIDs (RFC 7162 3.1.3)
 	for i, o := range out {
 		if o.Code == mailstate.MailModified {
 			if byUID {
@@ -803,9 +846,15 @@ func (s *session) Store(w *wire.FetchWriter, numSet imap.NumSet, flags *imap.Sto
 		}
 	}
 	if len(modified) > 0 {
-		return &imap.Error{Type: imap.StatusResponseTypeOK, Code: imap.ResponseCode("MODIFIED " + modified.String()), Text: "Some messages changed since UNCHANGEDSINCE"}
+		return errModified(modified)
 	}
 	return nil
+}
+
+// errModified is the tagged OK of a STORE some messages of which failed
+// their UNCHANGEDSINCE test (RFC 7162 3.1.3).
+func errModified(set imap.SeqSet) error {
+	return &imap.Error{Type: imap.StatusResponseTypeOK, Code: imap.ResponseCode("MODIFIED " + set.String()), Text: "Some messages changed since UNCHANGEDSINCE"}
 }
 
 func (s *session) Copy(numSet imap.NumSet, dest string) (*imap.CopyData, error) {
@@ -891,6 +940,9 @@ func (s *session) copy(numSet imap.NumSet, dest string, move bool) (*imap.CopyDa
 	}
 	if move && dst.ID == sel.id {
 		return nil, no(imap.ResponseCodeCannot, "Source and destination are the same mailbox")
+	}
+	if err := sel.checkSeq(numSet); err != nil {
+		return nil, err
 	}
 	idx := sel.resolve(numSet)
 	if len(idx) == 0 {

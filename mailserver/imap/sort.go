@@ -28,6 +28,7 @@ type sortable struct {
 	env      *mailbox.Envelope
 	date     time.Time // the sent date (Date:), else INTERNALDATE (RFC 5256)
 	subject  string    // base subject
+	reply    bool      // the subject had a "Re:", "Fwd:"... (RFC 5256 2.1)
 	refs     []string  // References, then In-Reply-To (THREAD=REFERENCES)
 }
 
@@ -61,7 +62,7 @@ func (s *session) matching(c context.Context, criteria *imap.SearchCriteria, ref
 		if it.date.IsZero() {
 			it.date = time.Unix(0, m.InternalDate)
 		}
-		it.subject = baseSubject(it.env.Subject)
+		it.subject, it.reply = subjectBase(it.env.Subject)
 		if refs {
 			h := s.header(c, cand)
 			if cand.err != nil {
@@ -138,8 +139,10 @@ func compareBy(key string, a, b *sortable) int {
 		return cmp(firstMailbox(a.env.To), firstMailbox(b.env.To))
 	case "CC":
 		return cmp(firstMailbox(a.env.Cc), firstMailbox(b.env.Cc))
-	case "DISPLAY":
+	case "DISPLAYFROM":
 		return cmp(display(a.env.From), display(b.env.From))
+	case "DISPLAYTO":
+		return cmp(display(a.env.To), display(b.env.To))
 	}
 	return 0
 }
@@ -186,13 +189,28 @@ var (
 // case for comparison: without "Re:", "Fw:", "Fwd:", "[list]" leaders,
 // "(fwd)" trailers and "[Fwd: ...]" wrapping.
 func baseSubject(s string) string {
+	b, _ := subjectBase(s)
+	return b
+}
+
+// subjectBase is baseSubject, and whether a "Re:"/"Fwd:" leader, a
+// "(fwd)" trailer or "[Fwd: ...]" wrapping was taken off: the message is
+// a reply or forward (RFC 5256 2.1, used by THREAD=REFERENCES step 5).
+func subjectBase(s string) (string, bool) {
 	s = strings.Join(strings.Fields(s), " ")
+	reply := false
 	for {
 		prev := s
-		s = subjTrailer.ReplaceAllString(s, "")
+		if t := subjTrailer.FindString(s); t != "" {
+			reply = reply || strings.Contains(strings.ToLower(t), "(fwd)")
+			s = s[:len(s)-len(t)]
+		}
 		for {
 			p := s
-			s = subjLeader.ReplaceAllString(s, "")
+			if l := subjLeader.FindString(s); l != "" {
+				reply = true
+				s = s[len(l):]
+			}
 			if b := subjBlob.ReplaceAllString(s, ""); b != "" {
 				s = b
 			}
@@ -202,9 +220,10 @@ func baseSubject(s string) string {
 		}
 		if l := strings.ToLower(s); strings.HasPrefix(l, "[fwd:") && strings.HasSuffix(s, "]") {
 			s = strings.TrimSpace(s[5 : len(s)-1])
+			reply = true
 		}
 		if s == prev {
-			return strings.ToLower(s)
+			return strings.ToLower(s), reply
 		}
 	}
 }
@@ -282,49 +301,184 @@ func (s *session) Thread(kind wire.NumKind, algorithm string, criteria *imap.Sea
 		}
 		return out, nil
 	}
-	return referencesThreads(items, num, byDate), nil
+	return referencesThreads(items, num), nil
 }
 
-// referencesThreads links each message to the nearest of its references
-// present among the results (RFC 5256 REFERENCES, without the dummy
-// containers and subject merging of the full algorithm): a message whose
-// references are all absent starts a thread; siblings and threads are in
-// date order.
-func referencesThreads(items []*sortable, num func(*sortable) uint32, byDate func([]*sortable)) []wire.Thread {
-	byID := map[string]*sortable{}
-	for _, it := range items {
-		if id := strings.Trim(it.env.MessageID, "<>"); id != "" && byID[id] == nil {
-			byID[id] = it
+// container is a node of THREAD=REFERENCES (RFC 5256 3): a message, or
+// with it nil a dummy standing for a message that is referenced but not
+// among the results.
+type container struct {
+	it       *sortable
+	parent   *container
+	children []*container
+}
+
+// ancestorOf reports whether a is b or one of b's parents.
+func (a *container) ancestorOf(b *container) bool {
+	for ; b != nil; b = b.parent {
+		if b == a {
+			return true
 		}
 	}
-	children := map[*sortable][]*sortable{}
-	var roots []*sortable
-	for _, it := range items {
-		var parent *sortable
-		for i := len(it.refs) - 1; i >= 0 && parent == nil; i-- {
-			if p := byID[it.refs[i]]; p != nil && p != it && !descends(p, it, byID) {
-				parent = p
+	return false
+}
+
+func (c *container) setParent(p *container) {
+	if q := c.parent; q != nil {
+		for i, ch := range q.children {
+			if ch == c {
+				q.children = append(q.children[:i], q.children[i+1:]...)
+				break
 			}
 		}
-		if parent == nil {
-			roots = append(roots, it)
-		} else {
-			children[parent] = append(children[parent], it)
+	}
+	c.parent = p
+	if p != nil {
+		p.children = append(p.children, c)
+	}
+}
+
+// first is the message that stands for c in date order and subject
+// merging: c's own, or a dummy's first child's (RFC 5256 3 steps 5, 6).
+func (c *container) first() *sortable {
+	for c.it == nil && len(c.children) > 0 {
+		c = c.children[0]
+	}
+	return c.it
+}
+
+// referencesThreads is the REFERENCES algorithm of RFC 5256 3: messages
+// linked by their References (else In-Reply-To) through containers, a
+// dummy for each referenced message not among the results; dummies pruned
+// (step 4: one with no children goes, its children take its place, except
+// that at the root a dummy with two or more keeps them: "((5)(6))"); roots
+// of the same base subject gathered (step 5); siblings and threads in
+// date order (step 6).
+func referencesThreads(items []*sortable, num func(*sortable) uint32) []wire.Thread {
+	// Step 1.
+	byID := map[string]*container{}
+	ref := func(id string) *container {
+		c := byID[id]
+		if c == nil {
+			c = &container{}
+			byID[id] = c
+		}
+		return c
+	}
+	var all []*container
+	for _, it := range items {
+		var self *container
+		if id := strings.TrimSpace(strings.Trim(it.env.MessageID, "<>")); id != "" {
+			switch c := byID[id]; {
+			case c == nil:
+				self = &container{it: it}
+				byID[id] = self
+			case c.it == nil:
+				self, c.it = c, it
+			}
+		}
+		if self == nil { // no Message-ID, or one already taken: unique
+			self = &container{it: it}
+		}
+		all = append(all, self)
+		var prev *container
+		for _, id := range it.refs {
+			c := ref(id)
+			if prev != nil && c.parent == nil && !c.ancestorOf(prev) {
+				c.setParent(prev)
+			}
+			prev = c
+		}
+		if prev != nil && self.ancestorOf(prev) {
+			prev = nil // a loop
+		}
+		self.setParent(prev)
+	}
+	// Step 2: the roots, in a stable order (map order would make step 5
+	// differ between runs).
+	seen := map[*container]bool{}
+	var roots []*container
+	addRoot := func(c *container) {
+		if c.parent == nil && !seen[c] {
+			seen[c] = true
+			roots = append(roots, c)
 		}
 	}
-	var build func(it *sortable, depth int) wire.Thread
-	build = func(it *sortable, depth int) wire.Thread {
-		t := wire.Thread{Num: num(it)}
-		kids := children[it]
-		byDate(kids)
-		for _, k := range kids {
+	for _, c := range all {
+		for r := c; r != nil; r = r.parent {
+			addRoot(r)
+		}
+	}
+	// Step 4. A dummy with no message under it is not reachable from
+	// all, so it is never a root here.
+	roots = pruneDummies(roots, true)
+	sortContainers(roots)
+	// Step 5.
+	bySubject := map[string]*container{}
+	for _, c := range roots {
+		m := c.first()
+		if m == nil || m.subject == "" {
+			continue
+		}
+		t := bySubject[m.subject]
+		if t == nil || t.it != nil && (c.it == nil || t.it.reply && !m.reply) {
+			bySubject[m.subject] = c
+		}
+	}
+	merged := roots[:0:0]
+	for _, c := range roots {
+		m := c.first()
+		if m == nil || m.subject == "" {
+			merged = append(merged, c)
+			continue
+		}
+		t := bySubject[m.subject]
+		switch {
+		case t == c:
+			merged = append(merged, c)
+		case t.it == nil && c.it == nil:
+			for _, ch := range append([]*container(nil), c.children...) {
+				ch.setParent(t)
+			}
+		case t.it == nil:
+			c.setParent(t)
+		case c.it != nil && c.it.reply && !t.it.reply:
+			c.setParent(t)
+		default:
+			// A new dummy takes t's place among the roots (t may come
+			// after c: then the dummy is at c's place, and t, when its
+			// turn comes, finds the dummy and goes under it again).
+			d := &container{}
+			placed := false
+			for i, r := range merged {
+				if r == t {
+					merged[i], placed = d, true
+				}
+			}
+			if !placed {
+				merged = append(merged, d)
+			}
+			t.setParent(d)
+			c.setParent(d)
+			bySubject[m.subject] = d
+		}
+	}
+	roots = merged
+	// Step 6.
+	sortContainers(roots)
+	var build func(c *container, depth int) wire.Thread
+	build = func(c *container, depth int) wire.Thread {
+		var t wire.Thread
+		if c.it != nil {
+			t.Num = num(c.it)
+		}
+		for _, ch := range c.children {
 			if depth < 1000 {
-				t.Children = append(t.Children, build(k, depth+1))
+				t.Children = append(t.Children, build(ch, depth+1))
 			}
 		}
 		return t
 	}
-	byDate(roots)
 	out := make([]wire.Thread, len(roots))
 	for i, r := range roots {
 		out[i] = build(r, 0)
@@ -332,23 +486,40 @@ func referencesThreads(items []*sortable, num func(*sortable) uint32, byDate fun
 	return out
 }
 
-// descends reports whether p has it among its own references' chain (a
-// loop if p became it's child).
-func descends(p, it *sortable, byID map[string]*sortable) bool {
-	seen := map[*sortable]bool{}
-	for cur := p; cur != nil && !seen[cur]; {
-		seen[cur] = true
-		if cur == it {
-			return true
+// pruneDummies is step 4 of RFC 5256 3 REFERENCES for one level.
+func pruneDummies(list []*container, root bool) []*container {
+	var out []*container
+	for _, c := range list {
+		c.children = pruneDummies(c.children, false)
+		for _, ch := range c.children {
+			ch.parent = c
 		}
-		var next *sortable
-		for i := len(cur.refs) - 1; i >= 0; i-- {
-			if n := byID[cur.refs[i]]; n != nil && n != cur {
-				next = n
-				break
+		if c.it == nil && (len(c.children) == 0 || !root || len(c.children) == 1) {
+			for _, ch := range c.children {
+				ch.parent = c.parent
 			}
+			out = append(out, c.children...)
+			continue
 		}
-		cur = next
+		out = append(out, c)
 	}
-	return false
+	return out
+}
+
+// sortContainers orders each level by sent date, a dummy by its first
+// child's, then by sequence number (RFC 5256 3 step 6).
+func sortContainers(list []*container) {
+	for _, c := range list {
+		sortContainers(c.children)
+	}
+	sort.SliceStable(list, func(i, j int) bool {
+		a, b := list[i].first(), list[j].first()
+		if a == nil || b == nil {
+			return a != nil
+		}
+		if d := cmp(a.date.UnixNano(), b.date.UnixNano()); d != 0 {
+			return d < 0
+		}
+		return a.seq < b.seq
+	})
 }

@@ -2,6 +2,7 @@ package wire
 
 import (
 	"io"
+	"math"
 	"strings"
 	"time"
 
@@ -326,6 +327,13 @@ func (c *Conn) appendCmd(d *decoder) error {
 	return ok(imap.ResponseCode("APPENDUID "+uitoa(data.UIDValidity)+" "+uitoa(uint32(data.UID))), "APPEND completed")
 }
 
+// UnchangedSinceZero is STORE (UNCHANGEDSINCE 0) in imap.StoreOptions,
+// whose 0 means no UNCHANGEDSINCE at all. RFC 7162 3.1.3 says that STORE
+// fails for every message (each has a modseq above 0), so the session
+// must answer [MODIFIED ...] for all of them and change nothing. The
+// decoder caps numbers at 2^63-1, so no client value collides with it.
+const UnchangedSinceZero = math.MaxUint64
+
 func (c *Conn) store(d *decoder, uid bool) error {
 	if err := d.sp(); err != nil {
 		return err
@@ -351,6 +359,9 @@ func (c *Conn) store(d *decoder, uid bool) error {
 				return err
 			}
 			opts.UnchangedSince, err = d.number64()
+			if err == nil && opts.UnchangedSince == 0 {
+				opts.UnchangedSince = UnchangedSinceZero
+			}
 			return err
 		})
 		if err != nil {

@@ -8,7 +8,7 @@ import (
 
 // SortKey is one SORT criterion (RFC 5256, DISPLAY from RFC 5957).
 type SortKey struct {
-	Key     string // ARRIVAL, CC, DATE, FROM, SIZE, SUBJECT, TO, DISPLAY
+	Key     string // ARRIVAL, CC, DATE, FROM, SIZE, SUBJECT, TO, DISPLAYFROM, DISPLAYTO
 	Reverse bool
 }
 
@@ -30,7 +30,7 @@ type SessionSort interface {
 	Thread(kind NumKind, algorithm string, criteria *imap.SearchCriteria) ([]Thread, error)
 }
 
-var sortKeys = map[string]bool{"ARRIVAL": true, "CC": true, "DATE": true, "FROM": true, "SIZE": true, "SUBJECT": true, "TO": true, "DISPLAY": true}
+var sortKeys = map[string]bool{"ARRIVAL": true, "CC": true, "DATE": true, "FROM": true, "SIZE": true, "SUBJECT": true, "TO": true, "DISPLAYFROM": true, "DISPLAYTO": true}
 
 // searchTail parses a charset and search criteria, to the end.
 func (d *decoder) searchTail() (*imap.SearchCriteria, error) {
