@@ -185,17 +185,11 @@ var (
 	subjTrailer = regexp.MustCompile(`(?i)([ \t]|\(fwd\))+$`)
 )
 
-// baseSubject extracts the base subject (RFC 5256 2.1), folded to lower
+// subjectBase extracts the base subject (RFC 5256 2.1), folded to lower
 // case for comparison: without "Re:", "Fw:", "Fwd:", "[list]" leaders,
-// "(fwd)" trailers and "[Fwd: ...]" wrapping.
-func baseSubject(s string) string {
-	b, _ := subjectBase(s)
-	return b
-}
-
-// subjectBase is baseSubject, and whether a "Re:"/"Fwd:" leader, a
-// "(fwd)" trailer or "[Fwd: ...]" wrapping was taken off: the message is
-// a reply or forward (RFC 5256 2.1, used by THREAD=REFERENCES step 5).
+// "(fwd)" trailers and "[Fwd: ...]" wrapping; and whether a "Re:"/"Fwd:"
+// leader, a "(fwd)" trailer or "[Fwd: ...]" wrapping was taken off: the
+// message is a reply or forward (used by THREAD=REFERENCES step 5).
 func subjectBase(s string) (string, bool) {
 	s = strings.Join(strings.Fields(s), " ")
 	reply := false
