@@ -241,8 +241,17 @@ func (h *Health) Live() []placement.Node {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	var out []placement.Node
+	selfPending := false
 	for _, n := range nodes {
 		nh := h.nodes[n.ID]
+		if n.State == meta.NodeActive && nh == nil && n.ID == h.self {
+			// This node has not probed itself yet (it became a member
+			// after the last round): it is as reachable as status says
+			// it is, and leaving it out would refuse writes that two
+			// reachable nodes can take. Its weight is set below.
+			selfPending = true
+			continue
+		}
 		if n.State != meta.NodeActive || nh == nil || !nh.up {
 			continue
 		}
@@ -250,6 +259,13 @@ func (h *Health) Live() []placement.Node {
 		// chosen and refuses the shard with ErrNoSpace, and the write moves
 		// on to another node.
 		out = append(out, placement.Node{ID: n.ID, Weight: float64(max(nh.usage.DiskFree, 0))})
+	}
+	if selfPending {
+		w := 1.0
+		for _, o := range out {
+			w = max(w, o.Weight)
+		}
+		out = append(out, placement.Node{ID: h.self, Weight: w})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out

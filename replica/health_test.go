@@ -1,9 +1,12 @@
 package replica
 
 import (
+	"errors"
+	"slices"
 	"testing"
 	"time"
 
+	"hastore/replica/meta"
 	"hastore/storage"
 )
 
@@ -35,6 +38,45 @@ func TestHealthSlow(t *testing.T) {
 			rtt, others, got := h.Slow(tc.node)
 			if got != tc.want {
 				t.Errorf("Slow(%s) = %v (rtt %v, others %v), want %v", tc.node, got, rtt, others, tc.want)
+			}
+		})
+	}
+}
+
+// TestHealthLiveSelfBeforeItsProbe: a node that became a member after the
+// last probe round is live for itself (as status reports it), never for
+// others, and a probe that failed still counts.
+func TestHealthLiveSelfBeforeItsProbe(t *testing.T) {
+	active := func(ids ...string) []meta.Node {
+		var out []meta.Node
+		for _, id := range ids {
+			out = append(out, meta.Node{ID: id, State: meta.NodeActive})
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		name   string
+		probed map[string]error // nil error: probed up
+		want   []string
+	}{
+		{"self not probed yet", map[string]error{"n1": nil}, []string{"n1", "n3"}},
+		{"other not probed yet", map[string]error{"n3": nil}, []string{"n3"}},
+		{"self probed down", map[string]error{"n1": nil, "n3": errors.New("store closed")}, []string{"n1"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := NewHealth("n3", &fakeCluster{nodes: active("n1", "n2", "n3")}, nil, nil)
+			for id, err := range tc.probed {
+				h.record(id, storage.Usage{DiskFree: 100}, err)
+			}
+			var got []string
+			for _, n := range h.Live() {
+				if n.Weight <= 0 {
+					t.Errorf("%s has weight %v: placement would never choose it", n.ID, n.Weight)
+				}
+				got = append(got, n.ID)
+			}
+			if !slices.Equal(got, tc.want) {
+				t.Errorf("Live = %v, want %v", got, tc.want)
 			}
 		})
 	}
