@@ -1,0 +1,116 @@
+package mailbox
+
+import (
+	"errors"
+	"io"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"hastore/mailserver/mailstate"
+)
+
+type mboxWant struct {
+	body  string
+	flags []string
+	date  time.Time
+	big   bool
+}
+
+func readAllMbox(t *testing.T, in string, max int64) []*MboxMessage {
+	t.Helper()
+	r := NewMboxReader(strings.NewReader(in), max)
+	var out []*MboxMessage
+	for {
+		m, err := r.Next()
+		if errors.Is(err, io.EOF) {
+			return out
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, m)
+	}
+}
+
+func TestMboxReader(t *testing.T) {
+	d1 := time.Date(2026, 12, 2, 7, 56, 54, 0, time.UTC)
+	d2 := time.Date(2025, 1, 15, 23, 1, 2, 0, time.UTC)
+	for _, tc := range []struct {
+		name string
+		in   string
+		max  int64
+		want []mboxWant
+	}{
+		{"empty file", "", 1 << 20, nil},
+		{"text before the first From is no message", "junk\n\nFrom a@b Wed Dec  2 07:56:54 2026\nSubject: x\n\nhi\n",
+			1 << 20, []mboxWant{{body: "Subject: x\r\n\r\nhi\r\n", date: d1}}},
+		{"two messages, separator blank line dropped",
+			"From a@b Wed Dec  2 07:56:54 2026\nSubject: one\n\nbody one\n\nFrom c@d Wed Jan 15 23:01:02 2025\nSubject: two\n\nbody two\n\n",
+			1 << 20, []mboxWant{{body: "Subject: one\r\n\r\nbody one\r\n", date: d1}, {body: "Subject: two\r\n\r\nbody two\r\n", date: d2}}},
+		{"mboxrd unquoting",
+			"From a@b Wed Dec  2 07:56:54 2026\nSubject: q\n\n>From here\n>>From there\n> From not\nx >From y\n\n",
+			1 << 20, []mboxWant{{body: "Subject: q\r\n\r\nFrom here\r\n>From there\r\n> From not\r\nx >From y\r\n", date: d1}}},
+		{"an unquoted From in text without a date stays body",
+			"From a@b Wed Dec  2 07:56:54 2026\nSubject: u\n\nline\nFrom me to you\n",
+			1 << 20, []mboxWant{{body: "Subject: u\r\n\r\nline\r\nFrom me to you\r\n", date: d1}}},
+		{"flags from Status, X-Status, X-Keywords; state headers removed",
+			"From a@b Wed Dec  2 07:56:54 2026\nSubject: f\nStatus: RO\nX-Status: AFT\nX-Keywords: $Label1 Junk,\n work\nX-UID: 7\nContent-Length: 5\nTo: t@u\n\nbody\nStatus: not a header\n",
+			1 << 20, []mboxWant{{body: "Subject: f\r\nTo: t@u\r\n\r\nbody\r\nStatus: not a header\r\n", date: d1,
+				flags: []string{mailstate.FlagSeen, mailstate.FlagAnswered, mailstate.FlagFlagged, mailstate.FlagDraft, "$Label1", "Junk", "work"}}}},
+		{"O alone is not seen; D is deleted",
+			"From a@b Wed Dec  2 07:56:54 2026\nStatus: O\nX-Status: D\nSubject: d\n\nb\n",
+			1 << 20, []mboxWant{{body: "Subject: d\r\n\r\nb\r\n", date: d1, flags: []string{mailstate.FlagDeleted}}}},
+		{"no trailing newline",
+			"From a@b Wed Dec  2 07:56:54 2026\nSubject: n\n\nlast line",
+			1 << 20, []mboxWant{{body: "Subject: n\r\n\r\nlast line", date: d1}}},
+		{"CRLF input",
+			"From a@b Wed Dec  2 07:56:54 2026\r\nSubject: c\r\nStatus: R\r\n\r\n>From x\r\n\r\nFrom c@d Wed Jan 15 23:01:02 2025\r\nSubject: d\r\n\r\ny\r\n",
+			1 << 20, []mboxWant{{body: "Subject: c\r\n\r\nFrom x\r\n", date: d1, flags: []string{mailstate.FlagSeen}}, {body: "Subject: d\r\n\r\ny\r\n", date: d2}}},
+		{"dates: zone, no sender, unreadable",
+			"From a@b Wed Dec  2 07:56:54 2026 +0100\nS: 1\n\nFrom  Wed Dec  2 07:56:54 2026\nS: 2\n\nFrom a@b yesterday\nS: 3\n",
+			1 << 20, []mboxWant{
+				{body: "S: 1\r\n", date: time.Date(2026, 12, 2, 7, 56, 54, 0, time.FixedZone("", 3600))},
+				{body: "S: 2\r\n", date: d1},
+				{body: "S: 3\r\n"}}},
+		{"a message over the limit is skipped, the next is read",
+			"From a@b Wed Dec  2 07:56:54 2026\nSubject: big\n\n0123456789012345678901234567890123456789\n\nFrom c@d Wed Jan 15 23:01:02 2025\nS: s\n\nok\n",
+			32, []mboxWant{{big: true, date: d1}, {body: "S: s\r\n\r\nok\r\n", date: d2}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := readAllMbox(t, tc.in, tc.max)
+			if len(got) != len(tc.want) {
+				t.Fatalf("%d messages, want %d: %+v", len(got), len(tc.want), got)
+			}
+			for i, w := range tc.want {
+				g := got[i]
+				if g.TooBig != w.big || string(g.Body) != w.body {
+					t.Errorf("message %d: big %v body %q, want big %v body %q", i, g.TooBig, g.Body, w.big, w.body)
+				}
+				if !reflect.DeepEqual(g.Flags, w.flags) {
+					t.Errorf("message %d: flags %q, want %q", i, g.Flags, w.flags)
+				}
+				if !g.InternalDate.Equal(w.date) || g.InternalDate.IsZero() != w.date.IsZero() {
+					t.Errorf("message %d: date %v, want %v", i, g.InternalDate, w.date)
+				}
+				if !w.big && (g.Size != int64(len(w.body)) || !strings.HasPrefix(g.Key, "mbox:")) {
+					t.Errorf("message %d: size %d key %q", i, g.Size, g.Key)
+				}
+			}
+		})
+	}
+}
+
+// The key is stable across reads and tells apart different messages at the
+// same offset.
+func TestMboxKeys(t *testing.T) {
+	a := "From a@b Wed Dec  2 07:56:54 2026\nSubject: one\n\nx\n"
+	b := "From a@b Wed Dec  2 07:56:54 2026\nSubject: two\n\nx\n"
+	k1 := readAllMbox(t, a, 1<<20)[0].Key
+	k2 := readAllMbox(t, a+"\nFrom c@d Wed Jan 15 23:01:02 2025\nS: 2\n\ny\n", 1<<20)[0].Key
+	k3 := readAllMbox(t, b, 1<<20)[0].Key
+	if k1 != k2 || k1 == k3 {
+		t.Fatalf("keys %q %q %q: want the first two equal, the third different", k1, k2, k3)
+	}
+}
