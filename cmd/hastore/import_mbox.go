@@ -2,7 +2,7 @@ package main
 
 // hastore admin import --mbox: one mbox file into one mailbox, through the
 // maildir import's batches (importFolder), so a re-run skips what an
-// earlier run brought in (each message's key: offset and digest).
+// earlier run brought in (each message's key: a digest of its bytes).
 
 import (
 	"context"

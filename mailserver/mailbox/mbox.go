@@ -23,10 +23,11 @@ import (
 type MboxMessage struct {
 	// Offset is where its "From " line starts in the file.
 	Offset int64
-	// Key names it for the import's memory of what it brought in: the
-	// offset and a digest of the body, so a re-run over the same file (or
-	// the same file with mail appended) imports nothing twice, while a
-	// different message at the same offset is not mistaken for it.
+	// Key names it for the import's memory of what it brought in: a
+	// digest of the body and how many identical bodies came before it in
+	// the file. Not the offset: Dovecot rewrites an mbox when flags change
+	// or mail is expunged, moving the messages after; a re-run over the
+	// rewritten file (or with mail appended) still imports nothing twice.
 	Key string
 	// Body is the message with CRLF line ends, ">From " lines unquoted and
 	// the headers mbox keeps its state in removed; nil if TooBig.
@@ -51,12 +52,13 @@ type MboxReader struct {
 	off     int64  // offset of the next line to read
 	from    []byte // a "From " line read but not yet used
 	fromOff int64
+	seen    map[[12]byte]int // digests of the bodies read, how many of each
 	started bool
 }
 
 // NewMboxReader reads r; a message over max bytes is reported TooBig.
 func NewMboxReader(r io.Reader, max int64) *MboxReader {
-	return &MboxReader{br: bufio.NewReaderSize(r, 64<<10), max: max}
+	return &MboxReader{br: bufio.NewReaderSize(r, 64<<10), max: max, seen: map[[12]byte]int{}}
 }
 
 // line reads one line with its end; a line longer than the buffer comes
@@ -172,7 +174,9 @@ func (r *MboxReader) Next() (*MboxMessage, error) {
 	m.Body = body
 	m.Size = int64(len(body))
 	sum := sha256.Sum256(body)
-	m.Key = fmt.Sprintf("mbox:%d:%s", m.Offset, hex.EncodeToString(sum[:12]))
+	d := [12]byte(sum[:12])
+	m.Key = fmt.Sprintf("mbox:%s:%d", hex.EncodeToString(d[:]), r.seen[d])
+	r.seen[d]++
 	return m, nil
 }
 
