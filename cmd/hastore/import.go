@@ -51,6 +51,9 @@ const migrateUsage = `  user disable U@D            refuse the user's logins (an
                               run it again to resume: nothing is imported twice
   export --user U@D DIR       the user's mail as a Dovecot maildir (folders, flags, keywords, dates,
                               UIDs, UIDVALIDITY): a per-customer backup that import (or Dovecot) reads
+  export --user U@D --mbox DIR
+                              one mboxrd file per mailbox (Sub/Folder → DIR/Sub.Folder.mbox, INBOX →
+                              DIR/INBOX.mbox) with flags in Status/X-Status/X-Keywords
 `
 
 // migrateCommand runs the commands of this file; ok is false for a command
@@ -794,9 +797,16 @@ func encodeMUTF7(s string) string {
 func (a *adminClient) exportMaildir(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("export", flag.ContinueOnError)
 	user := fs.String("user", "", "the hastore user to export")
+	mbox := fs.String("mbox", "", "write one mbox file per mailbox into this directory instead of a maildir")
 	pos, err := parseInterleaved(fs, args)
 	if err != nil {
 		return err
+	}
+	if *mbox != "" {
+		if len(pos) != 0 || *user == "" {
+			return errors.New("usage: hastore admin export --user U@D --mbox DIR")
+		}
+		return a.exportMbox(ctx, *user, *mbox, stdout)
 	}
 	if len(pos) != 1 || *user == "" {
 		return errors.New("usage: hastore admin export --user U@D DIR")

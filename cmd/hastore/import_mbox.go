@@ -126,3 +126,69 @@ func (a *adminClient) importMbox(ctx context.Context, user, file, folder string,
 	}
 	return nil
 }
+
+// mboxFileName is the file a mailbox is exported to: flat (a mailbox may
+// have children, and a file cannot be a directory too), '/' as '.'.
+func mboxFileName(mailbox string) string {
+	return strings.ReplaceAll(mailbox, string(mailstate.MailboxDelim), ".") + ".mbox"
+}
+
+// exportMbox writes each of user's mailboxes as an mboxrd file in dir,
+// rewritten whole on each run (written beside, fsynced, renamed over), one
+// body in memory at a time.
+func (a *adminClient) exportMbox(ctx context.Context, user, dir string, stdout io.Writer) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	conns, err := a.allConns()
+	if err != nil {
+		return err
+	}
+	mc := mailserver.NewMigrateClient(conns...)
+	mbs, err := mc.Mailboxes(ctx, user)
+	if err != nil {
+		return err
+	}
+	written := 0
+	for _, mb := range mbs {
+		path := filepath.Join(dir, mboxFileName(mb.Name))
+		f, err := os.OpenFile(path+".tmp", os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+		if err != nil {
+			return err
+		}
+		err = func() error {
+			for after := uint32(0); ; {
+				page, err := mc.Messages(ctx, user, mb.ID, after)
+				if err != nil || len(page) == 0 {
+					return err
+				}
+				for _, m := range page {
+					after = m.UID
+					body, err := a.getObject(ctx, m.Object)
+					if err != nil {
+						return fmt.Errorf("%s UID %d: %v", mb.Name, m.UID, err)
+					}
+					if err := mailbox.WriteMboxMessage(f, body, m.Flags, m.InternalDate); err != nil {
+						return err
+					}
+					written++
+				}
+			}
+		}()
+		if err == nil {
+			err = f.Sync()
+		}
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err == nil {
+			err = os.Rename(path+".tmp", path)
+		}
+		if err != nil {
+			os.Remove(path + ".tmp")
+			return fmt.Errorf("mailbox %s → %s: %w", mb.Name, path, err)
+		}
+	}
+	fmt.Fprintf(stdout, "%s: %d mailboxes, %d messages written as mbox\n", dir, len(mbs), written)
+	return nil
+}

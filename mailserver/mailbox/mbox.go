@@ -328,3 +328,72 @@ func parseFromLineDate(line string) (time.Time, bool) {
 	}
 	return time.Time{}, false
 }
+
+// WriteMboxMessage writes one message in mboxrd form, as Dovecot and mutt
+// read it: a "From " line with date, LF line ends, Status/X-Status/
+// X-Keywords headers for flags, "From " lines quoted with one more '>',
+// and an empty line after it. NewMboxReader gives back body (with CRLF
+// line ends and a final line end), flags and date.
+func WriteMboxMessage(w io.Writer, body []byte, flags []string, date time.Time) error {
+	lf := bytes.ReplaceAll(body, []byte("\r\n"), []byte("\n"))
+	if len(lf) > 0 && lf[len(lf)-1] != '\n' {
+		lf = append(lf, '\n')
+	}
+	hdrEnd := len(lf)
+	if bytes.HasPrefix(lf, []byte("\n")) {
+		hdrEnd = 0
+	} else if i := bytes.Index(lf, []byte("\n\n")); i >= 0 {
+		hdrEnd = i + 1
+	}
+	status, xstatus := "O", ""
+	var kws []string
+	for _, f := range flags {
+		switch f {
+		case mailstate.FlagSeen:
+			status = "RO"
+		case mailstate.FlagAnswered:
+			xstatus += "A"
+		case mailstate.FlagFlagged:
+			xstatus += "F"
+		case mailstate.FlagDeleted:
+			xstatus += "D"
+		case mailstate.FlagDraft:
+			xstatus += "T"
+		default:
+			if !strings.HasPrefix(f, `\`) {
+				kws = append(kws, f)
+			}
+		}
+	}
+	bw := bufio.NewWriter(w)
+	fmt.Fprintf(bw, "From MAILER-DAEMON %s\n", date.UTC().Format("Mon Jan _2 15:04:05 2006"))
+	writeQuoted := func(b []byte) {
+		for len(b) > 0 {
+			n := bytes.IndexByte(b, '\n') + 1
+			if n == 0 {
+				n = len(b)
+			}
+			line := b[:n]
+			i := 0
+			for i < len(line) && line[i] == '>' {
+				i++
+			}
+			if bytes.HasPrefix(line[i:], []byte("From ")) {
+				bw.WriteByte('>')
+			}
+			bw.Write(line)
+			b = b[n:]
+		}
+	}
+	writeQuoted(lf[:hdrEnd])
+	fmt.Fprintf(bw, "Status: %s\n", status)
+	if xstatus != "" {
+		fmt.Fprintf(bw, "X-Status: %s\n", xstatus)
+	}
+	if len(kws) > 0 {
+		fmt.Fprintf(bw, "X-Keywords: %s\n", strings.Join(kws, " "))
+	}
+	writeQuoted(lf[hdrEnd:])
+	bw.WriteByte('\n')
+	return bw.Flush()
+}

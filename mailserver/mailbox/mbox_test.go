@@ -127,3 +127,42 @@ func TestMboxKeys(t *testing.T) {
 		t.Fatalf("keys of a message and its copy: %q", k)
 	}
 }
+
+// What WriteMboxMessage writes, NewMboxReader reads back: bytes (CRLF,
+// ending in a line end), flags and date (to the second).
+func TestMboxWriteRead(t *testing.T) {
+	date := time.Date(2024, 2, 29, 13, 4, 5, 0, time.FixedZone("", -5*3600))
+	for _, tc := range []struct {
+		name  string
+		body  string
+		flags []string
+	}{
+		{"plain", "Subject: a\r\n\r\nhello\r\n", nil},
+		{"all flags", "Subject: b\r\n\r\nx\r\n", []string{mailstate.FlagSeen, mailstate.FlagAnswered, mailstate.FlagFlagged, mailstate.FlagDeleted, mailstate.FlagDraft, "$Label1", "Work"}},
+		{"From lines quoted", "Subject: c\r\n\r\nFrom here\r\n>From there\r\n\r\nFrom a@b Wed Dec  2 07:56:54 2026\r\n", []string{mailstate.FlagSeen}},
+		{"headers only", "Subject: d\r\nTo: e@f\r\n", nil},
+		{"no trailing newline in", "Subject: e\r\n\r\nend", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var buf strings.Builder
+			for range 2 {
+				if err := WriteMboxMessage(&buf, []byte(tc.body), tc.flags, date); err != nil {
+					t.Fatal(err)
+				}
+			}
+			got := readAllMbox(t, buf.String(), 1<<20)
+			want := tc.body
+			if !strings.HasSuffix(want, "\r\n") {
+				want += "\r\n"
+			}
+			if len(got) != 2 {
+				t.Fatalf("%d messages read back from\n%s", len(got), buf.String())
+			}
+			for _, m := range got {
+				if string(m.Body) != want || !reflect.DeepEqual(m.Flags, tc.flags) || !m.InternalDate.Equal(date) {
+					t.Errorf("read back %q %q %v, want %q %q %v\nfrom\n%s", m.Body, m.Flags, m.InternalDate, want, tc.flags, date, buf.String())
+				}
+			}
+		})
+	}
+}
