@@ -38,6 +38,7 @@ type MboxMessage struct {
 	// at least the limit and the body was skipped.
 	TooBig bool
 	Size   int64
+	pseudo bool // it has an X-IMAP header
 }
 
 // mboxStateHeaders are the headers Dovecot keeps mbox state in and hides
@@ -92,6 +93,17 @@ func isFromLine(line []byte, prevBlank bool) bool {
 
 // Next returns the next message, or io.EOF after the last.
 func (r *MboxReader) Next() (*MboxMessage, error) {
+	first := !r.started
+	m, err := r.next()
+	if err == nil && first && m.pseudo {
+		// UW-IMAP's "DON'T DELETE THIS MESSAGE -- FOLDER INTERNAL DATA":
+		// state, not mail (Dovecot skips it too).
+		return r.next()
+	}
+	return m, err
+}
+
+func (r *MboxReader) next() (*MboxMessage, error) {
 	if !r.started {
 		r.started = true
 		// Skip to the first "From " line; anything before it is no message.
@@ -268,6 +280,8 @@ func applyMboxHeader(m *MboxMessage, name string, value []byte) {
 		m.Flags = append(m.Flags, f)
 	}
 	switch name {
+	case "x-imap":
+		m.pseudo = true
 	case "status":
 		// R: read; O: old (seen by a client, so not \Recent, which an
 		// import never sets anyway).
