@@ -29,7 +29,8 @@ func TestProcMailImportMbox(t *testing.T) {
 	if uid == 0 {
 		uid, gid = 65534, 65534
 	}
-	conf := fmt.Sprintf("mail_location = mbox:%s:INBOX=%s/inbox\nmail_uid = %d\nmail_gid = %d\nfirst_valid_uid = 1\n", root, root, uid, gid)
+	// Flags written to the file at once, not when Dovecot next rewrites it.
+	conf := fmt.Sprintf("mail_location = mbox:%s:INBOX=%s/inbox\nmail_uid = %d\nmail_gid = %d\nfirst_valid_uid = 1\nmbox_lazy_writes = no\n", root, root, uid, gid)
 	if err := os.WriteFile(d.conf, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
