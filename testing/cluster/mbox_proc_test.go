@@ -78,9 +78,11 @@ func TestProcMailImportMbox(t *testing.T) {
 		}
 		cmd := exec.CommandContext(ctx, "python3", "testdata/migrateproc.py", "compare", cfgFile)
 		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-		if out, err := cmd.CombinedOutput(); err != nil {
+		out, err := cmd.CombinedOutput()
+		if err != nil {
 			t.Fatalf("migrateproc.py compare: %v\n%s", err, out)
 		}
+		t.Logf("%s: %s", user, strings.TrimSpace(string(out)))
 	}
 	for run, want := range []string{"4 imported, 0 already there, 0 failed of 4", "0 imported, 4 already there, 0 failed of 4"} {
 		out, err := mc.adminStdin(ctx, "", "import", "--user", user, "--mbox", filepath.Join(root, "inbox"))
