@@ -45,8 +45,15 @@ const migrateUsage = `  user disable U@D            refuse the user's logins (an
   import --user U@D MAILDIR [--dry-run] [--parallel N]
                               a Dovecot maildir (Maildir++ folders, flags, keywords, dates, UIDs and
                               UIDVALIDITY); run it again to resume: nothing is imported twice
+  import --user U@D --mbox FILE [--folder NAME] [--max-message-size 50M] [--dry-run]
+                              an mbox file (mboxrd/mboxo; Status/X-Status/X-Keywords flags, From_
+                              line dates) into NAME (default: the file name; INBOX for inbox/mbox);
+                              run it again to resume: nothing is imported twice
   export --user U@D DIR       the user's mail as a Dovecot maildir (folders, flags, keywords, dates,
                               UIDs, UIDVALIDITY): a per-customer backup that import (or Dovecot) reads
+  export --user U@D --mbox DIR
+                              one mboxrd file per mailbox (Sub/Folder → DIR/Sub.Folder.mbox, INBOX →
+                              DIR/INBOX.mbox) with flags in Status/X-Status/X-Keywords
 `
 
 // migrateCommand runs the commands of this file; ok is false for a command
@@ -240,6 +247,7 @@ type maildirMessage struct {
 	flags []string
 	mtime time.Time
 	size  int64
+	body  []byte // the message already read (mbox), or nil: read path
 }
 
 // maildirFolder is one folder: the root (INBOX) or a Maildir++ ".Sub.Folder".
@@ -432,9 +440,22 @@ func (a *adminClient) importMaildir(ctx context.Context, args []string, stdout i
 	user := fs.String("user", "", "the hastore user to import into (must exist)")
 	dry := fs.Bool("dry-run", false, "list what would be imported")
 	parallel := fs.Int("parallel", 8, "messages stored at once")
+	mbox := fs.String("mbox", "", "an mbox file to import instead of a maildir")
+	folder := fs.String("folder", "", "with --mbox: the mailbox to import into (default: from the file name)")
+	maxMsg := fs.String("max-message-size", "50M", "with --mbox: larger messages are skipped (the servers' --max-message-size)")
 	pos, err := parseInterleaved(fs, args)
 	if err != nil {
 		return err
+	}
+	if *mbox != "" {
+		if len(pos) != 0 || *user == "" {
+			return errors.New("usage: hastore admin import --user U@D --mbox FILE [--folder NAME] [--dry-run]")
+		}
+		limit, err := parseSize(*maxMsg)
+		if err != nil || limit <= 0 {
+			return fmt.Errorf("--max-message-size %q: want a positive size such as 50M", *maxMsg)
+		}
+		return a.importMbox(ctx, *user, *mbox, *folder, limit, *dry, *parallel, stdout)
 	}
 	if len(pos) != 1 || *user == "" {
 		return errors.New("usage: hastore admin import --user U@D MAILDIR [--dry-run]")
@@ -635,7 +656,10 @@ func (a *adminClient) uploadAll(ctx context.Context, msgs []maildirMessage, para
 			defer wg.Done()
 			defer func() { <-sem }()
 			u := upload{m: m}
-			body, err := os.ReadFile(m.path)
+			body, err := m.body, error(nil)
+			if body == nil {
+				body, err = os.ReadFile(m.path)
+			}
 			if err == nil {
 				body = mailbox.NormalizeCRLF(body)
 				u.info, err = mailbox.EncodeInfo(mailbox.ParseInfo(body))
@@ -773,9 +797,16 @@ func encodeMUTF7(s string) string {
 func (a *adminClient) exportMaildir(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("export", flag.ContinueOnError)
 	user := fs.String("user", "", "the hastore user to export")
+	mbox := fs.String("mbox", "", "write one mbox file per mailbox into this directory instead of a maildir")
 	pos, err := parseInterleaved(fs, args)
 	if err != nil {
 		return err
+	}
+	if *mbox != "" {
+		if len(pos) != 0 || *user == "" {
+			return errors.New("usage: hastore admin export --user U@D --mbox DIR")
+		}
+		return a.exportMbox(ctx, *user, *mbox, stdout)
 	}
 	if len(pos) != 1 || *user == "" {
 		return errors.New("usage: hastore admin export --user U@D DIR")
