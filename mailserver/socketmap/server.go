@@ -54,6 +54,8 @@ type Config struct {
 type Server struct {
 	cfg  Config
 	log  *slog.Logger
+	ctx  context.Context // canceled by Close: lookups in flight end
+	stop context.CancelFunc
 	l    net.Listener
 	sem  chan struct{}
 	wg   sync.WaitGroup
@@ -88,6 +90,7 @@ func Serve(l net.Listener, cfg Config) *Server {
 	}
 	s := &Server{cfg: cfg, log: log.With("listener", "socketmap"), l: l,
 		sem: make(chan struct{}, cfg.MaxConnections), conn: map[net.Conn]bool{}}
+	s.ctx, s.stop = context.WithCancel(context.Background())
 	s.wg.Add(1)
 	go s.accept()
 	return s
@@ -101,6 +104,7 @@ func (s *Server) Addr() net.Addr { return s.l.Addr() }
 func (s *Server) Close() error {
 	s.mu.Lock()
 	s.done = true
+	s.stop()
 	for c := range s.conn {
 		c.Close()
 	}
@@ -189,7 +193,7 @@ func (s *Server) answer(req []byte, remote net.Addr) string {
 		// full address's answer already covered catch-alls.
 		return "NOTFOUND "
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.LookupTimeout)
+	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.LookupTimeout)
 	defer cancel()
 	_, domain, _ := strings.Cut(addr, "@")
 	local, err := s.cfg.Store.IsLocalDomain(ctx, domain)
