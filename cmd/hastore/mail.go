@@ -66,6 +66,7 @@ type mailFlags struct {
 	delivery               deliveryFlags
 	milter                 milterFlags
 	routing                routingFlags
+	socketmap              socketmapFlags
 	outbound               smtp.Outbound // queue for remote recipients of submission (queue.go); nil: refused
 }
 
@@ -172,10 +173,11 @@ func (f *mailFlags) register(fs *flag.FlagSet) {
 	f.delivery.register(fs)
 	f.milter.register(fs)
 	f.routing.register(fs)
+	f.socketmap.register(fs)
 }
 
 func (f *mailFlags) any() bool {
-	return f.smtp != "" || f.submission != "" || f.lmtp != "" || f.imap != "" || f.imaps != ""
+	return f.smtp != "" || f.submission != "" || f.lmtp != "" || f.imap != "" || f.imaps != "" || f.socketmap.addr != ""
 }
 
 func (f *mailFlags) config(log *slog.Logger) (mailserver.Config, error) {
@@ -242,6 +244,7 @@ type mailListeners struct {
 	smtp  *mailserver.Server
 	imap  *imap.Server   // nil when off
 	store *mailbox.Store // for the metrics
+	smap  io.Closer      // socketmap; nil when off
 }
 
 // Close stops IMAP (closing its connections) and the SMTP listeners.
@@ -253,6 +256,7 @@ func (m *mailListeners) Close() error {
 	if m.smtp != nil {
 		errs = append(errs, m.smtp.Close())
 	}
+	errs = append(errs, closeSocketmap(m.smap))
 	return errors.Join(errs...)
 }
 
@@ -300,7 +304,7 @@ func (f *mailFlags) start(n *replica.Node, log *slog.Logger) (*mailListeners, er
 			return nil, err
 		}
 	}
-	return m, nil
+	return f.socketmap.start(m, log)
 }
 
 // devMail starts mail on every dev node — node 1 on SMTP 2525, submission
