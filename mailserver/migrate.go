@@ -59,7 +59,7 @@ type (
 	}
 	// MigrateListReply answers MigrateList.
 	MigrateListReply struct {
-		Mailboxes []MigrateMailbox      `json:"mailboxes,omitempty"`
+		Mailboxes []MigrateMailbox       `json:"mailboxes,omitempty"`
 		Messages  []MigrateStoredMessage `json:"messages,omitempty"`
 	}
 	// MigrateStoredMessage is one message as stored, for an export.

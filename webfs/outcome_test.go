@@ -30,12 +30,12 @@ type lateProposer struct {
 	armed string
 	// next is closed when a batch after the delayed one is proposed; it
 	// then waits until the delayed one has landed.
-	next       chan struct{}
-	landed     chan struct{} // closed when the delayed batch has committed
-	landedErr  error
-	held       meta.Command  // lost: sending this batch again waits for hold
-	hold       chan struct{} // closed by the test
-	puts       []storage.BlobID
+	next      chan struct{}
+	landed    chan struct{} // closed when the delayed batch has committed
+	landedErr error
+	held      meta.Command  // lost: sending this batch again waits for hold
+	hold      chan struct{} // closed by the test
+	puts      []storage.BlobID
 	// skip is how many batches pass before the armed one; before runs
 	// (once) just before the delayed batch's caller gets its error.
 	skip   int

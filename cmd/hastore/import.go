@@ -501,7 +501,7 @@ type importStats struct {
 	// Of the imported: UIDs kept, UIDs changed (the mailbox held mail),
 	// and new UIDs for messages the source had given none.
 	kept, renumbered, fresh int
-	lastReport                                  time.Time
+	lastReport              time.Time
 }
 
 func (a *adminClient) importFolder(ctx context.Context, mc *mailserver.MigrateClient, user string, f maildirFolder, st *importStats, total int, start time.Time, parallel int) error {

@@ -128,7 +128,7 @@ func testSortThread(t *testing.T, rc *rawClient) {
 		{"SORT (SUBJECT) UTF-8 ALL", "* SORT 2 3 4 1"},
 		{"SORT (DATE) UTF-8 ALL", "* SORT 3 1 2 4"},
 		{"SORT (REVERSE FROM) US-ASCII ALL", "* SORT 1 4 3 2"},
-		{"SORT (DISPLAYFROM) UTF-8 ALL", "* SORT 2 3 4 1"}, // amy@x.test, Bob, carl@x.test, Zed
+		{"SORT (DISPLAYFROM) UTF-8 ALL", "* SORT 2 3 4 1"},       // amy@x.test, Bob, carl@x.test, Zed
 		{"SORT (REVERSE DISPLAYTO) UTF-8 ALL", "* SORT 1 2 3 4"}, // no To: all equal, by sequence
 		{"SORT (SUBJECT REVERSE DATE) UTF-8 ALL", "* SORT 4 2 3 1"},
 		{"SORT (DATE) UTF-8 FROM amy", "* SORT 2"},

@@ -121,7 +121,6 @@ type accountWatchers struct {
 	m  map[string]map[chan struct{}]struct{}
 }
 
-
 // AccountChanged returns a channel closed when user's account is
 // disabled, deleted or gets a new password on this node's applied state
 // (with stop, to call when the session ends). A session of the user
