@@ -117,31 +117,7 @@ func (a *Admin) Do(ctx context.Context, req *AdminRequest) (*AdminReply, error) 
 		}
 		return &AdminReply{Entry: e}, nil
 	case "queue retry", "queue delete":
-		e, old, err := rec.get(req.ID)
-		if err != nil {
-			return nil, err
-		}
-		now := a.Now()
-		if e.Lease.Node != "" && e.Lease.Until > now.UnixNano() {
-			return nil, fmt.Errorf("%w: entry %s is being worked by node %s right now (lease until %s); try again in a moment",
-				ErrConflict, e.ID, e.Lease.Node, time.Unix(0, e.Lease.Until).UTC().Format(time.RFC3339))
-		}
-		if req.Op == "queue retry" {
-			e.Next = now.UnixNano()
-			if _, err := rec.swap(ctx, e.ID, old, e); err != nil {
-				return nil, err
-			}
-			return &AdminReply{Message: fmt.Sprintf("entry %s will be tried at the next poll (%d recipients pending)", e.ID, len(e.Pending()))}, nil
-		}
-		if _, err := rec.swap(ctx, e.ID, old, nil); err != nil {
-			return nil, err
-		}
-		if id, err := parseBody(e.Body); err == nil {
-			if err := a.C.Delete(ctx, id); err != nil {
-				return &AdminReply{Message: fmt.Sprintf("entry %s deleted without a DSN; its body stays until reconciled (%v)", e.ID, err)}, nil
-			}
-		}
-		return &AdminReply{Message: fmt.Sprintf("entry %s deleted without a DSN (%d recipients were pending)", e.ID, len(e.Pending()))}, nil
+		return a.retryOrDelete(ctx, rec, req)
 	case "dkim create":
 		d := strings.TrimSuffix(strings.ToLower(strings.TrimSpace(req.Domain)), ".")
 		if d == "" {
@@ -175,6 +151,67 @@ func (a *Admin) Do(ctx context.Context, req *AdminRequest) (*AdminReply, error) 
 	}
 	return nil, fmt.Errorf("outbound: unknown admin operation %q", req.Op)
 }
+
+// retryOrDelete changes one entry. A worker may lease the entry between
+// our read and our write (a deferred entry is tried every few seconds),
+// so a conflict or a short lease is waited out instead of handed to the
+// operator, who would only run the command again.
+func (a *Admin) retryOrDelete(ctx context.Context, rec records, req *AdminRequest) (*AdminReply, error) {
+	wait := time.NewTimer(0)
+	defer wait.Stop()
+	giveUp := a.Now().Add(adminWaitLimit)
+	for {
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-wait.C:
+		}
+		e, old, err := rec.get(req.ID)
+		if err != nil {
+			return nil, err
+		}
+		now := a.Now()
+		if e.Lease.Node != "" && e.Lease.Until > now.UnixNano() {
+			if now.After(giveUp) {
+				return nil, fmt.Errorf("%w: entry %s is being worked by node %s right now (lease until %s); try again in a moment",
+					ErrConflict, e.ID, e.Lease.Node, time.Unix(0, e.Lease.Until).UTC().Format(time.RFC3339))
+			}
+			wait.Reset(adminWaitStep)
+			continue
+		}
+		if req.Op == "queue retry" {
+			e.Next = now.UnixNano()
+			if _, err := rec.swap(ctx, e.ID, old, e); err != nil {
+				if errors.Is(err, ErrConflict) && now.Before(giveUp) {
+					wait.Reset(adminWaitStep)
+					continue
+				}
+				return nil, err
+			}
+			return &AdminReply{Message: fmt.Sprintf("entry %s will be tried at the next poll (%d recipients pending)", e.ID, len(e.Pending()))}, nil
+		}
+		if _, err := rec.swap(ctx, e.ID, old, nil); err != nil {
+			if errors.Is(err, ErrConflict) && now.Before(giveUp) {
+				wait.Reset(adminWaitStep)
+				continue
+			}
+			return nil, err
+		}
+		if id, err := parseBody(e.Body); err == nil {
+			if err := a.C.Delete(ctx, id); err != nil {
+				return &AdminReply{Message: fmt.Sprintf("entry %s deleted without a DSN; its body stays until reconciled (%v)", e.ID, err)}, nil
+			}
+		}
+		return &AdminReply{Message: fmt.Sprintf("entry %s deleted without a DSN (%d recipients were pending)", e.ID, len(e.Pending()))}, nil
+	}
+}
+
+// adminWaitLimit bounds how long retry/delete waits out a worker's
+// attempt; attempts normally take milliseconds to a few seconds.
+const (
+	adminWaitLimit = 30 * time.Second
+	adminWaitStep  = 100 * time.Millisecond
+)
 
 func public(k *DKIMKey) (*DKIMPublic, error) {
 	rec, err := k.Record()

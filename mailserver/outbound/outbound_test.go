@@ -333,3 +333,77 @@ func TestEnqueueRetry(t *testing.T) {
 		t.Errorf("%d retry records after collection, want 2 (the expired one gone)", left)
 	}
 }
+
+// TestAdminWaitsOutLease: `queue delete` of an entry a worker holds (as a
+// deferred entry is every few seconds) waits for the lease to go and
+// then deletes, instead of telling the operator "changed concurrently".
+// A writer racing the admin between its read and its write is retried.
+func TestAdminWaitsOutLease(t *testing.T) {
+	e := startEnv(t, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	enqueue := func(tag string) string {
+		id, err := e.queues[0].Enqueue(ctx, "alice@local.test", "alice@local.test", tag, []string{"bob@remote.test"},
+			[]byte("Subject: "+tag+"\r\n\r\nbody\r\n"), [32]byte{}, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return id
+	}
+	rec := records{c: e.c.Nodes[0].Cluster, kv: e.c.Nodes[0].Meta}
+	lease := func(id string, d time.Duration) {
+		en, old, err := rec.get(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		en.Lease = Lease{Node: "n-other", Until: time.Now().Add(d).UnixNano()}
+		if _, err := rec.swap(ctx, id, old, en); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	leased := enqueue("leased")
+	lease(leased, 700*time.Millisecond)
+	start := time.Now()
+	if _, err := e.admin.Do(ctx, &AdminRequest{Op: "queue delete", ID: leased}); err != nil {
+		t.Fatalf("delete of a leased entry: %v", err)
+	}
+	if took := time.Since(start); took < 500*time.Millisecond {
+		t.Fatalf("delete returned after %s, while the lease still held", took)
+	}
+	if _, _, err := rec.get(leased); err == nil {
+		t.Fatal("the entry is still queued after delete said it was gone")
+	}
+
+	// A writer that keeps changing the entry (a short lease taken and
+	// released over and over) must not make retry fail.
+	busy := enqueue("busy")
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			en, old, err := rec.get(busy)
+			if err != nil {
+				return
+			}
+			en.Attempts++
+			rec.swap(ctx, busy, old, en)
+		}
+	}()
+	for i := 0; i < 5; i++ {
+		if _, err := e.admin.Do(ctx, &AdminRequest{Op: "queue retry", ID: busy}); err != nil {
+			t.Fatalf("retry %d beside a busy writer: %v", i, err)
+		}
+	}
+	close(stop)
+	<-done
+	if _, err := e.admin.Do(ctx, &AdminRequest{Op: "queue delete", ID: busy}); err != nil {
+		t.Fatalf("delete: %v", err)
+	}
+}
