@@ -300,10 +300,22 @@ func (c *Cluster) writeShards(ctx context.Context, id storage.BlobID, data []byt
 	}
 	obj := meta.Object{ID: id, Size: int64(len(data)), K: h.K, M: h.M, Layout: h.Layout}
 	failed := map[string]bool{}
+	late := map[string]bool{} // failed only by answering late
+	patient := false
 	written := map[int]string{}
 	for attempt := 0; ; attempt++ {
 		live := c.liveNodes(failed)
 		plan, layout, err := c.plan(id, obj.Layout, h.K, h.M, live)
+		if err != nil && len(late) > 0 && !patient {
+			// Without the late nodes there is no plan that survives one
+			// more loss: a slow node is still a node, so wait for them
+			// this time rather than refuse the write.
+			for n := range late {
+				delete(failed, n)
+			}
+			late, patient = map[string]bool{}, true
+			plan, layout, err = c.plan(id, obj.Layout, h.K, h.M, c.liveNodes(failed))
+		}
 		if err != nil {
 			return meta.Object{}, err
 		}
@@ -317,7 +329,7 @@ func (c *Cluster) writeShards(ctx context.Context, id storage.BlobID, data []byt
 			obj.Layout, obj.K = storage.LayoutReplica, 1
 			written = map[int]string{}
 		}
-		errs := c.writePlan(ctx, id, recs, plan, written)
+		errs := c.writePlan(ctx, id, recs, plan, written, patient)
 		if len(errs) == 0 {
 			obj.Placement = plan
 			return obj, nil
@@ -329,8 +341,16 @@ func (c *Cluster) writeShards(ctx context.Context, id storage.BlobID, data []byt
 				return meta.Object{}, err
 			}
 			failed[node] = true
-			if !errors.Is(err, storage.ErrNoSpace) {
-				c.health.Suspect(node, err) // a full node is up, just full
+			switch {
+			case errors.Is(err, errStraggler):
+				// Slow, not gone: placed elsewhere for this object
+				// only. Marking it down would take it out of every
+				// write while the prober still reaches it.
+				late[node] = true
+			case errors.Is(err, storage.ErrNoSpace):
+				// A full node is up, just full.
+			default:
+				c.health.Suspect(node, err)
 			}
 		}
 		if ctx.Err() != nil || attempt >= 3 {
@@ -346,7 +366,7 @@ func (c *Cluster) writeShards(ctx context.Context, id storage.BlobID, data []byt
 // twice the time so far, if longer) before they are abandoned as failed:
 // the caller re-plans them onto other nodes. An abandoned shard that lands
 // after all is an orphan the collector removes after the grace period.
-func (c *Cluster) writePlan(ctx context.Context, id storage.BlobID, recs []storage.Record, plan []string, written map[int]string) map[string]error {
+func (c *Cluster) writePlan(ctx context.Context, id storage.BlobID, recs []storage.Record, plan []string, written map[int]string, patient bool) map[string]error {
 	type result struct {
 		index int
 		node  string
@@ -382,7 +402,7 @@ func (c *Cluster) writePlan(ctx context.Context, id storage.BlobID, recs []stora
 		}
 	}()
 	for len(pending) > 0 {
-		if timer == nil && answered > 0 && len(pending) <= m {
+		if timer == nil && !patient && answered > 0 && len(pending) <= m {
 			timer = time.NewTimer(max(c.opt.StragglerWait, 2*time.Since(start)))
 			deadline = timer.C
 		}
@@ -417,7 +437,7 @@ func (c *Cluster) writeAt(ctx context.Context, id storage.BlobID, recs []storage
 	if len(place) != len(recs) {
 		return fmt.Errorf("%w: object %s has %d shards recorded, %d encoded (scheme changed?)", ErrUnavailable, id, len(place), len(recs))
 	}
-	if errs := c.writePlan(ctx, id, recs, place, map[int]string{}); len(errs) > 0 {
+	if errs := c.writePlan(ctx, id, recs, place, map[int]string{}, false); len(errs) > 0 {
 		return fmt.Errorf("%w: %v", ErrUnavailable, joinErrs(errs))
 	}
 	return nil

@@ -155,14 +155,23 @@ func (f *fakeCluster) Shards(node string) (ShardService, error) {
 type fakeShards struct {
 	mu        sync.Mutex
 	recs      map[storage.ShardKey][]byte
-	hang      bool // writes never answer until their context ends
-	hangReads bool // nor do reads
+	hang      bool          // writes never answer until their context ends
+	hangReads bool          // nor do reads
+	delay     time.Duration // writes answer, but this late
+	usageErr  error         // what a health probe gets
 }
 
 func (s *fakeShards) PutRecord(ctx context.Context, rec storage.Record) error {
 	if s.hang {
 		<-ctx.Done()
 		return ctx.Err()
+	}
+	if s.delay > 0 {
+		select {
+		case <-time.After(s.delay):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
 	h, _, err := storage.ParseHeader(rec.Head)
 	if err != nil {
@@ -202,6 +211,9 @@ func (s *fakeShards) ListShards(context.Context, func(storage.Header) error) err
 	return errors.ErrUnsupported
 }
 func (s *fakeShards) Usage(context.Context) (storage.Usage, error) {
+	if s.usageErr != nil {
+		return storage.Usage{}, s.usageErr
+	}
 	return storage.Usage{DiskFree: 1 << 40}, nil
 }
 
@@ -228,7 +240,11 @@ func TestPutAroundHangingNode(t *testing.T) {
 			f := newFakeCluster(tc.nodes, tc.hanging...)
 			h := NewHealth("n1", f, f, nil)
 			h.ProbeAll(context.Background())
-			c, err := NewCluster("n1", f, f, f, h, Options{Scheme: tc.scheme, ShardTimeout: time.Hour, StragglerWait: 50 * time.Millisecond})
+			// A hanging node's writes are abandoned per object (a late
+			// node is not marked down: the prober decides that), so every
+			// put waits StragglerWait once; 200 ms keeps a loaded host's
+			// scheduling delays from making a healthy node late too.
+			c, err := NewCluster("n1", f, f, f, h, Options{Scheme: tc.scheme, ShardTimeout: time.Hour, StragglerWait: 200 * time.Millisecond})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -253,6 +269,56 @@ func TestPutAroundHangingNode(t *testing.T) {
 				got, err := c.Get(ctx, id)
 				if err != nil || !bytes.Equal(got, data) {
 					t.Fatalf("put %d: read back: %v (equal %v)", i, err, bytes.Equal(got, data))
+				}
+			}
+		})
+	}
+}
+
+// A node that answers, only late (a loaded host), is slow, not gone: its
+// late shards go elsewhere for that one object, but it stays in every
+// other write's plan; and when leaving the late nodes out leaves no plan
+// that survives one more loss, the write waits for them instead of
+// failing. (Seen in a 9,000-client chaos run: two late answers took both
+// surviving peers out of every plan and the cluster refused all writes.)
+func TestPutBesideSlowNodes(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		nodes  int
+		scheme storage.Scheme
+		slow   []string
+	}{
+		{"2+1 on 3 nodes, one slow", 3, storage.Scheme{K: 2, M: 1}, []string{"n2"}},
+		{"2+1 on 3 nodes, both peers slow", 3, storage.Scheme{K: 2, M: 1}, []string{"n2", "n3"}},
+		{"3+2 on 3 nodes (two lost), both peers slow", 3, storage.Scheme{K: 3, M: 2}, []string{"n2", "n3"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFakeCluster(tc.nodes)
+			for _, n := range tc.slow {
+				f.shards[n].delay = 150 * time.Millisecond
+			}
+			h := NewHealth("n1", f, f, nil)
+			h.ProbeAll(context.Background())
+			c, err := NewCluster("n1", f, f, f, h, Options{Scheme: tc.scheme, ShardTimeout: time.Hour, StragglerWait: 10 * time.Millisecond})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			for i := range 4 {
+				data := bytes.Repeat([]byte{byte(i), 7}, 100<<10)
+				id, err := c.Put(ctx, data)
+				if err != nil {
+					t.Fatalf("put %d beside slow nodes %v: %v", i, tc.slow, err)
+				}
+				got, err := c.Get(ctx, id)
+				if err != nil || !bytes.Equal(got, data) {
+					t.Fatalf("put %d: read back: %v (equal %v)", i, err, bytes.Equal(got, data))
+				}
+				for _, n := range tc.slow {
+					if !h.Up(n) {
+						t.Fatalf("put %d: slow node %s counted down after a late answer", i, n)
+					}
 				}
 			}
 		})

@@ -43,6 +43,7 @@ type nodeHealth struct {
 	usage     storage.Usage
 	rtts      [2]time.Duration // the last successful probes' round trips
 	nrtt      int
+	timeouts  int // probes in a row that ran out of time while the node was up
 }
 
 // fastestRecent returns the faster of the last two probe round trips: a node
@@ -119,6 +120,9 @@ func (h *Health) ProbeAll(ctx context.Context) bool {
 			if ctx.Err() != nil {
 				return
 			}
+			if err != nil && errors.Is(err, context.DeadlineExceeded) && h.tolerate(n.ID, err) {
+				return
+			}
 			h.record(n.ID, u, err)
 			if err == nil {
 				h.recordRTT(n.ID, time.Since(start))
@@ -127,6 +131,33 @@ func (h *Health) ProbeAll(ctx context.Context) bool {
 	}
 	wg.Wait()
 	return len(nodes) > 0
+}
+
+// probeTimeoutsToDown is how many probes in a row must run out of time
+// before a node that was up is called unreachable. A refused connection
+// says "down" at once; a late answer on a loaded host (load average 30 on
+// two cores happens) says only "slow", and calling a slow node down
+// takes it out of every write plan: with a node or two already lost, the
+// cluster then refuses writes it could have made (seen in a 9,000-client
+// chaos run). Two misses bound the cost for a node that is really hung.
+const probeTimeoutsToDown = 2
+
+// tolerate reports whether a probe that ran out of time should be
+// ignored: the node was up and this is not yet the probeTimeoutsToDown-th
+// miss in a row.
+func (h *Health) tolerate(id string, err error) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	nh := h.nodes[id]
+	if nh == nil || !nh.up {
+		return false
+	}
+	nh.timeouts++
+	if nh.timeouts < probeTimeoutsToDown {
+		h.log.Debug("probe ran out of time; node still counted up", "member", id, "misses", nh.timeouts, "err", err)
+		return true
+	}
+	return false
 }
 
 func (h *Health) record(id string, u storage.Usage, err error) {
@@ -142,14 +173,14 @@ func (h *Health) record(id string, u storage.Usage, err error) {
 		if !nh.up {
 			h.log.Info("node reachable", "member", id)
 		}
-		nh.up, nh.usage, nh.lastErr, nh.downSince = true, u, "", time.Time{}
+		nh.up, nh.usage, nh.lastErr, nh.downSince, nh.timeouts = true, u, "", time.Time{}, 0
 		return
 	}
 	if nh.up || nh.downSince.IsZero() {
 		h.log.Warn("node unreachable", "member", id, "err", err)
 		nh.downSince = h.now()
 	}
-	nh.up, nh.lastErr = false, err.Error()
+	nh.up, nh.lastErr, nh.timeouts = false, err.Error(), 0
 }
 
 func (h *Health) recordRTT(id string, d time.Duration) {

@@ -1,7 +1,9 @@
 package replica
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -77,6 +79,42 @@ func TestHealthLiveSelfBeforeItsProbe(t *testing.T) {
 			}
 			if !slices.Equal(got, tc.want) {
 				t.Errorf("Live = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+// TestHealthProbeTimeouts: a node that was up is called down after
+// probeTimeoutsToDown probes in a row run out of time, not after one (a
+// late answer on a loaded host is not a dead node); a refused connection
+// says down at once; an answer in between starts the count again.
+func TestHealthProbeTimeouts(t *testing.T) {
+	late := fmt.Errorf("transport: Info: %w", context.DeadlineExceeded)
+	refused := errors.New("transport: Info: connection refused")
+	for _, tc := range []struct {
+		name  string
+		probe []error // in order, after one good probe
+		want  bool    // up after them
+	}{
+		{"one late probe", []error{late}, true},
+		{"two late probes in a row", []error{late, late}, false},
+		{"late, answer, late", []error{late, nil, late}, true},
+		{"refused", []error{refused}, false},
+		{"late then refused", []error{late, refused}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFakeCluster(3)
+			h := NewHealth("n1", f, f, nil)
+			h.ProbeAll(context.Background())
+			if !h.Up("n2") {
+				t.Fatal("n2 down after a good probe")
+			}
+			for _, err := range tc.probe {
+				f.shards["n2"].usageErr = err
+				h.ProbeAll(context.Background())
+			}
+			if got := h.Up("n2"); got != tc.want {
+				t.Errorf("Up(n2) = %v after %v, want %v", got, tc.probe, tc.want)
 			}
 		})
 	}
