@@ -540,17 +540,8 @@ func (s *session) Append(name string, r imap.LiteralReader, options *imap.Append
 	if err != nil {
 		return nil, err
 	}
-	if r.Size() == 0 {
-		// No header, so no From or Date (RFC 5322 3.6): nothing a client
-		// can show, only the trace of a client bug (Dovecot and Cyrus
-		// refuse it too).
-		return nil, no(imap.ResponseCodeCannot, "Refusing a zero byte message: APPEND needs the message's header and body")
-	}
-	c, cancel := ctx()
-	err = s.store().CheckRecipient(c, s.user, r.Size())
-	cancel()
-	if err != nil {
-		return nil, imapErr(err)
+	if err := s.checkAppend(r.Size(), 0); err != nil {
+		return nil, err
 	}
 	// The literal is held in memory that grows with what arrives (the
 	// size is only the client's word), within the server's budget; the
@@ -560,7 +551,28 @@ func (s *session) Append(name string, r imap.LiteralReader, options *imap.Append
 		return nil, err
 	}
 	defer s.srv.append.give(held)
-	c, cancel = ctx()
+	return s.appendOne(mb, msg, flags, options.Time)
+}
+
+// checkAppend refuses a message of size bytes before it is read: empty,
+// or over the quota with the before bytes of the same APPEND.
+func (s *session) checkAppend(size, before int64) error {
+	if size == 0 {
+		// No header, so no From or Date (RFC 5322 3.6): nothing a client
+		// can show, only the trace of a client bug (Dovecot and Cyrus
+		// refuse it too).
+		return no(imap.ResponseCodeCannot, "Refusing a zero byte message: APPEND needs the message's header and body")
+	}
+	c, cancel := ctx()
+	err := s.store().CheckRecipient(c, s.user, before+size)
+	cancel()
+	return imapErr(err)
+}
+
+// appendOne stores one message in one Raft entry (its body's record and
+// its mailbox entry together where the cluster can stage bodies).
+func (s *session) appendOne(mb mailstate.Mailbox, msg []byte, flags []string, date time.Time) (*imap.AppendData, error) {
+	c, cancel := ctx()
 	defer cancel()
 	d := s.store().NewDelivery()
 	// The bytes as the client sent them, bare LFs too (as Dovecot): its
@@ -569,7 +581,7 @@ func (s *session) Append(name string, r imap.LiteralReader, options *imap.Append
 	if err := d.AddRecipient(mailbox.Recipient{Address: s.user, Mailbox: mb.Name, Flags: flags}); err != nil {
 		return nil, imapErr(err)
 	}
-	if err := d.Body(c, msg, options.Time); err != nil {
+	if err := d.Body(c, msg, date); err != nil {
 		return nil, imapErr(err)
 	}
 	out, err := d.Commit(c, true)
