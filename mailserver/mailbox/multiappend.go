@@ -23,8 +23,8 @@ type Appends struct {
 	user     string
 	mailbox  string
 	msgs     []mailstate.MailMessageSpec // distinct bodies, one reference held each
-	entries  []mailstate.MailEntry      // one per message added, in order
-	encSize  int // a bound on the MailDeliver's encoding so far
+	entries  []mailstate.MailEntry       // one per message added, in order
+	encSize  int                         // a bound on the MailDeliver's encoding so far
 	consumed bool
 }
 
