@@ -169,6 +169,7 @@ func (a *appender) Commit() (*wire.AppendResult, error) {
 		}
 		res.UIDValidity = o.UIDValidity
 		res.UIDs.AddNum(imap.UID(o.UID))
+		s.srv.recent.appended(recentKey{s.user, o.Mailbox}, o.UID)
 	}
 	if s.mb != nil && len(out) > 0 && s.mb.id == out[0].Mailbox {
 		_ = s.store().SyncEvents() // the Poll after APPEND shows EXISTS

@@ -53,7 +53,12 @@
 //     \Recent; sessions on two nodes may both have it, as RFC 3501 allows
 //     when the server cannot tell which was first. A mailbox the node has
 //     not seen since it started counts the mail after its last \Seen
-//     message as recent.
+//     message as recent, and every message APPENDed through this node
+//     since (a \Seen copy in Sent included), which no session here was
+//     told of. Mail that came through another node to a mailbox this node
+//     has not seen still gets the \Seen guess (the conformance suite
+//     marks it KNOWN): the record of who was told is per node, not in the
+//     cluster's metadata.
 //   - MOVE into the selected mailbox is a copy then an expunge of the
 //     originals (the metadata's move refuses one mailbox).
 //

@@ -18,10 +18,16 @@ import (
 // recent, which RFC 3501 allows when the server cannot tell which was
 // first ("SHOULD be considered recent"). A mailbox this node has not
 // seen since it started counts the messages after its last \Seen one as
-// recent (mail the user has not read yet), once.
+// recent (mail the user has not read yet), once; but a message a session
+// of this node APPENDed meanwhile, and every one after it, was told to no
+// session of this node, so it is recent even if it came \Seen (a client
+// saving a sent or draft copy): floor holds the lowest such UID of each
+// mailbox without a boundary (one entry per mailbox, dropped once it has
+// one).
 type recentBook struct {
-	mu   sync.Mutex
-	high map[recentKey]uint32
+	mu    sync.Mutex
+	high  map[recentKey]uint32
+	floor map[recentKey]uint32
 }
 
 type recentKey struct {
@@ -29,7 +35,30 @@ type recentKey struct {
 	id   uint64
 }
 
-func newRecentBook() *recentBook { return &recentBook{high: map[recentKey]uint32{}} }
+func newRecentBook() *recentBook {
+	return &recentBook{high: map[recentKey]uint32{}, floor: map[recentKey]uint32{}}
+}
+
+// appended notes that a session of this node appended uid.
+func (b *recentBook) appended(k recentKey, uid uint32) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if _, ok := b.high[k]; ok {
+		return // the boundary decides
+	}
+	if f, ok := b.floor[k]; !ok || uid < f {
+		b.floor[k] = uid
+	}
+}
+
+// initialFloor returns the lowest UID appended through this node to a
+// mailbox without a boundary (0: none); a scan that sets the boundary
+// counts \Seen only below it.
+func (b *recentBook) initialFloor(k recentKey) uint32 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.floor[k]
+}
 
 // boundary returns the mailbox's highest claimed UID, setting it to
 // initial when the node has none; with claimTo above it, raises it.
@@ -39,7 +68,11 @@ func (b *recentBook) boundary(k recentKey, initial, claimTo uint32) uint32 {
 	prev, ok := b.high[k]
 	if !ok {
 		prev = initial
+		if f, ok := b.floor[k]; ok && f <= prev {
+			prev = f - 1 // appended after the scan that computed initial
+		}
 		b.high[k] = prev
+		delete(b.floor, k)
 	}
 	if claimTo > prev {
 		b.high[k] = claimTo
@@ -59,6 +92,7 @@ func (b *recentBook) known(k recentKey) (uint32, bool) {
 func (b *recentBook) forget(k recentKey) {
 	b.mu.Lock()
 	delete(b.high, k)
+	delete(b.floor, k)
 	b.mu.Unlock()
 }
 
@@ -154,8 +188,9 @@ func (s *session) statusRecent(mb *mailstate.Mailbox) (uint32, error) {
 	b, ok := s.srv.recent.known(k)
 	if !ok {
 		var lastSeen uint32
+		floor := s.srv.recent.initialFloor(k)
 		err := s.store().EachMessage(s.user, mb.ID, func(m mailstate.MailMessage) error {
-			if hasFlag(m.Flags, mailstate.FlagSeen) {
+			if hasFlag(m.Flags, mailstate.FlagSeen) && (floor == 0 || m.UID < floor) {
 				lastSeen = m.UID
 			}
 			return nil

@@ -597,6 +597,7 @@ func (s *session) appendOne(mb mailstate.Mailbox, msg []byte, flags []string, da
 		}
 		return nil, imapErr(out[0].Err)
 	}
+	s.srv.recent.appended(recentKey{s.user, out[0].Mailbox}, out[0].UID)
 	if s.mb != nil && s.mb.id == out[0].Mailbox {
 		_ = s.store().SyncEvents() // the Poll after APPEND shows EXISTS
 	}
@@ -657,10 +658,11 @@ func (s *session) open(id uint64, readOnly bool, sizeHint uint32) (*selected, ui
 	}
 	sel := &selected{id: id, readOnly: readOnly, w: w, uids: make([]uint32, 0, min(sizeHint+16, 1<<20))}
 	var firstUnseen, lastSeen uint32
+	floor := s.srv.recent.initialFloor(recentKey{s.user, id})
 	err = s.store().EachMessage(s.user, id, func(m mailstate.MailMessage) error {
 		sel.uids = append(sel.uids, m.UID)
 		sel.addKeywords(m.Flags)
-		if hasFlag(m.Flags, mailstate.FlagSeen) {
+		if hasFlag(m.Flags, mailstate.FlagSeen) && (floor == 0 || m.UID < floor) {
 			lastSeen = m.UID
 		}
 		if firstUnseen == 0 && !hasFlag(m.Flags, mailstate.FlagSeen) {
