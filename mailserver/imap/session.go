@@ -180,6 +180,20 @@ func (s *session) Login(username, password string) error {
 	return no(imap.ResponseCodeUnavailable, "Authentication temporarily unavailable")
 }
 
+// Unauthenticate ends the login (UNAUTHENTICATE, RFC 8437): the selected
+// mailbox is closed without expunging, the account no longer watched.
+func (s *session) Unauthenticate() error {
+	s.touch()
+	s.endIdle()
+	if s.mb != nil {
+		s.mb.w.Close()
+		s.mb = nil
+	}
+	s.srv.unwatchAccount(s)
+	s.user = ""
+	return nil
+}
+
 func (s *session) AppendLimit() uint32 {
 	return uint32(min(s.srv.cfg.MaxMessageBytes, 1<<32-1))
 }
