@@ -103,9 +103,23 @@
 // ID): CONDSTORE and QRESYNC from the modseqs the mailbox keeps (VANISHED
 // (EARLIER) names every known UID that is gone: no expunge history is
 // kept), QUOTA from the user's storage limit (quota.go), SORT and THREAD
-// from the envelopes stored at delivery (sort.go).
+// from the envelopes stored at delivery (sort.go), MULTIAPPEND and
+// CATENATE (append.go), UNAUTHENTICATE.
 //
-// Not supported: MULTIAPPEND, CATENATE, UTF8=ACCEPT, NOTIFY, METADATA,
-// UNAUTHENTICATE, and COMPRESS=DEFLATE (a deflate state per connection
-// is far more memory than an idle connection holds now).
+// MULTIAPPEND is all or nothing: each message is read into memory from
+// the APPEND budget, stored (durable on the write quorum, a reference
+// held) and its memory given back before the next is read; at the end
+// one metadata command appends them all, or on any failure none, and
+// the stored bodies are released. A command of one message takes the
+// single APPEND's path (one Raft entry for body and entry). At most 100
+// messages per command (mailstate.MaxMailMessages: NO [LIMIT] past
+// that); the same bytes twice share one body and its INTERNALDATE.
+// CATENATE URLs name the user's own messages only ("/Box;UIDVALIDITY=n
+// /;UID=m[/;SECTION=s][/;PARTIAL=o.n]", or imap://user@host/... with
+// the user's address or local part; the host is not checked); URLAUTH
+// and anything else that names no message here is NO [BADURL url].
+//
+// Not supported: UTF8=ACCEPT, NOTIFY, METADATA, URLAUTH, and
+// COMPRESS=DEFLATE (a deflate state per connection is far more memory
+// than an idle connection holds now).
 package imap
