@@ -232,18 +232,26 @@ func (s *session) catenate(ct *wire.Catenate) (msg []byte, held int64, err error
 		}
 		switch {
 		case p.Text != nil:
-			n := p.Text.Size()
-			if err := grow(n); err != nil {
-				return msg, held, err
+			// Memory grows with the bytes that arrive, not by the size
+			// announced (as readLiteral's).
+			if int64(len(msg))+p.Text.Size() > limit {
+				return msg, held, tooBig()
 			}
-			start := len(msg)
-			msg = msg[:start+int(n)]
-			if _, err := io.ReadFull(p.Text, msg[start:]); err != nil {
-				msg = msg[:start]
-				if errors.Is(err, io.EOF) {
-					err = io.ErrUnexpectedEOF
+			for left := p.Text.Size(); left > 0; {
+				n := min(left, appendChunk)
+				if err := grow(n); err != nil {
+					return msg, held, err
 				}
-				return msg, held, err
+				start := len(msg)
+				msg = msg[:start+int(n)]
+				if _, err := io.ReadFull(p.Text, msg[start:]); err != nil {
+					msg = msg[:start]
+					if errors.Is(err, io.EOF) {
+						err = io.ErrUnexpectedEOF
+					}
+					return msg, held, err
+				}
+				left -= n
 			}
 		case p.URL != nil:
 			part, err := s.urlPart(p.URL, limit-int64(len(msg)))

@@ -30,6 +30,35 @@ func TestMultiAppendCatenate(t *testing.T) {
 	t.Run("all-or-nothing", func(t *testing.T) { testMultiAppendAllOrNothing(t, e, login) })
 	t.Run("streamed", func(t *testing.T) { testMultiAppendStreamed(t, e) })
 	t.Run("catenate", func(t *testing.T) { testCatenate(t, e, login) })
+	t.Run("catenate-stalled", func(t *testing.T) { testCatenateStalled(t, e) })
+}
+
+// testCatenateStalled: CATENATE TEXT literals announcing much and then
+// stalling hold about what they sent, as APPEND literals do.
+func testCatenateStalled(t *testing.T, e *guardEnv) {
+	plain, _ := e.listen(t, imap.Config{MaxMessageBytes: 64 << 20})
+	const conns, announced = 4, 60 << 20
+	var cs []*rawClient
+	for range conns {
+		rc := dialFrom(t, "127.0.0.1", plain, false)
+		rc.line()
+		rc.cmd("l", "LOGIN g@guard.test pw")
+		cs = append(cs, rc)
+	}
+	before := heapAlloc()
+	for _, rc := range cs {
+		rc.send(fmt.Sprintf("a APPEND INBOX CATENATE (TEXT {%d}\r\n", announced))
+		if l := rc.line(); !strings.HasPrefix(l, "+") {
+			t.Fatalf("APPEND CATENATE: %q, want +", l)
+		}
+		rc.send("Subject: stalled\r\n")
+	}
+	time.Sleep(500 * time.Millisecond)
+	grew := int64(heapAlloc()) - int64(before)
+	t.Logf("%d CATENATEs announcing %d MiB each, stalled after a line: heap %+.1f MiB", conns, announced>>20, float64(grew)/(1<<20))
+	if grew > 16<<20 {
+		t.Fatalf("stalled CATENATEs grew the heap by %d MiB; they announced %d MiB in all but sent a line each", grew>>20, conns*announced>>20)
+	}
 }
 
 var appendUIDRe = regexp.MustCompile(`^(\w+) OK \[APPENDUID (\d+) ([0-9:,]+)\]`)
