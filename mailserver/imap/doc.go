@@ -51,14 +51,12 @@
 //   - \Recent is kept per node (recent.go): the first session on the node
 //     to see a message (SELECT, or the first told of new mail) has it
 //     \Recent; sessions on two nodes may both have it, as RFC 3501 allows
-//     when the server cannot tell which was first. A mailbox the node has
-//     not seen since it started counts the mail after its last \Seen
-//     message as recent, and every message APPENDed through this node
-//     since (a \Seen copy in Sent included), which no session here was
-//     told of. Mail that came through another node to a mailbox this node
-//     has not seen still gets the \Seen guess (the conformance suite
-//     marks it KNOWN): the record of who was told is per node, not in the
-//     cluster's metadata.
+//     when the server cannot tell which was first. For a mailbox no
+//     session on the node selected since it started, the node follows
+//     every mailbox's events (mailbox.Store.ObserveMailboxes): the mail
+//     appended since it started is recent, \Seen or not, except up to the
+//     last message whose flags a client changed since; of the mail there
+//     before the start, that after the last \Seen message.
 //   - MOVE into the selected mailbox is a copy then an expunge of the
 //     originals (the metadata's move refuses one mailbox).
 //
