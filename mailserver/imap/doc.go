@@ -51,9 +51,12 @@
 //   - \Recent is kept per node (recent.go): the first session on the node
 //     to see a message (SELECT, or the first told of new mail) has it
 //     \Recent; sessions on two nodes may both have it, as RFC 3501 allows
-//     when the server cannot tell which was first. A mailbox the node has
-//     not seen since it started counts the mail after its last \Seen
-//     message as recent.
+//     when the server cannot tell which was first. For a mailbox no
+//     session on the node selected since it started, the node follows
+//     every mailbox's events (mailbox.Store.ObserveMailboxes): the mail
+//     appended since it started is recent, \Seen or not, except up to the
+//     last message whose flags a client changed since; of the mail there
+//     before the start, that after the last \Seen message.
 //   - MOVE into the selected mailbox is a copy then an expunge of the
 //     originals (the metadata's move refuses one mailbox).
 //
@@ -98,9 +101,23 @@
 // ID): CONDSTORE and QRESYNC from the modseqs the mailbox keeps (VANISHED
 // (EARLIER) names every known UID that is gone: no expunge history is
 // kept), QUOTA from the user's storage limit (quota.go), SORT and THREAD
-// from the envelopes stored at delivery (sort.go).
+// from the envelopes stored at delivery (sort.go), MULTIAPPEND and
+// CATENATE (append.go), UNAUTHENTICATE.
 //
-// Not supported: MULTIAPPEND, CATENATE, UTF8=ACCEPT, NOTIFY, METADATA,
-// UNAUTHENTICATE, and COMPRESS=DEFLATE (a deflate state per connection
-// is far more memory than an idle connection holds now).
+// MULTIAPPEND is all or nothing: each message is read into memory from
+// the APPEND budget, stored (durable on the write quorum, a reference
+// held) and its memory given back before the next is read; at the end
+// one metadata command appends them all, or on any failure none, and
+// the stored bodies are released. A command of one message takes the
+// single APPEND's path (one Raft entry for body and entry). At most 100
+// messages per command (mailstate.MaxMailMessages: NO [LIMIT] past
+// that); the same bytes twice share one body and its INTERNALDATE.
+// CATENATE URLs name the user's own messages only ("/Box;UIDVALIDITY=n
+// /;UID=m[/;SECTION=s][/;PARTIAL=o.n]", or imap://user@host/... with
+// the user's address or local part; the host is not checked); URLAUTH
+// and anything else that names no message here is NO [BADURL url].
+//
+// Not supported: UTF8=ACCEPT, NOTIFY, METADATA, URLAUTH, and
+// COMPRESS=DEFLATE (a deflate state per connection is far more memory
+// than an idle connection holds now).
 package imap

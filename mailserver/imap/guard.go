@@ -81,6 +81,14 @@ const byeTimeout = 5 * time.Second
 
 func (s *Server) guardSession(sess *session, c *wire.Conn) *authGuard {
 	g := &authGuard{session: sess}
+	g.startTimer(c)
+	return g
+}
+
+// startTimer gives the connection LoginTimeout to log in (again, after
+// UNAUTHENTICATE).
+func (g *authGuard) startTimer(c *wire.Conn) {
+	s, sess := g.srv, g.session
 	g.timer = time.AfterFunc(s.cfg.LoginTimeout, func() {
 		if g.authed.Load() {
 			return
@@ -99,7 +107,17 @@ func (s *Server) guardSession(sess *session, c *wire.Conn) *authGuard {
 			_ = c.NetConn().Close()
 		}
 	})
-	return g
+}
+
+// Unauthenticate (RFC 8437) forgets the user; the connection has
+// LoginTimeout again to log in.
+func (g *authGuard) Unauthenticate() error {
+	err := g.session.Unauthenticate()
+	g.authed.Store(false)
+	if g.timer == nil {
+		g.startTimer(g.session.conn)
+	}
+	return err
 }
 
 // loggedIn and Close run on the connection's goroutine; the timer's

@@ -7,6 +7,7 @@ import (
 
 	"github.com/emersion/go-imap/v2"
 
+	"hastore/mailserver/mailbox"
 	"hastore/mailserver/mailstate"
 )
 
@@ -16,12 +17,23 @@ import (
 // message first on this node, claims the messages above it; EXAMINE and
 // STATUS only look. Sessions on two nodes can both see a message as
 // recent, which RFC 3501 allows when the server cannot tell which was
-// first ("SHOULD be considered recent"). A mailbox this node has not
-// seen since it started counts the messages after its last \Seen one as
-// recent (mail the user has not read yet), once.
+// first ("SHOULD be considered recent").
+//
+// A mailbox this node has not seen since it started gets its boundary
+// from what the node saw meanwhile (every mailbox's events, watched or
+// not: observe) and a scan of the mailbox when first selected (or
+// STATUSed): of the messages that were there when the node started,
+// those after the last \Seen one are recent (mail the user has not read
+// yet); every message appended since is recent, \Seen or not (a sent
+// copy, a message moved in), except up to the last one whose flags a
+// client changed since (a client on another node had those). hints hold
+// that per mailbox without a boundary: one small entry per mailbox that
+// changed since the node started, dropped once it has a boundary, at
+// most maxRecentHints (past that, the \Seen guess alone).
 type recentBook struct {
-	mu   sync.Mutex
-	high map[recentKey]uint32
+	mu    sync.Mutex
+	high  map[recentKey]uint32
+	hints map[recentKey]recentHint
 }
 
 type recentKey struct {
@@ -29,17 +41,78 @@ type recentKey struct {
 	id   uint64
 }
 
-func newRecentBook() *recentBook { return &recentBook{high: map[recentKey]uint32{}} }
+// recentHint is what the node saw of a mailbox without a boundary:
+// floor, the first UID appended since it started (0: none); told, the
+// highest UID whose flags a client changed since.
+type recentHint struct{ floor, told uint32 }
 
-// boundary returns the mailbox's highest claimed UID, setting it to
-// initial when the node has none; with claimTo above it, raises it.
+const maxRecentHints = 1 << 20
+
+func newRecentBook() *recentBook {
+	return &recentBook{high: map[recentKey]uint32{}, hints: map[recentKey]recentHint{}}
+}
+
+// observe takes every mailbox event the node applies
+// (mailbox.Store.ObserveMailboxes); it runs with the event stream's lock
+// held.
+func (b *recentBook) observe(user string, id uint64, ev mailbox.MailboxEvent) {
+	k := recentKey{user, id}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if _, ok := b.high[k]; ok {
+		return // the sessions' claims decide
+	}
+	h, ok := b.hints[k]
+	if !ok && len(b.hints) >= maxRecentHints {
+		return
+	}
+	switch ev.Kind {
+	case mailbox.EventAppend:
+		if h.floor == 0 || ev.UID < h.floor {
+			h.floor = ev.UID
+		}
+	case mailbox.EventFlags:
+		h.told = max(h.told, ev.UID)
+	case mailbox.EventReset:
+		delete(b.hints, k) // deleted, or reloaded: the scan decides
+		return
+	default:
+		return
+	}
+	b.hints[k] = h
+}
+
+// appended notes that a session of this node appended uid (which observe
+// also sees, when the node's event stream is there).
+func (b *recentBook) appended(k recentKey, uid uint32) {
+	b.observe(k.user, k.id, mailbox.MailboxEvent{Kind: mailbox.EventAppend, UID: uid})
+}
+
+// initialFloor returns the first UID appended since the node started to a
+// mailbox without a boundary (0: none); the scan that sets the boundary
+// counts \Seen only below it.
+func (b *recentBook) initialFloor(k recentKey) uint32 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.hints[k].floor
+}
+
+// boundary returns the mailbox's highest claimed UID, setting it when the
+// node has none from initial (the last \Seen message below the floor)
+// and the hints; with claimTo above it, raises it.
 func (b *recentBook) boundary(k recentKey, initial, claimTo uint32) uint32 {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	prev, ok := b.high[k]
 	if !ok {
 		prev = initial
+		h := b.hints[k]
+		if h.floor != 0 && h.floor <= prev {
+			prev = h.floor - 1 // appended after the scan that computed initial
+		}
+		prev = max(prev, h.told)
 		b.high[k] = prev
+		delete(b.hints, k)
 	}
 	if claimTo > prev {
 		b.high[k] = claimTo
@@ -59,6 +132,7 @@ func (b *recentBook) known(k recentKey) (uint32, bool) {
 func (b *recentBook) forget(k recentKey) {
 	b.mu.Lock()
 	delete(b.high, k)
+	delete(b.hints, k)
 	b.mu.Unlock()
 }
 
@@ -154,8 +228,9 @@ func (s *session) statusRecent(mb *mailstate.Mailbox) (uint32, error) {
 	b, ok := s.srv.recent.known(k)
 	if !ok {
 		var lastSeen uint32
+		floor := s.srv.recent.initialFloor(k)
 		err := s.store().EachMessage(s.user, mb.ID, func(m mailstate.MailMessage) error {
-			if hasFlag(m.Flags, mailstate.FlagSeen) {
+			if hasFlag(m.Flags, mailstate.FlagSeen) && (floor == 0 || m.UID < floor) {
 				lastSeen = m.UID
 			}
 			return nil

@@ -65,7 +65,9 @@ type Server struct {
 	limit  *connlimit.Limiter
 	append *budget
 	recent *recentBook
-	accts  accountWatches
+	// stopObserve ends the recentBook's view of every mailbox's events.
+	stopObserve func()
+	accts       accountWatches
 
 	mu  sync.Mutex
 	lns map[string]net.Listener
@@ -99,7 +101,14 @@ func Listen(store *mailbox.Store, cfg Config) (*Server, error) {
 	}
 	s := &Server{store: store, cfg: cfg, log: cfg.Logger.With("component", "imap"), lns: map[string]net.Listener{},
 		limit: connlimit.NewLimiter(cfg.MaxConnections, cfg.MaxConnectionsPerIP), append: newBudget(cfg.MaxAppendBuffer),
-		recent: newRecentBook()}
+		recent: newRecentBook(), stopObserve: func() {}}
+	if stop, err := store.ObserveMailboxes(s.recent.observe); err != nil {
+		// \Recent then falls back to the \Seen guess for mailboxes the
+		// node did not see (recent.go).
+		s.log.Warn("imap: no mailbox event stream for \\Recent; a mailbox not selected on this node since it started counts only the mail after its last \\Seen message as recent", "err", err)
+	} else {
+		s.stopObserve = stop
+	}
 	s.srv = wire.New(wire.Options{
 		NewSession: s.newSession,
 		Caps: []imap.Cap{
@@ -165,6 +174,7 @@ func (s *Server) Connections() int {
 // Close stops the listeners and closes every IMAP connection (clients
 // reconnect, to this node or another).
 func (s *Server) Close() error {
+	s.stopObserve()
 	err := s.srv.Close()
 	s.mu.Lock()
 	for _, ln := range s.lns {
@@ -188,6 +198,7 @@ const ShutdownText = "[UNAVAILABLE] Server shutting down; reconnect"
 // another. Connections still busy when ctx ends are closed; it then
 // returns ctx's error.
 func (s *Server) Shutdown(ctx context.Context) error {
+	s.stopObserve()
 	err := s.srv.Shutdown(ctx, ShutdownText)
 	s.mu.Lock()
 	for _, ln := range s.lns {

@@ -180,6 +180,20 @@ func (s *session) Login(username, password string) error {
 	return no(imap.ResponseCodeUnavailable, "Authentication temporarily unavailable")
 }
 
+// Unauthenticate ends the login (UNAUTHENTICATE, RFC 8437): the selected
+// mailbox is closed without expunging, the account no longer watched.
+func (s *session) Unauthenticate() error {
+	s.touch()
+	s.endIdle()
+	if s.mb != nil {
+		s.mb.w.Close()
+		s.mb = nil
+	}
+	s.srv.unwatchAccount(s)
+	s.user = ""
+	return nil
+}
+
 func (s *session) AppendLimit() uint32 {
 	return uint32(min(s.srv.cfg.MaxMessageBytes, 1<<32-1))
 }
@@ -540,17 +554,8 @@ func (s *session) Append(name string, r imap.LiteralReader, options *imap.Append
 	if err != nil {
 		return nil, err
 	}
-	if r.Size() == 0 {
-		// No header, so no From or Date (RFC 5322 3.6): nothing a client
-		// can show, only the trace of a client bug (Dovecot and Cyrus
-		// refuse it too).
-		return nil, no(imap.ResponseCodeCannot, "Refusing a zero byte message: APPEND needs the message's header and body")
-	}
-	c, cancel := ctx()
-	err = s.store().CheckRecipient(c, s.user, r.Size())
-	cancel()
-	if err != nil {
-		return nil, imapErr(err)
+	if err := s.checkAppend(r.Size(), 0); err != nil {
+		return nil, err
 	}
 	// The literal is held in memory that grows with what arrives (the
 	// size is only the client's word), within the server's budget; the
@@ -560,7 +565,28 @@ func (s *session) Append(name string, r imap.LiteralReader, options *imap.Append
 		return nil, err
 	}
 	defer s.srv.append.give(held)
-	c, cancel = ctx()
+	return s.appendOne(mb, msg, flags, options.Time)
+}
+
+// checkAppend refuses a message of size bytes before it is read: empty,
+// or over the quota with the before bytes of the same APPEND.
+func (s *session) checkAppend(size, before int64) error {
+	if size == 0 {
+		// No header, so no From or Date (RFC 5322 3.6): nothing a client
+		// can show, only the trace of a client bug (Dovecot and Cyrus
+		// refuse it too).
+		return no(imap.ResponseCodeCannot, "Refusing a zero byte message: APPEND needs the message's header and body")
+	}
+	c, cancel := ctx()
+	err := s.store().CheckRecipient(c, s.user, before+size)
+	cancel()
+	return imapErr(err)
+}
+
+// appendOne stores one message in one Raft entry (its body's record and
+// its mailbox entry together where the cluster can stage bodies).
+func (s *session) appendOne(mb mailstate.Mailbox, msg []byte, flags []string, date time.Time) (*imap.AppendData, error) {
+	c, cancel := ctx()
 	defer cancel()
 	d := s.store().NewDelivery()
 	// The bytes as the client sent them, bare LFs too (as Dovecot): its
@@ -569,7 +595,7 @@ func (s *session) Append(name string, r imap.LiteralReader, options *imap.Append
 	if err := d.AddRecipient(mailbox.Recipient{Address: s.user, Mailbox: mb.Name, Flags: flags}); err != nil {
 		return nil, imapErr(err)
 	}
-	if err := d.Body(c, msg, options.Time); err != nil {
+	if err := d.Body(c, msg, date); err != nil {
 		return nil, imapErr(err)
 	}
 	out, err := d.Commit(c, true)
@@ -585,6 +611,7 @@ func (s *session) Append(name string, r imap.LiteralReader, options *imap.Append
 		}
 		return nil, imapErr(out[0].Err)
 	}
+	s.srv.recent.appended(recentKey{s.user, out[0].Mailbox}, out[0].UID)
 	if s.mb != nil && s.mb.id == out[0].Mailbox {
 		_ = s.store().SyncEvents() // the Poll after APPEND shows EXISTS
 	}
@@ -645,10 +672,11 @@ func (s *session) open(id uint64, readOnly bool, sizeHint uint32) (*selected, ui
 	}
 	sel := &selected{id: id, readOnly: readOnly, w: w, uids: make([]uint32, 0, min(sizeHint+16, 1<<20))}
 	var firstUnseen, lastSeen uint32
+	floor := s.srv.recent.initialFloor(recentKey{s.user, id})
 	err = s.store().EachMessage(s.user, id, func(m mailstate.MailMessage) error {
 		sel.uids = append(sel.uids, m.UID)
 		sel.addKeywords(m.Flags)
-		if hasFlag(m.Flags, mailstate.FlagSeen) {
+		if hasFlag(m.Flags, mailstate.FlagSeen) && (floor == 0 || m.UID < floor) {
 			lastSeen = m.UID
 		}
 		if firstUnseen == 0 && !hasFlag(m.Flags, mailstate.FlagSeen) {

@@ -83,6 +83,8 @@ type hub struct {
 	// syncReq asks the hub goroutine to process every event already
 	// emitted, then close the channel sent.
 	syncReq chan chan struct{}
+	// observers see every mailbox's events, watched or not (observe.go).
+	observers map[*observer]struct{}
 }
 
 // Watcher follows one mailbox's events from the moment Watch was called.
@@ -348,6 +350,9 @@ func (h *hub) advance(idx uint64) {
 
 // add appends an event to a watched mailbox's log; h.mu is held.
 func (h *hub) add(user string, id uint64, ev MailboxEvent) {
+	for o := range h.observers {
+		o.fn(user, id, ev)
+	}
 	lg := h.logs[mbKey{user, id}]
 	if lg == nil {
 		return
@@ -379,7 +384,7 @@ func (h *hub) handle(ev meta.Event) {
 	defer h.mu.Unlock()
 	if ev.Restored {
 		h.resetAll("", ev.Index)
-	} else if ev.Cmd != nil && len(h.logs) > 0 {
+	} else if ev.Cmd != nil && (len(h.logs) > 0 || len(h.observers) > 0) {
 		h.command(ev.Index, ev.Cmd, &ev.Result)
 	}
 	h.advance(ev.Index)

@@ -267,6 +267,9 @@ func (c *Conn) appendCmd(d *decoder) error {
 	if err != nil {
 		return err
 	}
+	if sa, okm := c.sess.(SessionAppend); okm {
+		return c.appendMulti(d, mb, sa)
+	}
 	if err := d.sp(); err != nil {
 		return err
 	}

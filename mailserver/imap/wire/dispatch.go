@@ -136,6 +136,28 @@ func (c *Conn) dispatch(d *decoder, tag, name string, uid bool) (err error) {
 		return c.authenticate(d)
 	case "ENABLE":
 		return c.enable(d)
+	case "UNAUTHENTICATE":
+		su, okU := c.sess.(SessionUnauthenticate)
+		if !okU {
+			break
+		}
+		if err := c.need(imap.ConnStateAuthenticated); err != nil && c.state != imap.ConnStateSelected {
+			return err
+		}
+		if err := d.end(); err != nil {
+			return err
+		}
+		if err := su.Unauthenticate(); err != nil {
+			return err
+		}
+		// RFC 8437 3: back to the state after the greeting (TLS stays):
+		// what was ENABLEd is forgotten.
+		c.state = imap.ConnStateNotAuthenticated
+		c.emu.Lock()
+		c.enabled = nil
+		c.rev2.Store(false)
+		c.emu.Unlock()
+		return nil
 	}
 
 	if c.state == imap.ConnStateNotAuthenticated {

@@ -33,10 +33,14 @@
 //     buffer: both come from pools for the time of a command.
 //
 // Optional Session interfaces turn on more: SessionQuota (QUOTA),
-// SessionSort (SORT, THREAD), SessionQResync (QRESYNC). ENABLE knows
-// IMAP4rev2 (mailbox names in UTF-8, ESEARCH replies, no \Recent),
-// CONDSTORE and QRESYNC.
+// SessionSort (SORT, THREAD), SessionQResync (QRESYNC), SessionAppend
+// (MULTIAPPEND and CATENATE: every APPEND then goes to an Appender, one
+// message at a time as it arrives, then Commit or Abort; a refusal in
+// the middle reads and drops what the client sends anyway up to its next
+// synchronizing literal, which it is not asked for), and
+// SessionUnauthenticate (UNAUTHENTICATE). ENABLE knows IMAP4rev2 (mailbox
+// names in UTF-8, ESEARCH replies, no \Recent), CONDSTORE and QRESYNC.
+// LITERAL+ is offered, so LITERAL- is not (RFC 7888 5: never both).
 //
-// Not supported: MULTIAPPEND, CATENATE, UTF8=ACCEPT, COMPRESS, NOTIFY,
-// UNAUTHENTICATE.
+// Not supported: UTF8=ACCEPT, COMPRESS, NOTIFY, METADATA, URLAUTH.
 package wire

@@ -126,8 +126,32 @@ func FuzzConn(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, in []byte) {
+		playConn(t, in, func() Session { return stubSession{} })
+	})
+}
+
+// FuzzAppend is FuzzConn for APPEND through a SessionAppend: MULTIAPPEND
+// and CATENATE, refusals in the middle included.
+func FuzzAppend(f *testing.F) {
+	for _, s := range []string{
+		"a LOGIN u p\r\nb APPEND INBOX (\\Seen) {3+}\r\nabc \"01-Jan-2026 10:00:00 +0000\" ~{2+}\r\nxy\r\nc NOOP\r\n",
+		"a LOGIN u p\r\nb APPEND INBOX CATENATE (URL \"/INBOX;UIDVALIDITY=1/;UID=2/;SECTION=1.MIME\" TEXT {2+}\r\nxy) {1+}\r\nz\r\n",
+		"a LOGIN u p\r\nb APPEND nobox {3+}\r\nabc CATENATE (TEXT {1+}\r\nq URL \"/x\") {2}\r\nc NOOP\r\n",
+		"a LOGIN u p\r\nb APPEND INBOX {3+}\r\nabc {3+}\r\nabc {3+}\r\nabc\r\nc APPEND INBOX CATENATE ()\r\n",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, in []byte) {
+		playConn(t, in, func() Session { return &appendSession{failAt: 2, failRead: len(in)%2 == 0} })
+	})
+}
+
+// playConn plays in at a connection to a session of newSession's and
+// checks what came back (see FuzzConn).
+func playConn(t *testing.T, in []byte, newSession func() Session) {
+	{
 		logs := &panicLog{}
-		s := New(Options{NewSession: func(*Conn) (Session, error) { return stubSession{}, nil }, InsecureAuth: true,
+		s := New(Options{NewSession: func(*Conn) (Session, error) { return newSession(), nil }, InsecureAuth: true,
 			Logger: slog.New(logs), MaxAppend: 1 << 16})
 		srvSide, cliSide := net.Pipe()
 		c := &Conn{srv: s, raw: srvSide, nc: srvSide, state: imap.ConnStateNotAuthenticated}
@@ -180,5 +204,5 @@ func FuzzConn(f *testing.F) {
 		if len(logs.panics) > 0 {
 			t.Fatalf("%v for %q", logs.panics, in)
 		}
-	})
+	}
 }

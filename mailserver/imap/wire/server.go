@@ -341,6 +341,12 @@ func (c *Conn) caps() []string {
 	if _, ok := c.sess.(SessionQResync); ok {
 		out = append(out, "QRESYNC")
 	}
+	if _, ok := c.sess.(SessionUnauthenticate); ok {
+		out = append(out, "UNAUTHENTICATE")
+	}
+	if _, ok := c.sess.(SessionAppend); ok {
+		out = append(out, "MULTIAPPEND", "CATENATE")
+	}
 	if _, ok := c.sess.(SessionQuota); ok {
 		out = append(out, "QUOTA", "QUOTA=RES-STORAGE")
 	}

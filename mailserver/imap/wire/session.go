@@ -405,3 +405,12 @@ type SessionQResync interface {
 	// MODSEQ of the messages changed since ModSeq.
 	SelectQResync(w *UpdateWriter, q *QResync) error
 }
+
+// SessionUnauthenticate is implemented by sessions that can go back to
+// the not authenticated state (UNAUTHENTICATE, RFC 8437); the server
+// offers it only then.
+type SessionUnauthenticate interface {
+	// Unauthenticate forgets the user, and the selected mailbox without
+	// expunging it; the client may log in again, as anyone.
+	Unauthenticate() error
+}
