@@ -1,0 +1,250 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/crypto/acme"
+	"golang.org/x/crypto/acme/autocert"
+
+	"hastore/replica"
+	"hastore/webfs"
+	"hastore/webfs/acmecache"
+	"hastore/webfs/httpserve"
+)
+
+// acmeFlags are serve's ACME flags (see registerHTTPS).
+type acmeFlags struct {
+	on        bool
+	email     string
+	directory string
+	caRoot    string
+}
+
+func (f *acmeFlags) register(fs *flag.FlagSet) {
+	fs.BoolVar(&f.on, "acme", false, "obtain and renew the sites' HTTPS certificates from an ACME CA (Let's Encrypt), kept in the cluster so every node serves the same ones; only for the host names of stored sites and their aliases; a certificate in --https-cert-dir wins for the names it covers (docs/operations.md, \"ACME / Let's Encrypt\")")
+	fs.StringVar(&f.email, "acme-email", "", "contact address registered with the ACME CA (expiry and problem notices)")
+	fs.StringVar(&f.directory, "acme-directory", autocert.DefaultACMEDirectory, "ACME directory URL; Let's Encrypt's staging directory https://acme-staging-v02.api.letsencrypt.org/directory for trials")
+	fs.StringVar(&f.caRoot, "acme-ca-root", "", "PEM file of the root(s) the ACME directory's HTTPS certificate is checked against instead of the system's (a test CA such as pebble)")
+}
+
+// How long a handshake waits for a certificate being obtained. Handshakes
+// run a few at a time (connlimit.TLSListener) and the CA's own TLS-ALPN-01
+// validation needs one of those turns, so a visitor's handshake must not
+// sit on one for the whole issuance; the issuance goes on without it.
+const acmeHandshakeWait = 8 * time.Second
+
+// acmeIssueTimeout bounds one attempt to obtain a certificate, and the
+// issuance lease (a node that dies holding it blocks the name that long).
+const acmeIssueTimeout = 5 * time.Minute
+
+// acmeCerts chooses an HTTPS certificate: the certificate directory's for
+// the names it covers, else one obtained over ACME for a stored site.
+type acmeCerts struct {
+	m     *autocert.Manager
+	cache *acmecache.Cache
+	sites httpserve.Sites
+	files *certDir // nil without --https-cert-dir
+	node  string
+	log   *slog.Logger
+
+	mu       sync.Mutex
+	ready    map[string]bool            // the manager holds a certificate for the name
+	inFlight map[string]*acmeIssue      // obtaining on this node
+	backoff  map[string]*acmecache.BackoffError
+}
+
+// acmeIssue is one attempt to obtain a name's certificate on this node;
+// done closes when cert or err is set.
+type acmeIssue struct {
+	done chan struct{}
+	cert *tls.Certificate
+	err  error
+}
+
+// newACME sets up ACME for node n's sites. It contacts nobody: the
+// account is registered and certificates obtained on the first handshake
+// that needs one.
+func newACME(f *acmeFlags, n *replica.Node, files *certDir, log *slog.Logger) (*acmeCerts, error) {
+	if !strings.HasPrefix(f.directory, "https://") {
+		return nil, fmt.Errorf("--acme-directory %q: want an https:// URL", f.directory)
+	}
+	client := &acme.Client{DirectoryURL: f.directory, UserAgent: "hastore"}
+	if f.caRoot != "" {
+		b, err := os.ReadFile(f.caRoot)
+		if err != nil {
+			return nil, fmt.Errorf("--acme-ca-root: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(b) {
+			return nil, fmt.Errorf("--acme-ca-root %s: no PEM certificate in it", f.caRoot)
+		}
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+		client.HTTPClient = &http.Client{Transport: tr}
+	}
+	a := &acmeCerts{
+		cache:    acmecache.New(n.Cluster, n.Meta),
+		sites:    webfs.ForNode(n).HTTP(),
+		files:    files,
+		node:     n.ID(),
+		log:      log.With("component", "acme"),
+		ready:    map[string]bool{},
+		inFlight: map[string]*acmeIssue{},
+		backoff:  map[string]*acmecache.BackoffError{},
+	}
+	a.m = &autocert.Manager{
+		Prompt:     autocert.AcceptTOS,
+		Cache:      a.cache,
+		HostPolicy: a.hostPolicy,
+		Client:     client,
+		Email:      f.email,
+	}
+	a.log.Info("ACME on: certificates for stored sites obtained on their first HTTPS visit", "directory", f.directory, "email", f.email)
+	return a, nil
+}
+
+// hostPolicy admits the host names of stored sites (names and aliases)
+// and nothing else, so that a client asking for arbitrary names cannot
+// make the cluster order certificates for them and spend its rate limits.
+func (a *acmeCerts) hostPolicy(ctx context.Context, host string) error {
+	host = webfs.NormalizeHost(host)
+	_, ok, err := a.sites.Resolve(ctx, host)
+	if err != nil {
+		return fmt.Errorf("acme: cannot tell whether %s is a site of this cluster: %w", host, err)
+	}
+	if !ok {
+		return fmt.Errorf("acme: %s is not a site of this cluster", host)
+	}
+	return nil
+}
+
+// httpHandler answers HTTP-01 challenges on the HTTP port (from the
+// cluster cache, whichever node published them) and passes every other
+// request to h.
+func (a *acmeCerts) httpHandler(h http.Handler) http.Handler { return a.m.HTTPHandler(h) }
+
+// tlsConfig is the HTTPS port's TLS configuration: HTTP/2, HTTP/1.1 and
+// TLS-ALPN-01 challenges.
+func (a *acmeCerts) tlsConfig() *tls.Config {
+	c := httpserve.TLSConfig(a.getCertificate)
+	c.NextProtos = append(c.NextProtos, acme.ALPNProto)
+	return c
+}
+
+// getCertificate is the HTTPS port's tls.Config.GetCertificate.
+func (a *acmeCerts) getCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+	if len(hello.SupportedProtos) == 1 && hello.SupportedProtos[0] == acme.ALPNProto {
+		return a.m.GetCertificate(hello) // a CA validating TLS-ALPN-01
+	}
+	if a.files != nil {
+		if c := a.files.lookup(hello.ServerName); c != nil {
+			return c, nil
+		}
+	}
+	name := webfs.NormalizeHost(hello.ServerName)
+	if name == "" {
+		return nil, nil // unrecognized_name, as without ACME
+	}
+	a.mu.Lock()
+	ready, bo := a.ready[name], a.backoff[name]
+	a.mu.Unlock()
+	if ready {
+		return a.m.GetCertificate(hello)
+	}
+	if bo != nil && time.Now().Before(bo.Until) {
+		return nil, bo
+	}
+	ctx := hello.Context()
+	if _, ok, err := a.sites.Resolve(ctx, name); err != nil {
+		return nil, fmt.Errorf("acme: cannot tell whether %s is a site of this cluster: %w", name, err)
+	} else if !ok {
+		// Not a site: the same unrecognized_name alert as without ACME,
+		// and no line in the log per stranger's guess.
+		return nil, nil
+	}
+	is := a.issue(name, hello)
+	t := time.NewTimer(acmeHandshakeWait)
+	defer t.Stop()
+	select {
+	case <-is.done:
+		return is.cert, is.err
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	return nil, fmt.Errorf("acme: the certificate for %s is being obtained; try again in a minute", name)
+}
+
+// issue starts obtaining name's certificate on this node, or joins the
+// attempt under way.
+func (a *acmeCerts) issue(name string, hello *tls.ClientHelloInfo) *acmeIssue {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if is := a.inFlight[name]; is != nil {
+		return is
+	}
+	is := &acmeIssue{done: make(chan struct{})}
+	a.inFlight[name] = is
+	h := *hello // the handshake's may be gone when the attempt needs it
+	go func() {
+		cert, err := a.obtain(name, &h)
+		a.mu.Lock()
+		delete(a.inFlight, name)
+		if err == nil {
+			a.ready[name] = true
+			delete(a.backoff, name)
+		}
+		var bo *acmecache.BackoffError
+		if errors.As(err, &bo) {
+			a.backoff[name] = bo
+		}
+		a.mu.Unlock()
+		is.cert, is.err = cert, err
+		close(is.done)
+	}()
+	return is
+}
+
+// obtain gets name's certificate into the manager: from the cluster cache
+// if another node obtained it, else from the CA under the name's issuance
+// lease, so that one node at a time asks the CA for it.
+func (a *acmeCerts) obtain(name string, hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), acmeIssueTimeout)
+	defer cancel()
+	if _, err := a.cache.Get(ctx, name); err == nil {
+		return a.m.GetCertificate(hello) // another node's, from the cache
+	}
+	start := time.Now()
+	l, err := a.cache.Lock(ctx, name, a.node, acmeIssueTimeout+time.Minute)
+	if err != nil {
+		var bo *acmecache.BackoffError
+		if errors.As(err, &bo) {
+			a.log.Debug("certificate not requested: backing off after failures", "name", name, "err", err)
+		} else {
+			a.log.Error("certificate not obtained: the cluster's issuance lease was not available", "name", name, "err", err)
+		}
+		return nil, err
+	}
+	cert, err := a.m.GetCertificate(hello) // the cache first: the lease's last holder may have stored it
+	if err != nil {
+		a.log.Error("certificate not obtained from the ACME CA; no node retries before the back-off ends (check that the name's DNS points at the nodes and port 80 or 443 reaches them)",
+			"name", name, "took", time.Since(start).Round(time.Millisecond), "err", err)
+	} else if cert.Leaf != nil {
+		a.log.Info("certificate ready", "name", name, "issuer", cert.Leaf.Issuer.CommonName,
+			"not_after", cert.Leaf.NotAfter.UTC().Format(time.RFC3339), "took", time.Since(start).Round(time.Millisecond))
+	}
+	if endErr := l.End(err); endErr != nil {
+		a.log.Warn("issuance lease not released; it lapses by itself", "name", name, "err", endErr)
+	}
+	return cert, err
+}
