@@ -59,8 +59,8 @@ type acmeCerts struct {
 	log   *slog.Logger
 
 	mu       sync.Mutex
-	ready    map[string]bool            // the manager holds a certificate for the name
-	inFlight map[string]*acmeIssue      // obtaining on this node
+	ready    map[string]bool       // the manager holds a certificate for the name
+	inFlight map[string]*acmeIssue // obtaining on this node
 	backoff  map[string]*acmecache.BackoffError
 }
 
