@@ -94,7 +94,7 @@ func newACME(f *acmeFlags, n *replica.Node, files *certDir, log *slog.Logger) (*
 		client.HTTPClient = &http.Client{Transport: tr}
 	}
 	a := &acmeCerts{
-		cache:    acmecache.New(n.Cluster, n.Meta),
+		cache:    acmecache.New(n.Cluster, n.Meta, f.directory),
 		sites:    webfs.ForNode(n).HTTP(),
 		files:    files,
 		node:     n.ID(),
@@ -129,10 +129,30 @@ func (a *acmeCerts) hostPolicy(ctx context.Context, host string) error {
 	return nil
 }
 
-// httpHandler answers HTTP-01 challenges on the HTTP port (from the
-// cluster cache, whichever node published them) and passes every other
-// request to h.
-func (a *acmeCerts) httpHandler(h http.Handler) http.Handler { return a.m.HTTPHandler(h) }
+// httpHandler answers HTTP-01 challenges on the HTTP port from the
+// cluster cache, whichever node published them, and passes every other
+// request to h: a challenge path whose token is not ours too, so that a
+// site's own /.well-known/acme-challenge/ files (certbot --webroot) are
+// still served.
+func (a *acmeCerts) httpHandler(h http.Handler) http.Handler {
+	a.m.HTTPHandler(nil) // turns HTTP-01 on; its handler would answer 404 for tokens not ours
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		tok, ok := strings.CutPrefix(r.URL.Path, acmeChallengePath)
+		if ok && tok != "" && !strings.Contains(tok, "/") && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
+			ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
+			defer cancel()
+			// autocert's cache key of an HTTP-01 answer.
+			if b, err := a.cache.Get(ctx, tok+"+http-01"); err == nil {
+				w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+				w.Write(b)
+				return
+			}
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+const acmeChallengePath = "/.well-known/acme-challenge/"
 
 // tlsConfig is the HTTPS port's TLS configuration: HTTP/2, HTTP/1.1 and
 // TLS-ALPN-01 challenges.

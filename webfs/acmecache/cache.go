@@ -9,12 +9,19 @@
 //
 // Tenant "hastore:acme":
 //
-//	c/<key>    one autocert cache entry: the account key
-//	           ("acme_account+key"), a certificate with its private key
-//	           ("<name>", "<name>+rsa"), a TLS-ALPN-01 challenge certificate
-//	           ("<name>+token"), an HTTP-01 challenge answer ("<token>+http-01")
-//	l/<name>   issuance lease: which node is obtaining <name>'s certificate,
-//	           until when; after a failure, until when nobody retries
+//	c/<ca>/<key>    one autocert cache entry: the account key
+//	                ("acme_account+key"), a certificate with its private key
+//	                ("<name>", "<name>+rsa"), a TLS-ALPN-01 challenge
+//	                certificate ("<name>+token"), an HTTP-01 challenge
+//	                answer ("<token>+http-01")
+//	l/<ca>/<name>   issuance lease: which node is obtaining <name>'s
+//	                certificate, until when; after a failure, until when
+//	                nobody retries
+//
+// <ca> is 12 hex digits of the SHA-256 of the CA's directory URL: moving
+// from Let's Encrypt's staging directory to production (or to another CA)
+// starts afresh instead of serving the staging certificates until they are
+// due for renewal.
 //
 // The entries hold private keys. Like DKIM keys (mailserver/outbound), they
 // are on every node's disk (Raft log, snapshots, metadata) and in backups,
@@ -30,7 +37,9 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/x509"
+	"encoding/hex"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -65,27 +74,36 @@ type KV interface {
 	TenantGet(tenant, key string) ([]byte, bool, error)
 }
 
-// Cache is an autocert.Cache in the cluster. It is safe for concurrent use.
+// Cache is an autocert.Cache in the cluster, for one CA. It is safe for
+// concurrent use.
 type Cache struct {
 	c  Cluster
 	kv KV
+	ca string // "<ca>/"
 }
 
 var _ autocert.Cache = (*Cache)(nil)
 
-// New returns the cache of the cluster c whose metadata kv reads; on a node,
-// New(n.Cluster, n.Meta).
-func New(c Cluster, kv KV) *Cache { return &Cache{c: c, kv: kv} }
+// New returns the cache for the CA at directory (its ACME directory URL)
+// of the cluster c whose metadata kv reads; on a node,
+// New(n.Cluster, n.Meta, url).
+func New(c Cluster, kv KV, directory string) *Cache {
+	sum := sha256.Sum256([]byte(directory))
+	return &Cache{c: c, kv: kv, ca: hex.EncodeToString(sum[:6]) + "/"}
+}
+
+func (c *Cache) cacheKey(key string) string  { return cachePrefix + c.ca + key }
+func (c *Cache) leaseKey(name string) string { return leasePrefix + c.ca + name }
 
 // Get returns the entry under key, or autocert.ErrCacheMiss. A miss on this
 // node is confirmed against the Raft leader before it is believed, so an
 // entry another node put (a challenge answer it published a moment ago) is
 // found.
 func (c *Cache) Get(ctx context.Context, key string) ([]byte, error) {
-	if err := checkKey(key); err != nil {
+	if err := c.checkKey(key); err != nil {
 		return nil, err
 	}
-	if v, ok, err := c.kv.TenantGet(Tenant, cachePrefix+key); err != nil {
+	if v, ok, err := c.kv.TenantGet(Tenant, c.cacheKey(key)); err != nil {
 		return nil, fmt.Errorf("acmecache: reading %q: %w", key, err)
 	} else if ok {
 		return v, nil
@@ -93,7 +111,7 @@ func (c *Cache) Get(ctx context.Context, key string) ([]byte, error) {
 	if err := c.c.CatchUp(ctx); err != nil {
 		return nil, fmt.Errorf("acmecache: reading %q: %w", key, err)
 	}
-	v, ok, err := c.kv.TenantGet(Tenant, cachePrefix+key)
+	v, ok, err := c.kv.TenantGet(Tenant, c.cacheKey(key))
 	if err != nil {
 		return nil, fmt.Errorf("acmecache: reading %q: %w", key, err)
 	}
@@ -125,8 +143,8 @@ func (c *Cache) createAccountKey(ctx context.Context) ([]byte, error) {
 	}
 	v := pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der})
 	_, err = c.c.Propose(ctx, meta.Batch{Atomic: true, Cmds: []meta.Command{
-		meta.TenantCheck{Tenant: Tenant, Key: cachePrefix + accountKey, Absent: true},
-		meta.TenantPut{Tenant: Tenant, Key: cachePrefix + accountKey, Value: v}}})
+		meta.TenantCheck{Tenant: Tenant, Key: c.cacheKey(accountKey), Absent: true},
+		meta.TenantPut{Tenant: Tenant, Key: c.cacheKey(accountKey), Value: v}}})
 	if err == nil {
 		return v, nil
 	}
@@ -135,7 +153,7 @@ func (c *Cache) createAccountKey(ctx context.Context) ([]byte, error) {
 	}
 	// Another node's key won; this node has applied it (the batch that
 	// found it was applied here).
-	v, ok, err := c.kv.TenantGet(Tenant, cachePrefix+accountKey)
+	v, ok, err := c.kv.TenantGet(Tenant, c.cacheKey(accountKey))
 	if err != nil || !ok {
 		return nil, fmt.Errorf("acmecache: reading the ACME account key another node stored: found %v, %v", ok, err)
 	}
@@ -145,13 +163,13 @@ func (c *Cache) createAccountKey(ctx context.Context) ([]byte, error) {
 // Put stores data under key; it returns once the write is committed on a
 // quorum of the cluster.
 func (c *Cache) Put(ctx context.Context, key string, data []byte) error {
-	if err := checkKey(key); err != nil {
+	if err := c.checkKey(key); err != nil {
 		return err
 	}
 	if len(data) > meta.MaxTenantValueSize {
 		return fmt.Errorf("acmecache: entry %q of %d bytes exceeds the %d a record holds", key, len(data), meta.MaxTenantValueSize)
 	}
-	if _, err := c.c.Propose(ctx, meta.TenantPut{Tenant: Tenant, Key: cachePrefix + key, Value: data}); err != nil {
+	if _, err := c.c.Propose(ctx, meta.TenantPut{Tenant: Tenant, Key: c.cacheKey(key), Value: data}); err != nil {
 		return fmt.Errorf("acmecache: storing %q: %w", key, err)
 	}
 	return nil
@@ -159,18 +177,18 @@ func (c *Cache) Put(ctx context.Context, key string, data []byte) error {
 
 // Delete removes the entry under key; a missing one is no error.
 func (c *Cache) Delete(ctx context.Context, key string) error {
-	if err := checkKey(key); err != nil {
+	if err := c.checkKey(key); err != nil {
 		return err
 	}
-	if _, err := c.c.Propose(ctx, meta.TenantDelete{Tenant: Tenant, Key: cachePrefix + key}); err != nil {
+	if _, err := c.c.Propose(ctx, meta.TenantDelete{Tenant: Tenant, Key: c.cacheKey(key)}); err != nil {
 		return fmt.Errorf("acmecache: deleting %q: %w", key, err)
 	}
 	return nil
 }
 
-func checkKey(key string) error {
-	if key == "" || len(key) > meta.MaxTenantKeySize-len(cachePrefix) {
-		return fmt.Errorf("acmecache: key of %d bytes: want 1..%d", len(key), meta.MaxTenantKeySize-len(cachePrefix))
+func (c *Cache) checkKey(key string) error {
+	if max := meta.MaxTenantKeySize - len(cachePrefix) - len(c.ca); key == "" || len(key) > max {
+		return fmt.Errorf("acmecache: key of %d bytes: want 1..%d", len(key), max)
 	}
 	return nil
 }

@@ -20,7 +20,7 @@ import (
 func caches(c *cluster.InProcess) []*acmecache.Cache {
 	var out []*acmecache.Cache
 	for _, n := range c.Nodes {
-		out = append(out, acmecache.New(n.Cluster, n.Meta))
+		out = append(out, acmecache.New(n.Cluster, n.Meta, "https://ca.example.test/dir"))
 	}
 	return out
 }

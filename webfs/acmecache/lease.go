@@ -22,7 +22,7 @@ import (
 // (Let's Encrypt allows 5 failed validations per name and hour). A
 // name's DNS fixed is thus tried again within the hour.
 
-// lease is the record l/<name>.
+// lease is the record l/<ca>/<name>.
 type lease struct {
 	Holder string `json:"holder,omitempty"` // who obtains; "" after a failure
 	Until  int64  `json:"until"`            // unix ns: the lease or back-off ends
@@ -70,8 +70,8 @@ type Lease struct {
 // died is taken over once ttl has passed (the nodes' clocks are assumed
 // to agree within seconds).
 func (c *Cache) Lock(ctx context.Context, name, holder string, ttl time.Duration) (*Lease, error) {
-	key := leasePrefix + name
-	if err := checkKey(name); err != nil {
+	key := c.leaseKey(name)
+	if err := c.checkKey(name); err != nil {
 		return nil, err
 	}
 	for {
@@ -126,7 +126,7 @@ func (c *Cache) Lock(ctx context.Context, name, holder string, ttl time.Duration
 func (l *Lease) End(failure error) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	key := leasePrefix + l.name
+	key := l.c.leaseKey(l.name)
 	var cmd meta.Command = meta.TenantDelete{Tenant: Tenant, Key: key}
 	if failure != nil {
 		n := l.failures + 1
