@@ -28,7 +28,6 @@ import (
 
 	"hastore/replica/transport"
 	"hastore/testing/cluster"
-	"hastore/testing/outbound"
 )
 
 func TestMain(m *testing.M) {
@@ -238,34 +237,43 @@ func retry(timeout time.Duration, fn func() error) error {
 }
 
 // TestProcACME runs three `hastore serve --acme` nodes against pebble,
-// which resolves every test name to 127.0.0.1 and validates HTTP-01 on
-// node 1's --http port only (its TLS-ALPN-01 port is closed, so autocert
-// falls back to HTTP-01). Checked:
+// which resolves every test name to 127.0.0.1 and validates challenges on
+// node 1 only: HTTP-01 on its --http port with the TLS-ALPN-01 port
+// closed (autocert tries TLS-ALPN-01 first, then falls back), and
+// TLS-ALPN-01 on its --https port with the HTTP-01 port closed. Checked:
 //   - a site's first HTTPS visit, on node 3, gets it a certificate from
-//     pebble, validated over HTTP-01 on node 1: the challenge answer node 3
-//     published is served by node 1 (the cache is the cluster's);
+//     pebble, validated on node 1: the challenge answer node 3 published
+//     is served by node 1 (the cache is the cluster's);
 //   - every node then serves that same certificate, valid for the name
 //     under pebble's root, with the site's content;
 //   - the site's alias, visited on all three nodes at once, gets exactly
 //     one certificate, the same on every node (the issuance lease);
+//   - the site's own /.well-known/acme-challenge/ files are still served;
 //   - a name that resolves to the cluster but is no site gets no
 //     certificate on any node, and pebble is never asked for it;
 //   - a site covered by a certificate in --https-cert-dir is served that
 //     one, not an ACME one.
 func TestProcACME(t *testing.T) {
+	for _, challenge := range []string{"http-01", "tls-alpn-01"} {
+		t.Run(challenge, func(t *testing.T) { testACME(t, challenge) })
+	}
+}
+
+func testACME(t *testing.T, challenge string) {
 	const (
 		site  = "www.acme-a.test"
 		alias = "acme-a.test"
 		other = "www.acme-b.test" // its certificate is a file
 		junk  = "junk.acme-a.test"
 	)
-	dns := outbound.StartDNS(t)
-	for _, n := range []string{site, alias, other, junk} {
-		dns.Add(t, n+". 60 IN A 127.0.0.1")
-	}
+	dns := startDNS(t) // every test name is 127.0.0.1
 	free := cluster.FreePorts(t, 7)
 	httpAddrs, httpsAddrs, closed := free[0:3], free[3:6], free[6]
-	pb := startPebble(t, dns.Addr, port(t, httpAddrs[0]), port(t, closed))
+	httpPort, tlsPort := port(t, httpAddrs[0]), port(t, closed)
+	if challenge == "tls-alpn-01" {
+		httpPort, tlsPort = port(t, closed), port(t, httpsAddrs[0])
+	}
+	pb := startPebble(t, dns, httpPort, tlsPort)
 
 	certDir := t.TempDir()
 	fileCertPEM, fileKeyPEM, err := transport.SelfSignedCert(other)
@@ -290,6 +298,13 @@ func TestProcACME(t *testing.T) {
 		src := t.TempDir()
 		content[s.name] = "this is " + s.name + "\n"
 		if err := os.WriteFile(filepath.Join(src, "index.html"), []byte(content[s.name]), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		// A challenge file of the site's own, as certbot --webroot writes.
+		if err := os.MkdirAll(filepath.Join(src, ".well-known", "acme-challenge"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(src, ".well-known", "acme-challenge", "webroot-token"), []byte("webroot "+s.name), 0o644); err != nil {
 			t.Fatal(err)
 		}
 		args := []string{"site", "add", s.name}
@@ -322,10 +337,18 @@ func TestProcACME(t *testing.T) {
 	if len(first.DNSNames) != 1 || first.DNSNames[0] != site {
 		t.Fatalf("certificate names %v, want [%s]", first.DNSNames, site)
 	}
+	if b, err := os.ReadFile(c.LogFile(2)); err != nil || !strings.Contains(string(b), `msg="certificate ready" component=acme name=`+site) {
+		t.Fatalf("node 3 did not log that it obtained the certificate (%v)", err)
+	}
 	log := pb.Log()
-	wantURL := fmt.Sprintf("Attempting to validate w/ HTTP: http://%s:%d/.well-known/acme-challenge/", site, port(t, httpAddrs[0]))
-	if !strings.Contains(log, wantURL) || !strings.Contains(log, "set VALID by completed challenge") {
-		t.Fatalf("pebble did not validate %s over HTTP-01 on node 1 (%q)", site, wantURL)
+	httpTry := fmt.Sprintf("Attempting to validate w/ HTTP: http://%s:%d/.well-known/acme-challenge/", site, httpPort)
+	switch {
+	case !strings.Contains(log, "set VALID by completed challenge"):
+		t.Fatal("pebble validated no challenge")
+	case challenge == "http-01" && !strings.Contains(log, httpTry):
+		t.Fatalf("pebble did not validate %s over HTTP-01 on node 1 (%q)", site, httpTry)
+	case challenge == "tls-alpn-01" && strings.Contains(log, "Attempting to validate w/ HTTP"):
+		t.Fatal("pebble tried HTTP-01, whose port is closed in this case")
 	}
 	// Every node serves the same certificate.
 	for i := range 3 {
@@ -373,6 +396,24 @@ func TestProcACME(t *testing.T) {
 	}
 	if n := strings.Count(pb.Log(), "Issued certificate serial"); n != 2 {
 		t.Fatalf("pebble issued %d certificates, want 2 (one for %s, one for %s)", n, site, alias)
+	}
+
+	// A site's own challenge files are still served over HTTP.
+	for i := range 3 {
+		req, err := http.NewRequestWithContext(ctx, "GET", "http://"+httpAddrs[i]+"/.well-known/acme-challenge/webroot-token", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Host = site
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || string(b) != "webroot "+site {
+			t.Fatalf("node %d: the site's own challenge file: %s %q", i+1, resp.Status, b)
+		}
 	}
 
 	// A name that is no site: no certificate anywhere, pebble never asked.
