@@ -180,7 +180,7 @@ func (a *acmeCerts) getCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate
 	ready, bo := a.ready[name], a.backoff[name]
 	a.mu.Unlock()
 	if ready {
-		return a.m.GetCertificate(hello)
+		return a.m.GetCertificate(ecdsaHello(hello))
 	}
 	if bo != nil && time.Now().Before(bo.Until) {
 		return nil, bo
@@ -205,6 +205,17 @@ func (a *acmeCerts) getCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate
 	return nil, fmt.Errorf("acme: the certificate for %s is being obtained; try again in a minute", name)
 }
 
+// ecdsaHello is the hello autocert is shown: only its name, and ECDSA
+// support whatever the client said. autocert orders a second, RSA
+// certificate per name for a client that looks unable to use ECDSA, and
+// does so outside the issuance lease and back-off; any client claiming
+// that could make the cluster order certificates again and again for a
+// site whose DNS points elsewhere. Every TLS 1.2+ client in use does
+// ECDSA; one that does not fails the handshake.
+func ecdsaHello(hello *tls.ClientHelloInfo) *tls.ClientHelloInfo {
+	return &tls.ClientHelloInfo{ServerName: hello.ServerName, CipherSuites: []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256}}
+}
+
 // issue starts obtaining name's certificate on this node, or joins the
 // attempt under way.
 func (a *acmeCerts) issue(name string, hello *tls.ClientHelloInfo) *acmeIssue {
@@ -215,9 +226,9 @@ func (a *acmeCerts) issue(name string, hello *tls.ClientHelloInfo) *acmeIssue {
 	}
 	is := &acmeIssue{done: make(chan struct{})}
 	a.inFlight[name] = is
-	h := *hello // the handshake's may be gone when the attempt needs it
+	h := ecdsaHello(hello) // a copy: the handshake's may be gone when the attempt needs it
 	go func() {
-		cert, err := a.obtain(name, &h)
+		cert, err := a.obtain(name, h)
 		a.mu.Lock()
 		delete(a.inFlight, name)
 		if err == nil {

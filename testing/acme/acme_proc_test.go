@@ -248,6 +248,8 @@ func retry(timeout time.Duration, fn func() error) error {
 //     under pebble's root, with the site's content;
 //   - the site's alias, visited on all three nodes at once, gets exactly
 //     one certificate, the same on every node (the issuance lease);
+//   - a client claiming it cannot use ECDSA makes no node order an RSA
+//     certificate;
 //   - the site's own /.well-known/acme-challenge/ files are still served;
 //   - a name that resolves to the cluster but is no site gets no
 //     certificate on any node, and pebble is never asked for it;
@@ -393,6 +395,14 @@ func testACME(t *testing.T, challenge string) {
 	}
 	if len(certs[0].DNSNames) != 1 || certs[0].DNSNames[0] != alias {
 		t.Fatalf("alias certificate names %v", certs[0].DNSNames)
+	}
+	// A client that claims it cannot use ECDSA makes nobody order an RSA
+	// certificate (it fails the handshake).
+	rsaOnly := &tls.Config{RootCAs: roots, ServerName: site, MaxVersion: tls.VersionTLS12,
+		CipherSuites: []uint16{tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256}}
+	if conn, err := tls.Dial("tcp", httpsAddrs[1], rsaOnly); err == nil {
+		conn.Close()
+		t.Fatalf("an RSA-only client got a certificate for %s: %v", site, conn.ConnectionState().PeerCertificates[0].PublicKeyAlgorithm)
 	}
 	if n := strings.Count(pb.Log(), "Issued certificate serial"); n != 2 {
 		t.Fatalf("pebble issued %d certificates, want 2 (one for %s, one for %s)", n, site, alias)
