@@ -248,6 +248,8 @@ func retry(timeout time.Duration, fn func() error) error {
 //     under pebble's root, with the site's content;
 //   - the site's alias, visited on all three nodes at once, gets exactly
 //     one certificate, the same on every node (the issuance lease);
+//   - a site whose name does not resolve fails validation once, and then
+//     no node asks again however often it is visited (the back-off);
 //   - a client claiming it cannot use ECDSA makes no node order an RSA
 //     certificate;
 //   - the site's own /.well-known/acme-challenge/ files are still served;
@@ -267,6 +269,7 @@ func testACME(t *testing.T, challenge string) {
 		alias = "acme-a.test"
 		other = "www.acme-b.test" // its certificate is a file
 		junk  = "junk.acme-a.test"
+		nodns = "www.acme-c.example" // a site whose name does not resolve: validation fails
 	)
 	dns := startDNS(t) // every test name is 127.0.0.1
 	free := cluster.FreePorts(t, 7)
@@ -296,7 +299,7 @@ func testACME(t *testing.T, challenge string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	content := map[string]string{}
-	for _, s := range []struct{ name, alias string }{{site, alias}, {other, ""}} {
+	for _, s := range []struct{ name, alias string }{{site, alias}, {other, ""}, {nodns, ""}} {
 		src := t.TempDir()
 		content[s.name] = "this is " + s.name + "\n"
 		if err := os.WriteFile(filepath.Join(src, "index.html"), []byte(content[s.name]), 0o644); err != nil {
@@ -424,6 +427,32 @@ func testACME(t *testing.T, challenge string) {
 		if resp.StatusCode != 200 || string(b) != "webroot "+site {
 			t.Fatalf("node %d: the site's own challenge file: %s %q", i+1, resp.Status, b)
 		}
+	}
+
+	// A site whose validation fails: one attempt (autocert tries both
+	// challenge types, so two validations), then every node backs off
+	// instead of asking again at each handshake.
+	for round := range 3 {
+		for i := range 3 {
+			if _, _, err := getHTTPS(ctx, httpsAddrs[i], nodns, roots); err == nil {
+				t.Fatalf("node %d served %s, whose validation cannot succeed", i+1, nodns)
+			}
+		}
+		if round == 0 {
+			// Let the first attempt end and its back-off reach every node.
+			cluster.Eventually(t, time.Minute, "failed attempt logged", func() error {
+				for i := range 3 {
+					b, _ := os.ReadFile(c.LogFile(i))
+					if strings.Contains(string(b), `msg="certificate not obtained from the ACME CA`) {
+						return nil
+					}
+				}
+				return fmt.Errorf("no node logged the failure yet")
+			})
+		}
+	}
+	if n := strings.Count(pb.Log(), `Value:"`+nodns+`"`); n != 2 {
+		t.Fatalf("pebble validated %s %d times, want 2 (one attempt, both challenge types)", nodns, n)
 	}
 
 	// A name that is no site: no certificate anywhere, pebble never asked.
