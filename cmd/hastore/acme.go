@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
@@ -105,7 +106,7 @@ func newACME(f *acmeFlags, n *replica.Node, files *certDir, log *slog.Logger) (*
 	}
 	a.m = &autocert.Manager{
 		Prompt:     autocert.AcceptTOS,
-		Cache:      a.cache,
+		Cache:      &renewalCache{Cache: a.cache, node: a.node, log: a.log, held: map[string]renewalHold{}},
 		HostPolicy: a.hostPolicy,
 		Client:     client,
 		Email:      f.email,
@@ -278,4 +279,107 @@ func (a *acmeCerts) obtain(name string, hello *tls.ClientHelloInfo) (*tls.Certif
 		a.log.Warn("issuance lease not released; it lapses by itself", "name", name, "err", endErr)
 	}
 	return cert, err
+}
+
+// renewalCache is the cache as the autocert Manager sees it: the cluster
+// cache, plus one renewal at a time per name across the nodes. autocert
+// renews on each node that serves a name, by a timer per node: at renewal
+// time it reads the certificate from the cache, takes it if it is no
+// longer due (another node renewed), else orders a new one and stores it.
+// Nodes whose timers fire within the seconds a renewal takes would each
+// order one. So a read of a certificate that is due for renewal takes the
+// name's renewal lease first: while another node holds it, the read waits
+// until that node has stored the renewed certificate (and returns that);
+// holding it, this node renews and the lease ends when it stores the
+// result. A renewal that fails stores nothing: the lease lapses after
+// renewalLeaseTTL and the next timer (autocert retries every 30 to 60
+// minutes) tries again, on whichever node comes first.
+type renewalCache struct {
+	*acmecache.Cache
+	node string
+	log  *slog.Logger
+
+	mu   sync.Mutex
+	held map[string]renewalHold // by cache key
+}
+
+type renewalHold struct {
+	l     *acmecache.Lease
+	until time.Time
+}
+
+const renewalLeaseTTL = 15 * time.Minute
+
+func (c *renewalCache) Get(ctx context.Context, key string) ([]byte, error) {
+	v, err := c.Cache.Get(ctx, key)
+	if err != nil || strings.Contains(key, "+") || !certDue(v, time.Now()) {
+		// Not a certificate (account key, challenge answers) or not due.
+		return v, err
+	}
+	c.mu.Lock()
+	h, ok := c.held[key]
+	c.mu.Unlock()
+	if ok && time.Now().Before(h.until) {
+		return v, nil // this node renews it
+	}
+	l, err := c.Lock(ctx, "renew/"+key, c.node, renewalLeaseTTL)
+	if err != nil {
+		// No coordination to be had (ctx ended, no quorum): autocert
+		// goes on with the certificate it has.
+		c.log.Warn("renewal lease not taken; renewing without it", "name", key, "err", err)
+		return v, nil
+	}
+	// Another node may have renewed while this one waited.
+	if v2, err := c.Cache.Get(ctx, key); err == nil && !certDue(v2, time.Now()) {
+		if err := l.End(nil); err != nil {
+			c.log.Warn("renewal lease not released; it lapses by itself", "name", key, "err", err)
+		}
+		return v2, nil
+	}
+	c.mu.Lock()
+	c.held[key] = renewalHold{l: l, until: time.Now().Add(renewalLeaseTTL - time.Minute)}
+	c.mu.Unlock()
+	c.log.Info("renewing certificate", "name", key)
+	return v, nil
+}
+
+func (c *renewalCache) Put(ctx context.Context, key string, data []byte) error {
+	err := c.Cache.Put(ctx, key, data)
+	c.mu.Lock()
+	h, ok := c.held[key]
+	if ok && err == nil {
+		delete(c.held, key)
+	}
+	c.mu.Unlock()
+	if ok && err == nil {
+		if err := h.l.End(nil); err != nil {
+			c.log.Warn("renewal lease not released; it lapses by itself", "name", key, "err", err)
+		}
+	}
+	return err
+}
+
+// certDue reports whether the certificate in an autocert cache entry (key
+// then chain, PEM) is due for renewal at now by autocert's rule: within a
+// third of its lifetime, at most 30 days, of its expiry. autocert's own
+// timer adds up to 10% (at most an hour) of delay, so when it renews, the
+// certificate is due here too. An entry that cannot be read is not due:
+// autocert decides about it.
+func certDue(entry []byte, now time.Time) bool {
+	for rest := entry; ; {
+		var b *pem.Block
+		b, rest = pem.Decode(rest)
+		if b == nil {
+			return false
+		}
+		if b.Type != "CERTIFICATE" {
+			continue
+		}
+		leaf, err := x509.ParseCertificate(b.Bytes)
+		if err != nil {
+			return false
+		}
+		window := min(leaf.NotAfter.Sub(leaf.NotBefore)/3, 30*24*time.Hour)
+		return !now.Before(leaf.NotAfter.Add(-window))
+	}
 }

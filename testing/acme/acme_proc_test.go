@@ -92,8 +92,9 @@ func (p *pebble) Log() string {
 }
 
 // startPebble runs pebble validating HTTP-01 challenges on httpPort and
-// TLS-ALPN-01 on tlsPort, resolving names with the DNS server dns.
-func startPebble(t *testing.T, dns string, httpPort, tlsPort int) *pebble {
+// TLS-ALPN-01 on tlsPort, resolving names with the DNS server dns,
+// issuing certificates valid for validity (0: pebble's 90 days).
+func startPebble(t *testing.T, dns string, httpPort, tlsPort int, validity time.Duration) *pebble {
 	t.Helper()
 	bin := pebbleBinary(t)
 	dir := t.TempDir()
@@ -112,13 +113,18 @@ func startPebble(t *testing.T, dns string, httpPort, tlsPort int) *pebble {
 	}
 	ports := cluster.FreePorts(t, 2)
 	p.DirURL, p.mgmt = "https://"+ports[0]+"/dir", "https://"+ports[1]
-	cfg, _ := json.Marshal(map[string]any{"pebble": map[string]any{
+	conf := map[string]any{
 		"listenAddress": ports[0], "managementListenAddress": ports[1],
 		"certificate": p.CAFile, "privateKey": keyFile,
 		"httpPort": httpPort, "tlsPort": tlsPort,
 		"ocspResponderURL": "", "externalAccountBindingRequired": false,
 		"retryAfter": map[string]int{"authz": 1, "order": 1},
-	}})
+	}
+	if validity > 0 {
+		conf["profiles"] = map[string]any{"default": map[string]any{
+			"description": "short-lived, for renewal tests", "validityPeriod": int(validity / time.Second)}}
+	}
+	cfg, _ := json.Marshal(map[string]any{"pebble": conf})
 	cfgFile := filepath.Join(dir, "pebble.json")
 	if err := os.WriteFile(cfgFile, cfg, 0o600); err != nil {
 		t.Fatal(err)
@@ -278,7 +284,7 @@ func testACME(t *testing.T, challenge string) {
 	if challenge == "tls-alpn-01" {
 		httpPort, tlsPort = port(t, closed), port(t, httpsAddrs[0])
 	}
-	pb := startPebble(t, dns, httpPort, tlsPort)
+	pb := startPebble(t, dns, httpPort, tlsPort, 0)
 
 	certDir := t.TempDir()
 	fileCertPEM, fileKeyPEM, err := transport.SelfSignedCert(other)
@@ -478,5 +484,76 @@ func testACME(t *testing.T, challenge string) {
 	}
 	if log := pb.Log(); strings.Contains(log, junk) || strings.Contains(log, other) {
 		t.Fatalf("pebble was asked about %s or %s", junk, other)
+	}
+}
+
+// TestProcACMERenewal: with certificates valid for 90 s, autocert renews
+// each a third of its lifetime before expiry, on every node that serves
+// it, by timers that fire within seconds of each other. One node renews;
+// the others wait for it (the renewal lease) and serve its certificate:
+// every node ends up serving the same new certificate, and pebble issued
+// exactly one renewal.
+func TestProcACMERenewal(t *testing.T) {
+	const site = "www.renew.test"
+	dns := startDNS(t)
+	free := cluster.FreePorts(t, 7)
+	httpAddrs, httpsAddrs, closed := free[0:3], free[3:6], free[6]
+	pb := startPebble(t, dns, port(t, httpAddrs[0]), port(t, closed), 90*time.Second)
+	c := cluster.StartProcesses(t, cluster.ProcOptions{Nodes: 3,
+		ExtraArgs: []string{"--acme", "--acme-directory", pb.DirURL, "--acme-ca-root", pb.CAFile},
+		NodeArgs:  func(i int) []string { return []string{"--http", httpAddrs[i], "--https", httpsAddrs[i]} },
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	src := t.TempDir()
+	if err := os.WriteFile(filepath.Join(src, "index.html"), []byte("renew\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{{"site", "add", site}, {"site", "put", site, src}} {
+		if out, errOut, err := c.Admin(ctx, args...); err != nil {
+			t.Fatalf("%v: %v\n%s%s", args, err, out, errOut)
+		}
+	}
+	roots := pb.Roots(t)
+	var first *x509.Certificate
+	cluster.Eventually(t, 2*time.Minute, "first certificate", func() error {
+		_, cert, err := getHTTPS(ctx, httpsAddrs[2], site, roots)
+		first = cert
+		return err
+	})
+	for i := range 2 {
+		if _, cert, err := getHTTPS(ctx, httpsAddrs[i], site, roots); err != nil || !cert.Equal(first) {
+			t.Fatalf("node %d: %v, same certificate %v", i+1, err, err == nil && cert.Equal(first))
+		}
+	}
+	t.Logf("first certificate valid until %s; waiting for its renewal", first.NotAfter.Format(time.TimeOnly))
+	// The renewal is due 60 s after issue (a third of 90 s before expiry),
+	// each node's timer up to 3 s later.
+	var renewed *x509.Certificate
+	cluster.Eventually(t, 150*time.Second, "every node serving one renewed certificate", func() error {
+		var got []*x509.Certificate
+		for i := range 3 {
+			_, cert, err := getHTTPS(ctx, httpsAddrs[i], site, roots)
+			if err != nil {
+				return fmt.Errorf("node %d: %v", i+1, err)
+			}
+			if cert.Equal(first) {
+				return fmt.Errorf("node %d still serves the first certificate", i+1)
+			}
+			got = append(got, cert)
+		}
+		for i := range got {
+			if !got[i].Equal(got[0]) {
+				return fmt.Errorf("node %d serves serial %s, node 1 serial %s", i+1, got[i].SerialNumber, got[0].SerialNumber)
+			}
+		}
+		renewed = got[0]
+		return nil
+	})
+	if n := strings.Count(pb.Log(), "Issued certificate serial"); n != 2 {
+		t.Fatalf("pebble issued %d certificates, want 2 (the first and one renewal)", n)
+	}
+	if !renewed.NotAfter.After(first.NotAfter) {
+		t.Fatalf("renewed certificate valid until %s, the first until %s", renewed.NotAfter, first.NotAfter)
 	}
 }
