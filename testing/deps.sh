@@ -9,6 +9,11 @@ case "$what" in
   bench) pkgs=(dovecot-imapd dovecot-lmtpd fio wrk nginx-light) ;;
   *) echo "usage: $0 test|bench" >&2; exit 2 ;;
 esac
+# pebble, Let's Encrypt's ACME test server (testing/acme), from the Go
+# module proxy: no Debian package has it.
+if [ "$what" = test ] && ! command -v pebble >/dev/null && [ ! -x "$(go env GOPATH)/bin/pebble" ]; then
+  GOFLAGS=-mod=mod go install github.com/letsencrypt/pebble/v2/cmd/pebble@v2.10.3
+fi
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

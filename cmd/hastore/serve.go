@@ -300,7 +300,7 @@ func serve(args []string) error {
 	live.setMail(mail.smtp, mf.maxConns, mf.maxConnsIP) // SIGHUP's config re-read may change the caps
 	live.setIMAP(mail.imap, mf, log)
 	stopHTTP := func(context.Context) {}
-	if o.httpAddr != "" || hf.https != "" || hf.certDir != "" {
+	if o.httpAddr != "" || hf.https != "" || hf.certDir != "" || hf.acme.on {
 		if stopHTTP, err = startHTTP(o.httpAddr, n, log, hf); err != nil {
 			mail.Close()
 			n.Close()

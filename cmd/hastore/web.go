@@ -21,6 +21,7 @@ type httpFlags struct {
 	maxConns, maxConnsIP int
 	deny                 string
 	https, certDir       string // serve only: see registerHTTPS
+	acme                 acmeFlags
 }
 
 func (f *httpFlags) register(fs *flag.FlagSet) {
@@ -33,6 +34,7 @@ func (f *httpFlags) register(fs *flag.FlagSet) {
 func (f *httpFlags) registerHTTPS(fs *flag.FlagSet) {
 	fs.StringVar(&f.https, "https", "", "serve the stored web sites over HTTPS (HTTP/2 and HTTP/1.1) on this address, e.g. :443; certificates chosen by SNI from --https-cert-dir; the --http-max-connections caps count HTTP and HTTPS together")
 	fs.StringVar(&f.certDir, "https-cert-dir", "", "directory of the sites' certificates: NAME.crt + NAME.key pairs or certbot's NAME/fullchain.pem + NAME/privkey.pem, each serving the host names it is valid for; re-read on SIGHUP (docs/operations.md, \"HTTPS and certificates\")")
+	f.acme.register(fs)
 }
 
 // startHTTP serves the sites stored in the cluster over HTTP on addr and,
@@ -50,23 +52,41 @@ func startHTTP(addr string, n *replica.Node, log *slog.Logger, f *httpFlags) (st
 	if f.certDir != "" && f.https == "" {
 		return nil, errors.New("--https-cert-dir without --https: give the HTTPS address too, e.g. --https :443")
 	}
+	if f.acme.on && f.https == "" {
+		return nil, errors.New("--acme without --https: give the HTTPS address too, e.g. --https :443 (and --http :80 for HTTP-01 challenges)")
+	}
 	var tlsCfg *tls.Config
+	var acmeCerts *acmeCerts
 	if f.https != "" {
-		if f.certDir == "" {
-			return nil, errNoHTTPSCertDir
+		if f.certDir == "" && !f.acme.on {
+			return nil, fmt.Errorf("%w; or --acme to obtain them from Let's Encrypt", errNoHTTPSCertDir)
 		}
 		// Unknown names fail the handshake (unrecognized_name) rather than
 		// get some default certificate: that one would fail the browser's
 		// name check anyway, and would show every stranger asking by IP
 		// address which customers' domains this cluster hosts.
-		d, err := watchCertDir("https", f.certDir, log)
-		if err != nil {
-			return nil, fmt.Errorf("--https-cert-dir: %w", err)
+		var d *certDir
+		if f.certDir != "" {
+			if d, err = watchCertDir("https", f.certDir, log); err != nil {
+				return nil, fmt.Errorf("--https-cert-dir: %w", err)
+			}
+			tlsCfg = httpserve.TLSConfig(d.getCertificate)
 		}
-		tlsCfg = httpserve.TLSConfig(d.getCertificate)
+		if f.acme.on {
+			if acmeCerts, err = newACME(&f.acme, n, d, log); err != nil {
+				return nil, err
+			}
+			tlsCfg = acmeCerts.tlsConfig()
+			if addr == "" {
+				log.Warn("--acme without --http: only TLS-ALPN-01 challenges on --https can be answered; Let's Encrypt must reach port 443 of the nodes")
+			}
+		}
 	}
 	hlog := log.With("component", "http")
-	h := httpserve.Handler(webfs.ForNode(n).HTTP(), httpserve.Options{Logger: hlog, Deny: deny})
+	var h http.Handler = httpserve.Handler(webfs.ForNode(n).HTTP(), httpserve.Options{Logger: hlog, Deny: deny})
+	if acmeCerts != nil {
+		h = acmeCerts.httpHandler(h)
+	}
 	srv := httpserve.NewServer(addr, h)
 	caps := httpserve.NewCaps(f.maxConns, f.maxConnsIP, hlog)
 	live.setHTTP(caps, f.maxConns, f.maxConnsIP)
