@@ -251,6 +251,15 @@ func (h *Health) Up(id string) bool {
 	return nh != nil && nh.up
 }
 
+// KnownDown reports whether the node was probed and found unreachable (a
+// member never probed yet is not known down: it may have just joined).
+func (h *Health) KnownDown(id string) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	nh := h.nodes[id]
+	return nh != nil && nh.probed && !nh.up
+}
+
 // DownSince returns when the node became unreachable (zero if up or never
 // probed).
 func (h *Health) DownSince(id string) time.Time {

@@ -273,6 +273,7 @@ func StartNode(cfg NodeConfig) (n *Node, err error) {
 	peers := &peerSet{self: cfg.ID, local: localShards{n.DB}, pool: n.pool, md: n.Meta, static: cfg.Peers}
 	n.Peers = peers
 	n.Health = NewHealth(cfg.ID, n.Meta, peers, log)
+	n.Meta.SetKnownDown(n.Health.KnownDown)
 	copt := cfg.Cluster
 	copt.Logger = log
 	if n.Cluster, err = NewCluster(cfg.ID, n.Meta, &forwarder{n}, peers, n.Health, copt); err != nil {

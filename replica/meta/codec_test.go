@@ -3,6 +3,7 @@ package meta
 import (
 	"errors"
 	"reflect"
+	"slices"
 	"testing"
 
 	"github.com/hashicorp/raft"
@@ -145,10 +146,30 @@ func TestPlanMembership(t *testing.T) {
 		{"two voters: demote one", []raft.Server{v("a"), v("b")}, nil, []string{"b"}},
 	}
 	for _, tc := range cases {
-		p := planMembership(tc.servers, "z")
+		p := planMembership(tc.servers, "z", nil)
 		if tc.name == "two voters: demote one" {
-			p = planMembership(tc.servers, "a")
+			p = planMembership(tc.servers, "a", nil)
 		}
+		if !reflect.DeepEqual(ids(p.promote), tc.promote) || !reflect.DeepEqual(ids(p.demote), tc.demote) {
+			t.Errorf("%s: promote %v demote %v, want %v %v", tc.name, ids(p.promote), ids(p.demote), tc.promote, tc.demote)
+		}
+	}
+	// With members known to be down: never promoted, demoted first.
+	down := func(ids ...string) func(raft.ServerID) bool {
+		return func(id raft.ServerID) bool { return slices.Contains(ids, string(id)) }
+	}
+	for _, tc := range []struct {
+		name            string
+		servers         []raft.Server
+		down            []string
+		promote, demote []string
+	}{
+		{"dead non-voter sorted first is skipped", []raft.Server{v("a"), v("b"), v("c"), v("d"), n("n8"), n("n9")}, []string{"n8"}, []string{"n9"}, nil},
+		{"only non-voter dead: nothing promoted", []raft.Server{v("a"), v("b"), v("c"), v("d"), n("n8")}, []string{"n8"}, nil, nil},
+		{"four voters, one dead: the dead one demoted", []raft.Server{v("a"), v("b"), v("c"), v("z")}, []string{"a"}, nil, []string{"a"}},
+		{"fifth member while a voter is dead", []raft.Server{v("a"), v("b"), v("c"), n("d"), n("e")}, []string{"b"}, []string{"d", "e"}, nil},
+	} {
+		p := planMembership(tc.servers, "z", down(tc.down...))
 		if !reflect.DeepEqual(ids(p.promote), tc.promote) || !reflect.DeepEqual(ids(p.demote), tc.demote) {
 			t.Errorf("%s: promote %v demote %v, want %v %v", tc.name, ids(p.promote), ids(p.demote), tc.promote, tc.demote)
 		}

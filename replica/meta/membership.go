@@ -30,37 +30,63 @@ func desiredVoters(n int) int {
 // membershipPlan is the suffrage changes that bring a configuration to
 // desiredVoters voters: non-voters promoted (lowest IDs first, so the
 // outcome is predictable) or voters demoted (never self, the leader).
+// Members known to be down are never promoted and are demoted first: a
+// dead voter counts in every quorum and survives nothing. (A chaos run
+// promoted a replacement node the operator had already given up on and
+// killed, because its ID sorted first.)
 type membershipPlan struct {
 	promote []raft.Server
 	demote  []raft.Server
 }
 
-func planMembership(servers []raft.Server, self raft.ServerID) membershipPlan {
+func planMembership(servers []raft.Server, self raft.ServerID, down func(raft.ServerID) bool) membershipPlan {
+	if down == nil {
+		down = func(raft.ServerID) bool { return false }
+	}
 	var voters, nonvoters []raft.Server
 	for _, s := range servers {
 		if s.Suffrage == raft.Voter {
 			voters = append(voters, s)
-		} else {
+		} else if !down(s.ID) {
 			nonvoters = append(nonvoters, s)
 		}
 	}
-	byID := func(ss []raft.Server) {
-		sort.Slice(ss, func(i, j int) bool { return ss[i].ID < ss[j].ID })
-	}
-	byID(voters)
-	byID(nonvoters)
+	sort.Slice(nonvoters, func(i, j int) bool { return nonvoters[i].ID < nonvoters[j].ID })
+	// Demotion takes from the end: live voters by ID, then the down ones.
+	sort.Slice(voters, func(i, j int) bool {
+		di, dj := down(voters[i].ID), down(voters[j].ID)
+		if di != dj {
+			return dj
+		}
+		return voters[i].ID < voters[j].ID
+	})
 	want := desiredVoters(len(servers))
 	var p membershipPlan
 	for n := len(voters); n < want && len(nonvoters) > 0; n++ {
 		p.promote = append(p.promote, nonvoters[0])
 		nonvoters = nonvoters[1:]
 	}
-	for i := len(voters) - 1; i >= 0 && len(voters)-len(p.demote) > want; i-- {
+	for i := len(voters) - 1; i >= 0 && len(voters)+len(p.promote)-len(p.demote) > want; i-- {
 		if voters[i].ID != self {
 			p.demote = append(p.demote, voters[i])
 		}
 	}
 	return p
+}
+
+// SetKnownDown gives the store a way to tell which members are known to
+// be unreachable (the node's health prober), so that membership changes
+// never promote a dead node to voter. Without it every member counts as
+// reachable.
+func (s *Store) SetKnownDown(down func(id string) bool) {
+	s.knownDown.Store(&down)
+}
+
+func (s *Store) isKnownDown(id raft.ServerID) bool {
+	if f := s.knownDown.Load(); f != nil {
+		return (*f)(string(id))
+	}
+	return false
 }
 
 // Join adds node id (raft address addr) on the leader, as a voter while
@@ -126,7 +152,7 @@ func (s *Store) rebalance(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	p := planMembership(servers, raft.ServerID(s.id))
+	p := planMembership(servers, raft.ServerID(s.id), s.isKnownDown)
 	for _, srv := range p.promote {
 		if err := s.AddVoter(ctx, string(srv.ID), string(srv.Address)); err != nil {
 			return fmt.Errorf("meta: promote %s to voter: %w", srv.ID, err)

@@ -80,6 +80,7 @@ type Store struct {
 
 	barrierTerm atomic.Uint64 // term in which this leader's FSM caught up
 	memberMu    sync.Mutex    // one membership change at a time
+	knownDown   atomic.Pointer[func(id string) bool]
 
 	closeOnce sync.Once
 	closeErr  error

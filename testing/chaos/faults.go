@@ -451,10 +451,18 @@ func (in *injector) replace(nd *node, hold time.Duration, stop <-chan struct{}) 
 		return fmt.Errorf("%s has not joined yet", fresh.id)
 	})
 	if err != nil {
-		// Give up: the fresh node goes, the old one comes back.
+		// Give up: the fresh node goes, the old one comes back. Its join
+		// may have reached the cluster all the same (it is slow, not
+		// refused, under load): remove it, as an operator would, or it
+		// stays a dead member that a later change may make a voter.
 		c.halt(fresh, syscall.SIGKILL)
 		c.retire(fresh)
 		c.start(nd)
+		rctx, rcancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		if _, rerr := c.admin(rctx, "", "node", "remove", fresh.id); rerr != nil {
+			logf("replace: removing the abandoned %s: %v", fresh.id, lastLine(rerr.Error()))
+		}
+		rcancel()
 		return fresh, fmt.Errorf("fresh node %s did not join: %v", fresh.id, err)
 	}
 	c.swap(nd.idx, fresh)
