@@ -276,7 +276,9 @@ func (s *session) targets(rcpts []rcpt) []mailbox.Target {
 // message temporarily for all, so none is bounced or gets it twice; the
 // client's retry is judged per recipient at RCPT again.
 func (s *session) Data(r io.Reader) error {
-	outs, _, err := s.deliver(r, true)
+	in := s.fastData(r)
+	defer in.finish()
+	outs, _, err := s.deliver(in, true)
 	if err != nil {
 		return err
 	}
@@ -330,7 +332,9 @@ func outcomeReply(o mailbox.Outcome) error {
 // and the retry stores nothing twice where it landed already (the retry
 // memory, when on).
 func (s *session) LMTPData(r io.Reader, status gosmtp.StatusCollector) error {
-	outs, _, err := s.deliver(r, false)
+	in := s.fastData(r)
+	defer in.finish()
+	outs, _, err := s.deliver(in, false)
 	if err != nil {
 		return err // the status of every recipient
 	}
@@ -635,7 +639,11 @@ func (s *session) receive(r io.Reader, w io.Writer) error {
 	defer watchdog.Stop()
 	// A deadline would make go-smtp's own BDAT read fail with a 554 (a
 	// bounce for a slow link): there, only the watchdog acts.
-	_, bdat := r.(*io.PipeReader)
+	src := r
+	if in, ok := r.(*dataIn); ok {
+		src = in.Reader
+	}
+	_, bdat := src.(*io.PipeReader)
 	if !bdat {
 		// After an error go-smtp reads the rest of the message itself:
 		// bound it.
