@@ -431,6 +431,7 @@ func (s *session) deliver(r io.Reader, allOrNothing bool) ([]mailbox.Outcome, *m
 		s.srv.log.Warn("no memory to store a message in time", "size", sp.size, "err", err, "remote", s.remote, "msgid", s.msgID)
 		return nil, nil, errBusy
 	}
+	spooled := msg
 	var auth string
 	if cfg.Mode == MX && cfg.Checks != nil {
 		ar := cfg.Checks.check(ctx, cfg.Hostname, s.remote, s.conn.Hostname(), s.from, msg[len(trace):])
@@ -485,6 +486,12 @@ func (s *session) deliver(r io.Reader, allOrNothing bool) ([]mailbox.Outcome, *m
 	}
 	if cfg.RetryWindow > 0 {
 		d.SetRetryKey(sp.Digest(), cfg.RetryWindow)
+	}
+	if len(msg) > 0 && len(msg) == len(spooled) && &msg[0] == &spooled[0] {
+		// The spool made every line end CRLF already: Body need not
+		// scan the message again. (Milters and Authentication-Results
+		// make new bytes, which Body normalizes.)
+		d.StoreAsGiven()
 	}
 	if err := d.Body(ctx, msg, time.Time{}); err != nil {
 		s.srv.log.Warn("storing a message failed", "err", err, "remote", s.remote, "msgid", s.msgID)
