@@ -152,7 +152,7 @@ func (d *Delivery) Body(ctx context.Context, msg []byte, internalDate time.Time)
 		msg = NormalizeCRLF(msg)
 	}
 	d.sv.keep(msg)
-	info, err := EncodeInfo(ParseInfo(msg))
+	info, err := parseEncoded(msg)
 	if err != nil {
 		return err
 	}

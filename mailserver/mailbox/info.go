@@ -99,14 +99,34 @@ const (
 // and MIME structure degrade to what could be read (go-imap's behaviour),
 // with nesting and part counts bounded.
 func ParseInfo(msg []byte) *Info {
+	info, _ := parseSized(msg)
+	return info
+}
+
+// parseSized is ParseInfo, also returning the info's JSON when it had to
+// encode it to check its size (nil for the fallback).
+func parseSized(msg []byte) (*Info, []byte) {
 	for _, budget := range []int{maxParts, 64, 0} {
 		info := parseInfo(msg, budget)
 		if b, err := json.Marshal(info); err == nil && len(b)+1 <= mailstate.MaxMailInfo {
-			return info
+			return info, b
 		}
 	}
 	// Even the root alone is too big (a monstrous header): keep offsets.
-	return &Info{Body: Part{End: int64(len(msg)), Body: headerEnd(msg), Type: "application", Subtype: "octet-stream"}}
+	return &Info{Body: Part{End: int64(len(msg)), Body: headerEnd(msg), Type: "application", Subtype: "octet-stream"}}, nil
+}
+
+// parseEncoded returns EncodeInfo(ParseInfo(msg)), encoding the info
+// once (a delivery's second JSON encoding was a third of its parsing).
+func parseEncoded(msg []byte) ([]byte, error) {
+	info, b := parseSized(msg)
+	if b == nil {
+		return EncodeInfo(info)
+	}
+	out := make([]byte, 1+len(b))
+	out[0] = infoV1
+	copy(out[1:], b)
+	return out, nil
 }
 
 func parseInfo(msg []byte, budget int) *Info {

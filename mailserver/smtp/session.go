@@ -276,7 +276,9 @@ func (s *session) targets(rcpts []rcpt) []mailbox.Target {
 // message temporarily for all, so none is bounced or gets it twice; the
 // client's retry is judged per recipient at RCPT again.
 func (s *session) Data(r io.Reader) error {
-	outs, _, err := s.deliver(r, true)
+	in := s.fastData(r)
+	defer in.finish()
+	outs, _, err := s.deliver(in, true)
 	if err != nil {
 		return err
 	}
@@ -330,7 +332,9 @@ func outcomeReply(o mailbox.Outcome) error {
 // and the retry stores nothing twice where it landed already (the retry
 // memory, when on).
 func (s *session) LMTPData(r io.Reader, status gosmtp.StatusCollector) error {
-	outs, _, err := s.deliver(r, false)
+	in := s.fastData(r)
+	defer in.finish()
+	outs, _, err := s.deliver(in, false)
 	if err != nil {
 		return err // the status of every recipient
 	}
@@ -427,6 +431,7 @@ func (s *session) deliver(r io.Reader, allOrNothing bool) ([]mailbox.Outcome, *m
 		s.srv.log.Warn("no memory to store a message in time", "size", sp.size, "err", err, "remote", s.remote, "msgid", s.msgID)
 		return nil, nil, errBusy
 	}
+	spooled := msg
 	var auth string
 	if cfg.Mode == MX && cfg.Checks != nil {
 		ar := cfg.Checks.check(ctx, cfg.Hostname, s.remote, s.conn.Hostname(), s.from, msg[len(trace):])
@@ -481,6 +486,12 @@ func (s *session) deliver(r io.Reader, allOrNothing bool) ([]mailbox.Outcome, *m
 	}
 	if cfg.RetryWindow > 0 {
 		d.SetRetryKey(sp.Digest(), cfg.RetryWindow)
+	}
+	if len(msg) > 0 && len(msg) == len(spooled) && &msg[0] == &spooled[0] {
+		// The spool made every line end CRLF already: Body need not
+		// scan the message again. (Milters and Authentication-Results
+		// make new bytes, which Body normalizes.)
+		d.StoreAsGiven()
 	}
 	if err := d.Body(ctx, msg, time.Time{}); err != nil {
 		s.srv.log.Warn("storing a message failed", "err", err, "remote", s.remote, "msgid", s.msgID)
@@ -635,7 +646,11 @@ func (s *session) receive(r io.Reader, w io.Writer) error {
 	defer watchdog.Stop()
 	// A deadline would make go-smtp's own BDAT read fail with a 554 (a
 	// bounce for a slow link): there, only the watchdog acts.
-	_, bdat := r.(*io.PipeReader)
+	src := r
+	if in, ok := r.(*dataIn); ok {
+		src = in.Reader
+	}
+	_, bdat := src.(*io.PipeReader)
 	if !bdat {
 		// After an error go-smtp reads the rest of the message itself:
 		// bound it.
