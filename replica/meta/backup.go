@@ -71,6 +71,9 @@ func (f *FSM) WriteBackup(w io.Writer) (index uint64, records int, err error) {
 	}
 	s := &fsmSnapshot{f: f, h: h, txn: txn, applied: index}
 	records, err = s.write(w)
+	if err != nil && badgerDamage(err) {
+		err = f.damagedRead(err)
+	}
 	if err != nil {
 		return index, records, fmt.Errorf("meta: backup at index %d: %w", index, err)
 	}
@@ -303,7 +306,7 @@ func (s *Store) RestoreBackup(ctx context.Context, backupPath, tmpDir string, fo
 					continue
 				}
 			}
-			v, err := it.Item().ValueCopy(nil)
+			v, err := itemValue(it.Item())
 			if err != nil {
 				return fmt.Errorf("read key %q: %w", k, err)
 			}

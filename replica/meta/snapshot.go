@@ -91,11 +91,15 @@ func (s *fsmSnapshot) write(w io.Writer) (int, error) {
 		if bytes.Equal(k, keyApplied) {
 			continue
 		}
-		v, err := item.ValueCopy(buf[:0])
+		stored, err := item.ValueCopy(buf[:0])
 		if err != nil {
 			return n, fmt.Errorf("read key %q: %w", k, err)
 		}
-		buf = v
+		buf = stored
+		v, err := unseal(k, stored)
+		if err != nil {
+			return n, err
+		}
 		frame := binary.AppendUvarint([]byte{frameKV}, uint64(len(k)))
 		if _, err := cw.Write(frame); err != nil {
 			return n, err
@@ -242,7 +246,7 @@ func loadSnapshot(cr *crcReader, db *badger.DB, index uint64) (int, error) {
 		if bytes.Equal(k, keyApplied) {
 			return n, fmt.Errorf("snapshot carries the applied-index key as data: corrupt")
 		}
-		if err := wb.Set(k, v); err != nil {
+		if err := wb.Set(k, seal(k, v)); err != nil {
 			return n, fmt.Errorf("load key %q: %w", k, err)
 		}
 		n++
@@ -263,7 +267,7 @@ func loadSnapshot(cr *crcReader, db *badger.DB, index uint64) (int, error) {
 		return n, fmt.Errorf("trailer counts %d records, read %d: snapshot corrupt", count, n)
 	}
 	// Written last: the index claims the data above it.
-	if err := wb.Set(keyApplied, appliedValue(index)); err != nil {
+	if err := wb.Set(keyApplied, seal(keyApplied, appliedValue(index))); err != nil {
 		return n, err
 	}
 	if err := wb.Flush(); err != nil {
