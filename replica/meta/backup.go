@@ -77,6 +77,10 @@ func (f *FSM) WriteBackup(w io.Writer) (index uint64, records int, err error) {
 	if err != nil {
 		return index, records, fmt.Errorf("meta: backup at index %d: %w", index, err)
 	}
+	// And after, as writeSafe does: damage met while reading.
+	if verr := storage.VerifyTables(badger.DefaultOptions(h.dir).WithLogger(nil)); verr != nil && errors.Is(verr, storage.ErrCorrupt) {
+		return 0, 0, f.damagedRead(verr)
+	}
 	return index, records, nil
 }
 

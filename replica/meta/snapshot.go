@@ -318,5 +318,14 @@ func (s *fsmSnapshot) writeSafe(w io.Writer) (n int, err error) {
 	if err != nil && badgerDamage(err) {
 		err = s.f.damagedRead(err)
 	}
-	return n, err
+	if err != nil {
+		return n, err
+	}
+	// And after: damage that appeared while the stream was read may have
+	// cut it short, or (tables without compression are parsed in place in
+	// the mmap'd file) changed records after badger checked their block.
+	if verr := storage.VerifyTables(badger.DefaultOptions(s.h.dir).WithLogger(nil)); verr != nil && errors.Is(verr, storage.ErrCorrupt) {
+		return 0, s.f.damagedRead(verr)
+	}
+	return n, nil
 }
