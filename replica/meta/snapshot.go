@@ -298,6 +298,11 @@ func unexpectedEOF(err error) error {
 	return err
 }
 
+// testHookSnapshotVerified, if set (by tests only), runs in writeSafe
+// between the check of the tables and the read of the state, with the
+// generation's directory.
+var testHookSnapshotVerified func(dir string)
+
 // writeSafe is write, with a panic of badger reading damaged files turned
 // into an error: raft persists snapshots on a goroutine of its own, where a
 // panic would end the process. The snapshot is cancelled and the FSM rebuilt
@@ -313,6 +318,9 @@ func (s *fsmSnapshot) writeSafe(w io.Writer) (n int, err error) {
 	// restored here and sent to followers. The tables are checked first.
 	if verr := storage.VerifyTables(badger.DefaultOptions(s.h.dir).WithLogger(nil)); verr != nil && errors.Is(verr, storage.ErrCorrupt) {
 		return 0, s.f.damagedRead(verr)
+	}
+	if testHookSnapshotVerified != nil {
+		testHookSnapshotVerified(s.h.dir)
 	}
 	n, err = s.write(w)
 	if err != nil && badgerDamage(err) {
