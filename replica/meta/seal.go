@@ -30,11 +30,13 @@ const sealLen = 4
 // applyPanicIsDamage recognise it (the apply path panics with a string).
 const errSealBroken = "record checksum mismatch"
 
+// sealSum is the CRC-32C of key and value, mixed with the key's length so
+// that the same bytes split differently between key and value do not match
+// (without hashing a length prefix, which would cost an allocation a read).
 func sealSum(key, val []byte) uint32 {
-	var n [binary.MaxVarintLen64]byte
-	c := crc32.Update(0, castagnoli, n[:binary.PutUvarint(n[:], uint64(len(key)))])
-	c = crc32.Update(c, castagnoli, key)
-	return crc32.Update(c, castagnoli, val)
+	c := crc32.Update(0, castagnoli, key)
+	c = crc32.Update(c, castagnoli, val)
+	return c ^ uint32(len(key))*0x9e3779b1
 }
 
 // seal returns val followed by its seal for key, in a new slice.
