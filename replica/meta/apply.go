@@ -234,7 +234,7 @@ func (st *applyState) commit(last uint64) error {
 				return err
 			}
 		}
-		if err := txn.Set(keyApplied, appliedValue(last)); err != nil {
+		if err := setSealed(txn, keyApplied, appliedValue(last)); err != nil {
 			return err
 		}
 		return txn.Commit()
@@ -260,7 +260,7 @@ func (st *applyState) commit(last uint64) error {
 				return err
 			}
 		}
-		if err := txn.Set(keyApplied, appliedValue(st.idx[i])); err != nil {
+		if err := setSealed(txn, keyApplied, appliedValue(st.idx[i])); err != nil {
 			txn.Discard()
 			return err
 		}
@@ -275,7 +275,7 @@ func setWrite(txn *badger.Txn, k string, w write) error {
 	if w.del {
 		return txn.Delete([]byte(k))
 	}
-	return txn.Set([]byte(k), w.val)
+	return setSealed(txn, []byte(k), w.val)
 }
 
 // applyEntry applies one command entry. The command returned is the one to

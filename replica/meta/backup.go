@@ -71,8 +71,15 @@ func (f *FSM) WriteBackup(w io.Writer) (index uint64, records int, err error) {
 	}
 	s := &fsmSnapshot{f: f, h: h, txn: txn, applied: index}
 	records, err = s.write(w)
+	if err != nil && badgerDamage(err) {
+		err = f.damagedRead(err)
+	}
 	if err != nil {
 		return index, records, fmt.Errorf("meta: backup at index %d: %w", index, err)
+	}
+	// And after, as writeSafe does: damage met while reading.
+	if verr := storage.VerifyTables(badger.DefaultOptions(h.dir).WithLogger(nil)); verr != nil && errors.Is(verr, storage.ErrCorrupt) {
+		return 0, 0, f.damagedRead(verr)
 	}
 	return index, records, nil
 }
@@ -303,7 +310,7 @@ func (s *Store) RestoreBackup(ctx context.Context, backupPath, tmpDir string, fo
 					continue
 				}
 			}
-			v, err := it.Item().ValueCopy(nil)
+			v, err := itemValue(it.Item())
 			if err != nil {
 				return fmt.Errorf("read key %q: %w", k, err)
 			}

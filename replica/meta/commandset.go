@@ -212,7 +212,7 @@ func (t *Txn) Scan(prefix string) []KV {
 	m := map[string][]byte{}
 	it := t.st.rd.NewIterator(badger.IteratorOptions{PrefetchValues: true, PrefetchSize: 64, Prefix: []byte(prefix)})
 	for it.Rewind(); it.Valid(); it.Next() {
-		v, err := it.Item().ValueCopy(nil)
+		v, err := itemValue(it.Item())
 		if err != nil {
 			it.Close()
 			panic(fmt.Sprintf("meta: scan %q during apply: %v", prefix, err))
@@ -262,7 +262,7 @@ func (t *Txn) ScanRange(prefix, end string, limit int) []KV {
 		if k >= end {
 			break
 		}
-		v, err := it.Item().ValueCopy(nil)
+		v, err := itemValue(it.Item())
 		if err != nil {
 			it.Close()
 			panic(fmt.Sprintf("meta: scan %q during apply: %v", prefix, err))

@@ -75,7 +75,7 @@ func badgerDamage(err error) bool {
 		return false // already reported
 	}
 	msg := err.Error()
-	return strings.Contains(msg, "checksum mismatch") || strings.Contains(msg, "CHECKSUM_MISMATCH") ||
+	return strings.Contains(msg, errSealBroken) || strings.Contains(msg, "checksum mismatch") || strings.Contains(msg, "CHECKSUM_MISMATCH") ||
 		strings.Contains(msg, "failed to read from file") || strings.Contains(msg, "Invalid read")
 }
 

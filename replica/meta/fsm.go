@@ -116,15 +116,20 @@ func OpenFSM(dir string, opts FSMOptions) (*FSM, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil { // the state holds password hashes
 		return nil, fmt.Errorf("meta: create FSM dir: %w", err)
 	}
-	gen, haveCurrent, err := readCurrent(dir)
+	gen, sealed, haveCurrent, err := readCurrent(dir)
 	if err != nil {
 		return nil, err
 	}
 	_, statErr := os.Stat(filepath.Join(dir, cleanFile))
 	clean := statErr == nil
 	fresh := !haveCurrent
-	if haveCurrent && !clean {
+	switch {
+	case haveCurrent && !clean:
 		f.log.Warn("FSM was not closed cleanly; discarding its state, raft will rebuild it from the latest snapshot and the log", "dir", dir, "generation", gen)
+	case haveCurrent && !sealed:
+		f.log.Warn("FSM state was written by an earlier release, without value checksums; discarding it, raft will rebuild it from the latest snapshot and the log", "dir", dir, "generation", gen)
+	}
+	if haveCurrent && (!clean || !sealed) {
 		gen++
 		fresh = true
 		f.discarded = true
@@ -212,22 +217,31 @@ func (f *FSM) openGen(gen int, fresh bool) (*dbHandle, error) {
 	return &dbHandle{db: db, dir: path}, nil
 }
 
-func genName(gen int) string { return fmt.Sprintf("%s%06d", genPrefix, gen) }
+// genSealed ends the name of a generation whose values are sealed
+// (seal.go). Generations of earlier releases lack it and are rebuilt from
+// raft when opened; an earlier release refuses a sealed generation's name
+// instead of reading its values with the seal attached.
+const genSealed = ".s1"
 
-func readCurrent(dir string) (gen int, ok bool, err error) {
+func genName(gen int) string { return fmt.Sprintf("%s%06d%s", genPrefix, gen, genSealed) }
+
+// readCurrent returns the generation CURRENT names; sealed is false for a
+// generation written by a release before value seals.
+func readCurrent(dir string) (gen int, sealed, ok bool, err error) {
 	b, err := os.ReadFile(filepath.Join(dir, currentFile))
 	if errors.Is(err, os.ErrNotExist) {
-		return 0, false, nil
+		return 0, false, false, nil
 	}
 	if err != nil {
-		return 0, false, fmt.Errorf("meta: read FSM %s: %w", currentFile, err)
+		return 0, false, false, fmt.Errorf("meta: read FSM %s: %w", currentFile, err)
 	}
 	s := strings.TrimSpace(string(b))
-	n, err := strconv.Atoi(strings.TrimPrefix(s, genPrefix))
+	num, sealed := strings.CutSuffix(strings.TrimPrefix(s, genPrefix), genSealed)
+	n, err := strconv.Atoi(num)
 	if !strings.HasPrefix(s, genPrefix) || err != nil || n < 1 {
-		return 0, false, fmt.Errorf("meta: FSM %s holds %q, not a generation name; remove %s to rebuild the FSM from raft", currentFile, s, dir)
+		return 0, false, false, fmt.Errorf("meta: FSM %s holds %q, not a generation name; remove %s to rebuild the FSM from raft", currentFile, s, dir)
 	}
-	return n, true, nil
+	return n, sealed, true, nil
 }
 
 // writeCurrent points CURRENT at gen atomically (write, fsync, rename,
@@ -293,20 +307,15 @@ func readApplied(db *badger.DB) (applied uint64, err error) {
 		}
 	}()
 	err = db.View(func(txn *badger.Txn) error {
-		item, err := txn.Get(keyApplied)
-		if errors.Is(err, badger.ErrKeyNotFound) {
-			return nil
-		}
-		if err != nil {
+		v, ok, err := txnGet(txn, keyApplied)
+		if err != nil || !ok {
 			return err
 		}
-		return item.Value(func(v []byte) error {
-			if len(v) != 8 {
-				return fmt.Errorf("applied index record of %d bytes", len(v))
-			}
-			applied = binary.BigEndian.Uint64(v)
-			return nil
-		})
+		if len(v) != 8 {
+			return fmt.Errorf("applied index record of %d bytes", len(v))
+		}
+		applied = binary.BigEndian.Uint64(v)
+		return nil
 	})
 	if err != nil {
 		return 0, fmt.Errorf("meta: read FSM applied index: %w: %v", ErrDamaged, err)
@@ -480,18 +489,13 @@ func (f *FSM) view(fn func(txn *badger.Txn) error) (err error) {
 // Object returns the record of id; ok is false if there is none.
 func (f *FSM) Object(id storage.BlobID) (o Object, ok bool, err error) {
 	err = f.view(func(txn *badger.Txn) error {
-		item, err := txn.Get(objectKey(id))
-		if errors.Is(err, badger.ErrKeyNotFound) {
-			return nil
-		}
-		if err != nil {
+		v, found, err := txnGet(txn, objectKey(id))
+		if err != nil || !found {
 			return err
 		}
-		return item.Value(func(v []byte) error {
-			o, err = decodeObjectRecord(v)
-			ok = err == nil
-			return err
-		})
+		o, err = decodeObjectRecord(v)
+		ok = err == nil
+		return err
 	})
 	if err != nil {
 		return Object{}, false, fmt.Errorf("meta: read object %s: %w", id, err)
@@ -513,7 +517,7 @@ func (f *FSM) WalkObjectsFrom(start storage.BlobID, fn func(Object) error) error
 		defer it.Close()
 		for it.Seek(objectKey(start)); it.Valid(); it.Next() {
 			var o Object
-			err := it.Item().Value(func(v []byte) error {
+			err := viewValue(it.Item(), func(v []byte) error {
 				var err error
 				o, err = decodeObjectRecord(v)
 				return err
@@ -553,7 +557,7 @@ func (f *FSM) Nodes() ([]Node, error) {
 		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, Prefix: []byte(prefixNode)})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
-			err := it.Item().Value(func(v []byte) error {
+			err := viewValue(it.Item(), func(v []byte) error {
 				n, err := decodeNodeRecord(v)
 				nodes = append(nodes, n)
 				return err
@@ -599,7 +603,7 @@ func (f *FSM) TenantScan(tenant, prefix string, fn func(key string, value []byte
 		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, PrefetchSize: 64, Prefix: p})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
-			v, err := it.Item().ValueCopy(nil)
+			v, err := itemValue(it.Item())
 			if err != nil {
 				return fmt.Errorf("meta: scan tenant %q: %w", tenant, err)
 			}
@@ -619,7 +623,7 @@ func txnGet(txn *badger.Txn, key []byte) ([]byte, bool, error) {
 	if err != nil {
 		return nil, false, err
 	}
-	v, err := item.ValueCopy(nil)
+	v, err := itemValue(item)
 	if err != nil {
 		return nil, false, err
 	}

@@ -112,7 +112,7 @@ func dump(t testing.TB, f *FSM, withApplied bool) []string {
 			if !withApplied && bytes.Equal(k, keyApplied) {
 				continue
 			}
-			v, err := it.Item().ValueCopy(nil)
+			v, err := itemValue(it.Item())
 			if err != nil {
 				return err
 			}

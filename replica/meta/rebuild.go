@@ -175,7 +175,7 @@ func (s *Store) rebuildLocked() (err error) {
 	if got := tmp.AppliedIndex(); got != target && target != 0 {
 		return fmt.Errorf("rebuilt state is at index %d, want %d", got, target)
 	}
-	tmpGen, _, err := readCurrent(tmpDir)
+	tmpGen, _, _, err := readCurrent(tmpDir)
 	if err != nil {
 		return err
 	}

@@ -91,11 +91,15 @@ func (s *fsmSnapshot) write(w io.Writer) (int, error) {
 		if bytes.Equal(k, keyApplied) {
 			continue
 		}
-		v, err := item.ValueCopy(buf[:0])
+		stored, err := item.ValueCopy(buf[:0])
 		if err != nil {
 			return n, fmt.Errorf("read key %q: %w", k, err)
 		}
-		buf = v
+		buf = stored
+		v, err := unseal(k, stored)
+		if err != nil {
+			return n, err
+		}
 		frame := binary.AppendUvarint([]byte{frameKV}, uint64(len(k)))
 		if _, err := cw.Write(frame); err != nil {
 			return n, err
@@ -242,7 +246,7 @@ func loadSnapshot(cr *crcReader, db *badger.DB, index uint64) (int, error) {
 		if bytes.Equal(k, keyApplied) {
 			return n, fmt.Errorf("snapshot carries the applied-index key as data: corrupt")
 		}
-		if err := wb.Set(k, v); err != nil {
+		if err := wb.Set(k, seal(k, v)); err != nil {
 			return n, fmt.Errorf("load key %q: %w", k, err)
 		}
 		n++
@@ -263,7 +267,7 @@ func loadSnapshot(cr *crcReader, db *badger.DB, index uint64) (int, error) {
 		return n, fmt.Errorf("trailer counts %d records, read %d: snapshot corrupt", count, n)
 	}
 	// Written last: the index claims the data above it.
-	if err := wb.Set(keyApplied, appliedValue(index)); err != nil {
+	if err := wb.Set(keyApplied, seal(keyApplied, appliedValue(index))); err != nil {
 		return n, err
 	}
 	if err := wb.Flush(); err != nil {
@@ -294,6 +298,11 @@ func unexpectedEOF(err error) error {
 	return err
 }
 
+// testHookSnapshotVerified, if set (by tests only), runs in writeSafe
+// between the check of the tables and the read of the state, with the
+// generation's directory.
+var testHookSnapshotVerified func(dir string)
+
 // writeSafe is write, with a panic of badger reading damaged files turned
 // into an error: raft persists snapshots on a goroutine of its own, where a
 // panic would end the process. The snapshot is cancelled and the FSM rebuilt
@@ -310,9 +319,21 @@ func (s *fsmSnapshot) writeSafe(w io.Writer) (n int, err error) {
 	if verr := storage.VerifyTables(badger.DefaultOptions(s.h.dir).WithLogger(nil)); verr != nil && errors.Is(verr, storage.ErrCorrupt) {
 		return 0, s.f.damagedRead(verr)
 	}
+	if testHookSnapshotVerified != nil {
+		testHookSnapshotVerified(s.h.dir)
+	}
 	n, err = s.write(w)
 	if err != nil && badgerDamage(err) {
 		err = s.f.damagedRead(err)
 	}
-	return n, err
+	if err != nil {
+		return n, err
+	}
+	// And after: damage that appeared while the stream was read may have
+	// cut it short, or (tables without compression are parsed in place in
+	// the mmap'd file) changed records after badger checked their block.
+	if verr := storage.VerifyTables(badger.DefaultOptions(s.h.dir).WithLogger(nil)); verr != nil && errors.Is(verr, storage.ErrCorrupt) {
+		return 0, s.f.damagedRead(verr)
+	}
+	return n, nil
 }
