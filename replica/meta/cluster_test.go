@@ -213,7 +213,7 @@ func TestClusterFailover(t *testing.T) {
 	// Concurrent proposals, as concurrent deliveries would make them.
 	const writers, perWriter = 8, 15
 	var wg sync.WaitGroup
-	errs := make(chan error, writers*perWriter)
+	errs := make(chan error, 2*writers*perWriter) // two proposals per step: a full channel would block the writers forever
 	for w := 0; w < writers; w++ {
 		wg.Add(1)
 		go func(w int) {
