@@ -316,6 +316,8 @@ var ops = []op{
 		return command(fmt.Sprintf("FETCH %d:%d %s", n-pageSize+1, n, pageItems), fetches)(e)
 	}},
 	{name: "FETCH 1:* (ENVELOPE)", run: command("FETCH 1:* (ENVELOPE)", fetches)},
+	// Issue #12's header figure: a client listing every message.
+	{name: "FETCH 1:* HEADER.FIELDS (FROM SUBJECT DATE)", run: command("FETCH 1:* (BODY.PEEK[HEADER.FIELDS (FROM SUBJECT DATE)])", fetches)},
 	{name: "UID SORT (REVERSE DATE)", run: command("UID SORT (REVERSE DATE) UTF-8 ALL", numbers("SORT"))},
 	{name: "UID THREAD REFERENCES", run: command("UID THREAD REFERENCES UTF-8 ALL", threads)},
 	{name: `SEARCH TEXT "` + SearchWord + `"`, run: command(`SEARCH TEXT "`+SearchWord+`"`, numbers("SEARCH"))},
