@@ -6,9 +6,10 @@ what=${1:-test}
 pkgs=()
 case "$what" in
   # roundcube-core with roundcube-sqlite3 (not the MariaDB default) and
-  # php-cli: testing/roundcube runs Roundcube's IMAP engine with php-cli;
-  # no web server is configured.
-  test)  pkgs=(isync fuse3 rsync git nginx-light curl postfix rspamd dovecot-core php-cli roundcube-core roundcube-sqlite3) ;;
+  # php-cli: testing/roundcube runs Roundcube's IMAP engine with php-cli
+  # (no web server is configured), against hastore and, for reference,
+  # against Dovecot (dovecot-imapd).
+  test)  pkgs=(isync fuse3 rsync git nginx-light curl postfix rspamd dovecot-core php-cli roundcube-core roundcube-sqlite3 dovecot-imapd) ;;
   bench) pkgs=(dovecot-imapd dovecot-lmtpd fio wrk nginx-light) ;;
   *) echo "usage: $0 test|bench" >&2; exit 2 ;;
 esac

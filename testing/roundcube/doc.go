@@ -4,10 +4,12 @@
 // the folder list with special-use, SORT and THREAD, a page of headers, a
 // message and its attachment, flags, delete, move to Trash, the copy of a
 // sent message, QUOTA — against a 3-node cluster of `hastore serve`
-// processes, and the test checks what Roundcube got.
+// processes, and the test checks what Roundcube got. TestRoundcubeDovecot
+// runs the same session and checks against a private Dovecot 2.3: what
+// the test expects is IMAP as Dovecot speaks it.
 //
 //	bash testing/deps.sh test   # roundcube-core, php-cli
-//	go test -count=1 -run TestRoundcube -v ./testing/roundcube/
+//	go test -count=1 -run 'TestRoundcube' -v ./testing/roundcube/
 //
 // Without php or Roundcube installed the test skips and says what to
 // install (CI installs them through testing/deps.sh). RC_LIB names another
