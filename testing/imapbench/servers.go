@@ -27,6 +27,7 @@ type target struct {
 
 type hastore struct {
 	bin, keyFile string
+	leader       string // the Raft leader's node ID when the cluster was healthy
 	addrs        []string // cluster (gRPC) addresses
 	procs        []*benchproc.Proc
 }
@@ -88,7 +89,7 @@ func startHastore(ctx context.Context, cfg config, work string) (*hastore, *targ
 	}
 	benchproc.Progress("hastore healthy after %v", time.Since(t0).Round(time.Millisecond))
 	return h, &target{name: "hastore", imap: imaps[0], procs: h.procs,
-		note: fmt.Sprintf("hastore: %d `hastore serve` processes, shards %s, every acknowledged write fsynced on its write quorum; the client talks to node n1", cfg.nodes, cfg.scheme)}
+		note: fmt.Sprintf("hastore: %d `hastore serve` processes, shards %s, every acknowledged write fsynced on its write quorum; the client talks to node n1 (Raft leader at start: %s)", cfg.nodes, cfg.scheme, h.leader)}
 }
 
 // admin runs `hastore admin ARGS` with stdin, retrying while the cluster
@@ -141,6 +142,7 @@ func (h *hastore) healthy(ctx context.Context) error {
 	if st.Leader == "" || up < len(h.addrs) {
 		return fmt.Errorf("leader %q, %d of %d nodes up", st.Leader, up, len(h.addrs))
 	}
+	h.leader = st.Leader
 	return nil
 }
 
