@@ -27,7 +27,7 @@ type target struct {
 
 type hastore struct {
 	bin, keyFile string
-	leader       string // the Raft leader's node ID when the cluster was healthy
+	leader       string   // the Raft leader's node ID when the cluster was healthy
 	addrs        []string // cluster (gRPC) addresses
 	procs        []*benchproc.Proc
 }
