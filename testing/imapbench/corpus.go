@@ -25,7 +25,6 @@ var (
 	lastNames  = strings.Fields("Adams Baker Clark Davis Evans Fischer Garcia Hughes Ito Jensen Kowalski Lopez Müller Nakamura Olsen Patel Quinn Rossi Schmidt Tanaka Ueda Vogel Weber Xu Yilmaz Zimmermann Andersson Brown Costa Dubois")
 	domains    = strings.Fields("example.com example.org mail.example.net corp.example agency.example shop.example")
 	words      = strings.Fields("meeting budget project report invoice schedule review update proposal contract release server migration backup deadline travel lunch feedback design customer support order delivery payment account password security holiday office team plan draft agenda minutes notes question answer issue ticket website hosting domain certificate renewal newsletter offer discount event webinar training")
-	fillerText = strings.Fields("the of and to in is that for it as was with be by on not he this are or his from at which but have an they you were her she there been one all we their has would when if so no will can more other what about up out them into just time some could these two may then do first any my now such like our over man me even most made after also did many before must through back years where much your way well down should because each just those people how too little state good very make world still own see men work long get here between both life being under never day same another know while last might us great old year off come since against go came right used take three")
 	zones      = []string{"+0000", "+0100", "+0200", "-0500", "-0800", "+0530", "+0900"}
 )
 
