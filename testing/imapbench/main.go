@@ -33,6 +33,7 @@ import (
 	"time"
 
 	"hastore/testing/benchproc"
+	"hastore/testing/idleload"
 )
 
 const (
@@ -156,6 +157,7 @@ func main() {
 
 	benchproc.Progress("settling for %v", cfg.settle)
 	time.Sleep(cfg.settle)
+	loadBefore := idleload.LoadAvg()
 	appendCount := 0
 	results := make([][]result, len(ops))
 	for oi, op := range ops {
@@ -194,8 +196,8 @@ func main() {
 		c.close()
 	}
 
-	fmt.Printf("\nIMAP, one connection per system, %d messages in INBOX (%.1f MB), %d runs of each command, %d cores, %s/%s\n",
-		cfg.messages, float64(corp.bytes)/1e6, cfg.reps, runtime.NumCPU(), runtime.GOOS, runtime.GOARCH)
+	fmt.Printf("\nIMAP, one connection per system, %d messages in INBOX (%.1f MB), %d runs of each command, %d cores, %s/%s, load average %.1f before the measurements and %.1f after\n",
+		cfg.messages, float64(corp.bytes)/1e6, cfg.reps, runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, loadBefore, idleload.LoadAvg())
 	for _, t := range targets {
 		fmt.Printf("  %s\n", t.note)
 	}
