@@ -173,18 +173,35 @@ func main() {
 				r := &results[oi][i]
 				cpu0 := t.procs.CPU(true)
 				d, summary, err := op.run(&env{cfg: cfg, sess: sess[i], addr: t.imap, appendBase: &appendCount})
-				if err != nil {
-					benchproc.Fatalf("%s: %s: %v", t.name, op.name, err)
-				}
 				r.cpu += t.procs.CPU(true) - cpu0
-				r.times = append(r.times, d)
-				// The last run's answer: the first STORE finds some
-				// messages flagged already, and Dovecot reports only
-				// those whose flags changed.
-				r.summary = summary
+				r.runs++
+				if err != nil {
+					// A failed command is a result, not the end of the
+					// run: it is counted and shown under the table.
+					benchproc.Logf("%s: %s (run %d): %v", t.name, op.name, rep+1, err)
+					r.errs = append(r.errs, err.Error())
+					sess[i] = usable(t, sess[i])
+				} else {
+					r.times = append(r.times, d)
+					// The last run's answer: the first STORE finds some
+					// messages flagged already, and Dovecot reports only
+					// those whose flags changed.
+					r.summary = summary
+				}
 				if op.after != "" {
-					if _, err := sess[i].run(op.after); err != nil {
-						benchproc.Fatalf("%s: after %s: %v", t.name, op.name, err)
+					// Untimed, but the next run needs it: retried.
+					for try := 1; ; try++ {
+						_, err := sess[i].run(op.after)
+						if err == nil {
+							break
+						}
+						benchproc.Logf("%s: after %s (try %d): %v", t.name, op.name, try, err)
+						r.errs = append(r.errs, "putting back: "+err.Error())
+						if try == 5 {
+							benchproc.Fatalf("%s: %s failed 5 times", t.name, op.after)
+						}
+						time.Sleep(2 * time.Second)
+						sess[i] = usable(t, sess[i])
 					}
 				}
 			}
@@ -222,18 +239,37 @@ func main() {
 			r := results[oi][i]
 			w := r.warm()
 			warm = append(warm, w)
-			line += ms(w) + "\t" + ms(r.times[0]) + "\t"
+			if len(r.times) == 0 {
+				line += "failed\tfailed\t"
+				continue
+			}
+			line += ms(w)
+			if len(r.errs) > 0 {
+				line += " (!)"
+			}
+			line += "\t" + ms(r.times[0]) + "\t"
 		}
 		if len(targets) == 2 {
-			line += fmt.Sprintf("%.2f×\t", float64(warm[0])/float64(max(warm[1], time.Microsecond)))
+			if warm[0] > 0 && warm[1] > 0 {
+				line += fmt.Sprintf("%.2f×\t", float64(warm[0])/float64(warm[1]))
+			} else {
+				line += "–\t"
+			}
 		}
 		for i := range targets {
-			line += ms(time.Duration(results[oi][i].cpu*float64(time.Second)/float64(cfg.reps))) + "\t"
+			line += ms(time.Duration(results[oi][i].cpu*float64(time.Second)/float64(max(results[oi][i].runs, 1)))) + "\t"
 		}
 		line += answer(results[oi]) + "\t"
 		fmt.Fprintln(tw, line)
 	}
 	tw.Flush()
+	for oi, op := range ops {
+		for i, t := range targets {
+			if r := results[oi][i]; len(r.errs) > 0 {
+				fmt.Printf("(!) %s, %s: %d failure(s) in %d runs; the first: %s\n", t.name, op.name, len(r.errs), r.runs, r.errs[0])
+			}
+		}
+	}
 	warmRuns := fmt.Sprintf("median of runs 2..%d", cfg.reps)
 	if cfg.reps == 1 {
 		warmRuns = "the one run (-reps 1)"
@@ -246,14 +282,33 @@ func main() {
 }
 
 type result struct {
-	times   []time.Duration
+	times   []time.Duration // of the runs that succeeded
+	runs    int
 	cpu     float64 // seconds, all runs
 	summary string
+	errs    []string
 }
 
-// warm is the median of the runs after the first (the only run with -reps 1).
+// usable returns c if it still answers, or else a new session.
+func usable(t *target, c *client) *client {
+	if _, err := c.run("NOOP"); err == nil {
+		return c
+	}
+	c.nc.Close()
+	n, err := login(t.imap)
+	if err != nil {
+		benchproc.Fatalf("%s: logging in again after a failure: %v", t.name, err)
+	}
+	return n
+}
+
+// warm is the median of the runs after the first (the only run with -reps
+// 1); 0 when every run failed.
 func (r result) warm() time.Duration {
 	ts := r.times
+	if len(ts) == 0 {
+		return 0
+	}
 	if len(ts) > 1 {
 		ts = ts[1:]
 	}
