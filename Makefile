@@ -63,6 +63,7 @@ bench: build
 	$(GO) test -run '^$$' -bench . -benchtime 2s ./storage/
 	$(GO) run ./testing/clusterbench
 	$(GO) run ./testing/mailbench
+	$(GO) run ./testing/imapbench -bin $(BIN)
 	$(GO) run ./testing/fusebench
 	$(GO) run ./testing/webbench
 	$(GO) run ./testing/idlebench -bin $(BIN) $(SCALE_ARGS)

@@ -5,7 +5,11 @@ set -euo pipefail
 what=${1:-test}
 pkgs=()
 case "$what" in
-  test)  pkgs=(isync fuse3 rsync git nginx-light curl postfix rspamd dovecot-core) ;;
+  # roundcube-core with roundcube-sqlite3 (not the MariaDB default) and
+  # php-cli: testing/roundcube runs Roundcube's IMAP engine with php-cli
+  # (no web server is configured), against hastore and, for reference,
+  # against Dovecot (dovecot-imapd).
+  test)  pkgs=(isync fuse3 rsync git nginx-light curl postfix rspamd dovecot-core php-cli roundcube-core roundcube-sqlite3 dovecot-imapd) ;;
   bench) pkgs=(dovecot-imapd dovecot-lmtpd fio wrk nginx-light) ;;
   *) echo "usage: $0 test|bench" >&2; exit 2 ;;
 esac
@@ -26,5 +30,7 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 # Postfix installed unconfigured: the outbound tests run private instances.
 echo 'postfix postfix/main_mailer_type select No configuration' | debconf-set-selections
+# Roundcube installed without a database set up: the test uses its IMAP library only.
+echo 'roundcube-core roundcube/dbconfig-install boolean false' | debconf-set-selections
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

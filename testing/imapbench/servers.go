@@ -1,0 +1,301 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"hastore/testing/benchproc"
+)
+
+// target is one system under test.
+type target struct {
+	name  string
+	imap  string          // the IMAP address the measurements use
+	procs benchproc.Group // whose CPU counts
+	note  string
+}
+
+// ---- hastore: `hastore serve` processes on loopback ----
+
+type hastore struct {
+	bin, keyFile string
+	leader       string   // the Raft leader's node ID when the cluster was healthy
+	addrs        []string // cluster (gRPC) addresses
+	procs        []*benchproc.Proc
+}
+
+func startHastore(ctx context.Context, cfg config, work string) (*hastore, *target) {
+	key, err := exec.Command(cfg.bin, "admin", "keygen").Output()
+	if err != nil {
+		benchproc.Fatalf("%s admin keygen: %v", cfg.bin, err)
+	}
+	h := &hastore{bin: cfg.bin, keyFile: filepath.Join(work, "cluster.key")}
+	if err := os.WriteFile(h.keyFile, key, 0o600); err != nil {
+		benchproc.Fatalf("%v", err)
+	}
+	addrs, err := benchproc.FreeAddrs(2 * cfg.nodes)
+	if err != nil {
+		benchproc.Fatalf("free ports: %v", err)
+	}
+	var peers, imaps []string
+	for i := range cfg.nodes {
+		peers = append(peers, fmt.Sprintf("n%d=%s", i+1, addrs[2*i]))
+		h.addrs = append(h.addrs, addrs[2*i])
+		imaps = append(imaps, addrs[2*i+1])
+	}
+	benchproc.AtCleanup(func() {
+		var wg sync.WaitGroup
+		for _, p := range h.procs {
+			wg.Go(p.Stop)
+		}
+		wg.Wait()
+	})
+	benchproc.Progress("starting %d hastore serve processes (shards %s) in %s", cfg.nodes, cfg.scheme, work)
+	for i := range cfg.nodes {
+		id := fmt.Sprintf("n%d", i+1)
+		p, err := benchproc.Start("hastore node "+id, filepath.Join(work, id+".log"),
+			[]string{"HASTORE_ADDR=", "HASTORE_CLUSTER_KEY_FILE="},
+			cfg.bin, "serve", "--node", id, "--data", filepath.Join(work, id), "--listen", h.addrs[i],
+			"--peers", strings.Join(peers, ","), "--cluster-key-file", h.keyFile, "--insecure", "--shards", cfg.scheme,
+			"--log-level", "warn", "--imap", imaps[i], "--allow-insecure-auth", "--hostname", "localhost")
+		if err != nil {
+			benchproc.Fatalf("starting node %s: %v", id, err)
+		}
+		h.procs = append(h.procs, p)
+	}
+	t0 := time.Now()
+	deadline := time.Now().Add(120 * time.Second)
+	for {
+		benchproc.Group(h.procs).CheckAlive("start-up")
+		err := h.healthy(ctx)
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			benchproc.Fatalf("cluster not healthy within 120s: %v", err)
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	if err := benchproc.WaitListening(ctx, h.procs[0], 30*time.Second, imaps[0]); err != nil {
+		benchproc.Fatalf("%v", err)
+	}
+	benchproc.Progress("hastore healthy after %v", time.Since(t0).Round(time.Millisecond))
+	return h, &target{name: "hastore", imap: imaps[0], procs: h.procs,
+		note: fmt.Sprintf("hastore: %d `hastore serve` processes, shards %s, every acknowledged write fsynced on its write quorum; the client talks to node n1 (Raft leader at start: %s)", cfg.nodes, cfg.scheme, h.leader)}
+}
+
+// admin runs `hastore admin ARGS` with stdin, retrying while the cluster
+// settles (a fresh cluster may answer "unavailable" for a moment).
+func (h *hastore) admin(ctx context.Context, stdin string, args ...string) (string, error) {
+	argv := append([]string{"admin", "--addr", strings.Join(h.addrs, ","), "--cluster-key-file", h.keyFile}, args...)
+	var last error
+	for try := 0; try < 20; try++ {
+		cmd := exec.CommandContext(ctx, h.bin, argv...)
+		cmd.Env = append(os.Environ(), "HASTORE_ADDR=", "HASTORE_CLUSTER_KEY_FILE=")
+		cmd.Stdin = strings.NewReader(stdin)
+		out, err := cmd.CombinedOutput()
+		if err == nil {
+			return string(out), nil
+		}
+		last = fmt.Errorf("hastore admin %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+		if !strings.Contains(string(out), "navailable") || ctx.Err() != nil {
+			break
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	return "", last
+}
+
+func (h *hastore) healthy(ctx context.Context) error {
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(cctx, h.bin, "admin", "--addr", strings.Join(h.addrs, ","), "--cluster-key-file", h.keyFile,
+		"--timeout", "5s", "status", "--json")
+	cmd.Env = append(os.Environ(), "HASTORE_ADDR=", "HASTORE_CLUSTER_KEY_FILE=")
+	out, err := cmd.Output()
+	if err != nil {
+		return fmt.Errorf("hastore admin status: %v", err)
+	}
+	var st struct {
+		Nodes []struct {
+			Up bool `json:"up"`
+		} `json:"nodes"`
+		Leader string `json:"leader"`
+	}
+	if err := json.Unmarshal(out, &st); err != nil {
+		return fmt.Errorf("status --json: %v", err)
+	}
+	up := 0
+	for _, n := range st.Nodes {
+		if n.Up {
+			up++
+		}
+	}
+	if st.Leader == "" || up < len(h.addrs) {
+		return fmt.Errorf("leader %q, %d of %d nodes up", st.Leader, up, len(h.addrs))
+	}
+	h.leader = st.Leader
+	return nil
+}
+
+// ---- Dovecot: a private instance, maildir, loopback, temporary config ----
+
+const dovecotConf = `# generated by testing/imapbench
+instance_name = {{NAME}}
+base_dir = {{DIR}}/run
+state_dir = {{DIR}}/state
+log_path = {{DIR}}/dovecot.log
+info_log_path = {{DIR}}/dovecot.log
+protocols = imap
+listen = 127.0.0.1
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+# The master runs as root (as packaged); logins and mail access never do:
+# mail is owned by {{MAILUSER}}, and uid 0 is below first_valid_uid.
+default_internal_user = dovecot
+default_login_user = dovenull
+first_valid_uid = 100
+mail_location = maildir:~/Maildir
+mail_fsync = optimized
+passdb {
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u {{DIR}}/passwd
+}
+userdb {
+  driver = passwd-file
+  args = username_format=%u {{DIR}}/passwd
+}
+service imap-login {
+  inet_listener imap {
+    address = 127.0.0.1
+    port = {{IMAPPORT}}
+  }
+  inet_listener imaps {
+    port = 0
+  }
+}
+service imap {
+  process_limit = 64
+}
+namespace inbox {
+  inbox = yes
+}
+`
+
+// dovecotHome prepares Dovecot's directory and the user's home, and
+// returns the maildir path the corpus goes into.
+type dovecot struct {
+	bin, dir, home, maildir string
+	uid, gid                int
+}
+
+func prepareDovecot(cfg config) *dovecot {
+	bin := cfg.dovecot
+	if bin == "" {
+		var err error
+		if bin, err = exec.LookPath("dovecot"); err != nil {
+			if _, err2 := os.Stat("/usr/sbin/dovecot"); err2 != nil {
+				benchproc.Fatalf("dovecot not found (Debian: apt-get install -y dovecot-imapd, or bash testing/deps.sh bench), or give -dovecot PATH")
+			}
+			bin = "/usr/sbin/dovecot"
+		}
+	}
+	uid, gid, err := lookupUser("nobody")
+	if err != nil {
+		benchproc.Fatalf("dovecot mail user: %v", err)
+	}
+	dir, err := os.MkdirTemp(cfg.dir, "imapbench-dovecot-")
+	if err != nil {
+		benchproc.Fatalf("%v", err)
+	}
+	benchproc.AtCleanup(func() {
+		if cfg.keep {
+			fmt.Fprintf(os.Stderr, "imapbench: dovecot data kept in %s\n", dir)
+			return
+		}
+		_ = os.RemoveAll(dir)
+	})
+	// Traversable by the unprivileged mail and login users.
+	if err := os.Chmod(dir, 0o755); err != nil {
+		benchproc.Fatalf("%v", err)
+	}
+	d := &dovecot{bin: bin, dir: dir, home: filepath.Join(dir, "home", "bench"), uid: uid, gid: gid}
+	d.maildir = filepath.Join(d.home, "Maildir")
+	if err := os.MkdirAll(d.home, 0o755); err != nil {
+		benchproc.Fatalf("%v", err)
+	}
+	return d
+}
+
+// start hands the maildir to the mail user and starts Dovecot.
+func (d *dovecot) start(ctx context.Context) *target {
+	err := filepath.Walk(d.home, func(p string, _ os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		return os.Lchown(p, d.uid, d.gid)
+	})
+	if err != nil {
+		benchproc.Fatalf("chown %s: %v", d.home, err)
+	}
+	pw := fmt.Sprintf("%s:{PLAIN}%s:%d:%d::%s::\n", benchUser, benchPass, d.uid, d.gid, d.home)
+	if err := os.WriteFile(filepath.Join(d.dir, "passwd"), []byte(pw), 0o644); err != nil {
+		benchproc.Fatalf("%v", err)
+	}
+	addrs, err := benchproc.FreeAddrs(1)
+	if err != nil {
+		benchproc.Fatalf("free ports: %v", err)
+	}
+	_, port, _ := strings.Cut(addrs[0], ":")
+	conf := strings.NewReplacer("{{NAME}}", filepath.Base(d.dir), "{{DIR}}", d.dir, "{{MAILUSER}}", "nobody",
+		"{{IMAPPORT}}", port).Replace(dovecotConf)
+	confFile := filepath.Join(d.dir, "dovecot.conf")
+	if err := os.WriteFile(confFile, []byte(conf), 0o644); err != nil {
+		benchproc.Fatalf("%v", err)
+	}
+	if out, err := exec.Command(d.bin, "-c", confFile, "-n").CombinedOutput(); err != nil {
+		benchproc.Fatalf("dovecot rejects its config: %v\n%s", err, out)
+	}
+	benchproc.Progress("starting dovecot (%s) in %s", d.bin, d.dir)
+	p, err := benchproc.Start("dovecot", filepath.Join(d.dir, "dovecot.stdout"), nil, d.bin, "-F", "-c", confFile)
+	if err != nil {
+		benchproc.Fatalf("starting dovecot: %v", err)
+	}
+	benchproc.AtCleanup(p.Stop)
+	if err := benchproc.WaitListening(ctx, p, 30*time.Second, addrs[0]); err != nil {
+		b, _ := os.ReadFile(filepath.Join(d.dir, "dovecot.log"))
+		benchproc.Fatalf("%v\n--- dovecot.log ---\n%s", err, b)
+	}
+	ver, _ := exec.Command(d.bin, "--version").Output()
+	return &target{name: "dovecot", imap: addrs[0], procs: benchproc.Group{p},
+		note: fmt.Sprintf("dovecot %s: maildir, mail_fsync=optimized (fsync on one disk), its own index and cache files, one imap process per connection",
+			strings.TrimSpace(string(ver)))}
+}
+
+func lookupUser(name string) (uid, gid int, err error) {
+	b, err := os.ReadFile("/etc/passwd")
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Split(line, ":")
+		if len(f) >= 4 && f[0] == name {
+			uid, err1 := strconv.Atoi(f[2])
+			gid, err2 := strconv.Atoi(f[3])
+			if err1 != nil || err2 != nil {
+				return 0, 0, fmt.Errorf("/etc/passwd: bad entry for %s", name)
+			}
+			return uid, gid, nil
+		}
+	}
+	return 0, 0, fmt.Errorf("no user %q in /etc/passwd", name)
+}
