@@ -34,6 +34,8 @@ import (
 
 type config struct {
 	bin, shards, serveArgs, work string
+	cpuProfile                   string
+	profileFor                   time.Duration
 	nodes, users, devices, hogs  int
 	nodeAS, hostReserve          int64
 	kill, keep                   bool
@@ -49,6 +51,8 @@ func main() {
 	flag.StringVar(&cfg.bin, "bin", "", "hastore binary to measure (default: build ./cmd/hastore of this tree)")
 	flag.StringVar(&cfg.shards, "shards", "2+1", "erasure scheme")
 	flag.StringVar(&cfg.serveArgs, "serve-args", "", "extra flags for every `hastore serve` (space-separated)")
+	flag.StringVar(&cfg.cpuProfile, "cpu-profile", "", "save a CPU profile of every node during the storm into this directory (the binary needs the pprof hook: the one built without -bin has it)")
+	flag.DurationVar(&cfg.profileFor, "profile-for", 20*time.Second, "with -cpu-profile: how long each profile covers from the storm's start")
 	flag.StringVar(&cfg.work, "work", "", "directory for the nodes' data and logs (default: a temporary one, removed)")
 	flag.IntVar(&cfg.nodes, "nodes", 3, "cluster nodes")
 	flag.IntVar(&cfg.users, "users", 100, "mail users")
@@ -91,7 +95,11 @@ func main() {
 	}
 	if cfg.bin == "" {
 		benchproc.Progress("building cmd/hastore")
-		b, err := benchproc.BuildHastore(work, benchproc.NoPprof)
+		mode := benchproc.NoPprof
+		if cfg.cpuProfile != "" {
+			mode = benchproc.PprofPlain
+		}
+		b, err := benchproc.BuildHastore(work, mode)
 		if err != nil {
 			benchproc.Fatalf("%v", err)
 		}
@@ -134,9 +142,18 @@ func main() {
 	// ---- 1: login storm ----
 	time.Sleep(2 * time.Second) // a baseline RSS sample
 	base := smp.last()
+	auth0 := c.authCounts(ctx)
 	benchproc.Progress("login storm: %d IMAPS clients at once", pool.Size())
 	stormStart := time.Now()
 	pool.Start(pctx)
+	if cfg.cpuProfile != "" {
+		if err := os.MkdirAll(cfg.cpuProfile, 0o755); err != nil {
+			benchproc.Fatalf("%v", err)
+		}
+		for _, nd := range c.nodes {
+			go cpuProfile(ctx, nd, cfg.profileFor, filepath.Join(cfg.cpuProfile, "storm-"+nd.id+".cpu.pprof"))
+		}
+	}
 	tick := time.NewTicker(5 * time.Second)
 wait:
 	for {
@@ -168,6 +185,10 @@ wait:
 	benchproc.Progress("storm over in %v; settling %v", r.Storm.Total.Round(time.Millisecond), cfg.settle)
 	time.Sleep(cfg.settle)
 	settled := smp.last()
+	auth1 := c.authCounts(ctx)
+	for i := range c.nodes {
+		r.Auth = append(r.Auth, nodeAuth{Node: c.nodes[i].id, Storm: auth1[i].sub(auth0[i])})
+	}
 	on := pool.IdleOn()
 	smp.mu.Lock()
 	for i, nd := range c.nodes {
@@ -246,6 +267,10 @@ wait:
 		<-done
 		r.Kill.Deliveries = summarize(dres, killAt)
 		r.Kill.PeakRSS = smp.peakSince(killAt)
+		auth2 := c.authCounts(ctx)
+		for i := range c.nodes {
+			r.Auth[i].Kill = auth2[i].sub(auth1[i])
+		}
 		el, won = c.electionLines(work)
 		r.Elections.Kill = [2]int{el - elStart, won - wonStart}
 	}
@@ -462,6 +487,7 @@ type report struct {
 		LoginsPerSec         float64
 	} `json:"storm"`
 	RSS           []nodeRSS     `json:"rss"`
+	Auth          []nodeAuth    `json:"auth"`
 	GenRSSPeak    int64         `json:"generator_rss_peak"`
 	GenRSSSettled int64         `json:"generator_rss_settled"`
 	Steady        deliveryStats `json:"steady"`
@@ -479,6 +505,13 @@ type nodeRSS struct {
 	Node                              string
 	Base, Peak, HWM, Settled, PerConn int64
 	Clients                           int
+}
+
+// nodeAuth is a node's password checks in the storm and in the kill
+// phase (deltas of its counters; zero if it could not be read).
+type nodeAuth struct {
+	Node        string
+	Storm, Kill authCount
 }
 
 type killReport struct {
@@ -577,6 +610,12 @@ func (r *report) print(c *cluster) {
 		fmt.Fprintf(tw, "rss\t%s before / storm peak (sampled, VmHWM) / settled\t%s / %s, %s / %s\n", n.Node, idleload.MB(n.Base), idleload.MB(n.Peak), idleload.MB(n.HWM), idleload.MB(n.Settled))
 		fmt.Fprintf(tw, "rss\t%s per IDLE connection (%d)\t%.1f KiB\n", n.Node, n.Clients, float64(n.PerConn)/1024)
 	}
+	var hashes int64
+	for _, a := range r.Auth {
+		hashes += a.Storm.Hashes
+		fmt.Fprintf(tw, "auth\t%s storm: argon2id hashes / cache hits / misses / slot timeouts\t%s\n", a.Node, a.Storm)
+	}
+	fmt.Fprintf(tw, "auth\tstorm: argon2id hashes in the cluster / users\t%d / %d (%.2f per user)\n", hashes, cfg.users, float64(hashes)/float64(cfg.users))
 	fmt.Fprintf(tw, "rss\tload generator peak / settled\t%s / %s\n", idleload.MB(r.GenRSSPeak), idleload.MB(r.GenRSSSettled))
 	printDeliveries(tw, "steady", r.Steady)
 	if k := r.Kill; k != nil {
@@ -589,6 +628,11 @@ func (r *report) print(c *cluster) {
 			fmt.Fprintf(tw, "kill\tall orphans back after\tnot within %v\n", cfg.afterKill+60*time.Second)
 		}
 		printDeliveries(tw, "kill", k.Deliveries)
+		for _, a := range r.Auth {
+			if a.Node != k.Node {
+				fmt.Fprintf(tw, "kill\t%s: argon2id hashes / cache hits / misses / slot timeouts\t%s\n", a.Node, a.Kill)
+			}
+		}
 		for i, nd := range c.nodes {
 			if k.PeakRSS.nodes != nil {
 				fmt.Fprintf(tw, "kill\t%s RSS peak after the kill\t%s\n", nd.id, idleload.MB(k.PeakRSS.nodes[i]))
