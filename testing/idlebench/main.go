@@ -187,7 +187,7 @@ wait:
 	settled := smp.last()
 	auth1 := c.authCounts(ctx)
 	for i := range c.nodes {
-		r.Auth = append(r.Auth, nodeAuth{Node: c.nodes[i].id, Storm: auth1[i].sub(auth0[i])})
+		r.Auth = append(r.Auth, nodeAuth{Node: c.nodes[i].id, Storm: auth1[i].Sub(auth0[i])})
 	}
 	on := pool.IdleOn()
 	smp.mu.Lock()
@@ -269,7 +269,7 @@ wait:
 		r.Kill.PeakRSS = smp.peakSince(killAt)
 		auth2 := c.authCounts(ctx)
 		for i := range c.nodes {
-			r.Auth[i].Kill = auth2[i].sub(auth1[i])
+			r.Auth[i].Kill = auth2[i].Sub(auth1[i])
 		}
 		el, won = c.electionLines(work)
 		r.Elections.Kill = [2]int{el - elStart, won - wonStart}
@@ -511,7 +511,7 @@ type nodeRSS struct {
 // phase (deltas of its counters; zero if it could not be read).
 type nodeAuth struct {
 	Node        string
-	Storm, Kill authCount
+	Storm, Kill idleload.AuthCount
 }
 
 type killReport struct {
