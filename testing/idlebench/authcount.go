@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
 	"time"
 
 	"hastore/testing/benchproc"
@@ -37,4 +38,16 @@ func cpuProfile(ctx context.Context, nd *node, d time.Duration, path string) {
 		return
 	}
 	benchproc.Progress("%s: CPU profile of the storm saved to %s", nd.id, path)
+}
+
+// cpuTimes returns each node's CPU time so far (0 if unknown), then this
+// process's.
+func (c *cluster) cpuTimes() []time.Duration {
+	var out []time.Duration
+	for _, nd := range c.nodes {
+		t, _ := idleload.CPUTime(nd.proc.Pid())
+		out = append(out, t)
+	}
+	t, _ := idleload.CPUTime(os.Getpid())
+	return append(out, t)
 }

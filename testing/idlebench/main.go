@@ -143,6 +143,7 @@ func main() {
 	time.Sleep(2 * time.Second) // a baseline RSS sample
 	base := smp.last()
 	auth0 := c.authCounts(ctx)
+	cpu0 := c.cpuTimes()
 	benchproc.Progress("login storm: %d IMAPS clients at once", pool.Size())
 	stormStart := time.Now()
 	pool.Start(pctx)
@@ -176,6 +177,9 @@ wait:
 	}
 	tick.Stop()
 	r.Storm.Total = time.Since(stormStart)
+	for i, t := range c.cpuTimes() {
+		r.Storm.CPU = append(r.Storm.CPU, t-cpu0[i])
+	}
 	first := pool.FirstIdle()
 	r.Storm.Reached = len(first)
 	r.Storm.P50, r.Storm.P99, r.Storm.Max = idleload.Percentiles(first)
@@ -485,6 +489,9 @@ type report struct {
 		Reached              int
 		Sessions, Failed     int64
 		LoginsPerSec         float64
+		// CPU time used until all were IDLE: per node, then the load
+		// generator (this process).
+		CPU []time.Duration
 	} `json:"storm"`
 	RSS           []nodeRSS     `json:"rss"`
 	Auth          []nodeAuth    `json:"auth"`
@@ -606,6 +613,13 @@ func (r *report) print(c *cluster) {
 	fmt.Fprintf(tw, "storm\tper client p50 / p99 / max\t%v / %v / %v\n", idleload.Round(st.P50), idleload.Round(st.P99), idleload.Round(st.Max))
 	fmt.Fprintf(tw, "storm\tsessions started / failed (retried)\t%d / %d\n", st.Sessions, st.Failed)
 	fmt.Fprintf(tw, "storm\tlogins/s\t%.0f\n", st.LoginsPerSec)
+	if len(st.CPU) == len(r.RSS)+1 {
+		var parts []string
+		for i, n := range r.RSS {
+			parts = append(parts, fmt.Sprintf("%s %v", n.Node, idleload.Round(st.CPU[i])))
+		}
+		fmt.Fprintf(tw, "storm\tCPU time until all IDLE: nodes / load generator\t%s / %v\n", strings.Join(parts, ", "), idleload.Round(st.CPU[len(st.CPU)-1]))
+	}
 	for _, n := range r.RSS {
 		fmt.Fprintf(tw, "rss\t%s before / storm peak (sampled, VmHWM) / settled\t%s / %s, %s / %s\n", n.Node, idleload.MB(n.Base), idleload.MB(n.Peak), idleload.MB(n.HWM), idleload.MB(n.Settled))
 		fmt.Fprintf(tw, "rss\t%s per IDLE connection (%d)\t%.1f KiB\n", n.Node, n.Clients, float64(n.PerConn)/1024)
