@@ -32,7 +32,9 @@ import (
 // nodes mostly work on different users and answer the rest from each
 // other's entries; a login whose credential a peer said it is hashing is
 // picked last. Once a login has waited half the wait bound it is served
-// first, oldest first, so sustained overload does not starve anyone.
+// first, oldest first, so sustained overload does not starve anyone (a
+// peer's word still puts it after the others: at that age the nodes'
+// oldest logins are again the same users, and the words spread them).
 type hashSlots struct {
 	n    int // slots
 	wait time.Duration
@@ -209,17 +211,18 @@ func (h *hashSlots) put() {
 	close(w.ready)
 }
 
-// pickLocked chooses the waiter to get a free slot (see hashSlots): the
-// oldest if it waited half the bound, else one at random of those whose
-// credential no peer is hashing, else the oldest.
+// pickLocked chooses the waiter to get a free slot (see hashSlots): of
+// those whose credential no peer is hashing, the oldest if it waited half
+// the bound, else one at random; if a peer is hashing every one's, the
+// oldest.
 func (h *hashSlots) pickLocked(now time.Time) int {
-	if now.Sub(h.waiters[0].since) >= h.wait/2 {
-		return 0
-	}
 	pick, seen := -1, 0
 	for i, w := range h.waiters {
 		if w.later != nil && w.later() {
 			continue
+		}
+		if now.Sub(w.since) >= h.wait/2 {
+			return i // the oldest such: waiters are in arrival order
 		}
 		seen++
 		if h.rnd.IntN(seen) == 0 { // reservoir sampling: each equally likely

@@ -143,6 +143,15 @@ func TestHashSlotsPick(t *testing.T) {
 			}
 			return nil
 		}},
+		{"long waits first, peer hashing still last", 6 * time.Second, 3500 * time.Millisecond,
+			func(i int) func() bool { return func() bool { return i%2 == 0 } },
+			func(order []int) error {
+				odd, even := order[:n/2], order[n/2:]
+				if !slices.IsSorted(odd) || !slices.IsSorted(even) || slices.ContainsFunc(odd, func(i int) bool { return i%2 == 0 }) {
+					return fmt.Errorf("logins that waited past half the bound: want those nobody hashes in order, then the others in order: %v", order)
+				}
+				return nil
+			}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
