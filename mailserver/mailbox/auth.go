@@ -256,13 +256,7 @@ func (s *Store) checkShared(ctx context.Context, addr, hash, password string, su
 		}
 		yield := false
 		var yieldUntil time.Time
-		// Until a peer's word runs out, let logins no peer is working
-		// on have the slots first (see hashSlots).
-		later := func() bool { _, ok := s.creds.peerHashingUntil(addr, sum, s.now()); return ok }
-		if waited {
-			later = nil
-		}
-		err := s.slots.doUnless(ctx, verified, later, func() bool {
+		err := s.slots.doUnless(ctx, verified, func() bool {
 			if s.creds.hit(addr, sum, s.now()) {
 				cached = true
 				return false
@@ -365,7 +359,7 @@ type AuthStats struct {
 // AuthStats returns the counters so far.
 func (s *Store) AuthStats() AuthStats {
 	return AuthStats{
-		Hashes: s.slots.runs.Load(), HashPeak: s.slots.peak.Load(), HashSlots: s.slots.n, HashInUse: s.slots.inUse.Load(),
+		Hashes: s.slots.runs.Load(), HashPeak: s.slots.peak.Load(), HashSlots: cap(s.slots.ch), HashInUse: s.slots.inUse.Load(),
 		CacheHits: s.creds.hits.Load(), CacheMisses: s.creds.misses.Load(), CacheEntries: s.creds.len(),
 		SlotTimeouts: s.slots.timeouts.Load(), PeerHashing: s.creds.peerLen(),
 	}

@@ -27,9 +27,9 @@ func TestMain(m *testing.M) {
 // TestProcLoginStormHashesOncePerUser: a login storm on a real 3-node
 // cluster — every user's devices connect over IMAPS to all three nodes at
 // once, LOGIN, SELECT, IDLE — costs about one argon2id hash per user in
-// the whole cluster, not one per node that got one of the user's
-// devices (up to 3 per user, which is what every node hashing the same
-// users in the same order did). The count is the nodes' own counter
+// the whole cluster, not one per node that got one of the user's devices
+// (up to 3 per user): the nodes share verified logins and say which they
+// are hashing (mailbox/credcache.go). The count is the nodes' own counter
 // (hastore_password_hashes_total on /metrics), taken before and after.
 func TestProcLoginStormHashesOncePerUser(t *testing.T) {
 	if testing.Short() {
