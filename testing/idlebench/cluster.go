@@ -20,6 +20,7 @@ import (
 // node is one `hastore serve` process.
 type node struct {
 	id, cluster, lmtp, imaps string
+	metrics, pprof           string // its /metrics listener; its pprof hook's (if the binary has one)
 	proc                     *benchproc.Proc
 }
 
@@ -46,13 +47,14 @@ func startCluster(ctx context.Context, cfg config, work string) (*cluster, *tls.
 	if err := os.WriteFile(c.keyFile, key, 0o600); err != nil {
 		benchproc.Fatalf("%v", err)
 	}
-	addrs, err := benchproc.FreeAddrs(3 * cfg.nodes)
+	addrs, err := benchproc.FreeAddrs(5 * cfg.nodes)
 	if err != nil {
 		benchproc.Fatalf("free ports: %v", err)
 	}
 	var peers []string
 	for i := range cfg.nodes {
-		nd := &node{id: fmt.Sprintf("n%d", i+1), cluster: addrs[3*i], lmtp: addrs[3*i+1], imaps: addrs[3*i+2]}
+		a := addrs[5*i:]
+		nd := &node{id: fmt.Sprintf("n%d", i+1), cluster: a[0], lmtp: a[1], imaps: a[2], metrics: a[3], pprof: a[4]}
 		c.nodes = append(c.nodes, nd)
 		peers = append(peers, nd.id+"="+nd.cluster)
 	}
@@ -70,7 +72,7 @@ func startCluster(ctx context.Context, cfg config, work string) (*cluster, *tls.
 		argv := []string{cfg.bin, "serve", "--node", nd.id, "--data", filepath.Join(work, nd.id), "--listen", nd.cluster,
 			"--peers", strings.Join(peers, ","), "--cluster-key-file", c.keyFile, "--insecure", "--shards", cfg.shards,
 			"--lmtp", nd.lmtp, "--imaps", nd.imaps, "--mail-tls-cert", certFile, "--mail-tls-key", keyPEM,
-			"--hostname", "localhost"}
+			"--hostname", "localhost", "--metrics", nd.metrics}
 		argv = append(argv, strings.Fields(cfg.serveArgs)...)
 		if cfg.nodeAS > 0 {
 			// A cap on the node's address space, so that a node whose
@@ -78,7 +80,8 @@ func startCluster(ctx context.Context, cfg config, work string) (*cluster, *tls.
 			// limit) instead of taking the shared host down.
 			argv = append([]string{"prlimit", fmt.Sprintf("--as=%d", cfg.nodeAS), "--"}, argv...)
 		}
-		p, err := benchproc.Start("node "+nd.id, filepath.Join(work, nd.id+".log"), []string{"HASTORE_ADDR=", "HASTORE_CLUSTER_KEY_FILE="}, argv...)
+		p, err := benchproc.Start("node "+nd.id, filepath.Join(work, nd.id+".log"), []string{"HASTORE_ADDR=", "HASTORE_CLUSTER_KEY_FILE=",
+			"HASTORE_BENCH_PPROF=" + nd.pprof}, argv...)
 		if err != nil {
 			benchproc.Fatalf("starting %s: %v", nd.id, err)
 		}

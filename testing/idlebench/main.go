@@ -34,6 +34,8 @@ import (
 
 type config struct {
 	bin, shards, serveArgs, work string
+	cpuProfile                   string
+	profileFor                   time.Duration
 	nodes, users, devices, hogs  int
 	nodeAS, hostReserve          int64
 	kill, keep                   bool
@@ -49,6 +51,8 @@ func main() {
 	flag.StringVar(&cfg.bin, "bin", "", "hastore binary to measure (default: build ./cmd/hastore of this tree)")
 	flag.StringVar(&cfg.shards, "shards", "2+1", "erasure scheme")
 	flag.StringVar(&cfg.serveArgs, "serve-args", "", "extra flags for every `hastore serve` (space-separated)")
+	flag.StringVar(&cfg.cpuProfile, "cpu-profile", "", "save a CPU profile of every node during the storm into this directory (the binary needs the pprof hook: the one built without -bin has it)")
+	flag.DurationVar(&cfg.profileFor, "profile-for", 20*time.Second, "with -cpu-profile: how long each profile covers from the storm's start")
 	flag.StringVar(&cfg.work, "work", "", "directory for the nodes' data and logs (default: a temporary one, removed)")
 	flag.IntVar(&cfg.nodes, "nodes", 3, "cluster nodes")
 	flag.IntVar(&cfg.users, "users", 100, "mail users")
@@ -91,7 +95,11 @@ func main() {
 	}
 	if cfg.bin == "" {
 		benchproc.Progress("building cmd/hastore")
-		b, err := benchproc.BuildHastore(work, benchproc.NoPprof)
+		mode := benchproc.NoPprof
+		if cfg.cpuProfile != "" {
+			mode = benchproc.PprofPlain
+		}
+		b, err := benchproc.BuildHastore(work, mode)
 		if err != nil {
 			benchproc.Fatalf("%v", err)
 		}
@@ -134,9 +142,19 @@ func main() {
 	// ---- 1: login storm ----
 	time.Sleep(2 * time.Second) // a baseline RSS sample
 	base := smp.last()
+	auth0 := c.authCounts(ctx)
+	cpu0 := c.cpuTimes()
 	benchproc.Progress("login storm: %d IMAPS clients at once", pool.Size())
 	stormStart := time.Now()
 	pool.Start(pctx)
+	if cfg.cpuProfile != "" {
+		if err := os.MkdirAll(cfg.cpuProfile, 0o755); err != nil {
+			benchproc.Fatalf("%v", err)
+		}
+		for _, nd := range c.nodes {
+			go cpuProfile(ctx, nd, cfg.profileFor, filepath.Join(cfg.cpuProfile, "storm-"+nd.id+".cpu.pprof"))
+		}
+	}
 	tick := time.NewTicker(5 * time.Second)
 wait:
 	for {
@@ -159,6 +177,9 @@ wait:
 	}
 	tick.Stop()
 	r.Storm.Total = time.Since(stormStart)
+	for i, t := range c.cpuTimes() {
+		r.Storm.CPU = append(r.Storm.CPU, t-cpu0[i])
+	}
 	first := pool.FirstIdle()
 	r.Storm.Reached = len(first)
 	r.Storm.P50, r.Storm.P99, r.Storm.Max = idleload.Percentiles(first)
@@ -168,6 +189,10 @@ wait:
 	benchproc.Progress("storm over in %v; settling %v", r.Storm.Total.Round(time.Millisecond), cfg.settle)
 	time.Sleep(cfg.settle)
 	settled := smp.last()
+	auth1 := c.authCounts(ctx)
+	for i := range c.nodes {
+		r.Auth = append(r.Auth, nodeAuth{Node: c.nodes[i].id, Storm: auth1[i].Sub(auth0[i])})
+	}
 	on := pool.IdleOn()
 	smp.mu.Lock()
 	for i, nd := range c.nodes {
@@ -246,6 +271,10 @@ wait:
 		<-done
 		r.Kill.Deliveries = summarize(dres, killAt)
 		r.Kill.PeakRSS = smp.peakSince(killAt)
+		auth2 := c.authCounts(ctx)
+		for i := range c.nodes {
+			r.Auth[i].Kill = auth2[i].Sub(auth1[i])
+		}
 		el, won = c.electionLines(work)
 		r.Elections.Kill = [2]int{el - elStart, won - wonStart}
 	}
@@ -460,8 +489,12 @@ type report struct {
 		Reached              int
 		Sessions, Failed     int64
 		LoginsPerSec         float64
+		// CPU time used until all were IDLE: per node, then the load
+		// generator (this process).
+		CPU []time.Duration
 	} `json:"storm"`
 	RSS           []nodeRSS     `json:"rss"`
+	Auth          []nodeAuth    `json:"auth"`
 	GenRSSPeak    int64         `json:"generator_rss_peak"`
 	GenRSSSettled int64         `json:"generator_rss_settled"`
 	Steady        deliveryStats `json:"steady"`
@@ -479,6 +512,13 @@ type nodeRSS struct {
 	Node                              string
 	Base, Peak, HWM, Settled, PerConn int64
 	Clients                           int
+}
+
+// nodeAuth is a node's password checks in the storm and in the kill
+// phase (deltas of its counters; zero if it could not be read).
+type nodeAuth struct {
+	Node        string
+	Storm, Kill idleload.AuthCount
 }
 
 type killReport struct {
@@ -573,10 +613,23 @@ func (r *report) print(c *cluster) {
 	fmt.Fprintf(tw, "storm\tper client p50 / p99 / max\t%v / %v / %v\n", idleload.Round(st.P50), idleload.Round(st.P99), idleload.Round(st.Max))
 	fmt.Fprintf(tw, "storm\tsessions started / failed (retried)\t%d / %d\n", st.Sessions, st.Failed)
 	fmt.Fprintf(tw, "storm\tlogins/s\t%.0f\n", st.LoginsPerSec)
+	if len(st.CPU) == len(r.RSS)+1 {
+		var parts []string
+		for i, n := range r.RSS {
+			parts = append(parts, fmt.Sprintf("%s %v", n.Node, idleload.Round(st.CPU[i])))
+		}
+		fmt.Fprintf(tw, "storm\tCPU time until all IDLE: nodes / load generator\t%s / %v\n", strings.Join(parts, ", "), idleload.Round(st.CPU[len(st.CPU)-1]))
+	}
 	for _, n := range r.RSS {
 		fmt.Fprintf(tw, "rss\t%s before / storm peak (sampled, VmHWM) / settled\t%s / %s, %s / %s\n", n.Node, idleload.MB(n.Base), idleload.MB(n.Peak), idleload.MB(n.HWM), idleload.MB(n.Settled))
 		fmt.Fprintf(tw, "rss\t%s per IDLE connection (%d)\t%.1f KiB\n", n.Node, n.Clients, float64(n.PerConn)/1024)
 	}
+	var hashes int64
+	for _, a := range r.Auth {
+		hashes += a.Storm.Hashes
+		fmt.Fprintf(tw, "auth\t%s storm: argon2id hashes / cache hits / misses / slot timeouts\t%s\n", a.Node, a.Storm)
+	}
+	fmt.Fprintf(tw, "auth\tstorm: argon2id hashes in the cluster / users\t%d / %d (%.2f per user)\n", hashes, cfg.users, float64(hashes)/float64(cfg.users))
 	fmt.Fprintf(tw, "rss\tload generator peak / settled\t%s / %s\n", idleload.MB(r.GenRSSPeak), idleload.MB(r.GenRSSSettled))
 	printDeliveries(tw, "steady", r.Steady)
 	if k := r.Kill; k != nil {
@@ -589,6 +642,11 @@ func (r *report) print(c *cluster) {
 			fmt.Fprintf(tw, "kill\tall orphans back after\tnot within %v\n", cfg.afterKill+60*time.Second)
 		}
 		printDeliveries(tw, "kill", k.Deliveries)
+		for _, a := range r.Auth {
+			if a.Node != k.Node {
+				fmt.Fprintf(tw, "kill\t%s: argon2id hashes / cache hits / misses / slot timeouts\t%s\n", a.Node, a.Kill)
+			}
+		}
 		for i, nd := range c.nodes {
 			if k.PeakRSS.nodes != nil {
 				fmt.Fprintf(tw, "kill\t%s RSS peak after the kill\t%s\n", nd.id, idleload.MB(k.PeakRSS.nodes[i]))

@@ -2,6 +2,7 @@ package idleload
 
 import (
 	"bufio"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -54,5 +55,29 @@ func TestPercentiles(t *testing.T) {
 	}
 	if ds[0] != 100*time.Millisecond {
 		t.Error("Percentiles sorted its argument")
+	}
+}
+
+func TestCPUTime(t *testing.T) {
+	before, err := CPUTime(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Busy until the clock (1/100 s ticks) moves; bounded, as a loaded
+	// host may give this process little of a core.
+	x := 0
+	after := before
+	for start := time.Now(); after <= before && time.Since(start) < 20*time.Second; x++ {
+		if x%(1<<20) == 0 {
+			if after, err = CPUTime(os.Getpid()); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if after <= before {
+		t.Errorf("CPU time %v after %v of busy loop (%d rounds)", after, before, x)
+	}
+	if _, err := CPUTime(1 << 30); err == nil {
+		t.Error("CPUTime of no process: no error")
 	}
 }
