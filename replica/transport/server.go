@@ -130,12 +130,14 @@ func (s *NodeServer) GetShard(req *pb.GetShardRequest, stream grpc.ServerStreami
 	if err != nil {
 		return ToStatus(fmt.Errorf("GetShard: %w", err))
 	}
+	// spanChunkOut: the messages refer to span rather than copy it
+	// (spanCodec, which NewGRPCServer installs).
 	first := min(len(span), chunkSize)
-	if err := stream.Send(&pb.GetShardChunk{Header: hdr, SpanOffset: spanOff, Data: span[:first]}); err != nil {
+	if err := stream.SendMsg(&spanChunkOut{header: hdr, spanOffset: spanOff, data: span[:first]}); err != nil {
 		return err
 	}
 	for i := first; i < len(span); i += chunkSize {
-		if err := stream.Send(&pb.GetShardChunk{Data: span[i:min(i+chunkSize, len(span))]}); err != nil {
+		if err := stream.SendMsg(&spanChunkOut{data: span[i:min(i+chunkSize, len(span))]}); err != nil {
 			return err
 		}
 	}
