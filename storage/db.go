@@ -741,10 +741,22 @@ func copySpan(h Header, head []byte, off int64, p, span []byte, guard *Guard) er
 // payload span covering [off, off+n), which starts at payload offset spanOff.
 // A remote reader re-verifies them with ParseHeader and VerifyPayload.
 func (db *DB) ReadSpan(ctx context.Context, k ShardKey, off, n int64) (hdr, span []byte, spanOff int64, err error) {
+	return db.ReadSpanInto(ctx, k, off, n, func(size int) []byte { return make([]byte, size) })
+}
+
+// ReadSpanInto is ReadSpan into a buffer of the caller's: alloc is called
+// once, with the span's length, and must return a slice of that length
+// (from a pool, say), which becomes span. It is called only after the
+// header has bounded the length; if the read then fails, span is nil and
+// the buffer alloc gave is the caller's to recycle.
+func (db *DB) ReadSpanInto(ctx context.Context, k ShardKey, off, n int64, alloc func(size int) []byte) (hdr, span []byte, spanOff int64, err error) {
 	err = db.readSpan(ctx, "read span of", k, off, n, func(h Header, rec []byte, hl int, start int64, s []byte) error {
-		// Copy first and verify the copy: it is what is handed out.
-		out := append([]byte(nil), s...)
-		if err := VerifyPayload(&h, rec, start, out); err != nil {
+		// Verify the copy as it is made: it is what is handed out.
+		out := alloc(len(s))
+		if len(out) != len(s) {
+			return fmt.Errorf("%w: span buffer of %d bytes for a span of %d", ErrInvalid, len(out), len(s))
+		}
+		if err := copySpan(h, rec[:hl], start, out, s, nil); err != nil {
 			return err
 		}
 		hdr = append([]byte(nil), rec[:hl]...)
@@ -895,7 +907,8 @@ func (db *DB) view(ctx context.Context, op string, k ShardKey, fn func(*badger.T
 		return nil
 	case errors.Is(err, ErrCorrupt):
 		return fmt.Errorf("%s shard %v in %s: %w", op, k, db.dir, err)
-	case errors.Is(err, ErrAbandoned):
+	case errors.Is(err, ErrAbandoned), errors.Is(err, ErrInvalid):
+		// The caller's doing, not damage.
 		return fmt.Errorf("%s shard %v: %w", op, k, err)
 	case errors.Is(err, badger.ErrKeyNotFound), errors.Is(err, badger.ErrDBClosed):
 		return db.wrap(op, k, err)

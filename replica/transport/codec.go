@@ -39,13 +39,15 @@ const (
 	tagData       = 3<<3 | 2
 )
 
-// spanChunkOut is a GetShardChunk to be sent by spanCodec: data is sent
-// from where it is, and must not change until the message is on the wire
-// (the stream holds a reference to it until then).
+// spanChunkOut is a GetShardChunk to be sent by spanCodec: its data is
+// sent from where it is, and must not change until the message is on the
+// wire. It is buf if set — which Marshal takes over, so that gRPC releases
+// it (to its pool) once written — and data otherwise.
 type spanChunkOut struct {
 	header     []byte
 	spanOffset int64
 	data       []byte
+	buf        mem.Buffer
 }
 
 func (c spanCodec) Marshal(v any) (mem.BufferSlice, error) {
@@ -62,11 +64,16 @@ func (c spanCodec) Marshal(v any) (mem.BufferSlice, error) {
 	if m.spanOffset != 0 {
 		prefix = binary.AppendUvarint(append(prefix, tagSpanOffset), uint64(m.spanOffset))
 	}
-	if len(m.data) == 0 {
+	data := m.buf
+	if data == nil {
+		data = mem.SliceBuffer(m.data)
+	}
+	if data.Len() == 0 {
+		data.Free()
 		return mem.BufferSlice{mem.SliceBuffer(prefix)}, nil
 	}
-	prefix = binary.AppendUvarint(append(prefix, tagData), uint64(len(m.data)))
-	return mem.BufferSlice{mem.SliceBuffer(prefix), mem.SliceBuffer(m.data)}, nil
+	prefix = binary.AppendUvarint(append(prefix, tagData), uint64(data.Len()))
+	return mem.BufferSlice{mem.SliceBuffer(prefix), data}, nil
 }
 
 // spanChunk receives one GetShardChunk through spanCodec. The codec calls

@@ -126,3 +126,18 @@ func protowireAppend(b []byte, tag byte, x uint64) []byte {
 	}
 	return append(b, byte(x))
 }
+
+// TestSpanPoolTiers: a span buffer is as long as asked, its capacity the
+// tier's, and one too large for the tiers is exactly its size.
+func TestSpanPoolTiers(t *testing.T) {
+	for _, tc := range []struct{ n, cap int }{
+		{0, 64 << 10}, {1, 64 << 10}, {64 << 10, 64 << 10}, {64<<10 + 1, 128 << 10},
+		{1 << 20, 1 << 20}, {1<<20 + 256<<10, 2 << 20}, {4 << 20, 4 << 20}, {4<<20 + 1, 4<<20 + 1},
+	} {
+		b := spanBufs.Get(tc.n)
+		if len(*b) != tc.n || cap(*b) != tc.cap {
+			t.Errorf("Get(%d): len %d cap %d, want cap %d", tc.n, len(*b), cap(*b), tc.cap)
+		}
+		spanBufs.Put(b)
+	}
+}
