@@ -35,7 +35,7 @@ func (c spanCodec) Name() string { return c.proto.Name() }
 // GetShardChunk's field numbers and wire types.
 const (
 	tagHeader     = 1<<3 | 2
-	tagSpanOffset = 2<<3 | 0
+	tagSpanOffset = 2 << 3 // wire type 0, varint
 	tagData       = 3<<3 | 2
 )
 

@@ -55,7 +55,7 @@ func TestSpanCodecWire(t *testing.T) {
 		}
 		// Unknown fields (a varint, a fixed32, bytes) and reversed
 		// order on the wire.
-		odd := protowireAppend(nil, 9<<3|0, 300)
+		odd := protowireAppend(nil, 9<<3, 300) // a varint
 		odd = append(odd, 10<<3|5, 1, 2, 3, 4)
 		odd = append(protowireAppend(odd, 11<<3|2, 2), 'h', 'i')
 		if len(m.Data) > 0 {
