@@ -741,7 +741,21 @@ func copySpan(h Header, head []byte, off int64, p, span []byte, guard *Guard) er
 // payload span covering [off, off+n), which starts at payload offset spanOff.
 // A remote reader re-verifies them with ParseHeader and VerifyPayload.
 func (db *DB) ReadSpan(ctx context.Context, k ShardKey, off, n int64) (hdr, span []byte, spanOff int64, err error) {
-	return db.ReadSpanInto(ctx, k, off, n, func(size int) []byte { return make([]byte, size) })
+	err = db.readSpan(ctx, "read span of", k, off, n, func(h Header, rec []byte, hl int, start int64, s []byte) error {
+		// append copies into memory it does not clear first (make
+		// would); the copy is what is verified and handed out.
+		out := append([]byte(nil), s...)
+		if err := VerifyPayload(&h, rec, start, out); err != nil {
+			return err
+		}
+		hdr = append([]byte(nil), rec[:hl]...)
+		span, spanOff = out, start
+		return nil
+	})
+	if err != nil {
+		return nil, nil, 0, err
+	}
+	return hdr, span, spanOff, nil
 }
 
 // ReadSpanInto is ReadSpan into a buffer of the caller's: alloc is called

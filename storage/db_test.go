@@ -526,11 +526,16 @@ func TestDBCorruptRecord(t *testing.T) {
 				_, span, _, serr := db.ReadSpan(ctx, k, off, 10)
 				into := make([]byte, 10)
 				_, ierr := db.ReadInto(ctx, k, off, into, nil)
+				_, pspan, _, perr := db.ReadSpanInto(ctx, k, off, 10, func(n int) []byte { return make([]byte, n) })
 				if tt.damaged == wholeRecord || tt.damaged == blk {
 					corrupt(fmt.Sprintf("ReadAt(block %d)", blk), b, err)
 					corrupt(fmt.Sprintf("ReadSpan(block %d)", blk), span, serr)
 					corrupt(fmt.Sprintf("ReadInto(block %d)", blk), nil, ierr)
+					corrupt(fmt.Sprintf("ReadSpanInto(block %d)", blk), pspan, perr)
 					continue
+				}
+				if perr != nil || !bytes.Equal(pspan, s.Payload[blk*bs:(blk+1)*bs]) {
+					t.Errorf("ReadSpanInto of intact block %d: %v", blk, perr)
 				}
 				if ierr != nil || !bytes.Equal(into, s.Payload[off:off+10]) {
 					t.Errorf("ReadInto of intact block %d: %v", blk, ierr)
