@@ -155,15 +155,7 @@ func (c *Cluster) readObjectInto(ctx context.Context, o meta.Object, off int64, 
 		pos += b - a
 	}
 	fill := func(ctx context.Context, pc piece) error {
-		b, err := c.readPiece(ctx, o, pc.i, pc.a, pc.b)
-		if err != nil {
-			return err
-		}
-		if int64(len(b)) != pc.b-pc.a {
-			return fmt.Errorf("%w: object %s shard %d: %d bytes for a span of %d", storage.ErrCorrupt, o.ID, pc.i, len(b), pc.b-pc.a)
-		}
-		copy(p[pc.dstOff:], b)
-		return nil
+		return c.readPiece(ctx, o, pc.i, pc.a, p[pc.dstOff:pc.dstOff+pc.b-pc.a])
 	}
 	// One piece after the other: under load, pieces in parallel only
 	// share the same bandwidth and CPU, and each takes longer — closer to
@@ -176,19 +168,31 @@ func (c *Cluster) readObjectInto(ctx context.Context, o meta.Object, off int64, 
 	return nil
 }
 
-// readPiece returns bytes [a, b) of data shard i's payload. It asks shard
-// i's node first; if that fails, or has not answered after the hedge delay
-// (a slow or partitioned node; hedge.go), or the node is known to be down, it rebuilds
-// the bytes from the same span of k other shards, and returns whichever
-// comes first.
-func (c *Cluster) readPiece(ctx context.Context, o meta.Object, i int, a, b int64) ([]byte, error) {
+// readPiece fills dst with bytes [a, a+len(dst)) of data shard i's payload.
+// It asks shard i's node first, which copies the verified bytes straight
+// into dst where its ShardService can (shardIntoReader); if that fails, or
+// has not answered after the hedge delay (a slow or partitioned node;
+// hedge.go), or the node is known to be down, it rebuilds the bytes from
+// the same span of k other shards, and keeps whichever comes first. A
+// rebuild that wins takes dst back from the direct read (storage.Guard)
+// before copying into it, so nothing writes to dst once this returns.
+func (c *Cluster) readPiece(ctx context.Context, o meta.Object, i int, a int64, dst []byte) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel() // stops the loser
+	n := int64(len(dst))
 	fetch := func(ctx context.Context, svc ShardService, k storage.ShardKey) (any, error) {
-		return svc.ReadShard(ctx, k, a, b-a)
+		return svc.ReadShard(ctx, k, a, n)
+	}
+	var guard storage.Guard
+	fetchInto := func(ctx context.Context, svc ShardService, k storage.ShardKey) (any, error) {
+		if r, ok := svc.(shardIntoReader); ok {
+			return nil, r.ReadShardInto(ctx, k, a, dst, &guard)
+		}
+		return svc.ReadShard(ctx, k, a, n)
 	}
 	type result struct {
 		p      []byte
+		inDst  bool // the bytes are in dst already
 		err    error
 		direct bool
 	}
@@ -205,9 +209,13 @@ func (c *Cluster) readPiece(ctx context.Context, o meta.Object, i int, a, b int6
 	if node := o.Placement[i]; node != "" && (node == c.self || c.health.Up(node)) {
 		pending++
 		go func() {
-			got, _, err := c.gather(ctx, o, []int{i}, 1, fetch)
+			got, _, err := c.gather(ctx, o, []int{i}, 1, fetchInto)
 			if err != nil {
 				results <- result{err: err, direct: true}
+				return
+			}
+			if got[i] == nil { // fetchInto filled dst
+				results <- result{inDst: true, direct: true}
 				return
 			}
 			results <- result{p: got[i].([]byte), direct: true}
@@ -224,7 +232,19 @@ func (c *Cluster) readPiece(ctx context.Context, o meta.Object, i int, a, b int6
 		case r := <-results:
 			pending--
 			if r.err == nil {
-				return r.p, nil
+				if r.inDst {
+					return nil
+				}
+				// Cancel first: the direct read's ErrAbandoned then
+				// comes after its context ended and is not held
+				// against its node.
+				cancel()
+				guard.Abandon()
+				if int64(len(r.p)) != n {
+					return fmt.Errorf("%w: object %s shard %d: %d bytes for a span of %d", storage.ErrCorrupt, o.ID, i, len(r.p), n)
+				}
+				copy(dst, r.p)
+				return nil
 			}
 			errs = append(errs, r.err)
 			if r.direct {
@@ -239,7 +259,7 @@ func (c *Cluster) readPiece(ctx context.Context, o meta.Object, i int, a, b int6
 			}
 		}
 	}
-	return nil, errors.Join(errs...)
+	return errors.Join(errs...)
 }
 
 // rebuildPiece rebuilds a span of data shard i from the same span of k

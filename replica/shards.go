@@ -62,8 +62,16 @@ func (r remoteShards) GetShard(ctx context.Context, k storage.ShardKey) (*storag
 }
 
 func (r remoteShards) ReadShard(ctx context.Context, k storage.ShardKey, off, n int64) ([]byte, error) {
-	b, _, err := r.c.GetShard(ctx, k, off, n)
-	return b, err
+	if n < 0 {
+		return nil, fmt.Errorf("read shard %v: %w: range %d+%d", k, storage.ErrInvalid, off, n)
+	}
+	// ReadShardInto's one copy, into a buffer of our own (n comes from the
+	// object's record, not the peer).
+	p := make([]byte, n)
+	if err := r.c.ReadShardInto(ctx, k, off, p, nil); err != nil {
+		return nil, err
+	}
+	return p, nil
 }
 
 func (r remoteShards) DeleteShard(ctx context.Context, k storage.ShardKey, before time.Time) error {

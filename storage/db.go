@@ -695,24 +695,62 @@ func (db *DB) getRecord(ctx context.Context, op string, k ShardKey) (*Shard, []b
 func (db *DB) ReadAt(ctx context.Context, k ShardKey, off, n int64) ([]byte, Header, error) {
 	var out []byte
 	var hdr Header
-	err := db.readSpan(ctx, "read", k, off, n, func(h Header, rec []byte, hl int, start int64, span []byte) {
-		hdr = h
-		out = make([]byte, n)
-		if n > 0 {
-			copy(out, span[off-start:])
+	err := db.readSpan(ctx, "read", k, off, n, func(h Header, rec []byte, hl int, start int64, span []byte) error {
+		// Allocated only now that the header has bounded n.
+		b := make([]byte, n)
+		if err := copySpan(h, rec[:hl], off, b, span, nil); err != nil {
+			return err
 		}
+		out, hdr = b, h
+		return nil
 	})
-	return out, hdr, err
+	if err != nil {
+		return nil, Header{}, err
+	}
+	return out, hdr, nil
+}
+
+// ReadInto reads payload bytes [off, off+len(p)) of the shard into p and
+// returns its header. The checksum blocks covering the range are verified
+// as the bytes are copied, once, from the value log's mapping into p; on
+// an error p's content is unspecified. guard (which may be nil) lets a
+// hedged reader take p back while the read is still going on.
+func (db *DB) ReadInto(ctx context.Context, k ShardKey, off int64, p []byte, guard *Guard) (Header, error) {
+	var hdr Header
+	err := db.readSpan(ctx, "read", k, off, int64(len(p)), func(h Header, rec []byte, hl int, start int64, span []byte) error {
+		hdr = h
+		return copySpan(h, rec[:hl], off, p, span, guard)
+	})
+	return hdr, err
+}
+
+// copySpan copies the part of span in [off, off+len(p)) into p, verifying
+// every block of span.
+func copySpan(h Header, head []byte, off int64, p, span []byte, guard *Guard) error {
+	c, err := NewSpanCopy(h, head, off, p, guard)
+	if err != nil {
+		return err
+	}
+	if err := c.Write(span); err != nil {
+		return err
+	}
+	return c.Close()
 }
 
 // ReadSpan returns the shard's record header and the verified, block-aligned
 // payload span covering [off, off+n), which starts at payload offset spanOff.
 // A remote reader re-verifies them with ParseHeader and VerifyPayload.
 func (db *DB) ReadSpan(ctx context.Context, k ShardKey, off, n int64) (hdr, span []byte, spanOff int64, err error) {
-	err = db.readSpan(ctx, "read span of", k, off, n, func(h Header, rec []byte, hl int, start int64, s []byte) {
+	err = db.readSpan(ctx, "read span of", k, off, n, func(h Header, rec []byte, hl int, start int64, s []byte) error {
+		// append copies into memory it does not clear first (make
+		// would); the copy is what is verified and handed out.
+		out := append([]byte(nil), s...)
+		if err := VerifyPayload(&h, rec, start, out); err != nil {
+			return err
+		}
 		hdr = append([]byte(nil), rec[:hl]...)
-		span = append([]byte(nil), s...)
-		spanOff = start
+		span, spanOff = out, start
+		return nil
 	})
 	if err != nil {
 		return nil, nil, 0, err
@@ -720,10 +758,36 @@ func (db *DB) ReadSpan(ctx context.Context, k ShardKey, off, n int64) (hdr, span
 	return hdr, span, spanOff, nil
 }
 
-// readSpan finds the block-aligned span covering [off, off+n), verifies it
-// in place in the value log's mapping and hands it to use, which must copy
-// what it keeps: the mapping is only valid during the call.
-func (db *DB) readSpan(ctx context.Context, op string, k ShardKey, off, n int64, use func(h Header, rec []byte, hl int, start int64, span []byte)) error {
+// ReadSpanInto is ReadSpan into a buffer of the caller's: alloc is called
+// once, with the span's length, and must return a slice of that length
+// (from a pool, say), which becomes span. It is called only after the
+// header has bounded the length; if the read then fails, span is nil and
+// the buffer alloc gave is the caller's to recycle.
+func (db *DB) ReadSpanInto(ctx context.Context, k ShardKey, off, n int64, alloc func(size int) []byte) (hdr, span []byte, spanOff int64, err error) {
+	err = db.readSpan(ctx, "read span of", k, off, n, func(h Header, rec []byte, hl int, start int64, s []byte) error {
+		// Verify the copy as it is made: it is what is handed out.
+		out := alloc(len(s))
+		if len(out) != len(s) {
+			return fmt.Errorf("%w: span buffer of %d bytes for a span of %d", ErrInvalid, len(out), len(s))
+		}
+		if err := copySpan(h, rec[:hl], start, out, s, nil); err != nil {
+			return err
+		}
+		hdr = append([]byte(nil), rec[:hl]...)
+		span, spanOff = out, start
+		return nil
+	})
+	if err != nil {
+		return nil, nil, 0, err
+	}
+	return hdr, span, spanOff, nil
+}
+
+// readSpan finds the block-aligned span covering [off, off+n) and hands it,
+// not yet verified, to use, which must verify what it keeps and copy it:
+// the mapping is only valid during the call. An error from use fails the
+// read.
+func (db *DB) readSpan(ctx context.Context, op string, k ShardKey, off, n int64, use func(h Header, rec []byte, hl int, start int64, span []byte) error) error {
 	var rangeErr error
 	err := db.view(ctx, op, k, func(txn *badger.Txn) error {
 		ih, err := lookupIndex(txn, k)
@@ -750,12 +814,7 @@ func (db *DB) readSpan(ctx context.Context, op string, k ShardKey, off, n int64,
 				rangeErr = err
 				return nil
 			}
-			span := rec[int64(hl)+start : int64(hl)+start+length]
-			if err := VerifyPayload(&h, rec, start, span); err != nil {
-				return err
-			}
-			use(h, rec, hl, start, span)
-			return nil
+			return use(h, rec, hl, start, rec[int64(hl)+start:int64(hl)+start+length])
 		})
 	})
 	if err == nil && rangeErr != nil {
@@ -862,6 +921,9 @@ func (db *DB) view(ctx context.Context, op string, k ShardKey, fn func(*badger.T
 		return nil
 	case errors.Is(err, ErrCorrupt):
 		return fmt.Errorf("%s shard %v in %s: %w", op, k, db.dir, err)
+	case errors.Is(err, ErrAbandoned), errors.Is(err, ErrInvalid):
+		// The caller's doing, not damage.
+		return fmt.Errorf("%s shard %v: %w", op, k, err)
 	case errors.Is(err, badger.ErrKeyNotFound), errors.Is(err, badger.ErrDBClosed):
 		return db.wrap(op, k, err)
 	}

@@ -215,6 +215,7 @@ func TestDBNotFound(t *testing.T) {
 		"GetRecord": func() error { _, err := db.GetRecord(ctx, k); return err },
 		"ReadAt":    func() error { _, _, err := db.ReadAt(ctx, k, 0, 1); return err },
 		"ReadSpan":  func() error { _, _, _, err := db.ReadSpan(ctx, k, 0, 1); return err },
+		"ReadInto":  func() error { _, err := db.ReadInto(ctx, k, 0, make([]byte, 1), nil); return err },
 		"Stat":      func() error { _, err := db.Stat(ctx, k); return err },
 	}
 	for name, op := range ops {
@@ -523,10 +524,21 @@ func TestDBCorruptRecord(t *testing.T) {
 				off := int64(blk*bs + 7)
 				b, _, err := db.ReadAt(ctx, k, off, 10)
 				_, span, _, serr := db.ReadSpan(ctx, k, off, 10)
+				into := make([]byte, 10)
+				_, ierr := db.ReadInto(ctx, k, off, into, nil)
+				_, pspan, _, perr := db.ReadSpanInto(ctx, k, off, 10, func(n int) []byte { return make([]byte, n) })
 				if tt.damaged == wholeRecord || tt.damaged == blk {
 					corrupt(fmt.Sprintf("ReadAt(block %d)", blk), b, err)
 					corrupt(fmt.Sprintf("ReadSpan(block %d)", blk), span, serr)
+					corrupt(fmt.Sprintf("ReadInto(block %d)", blk), nil, ierr)
+					corrupt(fmt.Sprintf("ReadSpanInto(block %d)", blk), pspan, perr)
 					continue
+				}
+				if perr != nil || !bytes.Equal(pspan, s.Payload[blk*bs:(blk+1)*bs]) {
+					t.Errorf("ReadSpanInto of intact block %d: %v", blk, perr)
+				}
+				if ierr != nil || !bytes.Equal(into, s.Payload[off:off+10]) {
+					t.Errorf("ReadInto of intact block %d: %v", blk, ierr)
 				}
 				if err != nil || !bytes.Equal(b, s.Payload[off:off+10]) {
 					t.Errorf("ReadAt of intact block %d: %v", blk, err)
@@ -583,6 +595,13 @@ func TestDBCorruptOnDisk(t *testing.T) {
 	if b, _, err := db.ReadAt(ctx, s.Key(), 0, 100); err != nil || !bytes.Equal(b, s.Payload[:100]) {
 		t.Fatalf("ReadAt of an intact block: %v", err)
 	}
+	// The damaged byte is outside the range but inside its block.
+	if _, err := db.ReadInto(ctx, s.Key(), 8100, make([]byte, 10), nil); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("ReadInto of the damaged block: %v", err)
+	}
+	if p := make([]byte, 100); func() error { _, err := db.ReadInto(ctx, s.Key(), 0, p, nil); return err }() != nil || !bytes.Equal(p, s.Payload[:100]) {
+		t.Fatalf("ReadInto of an intact block failed or gave wrong bytes")
+	}
 }
 
 func TestDBContextCancelled(t *testing.T) {
@@ -598,6 +617,7 @@ func TestDBContextCancelled(t *testing.T) {
 		"GetRecord": func() error { _, err := db.GetRecord(ctx, k); return err },
 		"ReadAt":    func() error { _, _, err := db.ReadAt(ctx, k, 0, 1); return err },
 		"ReadSpan":  func() error { _, _, _, err := db.ReadSpan(ctx, k, 0, 1); return err },
+		"ReadInto":  func() error { _, err := db.ReadInto(ctx, k, 0, make([]byte, 1), nil); return err },
 		"Stat":      func() error { _, err := db.Stat(ctx, k); return err },
 		"Delete":    func() error { return db.Delete(ctx, k) },
 		"Walk":      func() error { return db.Walk(ctx, func(Header) error { return nil }) },
@@ -636,6 +656,7 @@ func TestDBClosed(t *testing.T) {
 		"GetRecord": func() error { _, err := db.GetRecord(ctx, k); return err },
 		"ReadAt":    func() error { _, _, err := db.ReadAt(ctx, k, 0, 1); return err },
 		"ReadSpan":  func() error { _, _, _, err := db.ReadSpan(ctx, k, 0, 1); return err },
+		"ReadInto":  func() error { _, err := db.ReadInto(ctx, k, 0, make([]byte, 1), nil); return err },
 		"Stat":      func() error { _, err := db.Stat(ctx, k); return err },
 		"Delete":    func() error { return db.Delete(ctx, k) },
 		"Walk":      func() error { return db.Walk(ctx, func(Header) error { return nil }) },

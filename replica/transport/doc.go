@@ -37,6 +37,13 @@
 // peer. Storage errors cross the wire as gRPC codes and come back as the
 // same storage error kinds ([ToStatus], [FromStatus]).
 //
+// A span read (GetShard) is copied once on each side, beyond gRPC's own
+// framing: the server verifies it as it copies it from the store into a
+// pooled buffer that its messages refer to, and
+// [NodeClient.ReadShardInto] verifies the received frames as it copies
+// them into the caller's buffer (codec.go says how gRPC's protobuf codec
+// is bypassed for that one message; the wire format is unchanged).
+//
 // # Fault injection
 //
 // [Faults] lets an in-process test cut a node off from chosen peers: every

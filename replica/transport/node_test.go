@@ -76,6 +76,9 @@ func TestShardRoundTrip(t *testing.T) {
 				{plen/2 + 7, plen/2 - 100}, // middle
 			} {
 				t.Run(fmt.Sprintf("range %d+%d", r.off, r.n), func(t *testing.T) {
+					// A deadline per range: under -race on a loaded
+					// machine the whole list takes more than one.
+					ctx := ctxT(t)
 					b, h, err := c.GetShard(ctx, key, r.off, r.n)
 					if err != nil {
 						t.Fatalf("GetShard: %v", err)
@@ -90,12 +93,23 @@ func TestShardRoundTrip(t *testing.T) {
 					if h.Key() != key || h.PayloadLen != plen || h.BlockSize != blockSize {
 						t.Errorf("header %+v", h)
 					}
+					p := bytes.Repeat([]byte{0xee}, int(end-r.off))
+					if err := c.ReadShardInto(ctx, key, r.off, p, nil); err != nil || !bytes.Equal(p, payload[r.off:end]) {
+						t.Errorf("ReadShardInto: %v; payload[%d:%d] equal %v", err, r.off, end, bytes.Equal(p, payload[r.off:end]))
+					}
 				})
 			}
 
+			ctx = ctxT(t)
 			for _, bad := range []struct{ off, n int64 }{{plen, 1}, {-1, 1}, {0, plen + 1}, {plen + 1, -1}} {
 				if _, _, err := c.GetShard(ctx, key, bad.off, bad.n); !errors.Is(err, storage.ErrInvalid) {
 					t.Errorf("GetShard %d+%d = %v, want ErrInvalid", bad.off, bad.n, err)
+				}
+				if bad.n < 0 {
+					continue
+				}
+				if err := c.ReadShardInto(ctx, key, bad.off, make([]byte, bad.n), nil); !errors.Is(err, storage.ErrInvalid) {
+					t.Errorf("ReadShardInto %d+%d = %v, want ErrInvalid", bad.off, bad.n, err)
 				}
 			}
 
@@ -135,9 +149,10 @@ func TestShardRoundTrip(t *testing.T) {
 				}
 			}
 			for name, call := range map[string]func() error{
-				"GetShard":  func() error { _, _, err := c.GetShard(ctx, key, 0, -1); return err },
-				"GetRecord": func() error { _, err := c.GetRecord(ctx, key); return err },
-				"StatShard": func() error { _, err := c.StatShard(ctx, key); return err },
+				"GetShard":      func() error { _, _, err := c.GetShard(ctx, key, 0, -1); return err },
+				"GetRecord":     func() error { _, err := c.GetRecord(ctx, key); return err },
+				"ReadShardInto": func() error { return c.ReadShardInto(ctx, key, 0, make([]byte, 10), nil) },
+				"StatShard":     func() error { _, err := c.StatShard(ctx, key); return err },
 			} {
 				err := call()
 				if !errors.Is(err, storage.ErrNotFound) || status.Code(err) != codes.NotFound {
@@ -205,6 +220,9 @@ func TestGetShardVerifiesClientSide(t *testing.T) {
 			}
 			if _, err := c.GetRecord(ctx, sh.Key()); !errors.Is(err, storage.ErrCorrupt) {
 				t.Errorf("GetRecord = %v; want ErrCorrupt", err)
+			}
+			if err := c.ReadShardInto(ctx, sh.Key(), 3, make([]byte, blockSize*3), nil); !errors.Is(err, storage.ErrCorrupt) {
+				t.Errorf("ReadShardInto = %v; want ErrCorrupt", err)
 			}
 		})
 	}

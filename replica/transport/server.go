@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/mem"
 
 	pb "hastore/proto/hastorepb"
 	"hastore/storage"
@@ -126,20 +127,67 @@ func (s *NodeServer) GetShard(req *pb.GetShardRequest, stream grpc.ServerStreami
 			return ToStatus(fmt.Errorf("GetShard %v: %w: offset %d outside %d-byte payload", k, storage.ErrInvalid, off, h.PayloadLen))
 		}
 	}
-	hdr, span, spanOff, err := s.store.ReadSpan(ctx, k, off, n)
+	hdr, rest, err := s.readSpan(ctx, k, off, n)
 	if err != nil {
 		return ToStatus(fmt.Errorf("GetShard: %w", err))
 	}
-	first := min(len(span), chunkSize)
-	if err := stream.Send(&pb.GetShardChunk{Header: hdr, SpanOffset: spanOff, Data: span[:first]}); err != nil {
-		return err
-	}
-	for i := first; i < len(span); i += chunkSize {
-		if err := stream.Send(&pb.GetShardChunk{Data: span[i:min(i+chunkSize, len(span))]}); err != nil {
+	defer func() {
+		if rest != nil {
+			rest.Free()
+		}
+	}()
+	// The messages refer to the span rather than copy it (spanCodec, which
+	// NewGRPCServer installs), and gRPC frees each once it is sent.
+	m := &spanChunkOut{header: hdr.head, spanOffset: hdr.spanOff}
+	for {
+		if rest.Len() > chunkSize {
+			m.buf, rest = mem.SplitUnsafe(rest, chunkSize)
+		} else {
+			m.buf, rest = rest, nil
+		}
+		if err := stream.SendMsg(m); err != nil {
 			return err
 		}
+		if rest == nil {
+			return nil
+		}
+		m = &spanChunkOut{}
 	}
-	return nil
+}
+
+type spanHead struct {
+	head    []byte
+	spanOff int64
+}
+
+// spanIntoStore is a Store that reads a span into a buffer the server
+// provides, from spanBufs rather than a new allocation per call;
+// *storage.DB is one.
+type spanIntoStore interface {
+	ReadSpanInto(ctx context.Context, k storage.ShardKey, off, n int64, alloc func(size int) []byte) (hdr, span []byte, spanOff int64, err error)
+}
+
+// readSpan reads the verified span covering [off, off+n) into a buffer
+// that returns to spanBufs once released.
+func (s *NodeServer) readSpan(ctx context.Context, k storage.ShardKey, off, n int64) (spanHead, mem.Buffer, error) {
+	st, ok := s.store.(spanIntoStore)
+	if !ok {
+		hdr, span, spanOff, err := s.store.ReadSpan(ctx, k, off, n)
+		return spanHead{hdr, spanOff}, mem.SliceBuffer(span), err
+	}
+	var held *[]byte
+	hdr, span, spanOff, err := st.ReadSpanInto(ctx, k, off, n, func(size int) []byte {
+		held = spanBufs.Get(size)
+		return *held
+	})
+	if err != nil {
+		if held != nil {
+			spanBufs.Put(held)
+		}
+		return spanHead{}, nil, err
+	}
+	*held = (*held)[:len(span)]
+	return spanHead{hdr, spanOff}, mem.NewBuffer(held, spanBufs), nil
 }
 
 // StatShard returns a shard's header.
