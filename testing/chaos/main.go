@@ -406,13 +406,6 @@ loop:
 	}
 }
 
-func yesNo(b bool) string {
-	if b {
-		return "yes"
-	}
-	return "no"
-}
-
 func isSet(name string) bool {
 	set := false
 	flag.Visit(func(f *flag.Flag) {
