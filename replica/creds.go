@@ -27,6 +27,8 @@ import (
 // a pb.CredRecord) and revocations ("r/ID", the revocation time).
 const credsTenant = "hastore:creds"
 
+func init() { meta.KeepOnRestore(credsTenant) }
+
 const (
 	credRecordPrefix = "c/"
 	credRevokedKey   = "r/"

@@ -25,6 +25,8 @@ import (
 // collide with it.
 const storesTenant = "hastore:stores"
 
+func init() { meta.KeepOnRestore(storesTenant) }
+
 // lostSet is the objects known to miss a shard on this node, being rebuilt.
 // They count as under-replicated until they are.
 type lostSet struct {

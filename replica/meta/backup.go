@@ -10,7 +10,7 @@ import (
 	"hash/crc32"
 	"io"
 	"os"
-	"strings"
+	"sync"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -33,10 +33,18 @@ import (
 // load it too. The merge keeps what belongs to the cluster being restored
 // into and takes the rest from the backup; see RestoreBackup.
 
-// InternalTenantPrefix marks the tenants that describe the cluster itself
-// (credentials, store IDs): a restore keeps the target cluster's and ignores
-// the backup's.
-const InternalTenantPrefix = "hastore:"
+// keepOnRestore holds the tenants that describe the cluster itself rather
+// than its users' data (see KeepOnRestore).
+var keepOnRestore sync.Map
+
+// KeepOnRestore marks tenant as describing the cluster itself (its
+// credentials, its nodes' store IDs, its ACME account): a restore keeps
+// the target cluster's records of it and ignores the backup's. Packages
+// owning such a tenant call it from init. Every other tenant is user data
+// and comes from the backup — "hastore:"-named service data included
+// (DKIM keys, Sieve scripts, the outbound queue): a prefix rule once left
+// those behind on restore.
+func KeepOnRestore(tenant string) { keepOnRestore.Store(tenant, true) }
 
 // ErrNotEmpty: the cluster holds tenant data a restore would replace.
 var ErrNotEmpty = errors.New("meta: cluster is not empty")
@@ -169,7 +177,7 @@ func snapshotTenant(key []byte) (tenant string, ok bool) {
 	return string(rest[:i]), true
 }
 
-func internalTenant(t string) bool { return strings.HasPrefix(t, InternalTenantPrefix) }
+func internalTenant(t string) bool { _, ok := keepOnRestore.Load(t); return ok }
 
 // RestoreStats says what RestoreBackup installed.
 type RestoreStats struct {
@@ -180,7 +188,7 @@ type RestoreStats struct {
 }
 
 // CheckRestorable returns ErrNotEmpty if the state holds tenant data other
-// than the cluster's own (InternalTenantPrefix).
+// than the cluster's own (KeepOnRestore).
 func (f *FSM) CheckRestorable() error {
 	var found string
 	err := f.view(func(txn *badger.Txn) error {
@@ -224,7 +232,7 @@ const restoreGap = 1 << 16
 //
 // What comes from where:
 //   - tenant records: the backup's, except internal tenants
-//     (InternalTenantPrefix), which stay this cluster's;
+//     (KeepOnRestore), which stay this cluster's;
 //   - membership (n/) and bookkeeping (m/, including request memory):
 //     this cluster's;
 //   - object records: this cluster's (its placement: the caller has put

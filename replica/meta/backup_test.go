@@ -26,6 +26,12 @@ func propose(t *testing.T, ctx context.Context, s *Store, cmds ...Command) {
 // a tombstone; proposals go on applying after it; a second restore without
 // force is refused, and one missing an object is refused before anything
 // changes.
+func init() {
+	// As replica registers its own tenants in a running node.
+	KeepOnRestore("hastore:creds")
+	KeepOnRestore("hastore:stores")
+}
+
 func TestBackupRestoreIntoNewCluster(t *testing.T) {
 	ctx := ctxFor(t, 60*time.Second)
 	now := time.Now().UnixNano()
@@ -40,7 +46,8 @@ func TestBackupRestoreIntoNewCluster(t *testing.T) {
 		PutObject{Object: gone, Now: now}, DecRef{ID: gone.ID, Now: now}, // tombstone
 		TenantPut{Tenant: "mail:user@example.test", Key: "m/1", Value: []byte("message 1")},
 		TenantPut{Tenant: "site:www", Key: "i/1", Value: []byte("inode 1")},
-		TenantPut{Tenant: InternalTenantPrefix + "creds", Key: "c/old", Value: []byte("source credential")},
+		TenantPut{Tenant: "hastore:creds", Key: "c/old", Value: []byte("source credential")},
+		TenantPut{Tenant: "hastore:sieve", Key: "user@example.test", Value: []byte("keep;")},
 	)
 	backup := filepath.Join(t.TempDir(), "meta.snap")
 	f, err := os.Create(backup)
@@ -70,7 +77,7 @@ func TestBackupRestoreIntoNewCluster(t *testing.T) {
 	pa.Placement = []string{"d1", "d2", "d3"}
 	pb.Placement = []string{"d3", "d1", "d2"}
 	propose(t, ctx, lead.store,
-		TenantPut{Tenant: InternalTenantPrefix + "stores", Key: "d1", Value: []byte("store id")},
+		TenantPut{Tenant: "hastore:stores", Key: "d1", Value: []byte("store id")},
 		PutObject{Object: pa, Now: now + 1}, PutObject{Object: pb, Now: now + 1}, PutObject{Object: extra, Now: now + 1})
 
 	// One missing object: refused, nothing changed.
@@ -86,8 +93,8 @@ func TestBackupRestoreIntoNewCluster(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.Objects != 2 || st.TenantKeys != 2 || st.Tombstoned != 1 {
-		t.Fatalf("restore stats %+v, want 2 objects, 2 tenant keys, 1 tombstoned", st)
+	if st.Objects != 2 || st.TenantKeys != 3 || st.Tombstoned != 1 {
+		t.Fatalf("restore stats %+v, want 2 objects, 3 tenant keys, 1 tombstoned", st)
 	}
 	dst.converge(ctx)
 	for _, n := range dst.nodes {
@@ -119,8 +126,10 @@ func TestBackupRestoreIntoNewCluster(t *testing.T) {
 		{"mail:user@example.test", "m/1", "message 1"},
 		{"site:www", "i/1", "inode 1"},
 		{"site:www", "i/2", ""},
-		{InternalTenantPrefix + "creds", "c/old", ""},
-		{InternalTenantPrefix + "stores", "d1", "store id"},
+		{"hastore:creds", "c/old", ""},
+		{"hastore:stores", "d1", "store id"},
+		// Service data under a "hastore:" name is user data: restored.
+		{"hastore:sieve", "user@example.test", "keep;"},
 	} {
 		v, ok, err := fsm.TenantGet(kv.tenant, kv.key)
 		if err != nil || string(v) != kv.want || ok != (kv.want != "") {

@@ -49,10 +49,13 @@ import (
 	"hastore/replica/meta"
 )
 
-// Tenant is the key-value tenant of the records. Its "hastore:" prefix makes
-// it internal: a restore keeps the target cluster's records (certificates
-// are obtained again for the restored sites).
+// Tenant is the key-value tenant of the records. It describes the cluster
+// (its ACME account, leases and back-offs), so a restore keeps the target
+// cluster's records: certificates are obtained again for the restored
+// sites.
 const Tenant = "hastore:acme"
+
+func init() { meta.KeepOnRestore(Tenant) }
 
 const (
 	cachePrefix = "c/"
