@@ -27,7 +27,17 @@ import (
 // every other message goes to the protobuf codec unchanged.
 type spanCodec struct{ proto encoding.CodecV2 }
 
-func newSpanCodec() spanCodec { return spanCodec{proto: encoding.GetCodecV2("proto")} }
+// protoCodec is gRPC's own protobuf codec, taken before init replaces it.
+var protoCodec = encoding.GetCodecV2("proto")
+
+func newSpanCodec() spanCodec { return spanCodec{proto: protoCodec} }
+
+// The node server must pick spanCodec for GetShard, yet every other codec
+// by the call's content subtype (the outbound and Sieve admin services
+// speak JSON): forcing one codec on the server (grpc.ForceServerCodecV2)
+// broke those. So spanCodec is registered as this process's "proto" codec;
+// it hands every message but its own two types to gRPC's, unchanged.
+func init() { encoding.RegisterCodecV2(newSpanCodec()) }
 
 // Name is the protobuf codec's: the content type on the wire is unchanged.
 func (c spanCodec) Name() string { return c.proto.Name() }

@@ -97,7 +97,6 @@ func NewGRPCServer(cfg Config, opts ...grpc.ServerOption) (*grpc.Server, error) 
 		grpc.MaxRecvMsgSize(maxRecvMsgSize),
 		grpc.MaxSendMsgSize(maxMsgSize),
 		experimental.BufferPool(bufferPool),
-		grpc.ForceServerCodecV2(newSpanCodec()),
 	}
 	return grpc.NewServer(append(base, opts...)...), nil
 }
