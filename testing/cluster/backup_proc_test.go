@@ -163,7 +163,11 @@ func (mc *mailCluster) dumpMail(i int, user string) (map[string]dumpedBox, error
 			for _, m := range msgs {
 				var flags []string
 				for _, f := range m.Flags {
-					flags = append(flags, string(f))
+					// \Recent belongs to a session on a node, not to the
+					// message: it is not backed up and may differ.
+					if f != `\Recent` {
+						flags = append(flags, string(f))
+					}
 				}
 				slices.Sort(flags)
 				var body []byte
